@@ -1,0 +1,75 @@
+// Helpers shared by every kernel header in csrc/cuda. Torch-free: compiled by
+// nvcc for GPUs and by the host compiler for the SIMT runtime.
+#pragma once
+
+#include <cstdint>
+
+#include "../common/dtypes.h"
+#include "../simt/simt.h"
+
+#if defined(__CUDACC__)
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#endif
+
+namespace fastconv {
+namespace SIMT_KERNEL_NS {
+
+// Load/store through the accumulation type: half and bfloat16 are widened to
+// float so that all arithmetic is fp32 (fp64 for double).
+__device__ __forceinline__ float to_acc(float v) { return v; }
+__device__ __forceinline__ double to_acc(double v) { return v; }
+template <typename T>
+__device__ __forceinline__ T from_acc(acc_t<T> v) {
+  return static_cast<T>(v);
+}
+#if defined(__CUDACC__)
+__device__ __forceinline__ float to_acc(half_t v) { return __half2float(__ushort_as_half(v.bits)); }
+__device__ __forceinline__ float to_acc(bfloat16_t v) {
+  return __bfloat162float(__ushort_as_bfloat16(v.bits));
+}
+template <>
+__device__ __forceinline__ half_t from_acc<half_t>(float v) {
+  return half_t{__half_as_ushort(__float2half_rn(v))};
+}
+template <>
+__device__ __forceinline__ bfloat16_t from_acc<bfloat16_t>(float v) {
+  return bfloat16_t{__bfloat16_as_ushort(__float2bfloat16_rn(v))};
+}
+#endif
+
+// N elements moved as one aligned load/store (16 bytes: a 128-bit access).
+template <typename T, int N>
+struct alignas(sizeof(T) * N) Pack {
+  T v[N];
+};
+template <typename T>
+constexpr int pack_width() {
+  return 16 / static_cast<int>(sizeof(T));
+}
+inline bool is_aligned(const void* p, int bytes) {
+  return reinterpret_cast<uintptr_t>(p) % static_cast<uintptr_t>(bytes) == 0;
+}
+
+constexpr int kElementwiseThreads = 256;
+
+// Blocks for a grid-stride loop over `work` items: enough to fill a GPU,
+// capped so that huge tensors reuse threads instead of launching millions of
+// blocks (which also keeps the SIMT runtime's fiber count bounded).
+inline unsigned grid_stride_blocks(int64_t work, int threads = kElementwiseThreads) {
+  const int64_t max_blocks = 4096;
+  int64_t blocks = (work + threads - 1) / threads;
+  if (blocks < 1) blocks = 1;
+  return static_cast<unsigned>(blocks < max_blocks ? blocks : max_blocks);
+}
+
+// Converts the sticky launch error into the launcher's return value:
+// nullptr on success, CUDA's message otherwise. The ATen glue turns a
+// message into an exception.
+inline const char* launch_status() {
+  const cudaError_t err = cudaGetLastError();
+  return err == cudaSuccess ? nullptr : cudaGetErrorString(err);
+}
+
+}  // namespace SIMT_KERNEL_NS
+}  // namespace fastconv

@@ -1,0 +1,49 @@
+// Op schemas of the `fastconv` namespace and the Python module that loads them.
+//
+// In-place ops return nothing (functionalization, and so torch.compile,
+// cannot handle custom ops that return an alias of an input); the Python
+// layer returns the mutated tensor.
+//
+// Every op takes a trailing `backend` string ("auto", "cpu", "simt", "cuda"):
+// the Python layer passes the backend chosen by `fastconv.backend(...)` at
+// forward time, and autograd passes the same one to the backward ops, so a
+// forward run on the SIMT runtime is differentiated on it too.
+#include <torch/library.h>
+
+#if defined(FASTCONV_PYTHON_MODULE)
+#include <Python.h>
+#endif
+
+TORCH_LIBRARY(fastconv, m) {
+  m.def("relu(Tensor input, str backend=\"auto\") -> Tensor");
+  m.def("relu_(Tensor(a!) input, str backend=\"auto\") -> ()");
+  m.def("relu_backward(Tensor grad_output, Tensor output, str backend=\"auto\") -> Tensor");
+
+  // seed: int64[2] = (Philox seed, counter offset), on the input's device.
+  m.def("dropout(Tensor input, float p, Tensor seed, str backend=\"auto\") -> Tensor");
+  m.def("dropout_(Tensor(a!) input, float p, Tensor seed, str backend=\"auto\") -> ()");
+  m.def("dropout_backward(Tensor grad_output, float p, Tensor seed, str backend=\"auto\") -> Tensor");
+}
+
+#if defined(FASTCONV_PYTHON_MODULE)
+// A plain extension module: importing fastconv._C runs the registrations
+// above; the module itself only reports how it was built.
+extern "C" PyMODINIT_FUNC PyInit__C(void) {
+  static PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C",
+                                   "fastconv's compiled kernels and op registrations", -1, nullptr};
+  PyObject* module = PyModule_Create(&module_def);
+  if (module == nullptr) return nullptr;
+#if defined(FASTCONV_WITH_CUDA)
+  PyObject* cuda_compiled = Py_True;
+#else
+  PyObject* cuda_compiled = Py_False;
+#endif
+  Py_INCREF(cuda_compiled);
+  if (PyModule_AddObject(module, "CUDA_COMPILED", cuda_compiled) < 0) {
+    Py_DECREF(cuda_compiled);
+    Py_DECREF(module);
+    return nullptr;
+  }
+  return module;
+}
+#endif  // FASTCONV_PYTHON_MODULE

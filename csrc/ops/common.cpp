@@ -1,0 +1,63 @@
+#include "common.h"
+
+#if defined(FASTCONV_WITH_CUDA)
+#include <ATen/cuda/CUDAContext.h>
+#endif
+
+namespace fastconv {
+
+Backend select_backend(const at::Tensor& like, c10::string_view requested, const char* op) {
+  const bool on_cuda = like.is_cuda();
+  TORCH_CHECK(on_cuda || like.is_cpu(), op, ": tensors on ", like.device(),
+              " are not supported (only cpu and cuda)");
+  if (requested == "auto") return on_cuda ? Backend::kCuda : Backend::kCpu;
+  if (requested == "cpu" || requested == "simt") {
+    TORCH_CHECK(!on_cuda, op, ": backend '", requested, "' runs CPU tensors, but got a tensor on ",
+                like.device());
+    return requested == "cpu" ? Backend::kCpu : Backend::kSimt;
+  }
+  if (requested == "cuda") {
+    TORCH_CHECK(on_cuda, op, ": backend 'cuda' needs CUDA tensors, but got a tensor on ", like.device());
+    return Backend::kCuda;
+  }
+  TORCH_CHECK_VALUE(false, op, ": unknown backend '", requested,
+                    "' (expected 'auto', 'cpu', 'simt' or 'cuda')");
+}
+
+void check_floating(const at::Tensor& t, Backend backend, const char* op, const char* arg) {
+  const auto type = t.scalar_type();
+  const bool wide = type == at::kFloat || type == at::kDouble;
+  const bool half = type == at::kHalf || type == at::kBFloat16;
+  TORCH_CHECK_TYPE(wide || (half && backend == Backend::kCuda), op, ": ", arg,
+                   " has dtype ", type, ", but fastconv supports float32 and float64",
+                   backend == Backend::kCuda ? ", float16 and bfloat16 on CUDA"
+                                             : " on the CPU (float16/bfloat16 on CUDA only)");
+}
+
+void check_same_device_dtype(const at::Tensor& t, const at::Tensor& reference, const char* op,
+                             const char* arg, const char* reference_arg) {
+  TORCH_CHECK(t.device() == reference.device(), op, ": expected ", arg, " on the same device as ",
+              reference_arg, " (", reference.device(), "), but got ", t.device());
+  TORCH_CHECK(t.scalar_type() == reference.scalar_type(), op, ": expected ", arg,
+              " to have the same dtype as ", reference_arg, " (", reference.scalar_type(),
+              "), but got ", t.scalar_type());
+}
+
+at::Tensor with_layout_of(const at::Tensor& t, const at::Tensor& like) {
+  if (t.strides() == like.strides()) return t;
+  return at::empty_like(like).copy_(t);
+}
+
+void check_launch(const char* error, const char* op) {
+  TORCH_CHECK(error == nullptr, op, ": kernel launch failed: ", error);
+}
+
+void* cuda_stream_for(const at::Tensor& t) {
+#if defined(FASTCONV_WITH_CUDA)
+  if (t.is_cuda()) return at::cuda::getCurrentCUDAStream(t.device().index()).stream();
+#endif
+  (void)t;
+  return nullptr;
+}
+
+}  // namespace fastconv

@@ -1,0 +1,69 @@
+// Shared by the ATen glue in csrc/ops: backend selection, argument checks,
+// the ATen -> kernel type mapping and launch-error handling.
+#pragma once
+
+#include <ATen/Dispatch.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty_like.h>
+#include <c10/core/DeviceGuard.h>
+#include <c10/util/string_view.h>
+
+#include "../common/dtypes.h"
+
+namespace fastconv {
+
+// Where an op's kernels run. CPU tensors use the C++ kernels ("cpu") or the
+// CUDA kernels on the SIMT runtime ("simt"); CUDA tensors use the CUDA kernels.
+enum class Backend { kCpu, kSimt, kCuda };
+
+// Resolves the `backend` argument of every op ("auto", "cpu", "simt",
+// "cuda") against the tensor's device. Unknown names raise ValueError; a name
+// that cannot serve the device raises RuntimeError.
+Backend select_backend(const at::Tensor& like, c10::string_view requested, const char* op);
+
+// float32/float64 everywhere, plus float16/bfloat16 on CUDA (TypeError otherwise).
+void check_floating(const at::Tensor& t, Backend backend, const char* op, const char* arg);
+
+// Same device and dtype as `reference` (RuntimeError naming both otherwise).
+void check_same_device_dtype(const at::Tensor& t, const at::Tensor& reference, const char* op,
+                             const char* arg, const char* reference_arg);
+
+// `t` with exactly `like`'s strides: itself when they already agree, a copy
+// otherwise. Elementwise kernels then walk both buffers in storage order.
+at::Tensor with_layout_of(const at::Tensor& t, const at::Tensor& like);
+
+// Turns a launcher's error message (nullptr on success) into an exception.
+void check_launch(const char* error, const char* op);
+
+// The current CUDA stream of the tensor's device, as the launchers take it.
+void* cuda_stream_for(const at::Tensor& t);
+
+// ATen's half types and the torch-free kernel types share their bit layout.
+template <typename T>
+struct KernelType {
+  using type = T;
+};
+template <>
+struct KernelType<at::Half> {
+  using type = half_t;
+};
+template <>
+struct KernelType<at::BFloat16> {
+  using type = bfloat16_t;
+};
+template <typename T>
+using kernel_t = typename KernelType<T>::type;
+
+template <typename T>
+kernel_t<T>* kernel_ptr(const at::Tensor& t) {
+  return reinterpret_cast<kernel_t<T>*>(t.data_ptr<T>());
+}
+
+}  // namespace fastconv
+
+// The CUDA branch of an op's backend switch: compiled only into CUDA builds.
+#if defined(FASTCONV_WITH_CUDA)
+#define FASTCONV_CUDA_ONLY(...) __VA_ARGS__
+#else
+#define FASTCONV_CUDA_ONLY(...) TORCH_CHECK(false, "fastconv was built without CUDA kernels")
+#endif

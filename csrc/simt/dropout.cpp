@@ -1,0 +1,9 @@
+// Host build of csrc/cuda/dropout.cuh: the same kernels, run by the SIMT runtime.
+#include "../cuda/dropout.cuh"
+
+namespace fastconv {
+namespace simt {
+FASTCONV_INSTANTIATE_DROPOUT(float)
+FASTCONV_INSTANTIATE_DROPOUT(double)
+}  // namespace simt
+}  // namespace fastconv

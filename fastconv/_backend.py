@@ -1,0 +1,55 @@
+"""Which kernels run fastconv ops: the backend context and what this build offers."""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from typing import Iterator, List
+
+import torch
+
+from . import _C
+
+_BACKENDS = ("auto", "cpu", "simt", "cuda")
+_current: contextvars.ContextVar[str] = contextvars.ContextVar("fastconv_backend", default="auto")
+
+
+def cuda_compiled() -> bool:
+    """True when the CUDA kernels were built into the extension (a GPU is not needed for that)."""
+    return bool(_C.CUDA_COMPILED)
+
+
+def available_backends() -> List[str]:
+    """Backends that can run here: ``"cpu"`` and ``"simt"`` always, ``"cuda"`` with a usable GPU."""
+    backends = ["cpu", "simt"]
+    if cuda_compiled() and torch.cuda.is_available():
+        backends.insert(1, "cuda")
+    return backends
+
+
+def current_backend() -> str:
+    """The backend selected by the innermost :func:`backend` context (``"auto"`` outside any)."""
+    return _current.get()
+
+
+@contextlib.contextmanager
+def backend(name: str) -> Iterator[None]:
+    """Run fastconv ops on the given backend inside the ``with`` block.
+
+    ``"auto"`` (the default) runs CPU tensors on the C++ kernels and CUDA tensors
+    on the CUDA kernels; ``"cpu"`` forces the C++ kernels; ``"simt"`` runs CPU
+    tensors through the CUDA kernels on the SIMT runtime (slow; for testing and
+    debugging kernels without a GPU); ``"cuda"`` requires CUDA tensors.
+
+    The choice is recorded when an op runs forward, so its backward runs on the
+    same backend even after the block has closed.
+    """
+    if name not in _BACKENDS:
+        raise ValueError(f"unknown fastconv backend {name!r}; expected one of {list(_BACKENDS)}")
+    if name == "cuda" and not cuda_compiled():
+        raise ValueError("fastconv backend 'cuda' is unavailable: the extension was built without CUDA")
+    token = _current.set(name)
+    try:
+        yield
+    finally:
+        _current.reset(token)

@@ -1,0 +1,117 @@
+"""Builds fastconv._C: the CPU kernels always, the CUDA kernels when possible.
+
+Switches (environment variables):
+  FASTCONV_CUDA=1   build the CUDA kernels or fail loudly
+  FASTCONV_CUDA=0   never build them
+  (unset)           build them when torch is a CUDA build and nvcc's major
+                    version matches torch.version.cuda (no GPU is needed)
+  TORCH_CUDA_ARCH_LIST  GPU targets, default "7.5;8.0;8.6;8.9;9.0+PTX"
+  MAX_JOBS          parallel compile jobs (ninja)
+  FASTCONV_DEBUG=1  -O0 -g, for gdb and sanitizers
+"""
+
+import glob
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from setuptools import setup
+
+
+
+def _find_cuda_home():
+    """The toolkit folder (with include/cuda_runtime.h). nvcc on PATH may be a wrapper script in
+    /usr/local/bin, from which torch would guess /usr/local; prefer a real toolkit folder."""
+    if os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH"):
+        return
+    candidates = []
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        candidates.append(Path(os.path.realpath(nvcc)).parent.parent)
+    candidates += [Path("/usr/local/cuda"), *sorted(Path("/usr/local").glob("cuda-*"), reverse=True)]
+    for home in candidates:
+        if (home / "include" / "cuda_runtime.h").exists() and (home / "bin" / "nvcc").exists():
+            os.environ["CUDA_HOME"] = str(home)
+            return
+
+
+_find_cuda_home()
+
+import torch  # noqa: E402  (after CUDA_HOME is settled: cpp_extension reads it on import)
+from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension  # noqa: E402
+
+ROOT = Path(__file__).parent.resolve()
+DEFAULT_ARCHS = "7.5;8.0;8.6;8.9;9.0+PTX"
+
+
+def nvcc_major_version():
+    nvcc = os.path.join(CUDA_HOME, "bin", "nvcc") if CUDA_HOME else shutil.which("nvcc")
+    if not nvcc or not os.path.exists(nvcc):
+        return None
+    out = subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout
+    match = re.search(r"release (\d+)\.", out)
+    return int(match.group(1)) if match else None
+
+
+def want_cuda():
+    switch = os.environ.get("FASTCONV_CUDA", "").strip()
+    if switch == "0":
+        return False
+    reasons = []
+    if torch.version.cuda is None:
+        reasons.append("the installed torch is not a CUDA build")
+    nvcc = nvcc_major_version()
+    if nvcc is None:
+        reasons.append("nvcc was not found (set CUDA_HOME)")
+    elif torch.version.cuda is not None and nvcc != int(torch.version.cuda.split(".")[0]):
+        reasons.append(f"nvcc is CUDA {nvcc} but torch was built with CUDA {torch.version.cuda}")
+    if not reasons:
+        return True
+    if switch == "1":
+        sys.exit("FASTCONV_CUDA=1 but the CUDA kernels cannot be built: " + "; ".join(reasons))
+    print("fastconv: building without CUDA kernels: " + "; ".join(reasons), file=sys.stderr)
+    return False
+
+
+def nvidia_wheel_include_flags():
+    """The nvidia wheels' include folder (site-packages/nvidia/cu13/include), where ATen's CUDA
+    headers find cuBLAS and cuSPARSE. Searched *after* the toolkit's own headers (-idirafter):
+    the wheel also ships a partial cuda_runtime_api.h that must not shadow the toolkit's."""
+    dirs = {d for base in sys.path for d in glob.glob(os.path.join(base, "nvidia", "cu*", "include"))}
+    return [flag for d in sorted(dirs) if os.path.isdir(d) for flag in ("-idirafter", d)]
+
+
+def sources(*patterns):
+    return sorted(str(p.relative_to(ROOT)) for pattern in patterns for p in ROOT.glob(pattern))
+
+
+def extension():
+    debug = os.environ.get("FASTCONV_DEBUG") == "1"
+    opt = ["-O0", "-g"] if debug else ["-O3"]
+    cxx = ["-std=c++20", *opt, "-fvisibility=hidden", "-Wno-unknown-pragmas"]
+    cpp_sources = sources("csrc/*.cpp", "csrc/ops/*.cpp", "csrc/cpu/*.cpp", "csrc/simt/*.cpp")
+    include_dirs = [str(ROOT / "csrc")]
+    if want_cuda():
+        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_ARCHS)
+        return CUDAExtension(
+            "fastconv._C",
+            cpp_sources + sources("csrc/cuda/*.cu"),
+            include_dirs=include_dirs,
+            define_macros=[("FASTCONV_PYTHON_MODULE", None), ("FASTCONV_WITH_CUDA", None)],
+            extra_compile_args={
+                "cxx": cxx + nvidia_wheel_include_flags(),
+                "nvcc": [*opt, "-std=c++20", "--expt-relaxed-constexpr", "-lineinfo"],
+            },
+        )
+    return CppExtension("fastconv._C", cpp_sources, include_dirs=include_dirs,
+                        define_macros=[("FASTCONV_PYTHON_MODULE", None)],
+                        extra_compile_args={"cxx": cxx})
+
+
+setup(
+    ext_modules=[extension()],
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+)

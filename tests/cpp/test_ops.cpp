@@ -1,0 +1,43 @@
+// Smoke test of the op library built by CMake against libtorch: the ops are
+// registered with the dispatcher and compute what ATen computes.
+#include <ATen/ATen.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+
+#include <cstdio>
+#include <string>
+
+namespace {
+
+int failures = 0;
+
+void expect(bool ok, const char* what) {
+  if (!ok) {
+    std::printf("FAILED: %s\n", what);
+    ++failures;
+  }
+}
+
+at::Tensor call_relu(const at::Tensor& x, const std::string& backend) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("fastconv::relu", "")
+                       .typed<at::Tensor(const at::Tensor&, c10::string_view)>();
+  return op.call(x, backend);
+}
+
+}  // namespace
+
+int main() {
+  const at::Tensor x = at::randn({4, 5, 6});
+  const at::Tensor expected = at::relu(x);
+  expect(at::equal(call_relu(x, "cpu"), expected), "relu on cpu");
+  expect(at::equal(call_relu(x, "simt"), expected), "relu on simt");
+  bool threw = false;
+  try {
+    call_relu(x, "nope");
+  } catch (const c10::ValueError&) {
+    threw = true;
+  }
+  expect(threw, "unknown backend raises ValueError");
+  std::printf(failures ? "FAILED\n" : "ops: ok\n");
+  return failures ? 1 : 0;
+}

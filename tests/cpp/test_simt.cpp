@@ -1,0 +1,406 @@
+// Unit tests for the CPU SIMT runtime (csrc/simt). Usage:
+//   test_simt            run every case
+//   test_simt NAME       run one case
+//   test_simt --list     print case names
+#include "../../csrc/simt/simt.h"
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace {
+
+int g_failures = 0;
+
+#define CHECK(cond)                                                                 \
+  do {                                                                              \
+    if (!(cond)) {                                                                  \
+      std::fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
+      ++g_failures;                                                                 \
+    }                                                                               \
+  } while (0)
+
+// Small integers keep every product and partial sum exact in float, so the
+// tiled and naive matmuls must agree bit for bit whatever the summation order.
+std::vector<float> small_ints(size_t n, unsigned seed) {
+  std::vector<float> v(n);
+  for (size_t i = 0; i < n; ++i) {
+    seed = seed * 1664525u + 1013904223u;
+    v[i] = static_cast<float>(static_cast<int>((seed >> 16) % 9) - 4);
+  }
+  return v;
+}
+
+std::vector<float> matmul_ref(const std::vector<float>& a, const std::vector<float>& b, int M,
+                              int N, int K) {
+  std::vector<float> c(size_t(M) * N, 0.0f);
+  for (int i = 0; i < M; ++i)
+    for (int j = 0; j < N; ++j) {
+      float s = 0.0f;
+      for (int k = 0; k < K; ++k) s += a[size_t(i) * K + k] * b[size_t(k) * N + j];
+      c[size_t(i) * N + j] = s;
+    }
+  return c;
+}
+
+constexpr int kTile = 16;
+
+// C[M,N] = A[M,K] * B[K,N], 16x16 tiles in static shared memory.
+__global__ void sgemm_static(const float* __restrict__ a, const float* __restrict__ b,
+                             float* __restrict__ c, int M, int N, int K) {
+  __shared__ float as[kTile][kTile + 1];
+  __shared__ float bs[kTile][kTile + 1];
+  const int tx = threadIdx.x, ty = threadIdx.y;
+  const int row = blockIdx.y * kTile + ty, col = blockIdx.x * kTile + tx;
+  float acc = 0.0f;
+  for (int k0 = 0; k0 < K; k0 += kTile) {
+    as[ty][tx] = (row < M && k0 + tx < K) ? a[row * K + k0 + tx] : 0.0f;
+    bs[ty][tx] = (k0 + ty < K && col < N) ? b[(k0 + ty) * N + col] : 0.0f;
+    __syncthreads();
+    for (int k = 0; k < kTile; ++k) acc += as[ty][k] * bs[k][tx];
+    __syncthreads();
+  }
+  if (row < M && col < N) c[row * N + col] = acc;
+}
+
+// Same, tiles in dynamic shared memory.
+__global__ void sgemm_dynamic(const float* a, const float* b, float* c, int M, int N, int K) {
+  SIMT_DYNAMIC_SHARED(float, smem);
+  float* as = smem;
+  float* bs = smem + kTile * kTile;
+  const int tx = threadIdx.x, ty = threadIdx.y;
+  const int row = blockIdx.y * kTile + ty, col = blockIdx.x * kTile + tx;
+  float acc = 0.0f;
+  for (int k0 = 0; k0 < K; k0 += kTile) {
+    as[ty * kTile + tx] = (row < M && k0 + tx < K) ? a[row * K + k0 + tx] : 0.0f;
+    bs[ty * kTile + tx] = (k0 + ty < K && col < N) ? b[(k0 + ty) * N + col] : 0.0f;
+    __syncthreads();
+    for (int k = 0; k < kTile; ++k) acc += as[ty * kTile + k] * bs[k * kTile + tx];
+    __syncthreads();
+  }
+  if (row < M && col < N) c[row * N + col] = acc;
+}
+
+double run_matmul(int M, int N, int K, bool dynamic) {
+  const auto a = small_ints(size_t(M) * K, 1), b = small_ints(size_t(K) * N, 2);
+  std::vector<float> c(size_t(M) * N, -1.0f);
+  const dim3 grid((N + kTile - 1) / kTile, (M + kTile - 1) / kTile);
+  const dim3 block(kTile, kTile);
+  const auto t0 = std::chrono::steady_clock::now();
+  if (dynamic)
+    SIMT_LAUNCH(sgemm_dynamic, grid, block, 2 * kTile * kTile * sizeof(float), nullptr,
+                a.data(), b.data(), c.data(), M, N, K);
+  else
+    SIMT_LAUNCH(sgemm_static, grid, block, 0, nullptr, a.data(), b.data(), c.data(), M, N, K);
+  const double secs =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  CHECK(cudaGetLastError() == cudaSuccess);
+  CHECK(c == matmul_ref(a, b, M, N, K));
+  return secs;
+}
+
+void test_matmul_odd() {
+  run_matmul(67, 45, 33, false);
+  run_matmul(67, 45, 33, true);
+  run_matmul(1, 1, 1, false);
+}
+
+void test_matmul_256() {
+  run_matmul(256, 256, 256, true);
+  const double secs = run_matmul(256, 256, 256, false);
+  std::printf("256x256x256 tiled sgemm: %.3f s (%d workers)\n", secs, simt::num_workers());
+  CHECK(secs < 1.0);
+}
+
+void test_matmul_orders() {
+  for (auto o : {simt::Order::Reversed, simt::Order::Shuffled}) {
+    simt::set_order(o, 7);
+    run_matmul(67, 45, 33, false);
+    run_matmul(40, 50, 60, true);
+  }
+  simt::set_order(simt::Order::Forward);
+}
+
+// Every (block, thread) pair records its global id exactly once.
+__global__ void index_kernel(int* hits, int* ids) {
+  const unsigned bx = blockDim.x, by = blockDim.y, bz = blockDim.z;
+  const unsigned block = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+  const unsigned tid = threadIdx.x + bx * (threadIdx.y + by * threadIdx.z);
+  const unsigned gid = block * (bx * by * bz) + tid;
+  atomicAdd(&hits[gid], 1);
+  ids[gid] = static_cast<int>(gid);
+}
+
+void test_index_3d() {
+  const dim3 grid(3, 4, 5), block(4, 3, 2);
+  const int n = 3 * 4 * 5 * 4 * 3 * 2;
+  std::vector<int> hits(n, 0), ids(n, -1);
+  SIMT_LAUNCH(index_kernel, grid, block, 0, nullptr, hits.data(), ids.data());
+  CHECK(cudaGetLastError() == cudaSuccess);
+  for (int i = 0; i < n; ++i) {
+    CHECK(hits[i] == 1);
+    CHECK(ids[i] == i);
+  }
+}
+
+// Tree reduction over a whole block in shared memory.
+template <int kThreads>
+__global__ void block_sum(const int* in, int* out) {
+  __shared__ int s[kThreads];
+  const int t = threadIdx.x + threadIdx.y * blockDim.x;
+  s[t] = in[blockIdx.x * kThreads + t];
+  __syncthreads();
+  for (int stride = kThreads / 2; stride > 0; stride /= 2) {
+    if (t < stride) s[t] += s[t + stride];
+    __syncthreads();
+  }
+  if (t == 0) out[blockIdx.x] = s[0];
+}
+
+void test_block_reduce() {
+  const int blocks = 9;
+  std::vector<int> in(blocks * 256), out(blocks, 0);
+  for (size_t i = 0; i < in.size(); ++i) in[i] = static_cast<int>(i % 97) - 40;
+  SIMT_LAUNCH(block_sum<256>, blocks, 256, 0, nullptr, in.data(), out.data());
+  for (int b = 0; b < blocks; ++b) {
+    int want = 0;
+    for (int i = 0; i < 256; ++i) want += in[b * 256 + i];
+    CHECK(out[b] == want);
+  }
+}
+
+void test_block_1024() {
+  std::vector<int> in(2 * 1024), out(2, 0);
+  for (size_t i = 0; i < in.size(); ++i) in[i] = static_cast<int>(i);
+  auto kernel = block_sum<1024>;  // launch through a function pointer variable
+  SIMT_LAUNCH(kernel, 2, dim3(32, 32), 0, nullptr, in.data(), out.data());
+  CHECK(cudaGetLastError() == cudaSuccess);
+  CHECK(out[0] == 1023 * 1024 / 2);
+  CHECK(out[1] == (2047 * 2048 - 1023 * 1024) / 2);
+}
+
+// Warp collectives. 48 threads: the second warp is partial (16 lanes).
+__global__ void warp_kernel(const float* in, float* down, float* xr, float* bcast, int* up_scan,
+                            float* seg8, unsigned* ballot, int* any, int* all, double* dsum) {
+  const int t = threadIdx.x, lane = t % 32;
+  const float v = in[t];
+  float s = v;
+  for (int o = 16; o > 0; o /= 2) s += __shfl_down_sync(0xffffffffu, s, o);
+  down[t] = s;
+  float x = v;
+  for (int o = 16; o > 0; o /= 2) x += __shfl_xor_sync(0xffffffffu, x, o);
+  xr[t] = x;
+  bcast[t] = __shfl_sync(0xffffffffu, v, 3);
+  int scan = lane + 1;
+  for (int o = 1; o < 32; o *= 2) {
+    const int n = __shfl_up_sync(0xffffffffu, scan, o);
+    if (lane >= o) scan += n;
+  }
+  up_scan[t] = scan;
+  seg8[t] = __shfl_sync(0xffffffffu, v, 0, 8);  // first lane of each group of 8
+  ballot[t] = __ballot_sync(0xffffffffu, lane % 3 == 0);
+  any[t] = __any_sync(0xffffffffu, lane == 5) * 2 + __any_sync(0xffffffffu, lane == 40);
+  all[t] = __all_sync(0xffffffffu, lane < 32) * 2 + __all_sync(0xffffffffu, lane < 20);
+  double d = static_cast<double>(v);
+  for (int o = 16; o > 0; o /= 2) d += __shfl_xor_sync(0xffffffffu, d, o);
+  __syncwarp();
+  dsum[t] = d;
+}
+
+void test_warp() {
+  const int n = 48;
+  std::vector<float> in(n), down(n), xr(n), bcast(n), seg8(n);
+  std::vector<int> up_scan(n), any(n), all(n);
+  std::vector<unsigned> ballot(n);
+  std::vector<double> dsum(n);
+  for (int i = 0; i < n; ++i) in[i] = static_cast<float>(i * 3 % 11);
+  for (auto o : {simt::Order::Forward, simt::Order::Reversed, simt::Order::Shuffled}) {
+    simt::set_order(o, 3);
+    SIMT_LAUNCH(warp_kernel, 1, n, 0, nullptr, in.data(), down.data(), xr.data(), bcast.data(),
+                up_scan.data(), seg8.data(), ballot.data(), any.data(), all.data(),
+                dsum.data());
+    for (int w = 0; w < 2; ++w) {
+      const int base = w * 32, lanes = w == 0 ? 32 : 16;
+      float total = 0.0f;
+      unsigned want_ballot = 0;
+      for (int l = 0; l < lanes; ++l) {
+        total += in[base + l];
+        if (l % 3 == 0) want_ballot |= 1u << l;
+      }
+      for (int l = 0; l < lanes; ++l) {
+        const int t = base + l;
+        // The partial warp's lanes 16..31 do not exist: reads from them return
+        // the caller's own value, so only a full warp's xor sum is the total.
+        if (w == 0) {
+          CHECK(down[base] == total);  // lane 0 of a down-reduction holds the sum
+          CHECK(xr[t] == total);
+          CHECK(dsum[t] == static_cast<double>(total));
+        }
+        CHECK(bcast[t] == in[base + 3]);
+        CHECK(up_scan[t] == (l + 1) * (l + 2) / 2);
+        CHECK(seg8[t] == in[base + (l & ~7)]);
+        CHECK(ballot[t] == want_ballot);
+        CHECK(any[t] == 2);
+        CHECK(all[t] == (w == 0 ? 2 : 3));  // the partial warp's lanes are all < 20
+      }
+    }
+  }
+  simt::set_order(simt::Order::Forward);
+}
+
+__global__ void atomic_kernel(float* f, double* d, int* i, unsigned long long* u, int* mx) {
+  const int gid = blockIdx.x * blockDim.x + threadIdx.x;
+  atomicAdd(f, 0.5f);
+  atomicAdd(d, 0.25);
+  atomicAdd(i, 1);
+  atomicAdd(u, 2ull);
+  atomicMax(mx, gid);
+}
+
+void test_atomics() {
+  simt::set_num_workers(4);  // more OS threads than cores: exercise contention
+  float f = 0.0f;
+  double d = 0.0;
+  int i = 0, mx = -1;
+  unsigned long long u = 0;
+  const int blocks = 200, threads = 128;
+  SIMT_LAUNCH(atomic_kernel, blocks, threads, 0, nullptr, &f, &d, &i, &u, &mx);
+  const int n = blocks * threads;
+  CHECK(i == n);
+  CHECK(u == 2ull * n);
+  CHECK(mx == n - 1);
+  CHECK(f == 0.5f * n);  // exact: all partial sums are small multiples of 0.5
+  CHECK(d == 0.25 * n);
+  simt::set_num_workers(0);
+}
+
+// Missing __syncthreads() between the shared write and the neighbour read:
+// only correct if lower-numbered threads happen to run first.
+__global__ void missing_sync(const int* in, int* out) {
+  __shared__ int s[256];
+  const int t = threadIdx.x;
+  s[t] = in[t];
+  // __syncthreads() belongs here.
+  out[t] = t > 0 ? s[t - 1] : 0;
+}
+
+bool run_missing_sync(simt::Order o, int round) {
+  simt::set_order(o, 12345);
+  std::vector<int> in(256), out(256, 0);
+  for (int t = 0; t < 256; ++t) in[t] = round * 1000 + t;  // fresh values each run
+  SIMT_LAUNCH(missing_sync, 1, 256, 0, nullptr, in.data(), out.data());
+  for (int t = 1; t < 256; ++t)
+    if (out[t] != in[t - 1]) return false;
+  return true;
+}
+
+void test_missing_sync() {
+  CHECK(run_missing_sync(simt::Order::Forward, 1));
+  CHECK(!run_missing_sync(simt::Order::Reversed, 2));
+  CHECK(!run_missing_sync(simt::Order::Shuffled, 3));
+  CHECK(run_missing_sync(simt::Order::Forward, 4));
+  simt::set_order(simt::Order::Forward);
+}
+
+__global__ void noop_kernel() {}
+
+void test_launch_errors() {
+  CHECK(cudaGetLastError() == cudaSuccess);
+  const dim3 bad_blocks[] = {dim3(0), dim3(1025), dim3(64, 32), dim3(1, 1, 65), dim3(2, 2, 0)};
+  for (const dim3& b : bad_blocks) {
+    SIMT_LAUNCH(noop_kernel, 1, b, 0, nullptr);
+    CHECK(cudaPeekAtLastError() == cudaErrorInvalidConfiguration);
+    CHECK(cudaGetLastError() == cudaErrorInvalidConfiguration);
+    CHECK(cudaGetLastError() == cudaSuccess);  // cleared by the previous call
+  }
+  const dim3 bad_grids[] = {dim3(0), dim3(1, 65536), dim3(1, 1, 65536)};
+  for (const dim3& g : bad_grids) {
+    SIMT_LAUNCH(noop_kernel, g, 32, 0, nullptr);
+    CHECK(cudaGetLastError() == cudaErrorInvalidConfiguration);
+  }
+  SIMT_LAUNCH(noop_kernel, 1, 32, 228 * 1024, nullptr);
+  CHECK(cudaGetLastError() == cudaErrorInvalidConfiguration);
+  SIMT_LAUNCH(noop_kernel, dim3(2, 2, 3), dim3(16, 8, 8), 227 * 1024, nullptr);
+  CHECK(cudaGetLastError() == cudaSuccess);
+  CHECK(std::string(cudaGetErrorString(cudaErrorInvalidConfiguration)) ==
+        "invalid configuration argument");
+}
+
+// Threads that return early do not take part in later barriers.
+__global__ void early_return(const int* in, int* out, int n) {
+  __shared__ int s[128];
+  const int t = threadIdx.x;
+  if (t >= n) return;
+  s[t] = in[t];
+  __syncthreads();
+  out[t] = s[n - 1 - t];
+  __syncthreads();
+  const int positive = __syncthreads_count(s[t] > 0);
+  if (t == 0) out[n] = positive;
+}
+
+void test_early_return() {
+  const int n = 77;
+  std::vector<int> in(128), out(128, -1);
+  for (int i = 0; i < 128; ++i) in[i] = i * 7 + 1;
+  for (auto o : {simt::Order::Forward, simt::Order::Reversed, simt::Order::Shuffled}) {
+    simt::set_order(o, 5);
+    std::fill(out.begin(), out.end(), -1);
+    SIMT_LAUNCH(early_return, 1, 128, 0, nullptr, in.data(), out.data(), n);
+    for (int t = 0; t < n; ++t) CHECK(out[t] == in[n - 1 - t]);
+    CHECK(out[n] == n);
+    CHECK(out[n + 1] == -1);
+  }
+  simt::set_order(simt::Order::Forward);
+}
+
+// Results must not depend on the worker count or (for a correct kernel) the order.
+void test_workers() {
+  for (int w : {1, 2, 3}) {
+    simt::set_num_workers(w);
+    CHECK(simt::num_workers() == w);
+    run_matmul(50, 70, 40, false);
+  }
+  simt::set_num_workers(0);
+}
+
+const std::vector<std::pair<std::string, std::function<void()>>> kTests = {
+    {"matmul_odd", test_matmul_odd},
+    {"matmul_256", test_matmul_256},
+    {"matmul_orders", test_matmul_orders},
+    {"index_3d", test_index_3d},
+    {"block_reduce", test_block_reduce},
+    {"block_1024", test_block_1024},
+    {"warp", test_warp},
+    {"atomics", test_atomics},
+    {"missing_sync", test_missing_sync},
+    {"launch_errors", test_launch_errors},
+    {"early_return", test_early_return},
+    {"workers", test_workers},
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::string only = argc > 1 ? argv[1] : "";
+  if (only == "--list") {
+    for (const auto& t : kTests) std::printf("%s\n", t.first.c_str());
+    return 0;
+  }
+  int ran = 0;
+  for (const auto& t : kTests) {
+    if (!only.empty() && only != t.first) continue;
+    const int before = g_failures;
+    t.second();
+    std::printf("%s %s\n", g_failures == before ? "PASS" : "FAIL", t.first.c_str());
+    ++ran;
+  }
+  if (ran == 0) {
+    std::fprintf(stderr, "no test named '%s'\n", only.c_str());
+    return 2;
+  }
+  return g_failures == 0 ? 0 : 1;
+}
