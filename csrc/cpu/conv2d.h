@@ -1,0 +1,30 @@
+// CPU convolution kernels (csrc/cpu/conv2d_*.cpp): a direct algorithm and
+// im2col + our own blocked GEMM, forward and backward. T is float or double;
+// tensors follow csrc/common/conv2d_params.h. Scratch memory is the kernels'
+// own business. Parallel over the batch and output channels.
+#pragma once
+
+#include <cstdint>
+
+#include "../common/conv2d_params.h"
+
+namespace fastconv {
+namespace cpu {
+
+template <typename T>
+void conv2d_forward(ConvAlgorithm algorithm, const T* input, const T* weight, const T* bias, T* output,
+                    const Conv2dParams& p);
+
+template <typename T>
+void conv2d_backward_input(ConvAlgorithm algorithm, const T* grad_output, const T* weight, T* grad_input,
+                           const Conv2dParams& p);
+
+template <typename T>
+void conv2d_backward_weight(ConvAlgorithm algorithm, const T* grad_output, const T* input, T* grad_weight,
+                            const Conv2dParams& p);
+
+template <typename T>
+void conv2d_backward_bias(const T* grad_output, T* grad_bias, const Conv2dParams& p);
+
+}  // namespace cpu
+}  // namespace fastconv

@@ -1,0 +1,44 @@
+// Launchers of the convolution kernels (csrc/cuda/conv2d*.cuh) for the CUDA
+// and SIMT builds. T is float, double, half_t or bfloat16_t (the last two on
+// CUDA only; they accumulate in fp32). Tensors follow csrc/common/conv2d_params.h.
+//
+// Scratch memory comes from the caller (the ATen glue allocates it with
+// torch's caching allocator): conv2d_workspace_bytes says how much a pass
+// needs; `workspace` points at that many bytes (16-byte aligned) on the
+// device, or is null when it is 0. Each launcher returns nullptr on success
+// or the CUDA error message.
+#pragma once
+
+#include <cstdint>
+
+#include "../common/conv2d_params.h"
+#include "../common/dtypes.h"
+
+#define FASTCONV_DECLARE_CONV2D_LAUNCHERS                                                          \
+  int64_t conv2d_workspace_bytes(ConvPass pass, ConvAlgorithm algorithm, const Conv2dParams& p,    \
+                                 int64_t element_size, bool deterministic);                        \
+  template <typename T>                                                                            \
+  const char* conv2d_forward(ConvAlgorithm algorithm, const T* input, const T* weight,             \
+                             const T* bias, T* output, const Conv2dParams& p, void* workspace,     \
+                             void* stream);                                                        \
+  template <typename T>                                                                            \
+  const char* conv2d_backward_input(ConvAlgorithm algorithm, const T* grad_output,                 \
+                                    const T* weight, T* grad_input, const Conv2dParams& p,         \
+                                    void* workspace, void* stream);                                \
+  /* deterministic: no floating-point atomics (the reduction order is fixed). */                   \
+  template <typename T>                                                                            \
+  const char* conv2d_backward_weight(ConvAlgorithm algorithm, const T* grad_output,                \
+                                     const T* input, T* grad_weight, const Conv2dParams& p,        \
+                                     bool deterministic, void* workspace, void* stream);           \
+  template <typename T>                                                                            \
+  const char* conv2d_backward_bias(const T* grad_output, T* grad_bias, const Conv2dParams& p,      \
+                                   void* workspace, void* stream);
+
+namespace fastconv {
+namespace cuda {
+FASTCONV_DECLARE_CONV2D_LAUNCHERS
+}
+namespace simt {
+FASTCONV_DECLARE_CONV2D_LAUNCHERS
+}
+}  // namespace fastconv
