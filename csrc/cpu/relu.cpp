@@ -16,7 +16,12 @@ void relu_forward(const T* input, T* output, int64_t n) {
 template <typename T>
 void relu_backward(const T* grad_output, const T* output, T* grad_input, int64_t n) {
   parallel_chunks(n, kElementwiseGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) grad_input[i] = output[i] <= T(0) ? T(0) : grad_output[i];
+    for (int64_t i = begin; i < end; ++i) {
+      // Both loads unconditional: a load inside the select would stop GCC from vectorising.
+      const T grad = grad_output[i];
+      const T out = output[i];
+      grad_input[i] = out <= T(0) ? T(0) : grad;
+    }
   });
 }
 

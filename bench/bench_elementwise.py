@@ -1,0 +1,47 @@
+"""ReLU and dropout, forward+backward, fastconv against torch on the seed CNN's activation sizes.
+
+    python -m bench.bench_elementwise [--device cpu|cuda] [--repeats N]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+import torch.nn.functional as F
+
+import fastconv.functional as FF
+
+from .timing import interleaved, print_table, write_results
+
+# Activations of convnet4 at batch 16 (after each conv) and its dense layer.
+SHAPES = [(16, 32, 148, 148), (16, 64, 72, 72), (16, 128, 34, 34), (16, 128, 15, 15), (16, 6272)]
+
+
+def fwd_bwd(fn, x):
+    def run():
+        x.grad = None
+        fn(x).sum().backward()
+    return run
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--repeats", type=int, default=15)
+    args = p.parse_args(argv)
+    rows = []
+    for shape in SHAPES:
+        x = torch.randn(shape, device=args.device, requires_grad=True)
+        for op, ours, theirs in (("relu", FF.relu, F.relu),
+                                 ("dropout", lambda t: FF.dropout(t, 0.5), lambda t: F.dropout(t, 0.5))):
+            t = interleaved({"fastconv": fwd_bwd(ours, x), "torch": fwd_bwd(theirs, x)},
+                            repeats=args.repeats, device=args.device)
+            rows.append({"op": op, "shape": "x".join(map(str, shape)), "fastconv_ms": t["fastconv"] * 1e3,
+                         "torch_ms": t["torch"] * 1e3, "speedup": t["torch"] / t["fastconv"]})
+    print_table(rows, ["op", "shape", "fastconv_ms", "torch_ms", "speedup"])
+    print("wrote", write_results(f"elementwise_{args.device}", rows, {"measure": "fwd+bwd incl. .sum()"}))
+
+
+if __name__ == "__main__":
+    main()

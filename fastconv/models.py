@@ -1,0 +1,97 @@
+"""The seed networks, built from fastconv layers.
+
+* :func:`convnet4` — the classic 150x150 cats-vs-dogs CNN (four conv blocks, one logit).
+* :func:`convnet3` — a smaller three-block CNN with "same" padding and two logits.
+* :func:`vgg16` — VGG16 (configuration D), loading torchvision's ``vgg16`` state_dict unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import List, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+
+from . import nn as fnn
+
+Size = Union[int, Tuple[int, int]]
+
+
+def _pair(size: Size) -> Tuple[int, int]:
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def _conv_block(in_channels: int, out_channels: int, padding: Union[int, str]) -> List[nn.Module]:
+    return [fnn.Conv2d(in_channels, out_channels, 3, padding=padding), fnn.ReLU(inplace=True),
+            fnn.MaxPool2d(2)]
+
+
+def _features_out(features: nn.Module, channels: int, image_size: Size) -> int:
+    """Flattened size of ``features`` on one image, found with a meta-device forward (no compute)."""
+    h, w = _pair(image_size)
+    with torch.device("meta"):
+        out = features(torch.empty(1, channels, h, w))
+    if out.numel() == 0:
+        raise ValueError(f"image size {image_size} is too small for this network")
+    return out.numel()
+
+
+def convnet4(num_classes: int = 1, image_size: Size = 150) -> nn.Sequential:
+    """Four blocks of 3x3 conv (32, 64, 128, 128 channels, no padding) + ReLU + 2x2 max pooling,
+    then flatten, Dropout(0.5), Linear(512) + ReLU and a linear head with ``num_classes`` outputs
+    (one logit for binary classification with ``BCEWithLogitsLoss``)."""
+    features = nn.Sequential(*_conv_block(3, 32, 0), *_conv_block(32, 64, 0),
+                             *_conv_block(64, 128, 0), *_conv_block(128, 128, 0))
+    flat = _features_out(features, 3, image_size)
+    return nn.Sequential(*features, nn.Flatten(), fnn.Dropout(0.5), nn.Linear(flat, 512),
+                         fnn.ReLU(inplace=True), nn.Linear(512, num_classes))
+
+
+def convnet3(num_classes: int = 2, image_size: Size = 150) -> nn.Sequential:
+    """Three blocks of 3x3 conv (32, 32, 64 channels, "same" padding) + ReLU + 2x2 max pooling,
+    Dropout(0.25), flatten, Linear(64) + ReLU, Dropout(0.5) and a linear head."""
+    features = nn.Sequential(*_conv_block(3, 32, "same"), *_conv_block(32, 32, "same"),
+                             *_conv_block(32, 64, "same"))
+    flat = _features_out(features, 3, image_size)
+    return nn.Sequential(*features, fnn.Dropout(0.25), nn.Flatten(), nn.Linear(flat, 64),
+                         fnn.ReLU(inplace=True), fnn.Dropout(0.5), nn.Linear(64, num_classes))
+
+
+# Configuration D of Simonyan & Zisserman: channel counts, "M" for 2x2 max pooling.
+_VGG16_CONFIG: Sequence[Union[int, str]] = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M",
+                                            512, 512, 512, "M", 512, 512, 512, "M")
+
+
+class VGG16(nn.Module):
+    """VGG16 with the module layout of ``torchvision.models.vgg16`` (``features``, ``avgpool``,
+    ``classifier``), so its ``state_dict`` — pretrained weights included — loads unchanged."""
+
+    def __init__(self, num_classes: int = 1000, dropout: float = 0.5) -> None:
+        super().__init__()
+        layers: List[nn.Module] = []
+        channels = 3
+        for item in _VGG16_CONFIG:
+            if item == "M":
+                layers.append(fnn.MaxPool2d(kernel_size=2, stride=2))
+            else:
+                layers += [fnn.Conv2d(channels, int(item), 3, padding=1), fnn.ReLU(inplace=True)]
+                channels = int(item)
+        self.features = nn.Sequential(*layers)
+        self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
+        self.classifier = nn.Sequential(
+            nn.Linear(512 * 7 * 7, 4096), fnn.ReLU(True), fnn.Dropout(dropout),
+            nn.Linear(4096, 4096), fnn.ReLU(True), fnn.Dropout(dropout),
+            nn.Linear(4096, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.avgpool(self.features(x))
+        return self.classifier(torch.flatten(x, 1))
+
+
+def vgg16(num_classes: int = 1000, dropout: float = 0.5) -> VGG16:
+    """VGG16 (configuration D) on fastconv layers; accepts any input of at least 32x32."""
+    return VGG16(num_classes, dropout)
+
+
+MODELS = {"convnet4": convnet4, "convnet3": convnet3, "vgg16": vgg16}

@@ -1,0 +1,241 @@
+"""Train a cats-vs-dogs CNN on fastconv's kernels.
+
+    python -m fastconv.train                                   # synthetic demo data, ~1 minute
+    python -m fastconv.train --data ../shared/data/cats_and_dogs_filtered --epochs 30
+    torchrun --nproc_per_node=2 -m fastconv.train --data DIR    # DistributedDataParallel
+
+Writes into --out: history.json, curves.png, best.pt (lowest validation loss) and last.pt.
+Ctrl-C ends the epoch in progress cleanly and saves last.pt; --resume continues from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader
+from torch.utils.data.distributed import DistributedSampler
+from tqdm import tqdm
+
+from . import checkpoint
+from .data import build_datasets
+from .plots import plot_history
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="fastconv-train", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data", help="image folder (see fastconv.data); omit for the synthetic demo set")
+    p.add_argument("--model", default="convnet4", choices=["convnet4", "convnet3", "vgg16"])
+    p.add_argument("--image-size", type=int, default=None, help="default 150 (64 for the demo set)")
+    p.add_argument("--epochs", type=int, default=None, help="default 30 (3 for the demo set)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--optimizer", default="adam", choices=["sgd", "adam", "rmsprop"])
+    p.add_argument("--lr", type=float, default=None, help="default 1e-3 (adam), 1e-2 (sgd), 1e-4 (rmsprop)")
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--early-stopping", type=int, metavar="PATIENCE", default=None,
+                   help="stop after PATIENCE epochs without a lower validation loss")
+    p.add_argument("--limit", type=int, default=None, help="use at most N images per split")
+    p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
+    p.add_argument("--amp", action="store_true", help="autocast to float16 on CUDA")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/latest")
+    p.add_argument("--resume", metavar="CHECKPOINT", help="continue from a last.pt")
+    args = p.parse_args(argv)
+    demo = args.data is None
+    args.image_size = args.image_size or (64 if demo else 150)
+    args.epochs = args.epochs if args.epochs is not None else (3 if demo else 30)
+    args.lr = args.lr or {"adam": 1e-3, "sgd": 1e-2, "rmsprop": 1e-4}[args.optimizer]
+    if args.amp and args.device != "cuda":
+        p.error("--amp needs --device cuda")
+    return args
+
+
+class Distributed:
+    """Rank bookkeeping for torchrun; a single process is rank 0 of 1."""
+
+    def __init__(self, device: str) -> None:
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if self.world > 1:
+            dist.init_process_group("nccl" if device == "cuda" else "gloo")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def sum(self, values: List[float]) -> List[float]:
+        t = torch.tensor(values, dtype=torch.float64)
+        if self.world > 1:
+            dist.all_reduce(t)
+        return t.tolist()
+
+    def close(self) -> None:
+        if self.world > 1:
+            dist.destroy_process_group()
+
+
+def make_optimizer(args, params):
+    if args.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
+    if args.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=args.lr, weight_decay=args.weight_decay)
+    return torch.optim.Adam(params, lr=args.lr, weight_decay=args.weight_decay)
+
+
+def loss_and_correct(logits: torch.Tensor, labels: torch.Tensor):
+    """Summed loss and number of correct predictions for a one-logit or multi-logit head."""
+    if logits.shape[1] == 1:
+        loss = nn.functional.binary_cross_entropy_with_logits(logits[:, 0], labels.float(), reduction="sum")
+        correct = ((logits[:, 0] > 0).long() == labels).sum()
+    else:
+        loss = nn.functional.cross_entropy(logits, labels, reduction="sum")
+        correct = (logits.argmax(1) == labels).sum()
+    return loss, correct
+
+
+class StopRequest:
+    """Ctrl-C sets a flag; the epoch in progress finishes its current batch and training stops."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:  # a second Ctrl-C aborts at once
+            signal.signal(signal.SIGINT, self._previous)
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nstopping after this batch (Ctrl-C again to abort)...", file=sys.stderr)
+
+    def restore(self) -> None:
+        signal.signal(signal.SIGINT, self._previous)
+
+
+def run_epoch(model, loader, device, ranks: Distributed, optimizer=None, desc="", amp=False, stop=None):
+    """One pass over ``loader``; trains when an optimizer is given. Returns (mean loss, accuracy)."""
+    training = optimizer is not None
+    model.train(training)
+    total_loss, total_correct, total_n = 0.0, 0, 0
+    bar = tqdm(loader, desc=desc, leave=False, disable=not ranks.main, dynamic_ncols=True)
+    with torch.set_grad_enabled(training):
+        for images, labels in bar:
+            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
+                logits = model(images)
+            loss, correct = loss_and_correct(logits.float(), labels)
+            if training:
+                optimizer.zero_grad(set_to_none=True)
+                (loss / len(labels)).backward()
+                optimizer.step()
+            total_loss += loss.item()
+            total_correct += int(correct)
+            total_n += len(labels)
+            bar.set_postfix(loss=f"{total_loss / total_n:.4f}", acc=f"{total_correct / total_n:.3f}")
+            if stop is not None and stop.requested:
+                break
+    loss_sum, correct_sum, n = ranks.sum([total_loss, total_correct, total_n])
+    return loss_sum / max(n, 1), correct_sum / max(n, 1)
+
+
+def main(argv: Optional[List[str]] = None) -> Dict:
+    args = parse_args(argv)
+    ranks = Distributed(args.device)
+    device = torch.device(args.device, ranks.local_rank) if args.device == "cuda" else torch.device("cpu")
+    random.seed(args.seed)
+    torch.manual_seed(args.seed + ranks.rank)
+
+    train_set, val_set, classes, description = build_datasets(
+        args.data, args.image_size, args.augment, args.limit, args.val_fraction, args.seed)
+    if ranks.main:
+        print(f"data: {description}")
+    train_sampler = DistributedSampler(train_set, seed=args.seed) if ranks.world > 1 else None
+    val_sampler = DistributedSampler(val_set, shuffle=False) if ranks.world > 1 else None
+    loader_args = dict(batch_size=args.batch_size, num_workers=args.workers,
+                       pin_memory=device.type == "cuda", persistent_workers=args.workers > 0)
+    train_loader = DataLoader(train_set, shuffle=train_sampler is None, sampler=train_sampler,
+                              generator=torch.Generator().manual_seed(args.seed), **loader_args)
+    val_loader = DataLoader(val_set, shuffle=False, sampler=val_sampler, **loader_args)
+
+    num_classes = 1 if args.model == "convnet4" and len(classes) == 2 else len(classes)
+    meta = {"model": args.model, "num_classes": num_classes, "image_size": args.image_size,
+            "classes": classes, "preprocessing": "resize to image_size x image_size, RGB, pixels / 255"}
+    model = checkpoint.build_model(args.model, num_classes, args.image_size).to(device)
+    optimizer = make_optimizer(args, model.parameters())
+    history: List[Dict] = []
+    start_epoch, best_loss, stale = 0, math.inf, 0
+    if args.resume:
+        ckpt = torch.load(args.resume, map_location=device, weights_only=False)
+        model.load_state_dict(ckpt["state_dict"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        history, start_epoch = ckpt["history"], ckpt["epoch"]
+        best_loss, stale = ckpt["best_loss"], ckpt["stale"]
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        random.setstate(ckpt["rng"]["python"])
+        if ranks.main:
+            print(f"resumed from {args.resume} after epoch {start_epoch}")
+    if ranks.world > 1:
+        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    out = Path(args.out)
+    if ranks.main:
+        out.mkdir(parents=True, exist_ok=True)
+    stop = StopRequest()
+    try:
+        for epoch in range(start_epoch, args.epochs):
+            if train_sampler is not None:
+                train_sampler.set_epoch(epoch)
+            began = time.perf_counter()
+            label = f"epoch {epoch + 1}/{args.epochs}"
+            train_loss, train_acc = run_epoch(model, train_loader, device, ranks, optimizer,
+                                              f"{label} train", args.amp, stop)
+            val_loss, val_acc = run_epoch(model, val_loader, device, ranks, None, f"{label} val", args.amp)
+            seconds = time.perf_counter() - began
+            history.append({"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
+                            "val_loss": val_loss, "val_acc": val_acc, "seconds": seconds})
+            improved = val_loss < best_loss
+            best_loss, stale = (val_loss, 0) if improved else (best_loss, stale + 1)
+            if ranks.main:
+                print(f"{label}: train loss {train_loss:.4f} acc {train_acc:.4f} | "
+                      f"val loss {val_loss:.4f} acc {val_acc:.4f} | {seconds:.1f}s"
+                      + (" (best)" if improved else ""), flush=True)
+                state = {"optimizer": optimizer.state_dict(), "history": history, "epoch": epoch + 1,
+                         "best_loss": best_loss, "stale": stale, "args": vars(args),
+                         "rng": {"torch": torch.get_rng_state(), "python": random.getstate()}}
+                if improved:
+                    checkpoint.save(out / "best.pt", model, meta, **state)
+                checkpoint.save(out / "last.pt", model, meta, **state)
+                (out / "history.json").write_text(json.dumps(history, indent=2))
+                plot_history(history, out / "curves.png")
+            if stop.requested:
+                if ranks.main:
+                    print(f"interrupted: saved {out / 'last.pt'}; continue with --resume {out / 'last.pt'}")
+                break
+            if args.early_stopping is not None and stale >= args.early_stopping:
+                if ranks.main:
+                    print(f"early stopping: no lower validation loss for {stale} epochs")
+                break
+    finally:
+        stop.restore()
+        ranks.close()
+    return {"history": history, "out": str(out)}
+
+
+if __name__ == "__main__":
+    main()
