@@ -16,14 +16,18 @@ from . import _C  # noqa: F401  (loads the kernels and registers torch.ops.fastc
 from . import _ops  # noqa: F401  (fake kernels and autograd formulas)
 from . import functional, nn
 from ._backend import available_backends, backend, cuda_compiled, current_backend
+from .convert import convert
+from .summary import summary
 
 __version__ = "0.1.0"
 
 __all__ = [
     "available_backends",
     "backend",
+    "convert",
     "cuda_compiled",
     "current_backend",
     "functional",
     "nn",
+    "summary",
 ]

@@ -188,3 +188,26 @@ def test_cuda_half_types_share_the_mask(dtype):
     half = torch.ops.fastconv.dropout(x.to(dtype), 0.5, seed, "cuda")
     assert torch.equal(full != 0, half != 0)
     torch.testing.assert_close(half.float(), full, rtol=1e-2, atol=1e-2)
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(0, 300), offset=st.integers(0, 3), p=st.floats(0.0, 1.0),
+       seed=st.integers(0, 2**64 - 1), counter_offset=st.integers(0, 2**64 - 1))
+def test_fuzz_masks_agree_with_reference_on_cpu_and_simt(n, offset, p, seed, counter_offset):
+    x = torch.randn(n + offset)[offset:]
+    s = _seed(seed, counter_offset)
+    keep = torch.from_numpy(dropout_keep_mask(n, seed, counter_offset, p))
+    scale = 0.0 if p == 1.0 else 1 / (1 - p)
+    expected = torch.where(keep, x * torch.tensor(scale, dtype=torch.float32), x * 0)
+    for b in ("cpu", "simt"):
+        torch.testing.assert_close(torch.ops.fastconv.dropout(x, p, s, b), expected, rtol=0, atol=0)
+
+
+@settings(max_examples=20, deadline=None)
+@given(p=st.one_of(st.floats(max_value=-1e-9, allow_nan=False), st.floats(min_value=1 + 1e-9, allow_nan=False)))
+def test_fuzz_bad_probabilities_raise_value_error(p):
+    with pytest.raises(ValueError):
+        FF.dropout(torch.randn(3), p)

@@ -132,3 +132,20 @@ def test_cuda_half_types(dtype):
     F.relu(x_ref).sum().backward()
     torch.testing.assert_close(FF.relu(x), F.relu(x_ref))
     torch.testing.assert_close(x.grad, x_ref.grad)
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=40, deadline=None)
+@given(shape=st.lists(st.integers(0, 9), min_size=0, max_size=4),
+       offset=st.integers(0, 3), backend_name=st.sampled_from(["cpu", "simt"]),
+       dtype=st.sampled_from([torch.float32, torch.float64]))
+def test_fuzz_shapes_and_offsets(shape, offset, backend_name, dtype):
+    n = 1
+    for s in shape:
+        n *= s
+    storage = torch.randn(n + offset, dtype=dtype)
+    x = storage[offset:].view(shape)  # misaligned starts exercise the scalar tail path
+    with fastconv.backend(backend_name):
+        torch.testing.assert_close(FF.relu(x), F.relu(x), rtol=0, atol=0)

@@ -1,0 +1,119 @@
+"""The trainer, evaluation and prediction CLIs, data layouts and distributed training."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from conftest import CATS_AND_DOGS
+from fastconv import data as fdata
+from fastconv import evaluate, predict, train
+from fastconv.data import SyntheticShapes
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK = ["--image-size", "48", "--batch-size", "16", "--workers", "0", "--model", "convnet4"]
+
+
+def _write_images(folder: Path, names, size=40, corrupt=()):
+    folder.mkdir(parents=True, exist_ok=True)
+    shapes = SyntheticShapes(len(names), size, seed=3)
+    for i, name in enumerate(names):
+        label = 0 if name.startswith("cat") else 1
+        image, _ = shapes[2 * (i // 2) + label]
+        mode = "L" if i % 5 == 4 else "RGB"  # some greyscale files, as in the real set
+        Image.fromarray((image.permute(1, 2, 0).numpy() * 255).astype("uint8")).convert(mode).save(folder / name)
+    for name in corrupt:
+        (folder / name).write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+
+
+@pytest.fixture
+def flat_folder(tmp_path):
+    names = [f"{c}.{i}.jpg" for i in range(12) for c in ("cat", "dog")]
+    _write_images(tmp_path / "flat", names, corrupt=["cat.999.jpg"])
+    return tmp_path / "flat"
+
+
+def test_synthetic_demo_run_writes_everything(tmp_path):
+    out = tmp_path / "run"
+    result = train.main(["--epochs", "2", "--limit", "64", "--out", str(out), *QUICK])
+    history = json.loads((out / "history.json").read_text())
+    assert len(history) == 2 and result["history"] == history
+    assert set(history[0]) == {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seconds"}
+    for name in ("curves.png", "best.pt", "last.pt"):
+        assert (out / name).stat().st_size > 0
+    ckpt = torch.load(out / "last.pt", weights_only=False)
+    assert ckpt["meta"]["model"] == "convnet4" and ckpt["meta"]["image_size"] == 48
+
+
+def test_resume_continues_where_it_stopped(tmp_path):
+    out = tmp_path / "run"
+    train.main(["--epochs", "1", "--limit", "32", "--out", str(out), *QUICK])
+    result = train.main(["--epochs", "2", "--limit", "32", "--out", str(out), "--resume", str(out / "last.pt"), *QUICK])
+    assert [h["epoch"] for h in result["history"]] == [1, 2]
+
+
+def test_layouts_are_discovered(tmp_path, flat_folder):
+    for split in ("train", "validation"):
+        for cls in ("cats", "dogs"):
+            _write_images(tmp_path / "split" / split / cls, [f"{cls[:-1]}.{i}.png" for i in range(3)])
+    split = fdata.discover(tmp_path / "split")
+    assert split.layout == "split" and split.classes == ["cats", "dogs"] and len(split.train) == 6
+    flat = fdata.discover(flat_folder, val_fraction=0.25)
+    assert flat.layout == "flat" and flat.classes == ["cats", "dogs"]
+    assert len(flat.train) + len(flat.val) == 25 and len(flat.val) == 6
+    again = fdata.discover(flat_folder, val_fraction=0.25)
+    assert again.val == flat.val  # the split is seeded
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no labelled images"):
+        fdata.discover(tmp_path / "empty")
+    with pytest.raises(FileNotFoundError):
+        fdata.discover(tmp_path / "missing")
+
+
+def test_unreadable_images_are_skipped_with_one_warning(flat_folder):
+    samples = fdata.discover(flat_folder, val_fraction=0.0).train
+    with pytest.warns(UserWarning, match="skipped 1 unreadable"):
+        kept = fdata.drop_unreadable(samples)
+    assert len(kept) == len(samples) - 1
+
+
+def test_train_evaluate_predict_on_a_folder(tmp_path, flat_folder, capsys):
+    out = tmp_path / "run"
+    with pytest.warns(UserWarning, match="unreadable"):
+        train.main(["--data", str(flat_folder), "--epochs", "1", "--out", str(out), "--no-augment", *QUICK])
+    capsys.readouterr()
+    result = evaluate.main(["--checkpoint", str(out / "best.pt"), "--data", str(flat_folder), "--json", "--workers", "0"])
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["n"] == 24 and 0 <= printed["accuracy"] <= 1 and printed == result
+    assert sum(map(sum, result["confusion_matrix"])) == 24
+    preds = predict.main(["--checkpoint", str(out / "best.pt"), str(flat_folder / "cat.0.jpg"), str(flat_folder / "dog.1.jpg")])
+    assert [p[1] in ("cats", "dogs") for p in preds] == [True, True]
+    assert all(0.5 <= p[2] <= 1 for p in preds)
+
+
+def test_distributed_two_cpu_processes(tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+           "-m", "fastconv.train", "--epochs", "1", "--limit", "32", "--out", str(out), *QUICK]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    history = json.loads((out / "history.json").read_text())
+    assert len(history) == 1 and (out / "last.pt").exists()
+    assert proc.stdout.count("epoch 1/1:") == 1  # only rank 0 reports
+
+
+@pytest.mark.data
+@pytest.mark.skipif(not CATS_AND_DOGS.is_dir(), reason="cats-vs-dogs photos not present")
+def test_real_photos_loss_falls(tmp_path):
+    out = tmp_path / "real"
+    result = train.main(["--data", str(CATS_AND_DOGS), "--limit", "300", "--epochs", "4", "--out", str(out),
+                         "--image-size", "64", "--batch-size", "20", "--workers", "2", "--no-augment"])
+    history = result["history"]
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert history[-1]["train_acc"] > 0.6
