@@ -11,7 +11,7 @@ namespace fastconv {
 namespace SIMT_KERNEL_NS {
 
 inline bool conv2d_output_empty(const Conv2dParams& p) {
-  return p.batch == 0 || p.out_channels == 0 || p.out_pixels() == 0;
+  return p.batch == 0 || p.out_channels == 0 || out_plane(p) == 0;
 }
 
 // `deterministic` changes nothing: every kernel here reduces in an order
@@ -46,7 +46,7 @@ const char* conv2d_forward(ConvAlgorithm algorithm, const T* input, const T* wei
   const auto s = static_cast<cudaStream_t>(stream);
   if (conv2d_output_empty(p)) return nullptr;
   if (p.in_channels == 0) {  // no taps: the output is the bias (or zero)
-    if (bias == nullptr) return conv2d_fill_zero(output, p.batch * p.out_channels * p.out_pixels(), s);
+    if (bias == nullptr) return conv2d_fill_zero(output, p.batch * p.out_channels * out_plane(p), s);
   }
   if (algorithm == ConvAlgorithm::kIm2col && p.in_channels > 0) {
     return conv2d_im2col_forward(input, weight, bias, output, p, workspace, s);
@@ -60,7 +60,7 @@ const char* conv2d_backward_input(ConvAlgorithm algorithm, const T* grad_output,
   const auto s = static_cast<cudaStream_t>(stream);
   const int64_t in_elems = p.batch * p.in_channels * p.in_h * p.in_w;
   if (in_elems == 0) return nullptr;
-  if (p.out_channels == 0 || p.out_pixels() == 0) return conv2d_fill_zero(grad_input, in_elems, s);
+  if (p.out_channels == 0 || out_plane(p) == 0) return conv2d_fill_zero(grad_input, in_elems, s);
   if (algorithm == ConvAlgorithm::kIm2col) {
     return conv2d_im2col_backward_input(grad_output, weight, grad_input, p, workspace, s);
   }
@@ -72,7 +72,7 @@ const char* conv2d_backward_weight(ConvAlgorithm algorithm, const T* grad_output
                                    T* grad_weight, const Conv2dParams& p, bool /*deterministic: always*/,
                                    void* workspace, void* stream) {
   const auto s = static_cast<cudaStream_t>(stream);
-  const int64_t weight_elems = p.out_channels * p.patch_size();
+  const int64_t weight_elems = p.out_channels * group_patch(p);
   if (weight_elems == 0) return nullptr;
   if (conv2d_output_empty(p)) return conv2d_fill_zero(grad_weight, weight_elems, s);  // empty sum
   if (algorithm == ConvAlgorithm::kIm2col) {

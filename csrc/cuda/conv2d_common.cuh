@@ -14,9 +14,21 @@ namespace SIMT_KERNEL_NS {
 
 __host__ __device__ __forceinline__ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// Conv2dParams' helpers are host-only; kernels use these.
+__host__ __device__ __forceinline__ int64_t group_in_channels(const Conv2dParams& p) { return p.in_channels / p.groups; }
+__host__ __device__ __forceinline__ int64_t group_out_channels(const Conv2dParams& p) { return p.out_channels / p.groups; }
+__host__ __device__ __forceinline__ int64_t out_plane(const Conv2dParams& p) { return p.out_h * p.out_w; }
+__host__ __device__ __forceinline__ int64_t group_patch(const Conv2dParams& p) {
+  return group_in_channels(p) * p.kernel_h * p.kernel_w;
+}
+
 // a / b rounded toward minus infinity (b > 0); C++ division truncates toward 0.
 __host__ __device__ __forceinline__ int64_t floor_div(int64_t a, int64_t b) {
   const int64_t q = a / b;
+  return (a % b != 0 && a < 0) ? q - 1 : q;
+}
+__host__ __device__ __forceinline__ int floor_div(int a, int b) {
+  const int q = a / b;
   return (a % b != 0 && a < 0) ? q - 1 : q;
 }
 
@@ -38,7 +50,7 @@ inline int64_t round_up16(int64_t bytes) { return (bytes + 15) / 16 * 16; }
 // under kColumnBufferCap bytes (at least one image, whatever its size).
 constexpr int64_t kColumnBufferCap = int64_t(256) << 20;
 inline int64_t im2col_column_elems(const Conv2dParams& p) {
-  return p.in_channels * p.kernel_h * p.kernel_w * p.out_pixels();
+  return p.in_channels * p.kernel_h * p.kernel_w * out_plane(p);
 }
 inline int64_t im2col_chunk_images(const Conv2dParams& p, int64_t column_elem_size) {
   const int64_t per_image = im2col_column_elems(p) * column_elem_size;

@@ -56,8 +56,8 @@ __global__ void __launch_bounds__(Tile::kThreads)
   const int patch_hw = patch_h * patch_w;
   A* in_s = smem;                     // [chunk][patch_h][patch_w]
   A* w_s = smem + chunk * patch_hw;   // [kChannels][chunk][R * S]
-  const int64_t Cg = p.in_channels_per_group(), Kg = p.out_channels_per_group();
-  const int64_t in_hw = p.in_h * p.in_w, out_hw = p.out_pixels();
+  const int64_t Cg = group_in_channels(p), Kg = group_out_channels(p);
+  const int64_t in_hw = p.in_h * p.in_w, out_hw = out_plane(p);
   const int64_t tiles_w = ceil_div(p.out_w, TW), tiles_h = ceil_div(p.out_h, Tile::TH);
   const int64_t kblocks = ceil_div(Kg, Tile::kChannels);
   const int64_t items = p.batch * p.groups * kblocks * tiles_h * tiles_w;
@@ -166,8 +166,8 @@ __global__ void __launch_bounds__(Tile::kThreads)
   const int patch_hw = patch_h * patch_w;
   A* dy_s = smem;                    // [chunk][patch_h][patch_w]
   A* w_s = smem + chunk * patch_hw;  // [chunk][CB][R * S]
-  const int64_t Cg = p.in_channels_per_group(), Kg = p.out_channels_per_group();
-  const int64_t in_hw = p.in_h * p.in_w, out_hw = p.out_pixels();
+  const int64_t Cg = group_in_channels(p), Kg = group_out_channels(p);
+  const int64_t in_hw = p.in_h * p.in_w, out_hw = out_plane(p);
   const int64_t tiles_w = ceil_div(p.in_w, TW), tiles_h = ceil_div(p.in_h, Tile::TH);
   const int64_t cblocks = ceil_div(Cg, CB);
   const int64_t items = p.batch * p.groups * cblocks * tiles_h * tiles_w;
@@ -184,10 +184,12 @@ __global__ void __launch_bounds__(Tile::kThreads)
     const int64_t n = rest / tiles_h;
     const int64_t g = cb_all / cblocks;
     const int64_t c0 = (cb_all % cblocks) * CB;  // within the group
-    const int64_t ih0 = tile_y * Tile::TH, iw0 = tile_x * TW;
+    // Plane coordinates fit in 32 bits; only offsets into whole tensors need 64.
+    const int ih0 = static_cast<int>(tile_y) * Tile::TH, iw0 = static_cast<int>(tile_x) * TW;
+    const int pad_h = static_cast<int>(p.pad_h), pad_w = static_cast<int>(p.pad_w);
     // First output row/column any pixel of the tile reaches: ceil(t_min / stride).
-    const int64_t oh_lo = floor_div(ih0 + p.pad_h - (R - 1) * dh + sh - 1, sh);
-    const int64_t ow_lo = floor_div(iw0 + p.pad_w - (S - 1) * dw + sw - 1, sw);
+    const int oh_lo = floor_div(ih0 + pad_h - (R - 1) * dh + sh - 1, sh);
+    const int ow_lo = floor_div(iw0 + pad_w - (S - 1) * dw + sw - 1, sw);
 
     A acc[PPT][CPT];
 #pragma unroll
@@ -200,7 +202,7 @@ __global__ void __launch_bounds__(Tile::kThreads)
       const T* dy_plane = grad_output + (n * p.out_channels + g * Kg + k0) * out_hw;
       for (int e = tid; e < kn * patch_hw; e += Tile::kThreads) {
         const int k = e / patch_hw, rem = e % patch_hw;
-        const int64_t oh = oh_lo + rem / patch_w, ow = ow_lo + rem % patch_w;
+        const int oh = oh_lo + rem / patch_w, ow = ow_lo + rem % patch_w;
         const bool inside = oh >= 0 && oh < p.out_h && ow >= 0 && ow < p.out_w;
         dy_s[e] = inside ? to_acc(dy_plane[k * out_hw + oh * p.out_w + ow]) : A(0);
       }
@@ -213,15 +215,15 @@ __global__ void __launch_bounds__(Tile::kThreads)
 #pragma unroll
       for (int i = 0; i < PPT; ++i) {
         const int pix = pslot + i * Tile::kPixSlots;
-        const int64_t ih = ih0 + pix / TW, iw = iw0 + pix % TW;
+        const int ih = ih0 + pix / TW, iw = iw0 + pix % TW;
         for (int r = 0; r < R; ++r) {
-          const int64_t t = ih + p.pad_h - r * dh;
+          const int t = ih + pad_h - r * dh;
           if (t % sh != 0) continue;  // no output row lands on this input row via tap r
-          const int row = static_cast<int>(t / sh - oh_lo);
+          const int row = t / sh - oh_lo;
           for (int s = 0; s < S; ++s) {
-            const int64_t u = iw + p.pad_w - s * dw;
+            const int u = iw + pad_w - s * dw;
             if (u % sw != 0) continue;
-            const int dy_off = row * patch_w + static_cast<int>(u / sw - ow_lo);
+            const int dy_off = row * patch_w + (u / sw - ow_lo);
             const int w_off = cslot * RS + r * S + s;
             for (int k = 0; k < kn; ++k) {
               const A v = dy_s[k * patch_hw + dy_off];
@@ -237,7 +239,7 @@ __global__ void __launch_bounds__(Tile::kThreads)
 #pragma unroll
     for (int i = 0; i < PPT; ++i) {
       const int pix = pslot + i * Tile::kPixSlots;
-      const int64_t ih = ih0 + pix / TW, iw = iw0 + pix % TW;
+      const int ih = ih0 + pix / TW, iw = iw0 + pix % TW;
       if (ih >= p.in_h || iw >= p.in_w) continue;
 #pragma unroll
       for (int j = 0; j < CPT; ++j) {
@@ -259,12 +261,12 @@ __global__ void __launch_bounds__(kElementwiseThreads)
                                           const T* __restrict__ bias, T* __restrict__ output,
                                           Conv2dParams p) {
   using A = acc_t<T>;
-  const int64_t Cg = p.in_channels_per_group(), Kg = p.out_channels_per_group();
-  const int64_t total = p.batch * p.out_channels * p.out_pixels();
+  const int64_t Cg = group_in_channels(p), Kg = group_out_channels(p);
+  const int64_t total = p.batch * p.out_channels * out_plane(p);
   for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < total;
        e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t ow = e % p.out_w, oh = (e / p.out_w) % p.out_h;
-    const int64_t k = (e / p.out_pixels()) % p.out_channels, n = e / (p.out_pixels() * p.out_channels);
+    const int64_t k = (e / out_plane(p)) % p.out_channels, n = e / (out_plane(p) * p.out_channels);
     const int64_t g = k / Kg;
     A acc = bias != nullptr ? to_acc(bias[k]) : A(0);
     for (int64_t c = 0; c < Cg; ++c) {
@@ -290,7 +292,7 @@ __global__ void __launch_bounds__(kElementwiseThreads)
                                                  const T* __restrict__ weight,
                                                  T* __restrict__ grad_input, Conv2dParams p) {
   using A = acc_t<T>;
-  const int64_t Cg = p.in_channels_per_group(), Kg = p.out_channels_per_group();
+  const int64_t Cg = group_in_channels(p), Kg = group_out_channels(p);
   const int64_t in_hw = p.in_h * p.in_w;
   const int64_t total = p.batch * p.in_channels * in_hw;
   for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < total;
@@ -307,7 +309,7 @@ __global__ void __launch_bounds__(kElementwiseThreads)
         if (u < 0 || u % p.stride_w != 0 || u / p.stride_w >= p.out_w) continue;
         const int64_t pix = (t / p.stride_h) * p.out_w + u / p.stride_w;
         for (int64_t k = g * Kg; k < (g + 1) * Kg; ++k) {
-          acc += to_acc(grad_output[(n * p.out_channels + k) * p.out_pixels() + pix]) *
+          acc += to_acc(grad_output[(n * p.out_channels + k) * out_plane(p) + pix]) *
                  to_acc(weight[((k * Cg + cg) * p.kernel_h + r) * p.kernel_w + s]);
         }
       }
@@ -336,9 +338,9 @@ __global__ void __launch_bounds__(kWgradThreads)
   using A = acc_t<T>;
   __shared__ A dy_s[kWgradPixels][kWgradTileK];
   __shared__ A col_s[kWgradPixels][kWgradTileC];
-  const int64_t Cg = p.in_channels_per_group(), Kg = p.out_channels_per_group();
+  const int64_t Cg = group_in_channels(p), Kg = group_out_channels(p);
   const int64_t RS = p.kernel_h * p.kernel_w, CRS = Cg * RS;
-  const int64_t out_hw = p.out_pixels(), in_hw = p.in_h * p.in_w;
+  const int64_t out_hw = out_plane(p), in_hw = p.in_h * p.in_w;
   const int64_t red_total = p.batch * out_hw;
   const int64_t ktiles = ceil_div(Kg, kWgradTileK), ctiles = ceil_div(CRS, kWgradTileC);
   const int64_t items = p.groups * ktiles * ctiles * slices;
@@ -362,41 +364,53 @@ __global__ void __launch_bounds__(kWgradThreads)
 #pragma unroll
       for (int j = 0; j < 4; ++j) acc[i][j] = A(0);
 
+    // Every load below uses pixel column pq = tid % 16 (both loops stride by a
+    // multiple of 16), so this thread's reduction index q = q0 + pq is tracked
+    // as (image n, pixel) and advanced without 64-bit division.
+    const int pq = tid % kWgradPixels;
+    int64_t n = (red_begin + pq) / out_hw;
+    int pix = static_cast<int>((red_begin + pq) - n * out_hw);
+    const int out_w = static_cast<int>(p.out_w), S = static_cast<int>(p.kernel_w), RSi = static_cast<int>(RS);
+
     for (int64_t q0 = red_begin; q0 < red_end; q0 += kWgradPixels) {
       // Pixels fastest: consecutive threads read consecutive grad_output/input addresses.
+      const bool live = q0 + pq < red_end;
+      const int oh_base = static_cast<int>((pix / out_w) * p.stride_h - p.pad_h);
+      const int ow_base = static_cast<int>((pix % out_w) * p.stride_w - p.pad_w);
       for (int e = tid; e < kWgradPixels * kWgradTileK; e += kWgradThreads) {
-        const int pq = e % kWgradPixels, kk = e / kWgradPixels;
-        const int64_t q = q0 + pq, k = kt * kWgradTileK + kk;
+        const int kk = e / kWgradPixels;
+        const int64_t k = kt * kWgradTileK + kk;
         A v = A(0);
-        if (q < red_end && k < Kg) {
-          const int64_t n = q / out_hw, pix = q % out_hw;
-          v = to_acc(grad_output[(n * p.out_channels + g * Kg + k) * out_hw + pix]);
-        }
+        if (live && k < Kg) v = to_acc(grad_output[(n * p.out_channels + g * Kg + k) * out_hw + pix]);
         dy_s[pq][kk] = v;
       }
       for (int e = tid; e < kWgradPixels * kWgradTileC; e += kWgradThreads) {
-        const int pq = e % kWgradPixels, cc = e / kWgradPixels;
-        const int64_t q = q0 + pq, crs = ct * kWgradTileC + cc;
+        const int cc = e / kWgradPixels;
+        const int crs = static_cast<int>(ct * kWgradTileC) + cc;
         A v = A(0);
-        if (q < red_end && crs < CRS) {
-          const int64_t n = q / out_hw, pix = q % out_hw;
-          const int64_t c = crs / RS, r = (crs % RS) / p.kernel_w, s = crs % p.kernel_w;
-          const int64_t ih = (pix / p.out_w) * p.stride_h - p.pad_h + r * p.dilation_h;
-          const int64_t iw = (pix % p.out_w) * p.stride_w - p.pad_w + s * p.dilation_w;
+        if (live && crs < CRS) {
+          const int c = crs / RSi, rs = crs % RSi;
+          const int ih = oh_base + (rs / S) * static_cast<int>(p.dilation_h);
+          const int iw = ow_base + (rs % S) * static_cast<int>(p.dilation_w);
           if (ih >= 0 && ih < p.in_h && iw >= 0 && iw < p.in_w) {
             v = to_acc(input[(n * p.in_channels + g * Cg + c) * in_hw + ih * p.in_w + iw]);
           }
         }
         col_s[pq][cc] = v;
       }
+      pix += kWgradPixels;
+      while (pix >= out_hw) {
+        pix -= static_cast<int>(out_hw);
+        ++n;
+      }
       __syncthreads();
 #pragma unroll 4
-      for (int pq = 0; pq < kWgradPixels; ++pq) {
+      for (int k = 0; k < kWgradPixels; ++k) {
         A a[2], b[4];
 #pragma unroll
-        for (int i = 0; i < 2; ++i) a[i] = dy_s[pq][ty + 16 * i];
+        for (int i = 0; i < 2; ++i) a[i] = dy_s[k][ty + 16 * i];
 #pragma unroll
-        for (int j = 0; j < 4; ++j) b[j] = col_s[pq][tx + 16 * j];
+        for (int j = 0; j < 4; ++j) b[j] = col_s[k][tx + 16 * j];
 #pragma unroll
         for (int i = 0; i < 2; ++i)
 #pragma unroll
@@ -428,9 +442,9 @@ __global__ void __launch_bounds__(kWgradThreads)
 // fill a GPU (about 512), but never slices shorter than 1024 pixels, where
 // the partial traffic would cost more than the parallelism gains.
 inline int64_t wgrad_slices(const Conv2dParams& p) {
-  const int64_t red_total = p.batch * p.out_pixels();
-  const int64_t tiles = p.groups * ceil_div(p.out_channels_per_group(), kWgradTileK) *
-                        ceil_div(p.patch_size(), kWgradTileC);
+  const int64_t red_total = p.batch * out_plane(p);
+  const int64_t tiles = p.groups * ceil_div(group_out_channels(p), kWgradTileK) *
+                        ceil_div(group_patch(p), kWgradTileC);
   int64_t slices = ceil_div(512, tiles);
   const int64_t by_length = red_total / 1024;
   if (slices > by_length) slices = by_length;
@@ -439,7 +453,7 @@ inline int64_t wgrad_slices(const Conv2dParams& p) {
 }
 inline int64_t wgrad_slice_len(const Conv2dParams& p, int64_t slices) {
   // A multiple of the pixel round, so that only the last slice has a ragged end.
-  return ceil_div(ceil_div(p.batch * p.out_pixels(), slices), kWgradPixels) * kWgradPixels;
+  return ceil_div(ceil_div(p.batch * out_plane(p), slices), kWgradPixels) * kWgradPixels;
 }
 
 // ----------------------------------------------------------- backward bias
@@ -454,7 +468,7 @@ __global__ void __launch_bounds__(kBiasThreads)
                                 Conv2dParams p) {
   using A = acc_t<T>;
   __shared__ A warp_sums[kBiasThreads / 32];
-  const int64_t out_hw = p.out_pixels(), total = p.batch * out_hw;
+  const int64_t out_hw = out_plane(p), total = p.batch * out_hw;
   const int tid = static_cast<int>(threadIdx.x), lane = tid % 32, warp = tid / 32;
   for (int64_t k = blockIdx.x; k < p.out_channels; k += gridDim.x) {
     A sum = A(0);
@@ -495,14 +509,14 @@ const char* launch_direct_forward(const T* input, const T* weight, const T* bias
                                   const Conv2dParams& p, cudaStream_t stream) {
   const int patch_h = static_cast<int>((Tile::TH - 1) * p.stride_h + (p.kernel_h - 1) * p.dilation_h + 1);
   const int patch_w = static_cast<int>((Tile::TW - 1) * p.stride_w + (p.kernel_w - 1) * p.dilation_w + 1);
-  const int chunk = direct_chunk<T>(p.in_channels_per_group(), Tile::kChannels, patch_h, patch_w, p);
+  const int chunk = direct_chunk<T>(group_in_channels(p), Tile::kChannels, patch_h, patch_w, p);
   if (chunk == 0) {
     SIMT_LAUNCH(conv2d_direct_forward_unstaged_kernel<T>,
-                grid_stride_blocks(p.batch * p.out_channels * p.out_pixels()), kElementwiseThreads, 0,
+                grid_stride_blocks(p.batch * p.out_channels * out_plane(p)), kElementwiseThreads, 0,
                 stream, input, weight, bias, output, p);
     return launch_status();
   }
-  const int64_t items = p.batch * p.groups * ceil_div(p.out_channels_per_group(), Tile::kChannels) *
+  const int64_t items = p.batch * p.groups * ceil_div(group_out_channels(p), Tile::kChannels) *
                         ceil_div(p.out_h, Tile::TH) * ceil_div(p.out_w, Tile::TW);
   const size_t smem = (size_t(chunk) * patch_h * patch_w + size_t(Tile::kChannels) * chunk * p.kernel_h * p.kernel_w) *
                       sizeof(acc_t<T>);
@@ -517,14 +531,14 @@ const char* launch_direct_backward_input(const T* grad_output, const T* weight, 
                                          const Conv2dParams& p, cudaStream_t stream) {
   const int patch_h = static_cast<int>((Tile::TH - 1 + (p.kernel_h - 1) * p.dilation_h) / p.stride_h + 1);
   const int patch_w = static_cast<int>((Tile::TW - 1 + (p.kernel_w - 1) * p.dilation_w) / p.stride_w + 1);
-  const int chunk = direct_chunk<T>(p.out_channels_per_group(), Tile::kChannels, patch_h, patch_w, p);
+  const int chunk = direct_chunk<T>(group_out_channels(p), Tile::kChannels, patch_h, patch_w, p);
   if (chunk == 0) {
     SIMT_LAUNCH(conv2d_direct_backward_input_unstaged_kernel<T>,
                 grid_stride_blocks(p.batch * p.in_channels * p.in_h * p.in_w), kElementwiseThreads, 0,
                 stream, grad_output, weight, grad_input, p);
     return launch_status();
   }
-  const int64_t items = p.batch * p.groups * ceil_div(p.in_channels_per_group(), Tile::kChannels) *
+  const int64_t items = p.batch * p.groups * ceil_div(group_in_channels(p), Tile::kChannels) *
                         ceil_div(p.in_h, Tile::TH) * ceil_div(p.in_w, Tile::TW);
   const size_t smem = (size_t(chunk) * patch_h * patch_w + size_t(Tile::kChannels) * chunk * p.kernel_h * p.kernel_w) *
                       sizeof(acc_t<T>);
@@ -539,7 +553,7 @@ const char* launch_direct_backward_input(const T* grad_output, const T* weight, 
 template <typename T>
 const char* conv2d_direct_forward(const T* input, const T* weight, const T* bias, T* output,
                                   const Conv2dParams& p, cudaStream_t stream) {
-  const int64_t kg = p.out_channels_per_group();
+  const int64_t kg = group_out_channels(p);
   if (kg >= 8) return launch_direct_forward<T, DirectTileWide>(input, weight, bias, output, p, stream);
   if (kg >= 2) return launch_direct_forward<T, DirectTileNarrow>(input, weight, bias, output, p, stream);
   return launch_direct_forward<T, DirectTileSingle>(input, weight, bias, output, p, stream);
@@ -548,7 +562,7 @@ const char* conv2d_direct_forward(const T* input, const T* weight, const T* bias
 template <typename T>
 const char* conv2d_direct_backward_input(const T* grad_output, const T* weight, T* grad_input,
                                          const Conv2dParams& p, cudaStream_t stream) {
-  const int64_t cg = p.in_channels_per_group();
+  const int64_t cg = group_in_channels(p);
   if (cg >= 8) return launch_direct_backward_input<T, DirectTileWide>(grad_output, weight, grad_input, p, stream);
   if (cg >= 2) return launch_direct_backward_input<T, DirectTileNarrow>(grad_output, weight, grad_input, p, stream);
   return launch_direct_backward_input<T, DirectTileSingle>(grad_output, weight, grad_input, p, stream);
@@ -557,7 +571,7 @@ const char* conv2d_direct_backward_input(const T* grad_output, const T* weight, 
 inline int64_t direct_backward_weight_workspace(const Conv2dParams& p, int64_t element_size) {
   const int64_t slices = wgrad_slices(p);
   if (slices == 1) return 0;
-  return round_up16(slices * p.out_channels * p.patch_size() * acc_size_for(element_size));
+  return round_up16(slices * p.out_channels * group_patch(p) * acc_size_for(element_size));
 }
 
 template <typename T>
@@ -566,12 +580,12 @@ const char* conv2d_direct_backward_weight(const T* grad_output, const T* input, 
   const int64_t slices = wgrad_slices(p);
   const int64_t slice_len = wgrad_slice_len(p, slices);
   auto* partial = static_cast<acc_t<T>*>(workspace);
-  const int64_t items = p.groups * ceil_div(p.out_channels_per_group(), kWgradTileK) *
-                        ceil_div(p.patch_size(), kWgradTileC) * slices;
+  const int64_t items = p.groups * ceil_div(group_out_channels(p), kWgradTileK) *
+                        ceil_div(group_patch(p), kWgradTileC) * slices;
   SIMT_LAUNCH(conv2d_direct_backward_weight_kernel<T>, conv_grid(items), kWgradThreads, 0, stream,
               grad_output, input, partial, grad_weight, p, slices, slice_len);
   if (slices > 1) {
-    const int64_t n = p.out_channels * p.patch_size();
+    const int64_t n = p.out_channels * group_patch(p);
     SIMT_LAUNCH(conv2d_reduce_partials_kernel<T>, grid_stride_blocks(n), kElementwiseThreads, 0, stream,
                 static_cast<const acc_t<T>*>(partial), grad_weight, n, slices);
   }

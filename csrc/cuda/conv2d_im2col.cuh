@@ -20,14 +20,19 @@ namespace SIMT_KERNEL_NS {
 template <typename T>
 __global__ void __launch_bounds__(kElementwiseThreads)
     im2col_kernel(const T* __restrict__ input, T* __restrict__ col, Conv2dParams p, int64_t images) {
-  const int64_t RS = p.kernel_h * p.kernel_w, out_hw = p.out_pixels(), in_hw = p.in_h * p.in_w;
+  const int64_t RS = p.kernel_h * p.kernel_w, out_hw = out_plane(p), in_hw = p.in_h * p.in_w;
   const int64_t total = images * p.in_channels * RS * out_hw;
+  const int Q = static_cast<int>(p.out_w), S = static_cast<int>(p.kernel_w);
+  const int sh = static_cast<int>(p.stride_h), sw = static_cast<int>(p.stride_w);
+  const int dh = static_cast<int>(p.dilation_h), dw = static_cast<int>(p.dilation_w);
+  const int ph = static_cast<int>(p.pad_h), pw = static_cast<int>(p.pad_w);
   for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < total;
        e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t pix = e % out_hw, row = e / out_hw;  // row = (n * C + c) * RS + rs
-    const int64_t rs = row % RS, nc = row / RS;
-    const int64_t ih = (pix / p.out_w) * p.stride_h - p.pad_h + (rs / p.kernel_w) * p.dilation_h;
-    const int64_t iw = (pix % p.out_w) * p.stride_w - p.pad_w + (rs % p.kernel_w) * p.dilation_w;
+    const int64_t row = e / out_hw;  // row = (n * C + c) * RS + rs
+    const int64_t nc = row / RS;
+    const int pix = static_cast<int>(e - row * out_hw), rs = static_cast<int>(row - nc * RS);
+    const int ih = (pix / Q) * sh - ph + (rs / S) * dh;
+    const int iw = (pix % Q) * sw - pw + (rs % S) * dw;
     const bool inside = ih >= 0 && ih < p.in_h && iw >= 0 && iw < p.in_w;
     col[e] = inside ? input[nc * in_hw + ih * p.in_w + iw] : from_acc<T>(acc_t<T>(0));
   }
@@ -41,20 +46,28 @@ __global__ void __launch_bounds__(kElementwiseThreads)
     col2im_kernel(const acc_t<T>* __restrict__ dcol, T* __restrict__ grad_input, Conv2dParams p,
                   int64_t images) {
   using A = acc_t<T>;
-  const int64_t RS = p.kernel_h * p.kernel_w, out_hw = p.out_pixels(), in_hw = p.in_h * p.in_w;
+  const int64_t RS = p.kernel_h * p.kernel_w, out_hw = out_plane(p), in_hw = p.in_h * p.in_w;
   const int64_t total = images * p.in_channels * in_hw;
+  const int W = static_cast<int>(p.in_w), P = static_cast<int>(p.out_h), Q = static_cast<int>(p.out_w);
+  const int R = static_cast<int>(p.kernel_h), S = static_cast<int>(p.kernel_w);
+  const int sh = static_cast<int>(p.stride_h), sw = static_cast<int>(p.stride_w);
+  const int dh = static_cast<int>(p.dilation_h), dw = static_cast<int>(p.dilation_w);
+  const int ph = static_cast<int>(p.pad_h), pw = static_cast<int>(p.pad_w);
   for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < total;
        e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t iw = e % p.in_w, ih = (e / p.in_w) % p.in_h, nc = e / in_hw;
+    // One 64-bit division for the plane; coordinates inside it in 32 bits.
+    const int64_t nc = e / in_hw;
+    const int hw = static_cast<int>(e - nc * in_hw);
+    const int ih = hw / W, iw = hw % W;
     const A* rows = dcol + nc * RS * out_hw;
     A sum = A(0);
-    for (int64_t r = 0; r < p.kernel_h; ++r) {
-      const int64_t t = ih + p.pad_h - r * p.dilation_h;
-      if (t < 0 || t % p.stride_h != 0 || t / p.stride_h >= p.out_h) continue;
-      for (int64_t s = 0; s < p.kernel_w; ++s) {
-        const int64_t u = iw + p.pad_w - s * p.dilation_w;
-        if (u < 0 || u % p.stride_w != 0 || u / p.stride_w >= p.out_w) continue;
-        sum += rows[(r * p.kernel_w + s) * out_hw + (t / p.stride_h) * p.out_w + u / p.stride_w];
+    for (int r = 0; r < R; ++r) {
+      const int t = ih + ph - r * dh;
+      if (t < 0 || t % sh != 0 || t / sh >= P) continue;
+      for (int s = 0; s < S; ++s) {
+        const int u = iw + pw - s * dw;
+        if (u < 0 || u % sw != 0 || u / sw >= Q) continue;
+        sum += rows[(r * S + s) * out_hw + (t / sh) * Q + u / sw];
       }
     }
     grad_input[e] = from_acc<T>(sum);
@@ -80,7 +93,7 @@ inline bool im2col_wgrad_needs_accumulator(const Conv2dParams& p, int64_t elemen
 inline int64_t im2col_backward_weight_workspace(const Conv2dParams& p, int64_t element_size) {
   int64_t bytes = im2col_forward_workspace(p, element_size);
   if (im2col_wgrad_needs_accumulator(p, element_size)) {
-    bytes += round_up16(p.out_channels * p.patch_size() * acc_size_for(element_size));
+    bytes += round_up16(p.out_channels * group_patch(p) * acc_size_for(element_size));
   }
   return bytes;
 }
@@ -107,7 +120,7 @@ const T* columns_of(const T* input, const Conv2dParams& p, int64_t n0, int64_t i
 template <typename T>
 const char* conv2d_im2col_forward(const T* input, const T* weight, const T* bias, T* output,
                                   const Conv2dParams& p, void* workspace, cudaStream_t stream) {
-  const int64_t Kg = p.out_channels_per_group(), CRSg = p.patch_size(), PQ = p.out_pixels();
+  const int64_t Kg = group_out_channels(p), CRSg = group_patch(p), PQ = out_plane(p);
   const int64_t CRS = p.in_channels * p.kernel_h * p.kernel_w;
   const int64_t chunk = im2col_chunk_images(p, sizeof(T));
   for (int64_t n0 = 0; n0 < p.batch; n0 += chunk) {
@@ -130,7 +143,7 @@ template <typename T>
 const char* conv2d_im2col_backward_input(const T* grad_output, const T* weight, T* grad_input,
                                          const Conv2dParams& p, void* workspace, cudaStream_t stream) {
   using A = acc_t<T>;
-  const int64_t Kg = p.out_channels_per_group(), CRSg = p.patch_size(), PQ = p.out_pixels();
+  const int64_t Kg = group_out_channels(p), CRSg = group_patch(p), PQ = out_plane(p);
   const int64_t CRS = p.in_channels * p.kernel_h * p.kernel_w;
   const int64_t chunk = im2col_chunk_images(p, sizeof(A));
   A* dcol = static_cast<A*>(workspace);
@@ -160,7 +173,7 @@ template <typename T>
 const char* conv2d_im2col_backward_weight(const T* grad_output, const T* input, T* grad_weight,
                                           const Conv2dParams& p, void* workspace, cudaStream_t stream) {
   using A = acc_t<T>;
-  const int64_t Kg = p.out_channels_per_group(), CRSg = p.patch_size(), PQ = p.out_pixels();
+  const int64_t Kg = group_out_channels(p), CRSg = group_patch(p), PQ = out_plane(p);
   const int64_t CRS = p.in_channels * p.kernel_h * p.kernel_w;
   const int64_t chunk = im2col_chunk_images(p, sizeof(T));
   const bool use_acc = im2col_wgrad_needs_accumulator(p, sizeof(T));
