@@ -83,11 +83,9 @@ struct GemmSlice {
       int di, dk;
       quad_coords(op, q, di, dk);
       const int64_t i = i0 + di, k = k0 + dk;
-      if (op.vec == kVecRows && i + 3 < rows && k < K) {
-        const Pack<T, 4> pk = *reinterpret_cast<const Pack<T, 4>*>(base + offset(op, i, k));
-#pragma unroll
-        for (int u = 0; u < 4; ++u) v[t][u] = to_acc(pk.v[u]);
-      } else if (op.vec == kVecRed && i < rows && k + 3 < K) {
+      const bool whole_vector = op.vec == kVecRows ? (i + 3 < rows && k < K)
+                                                   : (op.vec == kVecRed && i < rows && k + 3 < K);
+      if (whole_vector) {
         const Pack<T, 4> pk = *reinterpret_cast<const Pack<T, 4>*>(base + offset(op, i, k));
 #pragma unroll
         for (int u = 0; u < 4; ++u) v[t][u] = to_acc(pk.v[u]);
