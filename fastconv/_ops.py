@@ -130,3 +130,61 @@ class InplaceDropout(torch.autograd.Function):
     def backward(ctx, grad_output):
         (seed,) = ctx.saved_tensors
         return ops.dropout_backward(grad_output, ctx.p, seed, ctx.backend), None, None, None
+
+
+# ---------------------------------------------------------------- Conv2d
+
+
+def _conv_output_size(size, kernel, stride, pad_before, pad_after, dilation):
+    return (size + pad_before + pad_after - dilation * (kernel - 1) - 1) // stride + 1
+
+
+@torch.library.register_fake("fastconv::conv2d")
+def _conv2d_fake(input, weight, bias, stride, padding, dilation, groups, algorithm="auto", backend="auto"):
+    torch._check(input.dim() == 4 and weight.dim() == 4, lambda: "conv2d: expected 4-D input and weight")
+    torch._check(weight.shape[1] * groups == input.shape[1], lambda: "conv2d: channel mismatch")
+    out_h = _conv_output_size(input.shape[2], weight.shape[2], stride[0], padding[0], padding[1], dilation[0])
+    out_w = _conv_output_size(input.shape[3], weight.shape[3], stride[1], padding[2], padding[3], dilation[1])
+    return input.new_empty((input.shape[0], weight.shape[0], out_h, out_w))
+
+
+@torch.library.register_fake("fastconv::conv2d_backward_input")
+def _conv2d_backward_input_fake(grad_output, weight, input_size, stride, padding, dilation, groups,
+                                algorithm="auto", backend="auto"):
+    return grad_output.new_empty(input_size)
+
+
+@torch.library.register_fake("fastconv::conv2d_backward_weight")
+def _conv2d_backward_weight_fake(grad_output, input, weight_size, stride, padding, dilation, groups,
+                                 algorithm="auto", backend="auto"):
+    return grad_output.new_empty(weight_size)
+
+
+@torch.library.register_fake("fastconv::conv2d_backward_bias")
+def _conv2d_backward_bias_fake(grad_output, backend="auto"):
+    return grad_output.new_empty((grad_output.shape[1],))
+
+
+def _conv2d_setup(ctx, inputs, output):
+    input, weight, bias, ctx.stride, ctx.padding, ctx.dilation, ctx.groups, ctx.algorithm, ctx.backend = inputs
+    ctx.input_size = list(input.shape)
+    ctx.weight_size = list(weight.shape)
+    # Only what the requested gradients read is kept alive.
+    ctx.save_for_backward(input if ctx.needs_input_grad[1] else None,
+                          weight if ctx.needs_input_grad[0] else None)
+
+
+def _conv2d_grad(ctx, grad_output):
+    input, weight = ctx.saved_tensors
+    geometry = (ctx.stride, ctx.padding, ctx.dilation, ctx.groups, ctx.algorithm, ctx.backend)
+    grad_input = grad_weight = grad_bias = None
+    if ctx.needs_input_grad[0]:
+        grad_input = ops.conv2d_backward_input(grad_output, weight, ctx.input_size, *geometry)
+    if ctx.needs_input_grad[1]:
+        grad_weight = ops.conv2d_backward_weight(grad_output, input, ctx.weight_size, *geometry)
+    if ctx.needs_input_grad[2]:
+        grad_bias = ops.conv2d_backward_bias(grad_output, ctx.backend)
+    return grad_input, grad_weight, grad_bias, None, None, None, None, None, None
+
+
+torch.library.register_autograd("fastconv::conv2d", _conv2d_grad, setup_context=_conv2d_setup)

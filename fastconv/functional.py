@@ -7,13 +7,15 @@ tensors and CUDA kernels for CUDA tensors by default).
 
 from __future__ import annotations
 
+from typing import List, Optional, Sequence, Union
+
 import torch
 from torch import Tensor
 
 from . import _ops
 from ._backend import current_backend
 
-__all__ = ["relu", "dropout"]
+__all__ = ["relu", "dropout", "conv2d"]
 
 ops = torch.ops.fastconv
 _INT64 = torch.iinfo(torch.int64)
@@ -63,3 +65,79 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool 
         return _ops.InplaceDropout.apply(input, float(p), seed, backend)
     ops.dropout_(input, float(p), seed, backend)
     return input
+
+
+# ---------------------------------------------------------------- Conv2d
+
+IntOrPair = Union[int, Sequence[int]]
+
+
+class InvalidPaddingError(ValueError, RuntimeError):
+    """An unknown padding string. ``torch.nn.Conv2d`` raises ValueError for it and
+    ``torch.nn.functional.conv2d`` RuntimeError; this is both, so code written
+    against either keeps working."""
+
+
+def _pair(value: IntOrPair, name: str) -> List[int]:
+    """An int or a 1- or 2-element sequence as two ints, with torch's error for other lengths."""
+    if isinstance(value, int):
+        return [value, value]
+    values = [int(v) for v in value]
+    if len(values) == 1:
+        return values * 2
+    if len(values) != 2:
+        raise RuntimeError(
+            f"expected {name} to be a single integer value or a list of 2 values to match the "
+            f"convolution dimensions, but got {name}={values}"
+        )
+    return values
+
+
+def _padding_rect(padding: Union[str, IntOrPair], weight: Tensor, stride: List[int],
+                  dilation: List[int]) -> List[int]:
+    """``padding`` as [top, bottom, left, right].
+
+    ``"same"`` pads a total of ``dilation * (kernel - 1)`` per dimension and,
+    like torch, puts the odd extra row/column of an even kernel at the
+    bottom/right.
+    """
+    if isinstance(padding, str):
+        if padding == "valid":
+            return [0, 0, 0, 0]
+        if padding != "same":
+            raise InvalidPaddingError(f"Invalid padding string '{padding}', should be one of {{'same', 'valid'}}")
+        if any(s != 1 for s in stride):
+            raise RuntimeError("padding='same' is not supported for strided convolutions")
+        if weight.dim() != 4:
+            raise RuntimeError(f"conv2d: expected a 4-D weight, but got weight of size {list(weight.shape)}")
+        rect = []
+        for kernel, d in zip(weight.shape[2:], dilation):
+            total = d * (kernel - 1)
+            rect += [total // 2, total - total // 2]
+        return rect
+    ph, pw = _pair(padding, "padding")
+    return [ph, ph, pw, pw]
+
+
+def conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride: IntOrPair = 1,
+           padding: Union[str, IntOrPair] = 0, dilation: IntOrPair = 1, groups: int = 1,
+           algorithm: str = "auto") -> Tensor:
+    """2-D convolution (cross-correlation), as :func:`torch.nn.functional.conv2d`.
+
+    ``input`` is ``[N, C, H, W]`` or unbatched ``[C, H, W]``; ``padding`` is an
+    int, a pair, ``"valid"`` or ``"same"``. ``algorithm`` picks the kernels:
+    ``"direct"``, ``"im2col"`` (im2col + our blocked GEMM) or ``"auto"``.
+    Gradients run on the same backend and algorithm as the forward pass.
+    """
+    if input.dim() not in (3, 4):
+        raise RuntimeError(
+            f"Expected 3D (unbatched) or 4D (batched) input to conv2d, but got input of size: {list(input.shape)}"
+        )
+    stride_hw = _pair(stride, "stride")
+    dilation_hw = _pair(dilation, "dilation")
+    rect = _padding_rect(padding, weight, stride_hw, dilation_hw)
+    unbatched = input.dim() == 3
+    batched = input.unsqueeze(0) if unbatched else input
+    out = ops.conv2d(batched, weight, bias, stride_hw, rect, dilation_hw, int(groups), algorithm,
+                     current_backend())
+    return out.squeeze(0) if unbatched else out

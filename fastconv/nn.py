@@ -12,7 +12,7 @@ from torch import Tensor
 
 from . import functional as F
 
-__all__ = ["ReLU", "Dropout"]
+__all__ = ["ReLU", "Dropout", "Conv2d"]
 
 
 class ReLU(torch.nn.ReLU):
@@ -27,3 +27,36 @@ class Dropout(torch.nn.Dropout):
 
     def forward(self, input: Tensor) -> Tensor:
         return F.dropout(input, self.p, self.training, self.inplace)
+
+
+_ALGORITHMS = ("auto", "direct", "im2col")
+
+
+class Conv2d(torch.nn.Conv2d):
+    """:class:`torch.nn.Conv2d` on fastconv's convolution kernels.
+
+    Takes every argument of ``torch.nn.Conv2d`` plus ``algorithm`` (``"auto"``,
+    ``"direct"`` or ``"im2col"``); parameters, ``state_dict`` keys and
+    initialisation are torch's. Non-zero ``padding_mode`` pads with
+    :func:`torch.nn.functional.pad` first, exactly as torch does.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
+                 groups: int = 1, bias: bool = True, padding_mode: str = "zeros", device=None, dtype=None,
+                 algorithm: str = "auto") -> None:
+        if algorithm not in _ALGORITHMS:
+            raise ValueError(f"unknown conv2d algorithm {algorithm!r}; expected one of {list(_ALGORITHMS)}")
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+                         padding_mode, device, dtype)
+        self.algorithm = algorithm
+
+    def _conv_forward(self, input: Tensor, weight: Tensor, bias) -> Tensor:
+        if self.padding_mode != "zeros":
+            padded = torch.nn.functional.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+            return F.conv2d(padded, weight, bias, self.stride, 0, self.dilation, self.groups, self.algorithm)
+        return F.conv2d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups,
+                        self.algorithm)
+
+    def extra_repr(self) -> str:
+        text = super().extra_repr()
+        return text if self.algorithm == "auto" else f"{text}, algorithm={self.algorithm!r}"

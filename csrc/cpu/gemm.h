@@ -1,0 +1,27 @@
+// Our own single-threaded, cache-blocked GEMM for the im2col convolution:
+// C = (accumulate ? C : 0) + A * B, where every matrix is addressed through a
+// row and a column stride, so transposed operands cost nothing extra (the
+// packing step reads them in whatever order they are stored). Callers
+// parallelise above it (over images or batch chunks).
+#pragma once
+
+#include <cstdint>
+
+namespace fastconv {
+namespace cpu {
+
+template <typename T>
+struct MatrixRef {
+  T* data;
+  int64_t row_stride;
+  int64_t col_stride;
+  T& at(int64_t r, int64_t c) const { return data[r * row_stride + c * col_stride]; }
+};
+
+// C[m x n] (+)= A[m x k] * B[k x n]. T is float or double.
+template <typename T>
+void gemm(int64_t m, int64_t n, int64_t k, MatrixRef<const T> a, MatrixRef<const T> b, MatrixRef<T> c,
+          bool accumulate);
+
+}  // namespace cpu
+}  // namespace fastconv

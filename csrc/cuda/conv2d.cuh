@@ -1,0 +1,112 @@
+// Convolution launchers (declared in conv2d.h): empty-problem handling, the
+// workspace query and the dispatch to the direct (conv2d_direct.cuh) or
+// im2col + GEMM (conv2d_im2col.cuh) kernels. Torch-free.
+#pragma once
+
+#include "conv2d.h"
+#include "conv2d_direct.cuh"
+#include "conv2d_im2col.cuh"
+
+namespace fastconv {
+namespace SIMT_KERNEL_NS {
+
+inline bool conv2d_output_empty(const Conv2dParams& p) {
+  return p.batch == 0 || p.out_channels == 0 || out_plane(p) == 0;
+}
+
+// `deterministic` changes nothing: every kernel here reduces in an order
+// fixed by the launch configuration (no floating-point atomics).
+inline int64_t conv2d_workspace_bytes_for(ConvPass pass, ConvAlgorithm algorithm, const Conv2dParams& p,
+                                          int64_t element_size) {
+  if (conv2d_output_empty(p) || p.in_channels == 0) return 0;
+  switch (pass) {
+    case ConvPass::kForward:
+      return algorithm == ConvAlgorithm::kIm2col ? im2col_forward_workspace(p, element_size) : 0;
+    case ConvPass::kBackwardInput:
+      return algorithm == ConvAlgorithm::kIm2col ? im2col_backward_input_workspace(p, element_size) : 0;
+    case ConvPass::kBackwardWeight:
+      return algorithm == ConvAlgorithm::kIm2col ? im2col_backward_weight_workspace(p, element_size)
+                                                 : direct_backward_weight_workspace(p, element_size);
+    case ConvPass::kBackwardBias:
+      return 0;
+  }
+  return 0;
+}
+
+template <typename T>
+const char* conv2d_fill_zero(T* out, int64_t n, cudaStream_t stream) {
+  if (n == 0) return nullptr;
+  SIMT_LAUNCH(conv2d_zero_kernel<T>, grid_stride_blocks(n), kElementwiseThreads, 0, stream, out, n);
+  return launch_status();
+}
+
+template <typename T>
+const char* conv2d_forward(ConvAlgorithm algorithm, const T* input, const T* weight, const T* bias, T* output,
+                           const Conv2dParams& p, void* workspace, void* stream) {
+  const auto s = static_cast<cudaStream_t>(stream);
+  if (conv2d_output_empty(p)) return nullptr;
+  if (p.in_channels == 0) {  // no taps: the output is the bias (or zero)
+    if (bias == nullptr) return conv2d_fill_zero(output, p.batch * p.out_channels * out_plane(p), s);
+  }
+  if (algorithm == ConvAlgorithm::kIm2col && p.in_channels > 0) {
+    return conv2d_im2col_forward(input, weight, bias, output, p, workspace, s);
+  }
+  return conv2d_direct_forward(input, weight, bias, output, p, s);
+}
+
+template <typename T>
+const char* conv2d_backward_input(ConvAlgorithm algorithm, const T* grad_output, const T* weight,
+                                  T* grad_input, const Conv2dParams& p, void* workspace, void* stream) {
+  const auto s = static_cast<cudaStream_t>(stream);
+  const int64_t in_elems = p.batch * p.in_channels * p.in_h * p.in_w;
+  if (in_elems == 0) return nullptr;
+  if (p.out_channels == 0 || out_plane(p) == 0) return conv2d_fill_zero(grad_input, in_elems, s);
+  if (algorithm == ConvAlgorithm::kIm2col) {
+    return conv2d_im2col_backward_input(grad_output, weight, grad_input, p, workspace, s);
+  }
+  return conv2d_direct_backward_input(grad_output, weight, grad_input, p, s);
+}
+
+template <typename T>
+const char* conv2d_backward_weight(ConvAlgorithm algorithm, const T* grad_output, const T* input,
+                                   T* grad_weight, const Conv2dParams& p, bool /*deterministic: always*/,
+                                   void* workspace, void* stream) {
+  const auto s = static_cast<cudaStream_t>(stream);
+  const int64_t weight_elems = p.out_channels * group_patch(p);
+  if (weight_elems == 0) return nullptr;
+  if (conv2d_output_empty(p)) return conv2d_fill_zero(grad_weight, weight_elems, s);  // empty sum
+  if (algorithm == ConvAlgorithm::kIm2col) {
+    return conv2d_im2col_backward_weight(grad_output, input, grad_weight, p, workspace, s);
+  }
+  return conv2d_direct_backward_weight(grad_output, input, grad_weight, p, workspace, s);
+}
+
+template <typename T>
+const char* conv2d_backward_bias(const T* grad_output, T* grad_bias, const Conv2dParams& p,
+                                 void* /*workspace: none needed*/, void* stream) {
+  const auto s = static_cast<cudaStream_t>(stream);
+  if (p.out_channels == 0) return nullptr;
+  if (conv2d_output_empty(p)) return conv2d_fill_zero(grad_bias, p.out_channels, s);
+  SIMT_LAUNCH(conv2d_backward_bias_kernel<T>, conv_grid(p.out_channels), kBiasThreads, 0, s, grad_output,
+              grad_bias, p);
+  return launch_status();
+}
+
+// The declared (non-inline) workspace query: expanded in exactly one unit per namespace.
+#define FASTCONV_DEFINE_CONV2D_WORKSPACE                                                                  \
+  int64_t conv2d_workspace_bytes(ConvPass pass, ConvAlgorithm algorithm, const Conv2dParams& p,           \
+                                 int64_t element_size, bool /*deterministic: always*/) {                 \
+    return conv2d_workspace_bytes_for(pass, algorithm, p, element_size);                                  \
+  }
+
+#define FASTCONV_INSTANTIATE_CONV2D(T)                                                                     \
+  template const char* conv2d_forward<T>(ConvAlgorithm, const T*, const T*, const T*, T*,                  \
+                                         const Conv2dParams&, void*, void*);                               \
+  template const char* conv2d_backward_input<T>(ConvAlgorithm, const T*, const T*, T*, const Conv2dParams&, \
+                                                void*, void*);                                             \
+  template const char* conv2d_backward_weight<T>(ConvAlgorithm, const T*, const T*, T*,                    \
+                                                 const Conv2dParams&, bool, void*, void*);                 \
+  template const char* conv2d_backward_bias<T>(const T*, T*, const Conv2dParams&, void*, void*);
+
+}  // namespace SIMT_KERNEL_NS
+}  // namespace fastconv

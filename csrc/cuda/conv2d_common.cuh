@@ -1,0 +1,93 @@
+// Helpers shared by the convolution kernels (direct, im2col, SGEMM):
+// integer division that rounds toward -inf, the cap on grids that loop over
+// their work, and the sizes of the scratch buffers, which the workspace query
+// and the launchers must agree on. Torch-free.
+#pragma once
+
+#include <cstdint>
+
+#include "../common/conv2d_params.h"
+#include "common.cuh"
+
+namespace fastconv {
+namespace SIMT_KERNEL_NS {
+
+__host__ __device__ __forceinline__ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Conv2dParams' helpers are host-only; kernels use these.
+__host__ __device__ __forceinline__ int64_t group_in_channels(const Conv2dParams& p) { return p.in_channels / p.groups; }
+__host__ __device__ __forceinline__ int64_t group_out_channels(const Conv2dParams& p) { return p.out_channels / p.groups; }
+__host__ __device__ __forceinline__ int64_t out_plane(const Conv2dParams& p) { return p.out_h * p.out_w; }
+__host__ __device__ __forceinline__ int64_t group_patch(const Conv2dParams& p) {
+  return group_in_channels(p) * p.kernel_h * p.kernel_w;
+}
+
+// a / b rounded toward minus infinity (b > 0); C++ division truncates toward 0.
+__host__ __device__ __forceinline__ int64_t floor_div(int64_t a, int64_t b) {
+  const int64_t q = a / b;
+  return (a % b != 0 && a < 0) ? q - 1 : q;
+}
+__host__ __device__ __forceinline__ int floor_div(int a, int b) {
+  const int q = a / b;
+  return (a % b != 0 && a < 0) ? q - 1 : q;
+}
+
+// Kernels that loop over their work items (blocks take items blockIdx.x,
+// blockIdx.x + gridDim.x, ...) launch at most this many blocks: enough to fill
+// a GPU, and tiny problems get exactly as many blocks as they have items.
+constexpr int64_t kMaxConvBlocks = 1024;
+inline unsigned conv_grid(int64_t items) {
+  return static_cast<unsigned>(items < 1 ? 1 : (items < kMaxConvBlocks ? items : kMaxConvBlocks));
+}
+
+// Bytes of an accumulation-type element for an element size (double: 8, else float: 4).
+inline int64_t acc_size_for(int64_t element_size) { return element_size == 8 ? 8 : 4; }
+
+inline int64_t round_up16(int64_t bytes) { return (bytes + 15) / 16 * 16; }
+
+// The im2col column buffer holds C * R * S * P * Q elements per image; the
+// batch is processed in chunks of this many images so that the buffer stays
+// under kColumnBufferCap bytes (at least one image, whatever its size).
+constexpr int64_t kColumnBufferCap = int64_t(256) << 20;
+inline int64_t im2col_column_elems(const Conv2dParams& p) {
+  return p.in_channels * p.kernel_h * p.kernel_w * out_plane(p);
+}
+inline int64_t im2col_chunk_images(const Conv2dParams& p, int64_t column_elem_size) {
+  const int64_t per_image = im2col_column_elems(p) * column_elem_size;
+  if (per_image <= 0) return p.batch > 0 ? p.batch : 1;
+  int64_t chunk = kColumnBufferCap / per_image;
+  if (chunk < 1) chunk = 1;
+  return chunk < p.batch ? chunk : p.batch;
+}
+
+// A 1x1, stride-1, unpadded convolution's column matrix is its input.
+inline bool im2col_is_identity(const Conv2dParams& p) {
+  return p.kernel_h == 1 && p.kernel_w == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_h == 0 &&
+         p.pad_w == 0 && p.out_h == p.in_h && p.out_w == p.in_w;
+}
+
+// grad_weight[e] = sum of the slices' partials, added in slice order (used by both
+// algorithms, so the sums are deterministic).
+template <typename T>
+__global__ void __launch_bounds__(kElementwiseThreads)
+    conv2d_reduce_partials_kernel(const acc_t<T>* __restrict__ partial, T* __restrict__ out,
+                                  int64_t n, int64_t slices) {
+  for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < n;
+       e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    acc_t<T> sum = partial[e];
+    for (int64_t s = 1; s < slices; ++s) sum += partial[s * n + e];
+    out[e] = from_acc<T>(sum);
+  }
+}
+
+// Fills n elements with zero (gradients of an empty batch).
+template <typename T>
+__global__ void __launch_bounds__(kElementwiseThreads) conv2d_zero_kernel(T* __restrict__ out, int64_t n) {
+  for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < n;
+       e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    out[e] = from_acc<T>(acc_t<T>(0));
+  }
+}
+
+}  // namespace SIMT_KERNEL_NS
+}  // namespace fastconv

@@ -1,0 +1,596 @@
+// Direct convolution kernels: forward, backward input (a transposed
+// convolution written as a gather), backward weight (tiled reduction with
+// partial sums) and backward bias. Torch-free; tensors are NCHW as described
+// in csrc/common/conv2d_params.h. Every kernel accumulates in acc_t<T> (fp32
+// for half/bfloat16), keeps offsets into whole tensors in int64, and loops
+// over its work items (blockIdx.x, blockIdx.x + gridDim.x, ...), so the whole
+// block always takes the same trip count and its barriers stay uniform.
+#pragma once
+
+#include "conv2d_common.cuh"
+
+namespace fastconv {
+namespace SIMT_KERNEL_NS {
+
+// Shape of a direct-kernel block: a TH x TW tile of pixels, SLOTS x CPT
+// channels. Thread t owns pixels (t % kPixSlots) + i * kPixSlots (i < PPT)
+// and channels (t / kPixSlots) + j * SLOTS (j < CPT): PPT * CPT accumulators.
+// All threads of a warp share a channel slot, so weight reads from shared
+// memory are broadcasts.
+template <int TH_, int TW_, int PPT_, int SLOTS_, int CPT_>
+struct DirectTile {
+  static constexpr int TH = TH_, TW = TW_, PPT = PPT_, SLOTS = SLOTS_, CPT = CPT_;
+  static constexpr int kPixSlots = TH * TW / PPT;
+  static constexpr int kThreads = kPixSlots * SLOTS;
+  static constexpr int kChannels = SLOTS * CPT;
+};
+// 8x16 pixels x 16 channels, 256 threads, 2 pixels x 4 channels per thread.
+using DirectTileWide = DirectTile<8, 16, 2, 4, 4>;
+// Few channels per group (2..7): 8x16 pixels x 4 channels, 64 threads.
+using DirectTileNarrow = DirectTile<8, 16, 2, 1, 4>;
+// One channel per group (depthwise): 8x16 pixels, 64 threads, 2 pixels each.
+using DirectTileSingle = DirectTile<8, 16, 2, 1, 1>;
+
+// Channels staged per shared-memory round are capped: more would only lower
+// occupancy on a GPU without saving much (two barriers per round).
+constexpr int kDirectMaxChunk = 8;
+constexpr int64_t kDirectSmemBytes = 48 * 1024;  // no opt-in needed on any arch
+
+// ---------------------------------------------------------------- forward
+// Each block computes a TH x TW tile of output pixels for kChannels output
+// channels of one group. Per round of `chunk` input channels it stages the
+// input patch under the tile (tile + halo, stride and dilation applied:
+// patch_h = (TH - 1) * stride_h + (R - 1) * dilation_h + 1) and the weights
+// of its output channels in shared memory.
+template <typename T, typename Tile>
+__global__ void __launch_bounds__(Tile::kThreads)
+    conv2d_direct_forward_kernel(const T* __restrict__ input, const T* __restrict__ weight,
+                                 const T* __restrict__ bias, T* __restrict__ output, Conv2dParams p,
+                                 int chunk, int patch_h, int patch_w) {
+  using A = acc_t<T>;
+  constexpr int TW = Tile::TW, PPT = Tile::PPT, SLOTS = Tile::SLOTS, CPT = Tile::CPT;
+  SIMT_DYNAMIC_SHARED(A, smem);
+  const int R = static_cast<int>(p.kernel_h), S = static_cast<int>(p.kernel_w), RS = R * S;
+  const int sh = static_cast<int>(p.stride_h), sw = static_cast<int>(p.stride_w);
+  const int dh = static_cast<int>(p.dilation_h), dw = static_cast<int>(p.dilation_w);
+  const int patch_hw = patch_h * patch_w;
+  A* in_s = smem;                     // [chunk][patch_h][patch_w]
+  A* w_s = smem + chunk * patch_hw;   // [kChannels][chunk][R * S]
+  const int64_t Cg = group_in_channels(p), Kg = group_out_channels(p);
+  const int64_t in_hw = p.in_h * p.in_w, out_hw = out_plane(p);
+  const int64_t tiles_w = ceil_div(p.out_w, TW), tiles_h = ceil_div(p.out_h, Tile::TH);
+  const int64_t kblocks = ceil_div(Kg, Tile::kChannels);
+  const int64_t items = p.batch * p.groups * kblocks * tiles_h * tiles_w;
+  const int tid = static_cast<int>(threadIdx.x);
+  const int pslot = tid % Tile::kPixSlots, cslot = tid / Tile::kPixSlots;
+
+  // Where each of this thread's pixels starts inside the patch.
+  int pix_y[PPT], pix_x[PPT], pix_off[PPT];
+#pragma unroll
+  for (int i = 0; i < PPT; ++i) {
+    const int pix = pslot + i * Tile::kPixSlots;
+    pix_y[i] = pix / TW;
+    pix_x[i] = pix % TW;
+    pix_off[i] = pix_y[i] * sh * patch_w + pix_x[i] * sw;
+  }
+
+  for (int64_t item = blockIdx.x; item < items; item += gridDim.x) {
+    int64_t rest = item;
+    const int64_t kb_all = rest % (p.groups * kblocks);  // fastest: blocks sharing a patch run together
+    rest /= p.groups * kblocks;
+    const int64_t tile_x = rest % tiles_w;
+    rest /= tiles_w;
+    const int64_t tile_y = rest % tiles_h;
+    const int64_t n = rest / tiles_h;
+    const int64_t g = kb_all / kblocks;
+    const int64_t k0 = g * Kg + (kb_all % kblocks) * Tile::kChannels, k_end = (g + 1) * Kg;
+    const int64_t oh0 = tile_y * Tile::TH, ow0 = tile_x * TW;
+    const int64_t ih0 = oh0 * sh - p.pad_h, iw0 = ow0 * sw - p.pad_w;
+
+    A acc[PPT][CPT];
+#pragma unroll
+    for (int i = 0; i < PPT; ++i)
+#pragma unroll
+      for (int j = 0; j < CPT; ++j) acc[i][j] = A(0);
+
+    for (int64_t c0 = 0; c0 < Cg; c0 += chunk) {
+      const int cn = static_cast<int>(Cg - c0 < chunk ? Cg - c0 : chunk);
+      const T* in_plane = input + (n * p.in_channels + g * Cg + c0) * in_hw;
+      for (int e = tid; e < cn * patch_hw; e += Tile::kThreads) {
+        const int c = e / patch_hw, rem = e % patch_hw;
+        const int64_t ih = ih0 + rem / patch_w, iw = iw0 + rem % patch_w;
+        const bool inside = ih >= 0 && ih < p.in_h && iw >= 0 && iw < p.in_w;
+        in_s[e] = inside ? to_acc(in_plane[c * in_hw + ih * p.in_w + iw]) : A(0);
+      }
+      const int crs = cn * RS;
+      for (int e = tid; e < Tile::kChannels * crs; e += Tile::kThreads) {
+        const int64_t k = k0 + e / crs;
+        w_s[e] = k < k_end ? to_acc(weight[(k * Cg + c0) * RS + e % crs]) : A(0);
+      }
+      __syncthreads();
+      for (int c = 0; c < cn; ++c) {
+        for (int r = 0; r < R; ++r) {
+          for (int s = 0; s < S; ++s) {
+            const int tap_off = c * patch_hw + r * dh * patch_w + s * dw;
+            const int w_off = c * RS + r * S + s;
+            A wv[CPT];
+#pragma unroll
+            for (int j = 0; j < CPT; ++j) wv[j] = w_s[(cslot + j * SLOTS) * crs + w_off];
+#pragma unroll
+            for (int i = 0; i < PPT; ++i) {
+              const A xv = in_s[tap_off + pix_off[i]];
+#pragma unroll
+              for (int j = 0; j < CPT; ++j) acc[i][j] += xv * wv[j];
+            }
+          }
+        }
+      }
+      __syncthreads();  // the next round overwrites the staged patch
+    }
+
+#pragma unroll
+    for (int i = 0; i < PPT; ++i) {
+      const int64_t oh = oh0 + pix_y[i], ow = ow0 + pix_x[i];
+      if (oh >= p.out_h || ow >= p.out_w) continue;
+#pragma unroll
+      for (int j = 0; j < CPT; ++j) {
+        const int64_t k = k0 + cslot + j * SLOTS;
+        if (k >= k_end) continue;
+        const A b = bias != nullptr ? to_acc(bias[k]) : A(0);
+        output[(n * p.out_channels + k) * out_hw + oh * p.out_w + ow] = from_acc<T>(acc[i][j] + b);
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------- backward input
+// grad_input as a transposed convolution, gathered: input pixel (ih, iw)
+// sums dY[oh][ow] * W[r][s] over the taps with ih + pad_h - r * dilation_h =
+// oh * stride_h (divisibility test) and oh inside the output. A block owns a
+// TH x TW tile of input pixels for kChannels input channels of one group and
+// stages, per round of `chunk` output channels, the grad_output rows/columns
+// the tile can reach (patch_h = (TH - 1 + (R - 1) * dilation_h) / stride_h + 1,
+// starting at oh_lo) and the matching weights.
+template <typename T, typename Tile>
+__global__ void __launch_bounds__(Tile::kThreads)
+    conv2d_direct_backward_input_kernel(const T* __restrict__ grad_output,
+                                        const T* __restrict__ weight, T* __restrict__ grad_input,
+                                        Conv2dParams p, int chunk, int patch_h, int patch_w) {
+  using A = acc_t<T>;
+  constexpr int TW = Tile::TW, PPT = Tile::PPT, SLOTS = Tile::SLOTS, CPT = Tile::CPT;
+  constexpr int CB = Tile::kChannels;
+  SIMT_DYNAMIC_SHARED(A, smem);
+  const int R = static_cast<int>(p.kernel_h), S = static_cast<int>(p.kernel_w), RS = R * S;
+  const int sh = static_cast<int>(p.stride_h), sw = static_cast<int>(p.stride_w);
+  const int dh = static_cast<int>(p.dilation_h), dw = static_cast<int>(p.dilation_w);
+  const int patch_hw = patch_h * patch_w;
+  A* dy_s = smem;                    // [chunk][patch_h][patch_w]
+  A* w_s = smem + chunk * patch_hw;  // [chunk][CB][R * S]
+  const int64_t Cg = group_in_channels(p), Kg = group_out_channels(p);
+  const int64_t in_hw = p.in_h * p.in_w, out_hw = out_plane(p);
+  const int64_t tiles_w = ceil_div(p.in_w, TW), tiles_h = ceil_div(p.in_h, Tile::TH);
+  const int64_t cblocks = ceil_div(Cg, CB);
+  const int64_t items = p.batch * p.groups * cblocks * tiles_h * tiles_w;
+  const int tid = static_cast<int>(threadIdx.x);
+  const int pslot = tid % Tile::kPixSlots, cslot = tid / Tile::kPixSlots;
+
+  for (int64_t item = blockIdx.x; item < items; item += gridDim.x) {
+    int64_t rest = item;
+    const int64_t cb_all = rest % (p.groups * cblocks);
+    rest /= p.groups * cblocks;
+    const int64_t tile_x = rest % tiles_w;
+    rest /= tiles_w;
+    const int64_t tile_y = rest % tiles_h;
+    const int64_t n = rest / tiles_h;
+    const int64_t g = cb_all / cblocks;
+    const int64_t c0 = (cb_all % cblocks) * CB;  // within the group
+    // Plane coordinates fit in 32 bits; only offsets into whole tensors need 64.
+    const int ih0 = static_cast<int>(tile_y) * Tile::TH, iw0 = static_cast<int>(tile_x) * TW;
+    const int pad_h = static_cast<int>(p.pad_h), pad_w = static_cast<int>(p.pad_w);
+    // First output row/column any pixel of the tile reaches: ceil(t_min / stride).
+    const int oh_lo = floor_div(ih0 + pad_h - (R - 1) * dh + sh - 1, sh);
+    const int ow_lo = floor_div(iw0 + pad_w - (S - 1) * dw + sw - 1, sw);
+
+    A acc[PPT][CPT];
+#pragma unroll
+    for (int i = 0; i < PPT; ++i)
+#pragma unroll
+      for (int j = 0; j < CPT; ++j) acc[i][j] = A(0);
+
+    for (int64_t k0 = 0; k0 < Kg; k0 += chunk) {
+      const int kn = static_cast<int>(Kg - k0 < chunk ? Kg - k0 : chunk);
+      const T* dy_plane = grad_output + (n * p.out_channels + g * Kg + k0) * out_hw;
+      for (int e = tid; e < kn * patch_hw; e += Tile::kThreads) {
+        const int k = e / patch_hw, rem = e % patch_hw;
+        const int oh = oh_lo + rem / patch_w, ow = ow_lo + rem % patch_w;
+        const bool inside = oh >= 0 && oh < p.out_h && ow >= 0 && ow < p.out_w;
+        dy_s[e] = inside ? to_acc(dy_plane[k * out_hw + oh * p.out_w + ow]) : A(0);
+      }
+      for (int e = tid; e < kn * CB * RS; e += Tile::kThreads) {
+        const int k = e / (CB * RS), rem = e % (CB * RS);
+        const int64_t c = c0 + rem / RS;
+        w_s[e] = c < Cg ? to_acc(weight[((g * Kg + k0 + k) * Cg + c) * RS + rem % RS]) : A(0);
+      }
+      __syncthreads();
+#pragma unroll
+      for (int i = 0; i < PPT; ++i) {
+        const int pix = pslot + i * Tile::kPixSlots;
+        const int ih = ih0 + pix / TW, iw = iw0 + pix % TW;
+        for (int r = 0; r < R; ++r) {
+          const int t = ih + pad_h - r * dh;
+          if (t % sh != 0) continue;  // no output row lands on this input row via tap r
+          const int row = t / sh - oh_lo;
+          for (int s = 0; s < S; ++s) {
+            const int u = iw + pad_w - s * dw;
+            if (u % sw != 0) continue;
+            const int dy_off = row * patch_w + (u / sw - ow_lo);
+            const int w_off = cslot * RS + r * S + s;
+            for (int k = 0; k < kn; ++k) {
+              const A v = dy_s[k * patch_hw + dy_off];
+#pragma unroll
+              for (int j = 0; j < CPT; ++j) acc[i][j] += v * w_s[(k * CB + j * SLOTS) * RS + w_off];
+            }
+          }
+        }
+      }
+      __syncthreads();
+    }
+
+#pragma unroll
+    for (int i = 0; i < PPT; ++i) {
+      const int pix = pslot + i * Tile::kPixSlots;
+      const int ih = ih0 + pix / TW, iw = iw0 + pix % TW;
+      if (ih >= p.in_h || iw >= p.in_w) continue;
+#pragma unroll
+      for (int j = 0; j < CPT; ++j) {
+        const int64_t c = c0 + cslot + j * SLOTS;
+        if (c >= Cg) continue;
+        grad_input[(n * p.in_channels + g * Cg + c) * in_hw + ih * p.in_w + iw] = from_acc<T>(acc[i][j]);
+      }
+    }
+  }
+}
+
+// ------------------------------------------- fallbacks for huge footprints
+// When one channel's patch plus weights exceed kDirectSmemBytes (very large
+// kernels with large dilation), one thread per output element reads global
+// memory directly. Rare; correctness over speed.
+template <typename T>
+__global__ void __launch_bounds__(kElementwiseThreads)
+    conv2d_direct_forward_unstaged_kernel(const T* __restrict__ input, const T* __restrict__ weight,
+                                          const T* __restrict__ bias, T* __restrict__ output,
+                                          Conv2dParams p) {
+  using A = acc_t<T>;
+  const int64_t Cg = group_in_channels(p), Kg = group_out_channels(p);
+  const int64_t total = p.batch * p.out_channels * out_plane(p);
+  for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < total;
+       e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t ow = e % p.out_w, oh = (e / p.out_w) % p.out_h;
+    const int64_t k = (e / out_plane(p)) % p.out_channels, n = e / (out_plane(p) * p.out_channels);
+    const int64_t g = k / Kg;
+    A acc = bias != nullptr ? to_acc(bias[k]) : A(0);
+    for (int64_t c = 0; c < Cg; ++c) {
+      const T* plane = input + (n * p.in_channels + g * Cg + c) * p.in_h * p.in_w;
+      const T* wk = weight + (k * Cg + c) * p.kernel_h * p.kernel_w;
+      for (int64_t r = 0; r < p.kernel_h; ++r) {
+        const int64_t ih = oh * p.stride_h - p.pad_h + r * p.dilation_h;
+        if (ih < 0 || ih >= p.in_h) continue;
+        for (int64_t s = 0; s < p.kernel_w; ++s) {
+          const int64_t iw = ow * p.stride_w - p.pad_w + s * p.dilation_w;
+          if (iw < 0 || iw >= p.in_w) continue;
+          acc += to_acc(plane[ih * p.in_w + iw]) * to_acc(wk[r * p.kernel_w + s]);
+        }
+      }
+    }
+    output[e] = from_acc<T>(acc);
+  }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kElementwiseThreads)
+    conv2d_direct_backward_input_unstaged_kernel(const T* __restrict__ grad_output,
+                                                 const T* __restrict__ weight,
+                                                 T* __restrict__ grad_input, Conv2dParams p) {
+  using A = acc_t<T>;
+  const int64_t Cg = group_in_channels(p), Kg = group_out_channels(p);
+  const int64_t in_hw = p.in_h * p.in_w;
+  const int64_t total = p.batch * p.in_channels * in_hw;
+  for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < total;
+       e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t iw = e % p.in_w, ih = (e / p.in_w) % p.in_h;
+    const int64_t c = (e / in_hw) % p.in_channels, n = e / (in_hw * p.in_channels);
+    const int64_t g = c / Cg, cg = c % Cg;
+    A acc = A(0);
+    for (int64_t r = 0; r < p.kernel_h; ++r) {
+      const int64_t t = ih + p.pad_h - r * p.dilation_h;
+      if (t < 0 || t % p.stride_h != 0 || t / p.stride_h >= p.out_h) continue;
+      for (int64_t s = 0; s < p.kernel_w; ++s) {
+        const int64_t u = iw + p.pad_w - s * p.dilation_w;
+        if (u < 0 || u % p.stride_w != 0 || u / p.stride_w >= p.out_w) continue;
+        const int64_t pix = (t / p.stride_h) * p.out_w + u / p.stride_w;
+        for (int64_t k = g * Kg; k < (g + 1) * Kg; ++k) {
+          acc += to_acc(grad_output[(n * p.out_channels + k) * out_plane(p) + pix]) *
+                 to_acc(weight[((k * Cg + cg) * p.kernel_h + r) * p.kernel_w + s]);
+        }
+      }
+    }
+    grad_input[e] = from_acc<T>(acc);
+  }
+}
+
+// --------------------------------------------------------- backward weight
+// dW_g[Kg x Cg*R*S] = dY_g[Kg x N*P*Q] * col_g^T, the column matrix gathered
+// on the fly. A block computes a 32 x 64 tile of dW (16 x 16 threads, 2 x 4
+// each) over one contiguous slice of the N*P*Q reduction, 16 pixels per
+// shared-memory round. With one slice the block writes dW itself; with more,
+// it writes its partial sums to the workspace and a second kernel adds the
+// slices in slice order. Either way the summation order is fixed by the
+// launch configuration, never by scheduling: the result is deterministic, so
+// the `deterministic` flag needs no separate path.
+constexpr int kWgradTileK = 32, kWgradTileC = 64, kWgradPixels = 16, kWgradThreads = 256;
+
+template <typename T>
+__global__ void __launch_bounds__(kWgradThreads)
+    conv2d_direct_backward_weight_kernel(const T* __restrict__ grad_output,
+                                         const T* __restrict__ input, acc_t<T>* __restrict__ partial,
+                                         T* __restrict__ grad_weight, Conv2dParams p, int64_t slices,
+                                         int64_t slice_len) {
+  using A = acc_t<T>;
+  __shared__ A dy_s[kWgradPixels][kWgradTileK];
+  __shared__ A col_s[kWgradPixels][kWgradTileC];
+  const int64_t Cg = group_in_channels(p), Kg = group_out_channels(p);
+  const int64_t RS = p.kernel_h * p.kernel_w, CRS = Cg * RS;
+  const int64_t out_hw = out_plane(p), in_hw = p.in_h * p.in_w;
+  const int64_t red_total = p.batch * out_hw;
+  const int64_t ktiles = ceil_div(Kg, kWgradTileK), ctiles = ceil_div(CRS, kWgradTileC);
+  const int64_t items = p.groups * ktiles * ctiles * slices;
+  const int64_t weights_total = p.out_channels * CRS;
+  const int tid = static_cast<int>(threadIdx.x), tx = tid % 16, ty = tid / 16;
+
+  for (int64_t item = blockIdx.x; item < items; item += gridDim.x) {
+    int64_t rest = item;
+    const int64_t slice = rest % slices;
+    rest /= slices;
+    const int64_t ct = rest % ctiles;
+    rest /= ctiles;
+    const int64_t kt = rest % ktiles;
+    const int64_t g = rest / ktiles;
+    const int64_t red_begin = slice * slice_len;
+    const int64_t red_end = red_begin + slice_len < red_total ? red_begin + slice_len : red_total;
+
+    A acc[2][4];
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+      for (int j = 0; j < 4; ++j) acc[i][j] = A(0);
+
+    // Every load below uses pixel column pq = tid % 16 (both loops stride by a
+    // multiple of 16), so this thread's reduction index q = q0 + pq is tracked
+    // as (image n, pixel) and advanced without 64-bit division.
+    const int pq = tid % kWgradPixels;
+    int64_t n = (red_begin + pq) / out_hw;
+    int pix = static_cast<int>((red_begin + pq) - n * out_hw);
+    const int out_w = static_cast<int>(p.out_w), S = static_cast<int>(p.kernel_w), RSi = static_cast<int>(RS);
+
+    for (int64_t q0 = red_begin; q0 < red_end; q0 += kWgradPixels) {
+      // Pixels fastest: consecutive threads read consecutive grad_output/input addresses.
+      const bool live = q0 + pq < red_end;
+      const int oh_base = static_cast<int>((pix / out_w) * p.stride_h - p.pad_h);
+      const int ow_base = static_cast<int>((pix % out_w) * p.stride_w - p.pad_w);
+      for (int e = tid; e < kWgradPixels * kWgradTileK; e += kWgradThreads) {
+        const int kk = e / kWgradPixels;
+        const int64_t k = kt * kWgradTileK + kk;
+        A v = A(0);
+        if (live && k < Kg) v = to_acc(grad_output[(n * p.out_channels + g * Kg + k) * out_hw + pix]);
+        dy_s[pq][kk] = v;
+      }
+      for (int e = tid; e < kWgradPixels * kWgradTileC; e += kWgradThreads) {
+        const int cc = e / kWgradPixels;
+        const int crs = static_cast<int>(ct * kWgradTileC) + cc;
+        A v = A(0);
+        if (live && crs < CRS) {
+          const int c = crs / RSi, rs = crs % RSi;
+          const int ih = oh_base + (rs / S) * static_cast<int>(p.dilation_h);
+          const int iw = ow_base + (rs % S) * static_cast<int>(p.dilation_w);
+          if (ih >= 0 && ih < p.in_h && iw >= 0 && iw < p.in_w) {
+            v = to_acc(input[(n * p.in_channels + g * Cg + c) * in_hw + ih * p.in_w + iw]);
+          }
+        }
+        col_s[pq][cc] = v;
+      }
+      pix += kWgradPixels;
+      while (pix >= out_hw) {
+        pix -= static_cast<int>(out_hw);
+        ++n;
+      }
+      __syncthreads();
+#pragma unroll 4
+      for (int k = 0; k < kWgradPixels; ++k) {
+        A a[2], b[4];
+#pragma unroll
+        for (int i = 0; i < 2; ++i) a[i] = dy_s[k][ty + 16 * i];
+#pragma unroll
+        for (int j = 0; j < 4; ++j) b[j] = col_s[k][tx + 16 * j];
+#pragma unroll
+        for (int i = 0; i < 2; ++i)
+#pragma unroll
+          for (int j = 0; j < 4; ++j) acc[i][j] += a[i] * b[j];
+      }
+      __syncthreads();
+    }
+
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const int64_t k = kt * kWgradTileK + ty + 16 * i;
+      if (k >= Kg) continue;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int64_t crs = ct * kWgradTileC + tx + 16 * j;
+        if (crs >= CRS) continue;
+        const int64_t e = (g * Kg + k) * CRS + crs;
+        if (slices == 1) {
+          grad_weight[e] = from_acc<T>(acc[i][j]);
+        } else {
+          partial[slice * weights_total + e] = acc[i][j];
+        }
+      }
+    }
+  }
+}
+
+// Slices of the N*P*Q reduction for the weight gradient: enough blocks to
+// fill a GPU (about 512), but never slices shorter than 1024 pixels, where
+// the partial traffic would cost more than the parallelism gains.
+inline int64_t wgrad_slices(const Conv2dParams& p) {
+  const int64_t red_total = p.batch * out_plane(p);
+  const int64_t tiles = p.groups * ceil_div(group_out_channels(p), kWgradTileK) *
+                        ceil_div(group_patch(p), kWgradTileC);
+  int64_t slices = ceil_div(512, tiles);
+  const int64_t by_length = red_total / 1024;
+  if (slices > by_length) slices = by_length;
+  if (slices > 64) slices = 64;
+  return slices < 1 ? 1 : slices;
+}
+inline int64_t wgrad_slice_len(const Conv2dParams& p, int64_t slices) {
+  // A multiple of the pixel round, so that only the last slice has a ragged end.
+  return ceil_div(ceil_div(p.batch * out_plane(p), slices), kWgradPixels) * kWgradPixels;
+}
+
+// ----------------------------------------------------------- backward bias
+// grad_bias[k] = sum over N, P, Q of dY: one block per channel (looping over
+// channels), a strided per-thread sum, then warp shuffles and one word per
+// warp in shared memory. Fixed order: deterministic.
+constexpr int kBiasThreads = 256;
+
+template <typename T>
+__global__ void __launch_bounds__(kBiasThreads)
+    conv2d_backward_bias_kernel(const T* __restrict__ grad_output, T* __restrict__ grad_bias,
+                                Conv2dParams p) {
+  using A = acc_t<T>;
+  __shared__ A warp_sums[kBiasThreads / 32];
+  const int64_t out_hw = out_plane(p), total = p.batch * out_hw;
+  const int tid = static_cast<int>(threadIdx.x), lane = tid % 32, warp = tid / 32;
+  for (int64_t k = blockIdx.x; k < p.out_channels; k += gridDim.x) {
+    A sum = A(0);
+    for (int64_t e = tid; e < total; e += kBiasThreads) {
+      sum += to_acc(grad_output[((e / out_hw) * p.out_channels + k) * out_hw + e % out_hw]);
+    }
+#pragma unroll
+    for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_down_sync(0xffffffffu, sum, offset);
+    if (lane == 0) warp_sums[warp] = sum;
+    __syncthreads();
+    if (warp == 0) {
+      sum = lane < kBiasThreads / 32 ? warp_sums[lane] : A(0);
+#pragma unroll
+      for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_down_sync(0xffffffffu, sum, offset);
+      if (lane == 0) grad_bias[k] = from_acc<T>(sum);
+    }
+    __syncthreads();  // warp_sums is reused by the next channel
+  }
+}
+
+// ----------------------------------------------------------------- launchers
+// Input channels staged per round for a block with `channels` output channels
+// (forward) or input channels (backward input); 0 when even one does not fit.
+template <typename T>
+int direct_chunk(int64_t channels_in_group, int block_channels, int patch_h, int patch_w,
+                 const Conv2dParams& p) {
+  const int64_t per_channel =
+      (int64_t(patch_h) * patch_w + block_channels * p.kernel_h * p.kernel_w) *
+      static_cast<int64_t>(sizeof(acc_t<T>));
+  int64_t chunk = kDirectSmemBytes / per_channel;
+  if (chunk > kDirectMaxChunk) chunk = kDirectMaxChunk;
+  if (chunk > channels_in_group) chunk = channels_in_group;
+  return static_cast<int>(chunk);
+}
+
+template <typename T, typename Tile>
+const char* launch_direct_forward(const T* input, const T* weight, const T* bias, T* output,
+                                  const Conv2dParams& p, cudaStream_t stream) {
+  const int patch_h = static_cast<int>((Tile::TH - 1) * p.stride_h + (p.kernel_h - 1) * p.dilation_h + 1);
+  const int patch_w = static_cast<int>((Tile::TW - 1) * p.stride_w + (p.kernel_w - 1) * p.dilation_w + 1);
+  const int chunk = direct_chunk<T>(group_in_channels(p), Tile::kChannels, patch_h, patch_w, p);
+  if (chunk == 0) {
+    SIMT_LAUNCH(conv2d_direct_forward_unstaged_kernel<T>,
+                grid_stride_blocks(p.batch * p.out_channels * out_plane(p)), kElementwiseThreads, 0,
+                stream, input, weight, bias, output, p);
+    return launch_status();
+  }
+  const int64_t items = p.batch * p.groups * ceil_div(group_out_channels(p), Tile::kChannels) *
+                        ceil_div(p.out_h, Tile::TH) * ceil_div(p.out_w, Tile::TW);
+  const size_t smem = (size_t(chunk) * patch_h * patch_w + size_t(Tile::kChannels) * chunk * p.kernel_h * p.kernel_w) *
+                      sizeof(acc_t<T>);
+  auto kernel = conv2d_direct_forward_kernel<T, Tile>;
+  SIMT_LAUNCH(kernel, conv_grid(items), Tile::kThreads, smem, stream, input, weight, bias, output, p,
+              chunk, patch_h, patch_w);
+  return launch_status();
+}
+
+template <typename T, typename Tile>
+const char* launch_direct_backward_input(const T* grad_output, const T* weight, T* grad_input,
+                                         const Conv2dParams& p, cudaStream_t stream) {
+  const int patch_h = static_cast<int>((Tile::TH - 1 + (p.kernel_h - 1) * p.dilation_h) / p.stride_h + 1);
+  const int patch_w = static_cast<int>((Tile::TW - 1 + (p.kernel_w - 1) * p.dilation_w) / p.stride_w + 1);
+  const int chunk = direct_chunk<T>(group_out_channels(p), Tile::kChannels, patch_h, patch_w, p);
+  if (chunk == 0) {
+    SIMT_LAUNCH(conv2d_direct_backward_input_unstaged_kernel<T>,
+                grid_stride_blocks(p.batch * p.in_channels * p.in_h * p.in_w), kElementwiseThreads, 0,
+                stream, grad_output, weight, grad_input, p);
+    return launch_status();
+  }
+  const int64_t items = p.batch * p.groups * ceil_div(group_in_channels(p), Tile::kChannels) *
+                        ceil_div(p.in_h, Tile::TH) * ceil_div(p.in_w, Tile::TW);
+  const size_t smem = (size_t(chunk) * patch_h * patch_w + size_t(Tile::kChannels) * chunk * p.kernel_h * p.kernel_w) *
+                      sizeof(acc_t<T>);
+  auto kernel = conv2d_direct_backward_input_kernel<T, Tile>;
+  SIMT_LAUNCH(kernel, conv_grid(items), Tile::kThreads, smem, stream, grad_output, weight, grad_input, p,
+              chunk, patch_h, patch_w);
+  return launch_status();
+}
+
+// The tile whose channel count fits the group: wide for >= 8 channels per
+// group, narrow for 2..7, single for depthwise-style groups of one.
+template <typename T>
+const char* conv2d_direct_forward(const T* input, const T* weight, const T* bias, T* output,
+                                  const Conv2dParams& p, cudaStream_t stream) {
+  const int64_t kg = group_out_channels(p);
+  if (kg >= 8) return launch_direct_forward<T, DirectTileWide>(input, weight, bias, output, p, stream);
+  if (kg >= 2) return launch_direct_forward<T, DirectTileNarrow>(input, weight, bias, output, p, stream);
+  return launch_direct_forward<T, DirectTileSingle>(input, weight, bias, output, p, stream);
+}
+
+template <typename T>
+const char* conv2d_direct_backward_input(const T* grad_output, const T* weight, T* grad_input,
+                                         const Conv2dParams& p, cudaStream_t stream) {
+  const int64_t cg = group_in_channels(p);
+  if (cg >= 8) return launch_direct_backward_input<T, DirectTileWide>(grad_output, weight, grad_input, p, stream);
+  if (cg >= 2) return launch_direct_backward_input<T, DirectTileNarrow>(grad_output, weight, grad_input, p, stream);
+  return launch_direct_backward_input<T, DirectTileSingle>(grad_output, weight, grad_input, p, stream);
+}
+
+inline int64_t direct_backward_weight_workspace(const Conv2dParams& p, int64_t element_size) {
+  const int64_t slices = wgrad_slices(p);
+  if (slices == 1) return 0;
+  return round_up16(slices * p.out_channels * group_patch(p) * acc_size_for(element_size));
+}
+
+template <typename T>
+const char* conv2d_direct_backward_weight(const T* grad_output, const T* input, T* grad_weight,
+                                          const Conv2dParams& p, void* workspace, cudaStream_t stream) {
+  const int64_t slices = wgrad_slices(p);
+  const int64_t slice_len = wgrad_slice_len(p, slices);
+  auto* partial = static_cast<acc_t<T>*>(workspace);
+  const int64_t items = p.groups * ceil_div(group_out_channels(p), kWgradTileK) *
+                        ceil_div(group_patch(p), kWgradTileC) * slices;
+  SIMT_LAUNCH(conv2d_direct_backward_weight_kernel<T>, conv_grid(items), kWgradThreads, 0, stream,
+              grad_output, input, partial, grad_weight, p, slices, slice_len);
+  if (slices > 1) {
+    const int64_t n = p.out_channels * group_patch(p);
+    SIMT_LAUNCH(conv2d_reduce_partials_kernel<T>, grid_stride_blocks(n), kElementwiseThreads, 0, stream,
+                static_cast<const acc_t<T>*>(partial), grad_weight, n, slices);
+  }
+  return launch_status();
+}
+
+}  // namespace SIMT_KERNEL_NS
+}  // namespace fastconv

@@ -1,0 +1,211 @@
+// The im2col convolution path: unfold a chunk of images into a column
+// matrix, then multiply with our GEMM (sgemm.cuh).
+//   forward          Y_g[Kg x PQ]     = W_g[Kg x CgRS] * col_g[CgRS x PQ]     (+ bias)
+//   backward input   dcol_g[CgRS x PQ] = W_g^T * dY_g, then col2im (a gather)
+//   backward weight  dW_g[Kg x CgRS]  = sum over images dY_g * col_g^T, the
+//                    images folded into the GEMM's reduction index, chunks
+//                    accumulated in order (deterministic)
+// The column buffer (workspace) holds `chunk` images of col[C*R*S][P*Q]:
+// im2col_chunk_images keeps it under 256 MiB.
+#pragma once
+
+#include "conv2d_common.cuh"
+#include "sgemm.cuh"
+
+namespace fastconv {
+namespace SIMT_KERNEL_NS {
+
+// col[n][c][r][s][oh][ow] = input[n0 + n][c][oh*sh - ph + r*dh][ow*sw - pw + s*dw] (0 outside).
+// One element per thread, consecutive threads along ow: coalesced writes.
+template <typename T>
+__global__ void __launch_bounds__(kElementwiseThreads)
+    im2col_kernel(const T* __restrict__ input, T* __restrict__ col, Conv2dParams p, int64_t images) {
+  const int64_t RS = p.kernel_h * p.kernel_w, out_hw = out_plane(p), in_hw = p.in_h * p.in_w;
+  const int64_t total = images * p.in_channels * RS * out_hw;
+  const int Q = static_cast<int>(p.out_w), S = static_cast<int>(p.kernel_w);
+  const int sh = static_cast<int>(p.stride_h), sw = static_cast<int>(p.stride_w);
+  const int dh = static_cast<int>(p.dilation_h), dw = static_cast<int>(p.dilation_w);
+  const int ph = static_cast<int>(p.pad_h), pw = static_cast<int>(p.pad_w);
+  for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < total;
+       e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t row = e / out_hw;  // row = (n * C + c) * RS + rs
+    const int64_t nc = row / RS;
+    const int pix = static_cast<int>(e - row * out_hw), rs = static_cast<int>(row - nc * RS);
+    const int ih = (pix / Q) * sh - ph + (rs / S) * dh;
+    const int iw = (pix % Q) * sw - pw + (rs % S) * dw;
+    const bool inside = ih >= 0 && ih < p.in_h && iw >= 0 && iw < p.in_w;
+    col[e] = inside ? input[nc * in_hw + ih * p.in_w + iw] : from_acc<T>(acc_t<T>(0));
+  }
+}
+
+// grad_input[n][c][ih][iw] = sum of dcol[n][c][r][s][oh][ow] over the taps
+// that read (ih, iw): each thread owns one input element and gathers (no
+// atomics, fixed order).
+template <typename T>
+__global__ void __launch_bounds__(kElementwiseThreads)
+    col2im_kernel(const acc_t<T>* __restrict__ dcol, T* __restrict__ grad_input, Conv2dParams p,
+                  int64_t images) {
+  using A = acc_t<T>;
+  const int64_t RS = p.kernel_h * p.kernel_w, out_hw = out_plane(p), in_hw = p.in_h * p.in_w;
+  const int64_t total = images * p.in_channels * in_hw;
+  const int W = static_cast<int>(p.in_w), P = static_cast<int>(p.out_h), Q = static_cast<int>(p.out_w);
+  const int R = static_cast<int>(p.kernel_h), S = static_cast<int>(p.kernel_w);
+  const int sh = static_cast<int>(p.stride_h), sw = static_cast<int>(p.stride_w);
+  const int dh = static_cast<int>(p.dilation_h), dw = static_cast<int>(p.dilation_w);
+  const int ph = static_cast<int>(p.pad_h), pw = static_cast<int>(p.pad_w);
+  for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < total;
+       e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    // One 64-bit division for the plane; coordinates inside it in 32 bits.
+    const int64_t nc = e / in_hw;
+    const int hw = static_cast<int>(e - nc * in_hw);
+    const int ih = hw / W, iw = hw % W;
+    const A* rows = dcol + nc * RS * out_hw;
+    A sum = A(0);
+    for (int r = 0; r < R; ++r) {
+      const int t = ih + ph - r * dh;
+      if (t < 0 || t % sh != 0 || t / sh >= P) continue;
+      for (int s = 0; s < S; ++s) {
+        const int u = iw + pw - s * dw;
+        if (u < 0 || u % sw != 0 || u / sw >= Q) continue;
+        sum += rows[(r * S + s) * out_hw + (t / sh) * Q + u / sw];
+      }
+    }
+    grad_input[e] = from_acc<T>(sum);
+  }
+}
+
+// A reduction index that never wraps: (k / kin) is always 0. A multiple of 4,
+// so that vector loads along k stay allowed.
+constexpr int64_t kGemmNoWrap = int64_t(1) << 60;
+
+inline int64_t im2col_forward_workspace(const Conv2dParams& p, int64_t element_size) {
+  if (im2col_is_identity(p)) return 0;
+  return round_up16(im2col_chunk_images(p, element_size) * im2col_column_elems(p) * element_size);
+}
+inline int64_t im2col_backward_input_workspace(const Conv2dParams& p, int64_t element_size) {
+  const int64_t acc = acc_size_for(element_size);
+  return round_up16(im2col_chunk_images(p, acc) * im2col_column_elems(p) * acc);
+}
+// Column buffer, then (for half/bfloat16 over several chunks) an fp32 dW accumulator.
+inline bool im2col_wgrad_needs_accumulator(const Conv2dParams& p, int64_t element_size) {
+  return element_size < 4 && im2col_chunk_images(p, element_size) < p.batch;
+}
+inline int64_t im2col_backward_weight_workspace(const Conv2dParams& p, int64_t element_size) {
+  int64_t bytes = im2col_forward_workspace(p, element_size);
+  if (im2col_wgrad_needs_accumulator(p, element_size)) {
+    bytes += round_up16(p.out_channels * group_patch(p) * acc_size_for(element_size));
+  }
+  return bytes;
+}
+
+template <typename T>
+const char* launch_im2col(const T* input, T* col, const Conv2dParams& p, int64_t images, cudaStream_t stream) {
+  SIMT_LAUNCH(im2col_kernel<T>, grid_stride_blocks(images * im2col_column_elems(p)), kElementwiseThreads, 0,
+              stream, input, col, p, images);
+  return launch_status();
+}
+
+// The column matrix of images [n0, n0 + images): the input itself for 1x1
+// stride-1 convolutions, else unfolded into `workspace`.
+template <typename T>
+const T* columns_of(const T* input, const Conv2dParams& p, int64_t n0, int64_t images, void* workspace,
+                    cudaStream_t stream, const char** err) {
+  const T* images_in = input + n0 * p.in_channels * p.in_h * p.in_w;
+  if (im2col_is_identity(p)) return images_in;
+  T* col = static_cast<T*>(workspace);
+  *err = launch_im2col(images_in, col, p, images, stream);
+  return col;
+}
+
+template <typename T>
+const char* conv2d_im2col_forward(const T* input, const T* weight, const T* bias, T* output,
+                                  const Conv2dParams& p, void* workspace, cudaStream_t stream) {
+  const int64_t Kg = group_out_channels(p), CRSg = group_patch(p), PQ = out_plane(p);
+  const int64_t CRS = p.in_channels * p.kernel_h * p.kernel_w;
+  const int64_t chunk = im2col_chunk_images(p, sizeof(T));
+  for (int64_t n0 = 0; n0 < p.batch; n0 += chunk) {
+    const int64_t images = p.batch - n0 < chunk ? p.batch - n0 : chunk;
+    const char* err = nullptr;
+    const T* col = columns_of(input, p, n0, images, workspace, stream, &err);
+    if (err) return err;
+    // Problem (image n, group g): A = W_g (row m = k, reduction = crs), B = col (row j = pixel).
+    const GemmOperand wa{CRSg, 1, kGemmNoWrap, 0, 0, Kg * CRSg, 0};
+    const GemmOperand cb{1, PQ, kGemmNoWrap, 0, CRS * PQ, CRSg * PQ, 0};
+    const GemmOutput out{PQ, p.out_channels * PQ, Kg * PQ, Kg, false};
+    err = launch_gemm(weight, wa, col, cb, output + n0 * p.out_channels * PQ, out, bias,
+                      GemmShape{Kg, PQ, CRSg, images, p.groups}, stream);
+    if (err) return err;
+  }
+  return nullptr;
+}
+
+template <typename T>
+const char* conv2d_im2col_backward_input(const T* grad_output, const T* weight, T* grad_input,
+                                         const Conv2dParams& p, void* workspace, cudaStream_t stream) {
+  using A = acc_t<T>;
+  const int64_t Kg = group_out_channels(p), CRSg = group_patch(p), PQ = out_plane(p);
+  const int64_t CRS = p.in_channels * p.kernel_h * p.kernel_w;
+  const int64_t chunk = im2col_chunk_images(p, sizeof(A));
+  A* dcol = static_cast<A*>(workspace);
+  for (int64_t n0 = 0; n0 < p.batch; n0 += chunk) {
+    const int64_t images = p.batch - n0 < chunk ? p.batch - n0 : chunk;
+    // Problem (n, g): A = W_g^T (row m = crs, reduction = k), B = dY (row j = pixel).
+    const GemmOperand wt{1, CRSg, kGemmNoWrap, 0, 0, Kg * CRSg, 0};
+    const GemmOperand dy{1, PQ, kGemmNoWrap, 0, p.out_channels * PQ, Kg * PQ, 0};
+    const GemmOutput out{PQ, CRS * PQ, CRSg * PQ, 0, false};
+    const char* err = launch_gemm(weight, wt, grad_output + n0 * p.out_channels * PQ, dy, dcol, out,
+                                  static_cast<const T*>(nullptr), GemmShape{CRSg, PQ, Kg, images, p.groups},
+                                  stream);
+    if (err) return err;
+    const int64_t elems = images * p.in_channels * p.in_h * p.in_w;
+    SIMT_LAUNCH(col2im_kernel<T>, grid_stride_blocks(elems), kElementwiseThreads, 0, stream,
+                static_cast<const A*>(dcol), grad_input + n0 * p.in_channels * p.in_h * p.in_w, p, images);
+    err = launch_status();
+    if (err) return err;
+  }
+  return nullptr;
+}
+
+// dW accumulates chunk after chunk: into grad_weight itself when its type is
+// the accumulation type or there is one chunk, else into an fp32 buffer
+// converted at the end.
+template <typename T>
+const char* conv2d_im2col_backward_weight(const T* grad_output, const T* input, T* grad_weight,
+                                          const Conv2dParams& p, void* workspace, cudaStream_t stream) {
+  using A = acc_t<T>;
+  const int64_t Kg = group_out_channels(p), CRSg = group_patch(p), PQ = out_plane(p);
+  const int64_t CRS = p.in_channels * p.kernel_h * p.kernel_w;
+  const int64_t chunk = im2col_chunk_images(p, sizeof(T));
+  const bool use_acc = im2col_wgrad_needs_accumulator(p, sizeof(T));
+  A* acc = use_acc ? reinterpret_cast<A*>(static_cast<char*>(workspace) +
+                                          im2col_forward_workspace(p, sizeof(T)))
+                   : nullptr;
+  for (int64_t n0 = 0; n0 < p.batch; n0 += chunk) {
+    const int64_t images = p.batch - n0 < chunk ? p.batch - n0 : chunk;
+    const char* err = nullptr;
+    const T* col = columns_of(input, p, n0, images, workspace, stream, &err);
+    if (err) return err;
+    // Problem g: reduction index = image * PQ + pixel.
+    const GemmOperand dy{PQ, 1, PQ, p.out_channels * PQ, 0, Kg * PQ, 0};
+    const GemmOperand cl{PQ, 1, PQ, CRS * PQ, 0, CRSg * PQ, 0};
+    const GemmOutput out{CRSg, 0, Kg * CRSg, 0, n0 > 0};
+    const GemmShape shape{Kg, CRSg, images * PQ, 1, p.groups};
+    const T* dy_chunk = grad_output + n0 * p.out_channels * PQ;
+    if (use_acc) {
+      err = launch_gemm(dy_chunk, dy, col, cl, acc, out, static_cast<const T*>(nullptr), shape, stream);
+    } else {
+      err = launch_gemm(dy_chunk, dy, col, cl, grad_weight, out, static_cast<const T*>(nullptr), shape, stream);
+    }
+    if (err) return err;
+  }
+  if (use_acc) {
+    const int64_t n = p.out_channels * CRSg;
+    SIMT_LAUNCH(conv2d_reduce_partials_kernel<T>, grid_stride_blocks(n), kElementwiseThreads, 0, stream,
+                static_cast<const A*>(acc), grad_weight, n, int64_t(1));
+    return launch_status();
+  }
+  return nullptr;
+}
+
+}  // namespace SIMT_KERNEL_NS
+}  // namespace fastconv

@@ -1,0 +1,346 @@
+// Convolution ops: argument checks, output allocation, the choice of
+// algorithm, and dispatch to the CPU kernels (csrc/cpu/conv2d*.cpp) or the
+// CUDA kernels (csrc/cuda/conv2d*.cuh) on a GPU or on the SIMT runtime.
+//
+// padding is [top, bottom, left, right]; the kernels take top/left and an
+// output size, which fixes bottom/right (see csrc/common/conv2d_params.h).
+// All kernels read and write contiguous NCHW buffers, so inputs of any
+// layout (channels_last included) are made contiguous and outputs are NCHW.
+#include <ATen/Context.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <torch/library.h>
+
+#include <optional>
+
+#include "../common/conv2d_params.h"
+#include "../cpu/conv2d.h"
+#include "../cuda/conv2d.h"
+#include "common.h"
+
+namespace fastconv {
+namespace {
+
+// Geometry arguments shared by every conv op, checked once.
+struct ConvGeometry {
+  at::IntArrayRef stride, padding, dilation;
+  int64_t groups;
+};
+
+void check_geometry(const ConvGeometry& geo, const char* op) {
+  TORCH_CHECK(geo.stride.size() == 2, op, ": expected stride to have 2 values, but got ", geo.stride);
+  TORCH_CHECK(geo.padding.size() == 4, op, ": expected padding [top, bottom, left, right], but got ",
+              geo.padding);
+  TORCH_CHECK(geo.dilation.size() == 2, op, ": expected dilation to have 2 values, but got ", geo.dilation);
+  TORCH_CHECK(geo.groups > 0, op, ": non-positive groups is not supported (got groups=", geo.groups, ")");
+  for (int64_t s : geo.stride)
+    TORCH_CHECK(s > 0, op, ": non-positive stride is not supported (got stride=", geo.stride, ")");
+  for (int64_t d : geo.dilation)
+    TORCH_CHECK(d > 0, op, ": dilation should be greater than zero, but got dilation=", geo.dilation);
+  for (int64_t p : geo.padding)
+    TORCH_CHECK(p >= 0, op, ": negative padding is not supported (got padding=", geo.padding, ")");
+}
+
+// Checks that input and weight shapes fit together and computes the output
+// size; every op goes through here so they all agree on the geometry.
+Conv2dParams make_params(at::IntArrayRef input_size, at::IntArrayRef weight_size, const ConvGeometry& geo,
+                         const char* op) {
+  check_geometry(geo, op);
+  TORCH_CHECK(input_size.size() == 4, op, ": expected a 4-D input [batch, channels, height, width], but got ",
+              input_size.size(), "-D input of size ", input_size);
+  TORCH_CHECK(weight_size.size() == 4, op,
+              ": expected a 4-D weight [out_channels, in_channels/groups, kernel_h, kernel_w], but got ",
+              weight_size.size(), "-D weight of size ", weight_size);
+  for (int64_t s : weight_size)
+    TORCH_CHECK(s >= 0, op, ": weight size has a negative dimension: ", weight_size);
+  Conv2dParams p{};
+  p.batch = input_size[0];
+  p.in_channels = input_size[1];
+  p.in_h = input_size[2];
+  p.in_w = input_size[3];
+  p.out_channels = weight_size[0];
+  p.kernel_h = weight_size[2];
+  p.kernel_w = weight_size[3];
+  p.stride_h = geo.stride[0];
+  p.stride_w = geo.stride[1];
+  p.pad_h = geo.padding[0];
+  p.pad_w = geo.padding[2];
+  p.dilation_h = geo.dilation[0];
+  p.dilation_w = geo.dilation[1];
+  p.groups = geo.groups;
+  TORCH_CHECK(p.out_channels % p.groups == 0, op, ": given groups=", p.groups,
+              ", expected weight to be divisible by ", p.groups, " at dimension 0, but got weight of size ",
+              weight_size, " instead");
+  TORCH_CHECK(weight_size[1] * p.groups == p.in_channels, op, ": given groups=", p.groups,
+              ", weight of size ", weight_size, " expects input to have ", weight_size[1] * p.groups,
+              " channels, but got input of size ", input_size, " with ", p.in_channels, " channels instead");
+  const int64_t padded_h = p.in_h + geo.padding[0] + geo.padding[1];
+  const int64_t padded_w = p.in_w + geo.padding[2] + geo.padding[3];
+  const int64_t reach_h = p.dilation_h * (p.kernel_h - 1) + 1;
+  const int64_t reach_w = p.dilation_w * (p.kernel_w - 1) + 1;
+  TORCH_CHECK(padded_h >= reach_h && padded_w >= reach_w && p.kernel_h > 0 && p.kernel_w > 0, op,
+              ": calculated padded input size per channel: (", padded_h, " x ", padded_w,
+              "). Kernel size (dilated): (", reach_h, " x ", reach_w,
+              "). Kernel size can't be greater than actual input size");
+  p.out_h = (padded_h - reach_h) / p.stride_h + 1;
+  p.out_w = (padded_w - reach_w) / p.stride_w + 1;
+  return p;
+}
+
+ConvAlgorithm parse_algorithm(c10::string_view name, Backend backend, const Conv2dParams& p, const char* op) {
+  if (name == "direct") return ConvAlgorithm::kDirect;
+  if (name == "im2col") return ConvAlgorithm::kIm2col;
+  TORCH_CHECK_VALUE(name == "auto", op, ": unknown algorithm '", name,
+                    "' (expected 'auto', 'direct' or 'im2col')");
+  // The "auto" rule. Measured on the CPU kernels (bench/bench_conv2d.py):
+  // im2col + GEMM wins whenever a group has several input and output
+  // channels, because the GEMM reuses every loaded value many times;
+  // depthwise-like convolutions (one input channel per group) have nothing
+  // to reuse in the GEMM and run faster directly. The CUDA kernels follow
+  // the same rule.
+  (void)backend;
+  return p.in_channels_per_group() == 1 ? ConvAlgorithm::kDirect : ConvAlgorithm::kIm2col;
+}
+
+void check_operand(const at::Tensor& t, const at::Tensor& reference, Backend backend, const char* op,
+                   const char* arg, const char* reference_arg) {
+  check_floating(t, backend, op, arg);
+  check_same_device_dtype(t, reference, op, arg, reference_arg);
+}
+
+// Scratch memory for the CUDA/SIMT launchers, from torch's allocator.
+at::Tensor workspace_for(ConvPass pass, ConvAlgorithm algorithm, const Conv2dParams& p, const at::Tensor& like,
+                         Backend backend, bool deterministic) {
+  int64_t bytes = 0;
+  if (backend == Backend::kSimt) {
+    bytes = simt::conv2d_workspace_bytes(pass, algorithm, p, like.element_size(), deterministic);
+  } else if (backend == Backend::kCuda) {
+    FASTCONV_CUDA_ONLY(bytes = cuda::conv2d_workspace_bytes(pass, algorithm, p, like.element_size(), deterministic));
+  }
+  return at::empty({bytes}, like.options().dtype(at::kByte));
+}
+
+void* workspace_ptr(const at::Tensor& workspace) {
+  return workspace.numel() == 0 ? nullptr : workspace.data_ptr();
+}
+
+at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                  at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+                  c10::string_view algorithm_name, c10::string_view backend_name) {
+  constexpr const char* op = "conv2d";
+  const Backend backend = select_backend(input, backend_name, op);
+  check_floating(input, backend, op, "input");
+  check_operand(weight, input, backend, op, "weight", "input");
+  const Conv2dParams p = make_params(input.sizes(), weight.sizes(), {stride, padding, dilation, groups}, op);
+  const bool has_bias = bias.has_value() && bias->defined();
+  if (has_bias) {
+    check_operand(*bias, input, backend, op, "bias", "input");
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == p.out_channels, op, ": given weight of size ",
+                weight.sizes(), ", expected bias to be 1-dimensional with ", p.out_channels,
+                " elements, but got bias of size ", bias->sizes(), " instead");
+  }
+  const ConvAlgorithm algorithm = parse_algorithm(algorithm_name, backend, p, op);
+  at::Tensor output = at::empty({p.batch, p.out_channels, p.out_h, p.out_w}, input.options());
+  if (output.numel() == 0) return output;
+  const at::Tensor x = input.contiguous(), w = weight.contiguous();
+  const at::Tensor b = has_bias ? bias->contiguous() : at::Tensor();
+  switch (backend) {
+    case Backend::kCpu:
+      AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), op, [&] {
+        cpu::conv2d_forward(algorithm, x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
+                            has_bias ? b.const_data_ptr<scalar_t>() : nullptr, output.data_ptr<scalar_t>(), p);
+      });
+      break;
+    case Backend::kSimt: {
+      const at::Tensor ws = workspace_for(ConvPass::kForward, algorithm, p, x, backend, false);
+      AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), op, [&] {
+        check_launch(simt::conv2d_forward(algorithm, kernel_ptr<scalar_t>(x), kernel_ptr<scalar_t>(w),
+                                          has_bias ? kernel_ptr<scalar_t>(b) : nullptr,
+                                          kernel_ptr<scalar_t>(output), p, workspace_ptr(ws), nullptr),
+                     op);
+      });
+      break;
+    }
+    case Backend::kCuda:
+      FASTCONV_CUDA_ONLY({
+        const c10::DeviceGuard guard(x.device());
+        const at::Tensor ws = workspace_for(ConvPass::kForward, algorithm, p, x, backend, false);
+        AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), op, [&] {
+          check_launch(cuda::conv2d_forward(algorithm, kernel_ptr<scalar_t>(x), kernel_ptr<scalar_t>(w),
+                                            has_bias ? kernel_ptr<scalar_t>(b) : nullptr,
+                                            kernel_ptr<scalar_t>(output), p, workspace_ptr(ws),
+                                            cuda_stream_for(x)),
+                       op);
+        });
+      });
+      break;
+  }
+  return output;
+}
+
+// grad_output must have exactly the shape the forward pass produced.
+void check_grad_output(const at::Tensor& grad_output, const Conv2dParams& p, const char* op) {
+  const std::vector<int64_t> expected{p.batch, p.out_channels, p.out_h, p.out_w};
+  TORCH_CHECK(grad_output.sizes() == at::IntArrayRef(expected), op, ": expected grad_output of size ",
+              at::IntArrayRef(expected), ", but got ", grad_output.sizes());
+}
+
+at::Tensor conv2d_backward_input(const at::Tensor& grad_output, const at::Tensor& weight,
+                                 at::IntArrayRef input_size, at::IntArrayRef stride, at::IntArrayRef padding,
+                                 at::IntArrayRef dilation, int64_t groups, c10::string_view algorithm_name,
+                                 c10::string_view backend_name) {
+  constexpr const char* op = "conv2d_backward_input";
+  const Backend backend = select_backend(grad_output, backend_name, op);
+  check_floating(grad_output, backend, op, "grad_output");
+  check_operand(weight, grad_output, backend, op, "weight", "grad_output");
+  const Conv2dParams p = make_params(input_size, weight.sizes(), {stride, padding, dilation, groups}, op);
+  check_grad_output(grad_output, p, op);
+  const ConvAlgorithm algorithm = parse_algorithm(algorithm_name, backend, p, op);
+  at::Tensor grad_input = at::empty(input_size, grad_output.options());
+  if (grad_input.numel() == 0) return grad_input;
+  if (grad_output.numel() == 0) return grad_input.zero_();
+  const at::Tensor dy = grad_output.contiguous(), w = weight.contiguous();
+  switch (backend) {
+    case Backend::kCpu:
+      AT_DISPATCH_FLOATING_TYPES(dy.scalar_type(), op, [&] {
+        cpu::conv2d_backward_input(algorithm, dy.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
+                                   grad_input.data_ptr<scalar_t>(), p);
+      });
+      break;
+    case Backend::kSimt: {
+      const at::Tensor ws = workspace_for(ConvPass::kBackwardInput, algorithm, p, dy, backend, false);
+      AT_DISPATCH_FLOATING_TYPES(dy.scalar_type(), op, [&] {
+        check_launch(simt::conv2d_backward_input(algorithm, kernel_ptr<scalar_t>(dy), kernel_ptr<scalar_t>(w),
+                                                 kernel_ptr<scalar_t>(grad_input), p, workspace_ptr(ws), nullptr),
+                     op);
+      });
+      break;
+    }
+    case Backend::kCuda:
+      FASTCONV_CUDA_ONLY({
+        const c10::DeviceGuard guard(dy.device());
+        const at::Tensor ws = workspace_for(ConvPass::kBackwardInput, algorithm, p, dy, backend, false);
+        AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dy.scalar_type(), op, [&] {
+          check_launch(cuda::conv2d_backward_input(algorithm, kernel_ptr<scalar_t>(dy), kernel_ptr<scalar_t>(w),
+                                                   kernel_ptr<scalar_t>(grad_input), p, workspace_ptr(ws),
+                                                   cuda_stream_for(dy)),
+                       op);
+        });
+      });
+      break;
+  }
+  return grad_input;
+}
+
+at::Tensor conv2d_backward_weight(const at::Tensor& grad_output, const at::Tensor& input,
+                                  at::IntArrayRef weight_size, at::IntArrayRef stride, at::IntArrayRef padding,
+                                  at::IntArrayRef dilation, int64_t groups, c10::string_view algorithm_name,
+                                  c10::string_view backend_name) {
+  constexpr const char* op = "conv2d_backward_weight";
+  const Backend backend = select_backend(grad_output, backend_name, op);
+  check_floating(grad_output, backend, op, "grad_output");
+  check_operand(input, grad_output, backend, op, "input", "grad_output");
+  const Conv2dParams p = make_params(input.sizes(), weight_size, {stride, padding, dilation, groups}, op);
+  check_grad_output(grad_output, p, op);
+  const ConvAlgorithm algorithm = parse_algorithm(algorithm_name, backend, p, op);
+  at::Tensor grad_weight = at::empty(weight_size, grad_output.options());
+  if (grad_weight.numel() == 0) return grad_weight;
+  if (grad_output.numel() == 0) return grad_weight.zero_();
+  const at::Tensor dy = grad_output.contiguous(), x = input.contiguous();
+  switch (backend) {
+    case Backend::kCpu:
+      AT_DISPATCH_FLOATING_TYPES(dy.scalar_type(), op, [&] {
+        cpu::conv2d_backward_weight(algorithm, dy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
+                                    grad_weight.data_ptr<scalar_t>(), p);
+      });
+      break;
+    case Backend::kSimt: {
+      const bool deterministic = at::globalContext().deterministicAlgorithms();
+      const at::Tensor ws = workspace_for(ConvPass::kBackwardWeight, algorithm, p, dy, backend, deterministic);
+      AT_DISPATCH_FLOATING_TYPES(dy.scalar_type(), op, [&] {
+        check_launch(simt::conv2d_backward_weight(algorithm, kernel_ptr<scalar_t>(dy), kernel_ptr<scalar_t>(x),
+                                                  kernel_ptr<scalar_t>(grad_weight), p, deterministic,
+                                                  workspace_ptr(ws), nullptr),
+                     op);
+      });
+      break;
+    }
+    case Backend::kCuda:
+      FASTCONV_CUDA_ONLY({
+        const c10::DeviceGuard guard(dy.device());
+        const bool deterministic = at::globalContext().deterministicAlgorithms();
+        const at::Tensor ws = workspace_for(ConvPass::kBackwardWeight, algorithm, p, dy, backend, deterministic);
+        AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dy.scalar_type(), op, [&] {
+          check_launch(cuda::conv2d_backward_weight(algorithm, kernel_ptr<scalar_t>(dy), kernel_ptr<scalar_t>(x),
+                                                    kernel_ptr<scalar_t>(grad_weight), p, deterministic,
+                                                    workspace_ptr(ws), cuda_stream_for(dy)),
+                       op);
+        });
+      });
+      break;
+  }
+  return grad_weight;
+}
+
+at::Tensor conv2d_backward_bias(const at::Tensor& grad_output, c10::string_view backend_name) {
+  constexpr const char* op = "conv2d_backward_bias";
+  const Backend backend = select_backend(grad_output, backend_name, op);
+  check_floating(grad_output, backend, op, "grad_output");
+  TORCH_CHECK(grad_output.dim() == 4, op, ": expected a 4-D grad_output, but got size ", grad_output.sizes());
+  // Only the output geometry matters for the bias gradient.
+  Conv2dParams p{};
+  p.batch = grad_output.size(0);
+  p.out_channels = grad_output.size(1);
+  p.out_h = grad_output.size(2);
+  p.out_w = grad_output.size(3);
+  p.groups = 1;
+  at::Tensor grad_bias = at::empty({p.out_channels}, grad_output.options());
+  if (grad_bias.numel() == 0) return grad_bias;
+  if (grad_output.numel() == 0) return grad_bias.zero_();
+  const at::Tensor dy = grad_output.contiguous();
+  switch (backend) {
+    case Backend::kCpu:
+      AT_DISPATCH_FLOATING_TYPES(dy.scalar_type(), op, [&] {
+        cpu::conv2d_backward_bias(dy.const_data_ptr<scalar_t>(), grad_bias.data_ptr<scalar_t>(), p);
+      });
+      break;
+    case Backend::kSimt: {
+      const at::Tensor ws = workspace_for(ConvPass::kBackwardBias, ConvAlgorithm::kDirect, p, dy, backend, false);
+      AT_DISPATCH_FLOATING_TYPES(dy.scalar_type(), op, [&] {
+        check_launch(simt::conv2d_backward_bias(kernel_ptr<scalar_t>(dy), kernel_ptr<scalar_t>(grad_bias), p,
+                                                workspace_ptr(ws), nullptr),
+                     op);
+      });
+      break;
+    }
+    case Backend::kCuda:
+      FASTCONV_CUDA_ONLY({
+        const c10::DeviceGuard guard(dy.device());
+        const at::Tensor ws = workspace_for(ConvPass::kBackwardBias, ConvAlgorithm::kDirect, p, dy, backend, false);
+        AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dy.scalar_type(), op, [&] {
+          check_launch(cuda::conv2d_backward_bias(kernel_ptr<scalar_t>(dy), kernel_ptr<scalar_t>(grad_bias), p,
+                                                  workspace_ptr(ws), cuda_stream_for(dy)),
+                       op);
+        });
+      });
+      break;
+  }
+  return grad_bias;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastconv, CPU, m) {
+  m.impl("conv2d", &conv2d);
+  m.impl("conv2d_backward_input", &conv2d_backward_input);
+  m.impl("conv2d_backward_weight", &conv2d_backward_weight);
+  m.impl("conv2d_backward_bias", &conv2d_backward_bias);
+}
+TORCH_LIBRARY_IMPL(fastconv, CUDA, m) {
+  m.impl("conv2d", &conv2d);
+  m.impl("conv2d_backward_input", &conv2d_backward_input);
+  m.impl("conv2d_backward_weight", &conv2d_backward_weight);
+  m.impl("conv2d_backward_bias", &conv2d_backward_bias);
+}
+
+}  // namespace fastconv

@@ -1,0 +1,10 @@
+// Host build of csrc/cuda/conv2d.cuh: the same kernels, run by the SIMT runtime.
+#include "../cuda/conv2d.cuh"
+
+namespace fastconv {
+namespace simt {
+FASTCONV_DEFINE_CONV2D_WORKSPACE
+FASTCONV_INSTANTIATE_CONV2D(float)
+FASTCONV_INSTANTIATE_CONV2D(double)
+}  // namespace simt
+}  // namespace fastconv

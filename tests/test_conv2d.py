@@ -1,0 +1,417 @@
+"""fastconv conv2d: forward and all gradients against torch on every backend and algorithm,
+fuzzing, gradcheck, opcheck, layouts, torch semantics of arguments and errors, nn.Conv2d."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import fastconv
+import fastconv.functional as FF
+import fastconv.nn as fnn
+
+from conftest import BACKENDS, device_of
+
+ALGORITHMS = ["direct", "im2col"]
+KERNELS = [(1, 1), (2, 2), (3, 3), (5, 5), (3, 1), (1, 7)]
+ops = torch.ops.fastconv
+
+
+def _random_case(rng: random.Random) -> dict:
+    """A valid conv2d configuration drawn from the grid of the spec."""
+    while True:
+        kernel = rng.choice(KERNELS)
+        groups_kind = rng.choice(["one", "two", "depthwise"])
+        cin = rng.randint(1, 17)
+        if groups_kind == "two":
+            cin = max(2, cin - cin % 2)
+        groups = {"one": 1, "two": 2, "depthwise": cin}[groups_kind]
+        cout = groups * rng.randint(1, max(1, 17 // groups))
+        stride = (rng.randint(1, 3), rng.randint(1, 3))
+        dilation = (rng.randint(1, 3), rng.randint(1, 3))
+        padding = rng.choice(["int", "pair", "large", "same", "valid"])
+        if padding == "same":
+            stride = (1, 1)
+            pad = "same"
+        elif padding == "valid":
+            pad = "valid"
+        elif padding == "large":  # more than half the kernel on each side
+            pad = (kernel[0] // 2 + rng.randint(1, 3), kernel[1] // 2 + rng.randint(1, 3))
+        elif padding == "pair":
+            pad = (rng.randint(0, 2), rng.randint(0, 2))
+        else:
+            pad = rng.randint(0, 2)
+        h, w = rng.randint(1, 31), rng.randint(1, 31)
+        pad_hw = (0, 0) if isinstance(pad, str) else ((pad, pad) if isinstance(pad, int) else pad)
+        reach = [d * (k - 1) + 1 for d, k in zip(dilation, kernel)]
+        if pad != "same" and (h + 2 * pad_hw[0] < reach[0] or w + 2 * pad_hw[1] < reach[1]):
+            continue
+        return dict(batch=0 if rng.random() < 0.1 else rng.randint(1, 3), cin=cin, cout=cout, hw=(h, w), kernel=kernel, stride=stride,
+                    padding=pad, dilation=dilation, groups=groups, bias=rng.random() < 0.6)
+
+
+def _cost(case: dict) -> int:
+    """Multiply-adds of the forward pass, roughly: what the SIMT runtime pays for."""
+    return max(case["batch"], 1) * case["cout"] * case["hw"][0] * case["hw"][1] * (
+        case["cin"] // case["groups"]) * case["kernel"][0] * case["kernel"][1]
+
+
+_rng = random.Random(20240611)
+GRID = [_random_case(_rng) for _ in range(48)]
+# The SIMT runtime runs each CUDA thread as a fiber: give it the cheaper cases.
+SIMT_GRID = [c for c in GRID if _cost(c) <= 60_000][:16]
+
+
+def _grid_params():
+    params = []
+    for backend in BACKENDS:
+        cases = SIMT_GRID if backend == "simt" else GRID
+        params += [pytest.param(backend, case, id=f"{backend}-{i}") for i, case in enumerate(cases)]
+    return params
+
+
+def _make(case: dict, device: str, dtype=torch.float64, requires_grad=True):
+    g = torch.Generator().manual_seed(hash(repr(case)) % 2**31)
+    cin_g = case["cin"] // case["groups"]
+    x = torch.randn(case["batch"], case["cin"], *case["hw"], generator=g, dtype=dtype)
+    w = torch.randn(case["cout"], cin_g, *case["kernel"], generator=g, dtype=dtype)
+    b = torch.randn(case["cout"], generator=g, dtype=dtype) if case["bias"] else None
+    tensors = [t.to(device).requires_grad_(requires_grad) if t is not None else None for t in (x, w, b)]
+    return tensors
+
+
+def _kwargs(case: dict) -> dict:
+    return dict(stride=case["stride"], padding=case["padding"], dilation=case["dilation"], groups=case["groups"])
+
+
+def _check_against_torch(case, device, algorithm, dtype=torch.float64, **tolerances):
+    x, w, b = _make(case, device, dtype)
+    y = FF.conv2d(x, w, b, algorithm=algorithm, **_kwargs(case))
+    expected = F.conv2d(x, w, b, **_kwargs(case))
+    torch.testing.assert_close(y, expected, **tolerances)
+    grad = torch.randn_like(expected)
+    inputs = [t for t in (x, w, b) if t is not None]
+    ours = torch.autograd.grad(y, inputs, grad)
+    theirs = torch.autograd.grad(expected, inputs, grad)
+    for name, a, e in zip(["input", "weight", "bias"], ours, theirs):
+        torch.testing.assert_close(a, e, msg=lambda m: f"grad {name}: {m}", **tolerances)
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize("backend,case", _grid_params(), indirect=["backend"])
+def test_matches_torch_on_grid(backend, case, algorithm):
+    _check_against_torch(case, device_of(backend), algorithm)
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_float32_matches_torch(backend, algorithm):
+    case = dict(batch=2, cin=6, cout=8, hw=(11, 9), kernel=(3, 3), stride=(1, 2), padding=1, dilation=(1, 1),
+                groups=2, bias=True)
+    _check_against_torch(case, device_of(backend), algorithm, dtype=torch.float32, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_fuzz_against_torch(backend_name, data):
+    small = backend_name == "simt"
+    groups = data.draw(st.integers(1, 3), label="groups")
+    cin = groups * data.draw(st.integers(1, 2 if small else 5), label="cin/groups")
+    cout = groups * data.draw(st.integers(1, 2 if small else 5), label="cout/groups")
+    kh, kw = data.draw(st.integers(1, 4), label="kh"), data.draw(st.integers(1, 4), label="kw")
+    dil = (data.draw(st.integers(1, 3), label="dil_h"), data.draw(st.integers(1, 3), label="dil_w"))
+    stride = (data.draw(st.integers(1, 3), label="stride_h"), data.draw(st.integers(1, 3), label="stride_w"))
+    pad = (data.draw(st.integers(0, 3), label="pad_h"), data.draw(st.integers(0, 3), label="pad_w"))
+    limit = 9 if small else 20
+    h = data.draw(st.integers(max(1, dil[0] * (kh - 1) + 1 - 2 * pad[0]), limit), label="h")
+    w = data.draw(st.integers(max(1, dil[1] * (kw - 1) + 1 - 2 * pad[1]), limit), label="w")
+    case = dict(batch=data.draw(st.integers(0, 2), label="batch"), cin=cin, cout=cout, hw=(h, w),
+                kernel=(kh, kw), stride=stride, padding=pad, dilation=dil, groups=groups,
+                bias=data.draw(st.booleans(), label="bias"))
+    algorithm = data.draw(st.sampled_from(ALGORITHMS + ["auto"]), label="algorithm")
+    with fastconv.backend(backend_name):
+        _check_against_torch(case, device_of(backend_name), algorithm)
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_gradcheck(backend, algorithm):
+    device = device_of(backend)
+    x = torch.randn(2, 4, 6, 5, dtype=torch.float64, device=device, requires_grad=True)
+    w = torch.randn(6, 2, 3, 2, dtype=torch.float64, device=device, requires_grad=True)
+    b = torch.randn(6, dtype=torch.float64, device=device, requires_grad=True)
+    fn = lambda x_, w_, b_: FF.conv2d(x_, w_, b_, stride=(2, 1), padding=(1, 2), dilation=(1, 2),  # noqa: E731
+                                      groups=2, algorithm=algorithm)
+    assert torch.autograd.gradcheck(fn, (x, w, b))
+
+
+@pytest.mark.parametrize("algorithm", ["auto", *ALGORITHMS])
+def test_opcheck_all_ops(backend, algorithm):
+    device = device_of(backend)
+    x = torch.randn(2, 4, 7, 6, dtype=torch.float64, device=device)
+    w = torch.randn(6, 2, 3, 3, dtype=torch.float64, device=device)
+    b = torch.randn(6, dtype=torch.float64, device=device)
+    geometry = ([1, 2], [1, 0, 2, 1], [1, 1], 2, algorithm, backend)
+    y = ops.conv2d(x, w, b, *geometry)
+    g = torch.randn_like(y)
+    torch.library.opcheck(ops.conv2d.default, (x.requires_grad_(), w.requires_grad_(), b.requires_grad_(), *geometry))
+    torch.library.opcheck(ops.conv2d.default, (x.detach(), w.detach(), None, *geometry))
+    torch.library.opcheck(ops.conv2d_backward_input.default, (g, w.detach(), list(x.shape), *geometry))
+    torch.library.opcheck(ops.conv2d_backward_weight.default, (g, x.detach(), list(w.shape), *geometry))
+    torch.library.opcheck(ops.conv2d_backward_bias.default, (g, backend))
+
+
+def test_only_requested_gradients_are_computed(backend):
+    device = device_of(backend)
+    x = torch.randn(1, 2, 5, 5, dtype=torch.float64, device=device)
+    w = torch.randn(3, 2, 3, 3, dtype=torch.float64, device=device, requires_grad=True)
+    b = torch.randn(3, dtype=torch.float64, device=device)
+    FF.conv2d(x, w, b).sum().backward()
+    assert x.grad is None and b.grad is None
+    torch.testing.assert_close(w.grad, torch.autograd.grad(F.conv2d(x, w, b).sum(), w)[0])
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_non_contiguous_and_channels_last(backend, algorithm):
+    device = device_of(backend)
+    base = torch.randn(2, 6, 9, 8, dtype=torch.float64, device=device)
+    weight = torch.randn(4, 6, 3, 3, dtype=torch.float64, device=device)
+    layouts = {
+        "channels_last": base.to(memory_format=torch.channels_last),
+        "transposed": base.transpose(2, 3).contiguous().transpose(2, 3),
+        "sliced": torch.randn(2, 12, 9, 16, dtype=torch.float64, device=device)[:, ::2, :, ::2],
+    }
+    for name, x in layouts.items():
+        x = x.detach().requires_grad_()
+        w = weight.to(memory_format=torch.channels_last).requires_grad_()
+        y = FF.conv2d(x, w, padding=1, algorithm=algorithm)
+        expected = F.conv2d(x, w, padding=1)
+        torch.testing.assert_close(y, expected, msg=name)
+        g = torch.randn_like(expected).to(memory_format=torch.channels_last)
+        for a, e in zip(torch.autograd.grad(y, (x, w), g), torch.autograd.grad(expected, (x, w), g)):
+            torch.testing.assert_close(a, e, msg=name)
+
+
+def test_unbatched_input(backend):
+    device = device_of(backend)
+    x = torch.randn(3, 8, 7, dtype=torch.float64, device=device, requires_grad=True)
+    w = torch.randn(5, 3, 3, 3, dtype=torch.float64, device=device, requires_grad=True)
+    y = FF.conv2d(x, w, padding="same")
+    expected = F.conv2d(x, w, padding="same")
+    assert y.shape == expected.shape == (5, 8, 7)
+    torch.testing.assert_close(y, expected)
+    g = torch.randn_like(y)
+    for a, e in zip(torch.autograd.grad(y, (x, w), g), torch.autograd.grad(expected, (x, w), g)):
+        torch.testing.assert_close(a, e)
+
+
+@pytest.mark.parametrize("kernel,dilation", [((2, 2), 1), ((4, 3), 1), ((2, 4), (2, 3))])
+def test_same_padding_of_even_kernels_is_asymmetric_like_torch(backend, kernel, dilation):
+    device = device_of(backend)
+    x = torch.randn(1, 2, 7, 9, dtype=torch.float64, device=device)
+    w = torch.randn(3, 2, *kernel, dtype=torch.float64, device=device)
+    y = FF.conv2d(x, w, padding="same", dilation=dilation)
+    assert y.shape[-2:] == x.shape[-2:]
+    torch.testing.assert_close(y, F.conv2d(x, w, padding="same", dilation=dilation))
+
+
+def test_zero_batch(backend):
+    device = device_of(backend)
+    x = torch.randn(0, 3, 8, 8, device=device, requires_grad=True)
+    w = torch.randn(4, 3, 3, 3, device=device, requires_grad=True)
+    b = torch.randn(4, device=device, requires_grad=True)
+    y = FF.conv2d(x, w, b)
+    assert y.shape == (0, 4, 6, 6)
+    y.sum().backward()
+    assert x.grad.shape == x.shape
+    assert torch.equal(w.grad, torch.zeros_like(w)) and torch.equal(b.grad, torch.zeros_like(b))
+
+
+def test_auto_algorithm_and_unknown_names(backend):
+    device = device_of(backend)
+    x = torch.randn(1, 4, 6, 6, dtype=torch.float64, device=device)
+    for w, groups in ((torch.randn(8, 4, 3, 3, dtype=torch.float64, device=device), 1),
+                      (torch.randn(4, 1, 3, 3, dtype=torch.float64, device=device), 4)):
+        torch.testing.assert_close(FF.conv2d(x, w, groups=groups, algorithm="auto"), F.conv2d(x, w, groups=groups))
+    with pytest.raises(ValueError, match="unknown algorithm 'winograd'"):
+        FF.conv2d(x, w, groups=4, algorithm="winograd")
+    with pytest.raises(ValueError, match="unknown backend"):
+        ops.conv2d(x, w, None, [1, 1], [0, 0, 0, 0], [1, 1], 4, "auto", "tpu")
+
+
+def test_large_layer_float32_cpu():
+    # The shape class of the seed CNN, big enough to cross every GEMM block boundary.
+    x = torch.randn(3, 32, 40, 37)
+    w = torch.randn(70, 32, 3, 3) / 10
+    for algorithm in ALGORITHMS:
+        x_ = x.clone().requires_grad_()
+        w_ = w.clone().requires_grad_()
+        with fastconv.backend("cpu"):
+            y = FF.conv2d(x_, w_, padding=1, algorithm=algorithm)
+        expected = F.conv2d(x, w, padding=1)
+        torch.testing.assert_close(y, expected, rtol=1e-4, atol=1e-4)
+        g = torch.randn_like(y)
+        gx, gw = torch.autograd.grad(y, (x_, w_), g)
+        ex, ew = torch.autograd.grad(F.conv2d(x_, w_, padding=1), (x_, w_), g)
+        torch.testing.assert_close(gx, ex, rtol=1e-4, atol=1e-3)
+        torch.testing.assert_close(gw, ew, rtol=1e-4, atol=1e-2)
+
+
+# ---------------------------------------------------------------- bad arguments, as torch raises them
+
+X = torch.randn(1, 4, 5, 5)
+W = torch.randn(6, 4, 3, 3)
+BAD_CALLS = {
+    "channel_mismatch": lambda conv: conv(X, torch.randn(6, 3, 3, 3)),
+    "groups_mismatch": lambda conv: conv(X, torch.randn(6, 2, 3, 3), groups=3),
+    "out_channels_not_divisible": lambda conv: conv(X, torch.randn(5, 2, 3, 3), groups=2),
+    "zero_groups": lambda conv: conv(X, W, groups=0),
+    "negative_groups": lambda conv: conv(X, W, groups=-2),
+    "kernel_larger_than_input": lambda conv: conv(X, torch.randn(6, 4, 7, 7)),
+    "dilated_kernel_too_large": lambda conv: conv(X, W, dilation=3),
+    "zero_stride": lambda conv: conv(X, W, stride=0),
+    "negative_stride": lambda conv: conv(X, W, stride=(1, -1)),
+    "zero_dilation": lambda conv: conv(X, W, dilation=0),
+    "negative_padding": lambda conv: conv(X, W, padding=-1),
+    "bias_shape": lambda conv: conv(X, W, torch.randn(5)),
+    "bias_2d": lambda conv: conv(X, W, torch.randn(6, 1)),
+    "weight_dtype": lambda conv: conv(X, W.double()),
+    "bias_dtype": lambda conv: conv(X, W, torch.randn(6).double()),
+    "input_2d": lambda conv: conv(X[0, 0], W),
+    "input_5d": lambda conv: conv(X[None], W),
+    "weight_3d": lambda conv: conv(X, torch.randn(6, 4, 3)),
+    "stride_length": lambda conv: conv(X, W, stride=(1, 1, 1)),
+    "padding_length": lambda conv: conv(X, W, padding=(1, 1, 1)),
+    "dilation_length": lambda conv: conv(X, W, dilation=(1, 1, 1)),
+    "unknown_padding_string": lambda conv: conv(X, W, padding="full"),
+    "same_with_stride": lambda conv: conv(X, W, padding="same", stride=2),
+}
+
+
+def _raised(call, conv):
+    with pytest.raises(Exception) as info:
+        call(conv)
+    return info.value
+
+
+@pytest.mark.parametrize("name", list(BAD_CALLS))
+def test_bad_arguments_raise_like_torch(name):
+    expected = _raised(BAD_CALLS[name], F.conv2d)
+    with fastconv.backend("cpu"):
+        ours = _raised(BAD_CALLS[name], FF.conv2d)
+    assert isinstance(ours, type(expected)), f"torch raised {type(expected).__name__}, we raised {ours!r}"
+    assert str(ours)
+
+
+def test_unknown_padding_string_is_also_a_value_error():
+    # torch.nn.Conv2d raises ValueError for it, F.conv2d RuntimeError; we are both.
+    with pytest.raises(ValueError, match="Invalid padding string 'full'"):
+        FF.conv2d(X, W, padding="full")
+
+
+def test_messages_say_what_is_wrong():
+    with pytest.raises(RuntimeError, match="expects input to have 6 channels"):
+        FF.conv2d(X, torch.randn(6, 2, 3, 3), groups=3)
+    with pytest.raises(RuntimeError, match="Kernel size can't be greater than actual input size"):
+        FF.conv2d(X, torch.randn(6, 4, 7, 7))
+    with pytest.raises(RuntimeError, match="expected bias to be 1-dimensional with 6 elements"):
+        FF.conv2d(X, W, torch.randn(5))
+    with pytest.raises(RuntimeError, match="same dtype as input"):
+        FF.conv2d(X, W.double())
+
+
+def test_integer_tensors_are_a_type_error():
+    with pytest.raises(TypeError, match="float32 and float64"):
+        FF.conv2d(X.int(), W.int())
+
+
+@pytest.mark.cuda
+def test_device_mismatch_is_rejected():
+    with pytest.raises(RuntimeError, match="same device"):
+        FF.conv2d(X.cuda(), W)
+
+
+def test_backward_ops_check_grad_output_shape():
+    g = torch.randn(1, 6, 4, 3)
+    with pytest.raises(RuntimeError, match="expected grad_output of size"):
+        ops.conv2d_backward_input(g, W, [1, 4, 5, 5], [1, 1], [0, 0, 0, 0], [1, 1], 1)
+    with pytest.raises(RuntimeError, match="expected grad_output of size"):
+        ops.conv2d_backward_weight(g, X, [6, 4, 3, 3], [1, 1], [0, 0, 0, 0], [1, 1], 1)
+    with pytest.raises(RuntimeError, match="4-D grad_output"):
+        ops.conv2d_backward_bias(g[0])
+
+
+# ---------------------------------------------------------------- nn.Conv2d
+
+
+@pytest.mark.parametrize("padding_mode", ["zeros", "reflect", "replicate", "circular"])
+@pytest.mark.parametrize("padding", [1, (2, 1), "same"])
+def test_module_matches_torch_module(backend, padding_mode, padding):
+    device = device_of(backend)
+    ours = fnn.Conv2d(4, 6, (3, 2), padding=padding, padding_mode=padding_mode, groups=2, device=device,
+                      dtype=torch.float64)
+    theirs = torch.nn.Conv2d(4, 6, (3, 2), padding=padding, padding_mode=padding_mode, groups=2, device=device,
+                             dtype=torch.float64)
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(2, 4, 7, 6, dtype=torch.float64, device=device, requires_grad=True)
+    y, expected = ours(x), theirs(x)
+    torch.testing.assert_close(y, expected)
+    g = torch.randn_like(y)
+    ours_grads = torch.autograd.grad(y, (x, ours.weight, ours.bias), g)
+    theirs_grads = torch.autograd.grad(expected, (x, theirs.weight, theirs.bias), g)
+    for a, e in zip(ours_grads, theirs_grads):
+        torch.testing.assert_close(a, e)
+
+
+def test_module_is_a_drop_in():
+    torch_conv = torch.nn.Conv2d(3, 8, 5, stride=2, padding=2, bias=False)
+    ours = fnn.Conv2d(3, 8, 5, stride=2, padding=2, bias=False, algorithm="direct")
+    assert isinstance(ours, torch.nn.Conv2d)
+    assert set(ours.state_dict()) == set(torch_conv.state_dict()) == {"weight"}
+    ours.load_state_dict(torch_conv.state_dict())
+    torch_conv.load_state_dict(ours.state_dict())
+    assert "algorithm='direct'" in repr(ours)
+    x = torch.randn(2, 3, 17, 13)
+    torch.testing.assert_close(ours(x), torch_conv(x), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ours(x[0]), torch_conv(x[0]), rtol=1e-5, atol=1e-5)
+    with_bias = fnn.Conv2d(3, 8, 3)
+    assert set(with_bias.state_dict()) == {"weight", "bias"}
+
+
+def test_module_rejects_what_torch_rejects():
+    for kwargs in (dict(padding="full"), dict(padding="same", stride=2), dict(groups=3),
+                   dict(padding_mode="mirror")):
+        with pytest.raises(ValueError):
+            torch.nn.Conv2d(4, 6, 3, **kwargs)
+        with pytest.raises(ValueError):
+            fnn.Conv2d(4, 6, 3, **kwargs)
+    with pytest.raises(ValueError, match="unknown conv2d algorithm"):
+        fnn.Conv2d(4, 6, 3, algorithm="fft")
+
+
+# ---------------------------------------------------------------- CUDA half precision
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_cuda_half_precision(dtype, algorithm):
+    x = torch.randn(2, 8, 12, 12, device="cuda", dtype=dtype, requires_grad=True)
+    w = torch.randn(16, 8, 3, 3, device="cuda", dtype=dtype, requires_grad=True)
+    b = torch.randn(16, device="cuda", dtype=dtype, requires_grad=True)
+    with fastconv.backend("cuda"):
+        y = FF.conv2d(x, w, b, padding=1, algorithm=algorithm)
+    reference = [t.detach().float().requires_grad_() for t in (x, w, b)]
+    expected = F.conv2d(*reference, padding=1)
+    tol = dict(rtol=2e-2, atol=5e-2) if dtype == torch.float16 else dict(rtol=5e-2, atol=2e-1)
+    torch.testing.assert_close(y.float(), expected, **tol)
+    g = torch.randn_like(expected)
+    ours = torch.autograd.grad(y, (x, w, b), g.to(dtype))
+    theirs = torch.autograd.grad(expected, reference, g)
+    for a, e in zip(ours, theirs):
+        scale = e.abs().max().item() + 1
+        torch.testing.assert_close(a.float() / scale, e / scale, **tol)
