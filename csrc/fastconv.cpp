@@ -23,6 +23,16 @@ TORCH_LIBRARY(fastconv, m) {
   m.def("dropout(Tensor input, float p, Tensor seed, str backend=\"auto\") -> Tensor");
   m.def("dropout_(Tensor(a!) input, float p, Tensor seed, str backend=\"auto\") -> ()");
   m.def("dropout_backward(Tensor grad_output, float p, Tensor seed, str backend=\"auto\") -> Tensor");
+
+  // Returns (output, indices): indices are int64 flat positions ih * W + iw in
+  // the input plane, as torch's return_indices. NCHW only (the Python layer
+  // adds the batch of unbatched input).
+  m.def(
+      "max_pool2d(Tensor input, int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation, "
+      "bool ceil_mode, str backend=\"auto\") -> (Tensor, Tensor)");
+  m.def(
+      "max_pool2d_backward(Tensor grad_output, Tensor indices, int[] input_size, int[2] kernel_size, "
+      "int[2] stride, int[2] padding, int[2] dilation, bool ceil_mode, str backend=\"auto\") -> Tensor");
 }
 
 #if defined(FASTCONV_PYTHON_MODULE)

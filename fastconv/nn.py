@@ -12,7 +12,7 @@ from torch import Tensor
 
 from . import functional as F
 
-__all__ = ["ReLU", "Dropout"]
+__all__ = ["ReLU", "Dropout", "MaxPool2d"]
 
 
 class ReLU(torch.nn.ReLU):
@@ -27,3 +27,18 @@ class Dropout(torch.nn.Dropout):
 
     def forward(self, input: Tensor) -> Tensor:
         return F.dropout(input, self.p, self.training, self.inplace)
+
+
+class MaxPool2d(torch.nn.MaxPool2d):
+    """:class:`torch.nn.MaxPool2d` on fastconv's max pooling kernels (``return_indices`` honoured)."""
+
+    def forward(self, input: Tensor):
+        return F.max_pool2d(
+            input,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.dilation,
+            ceil_mode=self.ceil_mode,
+            return_indices=self.return_indices,
+        )
