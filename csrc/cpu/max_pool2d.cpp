@@ -15,34 +15,49 @@ int64_t plane_grain(const Pool2dParams& p) {
   return std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(1, p.in_plane()));
 }
 
-// 2x2 windows at stride 2: four loads per output, branch-free selects. The
-// scan order (top-left, top-right, bottom-left, bottom-right) and the rule
-// (pool_takes) are the generic kernel's.
+// 2x2 windows at stride 2, in two vectorisable passes per chunk of a row:
+// the maxima with branch-free selects (pool_takes, in the generic kernel's
+// scan order: top-left, top-right, bottom-left, bottom-right), recording each
+// winner's int32 offset from the row pair's start; then the offsets widened
+// to int64 indices. Keeping the first pass free of int64 lets the compiler
+// vectorise it (a mixed float/int64 loop stays scalar and mispredicts).
 template <typename T>
 void pool_plane_2x2(const T* in, T* out, int64_t* idx, const Pool2dParams& p) {
+  constexpr int64_t kChunk = 256;
+  int32_t offsets[kChunk];
   const int64_t w = p.in_w;
+  const auto w32 = static_cast<int32_t>(w);
   for (int64_t oh = 0; oh < p.out_h; ++oh) {
-    const T* top = in + 2 * oh * w;
-    const T* bottom = top + w;
-    T* out_row = out + oh * p.out_w;
-    int64_t* idx_row = idx + oh * p.out_w;
+    const T* __restrict__ top = in + 2 * oh * w;
+    const T* __restrict__ bottom = top + w;
+    T* __restrict__ out_row = out + oh * p.out_w;
+    int64_t* __restrict__ idx_row = idx + oh * p.out_w;
     const int64_t row_at = 2 * oh * w;
-    for (int64_t ow = 0; ow < p.out_w; ++ow) {
-      const T a = top[2 * ow], b = top[2 * ow + 1], c = bottom[2 * ow], d = bottom[2 * ow + 1];
-      // Which tap wins, as 0..3; the flat index is rebuilt from it once.
-      T best = a;
-      int64_t tap = 0;
-      const bool take_b = pool_takes(b, best);
-      best = take_b ? b : best;
-      tap = take_b ? 1 : tap;
-      const bool take_c = pool_takes(c, best);
-      best = take_c ? c : best;
-      tap = take_c ? 2 : tap;
-      const bool take_d = pool_takes(d, best);
-      best = take_d ? d : best;
-      tap = take_d ? 3 : tap;
-      out_row[ow] = best;
-      idx_row[ow] = row_at + 2 * ow + (tap & 1) + (tap >> 1) * w;
+    for (int64_t first = 0; first < p.out_w; first += kChunk) {
+      const int64_t count = std::min(kChunk, p.out_w - first);
+      const T* __restrict__ t = top + 2 * first;
+      const T* __restrict__ b = bottom + 2 * first;
+      T* __restrict__ o = out_row + first;
+      for (int64_t j = 0; j < count; ++j) {
+        T best = t[2 * j];
+        int32_t at = 0;
+        const T tr = t[2 * j + 1], bl = b[2 * j], br = b[2 * j + 1];
+        const bool take_tr = pool_takes(tr, best);
+        best = take_tr ? tr : best;
+        at = take_tr ? 1 : at;
+        const bool take_bl = pool_takes(bl, best);
+        best = take_bl ? bl : best;
+        at = take_bl ? w32 : at;
+        const bool take_br = pool_takes(br, best);
+        best = take_br ? br : best;
+        at = take_br ? w32 + 1 : at;
+        o[j] = best;
+        offsets[j] = at + 2 * static_cast<int32_t>(j);
+      }
+      const int64_t chunk_at = row_at + 2 * first;
+      for (int64_t j = 0; j < count; ++j) {
+        idx_row[first + j] = chunk_at + static_cast<int64_t>(static_cast<uint32_t>(offsets[j]));
+      }
     }
   }
 }
@@ -71,42 +86,58 @@ class GenericPlanePooler {
   }
 
   void operator()(const T* in, T* out, int64_t* idx) const {
-    const Pool2dParams& p = p_;
-    for (int64_t oh = 0; oh < p.out_h; ++oh) {
-      const PoolSpan rows = pool_span(oh, p.stride_h, p.pad_h, p.kernel_h, p.dilation_h, p.in_h);
-      T* out_row = out + oh * p.out_w;
-      int64_t* idx_row = idx + oh * p.out_w;
-      for (int64_t ow = 0; ow < p.out_w; ++ow) {
-        out_row[ow] = -std::numeric_limits<T>::infinity();
-        idx_row[ow] = rows.begin * p.in_w + col_begin_[ow];
-      }
-      for (int64_t ih = rows.begin; ih < rows.end; ih += p.dilation_h) {
-        const T* in_row = in + ih * p.in_w;
-        const int64_t row_at = ih * p.in_w;
-        for (int64_t kw = 0; kw < p.kernel_w; ++kw) {
-          const int64_t offset = kw * p.dilation_w - p.pad_w;
-          // A literal step 1 lets the compiler emit contiguous vector loads.
-          if (p.stride_w == 1) {
-            fold(in_row, offset, 1, row_at, out_row, idx_row, tap_lo_[kw], tap_hi_[kw]);
-          } else {
-            fold(in_row, offset, p.stride_w, row_at, out_row, idx_row, tap_lo_[kw], tap_hi_[kw]);
-          }
-        }
-      }
+    // Positions fit in int32 for all but enormous planes; an all-float/int32
+    // fold vectorises, one that mixes in int64 does not.
+    if (p_.in_plane() < (int64_t{1} << 31)) {
+      pool<int32_t>(in, out, idx);
+    } else {
+      pool<int64_t>(in, out, idx);
     }
   }
 
  private:
+  template <typename Index>
+  void pool(const T* in, T* out, int64_t* idx) const {
+    const Pool2dParams& p = p_;
+    std::vector<Index> positions(p.out_w);
+    Index* pos = positions.data();
+    for (int64_t oh = 0; oh < p.out_h; ++oh) {
+      const PoolSpan rows = pool_span(oh, p.stride_h, p.pad_h, p.kernel_h, p.dilation_h, p.in_h);
+      T* out_row = out + oh * p.out_w;
+      for (int64_t ow = 0; ow < p.out_w; ++ow) {
+        out_row[ow] = -std::numeric_limits<T>::infinity();
+        pos[ow] = static_cast<Index>(rows.begin * p.in_w + col_begin_[ow]);
+      }
+      for (int64_t ih = rows.begin; ih < rows.end; ih += p.dilation_h) {
+        const T* in_row = in + ih * p.in_w;
+        const auto row_at = static_cast<Index>(ih * p.in_w);
+        for (int64_t kw = 0; kw < p.kernel_w; ++kw) {
+          const auto offset = static_cast<Index>(kw * p.dilation_w - p.pad_w);
+          // A literal step 1 lets the compiler emit contiguous vector loads.
+          if (p.stride_w == 1) {
+            fold<Index>(in_row, offset, 1, row_at, out_row, pos, tap_lo_[kw], tap_hi_[kw]);
+          } else {
+            fold<Index>(in_row, offset, static_cast<Index>(p.stride_w), row_at, out_row, pos, tap_lo_[kw],
+                        tap_hi_[kw]);
+          }
+        }
+      }
+      int64_t* idx_row = idx + oh * p.out_w;
+      for (int64_t ow = 0; ow < p.out_w; ++ow) idx_row[ow] = pos[ow];
+    }
+  }
+
   // out[ow] = max(out[ow], row[ow * step + offset]) by pool_takes, for ow
   // in [lo, hi); row_at is the row's flat position in the plane.
-  static inline void fold(const T* row, int64_t offset, int64_t step, int64_t row_at, T* out,
-                          int64_t* idx, int64_t lo, int64_t hi) {
-    for (int64_t ow = lo; ow < hi; ++ow) {
-      const int64_t iw = ow * step + offset;
+  template <typename Index>
+  static inline void fold(const T* __restrict__ row, Index offset, Index step, Index row_at, T* __restrict__ out,
+                          Index* __restrict__ pos, int64_t lo, int64_t hi) {
+    for (Index ow = static_cast<Index>(lo); ow < static_cast<Index>(hi); ++ow) {
+      const Index iw = ow * step + offset;
       const T v = row[iw];
       const bool take = pool_takes(v, out[ow]);
       out[ow] = take ? v : out[ow];
-      idx[ow] = take ? row_at + iw : idx[ow];
+      pos[ow] = take ? row_at + iw : pos[ow];
     }
   }
 
@@ -136,7 +167,8 @@ std::vector<char> empty_windows(int64_t out_size, int64_t stride, int64_t pad, i
 template <typename T>
 void max_pool2d_forward(const T* input, T* output, int64_t* indices, const Pool2dParams& p) {
   if (p.planes * p.out_plane() == 0) return;
-  if (p.is_2x2_stride2()) {
+  // int32 offsets within a row pair need in_w + 2 * kChunk < 2^31.
+  if (p.is_2x2_stride2() && p.in_w < (int64_t{1} << 30)) {
     parallel_chunks(p.planes, plane_grain(p), [&](int64_t begin, int64_t end) {
       for (int64_t plane = begin; plane < end; ++plane) {
         pool_plane_2x2(input + plane * p.in_plane(), output + plane * p.out_plane(),

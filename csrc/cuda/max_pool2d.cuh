@@ -13,6 +13,17 @@
 namespace fastconv {
 namespace SIMT_KERNEL_NS {
 
+// Element `flat` of a stack of height x width planes, as (plane, y, x).
+struct PlanePosition {
+  int64_t plane;
+  int64_t y;
+  int64_t x;
+};
+__device__ __forceinline__ PlanePosition plane_position(int64_t flat, int64_t height, int64_t width) {
+  const int64_t row = flat / width;
+  return PlanePosition{row / height, row % height, flat % width};
+}
+
 // One thread per output element, grid-stride. Consecutive threads write
 // consecutive outputs of a row (coalesced stores) and read inputs stride_w
 // apart within the same few rows, which the caches absorb.
@@ -24,13 +35,10 @@ __global__ void __launch_bounds__(kElementwiseThreads)
   const int64_t total = p.planes * p.out_plane();
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t o = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; o < total; o += stride) {
-    const int64_t ow = o % p.out_w;
-    const int64_t row = o / p.out_w;
-    const int64_t oh = row % p.out_h;
-    const int64_t plane = row / p.out_h;
-    const PoolSpan hs = pool_span(oh, p.stride_h, p.pad_h, p.kernel_h, p.dilation_h, p.in_h);
-    const PoolSpan ws = pool_span(ow, p.stride_w, p.pad_w, p.kernel_w, p.dilation_w, p.in_w);
-    const T* in = input + plane * p.in_plane();
+    const PlanePosition at_out = plane_position(o, p.out_h, p.out_w);
+    const PoolSpan hs = pool_span(at_out.y, p.stride_h, p.pad_h, p.kernel_h, p.dilation_h, p.in_h);
+    const PoolSpan ws = pool_span(at_out.x, p.stride_w, p.pad_w, p.kernel_w, p.dilation_w, p.in_w);
+    const T* in = input + at_out.plane * p.in_plane();
     A best = -std::numeric_limits<A>::infinity();
     int64_t best_at = hs.begin * p.in_w + ws.begin;  // torch's index for an all -inf window
     for (int64_t ih = hs.begin; ih < hs.end; ih += p.dilation_h) {
@@ -114,12 +122,11 @@ __global__ void __launch_bounds__(kElementwiseThreads)
   const int64_t total = p.planes * p.in_plane();
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += stride) {
-    const int64_t iw = i % p.in_w;
-    const int64_t row = i / p.in_w;
-    const int64_t ih = row % p.in_h;
-    const int64_t plane = row / p.in_h;
+    const PlanePosition at_in = plane_position(i, p.in_h, p.in_w);
+    const int64_t ih = at_in.y;
+    const int64_t iw = at_in.x;
     const int64_t self = ih * p.in_w + iw;
-    const int64_t out_base = plane * p.out_plane();
+    const int64_t out_base = at_in.plane * p.out_plane();
     A sum = A(0);
     for (int64_t kh = p.kernel_h - 1; kh >= 0; --kh) {
       const int64_t th = ih + p.pad_h - kh * p.dilation_h;

@@ -1,0 +1,73 @@
+"""Interleaved timing of competing implementations in one process.
+
+Alternating the candidates within every repetition (and reversing the order on odd ones)
+exposes them to the same thermal state, frequency scaling and background load, so their
+*ratio* is meaningful even on a noisy machine. Medians, not means, resist outliers.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Callable, Dict, Mapping
+
+import torch
+
+
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def interleaved(candidates: Mapping[str, Callable[[], object]], repeats: int = 15, warmup: int = 2,
+                device: str = "cpu") -> Dict[str, float]:
+    """Median seconds of each candidate, timed alternately ``repeats`` times after ``warmup`` rounds."""
+    for _ in range(warmup):
+        for fn in candidates.values():
+            fn()
+    samples: Dict[str, list] = {name: [] for name in candidates}
+    items = list(candidates.items())
+    for rep in range(repeats):
+        for name, fn in (items if rep % 2 == 0 else items[::-1]):
+            synchronize(device)
+            began = time.perf_counter()
+            fn()
+            synchronize(device)
+            samples[name].append(time.perf_counter() - began)
+    return {name: statistics.median(times) for name, times in samples.items()}
+
+
+def machine() -> Dict[str, object]:
+    """What the figures were measured on."""
+    info = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.processor()
+            or platform.machine(), "python": platform.python_version()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def write_results(name: str, rows: list, extra: Mapping[str, object] | None = None) -> Path:
+    """bench/results/<name>.json with the rows and the machine they came from."""
+    path = Path(__file__).resolve().parent / "results" / f"{name}.json"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps({"machine": machine(), **(extra or {}), "rows": rows}, indent=2))
+    return path
+
+
+def print_table(rows: list, columns: list) -> None:
+    """Rows of dicts as an aligned text table over ``columns``."""
+    cells = [[str(c) for c in columns]] + [[_fmt(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    for i, row in enumerate(cells):
+        print("  ".join(cell.rjust(w) for cell, w in zip(row, widths)))
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) < 1000 else f"{value:.0f}"
+    return "" if value is None else str(value)
