@@ -162,6 +162,32 @@ std::vector<char> empty_windows(int64_t out_size, int64_t stride, int64_t pad, i
   return empty;
 }
 
+// Backward of 2x2 / stride 2 pooling: the windows tile the input without
+// overlap, so every input element gets the gradient of its one window or
+// zero. Written in one streaming pass (no zero fill, no scattered adds); the
+// rows and the column left over by an odd size belong to no window.
+template <typename T>
+void unpool_plane_2x2(const T* grad_output, const int64_t* idx, T* grad, const Pool2dParams& p) {
+  const int64_t w = p.in_w;
+  for (int64_t oh = 0; oh < p.out_h; ++oh) {
+    T* __restrict__ top = grad + 2 * oh * w;
+    T* __restrict__ bottom = top + w;
+    const T* __restrict__ go = grad_output + oh * p.out_w;
+    const int64_t* __restrict__ at = idx + oh * p.out_w;
+    const int64_t row_at = 2 * oh * w;
+    for (int64_t ow = 0; ow < p.out_w; ++ow) {
+      const int64_t tap = at[ow] - row_at - 2 * ow;  // 0, 1, w or w + 1
+      const T g = go[ow];
+      top[2 * ow] = tap == 0 ? g : T(0);
+      top[2 * ow + 1] = tap == 1 ? g : T(0);
+      bottom[2 * ow] = tap == w ? g : T(0);
+      bottom[2 * ow + 1] = tap == w + 1 ? g : T(0);
+    }
+    for (int64_t iw = 2 * p.out_w; iw < w; ++iw) top[iw] = bottom[iw] = T(0);
+  }
+  std::fill(grad + 2 * p.out_h * w, grad + p.in_plane(), T(0));
+}
+
 }  // namespace
 
 template <typename T>
@@ -204,6 +230,10 @@ void max_pool2d_backward(const T* grad_output, const int64_t* indices, T* grad_i
       T* grad = grad_input + plane * in_plane;
       const T* go = grad_output + plane * out_plane;
       const int64_t* idx = indices + plane * out_plane;
+      if (p.is_2x2_stride2()) {
+        unpool_plane_2x2(go, idx, grad, p);
+        continue;
+      }
       std::fill(grad, grad + in_plane, T(0));
       if (!any_empty) {
         for (int64_t o = 0; o < out_plane; ++o) {

@@ -16,7 +16,8 @@ void max_pool2d_forward(const T* input, T* output, int64_t* indices, const Pool2
 // grad_input = 0, then each output's gradient is added at its stored index.
 // Outputs whose window has no in-bounds tap (their -inf came from padding
 // alone) pass no gradient, as in the CUDA gather; nor do indices outside the
-// plane.
+// plane. Indices are those max_pool2d returned for the same geometry (the
+// 2x2 / stride 2 path, like the CUDA gather, only looks inside each window).
 template <typename T>
 void max_pool2d_backward(const T* grad_output, const int64_t* indices, T* grad_input,
                          const Pool2dParams& p);
