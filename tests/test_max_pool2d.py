@@ -87,7 +87,7 @@ def test_seeded_grid_matches_torch(backend, dtype):
         check_against_torch(x, *geometry)
 
 
-@pytest.mark.parametrize("height,width", [(148, 148), (34, 34), (15, 15), (8, 6), (7, 9), (2, 2), (3, 5)])
+@pytest.mark.parametrize("height,width", [(148, 148), (34, 34), (15, 15), (8, 6), (7, 9), (2, 2), (3, 5), (35, 33)])
 def test_2x2_stride2_fast_paths(backend, height, width):
     # W % 4 == 0, W % 2 == 0 and odd W take different vector paths in the CUDA kernels.
     x = torch.randn(2, 3, height, width, device=device_of(backend))

@@ -164,24 +164,40 @@ std::vector<char> empty_windows(int64_t out_size, int64_t stride, int64_t pad, i
 
 // Backward of 2x2 / stride 2 pooling: the windows tile the input without
 // overlap, so every input element gets the gradient of its one window or
-// zero. Written in one streaming pass (no zero fill, no scattered adds); the
-// rows and the column left over by an odd size belong to no window.
+// zero. Written in one streaming pass (no zero fill, no scattered adds), in
+// two loops per chunk of a row: the winners' int32 offsets within their
+// windows, then four selects per window on float/int32 lanes, which the
+// compiler vectorises (selects on int64 indices become mispredicted jumps).
+// The rows and the column left over by an odd size belong to no window.
 template <typename T>
 void unpool_plane_2x2(const T* grad_output, const int64_t* idx, T* grad, const Pool2dParams& p) {
+  constexpr int64_t kChunk = 256;
+  int32_t offsets[kChunk];
   const int64_t w = p.in_w;
+  const auto w32 = static_cast<int32_t>(w);
   for (int64_t oh = 0; oh < p.out_h; ++oh) {
-    T* __restrict__ top = grad + 2 * oh * w;
-    T* __restrict__ bottom = top + w;
-    const T* __restrict__ go = grad_output + oh * p.out_w;
-    const int64_t* __restrict__ at = idx + oh * p.out_w;
-    const int64_t row_at = 2 * oh * w;
-    for (int64_t ow = 0; ow < p.out_w; ++ow) {
-      const int64_t tap = at[ow] - row_at - 2 * ow;  // 0, 1, w or w + 1
-      const T g = go[ow];
-      top[2 * ow] = tap == 0 ? g : T(0);
-      top[2 * ow + 1] = tap == 1 ? g : T(0);
-      bottom[2 * ow] = tap == w ? g : T(0);
-      bottom[2 * ow + 1] = tap == w + 1 ? g : T(0);
+    T* top = grad + 2 * oh * w;
+    T* bottom = top + w;
+    for (int64_t first = 0; first < p.out_w; first += kChunk) {
+      const int64_t count = std::min(kChunk, p.out_w - first);
+      const int64_t* __restrict__ at = idx + oh * p.out_w + first;
+      const int64_t chunk_at = 2 * oh * w + 2 * first;
+      for (int64_t j = 0; j < count; ++j) {
+        // 0, 1, w or w + 1 for an index inside its window; anything else matches no tap.
+        const int64_t offset = at[j] - chunk_at - 2 * j;
+        offsets[j] = offset >= 0 && offset <= w + 1 ? static_cast<int32_t>(offset) : -1;
+      }
+      const T* __restrict__ go = grad_output + oh * p.out_w + first;
+      T* __restrict__ t = top + 2 * first;
+      T* __restrict__ b = bottom + 2 * first;
+      for (int64_t j = 0; j < count; ++j) {
+        const int32_t offset = offsets[j];
+        const T g = go[j];
+        t[2 * j] = offset == 0 ? g : T(0);
+        t[2 * j + 1] = offset == 1 ? g : T(0);
+        b[2 * j] = offset == w32 ? g : T(0);
+        b[2 * j + 1] = offset == w32 + 1 ? g : T(0);
+      }
     }
     for (int64_t iw = 2 * p.out_w; iw < w; ++iw) top[iw] = bottom[iw] = T(0);
   }
@@ -225,12 +241,15 @@ void max_pool2d_backward(const T* grad_output, const int64_t* indices, T* grad_i
       empty_windows(p.out_h, p.stride_h, p.pad_h, p.kernel_h, p.dilation_h, p.in_h, any_empty);
   const std::vector<char> empty_cols =
       empty_windows(p.out_w, p.stride_w, p.pad_w, p.kernel_w, p.dilation_w, p.in_w, any_empty);
+  // Streaming pays off on rows long enough to fill vectors; short rows
+  // (the 15x15 maps of the seed CNN) are faster as fill + scatter.
+  const bool stream_2x2 = p.is_2x2_stride2() && p.out_w >= 16 && p.in_w < (int64_t{1} << 30);
   parallel_chunks(p.planes, plane_grain(p), [&](int64_t begin, int64_t end) {
     for (int64_t plane = begin; plane < end; ++plane) {
       T* grad = grad_input + plane * in_plane;
       const T* go = grad_output + plane * out_plane;
       const int64_t* idx = indices + plane * out_plane;
-      if (p.is_2x2_stride2()) {
+      if (stream_2x2) {
         unpool_plane_2x2(go, idx, grad, p);
         continue;
       }
