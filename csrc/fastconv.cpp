@@ -32,6 +32,16 @@ TORCH_LIBRARY(fastconv, m) {
   m.def("conv2d_backward_weight(Tensor grad_output, Tensor input, int[] weight_size, int[2] stride, "
         "int[4] padding, int[2] dilation, int groups, str algorithm=\"auto\", str backend=\"auto\") -> Tensor");
   m.def("conv2d_backward_bias(Tensor grad_output, str backend=\"auto\") -> Tensor");
+
+  // Returns (output, indices): indices are int64 flat positions ih * W + iw in
+  // the input plane, as torch's return_indices. NCHW only (the Python layer
+  // adds the batch of unbatched input).
+  m.def(
+      "max_pool2d(Tensor input, int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation, "
+      "bool ceil_mode, str backend=\"auto\") -> (Tensor, Tensor)");
+  m.def(
+      "max_pool2d_backward(Tensor grad_output, Tensor indices, int[] input_size, int[2] kernel_size, "
+      "int[2] stride, int[2] padding, int[2] dilation, bool ceil_mode, str backend=\"auto\") -> Tensor");
 }
 
 #if defined(FASTCONV_PYTHON_MODULE)

@@ -188,3 +188,95 @@ def _conv2d_grad(ctx, grad_output):
 
 
 torch.library.register_autograd("fastconv::conv2d", _conv2d_grad, setup_context=_conv2d_setup)
+
+# ---------------------------------------------------------------- Max pooling
+
+
+def _pair(values) -> tuple:
+    """An ``int[2]`` schema argument as torch reads it: one value for both sides, or two."""
+    values = list(values)
+    return (values[0], values[0]) if len(values) == 1 else tuple(values)
+
+
+def max_pool2d_output_hw(input_hw, kernel_size, stride, padding, dilation, ceil_mode):
+    """torch's ``pooling_output_shape`` for both axes: with ``ceil_mode`` the
+    last window must still start inside the input or its left padding."""
+    kernel = _pair(kernel_size)
+    stride = _pair(stride) if len(stride) else kernel
+    padding, dilation = _pair(padding), _pair(dilation)
+    sizes = []
+    for size, k, s, p, d in zip(input_hw, kernel, stride, padding, dilation):
+        out = (size + 2 * p - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)) // s + 1
+        if ceil_mode and (out - 1) * s >= size + p:
+            out -= 1
+        sizes.append(out)
+    return sizes
+
+
+@torch.library.register_fake("fastconv::max_pool2d")
+def _max_pool2d_fake(input, kernel_size, stride, padding, dilation, ceil_mode, backend="auto"):
+    torch._check(input.dim() == 4, lambda: "max_pool2d: expected a 4-D (N, C, H, W) input")
+    out_h, out_w = max_pool2d_output_hw(input.shape[2:], kernel_size, stride, padding, dilation, ceil_mode)
+    shape = (input.shape[0], input.shape[1], out_h, out_w)
+    return input.new_empty(shape), input.new_empty(shape, dtype=torch.int64)
+
+
+@torch.library.register_fake("fastconv::max_pool2d_backward")
+def _max_pool2d_backward_fake(
+    grad_output, indices, input_size, kernel_size, stride, padding, dilation, ceil_mode, backend="auto"
+):
+    torch._check(len(input_size) == 4, lambda: "max_pool2d_backward: input_size must have 4 values")
+    torch._check(grad_output.shape == indices.shape, lambda: "max_pool2d_backward: shape mismatch")
+    return grad_output.new_empty(input_size)
+
+
+def _max_pool2d_setup(ctx, inputs, output):
+    input, kernel_size, stride, padding, dilation, ceil_mode, backend = inputs
+    indices = output[1]
+    ctx.mark_non_differentiable(indices)
+    ctx.save_for_backward(indices)
+    ctx.input_size = list(input.shape)
+    ctx.geometry = (kernel_size, stride, padding, dilation, ceil_mode)
+    ctx.backend = backend
+
+
+def _max_pool2d_grad(ctx, grad_output, _grad_indices):
+    (indices,) = ctx.saved_tensors
+    grad_input = ops.max_pool2d_backward(grad_output, indices, ctx.input_size, *ctx.geometry, ctx.backend)
+    return grad_input, None, None, None, None, None, None
+
+
+def _window_has_taps(out_size, in_size, kernel, stride, pad, dilation, device) -> torch.Tensor:
+    """Along one axis: does output window o hold an input tap? (Not always, with dilation and padding.)"""
+    start = torch.arange(out_size, device=device) * stride - pad
+    first = torch.where(start < 0, start + (-start + dilation - 1) // dilation * dilation, start)
+    end = torch.clamp(start + (kernel - 1) * dilation + 1, max=in_size)
+    return first < end
+
+
+def _max_pool2d_backward_setup(ctx, inputs, output):
+    _, indices, input_size, kernel_size, stride, padding, dilation, _ceil_mode, _ = inputs
+    ctx.save_for_backward(indices)
+    kernel = _pair(kernel_size)
+    strides = _pair(stride) if len(stride) else kernel
+    ctx.axes = list(zip(input_size[2:], kernel, strides, _pair(padding), _pair(dilation)))
+
+
+def _max_pool2d_backward_grad(ctx, grad):
+    # max_pool2d_backward is linear in grad_output: its adjoint reads, for
+    # each output, the incoming gradient at the output's index, except for
+    # windows without an in-bounds tap, which passed nothing.
+    (indices,) = ctx.saved_tensors
+    (in_h, *rows), (in_w, *cols) = ctx.axes
+    has_taps = _window_has_taps(indices.shape[2], in_h, *rows, device=indices.device)[:, None] & _window_has_taps(
+        indices.shape[3], in_w, *cols, device=indices.device
+    )
+    inside = has_taps & (indices >= 0) & (indices < in_h * in_w)
+    picked = torch.gather(grad.flatten(2), 2, torch.where(inside, indices, 0).flatten(2)).view_as(indices)
+    return (torch.where(inside, picked, torch.zeros_like(picked)),) + (None,) * 8
+
+
+torch.library.register_autograd("fastconv::max_pool2d", _max_pool2d_grad, setup_context=_max_pool2d_setup)
+torch.library.register_autograd(
+    "fastconv::max_pool2d_backward", _max_pool2d_backward_grad, setup_context=_max_pool2d_backward_setup
+)

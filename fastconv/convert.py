@@ -15,12 +15,11 @@ from . import nn as fnn
 # a user's own subclass of nn.Conv2d may override forward, and swapping its
 # class would silently drop that.
 _TWINS: Dict[Type[nn.Module], Type[nn.Module]] = {
+    nn.Conv2d: fnn.Conv2d,
+    nn.MaxPool2d: fnn.MaxPool2d,
     nn.ReLU: fnn.ReLU,
     nn.Dropout: fnn.Dropout,
 }
-for _name in ("Conv2d", "MaxPool2d"):
-    if hasattr(fnn, _name):
-        _TWINS[getattr(nn, _name)] = getattr(fnn, _name)
 
 _CPU_DTYPES = (torch.float32, torch.float64)
 _CUDA_DTYPES = _CPU_DTYPES + (torch.float16, torch.bfloat16)
@@ -60,11 +59,11 @@ def convert(module: nn.Module, inplace: bool = False) -> nn.Module:
         if reason is not None:
             skipped.append(f"{name or type(layer).__name__} ({reason})")
             continue
-        # The twin adds no state of its own beyond defaults, so swapping the
-        # class keeps every parameter, buffer and hook of the original object.
+        # A twin adds no state beyond defaults (Conv2d's algorithm), so swapping
+        # the class keeps every parameter, buffer and hook of the original object.
         layer.__class__ = twin
-        if hasattr(twin, "_init_fastconv_state"):
-            twin._init_fastconv_state(layer)
+        if twin is fnn.Conv2d:
+            layer.algorithm = "auto"
     if skipped:
         warnings.warn("fastconv.convert left these layers on torch's kernels: " + ", ".join(skipped),
                       stacklevel=2)

@@ -7,7 +7,7 @@ tensors and CUDA kernels for CUDA tensors by default).
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -15,7 +15,7 @@ from torch import Tensor
 from . import _ops
 from ._backend import current_backend
 
-__all__ = ["relu", "dropout", "conv2d"]
+__all__ = ["relu", "dropout", "conv2d", "max_pool2d"]
 
 ops = torch.ops.fastconv
 _INT64 = torch.iinfo(torch.int64)
@@ -141,3 +141,57 @@ def conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride:
     out = ops.conv2d(batched, weight, bias, stride_hw, rect, dilation_hw, int(groups), algorithm,
                      current_backend())
     return out.squeeze(0) if unbatched else out
+
+_IntPair = Union[int, Sequence[int]]
+
+
+def _int_pair(value: _IntPair, message: str) -> Tuple[int, int]:
+    """``value`` as (h, w): an int for both, or a sequence of one or two ints (torch's rule)."""
+    if isinstance(value, (int, torch.SymInt)) and not isinstance(value, bool):
+        return (value, value)
+    if isinstance(value, (tuple, list, torch.Size)):
+        if not all(isinstance(v, (int, torch.SymInt)) and not isinstance(v, bool) for v in value):
+            raise TypeError(f"max_pool2d: expected ints, but got {value!r}")
+        if len(value) == 1:
+            return (value[0], value[0])
+        if len(value) == 2:
+            return (value[0], value[1])
+        raise RuntimeError(f"{message}, but got {value!r}")
+    raise TypeError(f"max_pool2d: expected an int or a tuple of ints, but got {type(value).__name__}")
+
+
+def max_pool2d(
+    input: Tensor,
+    kernel_size: _IntPair,
+    stride: Optional[_IntPair] = None,
+    padding: _IntPair = 0,
+    dilation: _IntPair = 1,
+    ceil_mode: bool = False,
+    return_indices: bool = False,
+):
+    """2-D max pooling over (N, C, H, W) or unbatched (C, H, W) input, as
+    :func:`torch.nn.functional.max_pool2d`.
+
+    ``stride`` defaults to ``kernel_size``; padding is implicit -inf and may be
+    at most half the kernel. Ties keep the first maximum in scan order and a
+    NaN wins its window, as in torch. With ``return_indices`` it also returns
+    the int64 flat positions (``h * W + w`` within the input plane) of the
+    maxima, which are not differentiable.
+    """
+    kernel = _int_pair(kernel_size, "max_pool2d: kernel_size must either be a single int, or a tuple of two ints")
+    if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0):
+        strides = kernel
+    else:
+        strides = _int_pair(stride, "max_pool2d: stride must either be omitted, a single int, or a tuple of two ints")
+    pads = _int_pair(padding, "max_pool2d: padding must either be a single int, or a tuple of two ints")
+    dilations = _int_pair(dilation, "max_pool2d: dilation must be either a single int, or a tuple of two ints")
+    if input.dim() not in (3, 4):
+        raise RuntimeError(
+            f"max_pool2d: expected a 3-D (C, H, W) or 4-D (N, C, H, W) input, but got {input.dim()} dimensions"
+        )
+    batched = input.dim() == 4
+    x = input if batched else input.unsqueeze(0)
+    output, indices = ops.max_pool2d(x, kernel, strides, pads, dilations, bool(ceil_mode), current_backend())
+    if not batched:
+        output, indices = output.squeeze(0), indices.squeeze(0)
+    return (output, indices) if return_indices else output

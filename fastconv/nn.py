@@ -12,7 +12,7 @@ from torch import Tensor
 
 from . import functional as F
 
-__all__ = ["ReLU", "Dropout", "Conv2d"]
+__all__ = ["ReLU", "Dropout", "Conv2d", "MaxPool2d"]
 
 
 class ReLU(torch.nn.ReLU):
@@ -60,3 +60,17 @@ class Conv2d(torch.nn.Conv2d):
     def extra_repr(self) -> str:
         text = super().extra_repr()
         return text if self.algorithm == "auto" else f"{text}, algorithm={self.algorithm!r}"
+
+class MaxPool2d(torch.nn.MaxPool2d):
+    """:class:`torch.nn.MaxPool2d` on fastconv's max pooling kernels (``return_indices`` honoured)."""
+
+    def forward(self, input: Tensor):
+        return F.max_pool2d(
+            input,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.dilation,
+            ceil_mode=self.ceil_mode,
+            return_indices=self.return_indices,
+        )

@@ -1,0 +1,281 @@
+#include "max_pool2d.h"
+
+#include <algorithm>
+#include <limits>
+#include <vector>
+
+#include "parallel.h"
+
+namespace fastconv {
+namespace cpu {
+namespace {
+
+// Planes per task: enough that a task touches ~kElementwiseGrain inputs.
+int64_t plane_grain(const Pool2dParams& p) {
+  return std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(1, p.in_plane()));
+}
+
+// 2x2 windows at stride 2, in two vectorisable passes per chunk of a row:
+// the maxima with branch-free selects (pool_takes, in the generic kernel's
+// scan order: top-left, top-right, bottom-left, bottom-right), recording each
+// winner's int32 offset from the row pair's start; then the offsets widened
+// to int64 indices. Keeping the first pass free of int64 lets the compiler
+// vectorise it (a mixed float/int64 loop stays scalar and mispredicts).
+template <typename T>
+void pool_plane_2x2(const T* in, T* out, int64_t* idx, const Pool2dParams& p) {
+  constexpr int64_t kChunk = 256;
+  int32_t offsets[kChunk];
+  const int64_t w = p.in_w;
+  const auto w32 = static_cast<int32_t>(w);
+  for (int64_t oh = 0; oh < p.out_h; ++oh) {
+    const T* __restrict__ top = in + 2 * oh * w;
+    const T* __restrict__ bottom = top + w;
+    T* __restrict__ out_row = out + oh * p.out_w;
+    int64_t* __restrict__ idx_row = idx + oh * p.out_w;
+    const int64_t row_at = 2 * oh * w;
+    for (int64_t first = 0; first < p.out_w; first += kChunk) {
+      const int64_t count = std::min(kChunk, p.out_w - first);
+      const T* __restrict__ t = top + 2 * first;
+      const T* __restrict__ b = bottom + 2 * first;
+      T* __restrict__ o = out_row + first;
+      for (int64_t j = 0; j < count; ++j) {
+        T best = t[2 * j];
+        int32_t at = 0;
+        const T tr = t[2 * j + 1], bl = b[2 * j], br = b[2 * j + 1];
+        const bool take_tr = pool_takes(tr, best);
+        best = take_tr ? tr : best;
+        at = take_tr ? 1 : at;
+        const bool take_bl = pool_takes(bl, best);
+        best = take_bl ? bl : best;
+        at = take_bl ? w32 : at;
+        const bool take_br = pool_takes(br, best);
+        best = take_br ? br : best;
+        at = take_br ? w32 + 1 : at;
+        o[j] = best;
+        offsets[j] = at + 2 * static_cast<int32_t>(j);
+      }
+      const int64_t chunk_at = row_at + 2 * first;
+      for (int64_t j = 0; j < count; ++j) {
+        idx_row[first + j] = chunk_at + static_cast<int64_t>(static_cast<uint32_t>(offsets[j]));
+      }
+    }
+  }
+}
+
+// Any geometry. Each output row is initialised to -inf and torch's seed
+// index, then every in-bounds tap (row by row, column tap by column tap, the
+// per-window scan order) is folded into the whole row in one unit-stride
+// (for stride 1) loop over the outputs it reaches.
+template <typename T>
+class GenericPlanePooler {
+ public:
+  explicit GenericPlanePooler(const Pool2dParams& p)
+      : p_(p), col_begin_(p.out_w), tap_lo_(p.kernel_w), tap_hi_(p.kernel_w) {
+    for (int64_t ow = 0; ow < p.out_w; ++ow) {
+      col_begin_[ow] = pool_span(ow, p.stride_w, p.pad_w, p.kernel_w, p.dilation_w, p.in_w).begin;
+    }
+    // Column tap kw of output ow reads iw = ow * stride_w + offset(kw); keep
+    // the outputs with 0 <= iw < in_w.
+    for (int64_t kw = 0; kw < p.kernel_w; ++kw) {
+      const int64_t offset = kw * p.dilation_w - p.pad_w;
+      const int64_t lo = offset >= 0 ? 0 : (-offset + p.stride_w - 1) / p.stride_w;
+      const int64_t hi = p.in_w - 1 - offset < 0 ? 0 : (p.in_w - 1 - offset) / p.stride_w + 1;
+      tap_lo_[kw] = std::min(lo, p.out_w);
+      tap_hi_[kw] = std::max(tap_lo_[kw], std::min(hi, p.out_w));
+    }
+  }
+
+  void operator()(const T* in, T* out, int64_t* idx) const {
+    // Positions fit in int32 for all but enormous planes; an all-float/int32
+    // fold vectorises, one that mixes in int64 does not.
+    if (p_.in_plane() < (int64_t{1} << 31)) {
+      pool<int32_t>(in, out, idx);
+    } else {
+      pool<int64_t>(in, out, idx);
+    }
+  }
+
+ private:
+  template <typename Index>
+  void pool(const T* in, T* out, int64_t* idx) const {
+    const Pool2dParams& p = p_;
+    std::vector<Index> positions(p.out_w);
+    Index* pos = positions.data();
+    for (int64_t oh = 0; oh < p.out_h; ++oh) {
+      const PoolSpan rows = pool_span(oh, p.stride_h, p.pad_h, p.kernel_h, p.dilation_h, p.in_h);
+      T* out_row = out + oh * p.out_w;
+      for (int64_t ow = 0; ow < p.out_w; ++ow) {
+        out_row[ow] = -std::numeric_limits<T>::infinity();
+        pos[ow] = static_cast<Index>(rows.begin * p.in_w + col_begin_[ow]);
+      }
+      for (int64_t ih = rows.begin; ih < rows.end; ih += p.dilation_h) {
+        const T* in_row = in + ih * p.in_w;
+        const auto row_at = static_cast<Index>(ih * p.in_w);
+        for (int64_t kw = 0; kw < p.kernel_w; ++kw) {
+          const auto offset = static_cast<Index>(kw * p.dilation_w - p.pad_w);
+          // A literal step 1 lets the compiler emit contiguous vector loads.
+          if (p.stride_w == 1) {
+            fold<Index>(in_row, offset, 1, row_at, out_row, pos, tap_lo_[kw], tap_hi_[kw]);
+          } else {
+            fold<Index>(in_row, offset, static_cast<Index>(p.stride_w), row_at, out_row, pos, tap_lo_[kw],
+                        tap_hi_[kw]);
+          }
+        }
+      }
+      int64_t* idx_row = idx + oh * p.out_w;
+      for (int64_t ow = 0; ow < p.out_w; ++ow) idx_row[ow] = pos[ow];
+    }
+  }
+
+  // out[ow] = max(out[ow], row[ow * step + offset]) by pool_takes, for ow
+  // in [lo, hi); row_at is the row's flat position in the plane.
+  template <typename Index>
+  static inline void fold(const T* __restrict__ row, Index offset, Index step, Index row_at, T* __restrict__ out,
+                          Index* __restrict__ pos, int64_t lo, int64_t hi) {
+    for (Index ow = static_cast<Index>(lo); ow < static_cast<Index>(hi); ++ow) {
+      const Index iw = ow * step + offset;
+      const T v = row[iw];
+      const bool take = pool_takes(v, out[ow]);
+      out[ow] = take ? v : out[ow];
+      pos[ow] = take ? row_at + iw : pos[ow];
+    }
+  }
+
+  const Pool2dParams p_;
+  std::vector<int64_t> col_begin_;
+  std::vector<int64_t> tap_lo_;
+  std::vector<int64_t> tap_hi_;
+};
+
+// Outputs along one axis whose window has no in-bounds tap (possible with
+// dilation and padding). Their stored index is torch's seed position, which
+// lies outside the window, so their gradient is dropped rather than added
+// there: no input contributed to them.
+std::vector<char> empty_windows(int64_t out_size, int64_t stride, int64_t pad, int64_t kernel, int64_t dilation,
+                                int64_t in_size, bool& any) {
+  std::vector<char> empty(out_size);
+  for (int64_t o = 0; o < out_size; ++o) {
+    const PoolSpan span = pool_span(o, stride, pad, kernel, dilation, in_size);
+    empty[o] = span.begin >= span.end;
+    any = any || empty[o];
+  }
+  return empty;
+}
+
+// Backward of 2x2 / stride 2 pooling: the windows tile the input without
+// overlap, so every input element gets the gradient of its one window or
+// zero. Written in one streaming pass (no zero fill, no scattered adds), in
+// two loops per chunk of a row: the winners' int32 offsets within their
+// windows, then four selects per window on float/int32 lanes, which the
+// compiler vectorises (selects on int64 indices become mispredicted jumps).
+// The rows and the column left over by an odd size belong to no window.
+template <typename T>
+void unpool_plane_2x2(const T* grad_output, const int64_t* idx, T* grad, const Pool2dParams& p) {
+  constexpr int64_t kChunk = 256;
+  int32_t offsets[kChunk];
+  const int64_t w = p.in_w;
+  const auto w32 = static_cast<int32_t>(w);
+  for (int64_t oh = 0; oh < p.out_h; ++oh) {
+    T* top = grad + 2 * oh * w;
+    T* bottom = top + w;
+    for (int64_t first = 0; first < p.out_w; first += kChunk) {
+      const int64_t count = std::min(kChunk, p.out_w - first);
+      const int64_t* __restrict__ at = idx + oh * p.out_w + first;
+      const int64_t chunk_at = 2 * oh * w + 2 * first;
+      for (int64_t j = 0; j < count; ++j) {
+        // 0, 1, w or w + 1 for an index inside its window; anything else matches no tap.
+        const int64_t offset = at[j] - chunk_at - 2 * j;
+        offsets[j] = offset >= 0 && offset <= w + 1 ? static_cast<int32_t>(offset) : -1;
+      }
+      const T* __restrict__ go = grad_output + oh * p.out_w + first;
+      T* __restrict__ t = top + 2 * first;
+      T* __restrict__ b = bottom + 2 * first;
+      for (int64_t j = 0; j < count; ++j) {
+        const int32_t offset = offsets[j];
+        const T g = go[j];
+        t[2 * j] = offset == 0 ? g : T(0);
+        t[2 * j + 1] = offset == 1 ? g : T(0);
+        b[2 * j] = offset == w32 ? g : T(0);
+        b[2 * j + 1] = offset == w32 + 1 ? g : T(0);
+      }
+    }
+    for (int64_t iw = 2 * p.out_w; iw < w; ++iw) top[iw] = bottom[iw] = T(0);
+  }
+  std::fill(grad + 2 * p.out_h * w, grad + p.in_plane(), T(0));
+}
+
+}  // namespace
+
+template <typename T>
+void max_pool2d_forward(const T* input, T* output, int64_t* indices, const Pool2dParams& p) {
+  if (p.planes * p.out_plane() == 0) return;
+  // int32 offsets within a row pair need in_w + 2 * kChunk < 2^31.
+  if (p.is_2x2_stride2() && p.in_w < (int64_t{1} << 30)) {
+    parallel_chunks(p.planes, plane_grain(p), [&](int64_t begin, int64_t end) {
+      for (int64_t plane = begin; plane < end; ++plane) {
+        pool_plane_2x2(input + plane * p.in_plane(), output + plane * p.out_plane(),
+                       indices + plane * p.out_plane(), p);
+      }
+    });
+    return;
+  }
+  const GenericPlanePooler<T> pool(p);
+  parallel_chunks(p.planes, plane_grain(p), [&](int64_t begin, int64_t end) {
+    for (int64_t plane = begin; plane < end; ++plane) {
+      pool(input + plane * p.in_plane(), output + plane * p.out_plane(), indices + plane * p.out_plane());
+    }
+  });
+}
+
+
+// A scatter per plane: each plane belongs to one task, so no two threads
+// write the same gradient, and outputs are added in ascending order (the
+// order torch uses, and the order the CUDA gather sums in).
+template <typename T>
+void max_pool2d_backward(const T* grad_output, const int64_t* indices, T* grad_input,
+                         const Pool2dParams& p) {
+  const int64_t in_plane = p.in_plane();
+  const int64_t out_plane = p.out_plane();
+  bool any_empty = false;
+  const std::vector<char> empty_rows =
+      empty_windows(p.out_h, p.stride_h, p.pad_h, p.kernel_h, p.dilation_h, p.in_h, any_empty);
+  const std::vector<char> empty_cols =
+      empty_windows(p.out_w, p.stride_w, p.pad_w, p.kernel_w, p.dilation_w, p.in_w, any_empty);
+  // Streaming pays off on rows long enough to fill vectors; short rows
+  // (the 15x15 maps of the seed CNN) are faster as fill + scatter.
+  const bool stream_2x2 = p.is_2x2_stride2() && p.out_w >= 16 && p.in_w < (int64_t{1} << 30);
+  parallel_chunks(p.planes, plane_grain(p), [&](int64_t begin, int64_t end) {
+    for (int64_t plane = begin; plane < end; ++plane) {
+      T* grad = grad_input + plane * in_plane;
+      const T* go = grad_output + plane * out_plane;
+      const int64_t* idx = indices + plane * out_plane;
+      if (stream_2x2) {
+        unpool_plane_2x2(go, idx, grad, p);
+        continue;
+      }
+      std::fill(grad, grad + in_plane, T(0));
+      if (!any_empty) {
+        for (int64_t o = 0; o < out_plane; ++o) {
+          const int64_t at = idx[o];
+          if (at >= 0 && at < in_plane) grad[at] += go[o];
+        }
+        continue;
+      }
+      for (int64_t oh = 0; oh < p.out_h; ++oh) {
+        for (int64_t ow = 0; ow < p.out_w; ++ow) {
+          const int64_t o = oh * p.out_w + ow;
+          const int64_t at = idx[o];
+          if (!empty_rows[oh] && !empty_cols[ow] && at >= 0 && at < in_plane) grad[at] += go[o];
+        }
+      }
+    }
+  });
+}
+
+template void max_pool2d_forward<float>(const float*, float*, int64_t*, const Pool2dParams&);
+template void max_pool2d_forward<double>(const double*, double*, int64_t*, const Pool2dParams&);
+template void max_pool2d_backward<float>(const float*, const int64_t*, float*, const Pool2dParams&);
+template void max_pool2d_backward<double>(const double*, const int64_t*, double*, const Pool2dParams&);
+
+}  // namespace cpu
+}  // namespace fastconv

@@ -1,0 +1,207 @@
+// Max pooling ops: torch's argument rules and output shapes, allocation, and
+// dispatch to the CPU kernels (csrc/cpu/max_pool2d.cpp) or the CUDA kernels
+// (csrc/cuda/max_pool2d.cuh) on a GPU or on the SIMT runtime. The ops take
+// 4-D NCHW tensors of any strides and compute on contiguous copies; the
+// Python layer handles unbatched 3-D input.
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+
+#include <tuple>
+#include <vector>
+
+#include "../common/pool2d_params.h"
+#include "../cpu/max_pool2d.h"
+#include "../cuda/max_pool2d.h"
+#include "common.h"
+
+namespace fastconv {
+namespace {
+
+struct Pair {
+  int64_t h;
+  int64_t w;
+};
+
+// An int[2] argument as torch reads it: one value for both sides or two.
+// `fallback` serves an empty list where that is allowed (stride).
+Pair pair_arg(at::IntArrayRef values, const char* message, const Pair* fallback = nullptr) {
+  if (values.empty() && fallback != nullptr) return *fallback;
+  TORCH_CHECK(values.size() == 1 || values.size() == 2, message, " (got ", values.size(), " values)");
+  return values.size() == 1 ? Pair{values[0], values[0]} : Pair{values[0], values[1]};
+}
+
+struct PoolArgs {
+  Pair kernel, stride, padding, dilation;
+};
+
+PoolArgs parse_args(at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
+                    at::IntArrayRef dilation) {
+  PoolArgs a;
+  a.kernel = pair_arg(kernel_size, "max_pool2d: kernel_size must either be a single int, or a tuple of two ints");
+  a.stride = pair_arg(stride, "max_pool2d: stride must either be omitted, a single int, or a tuple of two ints",
+                      &a.kernel);
+  a.padding = pair_arg(padding, "max_pool2d: padding must either be a single int, or a tuple of two ints");
+  a.dilation = pair_arg(dilation, "max_pool2d: dilation must be either a single int, or a tuple of two ints");
+  TORCH_CHECK(a.kernel.h > 0 && a.kernel.w > 0, "max_pool2d: kernel_size should be greater than zero, but got (",
+              a.kernel.h, ", ", a.kernel.w, ")");
+  TORCH_CHECK(a.stride.h > 0 && a.stride.w > 0, "max_pool2d: stride should be greater than zero, but got (",
+              a.stride.h, ", ", a.stride.w, ")");
+  TORCH_CHECK(a.dilation.h > 0 && a.dilation.w > 0,
+              "max_pool2d: dilation should be greater than zero, but got (", a.dilation.h, ", ",
+              a.dilation.w, ")");
+  TORCH_CHECK(a.padding.h >= 0 && a.padding.w >= 0, "max_pool2d: pad must be non-negative, but got (",
+              a.padding.h, ", ", a.padding.w, ")");
+  TORCH_CHECK(a.padding.h <= a.kernel.h / 2 && a.padding.w <= a.kernel.w / 2,
+              "max_pool2d: pad should be at most half of kernel size, but got pad=(", a.padding.h, ", ",
+              a.padding.w, ") and kernel_size=(", a.kernel.h, ", ", a.kernel.w, ")");
+  return a;
+}
+
+int64_t floor_div(int64_t a, int64_t b) {
+  const int64_t q = a / b;
+  return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
+}
+
+// torch's pooling_output_shape: in ceil mode the last window must still start
+// inside the input or its left padding.
+int64_t pooled_size(int64_t in, int64_t kernel, int64_t pad, int64_t stride, int64_t dilation, bool ceil_mode) {
+  const int64_t span = in + 2 * pad - dilation * (kernel - 1) - 1 + (ceil_mode ? stride - 1 : 0);
+  int64_t out = floor_div(span, stride) + 1;
+  if (ceil_mode && (out - 1) * stride >= in + pad) --out;
+  return out;
+}
+
+void check_input_dims(at::IntArrayRef sizes, const char* op) {
+  TORCH_CHECK(sizes.size() == 4, op, ": expected a 4-D (N, C, H, W) input, but got ", sizes.size(),
+              " dimensions (fastconv.functional.max_pool2d also takes unbatched 3-D input)");
+  TORCH_CHECK(sizes[1] > 0 && sizes[2] > 0 && sizes[3] > 0, op,
+              ": expected an input with non-zero channels, height and width (only the batch may be "
+              "0), but got ", sizes);
+}
+
+Pool2dParams make_params(at::IntArrayRef input_sizes, const PoolArgs& a, bool ceil_mode) {
+  Pool2dParams p{};
+  p.planes = input_sizes[0] * input_sizes[1];
+  p.in_h = input_sizes[2];
+  p.in_w = input_sizes[3];
+  p.kernel_h = a.kernel.h;
+  p.kernel_w = a.kernel.w;
+  p.stride_h = a.stride.h;
+  p.stride_w = a.stride.w;
+  p.pad_h = a.padding.h;
+  p.pad_w = a.padding.w;
+  p.dilation_h = a.dilation.h;
+  p.dilation_w = a.dilation.w;
+  p.out_h = pooled_size(p.in_h, p.kernel_h, p.pad_h, p.stride_h, p.dilation_h, ceil_mode);
+  p.out_w = pooled_size(p.in_w, p.kernel_w, p.pad_w, p.stride_w, p.dilation_w, ceil_mode);
+  TORCH_CHECK(p.out_h >= 1 && p.out_w >= 1, "max_pool2d: given input size (", input_sizes[1], "x", p.in_h,
+              "x", p.in_w, "), the calculated output size (", input_sizes[1], "x", p.out_h, "x", p.out_w,
+              ") is too small");
+  return p;
+}
+
+std::tuple<at::Tensor, at::Tensor> max_pool2d(const at::Tensor& input, at::IntArrayRef kernel_size,
+                                              at::IntArrayRef stride, at::IntArrayRef padding,
+                                              at::IntArrayRef dilation, bool ceil_mode,
+                                              c10::string_view backend_name) {
+  const PoolArgs args = parse_args(kernel_size, stride, padding, dilation);
+  check_input_dims(input.sizes(), "max_pool2d");
+  const Backend backend = select_backend(input, backend_name, "max_pool2d");
+  check_floating(input, backend, "max_pool2d", "input");
+  const Pool2dParams p = make_params(input.sizes(), args, ceil_mode);
+
+  const at::Tensor in = input.contiguous();
+  const std::vector<int64_t> out_sizes{input.size(0), input.size(1), p.out_h, p.out_w};
+  at::Tensor output = at::empty(out_sizes, input.options());
+  at::Tensor indices = at::empty(out_sizes, input.options().dtype(at::kLong));
+  int64_t* idx = indices.data_ptr<int64_t>();
+  switch (backend) {
+    case Backend::kCpu:
+      AT_DISPATCH_FLOATING_TYPES(in.scalar_type(), "max_pool2d", [&] {
+        cpu::max_pool2d_forward(in.const_data_ptr<scalar_t>(), output.data_ptr<scalar_t>(), idx, p);
+      });
+      break;
+    case Backend::kSimt:
+      AT_DISPATCH_FLOATING_TYPES(in.scalar_type(), "max_pool2d", [&] {
+        check_launch(simt::max_pool2d_forward(kernel_ptr<scalar_t>(in), kernel_ptr<scalar_t>(output), idx, p,
+                                              nullptr),
+                     "max_pool2d");
+      });
+      break;
+    case Backend::kCuda:
+      FASTCONV_CUDA_ONLY({
+        const c10::DeviceGuard guard(in.device());
+        AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.scalar_type(), "max_pool2d", [&] {
+          check_launch(cuda::max_pool2d_forward(kernel_ptr<scalar_t>(in), kernel_ptr<scalar_t>(output), idx, p,
+                                                cuda_stream_for(in)),
+                       "max_pool2d");
+        });
+      });
+      break;
+  }
+  return {output, indices};
+}
+
+at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& indices,
+                               at::IntArrayRef input_size, at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                               at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode,
+                               c10::string_view backend_name) {
+  const PoolArgs args = parse_args(kernel_size, stride, padding, dilation);
+  check_input_dims(input_size, "max_pool2d_backward");
+  const Backend backend = select_backend(grad_output, backend_name, "max_pool2d_backward");
+  check_floating(grad_output, backend, "max_pool2d_backward", "grad_output");
+  TORCH_CHECK(indices.scalar_type() == at::kLong, "max_pool2d_backward: indices must be int64, but got ",
+              indices.scalar_type());
+  TORCH_CHECK(indices.device() == grad_output.device(),
+              "max_pool2d_backward: expected indices on the same device as grad_output (", grad_output.device(),
+              "), but got ", indices.device());
+  const Pool2dParams p = make_params(input_size, args, ceil_mode);
+  const std::vector<int64_t> out_sizes{input_size[0], input_size[1], p.out_h, p.out_w};
+  TORCH_CHECK(grad_output.sizes() == at::IntArrayRef(out_sizes) && indices.sizes() == grad_output.sizes(),
+              "max_pool2d_backward: expected grad_output and indices of shape ", at::IntArrayRef(out_sizes),
+              " (the pooled shape of input_size ", input_size, "), but got ", grad_output.sizes(), " and ",
+              indices.sizes());
+
+  const at::Tensor grad = grad_output.contiguous();
+  const at::Tensor idx_t = indices.contiguous();
+  const int64_t* idx = idx_t.const_data_ptr<int64_t>();
+  at::Tensor grad_input = at::empty(input_size, grad_output.options());
+  switch (backend) {
+    case Backend::kCpu:
+      AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "max_pool2d_backward", [&] {
+        cpu::max_pool2d_backward(grad.const_data_ptr<scalar_t>(), idx, grad_input.data_ptr<scalar_t>(), p);
+      });
+      break;
+    case Backend::kSimt:
+      AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "max_pool2d_backward", [&] {
+        check_launch(simt::max_pool2d_backward(kernel_ptr<scalar_t>(grad), idx, kernel_ptr<scalar_t>(grad_input),
+                                               p, nullptr),
+                     "max_pool2d_backward");
+      });
+      break;
+    case Backend::kCuda:
+      FASTCONV_CUDA_ONLY({
+        const c10::DeviceGuard guard(grad.device());
+        AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "max_pool2d_backward", [&] {
+          check_launch(cuda::max_pool2d_backward(kernel_ptr<scalar_t>(grad), idx,
+                                                 kernel_ptr<scalar_t>(grad_input), p, cuda_stream_for(grad)),
+                       "max_pool2d_backward");
+        });
+      });
+      break;
+  }
+  return grad_input;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastconv, CPU, m) {
+  m.impl("max_pool2d", &max_pool2d);
+  m.impl("max_pool2d_backward", &max_pool2d_backward);
+}
+TORCH_LIBRARY_IMPL(fastconv, CUDA, m) {
+  m.impl("max_pool2d", &max_pool2d);
+  m.impl("max_pool2d_backward", &max_pool2d_backward);
+}
+
+}  // namespace fastconv

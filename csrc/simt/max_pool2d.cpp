@@ -1,0 +1,9 @@
+// Host build of csrc/cuda/max_pool2d.cuh: the same kernels, run by the SIMT runtime.
+#include "../cuda/max_pool2d.cuh"
+
+namespace fastconv {
+namespace simt {
+FASTCONV_INSTANTIATE_MAX_POOL2D(float)
+FASTCONV_INSTANTIATE_MAX_POOL2D(double)
+}  // namespace simt
+}  // namespace fastconv
