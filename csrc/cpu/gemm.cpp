@@ -92,54 +92,60 @@ void micro_kernel_portable(int64_t kc, const T* a, const T* b, T* tile) {
 }
 
 #if defined(FASTCONV_X86)
-__attribute__((target("avx2,fma"))) void micro_kernel_avx2(int64_t kc, const float* a, const float* b,
-                                                           float* tile) {
-  __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
-  __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
-  for (int64_t p = 0; p < kc; ++p) {
-    const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
-    __m256 ai = _mm256_broadcast_ss(a + 0);
-    c00 = _mm256_fmadd_ps(ai, b0, c00), c01 = _mm256_fmadd_ps(ai, b1, c01);
-    ai = _mm256_broadcast_ss(a + 1);
-    c10 = _mm256_fmadd_ps(ai, b0, c10), c11 = _mm256_fmadd_ps(ai, b1, c11);
-    ai = _mm256_broadcast_ss(a + 2);
-    c20 = _mm256_fmadd_ps(ai, b0, c20), c21 = _mm256_fmadd_ps(ai, b1, c21);
-    ai = _mm256_broadcast_ss(a + 3);
-    c30 = _mm256_fmadd_ps(ai, b0, c30), c31 = _mm256_fmadd_ps(ai, b1, c31);
-    ai = _mm256_broadcast_ss(a + 4);
-    c40 = _mm256_fmadd_ps(ai, b0, c40), c41 = _mm256_fmadd_ps(ai, b1, c41);
-    ai = _mm256_broadcast_ss(a + 5);
-    c50 = _mm256_fmadd_ps(ai, b0, c50), c51 = _mm256_fmadd_ps(ai, b1, c51);
-    a += 6;
-    b += 16;
-  }
-  const __m256 rows[12] = {c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51};
-  for (int r = 0; r < 12; ++r) _mm256_storeu_ps(tile + 8 * r, rows[r]);
-}
+#define FASTCONV_AVX2 __attribute__((target("avx2,fma"), always_inline)) inline
 
-__attribute__((target("avx2,fma"))) void micro_kernel_avx2(int64_t kc, const double* a, const double* b,
-                                                           double* tile) {
-  __m256d c00 = _mm256_setzero_pd(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
-  __m256d c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+// The 256-bit operations the AVX2 micro-kernel needs, per element type.
+template <typename T>
+struct Avx2;
+template <>
+struct Avx2<float> {
+  using Vec = __m256;
+  static FASTCONV_AVX2 Vec zero() { return _mm256_setzero_ps(); }
+  static FASTCONV_AVX2 Vec load(const float* p) { return _mm256_loadu_ps(p); }
+  static FASTCONV_AVX2 Vec broadcast(const float* p) { return _mm256_broadcast_ss(p); }
+  static FASTCONV_AVX2 Vec fma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
+  static FASTCONV_AVX2 void store(float* p, Vec v) { _mm256_storeu_ps(p, v); }
+};
+template <>
+struct Avx2<double> {
+  using Vec = __m256d;
+  static FASTCONV_AVX2 Vec zero() { return _mm256_setzero_pd(); }
+  static FASTCONV_AVX2 Vec load(const double* p) { return _mm256_loadu_pd(p); }
+  static FASTCONV_AVX2 Vec broadcast(const double* p) { return _mm256_broadcast_sd(p); }
+  static FASTCONV_AVX2 Vec fma(Vec a, Vec b, Vec c) { return _mm256_fmadd_pd(a, b, c); }
+  static FASTCONV_AVX2 void store(double* p, Vec v) { _mm256_storeu_pd(p, v); }
+};
+
+// MR (6) rows x two vectors: 12 accumulators held in registers over kc
+// steps. They are named variables, not an array: GCC keeps an array in
+// memory too and stores it on every step, which halves the speed.
+template <typename T>
+__attribute__((target("avx2,fma"))) void micro_kernel_avx2(int64_t kc, const T* a, const T* b, T* tile) {
+  using V = Avx2<T>;
+  using Vec = typename V::Vec;
+  constexpr int64_t mr = Tile<T>::kMr, nr = Tile<T>::kNr, lanes = nr / 2;
+  static_assert(mr == 6, "the AVX2 micro-kernel is unrolled for 6 rows");
+  Vec c00 = V::zero(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+  Vec c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
   for (int64_t p = 0; p < kc; ++p) {
-    const __m256d b0 = _mm256_loadu_pd(b), b1 = _mm256_loadu_pd(b + 4);
-    __m256d ai = _mm256_broadcast_sd(a + 0);
-    c00 = _mm256_fmadd_pd(ai, b0, c00), c01 = _mm256_fmadd_pd(ai, b1, c01);
-    ai = _mm256_broadcast_sd(a + 1);
-    c10 = _mm256_fmadd_pd(ai, b0, c10), c11 = _mm256_fmadd_pd(ai, b1, c11);
-    ai = _mm256_broadcast_sd(a + 2);
-    c20 = _mm256_fmadd_pd(ai, b0, c20), c21 = _mm256_fmadd_pd(ai, b1, c21);
-    ai = _mm256_broadcast_sd(a + 3);
-    c30 = _mm256_fmadd_pd(ai, b0, c30), c31 = _mm256_fmadd_pd(ai, b1, c31);
-    ai = _mm256_broadcast_sd(a + 4);
-    c40 = _mm256_fmadd_pd(ai, b0, c40), c41 = _mm256_fmadd_pd(ai, b1, c41);
-    ai = _mm256_broadcast_sd(a + 5);
-    c50 = _mm256_fmadd_pd(ai, b0, c50), c51 = _mm256_fmadd_pd(ai, b1, c51);
-    a += 6;
-    b += 8;
+    const Vec b0 = V::load(b), b1 = V::load(b + lanes);
+    Vec ai = V::broadcast(a + 0);
+    c00 = V::fma(ai, b0, c00), c01 = V::fma(ai, b1, c01);
+    ai = V::broadcast(a + 1);
+    c10 = V::fma(ai, b0, c10), c11 = V::fma(ai, b1, c11);
+    ai = V::broadcast(a + 2);
+    c20 = V::fma(ai, b0, c20), c21 = V::fma(ai, b1, c21);
+    ai = V::broadcast(a + 3);
+    c30 = V::fma(ai, b0, c30), c31 = V::fma(ai, b1, c31);
+    ai = V::broadcast(a + 4);
+    c40 = V::fma(ai, b0, c40), c41 = V::fma(ai, b1, c41);
+    ai = V::broadcast(a + 5);
+    c50 = V::fma(ai, b0, c50), c51 = V::fma(ai, b1, c51);
+    a += mr;
+    b += nr;
   }
-  const __m256d rows[12] = {c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51};
-  for (int r = 0; r < 12; ++r) _mm256_storeu_pd(tile + 4 * r, rows[r]);
+  const Vec rows[2 * mr] = {c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51};
+  for (int64_t r = 0; r < 2 * mr; ++r) V::store(tile + lanes * r, rows[r]);
 }
 
 bool cpu_has_avx2_fma() {
