@@ -189,6 +189,10 @@ def _conv2d_grad(ctx, grad_output):
 
 torch.library.register_autograd("fastconv::conv2d", _conv2d_grad, setup_context=_conv2d_setup)
 
+# Under torch.autocast on CUDA the convolution runs in float16, as torch's own conv2d does (our
+# CUDA kernels accumulate in fp32); pooling, ReLU and dropout take whatever dtype arrives.
+torch.library.register_autocast("fastconv::conv2d", "cuda", torch.float16)
+
 # ---------------------------------------------------------------- Max pooling
 
 

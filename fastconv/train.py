@@ -167,10 +167,12 @@ def main(argv: Optional[List[str]] = None) -> Dict:
         print(f"data: {description}")
     train_sampler = DistributedSampler(train_set, seed=args.seed) if ranks.world > 1 else None
     val_sampler = DistributedSampler(val_set, shuffle=False) if ranks.world > 1 else None
-    loader_args = dict(batch_size=args.batch_size, num_workers=args.workers,
-                       pin_memory=device.type == "cuda", persistent_workers=args.workers > 0)
+    # Workers are not persistent: each epoch reseeds them from the loader's generator, whose state
+    # the checkpoints keep, so a resumed run draws the same shuffles and augmentations.
+    loader_args = dict(batch_size=args.batch_size, num_workers=args.workers, pin_memory=device.type == "cuda")
+    loader_rng = torch.Generator().manual_seed(args.seed)
     train_loader = DataLoader(train_set, shuffle=train_sampler is None, sampler=train_sampler,
-                              generator=torch.Generator().manual_seed(args.seed), **loader_args)
+                              generator=loader_rng, **loader_args)
     val_loader = DataLoader(val_set, shuffle=False, sampler=val_sampler, **loader_args)
 
     num_classes = 1 if args.model == "convnet4" and len(classes) == 2 else len(classes)
@@ -188,6 +190,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
         best_loss, stale = ckpt["best_loss"], ckpt["stale"]
         torch.set_rng_state(ckpt["rng"]["torch"])
         random.setstate(ckpt["rng"]["python"])
+        loader_rng.set_state(ckpt["rng"]["loader"])
         if ranks.main:
             print(f"resumed from {args.resume} after epoch {start_epoch}")
     if ranks.world > 1:
@@ -217,7 +220,8 @@ def main(argv: Optional[List[str]] = None) -> Dict:
                       + (" (best)" if improved else ""), flush=True)
                 state = {"optimizer": optimizer.state_dict(), "history": history, "epoch": epoch + 1,
                          "best_loss": best_loss, "stale": stale, "args": vars(args),
-                         "rng": {"torch": torch.get_rng_state(), "python": random.getstate()}}
+                         "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
+                                 "loader": loader_rng.get_state()}}
                 if improved:
                     checkpoint.save(out / "best.pt", model, meta, **state)
                 checkpoint.save(out / "last.pt", model, meta, **state)

@@ -420,3 +420,14 @@ def test_cuda_half_precision(dtype, algorithm):
     for a, e in zip(ours, theirs):
         scale = e.abs().max().item() + 1
         torch.testing.assert_close(a.float() / scale, e / scale, **tol)
+
+
+@pytest.mark.cuda
+def test_autocast_runs_conv_in_half_on_cuda():
+    x = torch.randn(2, 3, 9, 9, device="cuda")
+    w = torch.randn(4, 3, 3, 3, device="cuda")
+    with torch.autocast("cuda", dtype=torch.float16):
+        y = FF.conv2d(x, w)
+        expected = F.conv2d(x, w)
+    assert y.dtype == torch.float16 == expected.dtype
+    torch.testing.assert_close(y, expected, rtol=2e-3, atol=2e-3)

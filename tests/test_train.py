@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -50,11 +51,34 @@ def test_synthetic_demo_run_writes_everything(tmp_path):
     assert ckpt["meta"]["model"] == "convnet4" and ckpt["meta"]["image_size"] == 48
 
 
-def test_resume_continues_where_it_stopped(tmp_path):
+def test_resume_continues_exactly(tmp_path):
+    straight = train.main(["--epochs", "2", "--limit", "32", "--out", str(tmp_path / "straight"), *QUICK])
     out = tmp_path / "run"
     train.main(["--epochs", "1", "--limit", "32", "--out", str(out), *QUICK])
-    result = train.main(["--epochs", "2", "--limit", "32", "--out", str(out), "--resume", str(out / "last.pt"), *QUICK])
-    assert [h["epoch"] for h in result["history"]] == [1, 2]
+    resumed = train.main(["--epochs", "2", "--limit", "32", "--out", str(out), "--resume", str(out / "last.pt"), *QUICK])
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2]
+    for a, b in zip(straight["history"], resumed["history"]):
+        assert (a["train_loss"], a["val_loss"]) == (b["train_loss"], b["val_loss"])
+    weights = [torch.load(d / "last.pt", weights_only=False)["state_dict"] for d in (tmp_path / "straight", out)]
+    for name in weights[0]:
+        assert torch.equal(weights[0][name], weights[1][name]), name
+
+
+def test_ctrl_c_ends_the_epoch_and_saves(tmp_path):
+    out = tmp_path / "stopped"
+    cmd = [sys.executable, "-m", "fastconv.train", "--epochs", "50", "--limit", "256", "--out", str(out), *QUICK]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    for line in proc.stdout:  # interrupt once the first epoch has been reported
+        if line.startswith("epoch 1/50:"):
+            proc.send_signal(signal.SIGINT)
+            break
+    rest = proc.stdout.read()
+    assert proc.wait(timeout=120) == 0
+    assert "interrupted: saved" in rest
+    # The epoch in progress when the signal came (the first, while saving, or the second) is the last.
+    history = json.loads((out / "history.json").read_text())
+    assert [h["epoch"] for h in history] in ([1], [1, 2])
+    assert torch.load(out / "last.pt", weights_only=False)["epoch"] == len(history)
 
 
 def test_layouts_are_discovered(tmp_path, flat_folder):
