@@ -134,10 +134,13 @@ def test_distributed_two_cpu_processes(tmp_path):
 
 @pytest.mark.data
 @pytest.mark.skipif(not CATS_AND_DOGS.is_dir(), reason="cats-vs-dogs photos not present")
-def test_real_photos_loss_falls(tmp_path):
-    out = tmp_path / "real"
-    result = train.main(["--data", str(CATS_AND_DOGS), "--limit", "300", "--epochs", "4", "--out", str(out),
-                         "--image-size", "64", "--batch-size", "20", "--workers", "2", "--no-augment"])
+def test_real_photos_loss_falls_and_accuracy_beats_chance(tmp_path):
+    # 160 photos at 48x48 for 15 short epochs: enough for the network to leave the
+    # predict-the-majority plateau and start fitting, in about 25 s on 2 cores.
+    result = train.main(["--data", str(CATS_AND_DOGS), "--limit", "160", "--epochs", "15", "--image-size", "48",
+                         "--batch-size", "16", "--workers", "0", "--no-augment", "--model", "convnet3",
+                         "--out", str(tmp_path / "real")])
     history = result["history"]
-    assert history[-1]["train_loss"] < history[0]["train_loss"]
-    assert history[-1]["train_acc"] > 0.6
+    assert min(h["train_loss"] for h in history[-3:]) < history[0]["train_loss"] - 0.02
+    # Majority-class guessing scores at most ~0.58 on this sample; chance is 0.5.
+    assert max(h["train_acc"] for h in history[-3:]) > 0.62
