@@ -48,6 +48,12 @@ inline void axpy_rows(T* const* out_rows, const T* w, int64_t count, const T* __
   }
 }
 
+// torch's ReLU in place (NaN passes); a branch-free select that vectorises.
+template <typename T>
+inline void relu_inplace(T* __restrict data, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) data[i] = data[i] < T(0) ? T(0) : data[i];
+}
+
 }  // namespace
 
 template <typename T>
@@ -83,6 +89,9 @@ void direct_forward(const T* input, const T* weight, const T* bias, T* output, c
           }
         }
       }
+      // conv2d_relu's epilogue: the block's planes are final (and still in
+      // cache) once the last input channel has been added.
+      if (p.relu) relu_inplace(out, count * pixels);
     }
   });
 }

@@ -1,6 +1,7 @@
 // im2col + GEMM convolution. Per image and group, with col the
 // patch_size() x out_pixels() column matrix of the group's input channels:
-//   forward          Y_g  = W_g * col                      (then + bias)
+//   forward          Y_g  = bias + W_g * col               (then ReLU for conv2d_relu:
+//                                                           the GEMM's epilogue)
 //   backward input   col  = W_g^T * dY_g, then col2im into dX
 //   backward weight  dW_g += dY_g * col^T, summed over the batch
 // The GEMM is single-threaded; parallelism is over images (forward, backward
@@ -44,7 +45,7 @@ void im2col_forward(const T* input, const T* weight, const T* bias, T* output, c
       for (int64_t g = 0; g < p.groups; ++g) {
         const T* col = columns_of(input + (n * p.in_channels + g * cg) * p.in_h * p.in_w, scratch, p);
         gemm<T>(og, pixels, kp, {weight + g * og * kp, kp, 1}, {col, pixels, 1},
-                {out_image + g * og * pixels, pixels, 1}, bias != nullptr);
+                {out_image + g * og * pixels, pixels, 1}, bias != nullptr, p.relu);
       }
     }
   });

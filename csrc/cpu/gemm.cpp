@@ -175,17 +175,27 @@ void store_tile(const T* tile, int64_t rows, int64_t cols, T* c, int64_t rs, int
   }
 }
 
+// The ReLU epilogue over the rows x cols block of C just stored.
+template <typename T>
+void relu_block(int64_t rows, int64_t cols, T* c, int64_t rs, int64_t cs) {
+  for (int64_t i = 0; i < rows; ++i) {
+    T* row = c + i * rs;
+    for (int64_t j = 0; j < cols; ++j) row[j * cs] = row[j * cs] < T(0) ? T(0) : row[j * cs];
+  }
+}
+
 }  // namespace
 
 template <typename T>
 void gemm(int64_t m, int64_t n, int64_t k, MatrixRef<const T> a, MatrixRef<const T> b, MatrixRef<T> c,
-          bool accumulate) {
+          bool accumulate, bool relu) {
   constexpr int64_t mr = Tile<T>::kMr, nr = Tile<T>::kNr;
   if (m <= 0 || n <= 0) return;
   if (k <= 0) {
     if (!accumulate)
       for (int64_t i = 0; i < m; ++i)
         for (int64_t j = 0; j < n; ++j) c.at(i, j) = T(0);
+    if (relu) relu_block(m, n, c.data, c.row_stride, c.col_stride);
     return;
   }
   // Per-thread scratch, reused across calls (callers run gemm inside parallel_for).
@@ -199,6 +209,7 @@ void gemm(int64_t m, int64_t n, int64_t k, MatrixRef<const T> a, MatrixRef<const
     for (int64_t pc = 0; pc < k; pc += kKc) {
       const int64_t kc = std::min(kKc, k - pc);
       const bool add = accumulate || pc > 0;
+      const bool last = pc + kc == k;  // the tiles stored now are final
       pack_b(kc, nc, MatrixRef<const T>{&b.at(pc, jc), b.row_stride, b.col_stride}, packed_b.data());
       for (int64_t ic = 0; ic < m; ic += kMc) {
         const int64_t mc = std::min(kMc, m - ic);
@@ -207,8 +218,10 @@ void gemm(int64_t m, int64_t n, int64_t k, MatrixRef<const T> a, MatrixRef<const
           const T* b_panel = packed_b.data() + jr * kc;
           for (int64_t ir = 0; ir < mc; ir += mr) {
             micro_kernel(kc, packed_a.data() + ir * kc, b_panel, tile);
-            store_tile(tile, std::min(mr, mc - ir), std::min(nr, nc - jr), &c.at(ic + ir, jc + jr),
-                       c.row_stride, c.col_stride, add);
+            const int64_t rows = std::min(mr, mc - ir), cols = std::min(nr, nc - jr);
+            T* dst = &c.at(ic + ir, jc + jr);
+            store_tile(tile, rows, cols, dst, c.row_stride, c.col_stride, add);
+            if (relu && last) relu_block(rows, cols, dst, c.row_stride, c.col_stride);
           }
         }
       }
@@ -217,9 +230,9 @@ void gemm(int64_t m, int64_t n, int64_t k, MatrixRef<const T> a, MatrixRef<const
 }
 
 template void gemm<float>(int64_t, int64_t, int64_t, MatrixRef<const float>, MatrixRef<const float>,
-                          MatrixRef<float>, bool);
+                          MatrixRef<float>, bool, bool);
 template void gemm<double>(int64_t, int64_t, int64_t, MatrixRef<const double>, MatrixRef<const double>,
-                           MatrixRef<double>, bool);
+                           MatrixRef<double>, bool, bool);
 
 }  // namespace cpu
 }  // namespace fastconv

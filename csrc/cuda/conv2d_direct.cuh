@@ -137,7 +137,8 @@ __global__ void __launch_bounds__(Tile::kThreads)
         const int64_t k = k0 + cslot + j * SLOTS;
         if (k >= k_end) continue;
         const A b = bias != nullptr ? to_acc(bias[k]) : A(0);
-        output[(n * p.out_channels + k) * out_hw + oh * p.out_w + ow] = from_acc<T>(acc[i][j] + b);
+        output[(n * p.out_channels + k) * out_hw + oh * p.out_w + ow] =
+            from_acc<T>(conv_epilogue(acc[i][j] + b, p.relu));
       }
     }
   }
@@ -282,7 +283,7 @@ __global__ void __launch_bounds__(kElementwiseThreads)
         }
       }
     }
-    output[e] = from_acc<T>(acc);
+    output[e] = from_acc<T>(conv_epilogue(acc, p.relu));
   }
 }
 
