@@ -156,8 +156,15 @@ void micro_kernel(int64_t kc, const T* a, const T* b, T* tile) {
   micro_kernel_portable(kc, a, b, tile);
 }
 
-// Adds (or writes) the valid rows x cols corner of a tile into C.
-template <typename T>
+// torch's ReLU (NaN passes) when kRelu, else the identity.
+template <bool kRelu, typename T>
+inline T epilogue(T v) {
+  return kRelu && v < T(0) ? T(0) : v;
+}
+
+// Adds (or writes) the valid rows x cols corner of a tile into C; with kRelu
+// (the tile's last reduction block of conv2d_relu) it clamps as it stores.
+template <bool kRelu, typename T>
 void store_tile(const T* tile, int64_t rows, int64_t cols, T* c, int64_t rs, int64_t cs, bool add) {
   constexpr int64_t nr = Tile<T>::kNr;
   for (int64_t i = 0; i < rows; ++i) {
@@ -165,22 +172,13 @@ void store_tile(const T* tile, int64_t rows, int64_t cols, T* c, int64_t rs, int
     const T* t = tile + i * nr;
     if (cs == 1) {
       if (add) {
-        for (int64_t j = 0; j < cols; ++j) row[j] += t[j];
+        for (int64_t j = 0; j < cols; ++j) row[j] = epilogue<kRelu>(row[j] + t[j]);
       } else {
-        for (int64_t j = 0; j < cols; ++j) row[j] = t[j];
+        for (int64_t j = 0; j < cols; ++j) row[j] = epilogue<kRelu>(t[j]);
       }
     } else {
-      for (int64_t j = 0; j < cols; ++j) row[j * cs] = add ? row[j * cs] + t[j] : t[j];
+      for (int64_t j = 0; j < cols; ++j) row[j * cs] = epilogue<kRelu>(add ? row[j * cs] + t[j] : t[j]);
     }
-  }
-}
-
-// The ReLU epilogue over the rows x cols block of C just stored.
-template <typename T>
-void relu_block(int64_t rows, int64_t cols, T* c, int64_t rs, int64_t cs) {
-  for (int64_t i = 0; i < rows; ++i) {
-    T* row = c + i * rs;
-    for (int64_t j = 0; j < cols; ++j) row[j * cs] = row[j * cs] < T(0) ? T(0) : row[j * cs];
   }
 }
 
@@ -195,7 +193,9 @@ void gemm(int64_t m, int64_t n, int64_t k, MatrixRef<const T> a, MatrixRef<const
     if (!accumulate)
       for (int64_t i = 0; i < m; ++i)
         for (int64_t j = 0; j < n; ++j) c.at(i, j) = T(0);
-    if (relu) relu_block(m, n, c.data, c.row_stride, c.col_stride);
+    if (relu)
+      for (int64_t i = 0; i < m; ++i)
+        for (int64_t j = 0; j < n; ++j) c.at(i, j) = epilogue<true>(c.at(i, j));
     return;
   }
   // Per-thread scratch, reused across calls (callers run gemm inside parallel_for).
@@ -220,8 +220,11 @@ void gemm(int64_t m, int64_t n, int64_t k, MatrixRef<const T> a, MatrixRef<const
             micro_kernel(kc, packed_a.data() + ir * kc, b_panel, tile);
             const int64_t rows = std::min(mr, mc - ir), cols = std::min(nr, nc - jr);
             T* dst = &c.at(ic + ir, jc + jr);
-            store_tile(tile, rows, cols, dst, c.row_stride, c.col_stride, add);
-            if (relu && last) relu_block(rows, cols, dst, c.row_stride, c.col_stride);
+            if (relu && last) {
+              store_tile<true>(tile, rows, cols, dst, c.row_stride, c.col_stride, add);
+            } else {
+              store_tile<false>(tile, rows, cols, dst, c.row_stride, c.col_stride, add);
+            }
           }
         }
       }
