@@ -132,14 +132,11 @@ def test_no_input_channels_gives_relu_of_bias(backend):
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_gradcheck(backend, algorithm):
-    device = device_of(backend)
-    x = torch.randn(2, 4, 6, 5, dtype=torch.float64, device=device, requires_grad=True)
-    w = torch.randn(6, 2, 3, 2, dtype=torch.float64, device=device, requires_grad=True)
-    b = torch.randn(6, dtype=torch.float64, device=device, requires_grad=True)
-    fn = lambda x_, w_, b_: FF.conv2d_relu(x_, w_, b_, stride=(2, 1), padding=(1, 2),  # noqa: E731
-                                           dilation=(1, 2), groups=2, algorithm=algorithm)
-    assert (fn(x, w, b) == 0).any()  # the ReLU's mask is in play
-    assert torch.autograd.gradcheck(fn, (x, w, b))
+    case = CASES[2]  # strided, padded, dilated, grouped
+    inputs = _make(case, device_of(backend))
+    fn = lambda *t: FF.conv2d_relu(*t, algorithm=algorithm, **_kwargs(case))  # noqa: E731
+    assert (fn(*inputs) == 0).any()  # the ReLU's mask is in play
+    assert torch.autograd.gradcheck(fn, inputs)
 
 
 def test_only_requested_gradients_are_computed(backend):
