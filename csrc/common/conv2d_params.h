@@ -10,7 +10,6 @@
 // (and likewise for columns); taps outside the input read zero. Only the
 // top/left padding is stored: out_h/out_w fix the bottom/right, which is how
 // asymmetric "same" padding of even kernels is expressed.
-// `relu` is not geometry but the one epilogue option of the forward pass.
 #pragma once
 
 #include <cstdint>
@@ -38,10 +37,6 @@ struct Conv2dParams {
   int64_t dilation_h;
   int64_t dilation_w;
   int64_t groups;
-  // Forward epilogue of conv2d_relu: every kernel clamps y = conv + bias to
-  // torch's ReLU (y < 0 ? 0 : y, NaN passes) just before it stores y. False
-  // for plain conv2d and for every backward pass.
-  bool relu = false;
 
   int64_t in_channels_per_group() const { return in_channels / groups; }
   int64_t out_channels_per_group() const { return out_channels / groups; }

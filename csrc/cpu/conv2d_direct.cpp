@@ -57,7 +57,8 @@ inline void relu_inplace(T* __restrict data, int64_t n) {
 }  // namespace
 
 template <typename T>
-void direct_forward(const T* input, const T* weight, const T* bias, T* output, const Conv2dParams& p) {
+void direct_forward(const T* input, const T* weight, const T* bias, T* output, const Conv2dParams& p,
+                    bool relu) {
   const int64_t cg = p.in_channels_per_group(), og = p.out_channels_per_group();
   const int64_t pixels = p.out_pixels(), plane = p.in_h * p.in_w;
   const int64_t taps = p.kernel_h * p.kernel_w;
@@ -91,7 +92,7 @@ void direct_forward(const T* input, const T* weight, const T* bias, T* output, c
       }
       // conv2d_relu's epilogue: the block's planes are final (and still in
       // cache) once the last input channel has been added.
-      if (p.relu) relu_inplace(out, count * pixels);
+      if (relu) relu_inplace(out, count * pixels);
     }
   });
 }
@@ -179,7 +180,7 @@ void direct_backward_weight(const T* grad_output, const T* input, T* grad_weight
 }
 
 #define FASTCONV_INSTANTIATE_DIRECT(T)                                                                 \
-  template void direct_forward<T>(const T*, const T*, const T*, T*, const Conv2dParams&);              \
+  template void direct_forward<T>(const T*, const T*, const T*, T*, const Conv2dParams&, bool);        \
   template void direct_backward_input<T>(const T*, const T*, T*, const Conv2dParams&);                 \
   template void direct_backward_weight<T>(const T*, const T*, T*, const Conv2dParams&);
 

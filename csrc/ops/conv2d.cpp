@@ -126,15 +126,14 @@ void* workspace_ptr(const at::Tensor& workspace) {
 
 // The forward pass of conv2d and conv2d_relu: `relu` asks every kernel to
 // apply ReLU in its epilogue, before the store (no second pass over the output).
-at::Tensor conv2d_forward(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-                          at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
-                          c10::string_view algorithm_name, c10::string_view backend_name, bool relu,
-                          const char* op) {
+at::Tensor run_conv2d_forward(const at::Tensor& input, const at::Tensor& weight,
+                              const std::optional<at::Tensor>& bias, at::IntArrayRef stride, at::IntArrayRef padding,
+                              at::IntArrayRef dilation, int64_t groups, c10::string_view algorithm_name,
+                              c10::string_view backend_name, bool relu, const char* op) {
   const Backend backend = select_backend(input, backend_name, op);
   check_floating(input, backend, op, "input");
   check_operand(weight, input, backend, op, "weight", "input");
-  Conv2dParams p = make_params(input.sizes(), weight.sizes(), {stride, padding, dilation, groups}, op);
-  p.relu = relu;
+  const Conv2dParams p = make_params(input.sizes(), weight.sizes(), {stride, padding, dilation, groups}, op);
   const bool has_bias = bias.has_value() && bias->defined();
   if (has_bias) {
     check_operand(*bias, input, backend, op, "bias", "input");
@@ -152,7 +151,8 @@ at::Tensor conv2d_forward(const at::Tensor& input, const at::Tensor& weight, con
     case Backend::kCpu:
       AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "conv2d", [&] {
         cpu::conv2d_forward(algorithm, x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
-                            has_bias ? b.const_data_ptr<scalar_t>() : nullptr, output.data_ptr<scalar_t>(), p);
+                            has_bias ? b.const_data_ptr<scalar_t>() : nullptr, output.data_ptr<scalar_t>(), p,
+                            relu);
       });
       break;
     case Backend::kSimt: {
@@ -160,7 +160,7 @@ at::Tensor conv2d_forward(const at::Tensor& input, const at::Tensor& weight, con
       AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "conv2d", [&] {
         check_launch(simt::conv2d_forward(algorithm, kernel_ptr<scalar_t>(x), kernel_ptr<scalar_t>(w),
                                           has_bias ? kernel_ptr<scalar_t>(b) : nullptr,
-                                          kernel_ptr<scalar_t>(output), p, workspace_ptr(ws), nullptr),
+                                          kernel_ptr<scalar_t>(output), p, relu, workspace_ptr(ws), nullptr),
                      op);
       });
       break;
@@ -172,7 +172,7 @@ at::Tensor conv2d_forward(const at::Tensor& input, const at::Tensor& weight, con
         AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "conv2d", [&] {
           check_launch(cuda::conv2d_forward(algorithm, kernel_ptr<scalar_t>(x), kernel_ptr<scalar_t>(w),
                                             has_bias ? kernel_ptr<scalar_t>(b) : nullptr,
-                                            kernel_ptr<scalar_t>(output), p, workspace_ptr(ws),
+                                            kernel_ptr<scalar_t>(output), p, relu, workspace_ptr(ws),
                                             cuda_stream_for(x)),
                        op);
         });
@@ -185,8 +185,8 @@ at::Tensor conv2d_forward(const at::Tensor& input, const at::Tensor& weight, con
 at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                   at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
                   c10::string_view algorithm_name, c10::string_view backend_name) {
-  return conv2d_forward(input, weight, bias, stride, padding, dilation, groups, algorithm_name, backend_name,
-                        /*relu=*/false, "conv2d");
+  return run_conv2d_forward(input, weight, bias, stride, padding, dilation, groups, algorithm_name, backend_name,
+                            /*relu=*/false, "conv2d");
 }
 
 // relu(conv2d(input, weight) + bias), fused: same checks, kernels and
@@ -195,8 +195,8 @@ at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const std::
 at::Tensor conv2d_relu(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                        at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
                        c10::string_view algorithm_name, c10::string_view backend_name) {
-  return conv2d_forward(input, weight, bias, stride, padding, dilation, groups, algorithm_name, backend_name,
-                        /*relu=*/true, "conv2d_relu");
+  return run_conv2d_forward(input, weight, bias, stride, padding, dilation, groups, algorithm_name, backend_name,
+                            /*relu=*/true, "conv2d_relu");
 }
 
 // grad_output must have exactly the shape the forward pass produced.
