@@ -32,6 +32,9 @@ TORCH_LIBRARY(fastconv, m) {
   m.def("conv2d_backward_weight(Tensor grad_output, Tensor input, int[] weight_size, int[2] stride, "
         "int[4] padding, int[2] dilation, int groups, str algorithm=\"auto\", str backend=\"auto\") -> Tensor");
   m.def("conv2d_backward_bias(Tensor grad_output, str backend=\"auto\") -> Tensor");
+  // relu(conv2d(...)) with the ReLU applied in the kernels' epilogue.
+  m.def("conv2d_relu(Tensor input, Tensor weight, Tensor? bias, int[2] stride, int[4] padding, int[2] dilation, "
+        "int groups, str algorithm=\"auto\", str backend=\"auto\") -> Tensor");
 
   // Returns (output, indices): indices are int64 flat positions ih * W + iw in
   // the input plane, as torch's return_indices. NCHW only (the Python layer

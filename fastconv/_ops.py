@@ -165,17 +165,26 @@ def _conv2d_backward_bias_fake(grad_output, backend="auto"):
     return grad_output.new_empty((grad_output.shape[1],))
 
 
-def _conv2d_setup(ctx, inputs, output):
+def _conv2d_context(ctx, inputs) -> tuple:
+    """Stores the geometry of a conv2d-like op on ``ctx``; returns the (input, weight) the
+    requested gradients read (None for the others, so they are not kept alive)."""
     input, weight, bias, ctx.stride, ctx.padding, ctx.dilation, ctx.groups, ctx.algorithm, ctx.backend = inputs
     ctx.input_size = list(input.shape)
     ctx.weight_size = list(weight.shape)
-    # Only what the requested gradients read is kept alive.
-    ctx.save_for_backward(input if ctx.needs_input_grad[1] else None,
-                          weight if ctx.needs_input_grad[0] else None)
+    return (input if ctx.needs_input_grad[1] else None, weight if ctx.needs_input_grad[0] else None)
+
+
+def _conv2d_setup(ctx, inputs, output):
+    ctx.save_for_backward(*_conv2d_context(ctx, inputs))
 
 
 def _conv2d_grad(ctx, grad_output):
     input, weight = ctx.saved_tensors
+    return _conv2d_grads(ctx, grad_output, input, weight)
+
+
+def _conv2d_grads(ctx, grad_output, input, weight) -> tuple:
+    """The gradients of conv2d's nine arguments, on the forward's algorithm and backend."""
     geometry = (ctx.stride, ctx.padding, ctx.dilation, ctx.groups, ctx.algorithm, ctx.backend)
     grad_input = grad_weight = grad_bias = None
     if ctx.needs_input_grad[0]:
@@ -189,9 +198,28 @@ def _conv2d_grad(ctx, grad_output):
 
 torch.library.register_autograd("fastconv::conv2d", _conv2d_grad, setup_context=_conv2d_setup)
 
+# conv2d_relu: relu(conv2d(...)) fused in the forward kernels' epilogue. Its
+# output is all the ReLU's gradient needs (output <= 0 masks it), so backward
+# is relu_backward followed by conv2d's own gradients.
+torch.library.register_fake("fastconv::conv2d_relu")(_conv2d_fake)
+
+
+def _conv2d_relu_setup(ctx, inputs, output):
+    ctx.save_for_backward(*_conv2d_context(ctx, inputs), output)
+
+
+def _conv2d_relu_grad(ctx, grad_output):
+    input, weight, output = ctx.saved_tensors
+    grad_pre_activation = ops.relu_backward(grad_output, output, ctx.backend)
+    return _conv2d_grads(ctx, grad_pre_activation, input, weight)
+
+
+torch.library.register_autograd("fastconv::conv2d_relu", _conv2d_relu_grad, setup_context=_conv2d_relu_setup)
+
 # Under torch.autocast on CUDA the convolution runs in float16, as torch's own conv2d does (our
 # CUDA kernels accumulate in fp32); pooling, ReLU and dropout take whatever dtype arrives.
-torch.library.register_autocast("fastconv::conv2d", "cuda", torch.float16)
+for _name in ("fastconv::conv2d", "fastconv::conv2d_relu"):
+    torch.library.register_autocast(_name, "cuda", torch.float16)
 
 # ---------------------------------------------------------------- Max pooling
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+from collections import Counter
 from typing import Dict, Type
 
 import torch
@@ -36,7 +37,7 @@ def _unsupported_reason(module: nn.Module) -> str | None:
     return None
 
 
-def convert(module: nn.Module, inplace: bool = False) -> nn.Module:
+def convert(module: nn.Module, inplace: bool = False, fuse: bool = False) -> nn.Module:
     """Return ``module`` with every ``torch.nn`` Conv2d, MaxPool2d, ReLU and Dropout replaced by
     its fastconv twin.
 
@@ -45,9 +46,19 @@ def convert(module: nn.Module, inplace: bool = False) -> nn.Module:
     recursively through Sequential, ModuleList, ModuleDict and custom modules. A layer fastconv
     cannot serve (say, a Conv2d in int8) is left as it is, with a warning naming it.
 
+    With ``fuse=True``, every Conv2d immediately followed by a ReLU inside an ``nn.Sequential``
+    (nested ones included) becomes a :class:`fastconv.nn.Conv2dReLU` at the conv's index, and
+    the ReLU becomes ``nn.Identity``: bias and ReLU then run in the convolution kernels'
+    epilogue, with no separate pass over the activation. Indices and ``state_dict`` keys stay
+    as they were (ReLU and Identity hold no state), so checkpoints load either way. Only
+    pairs in a Sequential are fused, where the conv's output cannot reach anything but the
+    ReLU; pairs with forward hooks on either layer are left apart, since fusing would
+    change what those hooks see.
+
     Args:
         module: the model (or a single layer).
         inplace: convert ``module`` itself instead of a deep copy.
+        fuse: also fuse Conv2d + ReLU pairs of Sequentials into Conv2dReLU.
     """
     root = module if inplace else copy.deepcopy(module)
     skipped = []
@@ -67,4 +78,27 @@ def convert(module: nn.Module, inplace: bool = False) -> nn.Module:
     if skipped:
         warnings.warn("fastconv.convert left these layers on torch's kernels: " + ", ".join(skipped),
                       stacklevel=2)
+    if fuse:
+        _fuse_conv_relu(root)
     return root
+
+
+def _has_hooks(layer: nn.Module) -> bool:
+    return bool(layer._forward_hooks or layer._forward_pre_hooks)
+
+
+def _fuse_conv_relu(root: nn.Module) -> None:
+    """Turns each (fastconv Conv2d, fastconv ReLU) neighbour pair of every Sequential into
+    (Conv2dReLU, Identity), in place. Layers left on torch's kernels are not fused, nor is a
+    conv registered in several places (its other uses may not be followed by a ReLU)."""
+    uses = Counter(id(child) for parent in root.modules() for child in parent._modules.values())
+    for sequential in [m for m in root.modules() if isinstance(m, nn.Sequential)]:
+        layers = list(sequential)
+        for i in range(len(layers) - 1):
+            conv, relu = layers[i], layers[i + 1]
+            if type(conv) is not fnn.Conv2d or type(relu) is not fnn.ReLU or uses[id(conv)] > 1:
+                continue
+            if _has_hooks(conv) or _has_hooks(relu):
+                continue
+            conv.__class__ = fnn.Conv2dReLU
+            sequential[i + 1] = nn.Identity()

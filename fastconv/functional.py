@@ -15,7 +15,7 @@ from torch import Tensor
 from . import _ops
 from ._backend import current_backend
 
-__all__ = ["relu", "dropout", "conv2d", "max_pool2d"]
+__all__ = ["relu", "dropout", "conv2d", "conv2d_relu", "max_pool2d"]
 
 ops = torch.ops.fastconv
 _INT64 = torch.iinfo(torch.int64)
@@ -129,6 +129,24 @@ def conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride:
     ``"direct"``, ``"im2col"`` (im2col + our blocked GEMM) or ``"auto"``.
     Gradients run on the same backend and algorithm as the forward pass.
     """
+    return _call_conv(ops.conv2d, input, weight, bias, stride, padding, dilation, groups, algorithm)
+
+
+def conv2d_relu(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride: IntOrPair = 1,
+                padding: Union[str, IntOrPair] = 0, dilation: IntOrPair = 1, groups: int = 1,
+                algorithm: str = "auto") -> Tensor:
+    """``relu(conv2d(input, weight, bias, ...))`` in one op: the convolution kernels apply the
+    bias and the ReLU before they store each output, so no second pass reads the output.
+
+    Arguments and results are those of :func:`conv2d` followed by :func:`relu` (torch's ReLU:
+    NaN passes, the gradient at 0 is 0).
+    """
+    return _call_conv(ops.conv2d_relu, input, weight, bias, stride, padding, dilation, groups, algorithm)
+
+
+def _call_conv(op, input: Tensor, weight: Tensor, bias: Optional[Tensor], stride: IntOrPair,
+               padding: Union[str, IntOrPair], dilation: IntOrPair, groups: int, algorithm: str) -> Tensor:
+    """Runs a conv2d-schema op with torch's argument forms: int/pair/string padding, unbatched input."""
     if input.dim() not in (3, 4):
         raise RuntimeError(
             f"Expected 3D (unbatched) or 4D (batched) input to conv2d, but got input of size: {list(input.shape)}"
@@ -138,8 +156,7 @@ def conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride:
     rect = _padding_rect(padding, weight, stride_hw, dilation_hw)
     unbatched = input.dim() == 3
     batched = input.unsqueeze(0) if unbatched else input
-    out = ops.conv2d(batched, weight, bias, stride_hw, rect, dilation_hw, int(groups), algorithm,
-                     current_backend())
+    out = op(batched, weight, bias, stride_hw, rect, dilation_hw, int(groups), algorithm, current_backend())
     return out.squeeze(0) if unbatched else out
 
 _IntPair = Union[int, Sequence[int]]

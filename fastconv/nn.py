@@ -12,7 +12,7 @@ from torch import Tensor
 
 from . import functional as F
 
-__all__ = ["ReLU", "Dropout", "Conv2d", "MaxPool2d"]
+__all__ = ["ReLU", "Dropout", "Conv2d", "Conv2dReLU", "MaxPool2d"]
 
 
 class ReLU(torch.nn.ReLU):
@@ -50,16 +50,32 @@ class Conv2d(torch.nn.Conv2d):
                          padding_mode, device, dtype)
         self.algorithm = algorithm
 
+    # The functional op forward runs; Conv2dReLU swaps in the fused one.
+    _conv = staticmethod(F.conv2d)
+
     def _conv_forward(self, input: Tensor, weight: Tensor, bias) -> Tensor:
         if self.padding_mode != "zeros":
             padded = torch.nn.functional.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
-            return F.conv2d(padded, weight, bias, self.stride, 0, self.dilation, self.groups, self.algorithm)
-        return F.conv2d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups,
-                        self.algorithm)
+            return self._conv(padded, weight, bias, self.stride, 0, self.dilation, self.groups, self.algorithm)
+        return self._conv(input, weight, bias, self.stride, self.padding, self.dilation, self.groups,
+                          self.algorithm)
 
     def extra_repr(self) -> str:
         text = super().extra_repr()
         return text if self.algorithm == "auto" else f"{text}, algorithm={self.algorithm!r}"
+
+
+class Conv2dReLU(Conv2d):
+    """``Conv2d`` followed by ``ReLU`` as one layer: the convolution kernels apply bias and ReLU
+    before they store the output (:func:`fastconv.functional.conv2d_relu`).
+
+    Same constructor, parameters, ``state_dict`` keys and ``padding_mode`` handling as
+    :class:`Conv2d` (it is one), so a trained Conv2d's weights load unchanged;
+    ``fastconv.convert(model, fuse=True)`` builds these from Conv2d + ReLU pairs.
+    """
+
+    _conv = staticmethod(F.conv2d_relu)
+
 
 class MaxPool2d(torch.nn.MaxPool2d):
     """:class:`torch.nn.MaxPool2d` on fastconv's max pooling kernels (``return_indices`` honoured)."""

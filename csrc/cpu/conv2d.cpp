@@ -10,9 +10,9 @@ namespace cpu {
 
 template <typename T>
 void conv2d_forward(ConvAlgorithm algorithm, const T* input, const T* weight, const T* bias, T* output,
-                    const Conv2dParams& p) {
-  if (algorithm == ConvAlgorithm::kDirect) return direct_forward(input, weight, bias, output, p);
-  im2col_forward(input, weight, bias, output, p);
+                    const Conv2dParams& p, bool relu) {
+  if (algorithm == ConvAlgorithm::kDirect) return direct_forward(input, weight, bias, output, p, relu);
+  im2col_forward(input, weight, bias, output, p, relu);
 }
 
 template <typename T>
@@ -54,7 +54,8 @@ void conv2d_backward_bias(const T* grad_output, T* grad_bias, const Conv2dParams
 }
 
 #define FASTCONV_INSTANTIATE_CPU_CONV2D(T)                                                               \
-  template void conv2d_forward<T>(ConvAlgorithm, const T*, const T*, const T*, T*, const Conv2dParams&); \
+  template void conv2d_forward<T>(ConvAlgorithm, const T*, const T*, const T*, T*, const Conv2dParams&,  \
+                                  bool);                                                                 \
   template void conv2d_backward_input<T>(ConvAlgorithm, const T*, const T*, T*, const Conv2dParams&);    \
   template void conv2d_backward_weight<T>(ConvAlgorithm, const T*, const T*, T*, const Conv2dParams&);   \
   template void conv2d_backward_bias<T>(const T*, T*, const Conv2dParams&);

@@ -11,9 +11,11 @@
 namespace fastconv {
 namespace cpu {
 
+// relu: conv2d_relu's epilogue (torch's ReLU after the bias, before the
+// output leaves the kernel); false for plain conv2d.
 template <typename T>
 void conv2d_forward(ConvAlgorithm algorithm, const T* input, const T* weight, const T* bias, T* output,
-                    const Conv2dParams& p);
+                    const Conv2dParams& p, bool relu);
 
 template <typename T>
 void conv2d_backward_input(ConvAlgorithm algorithm, const T* grad_output, const T* weight, T* grad_input,

@@ -10,7 +10,8 @@ namespace cpu {
 // Direct: loops over the output (or input) planes, innermost over a row of
 // pixels so the multiply-adds vectorise; no scratch beyond one row.
 template <typename T>
-void direct_forward(const T* input, const T* weight, const T* bias, T* output, const Conv2dParams& p);
+void direct_forward(const T* input, const T* weight, const T* bias, T* output, const Conv2dParams& p,
+                    bool relu);
 template <typename T>
 void direct_backward_input(const T* grad_output, const T* weight, T* grad_input, const Conv2dParams& p);
 template <typename T>
@@ -18,7 +19,8 @@ void direct_backward_weight(const T* grad_output, const T* input, T* grad_weight
 
 // im2col + GEMM (csrc/cpu/gemm.h), one image and group at a time.
 template <typename T>
-void im2col_forward(const T* input, const T* weight, const T* bias, T* output, const Conv2dParams& p);
+void im2col_forward(const T* input, const T* weight, const T* bias, T* output, const Conv2dParams& p,
+                    bool relu);
 template <typename T>
 void im2col_backward_input(const T* grad_output, const T* weight, T* grad_input, const Conv2dParams& p);
 template <typename T>

@@ -48,10 +48,17 @@ inline void axpy_rows(T* const* out_rows, const T* w, int64_t count, const T* __
   }
 }
 
+// torch's ReLU in place (NaN passes); a branch-free select that vectorises.
+template <typename T>
+inline void relu_inplace(T* __restrict data, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) data[i] = data[i] < T(0) ? T(0) : data[i];
+}
+
 }  // namespace
 
 template <typename T>
-void direct_forward(const T* input, const T* weight, const T* bias, T* output, const Conv2dParams& p) {
+void direct_forward(const T* input, const T* weight, const T* bias, T* output, const Conv2dParams& p,
+                    bool relu) {
   const int64_t cg = p.in_channels_per_group(), og = p.out_channels_per_group();
   const int64_t pixels = p.out_pixels(), plane = p.in_h * p.in_w;
   const int64_t taps = p.kernel_h * p.kernel_w;
@@ -83,6 +90,9 @@ void direct_forward(const T* input, const T* weight, const T* bias, T* output, c
           }
         }
       }
+      // conv2d_relu's epilogue: the block's planes are final (and still in
+      // cache) once the last input channel has been added.
+      if (relu) relu_inplace(out, count * pixels);
     }
   });
 }
@@ -170,7 +180,7 @@ void direct_backward_weight(const T* grad_output, const T* input, T* grad_weight
 }
 
 #define FASTCONV_INSTANTIATE_DIRECT(T)                                                                 \
-  template void direct_forward<T>(const T*, const T*, const T*, T*, const Conv2dParams&);              \
+  template void direct_forward<T>(const T*, const T*, const T*, T*, const Conv2dParams&, bool);        \
   template void direct_backward_input<T>(const T*, const T*, T*, const Conv2dParams&);                 \
   template void direct_backward_weight<T>(const T*, const T*, T*, const Conv2dParams&);
 

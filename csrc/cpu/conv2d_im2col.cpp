@@ -1,6 +1,7 @@
 // im2col + GEMM convolution. Per image and group, with col the
 // patch_size() x out_pixels() column matrix of the group's input channels:
-//   forward          Y_g  = W_g * col                      (then + bias)
+//   forward          Y_g  = bias + W_g * col               (then ReLU for conv2d_relu:
+//                                                           the GEMM's epilogue)
 //   backward input   col  = W_g^T * dY_g, then col2im into dX
 //   backward weight  dW_g += dY_g * col^T, summed over the batch
 // The GEMM is single-threaded; parallelism is over images (forward, backward
@@ -31,7 +32,8 @@ const T* columns_of(const T* group_input, std::vector<T>& scratch, const Conv2dP
 }  // namespace
 
 template <typename T>
-void im2col_forward(const T* input, const T* weight, const T* bias, T* output, const Conv2dParams& p) {
+void im2col_forward(const T* input, const T* weight, const T* bias, T* output, const Conv2dParams& p,
+                    bool relu) {
   const int64_t cg = p.in_channels_per_group(), og = p.out_channels_per_group();
   const int64_t kp = p.patch_size(), pixels = p.out_pixels();
   at::parallel_for(0, p.batch, 1, [&](int64_t begin, int64_t end) {
@@ -44,7 +46,7 @@ void im2col_forward(const T* input, const T* weight, const T* bias, T* output, c
       for (int64_t g = 0; g < p.groups; ++g) {
         const T* col = columns_of(input + (n * p.in_channels + g * cg) * p.in_h * p.in_w, scratch, p);
         gemm<T>(og, pixels, kp, {weight + g * og * kp, kp, 1}, {col, pixels, 1},
-                {out_image + g * og * pixels, pixels, 1}, bias != nullptr);
+                {out_image + g * og * pixels, pixels, 1}, bias != nullptr, relu);
       }
     }
   });
@@ -107,7 +109,7 @@ void im2col_backward_weight(const T* grad_output, const T* input, T* grad_weight
 }
 
 #define FASTCONV_INSTANTIATE_IM2COL(T)                                                                 \
-  template void im2col_forward<T>(const T*, const T*, const T*, T*, const Conv2dParams&);              \
+  template void im2col_forward<T>(const T*, const T*, const T*, T*, const Conv2dParams&, bool);        \
   template void im2col_backward_input<T>(const T*, const T*, T*, const Conv2dParams&);                 \
   template void im2col_backward_weight<T>(const T*, const T*, T*, const Conv2dParams&);
 

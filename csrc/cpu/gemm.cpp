@@ -162,8 +162,15 @@ void micro_kernel(int64_t kc, const T* a, const T* b, T* tile) {
   micro_kernel_portable(kc, a, b, tile);
 }
 
-// Adds (or writes) the valid rows x cols corner of a tile into C.
-template <typename T>
+// torch's ReLU (NaN passes) when kRelu, else the identity.
+template <bool kRelu, typename T>
+inline T epilogue(T v) {
+  return kRelu && v < T(0) ? T(0) : v;
+}
+
+// Adds (or writes) the valid rows x cols corner of a tile into C; with kRelu
+// (the tile's last reduction block of conv2d_relu) it clamps as it stores.
+template <bool kRelu, typename T>
 void store_tile(const T* tile, int64_t rows, int64_t cols, T* c, int64_t rs, int64_t cs, bool add) {
   constexpr int64_t nr = Tile<T>::kNr;
   for (int64_t i = 0; i < rows; ++i) {
@@ -171,12 +178,12 @@ void store_tile(const T* tile, int64_t rows, int64_t cols, T* c, int64_t rs, int
     const T* t = tile + i * nr;
     if (cs == 1) {
       if (add) {
-        for (int64_t j = 0; j < cols; ++j) row[j] += t[j];
+        for (int64_t j = 0; j < cols; ++j) row[j] = epilogue<kRelu>(row[j] + t[j]);
       } else {
-        for (int64_t j = 0; j < cols; ++j) row[j] = t[j];
+        for (int64_t j = 0; j < cols; ++j) row[j] = epilogue<kRelu>(t[j]);
       }
     } else {
-      for (int64_t j = 0; j < cols; ++j) row[j * cs] = add ? row[j * cs] + t[j] : t[j];
+      for (int64_t j = 0; j < cols; ++j) row[j * cs] = epilogue<kRelu>(add ? row[j * cs] + t[j] : t[j]);
     }
   }
 }
@@ -185,13 +192,16 @@ void store_tile(const T* tile, int64_t rows, int64_t cols, T* c, int64_t rs, int
 
 template <typename T>
 void gemm(int64_t m, int64_t n, int64_t k, MatrixRef<const T> a, MatrixRef<const T> b, MatrixRef<T> c,
-          bool accumulate) {
+          bool accumulate, bool relu) {
   constexpr int64_t mr = Tile<T>::kMr, nr = Tile<T>::kNr;
   if (m <= 0 || n <= 0) return;
   if (k <= 0) {
     if (!accumulate)
       for (int64_t i = 0; i < m; ++i)
         for (int64_t j = 0; j < n; ++j) c.at(i, j) = T(0);
+    if (relu)
+      for (int64_t i = 0; i < m; ++i)
+        for (int64_t j = 0; j < n; ++j) c.at(i, j) = epilogue<true>(c.at(i, j));
     return;
   }
   // Per-thread scratch, reused across calls (callers run gemm inside parallel_for).
@@ -205,6 +215,7 @@ void gemm(int64_t m, int64_t n, int64_t k, MatrixRef<const T> a, MatrixRef<const
     for (int64_t pc = 0; pc < k; pc += kKc) {
       const int64_t kc = std::min(kKc, k - pc);
       const bool add = accumulate || pc > 0;
+      const bool last = pc + kc == k;  // the tiles stored now are final
       pack_b(kc, nc, MatrixRef<const T>{&b.at(pc, jc), b.row_stride, b.col_stride}, packed_b.data());
       for (int64_t ic = 0; ic < m; ic += kMc) {
         const int64_t mc = std::min(kMc, m - ic);
@@ -213,8 +224,13 @@ void gemm(int64_t m, int64_t n, int64_t k, MatrixRef<const T> a, MatrixRef<const
           const T* b_panel = packed_b.data() + jr * kc;
           for (int64_t ir = 0; ir < mc; ir += mr) {
             micro_kernel(kc, packed_a.data() + ir * kc, b_panel, tile);
-            store_tile(tile, std::min(mr, mc - ir), std::min(nr, nc - jr), &c.at(ic + ir, jc + jr),
-                       c.row_stride, c.col_stride, add);
+            const int64_t rows = std::min(mr, mc - ir), cols = std::min(nr, nc - jr);
+            T* dst = &c.at(ic + ir, jc + jr);
+            if (relu && last) {
+              store_tile<true>(tile, rows, cols, dst, c.row_stride, c.col_stride, add);
+            } else {
+              store_tile<false>(tile, rows, cols, dst, c.row_stride, c.col_stride, add);
+            }
           }
         }
       }
@@ -223,9 +239,9 @@ void gemm(int64_t m, int64_t n, int64_t k, MatrixRef<const T> a, MatrixRef<const
 }
 
 template void gemm<float>(int64_t, int64_t, int64_t, MatrixRef<const float>, MatrixRef<const float>,
-                          MatrixRef<float>, bool);
+                          MatrixRef<float>, bool, bool);
 template void gemm<double>(int64_t, int64_t, int64_t, MatrixRef<const double>, MatrixRef<const double>,
-                           MatrixRef<double>, bool);
+                           MatrixRef<double>, bool, bool);
 
 }  // namespace cpu
 }  // namespace fastconv

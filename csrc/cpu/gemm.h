@@ -18,10 +18,12 @@ struct MatrixRef {
   T& at(int64_t r, int64_t c) const { return data[r * row_stride + c * col_stride]; }
 };
 
-// C[m x n] (+)= A[m x k] * B[k x n]. T is float or double.
+// C[m x n] (+)= A[m x k] * B[k x n], then, with `relu`, C = relu(C) (torch's:
+// NaN passes), applied to each register tile as it is stored after its last
+// reduction block, while it is still in L1. T is float or double.
 template <typename T>
 void gemm(int64_t m, int64_t n, int64_t k, MatrixRef<const T> a, MatrixRef<const T> b, MatrixRef<T> c,
-          bool accumulate);
+          bool accumulate, bool relu = false);
 
 }  // namespace cpu
 }  // namespace fastconv

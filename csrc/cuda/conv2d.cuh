@@ -42,16 +42,16 @@ const char* conv2d_fill_zero(T* out, int64_t n, cudaStream_t stream) {
 
 template <typename T>
 const char* conv2d_forward(ConvAlgorithm algorithm, const T* input, const T* weight, const T* bias, T* output,
-                           const Conv2dParams& p, void* workspace, void* stream) {
+                           const Conv2dParams& p, bool relu, void* workspace, void* stream) {
   const auto s = static_cast<cudaStream_t>(stream);
   if (conv2d_output_empty(p)) return nullptr;
-  if (p.in_channels == 0) {  // no taps: the output is the bias (or zero)
+  if (p.in_channels == 0) {  // no taps: the output is (the ReLU of) the bias, or zero
     if (bias == nullptr) return conv2d_fill_zero(output, p.batch * p.out_channels * out_plane(p), s);
   }
   if (algorithm == ConvAlgorithm::kIm2col && p.in_channels > 0) {
-    return conv2d_im2col_forward(input, weight, bias, output, p, workspace, s);
+    return conv2d_im2col_forward(input, weight, bias, output, p, relu, workspace, s);
   }
-  return conv2d_direct_forward(input, weight, bias, output, p, s);
+  return conv2d_direct_forward(input, weight, bias, output, p, relu, s);
 }
 
 template <typename T>
@@ -101,7 +101,7 @@ const char* conv2d_backward_bias(const T* grad_output, T* grad_bias, const Conv2
 
 #define FASTCONV_INSTANTIATE_CONV2D(T)                                                                     \
   template const char* conv2d_forward<T>(ConvAlgorithm, const T*, const T*, const T*, T*,                  \
-                                         const Conv2dParams&, void*, void*);                               \
+                                         const Conv2dParams&, bool, void*, void*);                         \
   template const char* conv2d_backward_input<T>(ConvAlgorithm, const T*, const T*, T*, const Conv2dParams&, \
                                                 void*, void*);                                             \
   template const char* conv2d_backward_weight<T>(ConvAlgorithm, const T*, const T*, T*,                    \

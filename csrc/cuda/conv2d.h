@@ -17,10 +17,11 @@
 #define FASTCONV_DECLARE_CONV2D_LAUNCHERS                                                          \
   int64_t conv2d_workspace_bytes(ConvPass pass, ConvAlgorithm algorithm, const Conv2dParams& p,    \
                                  int64_t element_size, bool deterministic);                        \
+  /* relu: conv2d_relu's epilogue, bias then ReLU before each store (false: plain conv2d). */     \
   template <typename T>                                                                            \
   const char* conv2d_forward(ConvAlgorithm algorithm, const T* input, const T* weight,             \
-                             const T* bias, T* output, const Conv2dParams& p, void* workspace,     \
-                             void* stream);                                                        \
+                             const T* bias, T* output, const Conv2dParams& p, bool relu,           \
+                             void* workspace, void* stream);                                       \
   template <typename T>                                                                            \
   const char* conv2d_backward_input(ConvAlgorithm algorithm, const T* grad_output,                 \
                                     const T* weight, T* grad_input, const Conv2dParams& p,         \

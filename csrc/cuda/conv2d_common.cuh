@@ -22,6 +22,16 @@ __host__ __device__ __forceinline__ int64_t group_patch(const Conv2dParams& p) {
   return group_in_channels(p) * p.kernel_h * p.kernel_w;
 }
 
+// The forward epilogue of conv2d_relu: torch's ReLU, so NaN and -0.0 pass.
+// With relu false the value is returned untouched, so plain conv2d stays
+// bit-identical. (`relu` travels as its own kernel argument, not in
+// Conv2dParams: growing that struct past 128 bytes makes ptxas spill in
+// kernels that never read the flag.)
+template <typename A>
+__host__ __device__ __forceinline__ A conv_epilogue(A v, bool relu) {
+  return relu && v < A(0) ? A(0) : v;
+}
+
 // a / b rounded toward minus infinity (b > 0); C++ division truncates toward 0.
 __host__ __device__ __forceinline__ int64_t floor_div(int64_t a, int64_t b) {
   const int64_t q = a / b;

@@ -46,7 +46,7 @@ template <typename T, typename Tile>
 __global__ void __launch_bounds__(Tile::kThreads)
     conv2d_direct_forward_kernel(const T* __restrict__ input, const T* __restrict__ weight,
                                  const T* __restrict__ bias, T* __restrict__ output, Conv2dParams p,
-                                 int chunk, int patch_h, int patch_w) {
+                                 int chunk, int patch_h, int patch_w, bool relu) {
   using A = acc_t<T>;
   constexpr int TW = Tile::TW, PPT = Tile::PPT, SLOTS = Tile::SLOTS, CPT = Tile::CPT;
   SIMT_DYNAMIC_SHARED(A, smem);
@@ -137,7 +137,8 @@ __global__ void __launch_bounds__(Tile::kThreads)
         const int64_t k = k0 + cslot + j * SLOTS;
         if (k >= k_end) continue;
         const A b = bias != nullptr ? to_acc(bias[k]) : A(0);
-        output[(n * p.out_channels + k) * out_hw + oh * p.out_w + ow] = from_acc<T>(acc[i][j] + b);
+        output[(n * p.out_channels + k) * out_hw + oh * p.out_w + ow] =
+            from_acc<T>(conv_epilogue(acc[i][j] + b, relu));
       }
     }
   }
@@ -259,7 +260,7 @@ template <typename T>
 __global__ void __launch_bounds__(kElementwiseThreads)
     conv2d_direct_forward_unstaged_kernel(const T* __restrict__ input, const T* __restrict__ weight,
                                           const T* __restrict__ bias, T* __restrict__ output,
-                                          Conv2dParams p) {
+                                          Conv2dParams p, bool relu) {
   using A = acc_t<T>;
   const int64_t Cg = group_in_channels(p), Kg = group_out_channels(p);
   const int64_t total = p.batch * p.out_channels * out_plane(p);
@@ -282,7 +283,7 @@ __global__ void __launch_bounds__(kElementwiseThreads)
         }
       }
     }
-    output[e] = from_acc<T>(acc);
+    output[e] = from_acc<T>(conv_epilogue(acc, relu));
   }
 }
 
@@ -506,14 +507,14 @@ int direct_chunk(int64_t channels_in_group, int block_channels, int patch_h, int
 
 template <typename T, typename Tile>
 const char* launch_direct_forward(const T* input, const T* weight, const T* bias, T* output,
-                                  const Conv2dParams& p, cudaStream_t stream) {
+                                  const Conv2dParams& p, bool relu, cudaStream_t stream) {
   const int patch_h = static_cast<int>((Tile::TH - 1) * p.stride_h + (p.kernel_h - 1) * p.dilation_h + 1);
   const int patch_w = static_cast<int>((Tile::TW - 1) * p.stride_w + (p.kernel_w - 1) * p.dilation_w + 1);
   const int chunk = direct_chunk<T>(group_in_channels(p), Tile::kChannels, patch_h, patch_w, p);
   if (chunk == 0) {
     SIMT_LAUNCH(conv2d_direct_forward_unstaged_kernel<T>,
                 grid_stride_blocks(p.batch * p.out_channels * out_plane(p)), kElementwiseThreads, 0,
-                stream, input, weight, bias, output, p);
+                stream, input, weight, bias, output, p, relu);
     return launch_status();
   }
   const int64_t items = p.batch * p.groups * ceil_div(group_out_channels(p), Tile::kChannels) *
@@ -522,7 +523,7 @@ const char* launch_direct_forward(const T* input, const T* weight, const T* bias
                       sizeof(acc_t<T>);
   auto kernel = conv2d_direct_forward_kernel<T, Tile>;
   SIMT_LAUNCH(kernel, conv_grid(items), Tile::kThreads, smem, stream, input, weight, bias, output, p,
-              chunk, patch_h, patch_w);
+              chunk, patch_h, patch_w, relu);
   return launch_status();
 }
 
@@ -549,14 +550,15 @@ const char* launch_direct_backward_input(const T* grad_output, const T* weight, 
 }
 
 // The tile whose channel count fits the group: wide for >= 8 channels per
-// group, narrow for 2..7, single for depthwise-style groups of one.
+// group, narrow for 2..7, single for depthwise-style groups of one. `relu`:
+// conv2d_relu's epilogue.
 template <typename T>
 const char* conv2d_direct_forward(const T* input, const T* weight, const T* bias, T* output,
-                                  const Conv2dParams& p, cudaStream_t stream) {
+                                  const Conv2dParams& p, bool relu, cudaStream_t stream) {
   const int64_t kg = group_out_channels(p);
-  if (kg >= 8) return launch_direct_forward<T, DirectTileWide>(input, weight, bias, output, p, stream);
-  if (kg >= 2) return launch_direct_forward<T, DirectTileNarrow>(input, weight, bias, output, p, stream);
-  return launch_direct_forward<T, DirectTileSingle>(input, weight, bias, output, p, stream);
+  if (kg >= 8) return launch_direct_forward<T, DirectTileWide>(input, weight, bias, output, p, relu, stream);
+  if (kg >= 2) return launch_direct_forward<T, DirectTileNarrow>(input, weight, bias, output, p, relu, stream);
+  return launch_direct_forward<T, DirectTileSingle>(input, weight, bias, output, p, relu, stream);
 }
 
 template <typename T>

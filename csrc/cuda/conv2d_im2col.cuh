@@ -1,6 +1,7 @@
 // The im2col convolution path: unfold a chunk of images into a column
 // matrix, then multiply with our GEMM (sgemm.cuh).
 //   forward          Y_g[Kg x PQ]     = W_g[Kg x CgRS] * col_g[CgRS x PQ]     (+ bias)
+//                    (then ReLU in the GEMM's epilogue for conv2d_relu)
 //   backward input   dcol_g[CgRS x PQ] = W_g^T * dY_g, then col2im (a gather)
 //   backward weight  dW_g[Kg x CgRS]  = sum over images dY_g * col_g^T, the
 //                    images folded into the GEMM's reduction index, chunks
@@ -119,7 +120,7 @@ const T* columns_of(const T* input, const Conv2dParams& p, int64_t n0, int64_t i
 
 template <typename T>
 const char* conv2d_im2col_forward(const T* input, const T* weight, const T* bias, T* output,
-                                  const Conv2dParams& p, void* workspace, cudaStream_t stream) {
+                                  const Conv2dParams& p, bool relu, void* workspace, cudaStream_t stream) {
   const int64_t Kg = group_out_channels(p), CRSg = group_patch(p), PQ = out_plane(p);
   const int64_t CRS = p.in_channels * p.kernel_h * p.kernel_w;
   const int64_t chunk = im2col_chunk_images(p, sizeof(T));
@@ -131,7 +132,7 @@ const char* conv2d_im2col_forward(const T* input, const T* weight, const T* bias
     // Problem (image n, group g): A = W_g (row m = k, reduction = crs), B = col (row j = pixel).
     const GemmOperand wa{CRSg, 1, kGemmNoWrap, 0, 0, Kg * CRSg, 0};
     const GemmOperand cb{1, PQ, kGemmNoWrap, 0, CRS * PQ, CRSg * PQ, 0};
-    const GemmOutput out{PQ, p.out_channels * PQ, Kg * PQ, Kg, false};
+    const GemmOutput out{PQ, p.out_channels * PQ, Kg * PQ, Kg, false, relu};
     err = launch_gemm(weight, wa, col, cb, output + n0 * p.out_channels * PQ, out, bias,
                       GemmShape{Kg, PQ, CRSg, images, p.groups}, stream);
     if (err) return err;

@@ -30,10 +30,12 @@ struct GemmOperand {
 };
 
 // C(m, j) of problem z at z1 * b1 + z2 * b2 + m * ldc + j; bias (may be
-// null) is indexed bias[z2 * bias_b2 + m].
+// null) is indexed bias[z2 * bias_b2 + m]. `relu` clamps the finished value
+// (after bias and accumulation) with torch's ReLU before the store.
 struct GemmOutput {
   int64_t ldc, b1, b2, bias_b2;
   bool accumulate;
+  bool relu = false;
 };
 
 struct GemmShape {
@@ -206,7 +208,7 @@ __global__ void __launch_bounds__(Tile::kThreads)
         TC* dst = c_z + m * vc.ldc + n;
         A v = acc[i][j] + bm;
         if (vc.accumulate) v += to_acc(*dst);
-        *dst = from_acc<TC>(v);
+        *dst = from_acc<TC>(conv_epilogue(v, vc.relu));
       }
     }
   }

@@ -125,10 +125,12 @@ void* workspace_ptr(const at::Tensor& workspace) {
   return workspace.numel() == 0 ? nullptr : workspace.data_ptr();
 }
 
-at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-                  at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
-                  c10::string_view algorithm_name, c10::string_view backend_name) {
-  constexpr const char* op = "conv2d";
+// The forward pass of conv2d and conv2d_relu: `relu` asks every kernel to
+// apply ReLU in its epilogue, before the store (no second pass over the output).
+at::Tensor run_conv2d_forward(const at::Tensor& input, const at::Tensor& weight,
+                              const std::optional<at::Tensor>& bias, at::IntArrayRef stride, at::IntArrayRef padding,
+                              at::IntArrayRef dilation, int64_t groups, c10::string_view algorithm_name,
+                              c10::string_view backend_name, bool relu, const char* op) {
   const Backend backend = select_backend(input, backend_name, op);
   check_floating(input, backend, op, "input");
   check_operand(weight, input, backend, op, "weight", "input");
@@ -145,19 +147,21 @@ at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const std::
   if (output.numel() == 0) return output;
   const at::Tensor x = input.contiguous(), w = weight.contiguous();
   const at::Tensor b = has_bias ? bias->contiguous() : at::Tensor();
+  // (The dispatch macros need a literal name; the dtype was checked above.)
   switch (backend) {
     case Backend::kCpu:
-      AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), op, [&] {
+      AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "conv2d", [&] {
         cpu::conv2d_forward(algorithm, x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
-                            has_bias ? b.const_data_ptr<scalar_t>() : nullptr, output.data_ptr<scalar_t>(), p);
+                            has_bias ? b.const_data_ptr<scalar_t>() : nullptr, output.data_ptr<scalar_t>(), p,
+                            relu);
       });
       break;
     case Backend::kSimt: {
       const at::Tensor ws = workspace_for(ConvPass::kForward, algorithm, p, x, backend, false);
-      AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), op, [&] {
+      AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "conv2d", [&] {
         check_launch(simt::conv2d_forward(algorithm, kernel_ptr<scalar_t>(x), kernel_ptr<scalar_t>(w),
                                           has_bias ? kernel_ptr<scalar_t>(b) : nullptr,
-                                          kernel_ptr<scalar_t>(output), p, workspace_ptr(ws), nullptr),
+                                          kernel_ptr<scalar_t>(output), p, relu, workspace_ptr(ws), nullptr),
                      op);
       });
       break;
@@ -166,10 +170,10 @@ at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const std::
       FASTCONV_CUDA_ONLY({
         const c10::DeviceGuard guard(x.device());
         const at::Tensor ws = workspace_for(ConvPass::kForward, algorithm, p, x, backend, false);
-        AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), op, [&] {
+        AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "conv2d", [&] {
           check_launch(cuda::conv2d_forward(algorithm, kernel_ptr<scalar_t>(x), kernel_ptr<scalar_t>(w),
                                             has_bias ? kernel_ptr<scalar_t>(b) : nullptr,
-                                            kernel_ptr<scalar_t>(output), p, workspace_ptr(ws),
+                                            kernel_ptr<scalar_t>(output), p, relu, workspace_ptr(ws),
                                             cuda_stream_for(x)),
                        op);
         });
@@ -177,6 +181,23 @@ at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const std::
       break;
   }
   return output;
+}
+
+at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                  at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+                  c10::string_view algorithm_name, c10::string_view backend_name) {
+  return run_conv2d_forward(input, weight, bias, stride, padding, dilation, groups, algorithm_name, backend_name,
+                            /*relu=*/false, "conv2d");
+}
+
+// relu(conv2d(input, weight) + bias), fused: same checks, kernels and
+// algorithm choice as conv2d. Its gradients are relu_backward followed by
+// the conv2d backward ops (fastconv/_ops.py).
+at::Tensor conv2d_relu(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                       at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+                       c10::string_view algorithm_name, c10::string_view backend_name) {
+  return run_conv2d_forward(input, weight, bias, stride, padding, dilation, groups, algorithm_name, backend_name,
+                            /*relu=*/true, "conv2d_relu");
 }
 
 // grad_output must have exactly the shape the forward pass produced.
@@ -333,12 +354,14 @@ at::Tensor conv2d_backward_bias(const at::Tensor& grad_output, c10::string_view 
 
 TORCH_LIBRARY_IMPL(fastconv, CPU, m) {
   m.impl("conv2d", &conv2d);
+  m.impl("conv2d_relu", &conv2d_relu);
   m.impl("conv2d_backward_input", &conv2d_backward_input);
   m.impl("conv2d_backward_weight", &conv2d_backward_weight);
   m.impl("conv2d_backward_bias", &conv2d_backward_bias);
 }
 TORCH_LIBRARY_IMPL(fastconv, CUDA, m) {
   m.impl("conv2d", &conv2d);
+  m.impl("conv2d_relu", &conv2d_relu);
   m.impl("conv2d_backward_input", &conv2d_backward_input);
   m.impl("conv2d_backward_weight", &conv2d_backward_weight);
   m.impl("conv2d_backward_bias", &conv2d_backward_bias);

@@ -148,7 +148,7 @@ void run_case(const Case& c, std::mt19937& rng) {
   for (ConvAlgorithm algo : {ConvAlgorithm::kDirect, ConvAlgorithm::kIm2col}) {
     std::vector<T> y = poisoned<T>(ref.y.size());
     const char* err = fastconv::simt::conv2d_forward<T>(
-        algo, xt.data(), wt.data(), c.bias ? bt.data() : nullptr, y.data(), p,
+        algo, xt.data(), wt.data(), c.bias ? bt.data() : nullptr, y.data(), p, /*relu=*/false,
         ws.get(fastconv::simt::conv2d_workspace_bytes(ConvPass::kForward, algo, p, sizeof(T), false)), nullptr);
     if (err) { std::fprintf(stderr, "forward error: %s\n", err); ++g_failures; }
     compare("forward", c, algo, y, ref.y, ref.y_abs);
