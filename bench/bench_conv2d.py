@@ -6,20 +6,15 @@ interleaved in one process (each repetition runs every implementation once,
 in turn, so drifting clocks and neighbours affect all alike) and reports the
 median. Backward time is the difference of the two medians.
 
-    python bench/bench_conv2d.py                     # CPU backend
-    python bench/bench_conv2d.py --backend cuda      # CUDA tensors, CUDA kernels
+    python -m bench.bench_conv2d                     # CPU backend
+    python -m bench.bench_conv2d --device cuda       # CUDA tensors, CUDA kernels
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import platform
-import statistics
-import time
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Dict
 
 import torch
 import torch.nn.functional as F
@@ -27,65 +22,45 @@ import torch.nn.functional as F
 import fastconv
 import fastconv.functional as FF
 
-# (in_channels, out_channels, input size) of the seed CNN's 3x3 convolutions.
-SEED_LAYERS = [(3, 32, 150), (32, 64, 74), (64, 128, 36), (128, 128, 17)]
+from .timing import SEED_CONV_LAYERS, arg_parser, interleaved, machine
+
 ALGORITHMS = ["direct", "im2col"]
 
 
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def _timed(fn: Callable[[], None], device: str) -> float:
-    _sync(device)
-    start = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - start
-
-
-def bench_layer(cin: int, cout: int, size: int, batch: int, backend: str, reps: int) -> Dict:
+def bench_layer(cin: int, cout: int, size: int, batch: int, backend: str, repeats: int) -> Dict:
     device = "cuda" if backend == "cuda" else "cpu"
     x = torch.randn(batch, cin, size, size, device=device, requires_grad=True)
     w = torch.randn(cout, cin, 3, 3, device=device, requires_grad=True)
     b = torch.randn(cout, device=device, requires_grad=True)
     grad = torch.randn(batch, cout, size - 2, size - 2, device=device)
 
-    def runner(conv):
-        def forward():
+    def forward(conv):
+        def run():
             with torch.no_grad():
                 conv(x, w, b)
+        return run
 
-        def forward_backward():
+    def forward_backward(conv):
+        def run():
             conv(x, w, b).backward(grad)
             x.grad = w.grad = b.grad = None
+        return run
 
-        return forward, forward_backward
-
-    impls = {"torch": runner(F.conv2d)}
+    convs = {"torch": F.conv2d}
     for algorithm in ALGORITHMS:
-        impls[algorithm] = runner(lambda x_, w_, b_, a=algorithm: FF.conv2d(x_, w_, b_, algorithm=a))
-
-    times: Dict[str, Dict[str, List[float]]] = {name: {"fwd": [], "fwdbwd": []} for name in impls}
+        convs[algorithm] = lambda x_, w_, b_, a=algorithm: FF.conv2d(x_, w_, b_, algorithm=a)
     with fastconv.backend(backend):
-        for forward, forward_backward in impls.values():  # warm-up: allocators, thread pools
-            forward()
-            forward_backward()
-        for _ in range(reps):
-            for name, (forward, forward_backward) in impls.items():
-                times[name]["fwd"].append(_timed(forward, device))
-                times[name]["fwdbwd"].append(_timed(forward_backward, device))
+        fwd = interleaved({n: forward(c) for n, c in convs.items()}, repeats, device=device)
+        fwdbwd = interleaved({n: forward_backward(c) for n, c in convs.items()}, repeats, device=device)
 
     flops_fwd = 2.0 * batch * cout * (size - 2) ** 2 * cin * 9
     result = {"layer": f"{cin}->{cout} @{size}", "batch": batch, "impls": {}}
-    for name, t in times.items():
-        fwd, fwdbwd = statistics.median(t["fwd"]), statistics.median(t["fwdbwd"])
-        bwd = max(fwdbwd - fwd, 1e-9)
+    for name in convs:
+        bwd = max(fwdbwd[name] - fwd[name], 1e-9)  # backward time is the difference of the medians
         result["impls"][name] = {
-            "fwd_ms": fwd * 1e3, "bwd_ms": bwd * 1e3, "fwdbwd_ms": fwdbwd * 1e3,
-            "fwd_gflops": flops_fwd / fwd / 1e9, "bwd_gflops": 2 * flops_fwd / bwd / 1e9,
-            "fwdbwd_gflops": 3 * flops_fwd / fwdbwd / 1e9,
+            "fwd_ms": fwd[name] * 1e3, "bwd_ms": bwd * 1e3, "fwdbwd_ms": fwdbwd[name] * 1e3,
+            "fwd_gflops": flops_fwd / fwd[name] / 1e9, "bwd_gflops": 2 * flops_fwd / bwd / 1e9,
+            "fwdbwd_gflops": 3 * flops_fwd / fwdbwd[name] / 1e9,
         }
     return result
 
@@ -101,25 +76,19 @@ def print_table(results: List[Dict]) -> None:
                   f"{m['fwdbwd_ms']:>10.2f}{m['fwdbwd_gflops']:>10.1f}{m['fwdbwd_ms'] / torch_total:>9.2f}x")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backend", default="cpu", choices=["cpu", "cuda"])
+def main(argv=None) -> None:
+    parser = arg_parser(__doc__)
     parser.add_argument("--batch", type=int, nargs="+", default=[16, 32])
-    parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--out", type=Path, default=None, help="JSON file (default bench/results/conv2d_<backend>.json)")
-    args = parser.parse_args()
+    parser.add_argument("--out", type=Path, default=None, help="JSON file (default bench/results/conv2d_<device>.json)")
+    parser.set_defaults(repeats=5)
+    args = parser.parse_args(argv)
 
-    results = [bench_layer(cin, cout, size, batch, args.backend, args.reps)
-               for batch in args.batch for cin, cout, size in SEED_LAYERS]
+    results = [bench_layer(cin, cout, size, batch, args.device, args.repeats)
+               for batch in args.batch for cin, cout, size in SEED_CONV_LAYERS]
     print_table(results)
-    out = args.out or Path(__file__).parent / "results" / f"conv2d_{args.backend}.json"
+    out = args.out or Path(__file__).parent / "results" / f"conv2d_{args.device}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "backend": args.backend, "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "machine": platform.processor() or platform.machine(), "reps": args.reps,
-        "device": torch.cuda.get_device_name() if args.backend == "cuda" else "cpu",
-    }
+    meta = {"machine": machine(), "backend": args.device, "repeats": args.repeats}
     out.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
     print(f"wrote {out}")
 

@@ -10,16 +10,13 @@ Candidates are timed alternately in one process (bench/timing.py), medians of ``
 
 from __future__ import annotations
 
-import argparse
 
 import torch
 
 import fastconv.functional as FF
 
-from .timing import interleaved, print_table, write_results
+from .timing import SEED_CONV_LAYERS, arg_parser, interleaved, print_table, write_results
 
-# (in_channels, out_channels, input size) of convnet4's 3x3 convolutions (no padding).
-SEED_LAYERS = [(3, 32, 150), (32, 64, 74), (64, 128, 36), (128, 128, 17)]
 BATCH = 16
 
 
@@ -49,13 +46,11 @@ def forward_backward(fn, x, w, b):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", default="cpu")
+    p = arg_parser(__doc__)
     p.add_argument("--algorithm", default="auto", choices=["auto", "direct", "im2col"])
-    p.add_argument("--repeats", type=int, default=15)
     args = p.parse_args(argv)
     rows = []
-    for cin, cout, size in SEED_LAYERS:
+    for cin, cout, size in SEED_CONV_LAYERS:
         x = torch.randn(BATCH, cin, size, size, device=args.device, requires_grad=True)
         w = (torch.randn(cout, cin, 3, 3, device=args.device) / (cin * 9) ** 0.5).requires_grad_()
         b = torch.randn(cout, device=args.device, requires_grad=True)

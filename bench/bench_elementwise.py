@@ -5,14 +5,13 @@
 
 from __future__ import annotations
 
-import argparse
 
 import torch
 import torch.nn.functional as F
 
 import fastconv.functional as FF
 
-from .timing import interleaved, print_table, write_results
+from .timing import arg_parser, interleaved, print_table, write_results
 
 # Activations of convnet4 at batch 16 (after each conv) and its dense layer.
 SHAPES = [(16, 32, 148, 148), (16, 64, 72, 72), (16, 128, 34, 34), (16, 128, 15, 15), (16, 6272)]
@@ -26,9 +25,7 @@ def fwd_bwd(fn, x):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--repeats", type=int, default=15)
+    p = arg_parser(__doc__)
     args = p.parse_args(argv)
     rows = []
     for shape in SHAPES:

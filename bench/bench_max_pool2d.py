@@ -8,14 +8,13 @@ timed alternately in one process (bench/timing.py), medians of ``--repeats``.
 
 from __future__ import annotations
 
-import argparse
 
 import torch
 import torch.nn.functional as F
 
 import fastconv.functional as FF
 
-from .timing import interleaved, print_table, write_results
+from .timing import arg_parser, interleaved, print_table, write_results
 
 # convnet4's activations entering each MaxPool2d(2), at batch 16.
 SHAPES = [(16, 32, 148, 148), (16, 64, 72, 72), (16, 128, 34, 34), (16, 128, 15, 15)]
@@ -37,9 +36,7 @@ def forward_backward(pool, x):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--repeats", type=int, default=15)
+    p = arg_parser(__doc__)
     args = p.parse_args(argv)
     rows = []
     for shape in SHAPES:

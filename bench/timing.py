@@ -7,6 +7,7 @@ exposes them to the same thermal state, frequency scaling and background load, s
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import statistics
@@ -15,6 +16,18 @@ from pathlib import Path
 from typing import Callable, Dict, Mapping
 
 import torch
+
+
+# (in_channels, out_channels, input size) of convnet4's 3x3 convolutions (no padding).
+SEED_CONV_LAYERS = [(3, 32, 150), (32, 64, 74), (64, 128, 36), (128, 128, 17)]
+
+
+def arg_parser(doc: str) -> argparse.ArgumentParser:
+    """The options every benchmark takes: --device and --repeats (its own are added by the caller)."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--repeats", type=int, default=15, help="timed repetitions (median reported)")
+    return p
 
 
 def synchronize(device: str) -> None:
