@@ -10,6 +10,7 @@ Supported layouts of ``--data DIR``:
 
 from __future__ import annotations
 
+import math
 import random
 import warnings
 from dataclasses import dataclass
@@ -135,14 +136,15 @@ def train_transform(image_size: int, augment: bool) -> Callable:
     ])
 
 
-class SyntheticShapes(Dataset):
+class SyntheticStripes(Dataset):
     """A deterministic two-class image set for demos and tests (clearly not photos).
 
-    Class 0 ("discs") shows a bright disc, class 1 ("squares") a bright square, each at a random
-    place and size on a noisy coloured background. Image ``i`` depends only on ``(seed, i)``.
+    Class 0 ("horizontal") shows horizontal stripes, class 1 ("vertical") vertical ones, each
+    with a random period, phase and colour over a noisy background, so a small CNN learns it in
+    an epoch or two. Image ``i`` depends only on ``(seed, i)``.
     """
 
-    classes = ["discs", "squares"]
+    classes = ["horizontal", "vertical"]
 
     def __init__(self, n: int, image_size: int = 64, seed: int = 0) -> None:
         self.n, self.image_size, self.seed = n, image_size, seed
@@ -154,16 +156,13 @@ class SyntheticShapes(Dataset):
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
         s = self.image_size
         label = index % 2
-        image = 0.3 * torch.rand(3, s, s, generator=g) + 0.2 * torch.rand(3, 1, 1, generator=g)
-        radius = int(s * (0.15 + 0.15 * torch.rand(1, generator=g).item()))
-        cy, cx = (radius + torch.randint(0, max(1, s - 2 * radius), (2,), generator=g)).tolist()
-        ys, xs = torch.meshgrid(torch.arange(s), torch.arange(s), indexing="ij")
-        if label == 0:
-            mask = (ys - cy) ** 2 + (xs - cx) ** 2 <= radius ** 2
-        else:
-            mask = ((ys - cy).abs() <= radius * 0.85) & ((xs - cx).abs() <= radius * 0.85)
-        colour = 0.6 + 0.4 * torch.rand(3, 1, 1, generator=g)
-        image = torch.where(mask, colour.expand(3, s, s), image)
+        period = 4 + 8 * torch.rand(1, generator=g).item()
+        phase = period * torch.rand(1, generator=g).item()
+        coords = torch.arange(s, dtype=torch.float32)
+        wave = (torch.sin(2 * math.pi * (coords + phase) / period) > 0).float()
+        pattern = wave[:, None].expand(s, s) if label == 0 else wave[None, :].expand(s, s)
+        colour = 0.4 + 0.6 * torch.rand(3, 1, 1, generator=g)
+        image = 0.35 * torch.rand(3, s, s, generator=g) + 0.65 * colour * pattern
         return image.clamp(0, 1), label
 
 
@@ -172,9 +171,9 @@ def build_datasets(data: Optional[str], image_size: int, augment: bool, limit: O
     """(train set, validation set, class names, description) for a data folder, or the synthetic
     demo set when ``data`` is None."""
     if data is None:
-        n_train, n_val = (limit or 384), max(64, (limit or 384) // 4)
-        return (SyntheticShapes(n_train, image_size, seed), SyntheticShapes(n_val, image_size, seed + 1),
-                SyntheticShapes.classes,
+        n_train, n_val = (limit or 512), max(64, (limit or 512) // 4)
+        return (SyntheticStripes(n_train, image_size, seed), SyntheticStripes(n_val, image_size, seed + 1),
+                SyntheticStripes.classes,
                 f"SYNTHETIC demo data: {n_train} train / {n_val} validation generated images (not photos)")
     splits = discover(data, val_fraction, seed)
     train, val = splits.train, splits.val

@@ -1,6 +1,6 @@
 """Train a cats-vs-dogs CNN on fastconv's kernels.
 
-    python -m fastconv.train                                   # synthetic demo data, ~1 minute
+    python -m fastconv.train                                   # synthetic demo data, under a minute
     python -m fastconv.train --data ../shared/data/cats_and_dogs_filtered --epochs 30
     torchrun --nproc_per_node=2 -m fastconv.train --data DIR    # DistributedDataParallel
 
@@ -39,7 +39,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--data", help="image folder (see fastconv.data); omit for the synthetic demo set")
     p.add_argument("--model", default="convnet4", choices=["convnet4", "convnet3", "vgg16"])
     p.add_argument("--image-size", type=int, default=None, help="default 150 (64 for the demo set)")
-    p.add_argument("--epochs", type=int, default=None, help="default 30 (3 for the demo set)")
+    p.add_argument("--epochs", type=int, default=None, help="default 30 (5 for the demo set)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--optimizer", default="adam", choices=["sgd", "adam", "rmsprop"])
     p.add_argument("--lr", type=float, default=None, help="default 1e-3 (adam), 1e-2 (sgd), 1e-4 (rmsprop)")
@@ -59,7 +59,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     demo = args.data is None
     args.image_size = args.image_size or (64 if demo else 150)
-    args.epochs = args.epochs if args.epochs is not None else (3 if demo else 30)
+    args.epochs = args.epochs if args.epochs is not None else (5 if demo else 30)
     args.lr = args.lr or {"adam": 1e-3, "sgd": 1e-2, "rmsprop": 1e-4}[args.optimizer]
     if args.amp and args.device != "cuda":
         p.error("--amp needs --device cuda")
