@@ -9,9 +9,18 @@ from __future__ import annotations
 
 import torch
 
+from torch._prims_common import suggest_memory_format
+
 from . import _C  # noqa: F401  (registers the op schemas)
 
 ops = torch.ops.fastconv
+
+
+def _output_like(input, shape, dtype=None):
+    """An empty output laid out as the op returns it: channels_last for a channels_last 4-D
+    input (torch's rule, which the C++ ops follow), contiguous otherwise."""
+    layout = suggest_memory_format(input) if input.dim() == 4 else torch.contiguous_format
+    return input.new_empty(shape, dtype=dtype).contiguous(memory_format=layout)
 
 
 # ---------------------------------------------------------------- ReLU
@@ -65,7 +74,7 @@ torch.library.register_autograd(
 
 @torch.library.register_fake("fastconv::dropout")
 def _dropout_fake(input, p, seed, backend="auto"):
-    return torch.empty_like(input, memory_format=torch.contiguous_format)
+    return _output_like(input, input.shape)
 
 
 @torch.library.register_fake("fastconv::dropout_")
@@ -145,7 +154,7 @@ def _conv2d_fake(input, weight, bias, stride, padding, dilation, groups, algorit
     torch._check(weight.shape[1] * groups == input.shape[1], lambda: "conv2d: channel mismatch")
     out_h = _conv_output_size(input.shape[2], weight.shape[2], stride[0], padding[0], padding[1], dilation[0])
     out_w = _conv_output_size(input.shape[3], weight.shape[3], stride[1], padding[2], padding[3], dilation[1])
-    return input.new_empty((input.shape[0], weight.shape[0], out_h, out_w))
+    return _output_like(input, (input.shape[0], weight.shape[0], out_h, out_w))
 
 
 @torch.library.register_fake("fastconv::conv2d_backward_input")
@@ -250,7 +259,7 @@ def _max_pool2d_fake(input, kernel_size, stride, padding, dilation, ceil_mode, b
     torch._check(input.dim() == 4, lambda: "max_pool2d: expected a 4-D (N, C, H, W) input")
     out_h, out_w = max_pool2d_output_hw(input.shape[2:], kernel_size, stride, padding, dilation, ceil_mode)
     shape = (input.shape[0], input.shape[1], out_h, out_w)
-    return input.new_empty(shape), input.new_empty(shape, dtype=torch.int64)
+    return _output_like(input, shape), _output_like(input, shape, torch.int64)
 
 
 @torch.library.register_fake("fastconv::max_pool2d_backward")

@@ -36,6 +36,7 @@ def relu(input: Tensor, inplace: bool = False) -> Tensor:
     if _needs_grad(input):
         return _ops.InplaceRelu.apply(input, backend)
     ops.relu_(input, backend)
+    torch.autograd.graph.increment_version(input)  # a C++ op doesn't bump it; autograd must see the write
     return input
 
 
@@ -64,6 +65,7 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool 
     if _needs_grad(input):
         return _ops.InplaceDropout.apply(input, float(p), seed, backend)
     ops.dropout_(input, float(p), seed, backend)
+    torch.autograd.graph.increment_version(input)  # a C++ op doesn't bump it; autograd must see the write
     return input
 
 

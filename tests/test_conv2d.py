@@ -431,3 +431,13 @@ def test_autocast_runs_conv_in_half_on_cuda():
         expected = F.conv2d(x, w)
     assert y.dtype == torch.float16 == expected.dtype
     torch.testing.assert_close(y, expected, rtol=2e-3, atol=2e-3)
+
+
+def test_channels_last_layout_follows_torch(backend):
+    device = device_of(backend)
+    x = torch.randn(2, 4, 9, 8, device=device).to(memory_format=torch.channels_last)
+    w = torch.randn(6, 4, 3, 3, device=device)
+    ours, theirs = FF.conv2d(x, w, padding=1), F.conv2d(x, w, padding=1)
+    assert ours.stride() == theirs.stride()
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
+    assert FF.conv2d(x.contiguous(), w).is_contiguous()

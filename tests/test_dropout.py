@@ -211,3 +211,19 @@ def test_fuzz_masks_agree_with_reference_on_cpu_and_simt(n, offset, p, seed, cou
 def test_fuzz_bad_probabilities_raise_value_error(p):
     with pytest.raises(ValueError):
         FF.dropout(torch.randn(3), p)
+
+
+def test_inplace_write_is_seen_by_autograd():
+    w = torch.ones(6, requires_grad=True)
+    y = torch.randn(6)
+    z = (w * y).sum()
+    FF.dropout(y, 0.5, inplace=True)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        z.backward()
+
+
+def test_channels_last_input_gives_channels_last_output(backend):
+    x = torch.randn(2, 3, 5, 4, device=device_of(backend)).to(memory_format=torch.channels_last)
+    y = FF.dropout(x, 0.5)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    assert y.stride() == F.dropout(x, 0.5).stride()

@@ -341,3 +341,12 @@ def test_cuda_dtypes(dtype, geometry):
     x[0, 0, :4, :4] = 1.0  # ties
     x[1, 1, 5, 5] = float("nan")
     check_against_torch(x, *geometry)
+
+
+def test_channels_last_layout_follows_torch(backend):
+    x = torch.randn(2, 3, 8, 6, device=device_of(backend)).to(memory_format=torch.channels_last)
+    ours, ours_idx = FF.max_pool2d(x, 2, return_indices=True)
+    theirs, theirs_idx = F.max_pool2d(x, 2, return_indices=True)
+    assert ours.stride() == theirs.stride() and ours_idx.stride() == theirs_idx.stride()
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+    assert torch.equal(ours_idx, theirs_idx)

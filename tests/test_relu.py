@@ -149,3 +149,17 @@ def test_fuzz_shapes_and_offsets(shape, offset, backend_name, dtype):
     x = storage[offset:].view(shape)  # misaligned starts exercise the scalar tail path
     with fastconv.backend(backend_name):
         torch.testing.assert_close(FF.relu(x), F.relu(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("backend_name", ["cpu", "simt"])
+def test_inplace_write_is_seen_by_autograd(backend_name):
+    # A tensor saved for backward and then overwritten in place must make backward fail, as in torch.
+    w = torch.ones(4, requires_grad=True)
+    y = torch.tensor([-1.0, 2.0, -3.0, 4.0])
+    z = (w * y).sum()
+    version = y._version
+    with fastconv.backend(backend_name):
+        FF.relu(y, inplace=True)
+    assert y._version > version
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        z.backward()

@@ -48,6 +48,11 @@ at::Tensor with_layout_of(const at::Tensor& t, const at::Tensor& like) {
   return at::empty_like(like).copy_(t);
 }
 
+at::Tensor in_layout_of(const at::Tensor& output, const at::Tensor& input) {
+  if (input.dim() != 4) return output;
+  return output.contiguous(input.suggest_memory_format());
+}
+
 void check_launch(const char* error, const char* op) {
   TORCH_CHECK(error == nullptr, op, ": kernel launch failed: ", error);
 }

@@ -32,6 +32,11 @@ void check_same_device_dtype(const at::Tensor& t, const at::Tensor& reference, c
 // otherwise. Elementwise kernels then walk both buffers in storage order.
 at::Tensor with_layout_of(const at::Tensor& t, const at::Tensor& like);
 
+// The kernels write NCHW-contiguous outputs; torch hands back a channels_last
+// input's results in channels_last. This returns `output` in the layout torch
+// would give for `input` (itself when that is already its layout).
+at::Tensor in_layout_of(const at::Tensor& output, const at::Tensor& input);
+
 // Turns a launcher's error message (nullptr on success) into an exception.
 void check_launch(const char* error, const char* op);
 

@@ -144,7 +144,7 @@ at::Tensor run_conv2d_forward(const at::Tensor& input, const at::Tensor& weight,
   }
   const ConvAlgorithm algorithm = parse_algorithm(algorithm_name, backend, p, op);
   at::Tensor output = at::empty({p.batch, p.out_channels, p.out_h, p.out_w}, input.options());
-  if (output.numel() == 0) return output;
+  if (output.numel() == 0) return in_layout_of(output, input);
   const at::Tensor x = input.contiguous(), w = weight.contiguous();
   const at::Tensor b = has_bias ? bias->contiguous() : at::Tensor();
   // (The dispatch macros need a literal name; the dtype was checked above.)
@@ -180,7 +180,7 @@ at::Tensor run_conv2d_forward(const at::Tensor& input, const at::Tensor& weight,
       });
       break;
   }
-  return output;
+  return in_layout_of(output, input);
 }
 
 at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,

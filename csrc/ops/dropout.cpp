@@ -5,7 +5,7 @@
 // Element i of the mask belongs to the i-th element in row-major (logical)
 // order, whatever the memory layout, so that backward sees the forward mask
 // even when grad_output arrives with other strides. Kernels therefore run on
-// contiguous buffers and outputs are contiguous.
+// contiguous buffers; a channels_last input gets a channels_last output, as in torch.
 #include <torch/library.h>
 
 #include <cmath>
@@ -76,7 +76,7 @@ at::Tensor dropout(const at::Tensor& input, double p, const at::Tensor& seed, c1
   check_dropout_args(input, p, seed, "dropout");
   at::Tensor output = at::empty_like(input, at::MemoryFormat::Contiguous);
   dropout_into(input, output, p, seed, backend, "dropout");
-  return output;
+  return in_layout_of(output, input);
 }
 
 void dropout_(at::Tensor& self, double p, const at::Tensor& seed, c10::string_view backend_name) {

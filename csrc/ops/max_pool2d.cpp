@@ -139,7 +139,7 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d(const at::Tensor& input, at::IntAr
       });
       break;
   }
-  return {output, indices};
+  return {in_layout_of(output, input), in_layout_of(indices, input)};
 }
 
 at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& indices,
