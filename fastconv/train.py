@@ -5,7 +5,8 @@
     torchrun --nproc_per_node=2 -m fastconv.train --data DIR    # DistributedDataParallel
 
 Writes into --out: history.json, curves.png, best.pt (lowest validation loss) and last.pt.
-Ctrl-C ends the epoch in progress cleanly and saves last.pt; --resume continues from it.
+Ctrl-C stops after the current batch and saves last.pt (an epoch cut short is not counted, so
+--resume runs it again in full); --resume continues a run from last.pt.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Dict, List, Optional
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
@@ -73,7 +74,10 @@ class Distributed:
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.device = torch.device("cuda", self.local_rank) if device == "cuda" else torch.device("cpu")
         if self.world > 1:
+            if device == "cuda":
+                torch.cuda.set_device(self.device)
             dist.init_process_group("nccl" if device == "cuda" else "gloo")
 
     @property
@@ -81,10 +85,16 @@ class Distributed:
         return self.rank == 0
 
     def sum(self, values: List[float]) -> List[float]:
-        t = torch.tensor(values, dtype=torch.float64)
-        if self.world > 1:
-            dist.all_reduce(t)
-        return t.tolist()
+        """Element-wise sum over ranks (NCCL reduces CUDA tensors only, gloo CPU ones)."""
+        if self.world == 1:
+            return list(values)
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return t.cpu().tolist()
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank when it is true on one (so all ranks stop at the same batch)."""
+        return self.sum([float(flag)])[0] > 0
 
     def close(self) -> None:
         if self.world > 1:
@@ -128,8 +138,12 @@ class StopRequest:
         signal.signal(signal.SIGINT, self._previous)
 
 
-def run_epoch(model, loader, device, ranks: Distributed, optimizer=None, desc="", amp=False, stop=None):
-    """One pass over ``loader``; trains when an optimizer is given. Returns (mean loss, accuracy)."""
+def run_epoch(model, loader, device, ranks: Distributed, optimizer=None, desc="", amp=False, stop=None,
+              scaler=None):
+    """One pass over ``loader``; trains when an optimizer is given.
+
+    Returns (mean loss, accuracy, completed): ``completed`` is False when a stop request
+    (Ctrl-C) ended the pass early."""
     training = optimizer is not None
     model.train(training)
     total_loss, total_correct, total_n = 0.0, 0, 0
@@ -142,22 +156,28 @@ def run_epoch(model, loader, device, ranks: Distributed, optimizer=None, desc=""
             loss, correct = loss_and_correct(logits.float(), labels)
             if training:
                 optimizer.zero_grad(set_to_none=True)
-                (loss / len(labels)).backward()
-                optimizer.step()
+                # The scaler keeps small float16 gradients from underflowing under --amp; disabled,
+                # it passes the loss and the step through unchanged.
+                scaler.scale(loss / len(labels)).backward()
+                scaler.step(optimizer)
+                scaler.update()
             total_loss += loss.item()
             total_correct += int(correct)
             total_n += len(labels)
             bar.set_postfix(loss=f"{total_loss / total_n:.4f}", acc=f"{total_correct / total_n:.3f}")
-            if stop is not None and stop.requested:
+            if stop is not None and ranks.any(stop.requested):
+                completed = False
                 break
+        else:
+            completed = True
     loss_sum, correct_sum, n = ranks.sum([total_loss, total_correct, total_n])
-    return loss_sum / max(n, 1), correct_sum / max(n, 1)
+    return loss_sum / max(n, 1), correct_sum / max(n, 1), completed
 
 
 def main(argv: Optional[List[str]] = None) -> Dict:
     args = parse_args(argv)
     ranks = Distributed(args.device)
-    device = torch.device(args.device, ranks.local_rank) if args.device == "cuda" else torch.device("cpu")
+    device = ranks.device
     random.seed(args.seed)
     torch.manual_seed(args.seed + ranks.rank)
 
@@ -166,31 +186,38 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     if ranks.main:
         print(f"data: {description}")
     train_sampler = DistributedSampler(train_set, seed=args.seed) if ranks.world > 1 else None
-    val_sampler = DistributedSampler(val_set, shuffle=False) if ranks.world > 1 else None
+    if ranks.world > 1:  # a plain shard: DistributedSampler would pad it with repeated images
+        val_set = Subset(val_set, range(ranks.rank, len(val_set), ranks.world))
     # Workers are not persistent: each epoch reseeds them from the loader's generator, whose state
     # the checkpoints keep, so a resumed run draws the same shuffles and augmentations.
     loader_args = dict(batch_size=args.batch_size, num_workers=args.workers, pin_memory=device.type == "cuda")
     loader_rng = torch.Generator().manual_seed(args.seed)
     train_loader = DataLoader(train_set, shuffle=train_sampler is None, sampler=train_sampler,
                               generator=loader_rng, **loader_args)
-    val_loader = DataLoader(val_set, shuffle=False, sampler=val_sampler, **loader_args)
+    val_loader = DataLoader(val_set, shuffle=False, **loader_args)
 
     num_classes = 1 if args.model == "convnet4" and len(classes) == 2 else len(classes)
     meta = {"model": args.model, "num_classes": num_classes, "image_size": args.image_size,
             "classes": classes, "preprocessing": "resize to image_size x image_size, RGB, pixels / 255"}
     model = checkpoint.build_model(args.model, num_classes, args.image_size).to(device)
     optimizer = make_optimizer(args, model.parameters())
+    scaler = torch.amp.GradScaler("cuda", enabled=args.amp)
     history: List[Dict] = []
     start_epoch, best_loss, stale = 0, math.inf, 0
     if args.resume:
         ckpt = torch.load(args.resume, map_location=device, weights_only=False)
         model.load_state_dict(ckpt["state_dict"])
         optimizer.load_state_dict(ckpt["optimizer"])
+        scaler.load_state_dict(ckpt["scaler"])
         history, start_epoch = ckpt["history"], ckpt["epoch"]
         best_loss, stale = ckpt["best_loss"], ckpt["stale"]
         torch.set_rng_state(ckpt["rng"]["torch"])
         random.setstate(ckpt["rng"]["python"])
         loader_rng.set_state(ckpt["rng"]["loader"])
+        if device.type == "cuda" and ckpt["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(ckpt["rng"]["cuda"], device)
+        if ranks.world > 1:  # the checkpoint holds rank 0's generator: give each rank its own again
+            torch.manual_seed(args.seed + ranks.rank + 1000 * start_epoch)
         if ranks.main:
             print(f"resumed from {args.resume} after epoch {start_epoch}")
     if ranks.world > 1:
@@ -201,14 +228,32 @@ def main(argv: Optional[List[str]] = None) -> Dict:
         out.mkdir(parents=True, exist_ok=True)
     stop = StopRequest()
     try:
+        def save(epochs_done: int, improved: bool = False) -> None:
+            state = {"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "history": history,
+                     "epoch": epochs_done, "best_loss": best_loss, "stale": stale, "args": vars(args),
+                     "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
+                             "loader": loader_rng.get_state(),
+                             "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}}
+            if improved:
+                checkpoint.save(out / "best.pt", model, meta, **state)
+            checkpoint.save(out / "last.pt", model, meta, **state)
+
         for epoch in range(start_epoch, args.epochs):
             if train_sampler is not None:
                 train_sampler.set_epoch(epoch)
             began = time.perf_counter()
             label = f"epoch {epoch + 1}/{args.epochs}"
-            train_loss, train_acc = run_epoch(model, train_loader, device, ranks, optimizer,
-                                              f"{label} train", args.amp, stop)
-            val_loss, val_acc = run_epoch(model, val_loader, device, ranks, None, f"{label} val", args.amp)
+            train_loss, train_acc, completed = run_epoch(model, train_loader, device, ranks, optimizer,
+                                                         f"{label} train", args.amp, stop, scaler)
+            if not completed:
+                # Ctrl-C mid-epoch: keep the weights, but count only finished epochs, so that
+                # --resume runs this epoch again in full.
+                if ranks.main:
+                    save(epoch)
+                    print(f"interrupted during {label}: saved {out / 'last.pt'} after {epoch} finished "
+                          f"epoch(s); continue with --resume {out / 'last.pt'}")
+                break
+            val_loss, val_acc, _ = run_epoch(model, val_loader, device, ranks, None, f"{label} val", args.amp)
             seconds = time.perf_counter() - began
             history.append({"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
                             "val_loss": val_loss, "val_acc": val_acc, "seconds": seconds})
@@ -218,18 +263,13 @@ def main(argv: Optional[List[str]] = None) -> Dict:
                 print(f"{label}: train loss {train_loss:.4f} acc {train_acc:.4f} | "
                       f"val loss {val_loss:.4f} acc {val_acc:.4f} | {seconds:.1f}s"
                       + (" (best)" if improved else ""), flush=True)
-                state = {"optimizer": optimizer.state_dict(), "history": history, "epoch": epoch + 1,
-                         "best_loss": best_loss, "stale": stale, "args": vars(args),
-                         "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
-                                 "loader": loader_rng.get_state()}}
-                if improved:
-                    checkpoint.save(out / "best.pt", model, meta, **state)
-                checkpoint.save(out / "last.pt", model, meta, **state)
+                save(epoch + 1, improved)
                 (out / "history.json").write_text(json.dumps(history, indent=2))
                 plot_history(history, out / "curves.png")
-            if stop.requested:
+            if ranks.any(stop.requested):  # Ctrl-C while validating or saving: this epoch is whole
                 if ranks.main:
-                    print(f"interrupted: saved {out / 'last.pt'}; continue with --resume {out / 'last.pt'}")
+                    print(f"interrupted after {label}: saved {out / 'last.pt'}; "
+                          f"continue with --resume {out / 'last.pt'}")
                 break
             if args.early_stopping is not None and stale >= args.early_stopping:
                 if ranks.main:
