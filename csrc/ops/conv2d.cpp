@@ -207,17 +207,34 @@ void check_grad_output(const at::Tensor& grad_output, const Conv2dParams& p, con
               at::IntArrayRef(expected), ", but got ", grad_output.sizes());
 }
 
+// What both backward ops settle before computing: the backend, the checked
+// geometry and the algorithm. `operand` is the tensor besides grad_output
+// (weight for the input gradient, input for the weight gradient).
+struct BackwardPlan {
+  Backend backend;
+  Conv2dParams p;
+  ConvAlgorithm algorithm;
+};
+
+BackwardPlan plan_backward(const at::Tensor& grad_output, const at::Tensor& operand, const char* operand_name,
+                           at::IntArrayRef input_size, at::IntArrayRef weight_size, const ConvGeometry& geo,
+                           c10::string_view algorithm_name, c10::string_view backend_name, const char* op) {
+  const Backend backend = select_backend(grad_output, backend_name, op);
+  check_floating(grad_output, backend, op, "grad_output");
+  check_operand(operand, grad_output, backend, op, operand_name, "grad_output");
+  const Conv2dParams p = make_params(input_size, weight_size, geo, op);
+  check_grad_output(grad_output, p, op);
+  return {backend, p, parse_algorithm(algorithm_name, backend, p, op)};
+}
+
 at::Tensor conv2d_backward_input(const at::Tensor& grad_output, const at::Tensor& weight,
                                  at::IntArrayRef input_size, at::IntArrayRef stride, at::IntArrayRef padding,
                                  at::IntArrayRef dilation, int64_t groups, c10::string_view algorithm_name,
                                  c10::string_view backend_name) {
   constexpr const char* op = "conv2d_backward_input";
-  const Backend backend = select_backend(grad_output, backend_name, op);
-  check_floating(grad_output, backend, op, "grad_output");
-  check_operand(weight, grad_output, backend, op, "weight", "grad_output");
-  const Conv2dParams p = make_params(input_size, weight.sizes(), {stride, padding, dilation, groups}, op);
-  check_grad_output(grad_output, p, op);
-  const ConvAlgorithm algorithm = parse_algorithm(algorithm_name, backend, p, op);
+  const auto [backend, p, algorithm] = plan_backward(grad_output, weight, "weight", input_size, weight.sizes(),
+                                                     {stride, padding, dilation, groups}, algorithm_name,
+                                                     backend_name, op);
   at::Tensor grad_input = at::empty(input_size, grad_output.options());
   if (grad_input.numel() == 0) return grad_input;
   if (grad_output.numel() == 0) return grad_input.zero_();
@@ -259,12 +276,9 @@ at::Tensor conv2d_backward_weight(const at::Tensor& grad_output, const at::Tenso
                                   at::IntArrayRef dilation, int64_t groups, c10::string_view algorithm_name,
                                   c10::string_view backend_name) {
   constexpr const char* op = "conv2d_backward_weight";
-  const Backend backend = select_backend(grad_output, backend_name, op);
-  check_floating(grad_output, backend, op, "grad_output");
-  check_operand(input, grad_output, backend, op, "input", "grad_output");
-  const Conv2dParams p = make_params(input.sizes(), weight_size, {stride, padding, dilation, groups}, op);
-  check_grad_output(grad_output, p, op);
-  const ConvAlgorithm algorithm = parse_algorithm(algorithm_name, backend, p, op);
+  const auto [backend, p, algorithm] = plan_backward(grad_output, input, "input", input.sizes(), weight_size,
+                                                     {stride, padding, dilation, groups}, algorithm_name,
+                                                     backend_name, op);
   at::Tensor grad_weight = at::empty(weight_size, grad_output.options());
   if (grad_weight.numel() == 0) return grad_weight;
   if (grad_output.numel() == 0) return grad_weight.zero_();
