@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 import fastconv.functional as FF
 
-from .timing import arg_parser, interleaved, print_table, write_results
+from .timing import arg_parser, print_table, versus_torch, write_results
 
 # Activations of convnet4 at batch 16 (after each conv) and its dense layer.
 SHAPES = [(16, 32, 148, 148), (16, 64, 72, 72), (16, 128, 34, 34), (16, 128, 15, 15), (16, 6272)]
@@ -32,10 +32,8 @@ def main(argv=None):
         x = torch.randn(shape, device=args.device, requires_grad=True)
         for op, ours, theirs in (("relu", FF.relu, F.relu),
                                  ("dropout", lambda t: FF.dropout(t, 0.5), lambda t: F.dropout(t, 0.5))):
-            t = interleaved({"fastconv": fwd_bwd(ours, x), "torch": fwd_bwd(theirs, x)},
-                            repeats=args.repeats, device=args.device)
-            rows.append({"op": op, "shape": "x".join(map(str, shape)), "fastconv_ms": t["fastconv"] * 1e3,
-                         "torch_ms": t["torch"] * 1e3, "speedup": t["torch"] / t["fastconv"]})
+            rows.append(versus_torch(fwd_bwd(ours, x), fwd_bwd(theirs, x), args.repeats, args.device,
+                                     op=op, shape="x".join(map(str, shape))))
     print_table(rows, ["op", "shape", "fastconv_ms", "torch_ms", "speedup"])
     print("wrote", write_results(f"elementwise_{args.device}", rows, {"measure": "fwd+bwd incl. .sum()"}))
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 import fastconv.functional as FF
 
-from .timing import arg_parser, interleaved, print_table, write_results
+from .timing import arg_parser, print_table, versus_torch, write_results
 
 # convnet4's activations entering each MaxPool2d(2), at batch 16.
 SHAPES = [(16, 32, 148, 148), (16, 64, 72, 72), (16, 128, 34, 34), (16, 128, 15, 15)]
@@ -42,11 +42,8 @@ def main(argv=None):
     for shape in SHAPES:
         x = torch.randn(shape, device=args.device, requires_grad=True)
         for measure, wrap in (("fwd", forward), ("fwd+bwd", forward_backward)):
-            t = interleaved({"fastconv": wrap(FF.max_pool2d, x), "torch": wrap(F.max_pool2d, x)},
-                            repeats=args.repeats, device=args.device)
-            rows.append({"measure": measure, "shape": "x".join(map(str, shape)),
-                         "fastconv_ms": t["fastconv"] * 1e3, "torch_ms": t["torch"] * 1e3,
-                         "speedup": t["torch"] / t["fastconv"]})
+            rows.append(versus_torch(wrap(FF.max_pool2d, x), wrap(F.max_pool2d, x), args.repeats, args.device,
+                                     measure=measure, shape="x".join(map(str, shape))))
     print_table(rows, ["measure", "shape", "fastconv_ms", "torch_ms", "speedup"])
     extra = {"op": "max_pool2d(kernel_size=2, stride=2)", "measure": "fwd under no_grad; fwd+bwd with a ones grad"}
     print("wrote", write_results(f"max_pool2d_{args.device}", rows, extra))

@@ -53,6 +53,15 @@ def interleaved(candidates: Mapping[str, Callable[[], object]], repeats: int = 1
     return {name: statistics.median(times) for name, times in samples.items()}
 
 
+def versus_torch(ours: Callable[[], object], theirs: Callable[[], object], repeats: int, device: str,
+                 **labels: object) -> Dict[str, object]:
+    """One table row: ``labels``, the interleaved medians of fastconv and torch in ms, and
+    ``speedup`` = torch's time / fastconv's (above 1: fastconv is faster)."""
+    t = interleaved({"fastconv": ours, "torch": theirs}, repeats=repeats, device=device)
+    return {**labels, "fastconv_ms": t["fastconv"] * 1e3, "torch_ms": t["torch"] * 1e3,
+            "speedup": t["torch"] / t["fastconv"]}
+
+
 def machine() -> Dict[str, object]:
     """What the figures were measured on."""
     info = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.processor()
