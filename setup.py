@@ -91,7 +91,11 @@ def sources(*patterns):
 def extension():
     debug = os.environ.get("FASTCONV_DEBUG") == "1"
     opt = ["-O0", "-g"] if debug else ["-O3"]
-    cxx = ["-std=c++20", *opt, "-fvisibility=hidden", "-Wno-unknown-pragmas"]
+    # -fopenmp: ATen's at::parallel_for is an inline `#pragma omp parallel` in
+    # torch's headers; compiled without it, every CPU kernel runs on one thread.
+    # (-Wno-unknown-pragmas is for the `#pragma unroll` of the CUDA kernels the
+    # SIMT runtime compiles as C++.)
+    cxx = ["-std=c++20", *opt, "-fvisibility=hidden", "-fopenmp", "-Wno-unknown-pragmas"]
     cpp_sources = sources("csrc/*.cpp", "csrc/ops/*.cpp", "csrc/cpu/*.cpp", "csrc/simt/*.cpp")
     include_dirs = [str(ROOT / "csrc")]
     if want_cuda():
@@ -101,6 +105,7 @@ def extension():
             cpp_sources + sources("csrc/cuda/*.cu"),
             include_dirs=include_dirs,
             define_macros=[("FASTCONV_PYTHON_MODULE", None), ("FASTCONV_WITH_CUDA", None)],
+            extra_link_args=["-fopenmp"],
             extra_compile_args={
                 "cxx": cxx + nvidia_wheel_include_flags(),
                 "nvcc": [*opt, "-std=c++20", "--expt-relaxed-constexpr", "-lineinfo"],
@@ -108,7 +113,7 @@ def extension():
         )
     return CppExtension("fastconv._C", cpp_sources, include_dirs=include_dirs,
                         define_macros=[("FASTCONV_PYTHON_MODULE", None)],
-                        extra_compile_args={"cxx": cxx})
+                        extra_compile_args={"cxx": cxx}, extra_link_args=["-fopenmp"])
 
 
 setup(

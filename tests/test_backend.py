@@ -19,6 +19,21 @@ def test_available_backends_and_build():
     assert isinstance(fastconv.cuda_compiled(), bool)
 
 
+def test_cpu_kernels_run_on_several_threads():
+    # at::parallel_for is an OpenMP loop compiled into the extension: built
+    # without -fopenmp, every CPU kernel would quietly run on one thread.
+    from fastconv import _C
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert _C.parallel_for_threads() == 2
+        torch.set_num_threads(1)
+        assert _C.parallel_for_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_unknown_backend_raises():
     with pytest.raises(ValueError, match="unknown fastconv backend"):
         with fastconv.backend("tpu"):
