@@ -248,22 +248,40 @@ def test_auto_algorithm_and_unknown_names(backend):
         ops.conv2d(x, w, None, [1, 1], [0, 0, 0, 0], [1, 1], 4, "auto", "tpu")
 
 
-def test_large_layer_float32_cpu():
-    # The shape class of the seed CNN, big enough to cross every GEMM block boundary.
-    x = torch.randn(3, 32, 40, 37)
-    w = torch.randn(70, 32, 3, 3) / 10
+# Shapes of the seed CNN's class, big enough to cross every block boundary of
+# the CPU GEMM and of the im2col pixel blocks: K past one 320-step block
+# (patch 288, 540), M past one 144-row block (150 output channels), N past
+# one 512-column block, pixel blocks that start mid-row, stride 2, groups.
+LARGE_LAYERS = {
+    "seed_like": dict(x=(3, 32, 40, 37), w=(70, 32, 3, 3), padding=1),
+    "wide_and_deep": dict(x=(2, 60, 23, 29), w=(150, 60, 3, 3), padding=2, stride=2),
+    "grouped_5x5": dict(x=(2, 36, 26, 21), w=(24, 18, 5, 5), padding=1, groups=2, bias=True),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("layer", sorted(LARGE_LAYERS))
+def test_large_layers_cpu(layer, dtype):
+    spec = dict(LARGE_LAYERS[layer])
+    x = torch.randn(spec.pop("x"), dtype=dtype)
+    w = torch.randn(spec.pop("w"), dtype=dtype) / 10
+    b = torch.randn(w.shape[0], dtype=dtype) if spec.pop("bias", False) else None
+    tol = dict(rtol=1e-4, atol=1e-3) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
     for algorithm in ALGORITHMS:
-        x_ = x.clone().requires_grad_()
-        w_ = w.clone().requires_grad_()
-        with fastconv.backend("cpu"):
-            y = FF.conv2d(x_, w_, padding=1, algorithm=algorithm)
-        expected = F.conv2d(x, w, padding=1)
-        torch.testing.assert_close(y, expected, rtol=1e-4, atol=1e-4)
-        g = torch.randn_like(y)
-        gx, gw = torch.autograd.grad(y, (x_, w_), g)
-        ex, ew = torch.autograd.grad(F.conv2d(x_, w_, padding=1), (x_, w_), g)
-        torch.testing.assert_close(gx, ex, rtol=1e-4, atol=1e-3)
-        torch.testing.assert_close(gw, ew, rtol=1e-4, atol=1e-2)
+        for fused in (False, True):
+            x_, w_ = x.clone().requires_grad_(), w.clone().requires_grad_()
+            with fastconv.backend("cpu"):
+                conv = FF.conv2d_relu if fused else FF.conv2d
+                y = conv(x_, w_, b, algorithm=algorithm, **spec)
+            expected = F.conv2d(x_, w_, b, **spec)
+            if fused:
+                expected = expected.relu()
+            torch.testing.assert_close(y, expected, **tol)
+            g = torch.randn_like(y)
+            gx, gw = torch.autograd.grad(y, (x_, w_), g)
+            ex, ew = torch.autograd.grad(expected, (x_, w_), g)
+            torch.testing.assert_close(gx, ex, **tol)
+            torch.testing.assert_close(gw, ew, rtol=tol["rtol"], atol=10 * tol["atol"])
 
 
 # ---------------------------------------------------------------- bad arguments, as torch raises them

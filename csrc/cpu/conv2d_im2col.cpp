@@ -4,6 +4,10 @@
 //                                                           the GEMM's epilogue)
 //   backward input   col  = W_g^T * dY_g, then col2im into dX
 //   backward weight  dW_g += dY_g * col^T, summed over the batch
+// col is never built whole: each image is cut into blocks of output pixels
+// whose columns fit in L2, and each block is made (or, for backward input,
+// consumed) right before (after) its GEMM, while it is still in cache. The
+// weights are packed for the GEMM once per call and shared by all threads.
 // The GEMM is single-threaded; parallelism is over images (forward, backward
 // input) or over batch chunks with private partial sums (backward weight),
 // so no two threads ever write the same element.
@@ -19,14 +23,46 @@ namespace fastconv {
 namespace cpu {
 namespace {
 
-// The column matrix of one image and group: the image itself for 1x1
-// stride-1 unpadded kernels, else im2col into `scratch`.
+// Elements of one column block (256 KiB of float): with the packed operands
+// and the output block it leaves the GEMM most of a 1 MiB L2.
+constexpr int64_t kColumnBlockElements = 64 * 1024;
+
+// Output pixels per column block: a multiple of 64 so that only an image's
+// last block has partial GEMM tiles.
+int64_t pixels_per_block(const Conv2dParams& p) {
+  const int64_t fit = kColumnBlockElements / std::max<int64_t>(1, p.patch_size()) / 64 * 64;
+  return std::min(p.out_pixels(), std::max<int64_t>(64, fit));
+}
+
+template <typename F>
+void for_each_pixel_block(const Conv2dParams& p, const F& body) {
+  const int64_t pixels = p.out_pixels(), block = pixels_per_block(p);
+  for (int64_t begin = 0; begin < pixels; begin += block) body(PixelRange{begin, std::min(block, pixels - begin)});
+}
+
+// The column block of one image and group: the image itself for 1x1
+// stride-1 unpadded kernels (a view with row stride out_pixels()), else
+// im2col into `scratch` (row stride range.count).
 template <typename T>
-const T* columns_of(const T* group_input, std::vector<T>& scratch, const Conv2dParams& p) {
-  if (im2col_is_identity(p)) return group_input;
-  scratch.resize(p.patch_size() * p.out_pixels());
-  im2col(group_input, scratch.data(), p.in_channels_per_group(), p);
-  return scratch.data();
+MatrixRef<const T> columns_of(const T* group_input, PixelRange range, std::vector<T>& scratch,
+                              const Conv2dParams& p) {
+  if (im2col_is_identity(p)) return {group_input + range.begin, p.out_pixels(), 1};
+  scratch.resize(p.patch_size() * range.count);
+  im2col(group_input, scratch.data(), p.in_channels_per_group(), p, range);
+  return {scratch.data(), range.count, 1};
+}
+
+// W_g (forward) or W_g^T (backward input) of every group, packed once.
+template <typename T>
+std::vector<PackedA<T>> pack_weights(const T* weight, const Conv2dParams& p, bool transposed) {
+  const int64_t og = p.out_channels_per_group(), kp = p.patch_size();
+  std::vector<PackedA<T>> packed;
+  packed.reserve(p.groups);
+  for (int64_t g = 0; g < p.groups; ++g) {
+    const T* w = weight + g * og * kp;
+    packed.push_back(transposed ? PackedA<T>(kp, og, {w, 1, kp}) : PackedA<T>(og, kp, {w, kp, 1}));
+  }
+  return packed;
 }
 
 }  // namespace
@@ -34,19 +70,22 @@ const T* columns_of(const T* group_input, std::vector<T>& scratch, const Conv2dP
 template <typename T>
 void im2col_forward(const T* input, const T* weight, const T* bias, T* output, const Conv2dParams& p,
                     bool relu) {
-  const int64_t cg = p.in_channels_per_group(), og = p.out_channels_per_group();
-  const int64_t kp = p.patch_size(), pixels = p.out_pixels();
+  const int64_t cg = p.in_channels_per_group(), og = p.out_channels_per_group(), pixels = p.out_pixels();
+  const std::vector<PackedA<T>> packed_weights = pack_weights(weight, p, /*transposed=*/false);
   at::parallel_for(0, p.batch, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> scratch;
     for (int64_t n = begin; n < end; ++n) {
-      T* out_image = output + n * p.out_channels * pixels;
-      if (bias != nullptr) {
-        for (int64_t oc = 0; oc < p.out_channels; ++oc) std::fill_n(out_image + oc * pixels, pixels, bias[oc]);
-      }
       for (int64_t g = 0; g < p.groups; ++g) {
-        const T* col = columns_of(input + (n * p.in_channels + g * cg) * p.in_h * p.in_w, scratch, p);
-        gemm<T>(og, pixels, kp, {weight + g * og * kp, kp, 1}, {col, pixels, 1},
-                {out_image + g * og * pixels, pixels, 1}, bias != nullptr, relu);
+        const T* group_input = input + (n * p.in_channels + g * cg) * p.in_h * p.in_w;
+        T* group_output = output + (n * p.out_channels + g * og) * pixels;
+        for_each_pixel_block(p, [&](PixelRange range) {
+          T* out = group_output + range.begin;
+          if (bias != nullptr) {
+            for (int64_t oc = 0; oc < og; ++oc) std::fill_n(out + oc * pixels, range.count, bias[g * og + oc]);
+          }
+          gemm<T>(packed_weights[g], range.count, columns_of(group_input, range, scratch, p), {out, pixels, 1},
+                  bias != nullptr, relu);
+        });
       }
     }
   });
@@ -55,21 +94,27 @@ void im2col_forward(const T* input, const T* weight, const T* bias, T* output, c
 template <typename T>
 void im2col_backward_input(const T* grad_output, const T* weight, T* grad_input, const Conv2dParams& p) {
   const int64_t cg = p.in_channels_per_group(), og = p.out_channels_per_group();
-  const int64_t kp = p.patch_size(), pixels = p.out_pixels(), plane = p.in_h * p.in_w;
+  const int64_t pixels = p.out_pixels(), plane = p.in_h * p.in_w;
   const bool identity = im2col_is_identity(p);
+  const std::vector<PackedA<T>> packed_weights = pack_weights(weight, p, /*transposed=*/true);
   at::parallel_for(0, p.batch, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> col;
-    if (!identity) col.resize(kp * pixels);
     for (int64_t n = begin; n < end; ++n) {
       T* grad_image = grad_input + n * p.in_channels * plane;
       if (!identity) std::fill_n(grad_image, p.in_channels * plane, T(0));
       for (int64_t g = 0; g < p.groups; ++g) {
         T* grad_group = grad_image + g * cg * plane;
-        // W_g^T: element (patch row i, output channel k) sits at W_g[k][i].
-        T* dst = identity ? grad_group : col.data();
-        gemm<T>(kp, pixels, og, {weight + g * og * kp, 1, kp},
-                {grad_output + (n * p.out_channels + g * og) * pixels, pixels, 1}, {dst, pixels, 1}, false);
-        if (!identity) col2im(col.data(), grad_group, cg, p);
+        const T* dy = grad_output + (n * p.out_channels + g * og) * pixels;
+        for_each_pixel_block(p, [&](PixelRange range) {
+          const MatrixRef<const T> dy_block{dy + range.begin, pixels, 1};
+          if (identity) {
+            gemm<T>(packed_weights[g], range.count, dy_block, {grad_group + range.begin, pixels, 1}, false);
+            return;
+          }
+          col.resize(p.patch_size() * range.count);
+          gemm<T>(packed_weights[g], range.count, dy_block, {col.data(), range.count, 1}, false);
+          col2im(col.data(), grad_group, cg, p, range);
+        });
       }
     }
   });
@@ -92,12 +137,16 @@ void im2col_backward_weight(const T* grad_output, const T* input, T* grad_weight
       if (n_begin == n_end) std::fill_n(sum, weight_numel, T(0));
       for (int64_t n = n_begin; n < n_end; ++n) {
         for (int64_t g = 0; g < p.groups; ++g) {
-          const T* col = columns_of(input + (n * p.in_channels + g * cg) * p.in_h * p.in_w, scratch, p);
-          // dW_g^T (kp x og) = col (kp x pixels) * dY_g^T (pixels x og): the
-          // small patch dimension becomes M, which wastes less of the tiles.
-          gemm<T>(kp, og, pixels, {col, pixels, 1},
-                  {grad_output + (n * p.out_channels + g * og) * pixels, 1, pixels},
-                  {sum + g * og * kp, 1, kp}, n != n_begin);
+          const T* group_input = input + (n * p.in_channels + g * cg) * p.in_h * p.in_w;
+          const T* dy = grad_output + (n * p.out_channels + g * og) * pixels;
+          for_each_pixel_block(p, [&](PixelRange range) {
+            // dW_g (og x kp) += dY_g (og x pixels) * col^T (pixels x kp): both
+            // operands are packed transposed (vectorised), and dW_g, the
+            // output, is row-major so its tiles are stored whole.
+            const MatrixRef<const T> col = columns_of(group_input, range, scratch, p);
+            gemm<T>(og, kp, range.count, {dy + range.begin, pixels, 1}, {col.data, col.col_stride, col.row_stride},
+                    {sum + g * og * kp, kp, 1}, n != n_begin || range.begin != 0);
+          });
         }
       }
     }

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 namespace fastconv {
 namespace cpu {
@@ -17,6 +18,27 @@ struct MatrixRef {
   int64_t col_stride;
   T& at(int64_t r, int64_t c) const { return data[r * row_stride + c * col_stride]; }
 };
+
+// A, packed once into the micro-kernel's panel layout, for many GEMMs that
+// share it: a convolution's weights, for every image and column block.
+// Read-only once built, so threads can share one.
+template <typename T>
+class PackedA {
+ public:
+  PackedA(int64_t m, int64_t k, MatrixRef<const T> a);
+  int64_t rows() const { return m_; }
+  int64_t depth() const { return k_; }
+  const T* data() const { return data_.data(); }
+
+ private:
+  int64_t m_, k_;
+  std::vector<T> data_;
+};
+
+// C[m x n] (+)= A[m x k] * B[k x n] with A packed beforehand.
+template <typename T>
+void gemm(const PackedA<T>& a, int64_t n, MatrixRef<const T> b, MatrixRef<T> c, bool accumulate,
+          bool relu = false);
 
 // C[m x n] (+)= A[m x k] * B[k x n], then, with `relu`, C = relu(C) (torch's:
 // NaN passes), applied to each register tile as it is stored after its last

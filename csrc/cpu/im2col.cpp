@@ -1,73 +1,86 @@
 #include "im2col.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "conv2d_geometry.h"
 
 namespace fastconv {
 namespace cpu {
+namespace {
 
-template <typename T>
-void im2col(const T* image, T* col, int64_t channels, const Conv2dParams& p) {
-  const int64_t out_pixels = p.out_pixels();
+// Calls visit(kernel row (c, kh, kw), channel plane offset, dst offset in the
+// column row, ih, ow_begin, ow_end, shift_w, valid ow range) for every output
+// row segment of the pixel range: the walk im2col and col2im share.
+template <typename Visit>
+void for_each_row_segment(int64_t channels, const Conv2dParams& p, PixelRange pixels, const Visit& visit) {
+  const int64_t first = pixels.begin, last = pixels.begin + pixels.count;
+  if (pixels.count <= 0) return;
+  const int64_t oh_begin = first / p.out_w, oh_end = (last - 1) / p.out_w + 1;
   for (int64_t c = 0; c < channels; ++c) {
-    const T* plane = image + c * p.in_h * p.in_w;
     for (int64_t kh = 0; kh < p.kernel_h; ++kh) {
       for (int64_t kw = 0; kw < p.kernel_w; ++kw) {
-        T* row = col + ((c * p.kernel_h + kh) * p.kernel_w + kw) * out_pixels;
+        const int64_t row = (c * p.kernel_h + kh) * p.kernel_w + kw;
         const int64_t shift_w = kw * p.dilation_w - p.pad_w;
-        const ValidRange cols = valid_outputs(shift_w, p.stride_w, p.in_w, p.out_w);
-        for (int64_t oh = 0; oh < p.out_h; ++oh) {
-          T* dst = row + oh * p.out_w;
+        const ValidRange valid = valid_outputs(shift_w, p.stride_w, p.in_w, p.out_w);
+        for (int64_t oh = oh_begin; oh < oh_end; ++oh) {
+          const int64_t ow_begin = std::max<int64_t>(0, first - oh * p.out_w);
+          const int64_t ow_end = std::min(p.out_w, last - oh * p.out_w);
           const int64_t ih = oh * p.stride_h - p.pad_h + kh * p.dilation_h;
-          if (ih < 0 || ih >= p.in_h) {
-            std::memset(dst, 0, sizeof(T) * p.out_w);
-            continue;
-          }
-          const T* src = plane + ih * p.in_w + shift_w;
-          for (int64_t ow = 0; ow < cols.begin; ++ow) dst[ow] = T(0);
-          if (p.stride_w == 1) {
-            std::memcpy(dst + cols.begin, src + cols.begin, sizeof(T) * (cols.end - cols.begin));
-          } else {
-            for (int64_t ow = cols.begin; ow < cols.end; ++ow) dst[ow] = src[ow * p.stride_w];
-          }
-          for (int64_t ow = cols.end; ow < p.out_w; ++ow) dst[ow] = T(0);
+          // dst[ow] is this row's column for output column ow.
+          const int64_t dst = row * pixels.count + oh * p.out_w - first;
+          visit(c, dst, ih, ow_begin, ow_end, shift_w, valid);
         }
       }
     }
   }
 }
 
+}  // namespace
+
 template <typename T>
-void col2im(const T* col, T* image, int64_t channels, const Conv2dParams& p) {
-  const int64_t out_pixels = p.out_pixels();
-  for (int64_t c = 0; c < channels; ++c) {
-    T* plane = image + c * p.in_h * p.in_w;
-    for (int64_t kh = 0; kh < p.kernel_h; ++kh) {
-      for (int64_t kw = 0; kw < p.kernel_w; ++kw) {
-        const T* row = col + ((c * p.kernel_h + kh) * p.kernel_w + kw) * out_pixels;
-        const int64_t shift_w = kw * p.dilation_w - p.pad_w;
-        const ValidRange cols = valid_outputs(shift_w, p.stride_w, p.in_w, p.out_w);
-        for (int64_t oh = 0; oh < p.out_h; ++oh) {
-          const int64_t ih = oh * p.stride_h - p.pad_h + kh * p.dilation_h;
-          if (ih < 0 || ih >= p.in_h) continue;
-          const T* src = row + oh * p.out_w;
-          T* dst = plane + ih * p.in_w + shift_w;
-          if (p.stride_w == 1) {
-            for (int64_t ow = cols.begin; ow < cols.end; ++ow) dst[ow] += src[ow];
-          } else {
-            for (int64_t ow = cols.begin; ow < cols.end; ++ow) dst[ow * p.stride_w] += src[ow];
-          }
-        }
-      }
+void im2col(const T* image, T* col, int64_t channels, const Conv2dParams& p, PixelRange pixels) {
+  for_each_row_segment(channels, p, pixels, [&](int64_t c, int64_t dst_offset, int64_t ih, int64_t ow_begin,
+                                                int64_t ow_end, int64_t shift_w, ValidRange valid) {
+    T* dst = col + dst_offset;
+    if (ih < 0 || ih >= p.in_h) {
+      std::fill(dst + ow_begin, dst + ow_end, T(0));
+      return;
     }
-  }
+    const T* src = image + (c * p.in_h + ih) * p.in_w + shift_w;
+    const int64_t copy_begin = std::clamp(valid.begin, ow_begin, ow_end);
+    const int64_t copy_end = std::clamp(valid.end, copy_begin, ow_end);
+    std::fill(dst + ow_begin, dst + copy_begin, T(0));
+    if (p.stride_w == 1) {
+      std::copy(src + copy_begin, src + copy_end, dst + copy_begin);
+    } else {
+      for (int64_t ow = copy_begin; ow < copy_end; ++ow) dst[ow] = src[ow * p.stride_w];
+    }
+    std::fill(dst + copy_end, dst + ow_end, T(0));
+  });
 }
 
-template void im2col<float>(const float*, float*, int64_t, const Conv2dParams&);
-template void im2col<double>(const double*, double*, int64_t, const Conv2dParams&);
-template void col2im<float>(const float*, float*, int64_t, const Conv2dParams&);
-template void col2im<double>(const double*, double*, int64_t, const Conv2dParams&);
+template <typename T>
+void col2im(const T* col, T* image, int64_t channels, const Conv2dParams& p, PixelRange pixels) {
+  for_each_row_segment(channels, p, pixels, [&](int64_t c, int64_t src_offset, int64_t ih, int64_t ow_begin,
+                                                int64_t ow_end, int64_t shift_w, ValidRange valid) {
+    if (ih < 0 || ih >= p.in_h) return;
+    const T* src = col + src_offset;
+    T* dst = image + (c * p.in_h + ih) * p.in_w + shift_w;
+    const int64_t add_begin = std::clamp(valid.begin, ow_begin, ow_end);
+    const int64_t add_end = std::clamp(valid.end, add_begin, ow_end);
+    if (p.stride_w == 1) {
+      for (int64_t ow = add_begin; ow < add_end; ++ow) dst[ow] += src[ow];
+    } else {
+      for (int64_t ow = add_begin; ow < add_end; ++ow) dst[ow * p.stride_w] += src[ow];
+    }
+  });
+}
+
+template void im2col<float>(const float*, float*, int64_t, const Conv2dParams&, PixelRange);
+template void im2col<double>(const double*, double*, int64_t, const Conv2dParams&, PixelRange);
+template void col2im<float>(const float*, float*, int64_t, const Conv2dParams&, PixelRange);
+template void col2im<double>(const double*, double*, int64_t, const Conv2dParams&, PixelRange);
 
 }  // namespace cpu
 }  // namespace fastconv

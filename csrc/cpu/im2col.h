@@ -1,6 +1,7 @@
-// Caffe-style im2col / col2im for one image and one group of channels.
-// The column matrix has patch_size() rows (channel, kh, kw) and
-// out_pixels() columns (oh, ow), row-major.
+// Caffe-style im2col / col2im for one image and one group of channels, over
+// a range of output pixels so that callers can work on column blocks that
+// stay in cache. The column matrix has patch_size() rows (channel, kh, kw)
+// and one column per output pixel (oh, ow) of the range, row-major.
 #pragma once
 
 #include <cstdint>
@@ -10,15 +11,21 @@
 namespace fastconv {
 namespace cpu {
 
-// col[(c, kh, kw)][(oh, ow)] = image[c][ih][iw], zero outside the image.
-// `image` points at the group's first channel of one image.
-template <typename T>
-void im2col(const T* image, T* col, int64_t channels, const Conv2dParams& p);
+// Output pixels [begin, begin + count) in row-major (oh, ow) order.
+struct PixelRange {
+  int64_t begin;
+  int64_t count;
+};
 
-// The adjoint: image[c][ih][iw] += col[(c, kh, kw)][(oh, ow)]. The caller
-// zeroes `image` first.
+// col[(c, kh, kw)][j] = image[c][ih][iw] for output pixel begin + j, zero
+// outside the image. `image` points at the group's first channel of one image.
 template <typename T>
-void col2im(const T* col, T* image, int64_t channels, const Conv2dParams& p);
+void im2col(const T* image, T* col, int64_t channels, const Conv2dParams& p, PixelRange pixels);
+
+// The adjoint: image[c][ih][iw] += col[(c, kh, kw)][j]. The caller zeroes
+// `image` before the first range.
+template <typename T>
+void col2im(const T* col, T* image, int64_t channels, const Conv2dParams& p, PixelRange pixels);
 
 // True when the column matrix equals the image itself (1x1 kernel, stride 1,
 // no padding), so im2col can be skipped.
