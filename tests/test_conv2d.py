@@ -256,6 +256,8 @@ LARGE_LAYERS = {
     "seed_like": dict(x=(3, 32, 40, 37), w=(70, 32, 3, 3), padding=1),
     "wide_and_deep": dict(x=(2, 60, 23, 29), w=(150, 60, 3, 3), padding=2, stride=2),
     "grouped_5x5": dict(x=(2, 36, 26, 21), w=(24, 18, 5, 5), padding=1, groups=2, bias=True),
+    # one image, several pixel blocks: the threads split the image
+    "single_image": dict(x=(1, 64, 33, 35), w=(40, 64, 3, 3), padding=1, bias=True),
 }
 
 

@@ -5,12 +5,13 @@
 //   backward input   col  = W_g^T * dY_g, then col2im into dX
 //   backward weight  dW_g += dY_g * col^T, summed over the batch
 // col is never built whole: each image is cut into blocks of output pixels
-// whose columns fit in L2, and each block is made (or, for backward input,
-// consumed) right before (after) its GEMM, while it is still in cache. The
-// weights are packed for the GEMM once per call and shared by all threads.
-// The GEMM is single-threaded; parallelism is over images (forward, backward
-// input) or over batch chunks with private partial sums (backward weight),
-// so no two threads ever write the same element.
+// whose columns fit in cache, and each block is made (or, for backward
+// input, consumed) right before (after) its GEMM, while it is still there.
+// The weights are packed for the GEMM once per call and shared by all
+// threads. The GEMM is single-threaded; parallelism is over (image, pixel
+// block) units (forward; backward weight, in chunks with private partial
+// sums) or over images (backward input, whose blocks' col2im halos
+// overlap), so no two threads ever write the same element.
 #include <algorithm>
 #include <vector>
 
@@ -29,21 +30,22 @@ namespace {
 // over dW).
 constexpr int64_t kColumnBlockElements = 256 * 1024;
 
-// Output pixels per column block: the image cut into equal blocks (a
-// multiple of 16, the GEMM's tile width) that fit the budget, so that only
-// an image's last block can have partial tiles.
-int64_t pixels_per_block(const Conv2dParams& p) {
-  const int64_t pixels = p.out_pixels();
-  const int64_t fit = std::max<int64_t>(16, kColumnBlockElements / std::max<int64_t>(1, p.patch_size()));
-  const int64_t blocks = (pixels + fit - 1) / fit;
-  const int64_t even = (pixels + blocks - 1) / blocks;
-  return std::min(pixels, (even + 15) / 16 * 16);
-}
+// An image's output pixels cut into equal blocks (a multiple of 16, the
+// GEMM's tile width) that fit the budget, so that only the last block can
+// have partial tiles. Blocks are numbered, so that work can be split over
+// (image, block) units and a single image still uses every thread.
+struct PixelBlocks {
+  int64_t pixels, size, count;
+  PixelRange operator[](int64_t i) const { return {i * size, std::min(size, pixels - i * size)}; }
+};
 
-template <typename F>
-void for_each_pixel_block(const Conv2dParams& p, const F& body) {
-  const int64_t pixels = p.out_pixels(), block = pixels_per_block(p);
-  for (int64_t begin = 0; begin < pixels; begin += block) body(PixelRange{begin, std::min(block, pixels - begin)});
+PixelBlocks pixel_blocks(const Conv2dParams& p) {
+  const int64_t pixels = p.out_pixels();
+  if (pixels <= 0) return {0, 1, 0};
+  const int64_t fit = std::max<int64_t>(16, kColumnBlockElements / std::max<int64_t>(1, p.patch_size()));
+  const int64_t count = (pixels + fit - 1) / fit;
+  const int64_t size = std::min(pixels, ((pixels + count - 1) / count + 15) / 16 * 16);
+  return {pixels, size, (pixels + size - 1) / size};
 }
 
 // The column block of one image and group: the image itself for 1x1
@@ -78,20 +80,21 @@ void im2col_forward(const T* input, const T* weight, const T* bias, T* output, c
                     bool relu) {
   const int64_t cg = p.in_channels_per_group(), og = p.out_channels_per_group(), pixels = p.out_pixels();
   const std::vector<PackedA<T>> packed_weights = pack_weights(weight, p, /*transposed=*/false);
-  at::parallel_for(0, p.batch, 1, [&](int64_t begin, int64_t end) {
+  const PixelBlocks blocks = pixel_blocks(p);
+  // Units (image, pixel block) write disjoint output columns.
+  at::parallel_for(0, p.batch * blocks.count, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> scratch;
-    for (int64_t n = begin; n < end; ++n) {
+    for (int64_t unit = begin; unit < end; ++unit) {
+      const int64_t n = unit / blocks.count;
+      const PixelRange range = blocks[unit % blocks.count];
       for (int64_t g = 0; g < p.groups; ++g) {
         const T* group_input = input + (n * p.in_channels + g * cg) * p.in_h * p.in_w;
-        T* group_output = output + (n * p.out_channels + g * og) * pixels;
-        for_each_pixel_block(p, [&](PixelRange range) {
-          T* out = group_output + range.begin;
-          if (bias != nullptr) {
-            for (int64_t oc = 0; oc < og; ++oc) std::fill_n(out + oc * pixels, range.count, bias[g * og + oc]);
-          }
-          gemm<T>(packed_weights[g], range.count, columns_of(group_input, range, scratch, p), {out, pixels, 1},
-                  bias != nullptr, relu);
-        });
+        T* out = output + (n * p.out_channels + g * og) * pixels + range.begin;
+        if (bias != nullptr) {
+          for (int64_t oc = 0; oc < og; ++oc) std::fill_n(out + oc * pixels, range.count, bias[g * og + oc]);
+        }
+        gemm<T>(packed_weights[g], range.count, columns_of(group_input, range, scratch, p), {out, pixels, 1},
+                bias != nullptr, relu);
       }
     }
   });
@@ -103,6 +106,8 @@ void im2col_backward_input(const T* grad_output, const T* weight, T* grad_input,
   const int64_t pixels = p.out_pixels(), plane = p.in_h * p.in_w;
   const bool identity = im2col_is_identity(p);
   const std::vector<PackedA<T>> packed_weights = pack_weights(weight, p, /*transposed=*/true);
+  const PixelBlocks blocks = pixel_blocks(p);
+  // Per image: the blocks' col2im halos overlap, so one thread owns an image.
   at::parallel_for(0, p.batch, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> col;
     for (int64_t n = begin; n < end; ++n) {
@@ -111,16 +116,17 @@ void im2col_backward_input(const T* grad_output, const T* weight, T* grad_input,
       for (int64_t g = 0; g < p.groups; ++g) {
         T* grad_group = grad_image + g * cg * plane;
         const T* dy = grad_output + (n * p.out_channels + g * og) * pixels;
-        for_each_pixel_block(p, [&](PixelRange range) {
+        for (int64_t b = 0; b < blocks.count; ++b) {
+          const PixelRange range = blocks[b];
           const MatrixRef<const T> dy_block{dy + range.begin, pixels, 1};
           if (identity) {
             gemm<T>(packed_weights[g], range.count, dy_block, {grad_group + range.begin, pixels, 1}, false);
-            return;
+            continue;
           }
           col.resize(p.patch_size() * range.count);
           gemm<T>(packed_weights[g], range.count, dy_block, {col.data(), range.count, 1}, false);
           col2im(col.data(), grad_group, cg, p, range);
-        });
+        }
       }
     }
   });
@@ -131,28 +137,31 @@ void im2col_backward_weight(const T* grad_output, const T* input, T* grad_weight
   const int64_t cg = p.in_channels_per_group(), og = p.out_channels_per_group();
   const int64_t kp = p.patch_size(), pixels = p.out_pixels();
   const int64_t weight_numel = p.out_channels * kp;
-  // Batch chunks, one per thread: chunk 0 sums into grad_weight, the others
-  // into private buffers that are added afterwards in chunk order.
-  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(p.batch, at::get_num_threads()));
+  // Units (image, pixel block) in chunks, one per thread: chunk 0 sums into
+  // grad_weight, the others into private buffers that are added afterwards
+  // in chunk order (deterministic for a given thread count).
+  const PixelBlocks blocks = pixel_blocks(p);
+  const int64_t units = p.batch * blocks.count;
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(units, at::get_num_threads()));
   std::vector<T> partials((chunks - 1) * weight_numel);
   at::parallel_for(0, chunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
     std::vector<T> scratch;
     for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
       T* sum = chunk == 0 ? grad_weight : partials.data() + (chunk - 1) * weight_numel;
-      const int64_t n_begin = p.batch * chunk / chunks, n_end = p.batch * (chunk + 1) / chunks;
-      if (n_begin == n_end) std::fill_n(sum, weight_numel, T(0));
-      for (int64_t n = n_begin; n < n_end; ++n) {
+      const int64_t unit_begin = units * chunk / chunks, unit_end = units * (chunk + 1) / chunks;
+      if (unit_begin == unit_end) std::fill_n(sum, weight_numel, T(0));
+      for (int64_t unit = unit_begin; unit < unit_end; ++unit) {
+        const int64_t n = unit / blocks.count;
+        const PixelRange range = blocks[unit % blocks.count];
         for (int64_t g = 0; g < p.groups; ++g) {
           const T* group_input = input + (n * p.in_channels + g * cg) * p.in_h * p.in_w;
           const T* dy = grad_output + (n * p.out_channels + g * og) * pixels;
-          for_each_pixel_block(p, [&](PixelRange range) {
-            // dW_g (og x kp) += dY_g (og x pixels) * col^T (pixels x kp): both
-            // operands are packed transposed (vectorised), and dW_g, the
-            // output, is row-major so its tiles are stored whole.
-            const MatrixRef<const T> col = columns_of(group_input, range, scratch, p);
-            gemm<T>(og, kp, range.count, {dy + range.begin, pixels, 1}, {col.data, col.col_stride, col.row_stride},
-                    {sum + g * og * kp, kp, 1}, n != n_begin || range.begin != 0);
-          });
+          // dW_g (og x kp) += dY_g (og x pixels) * col^T (pixels x kp): both
+          // operands are packed transposed (vectorised), and dW_g, the
+          // output, is row-major so its tiles are stored whole.
+          const MatrixRef<const T> col = columns_of(group_input, range, scratch, p);
+          gemm<T>(og, kp, range.count, {dy + range.begin, pixels, 1}, {col.data, col.col_stride, col.row_stride},
+                  {sum + g * og * kp, kp, 1}, unit != unit_begin);
         }
       }
     }
