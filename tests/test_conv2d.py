@@ -3,7 +3,10 @@ fuzzing, gradcheck, opcheck, layouts, torch semantics of arguments and errors, n
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -284,6 +287,18 @@ def test_large_layers_cpu(layer, dtype):
             ex, ew = torch.autograd.grad(expected, (x_, w_), g)
             torch.testing.assert_close(gx, ex, **tol)
             torch.testing.assert_close(gw, ew, rtol=tol["rtol"], atol=10 * tol["atol"])
+
+
+def test_large_layers_on_the_portable_cpu_kernels():
+    # The CPU GEMM picks its AVX2 micro-kernel and packing at run time; rerun
+    # the large layers with FASTCONV_CPU_ISA=baseline so the portable code,
+    # which CPUs without AVX2 run, is checked here too.
+    env = dict(os.environ, FASTCONV_CPU_ISA="baseline")
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"{__file__}::test_large_layers_cpu"],
+        env=env, capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert " passed" in result.stdout and "skipped" not in result.stdout
 
 
 # ---------------------------------------------------------------- bad arguments, as torch raises them

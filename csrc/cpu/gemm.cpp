@@ -8,6 +8,8 @@
 #include "gemm.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <type_traits>
 #include <vector>
 
@@ -50,8 +52,15 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 #if defined(FASTCONV_X86)
 #define FASTCONV_AVX2 __attribute__((target("avx2,fma"), always_inline)) inline
 
+// The AVX2 paths run when the CPU has AVX2 and FMA, unless
+// FASTCONV_CPU_ISA=baseline asks for the portable ones (the tests use it to
+// check them on machines that have AVX2).
 bool cpu_has_avx2_fma() {
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  static const bool has = [] {
+    const char* isa = std::getenv("FASTCONV_CPU_ISA");
+    if (isa != nullptr && std::strcmp(isa, "baseline") == 0) return false;
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }();
   return has;
 }
 
