@@ -301,6 +301,38 @@ def test_large_layers_on_the_portable_cpu_kernels():
     assert " passed" in result.stdout and "skipped" not in result.stdout
 
 
+# Run with an 8 KiB column-buffer cap: a 3x6x6 image's columns take 3,888
+# bytes in float, so batch 5 goes through the im2col kernels in chunks of
+# 2, 2, 1 images (float) and 1 each (double), the path that large batches
+# take on a GPU.
+_CHUNKED_IM2COL_CHECK = """
+import torch, torch.nn.functional as F, fastconv, fastconv.functional as FF
+for dtype in (torch.float32, torch.float64):
+    x = torch.randn(5, 3, 6, 6, dtype=dtype, requires_grad=True)
+    w = torch.randn(4, 3, 3, 3, dtype=dtype, requires_grad=True)
+    b = torch.randn(4, dtype=dtype, requires_grad=True)
+    for fused in (False, True):
+        with fastconv.backend("simt"):
+            y = (FF.conv2d_relu if fused else FF.conv2d)(x, w, b, padding=1, algorithm="im2col")
+        expected = F.conv2d(x, w, b, padding=1)
+        expected = expected.relu() if fused else expected
+        g = torch.randn_like(y)
+        ours = (y, *torch.autograd.grad(y, (x, w, b), g))
+        theirs = (expected, *torch.autograd.grad(expected, (x, w, b), g))
+        for a, e in zip(ours, theirs):
+            torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-4)
+print("chunked im2col ok")
+"""
+
+
+def test_cuda_im2col_batch_chunks_on_simt():
+    env = dict(os.environ, FASTCONV_COLUMN_BUFFER_BYTES="8192")
+    result = subprocess.run([sys.executable, "-c", _CHUNKED_IM2COL_CHECK], env=env, capture_output=True, text=True,
+                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "chunked im2col ok" in result.stdout
+
+
 # ---------------------------------------------------------------- bad arguments, as torch raises them
 
 X = torch.randn(1, 4, 5, 5)

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdlib>
 
 #include "../common/conv2d_params.h"
 #include "common.cuh"
@@ -57,15 +58,24 @@ inline int64_t round_up16(int64_t bytes) { return (bytes + 15) / 16 * 16; }
 
 // The im2col column buffer holds C * R * S * P * Q elements per image; the
 // batch is processed in chunks of this many images so that the buffer stays
-// under kColumnBufferCap bytes (at least one image, whatever its size).
-constexpr int64_t kColumnBufferCap = int64_t(256) << 20;
+// under column_buffer_cap() bytes (at least one image, whatever its size):
+// 256 MiB, or FASTCONV_COLUMN_BUFFER_BYTES when set (read once; the tests
+// shrink it so that small problems run in several chunks on SIMT).
+inline int64_t column_buffer_cap() {
+  static const int64_t cap = [] {
+    const char* bytes = std::getenv("FASTCONV_COLUMN_BUFFER_BYTES");
+    const long long parsed = bytes != nullptr ? std::atoll(bytes) : 0;
+    return parsed > 0 ? static_cast<int64_t>(parsed) : int64_t(256) << 20;
+  }();
+  return cap;
+}
 inline int64_t im2col_column_elems(const Conv2dParams& p) {
   return p.in_channels * p.kernel_h * p.kernel_w * out_plane(p);
 }
 inline int64_t im2col_chunk_images(const Conv2dParams& p, int64_t column_elem_size) {
   const int64_t per_image = im2col_column_elems(p) * column_elem_size;
   if (per_image <= 0) return p.batch > 0 ? p.batch : 1;
-  int64_t chunk = kColumnBufferCap / per_image;
+  int64_t chunk = column_buffer_cap() / per_image;
   if (chunk < 1) chunk = 1;
   return chunk < p.batch ? chunk : p.batch;
 }
