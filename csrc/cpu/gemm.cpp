@@ -104,8 +104,9 @@ void pack_panel(const T* src, int64_t step, int64_t lane, int64_t count, int64_t
     if (step == 1 && lane != 1 && cpu_has_avx2_fma()) {
       for (; p + 8 <= count; p += 8) {
         for (int64_t j0 = 0; j0 < width; j0 += 8) {
-          transpose_8x8(src + p + j0 * lane, lane, std::max<int64_t>(0, lanes - j0), panel + p * width + j0,
-                        width);
+          // A block past the last lane reads nothing and stores zeros.
+          const int64_t rows = std::max<int64_t>(0, lanes - j0);
+          transpose_8x8(rows > 0 ? src + p + j0 * lane : src, lane, rows, panel + p * width + j0, width);
         }
       }
     }

@@ -1,7 +1,6 @@
 #include "im2col.h"
 
 #include <algorithm>
-#include <cstring>
 
 #include "conv2d_geometry.h"
 
@@ -38,25 +37,28 @@ void for_each_row_segment(int64_t channels, const Conv2dParams& p, PixelRange pi
 
 }  // namespace
 
+// Offsets stay integers until they index a valid element: a segment's
+// column offset is negative for ow < ow_begin, and its image offset for
+// ow < valid.begin.
 template <typename T>
 void im2col(const T* image, T* col, int64_t channels, const Conv2dParams& p, PixelRange pixels) {
   for_each_row_segment(channels, p, pixels, [&](int64_t c, int64_t dst_offset, int64_t ih, int64_t ow_begin,
                                                 int64_t ow_end, int64_t shift_w, ValidRange valid) {
-    T* dst = col + dst_offset;
+    T* dst = col + dst_offset + ow_begin;  // column of ow_begin
     if (ih < 0 || ih >= p.in_h) {
-      std::fill(dst + ow_begin, dst + ow_end, T(0));
+      std::fill(dst, dst + (ow_end - ow_begin), T(0));
       return;
     }
-    const T* src = image + (c * p.in_h + ih) * p.in_w + shift_w;
+    const int64_t src_offset = (c * p.in_h + ih) * p.in_w + shift_w;  // image element of ow, less ow * stride
     const int64_t copy_begin = std::clamp(valid.begin, ow_begin, ow_end);
     const int64_t copy_end = std::clamp(valid.end, copy_begin, ow_end);
-    std::fill(dst + ow_begin, dst + copy_begin, T(0));
-    if (p.stride_w == 1) {
-      std::copy(src + copy_begin, src + copy_end, dst + copy_begin);
+    std::fill(dst, dst + (copy_begin - ow_begin), T(0));
+    if (p.stride_w == 1 && copy_begin < copy_end) {
+      std::copy(image + src_offset + copy_begin, image + src_offset + copy_end, col + dst_offset + copy_begin);
     } else {
-      for (int64_t ow = copy_begin; ow < copy_end; ++ow) dst[ow] = src[ow * p.stride_w];
+      for (int64_t ow = copy_begin; ow < copy_end; ++ow) col[dst_offset + ow] = image[src_offset + ow * p.stride_w];
     }
-    std::fill(dst + copy_end, dst + ow_end, T(0));
+    std::fill(dst + (copy_end - ow_begin), dst + (ow_end - ow_begin), T(0));
   });
 }
 
@@ -65,15 +67,10 @@ void col2im(const T* col, T* image, int64_t channels, const Conv2dParams& p, Pix
   for_each_row_segment(channels, p, pixels, [&](int64_t c, int64_t src_offset, int64_t ih, int64_t ow_begin,
                                                 int64_t ow_end, int64_t shift_w, ValidRange valid) {
     if (ih < 0 || ih >= p.in_h) return;
-    const T* src = col + src_offset;
-    T* dst = image + (c * p.in_h + ih) * p.in_w + shift_w;
+    const int64_t dst_offset = (c * p.in_h + ih) * p.in_w + shift_w;
     const int64_t add_begin = std::clamp(valid.begin, ow_begin, ow_end);
     const int64_t add_end = std::clamp(valid.end, add_begin, ow_end);
-    if (p.stride_w == 1) {
-      for (int64_t ow = add_begin; ow < add_end; ++ow) dst[ow] += src[ow];
-    } else {
-      for (int64_t ow = add_begin; ow < add_end; ++ow) dst[ow * p.stride_w] += src[ow];
-    }
+    for (int64_t ow = add_begin; ow < add_end; ++ow) image[dst_offset + ow * p.stride_w] += col[src_offset + ow];
   });
 }
 
