@@ -30,9 +30,9 @@ namespace {
 // over dW).
 constexpr int64_t kColumnBlockElements = 256 * 1024;
 
-// An image's output pixels cut into equal blocks (a multiple of 16, the
-// GEMM's tile width) that fit the budget, so that only the last block can
-// have partial tiles. Blocks are numbered, so that work can be split over
+// An image's output pixels cut into equal blocks (a multiple of
+// kGemmColumnAlignment) that fit the budget, so that only the last block can
+// have partial GEMM tiles. Blocks are numbered, so that work can be split over
 // (image, block) units and a single image still uses every thread.
 struct PixelBlocks {
   int64_t pixels, size, count;
@@ -42,9 +42,10 @@ struct PixelBlocks {
 PixelBlocks pixel_blocks(const Conv2dParams& p) {
   const int64_t pixels = p.out_pixels();
   if (pixels <= 0) return {0, 1, 0};
-  const int64_t fit = std::max<int64_t>(16, kColumnBlockElements / std::max<int64_t>(1, p.patch_size()));
-  const int64_t count = (pixels + fit - 1) / fit;
-  const int64_t size = std::min(pixels, ((pixels + count - 1) / count + 15) / 16 * 16);
+  const int64_t align = kGemmColumnAlignment;
+  const int64_t fit = std::max(align, kColumnBlockElements / std::max<int64_t>(1, p.patch_size()));
+  const int64_t count = (pixels + fit - 1) / fit, even = (pixels + count - 1) / count;
+  const int64_t size = std::min(pixels, (even + align - 1) / align * align);
   return {pixels, size, (pixels + size - 1) / size};
 }
 

@@ -34,6 +34,8 @@ template <>
 struct Tile<double> {
   static constexpr int64_t kMr = 6, kNr = 8;
 };
+static_assert(kGemmColumnAlignment % Tile<float>::kNr == 0 && kGemmColumnAlignment % Tile<double>::kNr == 0,
+              "column blocks aligned to kGemmColumnAlignment must hold whole tiles");
 
 // Block sizes (elements): KC x NR of B (16 KiB for float) fits L1, MC x KC of
 // A (~150 KiB) fits L2, KC x NC of B (~512 KiB) fits L2/L3. K is cut into
@@ -45,7 +47,20 @@ constexpr int64_t kNc = 512;  // a multiple of kNr
 // A is packed whole, once for every column block, up to this many elements.
 constexpr int64_t kPackAllAMax = int64_t(1) << 20;
 
+// Elements of slack after each packed buffer, for transpose_8x8's wide stores.
+constexpr int64_t kPackSlack = 8;
+
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// The K block: K cut into equal blocks of at most kKc. pack_whole_a and
+// gemm_blocks must cut K alike, so both ask here.
+int64_t k_block(int64_t k) { return ceil_div(k, ceil_div(k, kKc)); }
+
+// m rounded up to whole MR-row panels.
+template <typename T>
+int64_t padded_rows(int64_t m) {
+  return ceil_div(m, Tile<T>::kMr) * Tile<T>::kMr;
+}
 
 // ------------------------------------------------------------------ packing
 
@@ -272,7 +287,7 @@ void edge_tile(int64_t kc, const T* a, const T* b, int64_t rows, int64_t cols, c
 template <typename T>
 void pack_whole_a(int64_t m, int64_t k, const MatrixRef<const T>& a, T* packed) {
   if (m <= 0 || k <= 0) return;
-  const int64_t kc_max = ceil_div(k, ceil_div(k, kKc)), m_padded = ceil_div(m, Tile<T>::kMr) * Tile<T>::kMr;
+  const int64_t kc_max = k_block(k), m_padded = padded_rows<T>(m);
   for (int64_t pc = 0; pc < k; pc += kc_max) {
     pack_a(m, std::min(kc_max, k - pc), MatrixRef<const T>{&a.at(0, pc), a.row_stride, a.col_stride},
            packed + pc * m_padded);
@@ -291,12 +306,11 @@ void gemm_blocks(int64_t m, int64_t n, int64_t k, const T* packed_whole_a, const
       for (int64_t j = 0; j < n; ++j) c.at(i, j) = epilogue(accumulate ? c.at(i, j) : T(0), relu);
     return;
   }
-  const int64_t kc_max = ceil_div(k, ceil_div(k, kKc)), m_padded = ceil_div(m, mr) * mr;
-  // Per-thread scratch, reused across calls (callers run gemm inside
-  // parallel_for); 8 elements of slack for transpose_8x8's wide stores.
+  const int64_t kc_max = k_block(k), m_padded = padded_rows<T>(m);
+  // Per-thread scratch, reused across calls (callers run gemm inside parallel_for).
   thread_local std::vector<T> packed_a, packed_b;
-  if (packed_whole_a == nullptr) packed_a.resize(kMc * kc_max + 8);
-  packed_b.resize(kNc * kc_max + 8);
+  if (packed_whole_a == nullptr) packed_a.resize(kMc * kc_max + kPackSlack);
+  packed_b.resize(kNc * kc_max + kPackSlack);
 
   for (int64_t jc = 0; jc < n; jc += kNc) {
     const int64_t nc = std::min(kNc, n - jc);
@@ -337,7 +351,7 @@ void gemm_blocks(int64_t m, int64_t n, int64_t k, const T* packed_whole_a, const
 
 template <typename T>
 PackedA<T>::PackedA(int64_t m, int64_t k, MatrixRef<const T> a)
-    : m_(m), k_(k), data_(ceil_div(m, Tile<T>::kMr) * Tile<T>::kMr * k + 8) {
+    : m_(m), k_(k), data_(padded_rows<T>(m) * k + kPackSlack) {
   pack_whole_a(m, k, a, data_.data());
 }
 
@@ -352,8 +366,7 @@ void gemm(int64_t m, int64_t n, int64_t k, MatrixRef<const T> a, MatrixRef<const
   // With several column blocks, A is packed once for all of them (when that
   // is not too big); else block by block, so each packed block is used while
   // it is still in L2.
-  const int64_t m_padded = ceil_div(m, Tile<T>::kMr) * Tile<T>::kMr;
-  if (n > kNc && m_padded * k <= kPackAllAMax && k > 0) {
+  if (n > kNc && k > 0 && padded_rows<T>(m) * k <= kPackAllAMax) {
     return gemm(PackedA<T>(m, k, a), n, b, c, accumulate, relu);
   }
   gemm_blocks(m, n, k, static_cast<const T*>(nullptr), a, b, c, accumulate, relu);

@@ -2,7 +2,7 @@
 // C = (accumulate ? C : 0) + A * B, where every matrix is addressed through a
 // row and a column stride, so transposed operands cost nothing extra (the
 // packing step reads them in whatever order they are stored). Callers
-// parallelise above it (over images or batch chunks).
+// parallelise above it (over images and blocks of their output pixels).
 #pragma once
 
 #include <cstdint>
@@ -10,6 +10,11 @@
 
 namespace fastconv {
 namespace cpu {
+
+// Column counts that are multiples of this fill whole micro-kernel tiles
+// (for every element type), so a caller that cuts N into such blocks keeps
+// partial tiles to its last block.
+constexpr int64_t kGemmColumnAlignment = 16;
 
 template <typename T>
 struct MatrixRef {
