@@ -289,16 +289,23 @@ def test_large_layers_cpu(layer, dtype):
             torch.testing.assert_close(gw, ew, rtol=tol["rtol"], atol=10 * tol["atol"])
 
 
+def _run_with_env(python_args: list, **env: str) -> str:
+    """Runs python with `python_args` from the project root, with `env` added to the
+    environment (switches read once per process); fails on a non-zero exit; returns stdout."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, *python_args], env=dict(os.environ, **env), capture_output=True,
+                            text=True, cwd=root)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
 def test_large_layers_on_the_portable_cpu_kernels():
     # The CPU GEMM picks its AVX2 micro-kernel and packing at run time; rerun
     # the large layers with FASTCONV_CPU_ISA=baseline so the portable code,
     # which CPUs without AVX2 run, is checked here too.
-    env = dict(os.environ, FASTCONV_CPU_ISA="baseline")
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"{__file__}::test_large_layers_cpu"],
-        env=env, capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert " passed" in result.stdout and "skipped" not in result.stdout
+    out = _run_with_env(["-m", "pytest", "-q", "-p", "no:cacheprovider", f"{__file__}::test_large_layers_cpu"],
+                        FASTCONV_CPU_ISA="baseline")
+    assert " passed" in out and "skipped" not in out
 
 
 # Run with an 8 KiB column-buffer cap: a 3x6x6 image's columns take 3,888
@@ -326,11 +333,7 @@ print("chunked im2col ok")
 
 
 def test_cuda_im2col_batch_chunks_on_simt():
-    env = dict(os.environ, FASTCONV_COLUMN_BUFFER_BYTES="8192")
-    result = subprocess.run([sys.executable, "-c", _CHUNKED_IM2COL_CHECK], env=env, capture_output=True, text=True,
-                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "chunked im2col ok" in result.stdout
+    assert "chunked im2col ok" in _run_with_env(["-c", _CHUNKED_IM2COL_CHECK], FASTCONV_COLUMN_BUFFER_BYTES="8192")
 
 
 # ---------------------------------------------------------------- bad arguments, as torch raises them
