@@ -21,7 +21,6 @@ from pathlib import Path
 from setuptools import setup
 
 
-
 def _find_cuda_home():
     """The toolkit folder (with include/cuda_runtime.h). nvcc on PATH may be a wrapper script in
     /usr/local/bin, from which torch would guess /usr/local; prefer a real toolkit folder."""
@@ -96,7 +95,9 @@ def extension():
     # (-Wno-unknown-pragmas is for the `#pragma unroll` of the CUDA kernels the
     # SIMT runtime compiles as C++.)
     cxx = ["-std=c++20", *opt, "-fvisibility=hidden", "-fopenmp", "-Wno-unknown-pragmas"]
-    cpp_sources = sources("csrc/*.cpp", "csrc/ops/*.cpp", "csrc/cpu/*.cpp", "csrc/simt/*.cpp")
+    cpp_sources = sources("csrc/*.cpp", "csrc/python/*.cpp", "csrc/ops/*.cpp", "csrc/cpu/*.cpp", "csrc/simt/*.cpp",
+                          "csrc/cuda/*_simt.cpp")
+    headers = sources("csrc/**/*.h", "csrc/**/*.cuh")
     include_dirs = [str(ROOT / "csrc")]
     if want_cuda():
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_ARCHS)
@@ -104,19 +105,54 @@ def extension():
             "fastconv._C",
             cpp_sources + sources("csrc/cuda/*.cu"),
             include_dirs=include_dirs,
-            define_macros=[("FASTCONV_PYTHON_MODULE", None), ("FASTCONV_WITH_CUDA", None)],
+            depends=headers,
+            define_macros=[("FASTCONV_WITH_CUDA", None)],
             extra_link_args=["-fopenmp"],
             extra_compile_args={
                 "cxx": cxx + nvidia_wheel_include_flags(),
                 "nvcc": [*opt, "-std=c++20", "--expt-relaxed-constexpr", "-lineinfo"],
             },
         )
-    return CppExtension("fastconv._C", cpp_sources, include_dirs=include_dirs,
-                        define_macros=[("FASTCONV_PYTHON_MODULE", None)],
+    return CppExtension("fastconv._C", cpp_sources, include_dirs=include_dirs, depends=headers,
                         extra_compile_args={"cxx": cxx}, extra_link_args=["-fopenmp"])
+
+
+class BuildFastconv(BuildExtension):
+    """torch's ninja build, in a build folder that persists between builds.
+
+    pip's editable install hands every build a fresh temporary folder, so each
+    `pip install -e .` would recompile every unit. Pinning the object folder
+    under build/ lets ninja rebuild only what changed; the extension itself is
+    skipped when it is newer than every source and header (`depends`).
+    Also writes fastconv/_build_config.py: what the extension was built
+    against, which `import fastconv` checks before loading it.
+    """
+
+    def finalize_options(self):
+        super().finalize_options()
+        tag = f"{sys.implementation.cache_tag}-torch{torch.__version__}"
+        self.build_temp = str(ROOT / "build" / f"temp-{tag}")
+
+    def run(self):
+        write_build_config(self.extensions[0])
+        super().run()
+
+
+def write_build_config(ext):
+    cuda = any(src.endswith(".cu") for src in ext.sources)
+    lines = [
+        '"""What fastconv._C was built against (written by setup.py)."""',
+        f"TORCH_VERSION = {torch.__version__!r}",
+        f"CUDA_VERSION = {torch.version.cuda if cuda else None!r}",
+        f"CUDA_ARCHS = {os.environ.get('TORCH_CUDA_ARCH_LIST', '') if cuda else ''!r}",
+    ]
+    text = "\n".join(lines) + "\n"
+    path = ROOT / "fastconv" / "_build_config.py"
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
 
 
 setup(
     ext_modules=[extension()],
-    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+    cmdclass={"build_ext": BuildFastconv.with_options(use_ninja=True)},
 )

@@ -1,4 +1,4 @@
-// Op schemas of the `fastconv` namespace and the Python module that loads them.
+// Op schemas of the `fastconv` namespace.
 //
 // In-place ops return nothing (functionalization, and so torch.compile,
 // cannot handle custom ops that return an alias of an input); the Python
@@ -10,12 +10,6 @@
 // forward run on the SIMT runtime is differentiated on it too.
 #include <torch/library.h>
 
-#if defined(FASTCONV_PYTHON_MODULE)
-#include <ATen/Parallel.h>
-#include <Python.h>
-
-#include <atomic>
-#endif
 
 TORCH_LIBRARY(fastconv, m) {
   m.def("relu(Tensor input, str backend=\"auto\") -> Tensor");
@@ -49,49 +43,3 @@ TORCH_LIBRARY(fastconv, m) {
       "max_pool2d_backward(Tensor grad_output, Tensor indices, int[] input_size, int[2] kernel_size, "
       "int[2] stride, int[2] padding, int[2] dilation, bool ceil_mode, str backend=\"auto\") -> Tensor");
 }
-
-#if defined(FASTCONV_PYTHON_MODULE)
-namespace {
-
-// How many threads one of our at::parallel_for loops really runs on. It is
-// an inline OpenMP loop in torch's headers, so an extension compiled without
-// OpenMP silently runs every CPU kernel on one thread; the tests check this.
-PyObject* parallel_for_threads(PyObject*, PyObject*) {
-  std::atomic<int> threads{1};
-  at::parallel_for(0, 1024, 1, [&](int64_t, int64_t) {
-    const int mine = at::get_thread_num() + 1;
-    int seen = threads.load();
-    while (mine > seen && !threads.compare_exchange_weak(seen, mine)) {
-    }
-  });
-  return PyLong_FromLong(threads.load());
-}
-
-PyMethodDef module_methods[] = {
-    {"parallel_for_threads", parallel_for_threads, METH_NOARGS,
-     "Number of threads an at::parallel_for loop of the CPU kernels runs on."},
-    {nullptr, nullptr, 0, nullptr}};
-
-}  // namespace
-
-// A plain extension module: importing fastconv._C runs the registrations
-// above; the module itself only reports how it was built.
-extern "C" PyMODINIT_FUNC PyInit__C(void) {
-  static PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C",
-                                   "fastconv's compiled kernels and op registrations", -1, module_methods};
-  PyObject* module = PyModule_Create(&module_def);
-  if (module == nullptr) return nullptr;
-#if defined(FASTCONV_WITH_CUDA)
-  PyObject* cuda_compiled = Py_True;
-#else
-  PyObject* cuda_compiled = Py_False;
-#endif
-  Py_INCREF(cuda_compiled);
-  if (PyModule_AddObject(module, "CUDA_COMPILED", cuda_compiled) < 0) {
-    Py_DECREF(cuda_compiled);
-    Py_DECREF(module);
-    return nullptr;
-  }
-  return module;
-}
-#endif  // FASTCONV_PYTHON_MODULE

@@ -17,6 +17,7 @@ from . import _ops  # noqa: F401  (fake kernels and autograd formulas)
 from . import functional, nn
 from ._backend import available_backends, backend, cuda_compiled, current_backend
 from .convert import convert
+from .info import build_info
 from .summary import summary
 
 __version__ = "0.1.0"
@@ -24,6 +25,7 @@ __version__ = "0.1.0"
 __all__ = [
     "available_backends",
     "backend",
+    "build_info",
     "convert",
     "cuda_compiled",
     "current_backend",

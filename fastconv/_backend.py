@@ -10,13 +10,12 @@ import torch
 
 from . import _C
 
-_BACKENDS = ("auto", "cpu", "simt", "cuda")
 _current: contextvars.ContextVar[str] = contextvars.ContextVar("fastconv_backend", default="auto")
 
 
 def cuda_compiled() -> bool:
     """True when the CUDA kernels were built into the extension (a GPU is not needed for that)."""
-    return bool(_C.CUDA_COMPILED)
+    return bool(_C.build_info()["cuda_compiled"])
 
 
 def available_backends() -> List[str]:
@@ -44,8 +43,7 @@ def backend(name: str) -> Iterator[None]:
     The choice is recorded when an op runs forward, so its backward runs on the
     same backend even after the block has closed.
     """
-    if name not in _BACKENDS:
-        raise ValueError(f"unknown fastconv backend {name!r}; expected one of {list(_BACKENDS)}")
+    _C.check_backend_name(name, "fastconv.backend")
     if name == "cuda" and not cuda_compiled():
         raise ValueError("fastconv backend 'cuda' is unavailable: the extension was built without CUDA")
     token = _current.set(name)

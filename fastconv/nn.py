@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from . import _C
 from . import functional as F
 
 __all__ = ["ReLU", "Dropout", "Conv2d", "Conv2dReLU", "MaxPool2d"]
@@ -29,9 +30,6 @@ class Dropout(torch.nn.Dropout):
         return F.dropout(input, self.p, self.training, self.inplace)
 
 
-_ALGORITHMS = ("auto", "direct", "im2col")
-
-
 class Conv2d(torch.nn.Conv2d):
     """:class:`torch.nn.Conv2d` on fastconv's convolution kernels.
 
@@ -44,8 +42,7 @@ class Conv2d(torch.nn.Conv2d):
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
                  groups: int = 1, bias: bool = True, padding_mode: str = "zeros", device=None, dtype=None,
                  algorithm: str = "auto") -> None:
-        if algorithm not in _ALGORITHMS:
-            raise ValueError(f"unknown conv2d algorithm {algorithm!r}; expected one of {list(_ALGORITHMS)}")
+        _C.check_algorithm_name(algorithm, "fastconv.nn.Conv2d")
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
                          padding_mode, device, dtype)
         self.algorithm = algorithm

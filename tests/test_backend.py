@@ -35,7 +35,7 @@ def test_cpu_kernels_run_on_several_threads():
 
 
 def test_unknown_backend_raises():
-    with pytest.raises(ValueError, match="unknown fastconv backend"):
+    with pytest.raises(ValueError, match="fastconv.backend: unknown backend 'tpu'"):
         with fastconv.backend("tpu"):
             pass
 

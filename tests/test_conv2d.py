@@ -464,7 +464,7 @@ def test_module_rejects_what_torch_rejects():
             torch.nn.Conv2d(4, 6, 3, **kwargs)
         with pytest.raises(ValueError):
             fnn.Conv2d(4, 6, 3, **kwargs)
-    with pytest.raises(ValueError, match="unknown conv2d algorithm"):
+    with pytest.raises(ValueError, match="fastconv.nn.Conv2d: unknown algorithm 'fft'"):
         fnn.Conv2d(4, 6, 3, algorithm="fft")
 
 

@@ -14,6 +14,8 @@
 
 #include <cstdint>
 
+#include "host_device.h"
+
 namespace fastconv {
 
 enum class ConvAlgorithm : int { kDirect = 0, kIm2col = 1 };
@@ -38,11 +40,17 @@ struct Conv2dParams {
   int64_t dilation_w;
   int64_t groups;
 
-  int64_t in_channels_per_group() const { return in_channels / groups; }
-  int64_t out_channels_per_group() const { return out_channels / groups; }
+  FASTCONV_HD int64_t in_channels_per_group() const { return in_channels / groups; }
+  FASTCONV_HD int64_t out_channels_per_group() const { return out_channels / groups; }
   // Rows of the im2col matrix of one group: C/g * R * S.
-  int64_t patch_size() const { return in_channels_per_group() * kernel_h * kernel_w; }
-  int64_t out_pixels() const { return out_h * out_w; }
+  FASTCONV_HD int64_t patch_size() const { return in_channels_per_group() * kernel_h * kernel_w; }
+  FASTCONV_HD int64_t out_pixels() const { return out_h * out_w; }
+  // A 1x1, stride-1, unpadded convolution: its im2col matrix is the input
+  // itself, so im2col can be skipped.
+  FASTCONV_HD bool im2col_is_identity() const {
+    return kernel_h == 1 && kernel_w == 1 && stride_h == 1 && stride_w == 1 && pad_h == 0 && pad_w == 0 &&
+           out_h == in_h && out_w == in_w;
+  }
 };
 
 }  // namespace fastconv

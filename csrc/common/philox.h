@@ -7,11 +7,7 @@
 
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define FASTCONV_HOST_DEVICE __host__ __device__ __forceinline__
-#else
-#define FASTCONV_HOST_DEVICE inline
-#endif
+#include "host_device.h"
 
 namespace fastconv {
 
@@ -25,7 +21,7 @@ constexpr uint32_t kMul1 = 0xCD9E8D57u;
 constexpr uint32_t kWeyl0 = 0x9E3779B9u;  // golden ratio
 constexpr uint32_t kWeyl1 = 0xBB67AE85u;  // sqrt(3) - 1
 
-FASTCONV_HOST_DEVICE void mul_hi_lo(uint32_t a, uint32_t b, uint32_t& hi, uint32_t& lo) {
+FASTCONV_HD void mul_hi_lo(uint32_t a, uint32_t b, uint32_t& hi, uint32_t& lo) {
   const uint64_t product = static_cast<uint64_t>(a) * b;
   hi = static_cast<uint32_t>(product >> 32);
   lo = static_cast<uint32_t>(product);
@@ -33,7 +29,7 @@ FASTCONV_HOST_DEVICE void mul_hi_lo(uint32_t a, uint32_t b, uint32_t& hi, uint32
 }  // namespace philox_detail
 
 // Ten rounds of Philox4x32 on `counter` under `key`.
-FASTCONV_HOST_DEVICE Philox4x32 philox4x32_10(Philox4x32 counter, uint32_t key0, uint32_t key1) {
+FASTCONV_HD Philox4x32 philox4x32_10(Philox4x32 counter, uint32_t key0, uint32_t key1) {
   using namespace philox_detail;
   for (int round = 0; round < 10; ++round) {
     uint32_t hi0, lo0, hi1, lo1;
@@ -49,7 +45,7 @@ FASTCONV_HOST_DEVICE Philox4x32 philox4x32_10(Philox4x32 counter, uint32_t key0,
 // The four 32-bit words for elements [4*group, 4*group + 4) of the stream
 // named by (seed, offset). Every backend maps element i to word i % 4 of
 // group i / 4, which is what makes their masks identical.
-FASTCONV_HOST_DEVICE Philox4x32 philox_group(uint64_t seed, uint64_t offset, uint64_t group) {
+FASTCONV_HD Philox4x32 philox_group(uint64_t seed, uint64_t offset, uint64_t group) {
   const Philox4x32 counter{{static_cast<uint32_t>(group), static_cast<uint32_t>(group >> 32),
                             static_cast<uint32_t>(offset), static_cast<uint32_t>(offset >> 32)}};
   return philox4x32_10(counter, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
@@ -57,7 +53,7 @@ FASTCONV_HOST_DEVICE Philox4x32 philox_group(uint64_t seed, uint64_t offset, uin
 
 // Dropout keeps an element when the top 24 bits of its word reach
 // `drop_threshold` = ceil(p * 2^24): p = 0 keeps all, p = 1 keeps none.
-FASTCONV_HOST_DEVICE bool dropout_keep(uint32_t word, uint32_t drop_threshold) {
+FASTCONV_HD bool dropout_keep(uint32_t word, uint32_t drop_threshold) {
   return (word >> 8) >= drop_threshold;
 }
 

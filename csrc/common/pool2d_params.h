@@ -9,11 +9,8 @@
 
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define FASTCONV_POOL_HD __host__ __device__ __forceinline__
-#else
-#define FASTCONV_POOL_HD inline
-#endif
+#include "host_device.h"
+#include "index_math.h"
 
 namespace fastconv {
 
@@ -32,38 +29,20 @@ struct Pool2dParams {
   int64_t dilation_h;
   int64_t dilation_w;
 
-  FASTCONV_POOL_HD int64_t in_plane() const { return in_h * in_w; }
-  FASTCONV_POOL_HD int64_t out_plane() const { return out_h * out_w; }
+  FASTCONV_HD int64_t in_pixels() const { return in_h * in_w; }
+  FASTCONV_HD int64_t out_pixels() const { return out_h * out_w; }
   // 2x2 windows at stride 2 with no padding or dilation: the seed CNNs' pooling.
-  FASTCONV_POOL_HD bool is_2x2_stride2() const {
+  FASTCONV_HD bool is_2x2_stride2() const {
     return kernel_h == 2 && kernel_w == 2 && stride_h == 2 && stride_w == 2 && pad_h == 0 &&
            pad_w == 0 && dilation_h == 1 && dilation_w == 1 && out_h * 2 <= in_h && out_w * 2 <= in_w;
   }
 };
 
-// The in-bounds taps of one window along one axis: positions begin,
-// begin + dilation, ... below end. `begin` is the first tap at or after 0,
-// found the way torch finds it (it seeds the index of an all -inf window, so
-// it must agree even when no tap is in bounds, where begin >= end).
-struct PoolSpan {
-  int64_t begin;
-  int64_t end;
-};
-
-FASTCONV_POOL_HD PoolSpan pool_span(int64_t out_pos, int64_t stride, int64_t pad, int64_t kernel,
-                                    int64_t dilation, int64_t in_size) {
-  int64_t begin = out_pos * stride - pad;
-  int64_t end = begin + (kernel - 1) * dilation + 1;
-  if (end > in_size) end = in_size;
-  if (begin < 0) begin += ((-begin + dilation - 1) / dilation) * dilation;
-  return PoolSpan{begin, end};
-}
-
 // torch's window rule, shared by every kernel so that NaN and ties agree:
 // a strictly larger value or any NaN takes the window (so the first of equal
 // maxima wins, and the last NaN scanned wins).
 template <typename A>
-FASTCONV_POOL_HD bool pool_takes(A value, A best) {
+FASTCONV_HD bool pool_takes(A value, A best) {
   return value > best || value != value;
 }
 

@@ -9,21 +9,21 @@ namespace fastconv {
 namespace cpu {
 
 template <typename T>
-void conv2d_forward(ConvAlgorithm algorithm, const T* input, const T* weight, const T* bias, T* output,
+void conv2d_forward(Target, ConvAlgorithm algorithm, const T* input, const T* weight, const T* bias, T* output,
                     const Conv2dParams& p, bool relu) {
   if (algorithm == ConvAlgorithm::kDirect) return direct_forward(input, weight, bias, output, p, relu);
   im2col_forward(input, weight, bias, output, p, relu);
 }
 
 template <typename T>
-void conv2d_backward_input(ConvAlgorithm algorithm, const T* grad_output, const T* weight, T* grad_input,
+void conv2d_backward_input(Target, ConvAlgorithm algorithm, const T* grad_output, const T* weight, T* grad_input,
                            const Conv2dParams& p) {
   if (algorithm == ConvAlgorithm::kDirect) return direct_backward_input(grad_output, weight, grad_input, p);
   im2col_backward_input(grad_output, weight, grad_input, p);
 }
 
 template <typename T>
-void conv2d_backward_weight(ConvAlgorithm algorithm, const T* grad_output, const T* input, T* grad_weight,
+void conv2d_backward_weight(Target, ConvAlgorithm algorithm, const T* grad_output, const T* input, T* grad_weight,
                             const Conv2dParams& p) {
   if (algorithm == ConvAlgorithm::kDirect) return direct_backward_weight(grad_output, input, grad_weight, p);
   im2col_backward_weight(grad_output, input, grad_weight, p);
@@ -33,7 +33,7 @@ void conv2d_backward_weight(ConvAlgorithm algorithm, const T* grad_output, const
 // running partial sums per channel let the compiler vectorise the reduction
 // (it may not reorder a single floating-point sum) and keep rounding error low.
 template <typename T>
-void conv2d_backward_bias(const T* grad_output, T* grad_bias, const Conv2dParams& p) {
+void conv2d_backward_bias(Target, const T* grad_output, T* grad_bias, const Conv2dParams& p) {
   constexpr int64_t kLanes = 16;
   const int64_t pixels = p.out_pixels();
   at::parallel_for(0, p.out_channels, 1, [&](int64_t begin, int64_t end) {
@@ -54,11 +54,11 @@ void conv2d_backward_bias(const T* grad_output, T* grad_bias, const Conv2dParams
 }
 
 #define FASTCONV_INSTANTIATE_CPU_CONV2D(T)                                                               \
-  template void conv2d_forward<T>(ConvAlgorithm, const T*, const T*, const T*, T*, const Conv2dParams&,  \
+  template void conv2d_forward<T>(Target, ConvAlgorithm, const T*, const T*, const T*, T*, const Conv2dParams&,  \
                                   bool);                                                                 \
-  template void conv2d_backward_input<T>(ConvAlgorithm, const T*, const T*, T*, const Conv2dParams&);    \
-  template void conv2d_backward_weight<T>(ConvAlgorithm, const T*, const T*, T*, const Conv2dParams&);   \
-  template void conv2d_backward_bias<T>(const T*, T*, const Conv2dParams&);
+  template void conv2d_backward_input<T>(Target, ConvAlgorithm, const T*, const T*, T*, const Conv2dParams&);    \
+  template void conv2d_backward_weight<T>(Target, ConvAlgorithm, const T*, const T*, T*, const Conv2dParams&);   \
+  template void conv2d_backward_bias<T>(Target, const T*, T*, const Conv2dParams&);
 
 FASTCONV_INSTANTIATE_CPU_CONV2D(float)
 FASTCONV_INSTANTIATE_CPU_CONV2D(double)

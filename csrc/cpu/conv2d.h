@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "../common/conv2d_params.h"
+#include "../common/target.h"
 
 namespace fastconv {
 namespace cpu {
@@ -14,19 +15,19 @@ namespace cpu {
 // relu: conv2d_relu's epilogue (torch's ReLU after the bias, before the
 // output leaves the kernel); false for plain conv2d.
 template <typename T>
-void conv2d_forward(ConvAlgorithm algorithm, const T* input, const T* weight, const T* bias, T* output,
+void conv2d_forward(Target, ConvAlgorithm algorithm, const T* input, const T* weight, const T* bias, T* output,
                     const Conv2dParams& p, bool relu);
 
 template <typename T>
-void conv2d_backward_input(ConvAlgorithm algorithm, const T* grad_output, const T* weight, T* grad_input,
+void conv2d_backward_input(Target, ConvAlgorithm algorithm, const T* grad_output, const T* weight, T* grad_input,
                            const Conv2dParams& p);
 
 template <typename T>
-void conv2d_backward_weight(ConvAlgorithm algorithm, const T* grad_output, const T* input, T* grad_weight,
+void conv2d_backward_weight(Target, ConvAlgorithm algorithm, const T* grad_output, const T* input, T* grad_weight,
                             const Conv2dParams& p);
 
 template <typename T>
-void conv2d_backward_bias(const T* grad_output, T* grad_bias, const Conv2dParams& p);
+void conv2d_backward_bias(Target, const T* grad_output, T* grad_bias, const Conv2dParams& p);
 
 }  // namespace cpu
 }  // namespace fastconv

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "conv2d_algorithms.h"
-#include "conv2d_geometry.h"
+#include "../common/index_math.h"
 #include "parallel.h"
 
 namespace fastconv {
@@ -79,7 +79,7 @@ void direct_forward(const T* input, const T* weight, const T* bias, T* output, c
             T w[kOcBlock];
             for (int64_t b = 0; b < count; ++b) w[b] = weight[((oc0 + b) * cg + ic) * taps + kh * p.kernel_w + kw];
             const int64_t shift_w = kw * p.dilation_w - p.pad_w;
-            const ValidRange cols = valid_outputs(shift_w, p.stride_w, p.in_w, p.out_w);
+            const IndexRange cols = outputs_inside(shift_w, p.stride_w, p.in_w, p.out_w);
             for (int64_t oh = 0; oh < p.out_h; ++oh) {
               const int64_t ih = oh * p.stride_h - p.pad_h + kh * p.dilation_h;
               if (ih < 0 || ih >= p.in_h) continue;
@@ -116,7 +116,7 @@ void direct_backward_input(const T* grad_output, const T* weight, T* grad_input,
           for (int64_t kw = 0; kw < p.kernel_w; ++kw) {
             const T w = weight[(oc * cg + ic) * taps + kh * p.kernel_w + kw];
             const int64_t shift_w = kw * p.dilation_w - p.pad_w;
-            const ValidRange cols = valid_outputs(shift_w, p.stride_w, p.in_w, p.out_w);
+            const IndexRange cols = outputs_inside(shift_w, p.stride_w, p.in_w, p.out_w);
             for (int64_t oh = 0; oh < p.out_h; ++oh) {
               const int64_t ih = oh * p.stride_h - p.pad_h + kh * p.dilation_h;
               if (ih < 0 || ih >= p.in_h) continue;
@@ -152,7 +152,7 @@ void direct_backward_weight(const T* grad_output, const T* input, T* grad_weight
           for (int64_t kw = 0; kw < p.kernel_w; ++kw) {
             std::fill(acc.begin(), acc.end(), T(0));
             const int64_t shift_w = kw * p.dilation_w - p.pad_w;
-            const ValidRange cols = valid_outputs(shift_w, p.stride_w, p.in_w, p.out_w);
+            const IndexRange cols = outputs_inside(shift_w, p.stride_w, p.in_w, p.out_w);
             for (int64_t n = 0; n < p.batch; ++n) {
               const T* grad_out = grad_output + (n * p.out_channels + oc) * pixels;
               const T* in_plane = input + (n * p.in_channels + g * cg + ic) * plane;

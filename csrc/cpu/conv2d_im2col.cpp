@@ -55,7 +55,7 @@ PixelBlocks pixel_blocks(const Conv2dParams& p) {
 template <typename T>
 MatrixRef<const T> columns_of(const T* group_input, PixelRange range, std::vector<T>& scratch,
                               const Conv2dParams& p) {
-  if (im2col_is_identity(p)) return {group_input + range.begin, p.out_pixels(), 1};
+  if (p.im2col_is_identity()) return {group_input + range.begin, p.out_pixels(), 1};
   scratch.resize(p.patch_size() * range.count);
   im2col(group_input, scratch.data(), p.in_channels_per_group(), p, range);
   return {scratch.data(), range.count, 1};
@@ -105,7 +105,7 @@ template <typename T>
 void im2col_backward_input(const T* grad_output, const T* weight, T* grad_input, const Conv2dParams& p) {
   const int64_t cg = p.in_channels_per_group(), og = p.out_channels_per_group();
   const int64_t pixels = p.out_pixels(), plane = p.in_h * p.in_w;
-  const bool identity = im2col_is_identity(p);
+  const bool identity = p.im2col_is_identity();
   const std::vector<PackedA<T>> packed_weights = pack_weights(weight, p, /*transposed=*/true);
   const PixelBlocks blocks = pixel_blocks(p);
   // Per image: the blocks' col2im halos overlap, so one thread owns an image.

@@ -7,8 +7,10 @@ namespace fastconv {
 namespace cpu {
 
 template <typename T>
-void dropout_apply(const T* input, T* output, int64_t n, uint64_t seed, uint64_t offset,
+void dropout_apply(Target, const T* input, T* output, int64_t n, const int64_t* seed_offset,
                    uint32_t drop_threshold, acc_t<T> scale) {
+  const auto seed = static_cast<uint64_t>(seed_offset[0]);
+  const auto offset = static_cast<uint64_t>(seed_offset[1]);
   const int64_t groups = (n + 3) / 4;
   // Chunks are whole Philox groups, so no group is split between threads.
   parallel_chunks(groups, kElementwiseGrain / 4, [&](int64_t begin, int64_t end) {
@@ -24,9 +26,8 @@ void dropout_apply(const T* input, T* output, int64_t n, uint64_t seed, uint64_t
   });
 }
 
-template void dropout_apply<float>(const float*, float*, int64_t, uint64_t, uint64_t, uint32_t, float);
-template void dropout_apply<double>(const double*, double*, int64_t, uint64_t, uint64_t, uint32_t,
-                                    double);
+template void dropout_apply<float>(Target, const float*, float*, int64_t, const int64_t*, uint32_t, float);
+template void dropout_apply<double>(Target, const double*, double*, int64_t, const int64_t*, uint32_t, double);
 
 }  // namespace cpu
 }  // namespace fastconv

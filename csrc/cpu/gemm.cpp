@@ -7,6 +7,8 @@
 // ISA.
 #include "gemm.h"
 
+#include "../common/index_math.h"
+
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -50,7 +52,6 @@ constexpr int64_t kPackAllAMax = int64_t(1) << 20;
 // Elements of slack after each packed buffer, for transpose_8x8's wide stores.
 constexpr int64_t kPackSlack = 8;
 
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // The K block: K cut into equal blocks of at most kKc. pack_whole_a and
 // gemm_blocks must cut K alike, so both ask here.
@@ -348,6 +349,13 @@ void gemm_blocks(int64_t m, int64_t n, int64_t k, const T* packed_whole_a, const
 }
 
 }  // namespace
+
+const char* gemm_isa() {
+#if defined(FASTCONV_X86)
+  if (cpu_has_avx2_fma()) return "avx2+fma";
+#endif
+  return "baseline";
+}
 
 template <typename T>
 PackedA<T>::PackedA(int64_t m, int64_t k, MatrixRef<const T> a)

@@ -40,6 +40,11 @@ class PackedA {
   std::vector<T> data_;
 };
 
+// The instruction set of the micro-kernel and packing this process runs:
+// "avx2+fma" where the CPU has both (unless FASTCONV_CPU_ISA=baseline), else
+// "baseline", the portable C++ path.
+const char* gemm_isa();
+
 // C[m x n] (+)= A[m x k] * B[k x n] with A packed beforehand.
 template <typename T>
 void gemm(const PackedA<T>& a, int64_t n, MatrixRef<const T> b, MatrixRef<T> c, bool accumulate,

@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "conv2d_geometry.h"
+#include "../common/index_math.h"
 
 namespace fastconv {
 namespace cpu {
@@ -21,7 +21,7 @@ void for_each_row_segment(int64_t channels, const Conv2dParams& p, PixelRange pi
       for (int64_t kw = 0; kw < p.kernel_w; ++kw) {
         const int64_t row = (c * p.kernel_h + kh) * p.kernel_w + kw;
         const int64_t shift_w = kw * p.dilation_w - p.pad_w;
-        const ValidRange valid = valid_outputs(shift_w, p.stride_w, p.in_w, p.out_w);
+        const IndexRange valid = outputs_inside(shift_w, p.stride_w, p.in_w, p.out_w);
         for (int64_t oh = oh_begin; oh < oh_end; ++oh) {
           const int64_t ow_begin = std::max<int64_t>(0, first - oh * p.out_w);
           const int64_t ow_end = std::min(p.out_w, last - oh * p.out_w);
@@ -43,7 +43,7 @@ void for_each_row_segment(int64_t channels, const Conv2dParams& p, PixelRange pi
 template <typename T>
 void im2col(const T* image, T* col, int64_t channels, const Conv2dParams& p, PixelRange pixels) {
   for_each_row_segment(channels, p, pixels, [&](int64_t c, int64_t dst_offset, int64_t ih, int64_t ow_begin,
-                                                int64_t ow_end, int64_t shift_w, ValidRange valid) {
+                                                int64_t ow_end, int64_t shift_w, IndexRange valid) {
     T* dst = col + dst_offset + ow_begin;  // column of ow_begin
     if (ih < 0 || ih >= p.in_h) {
       std::fill(dst, dst + (ow_end - ow_begin), T(0));
@@ -65,7 +65,7 @@ void im2col(const T* image, T* col, int64_t channels, const Conv2dParams& p, Pix
 template <typename T>
 void col2im(const T* col, T* image, int64_t channels, const Conv2dParams& p, PixelRange pixels) {
   for_each_row_segment(channels, p, pixels, [&](int64_t c, int64_t src_offset, int64_t ih, int64_t ow_begin,
-                                                int64_t ow_end, int64_t shift_w, ValidRange valid) {
+                                                int64_t ow_end, int64_t shift_w, IndexRange valid) {
     if (ih < 0 || ih >= p.in_h) return;
     const int64_t dst_offset = (c * p.in_h + ih) * p.in_w + shift_w;
     const int64_t add_begin = std::clamp(valid.begin, ow_begin, ow_end);

@@ -27,12 +27,5 @@ void im2col(const T* image, T* col, int64_t channels, const Conv2dParams& p, Pix
 template <typename T>
 void col2im(const T* col, T* image, int64_t channels, const Conv2dParams& p, PixelRange pixels);
 
-// True when the column matrix equals the image itself (1x1 kernel, stride 1,
-// no padding), so im2col can be skipped.
-inline bool im2col_is_identity(const Conv2dParams& p) {
-  return p.kernel_h == 1 && p.kernel_w == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_h == 0 &&
-         p.pad_w == 0 && p.out_h == p.in_h && p.out_w == p.in_w;
-}
-
 }  // namespace cpu
 }  // namespace fastconv

@@ -12,7 +12,7 @@ namespace {
 
 // Planes per task: enough that a task touches ~kElementwiseGrain inputs.
 int64_t plane_grain(const Pool2dParams& p) {
-  return std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(1, p.in_plane()));
+  return std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(1, p.in_pixels()));
 }
 
 // 2x2 windows at stride 2, in two vectorisable passes per chunk of a row:
@@ -72,7 +72,7 @@ class GenericPlanePooler {
   explicit GenericPlanePooler(const Pool2dParams& p)
       : p_(p), col_begin_(p.out_w), tap_lo_(p.kernel_w), tap_hi_(p.kernel_w) {
     for (int64_t ow = 0; ow < p.out_w; ++ow) {
-      col_begin_[ow] = pool_span(ow, p.stride_w, p.pad_w, p.kernel_w, p.dilation_w, p.in_w).begin;
+      col_begin_[ow] = taps_inside(ow, p.stride_w, p.pad_w, p.kernel_w, p.dilation_w, p.in_w).begin;
     }
     // Column tap kw of output ow reads iw = ow * stride_w + offset(kw); keep
     // the outputs with 0 <= iw < in_w.
@@ -88,7 +88,7 @@ class GenericPlanePooler {
   void operator()(const T* in, T* out, int64_t* idx) const {
     // Positions fit in int32 for all but enormous planes; an all-float/int32
     // fold vectorises, one that mixes in int64 does not.
-    if (p_.in_plane() < (int64_t{1} << 31)) {
+    if (p_.in_pixels() < (int64_t{1} << 31)) {
       pool<int32_t>(in, out, idx);
     } else {
       pool<int64_t>(in, out, idx);
@@ -102,7 +102,7 @@ class GenericPlanePooler {
     std::vector<Index> positions(p.out_w);
     Index* pos = positions.data();
     for (int64_t oh = 0; oh < p.out_h; ++oh) {
-      const PoolSpan rows = pool_span(oh, p.stride_h, p.pad_h, p.kernel_h, p.dilation_h, p.in_h);
+      const IndexRange rows = taps_inside(oh, p.stride_h, p.pad_h, p.kernel_h, p.dilation_h, p.in_h);
       T* out_row = out + oh * p.out_w;
       for (int64_t ow = 0; ow < p.out_w; ++ow) {
         out_row[ow] = -std::numeric_limits<T>::infinity();
@@ -155,7 +155,7 @@ std::vector<char> empty_windows(int64_t out_size, int64_t stride, int64_t pad, i
                                 int64_t in_size, bool& any) {
   std::vector<char> empty(out_size);
   for (int64_t o = 0; o < out_size; ++o) {
-    const PoolSpan span = pool_span(o, stride, pad, kernel, dilation, in_size);
+    const IndexRange span = taps_inside(o, stride, pad, kernel, dilation, in_size);
     empty[o] = span.begin >= span.end;
     any = any || empty[o];
   }
@@ -201,20 +201,20 @@ void unpool_plane_2x2(const T* grad_output, const int64_t* idx, T* grad, const P
     }
     for (int64_t iw = 2 * p.out_w; iw < w; ++iw) top[iw] = bottom[iw] = T(0);
   }
-  std::fill(grad + 2 * p.out_h * w, grad + p.in_plane(), T(0));
+  std::fill(grad + 2 * p.out_h * w, grad + p.in_pixels(), T(0));
 }
 
 }  // namespace
 
 template <typename T>
-void max_pool2d_forward(const T* input, T* output, int64_t* indices, const Pool2dParams& p) {
-  if (p.planes * p.out_plane() == 0) return;
+void max_pool2d_forward(Target, const T* input, T* output, int64_t* indices, const Pool2dParams& p) {
+  if (p.planes * p.out_pixels() == 0) return;
   // int32 offsets within a row pair need in_w + 2 * kChunk < 2^31.
   if (p.is_2x2_stride2() && p.in_w < (int64_t{1} << 30)) {
     parallel_chunks(p.planes, plane_grain(p), [&](int64_t begin, int64_t end) {
       for (int64_t plane = begin; plane < end; ++plane) {
-        pool_plane_2x2(input + plane * p.in_plane(), output + plane * p.out_plane(),
-                       indices + plane * p.out_plane(), p);
+        pool_plane_2x2(input + plane * p.in_pixels(), output + plane * p.out_pixels(),
+                       indices + plane * p.out_pixels(), p);
       }
     });
     return;
@@ -222,7 +222,7 @@ void max_pool2d_forward(const T* input, T* output, int64_t* indices, const Pool2
   const GenericPlanePooler<T> pool(p);
   parallel_chunks(p.planes, plane_grain(p), [&](int64_t begin, int64_t end) {
     for (int64_t plane = begin; plane < end; ++plane) {
-      pool(input + plane * p.in_plane(), output + plane * p.out_plane(), indices + plane * p.out_plane());
+      pool(input + plane * p.in_pixels(), output + plane * p.out_pixels(), indices + plane * p.out_pixels());
     }
   });
 }
@@ -232,10 +232,10 @@ void max_pool2d_forward(const T* input, T* output, int64_t* indices, const Pool2
 // write the same gradient, and outputs are added in ascending order (the
 // order torch uses, and the order the CUDA gather sums in).
 template <typename T>
-void max_pool2d_backward(const T* grad_output, const int64_t* indices, T* grad_input,
+void max_pool2d_backward(Target, const T* grad_output, const int64_t* indices, T* grad_input,
                          const Pool2dParams& p) {
-  const int64_t in_plane = p.in_plane();
-  const int64_t out_plane = p.out_plane();
+  const int64_t in_plane = p.in_pixels();
+  const int64_t out_plane = p.out_pixels();
   bool any_empty = false;
   const std::vector<char> empty_rows =
       empty_windows(p.out_h, p.stride_h, p.pad_h, p.kernel_h, p.dilation_h, p.in_h, any_empty);
@@ -272,10 +272,10 @@ void max_pool2d_backward(const T* grad_output, const int64_t* indices, T* grad_i
   });
 }
 
-template void max_pool2d_forward<float>(const float*, float*, int64_t*, const Pool2dParams&);
-template void max_pool2d_forward<double>(const double*, double*, int64_t*, const Pool2dParams&);
-template void max_pool2d_backward<float>(const float*, const int64_t*, float*, const Pool2dParams&);
-template void max_pool2d_backward<double>(const double*, const int64_t*, double*, const Pool2dParams&);
+template void max_pool2d_forward<float>(Target, const float*, float*, int64_t*, const Pool2dParams&);
+template void max_pool2d_forward<double>(Target, const double*, double*, int64_t*, const Pool2dParams&);
+template void max_pool2d_backward<float>(Target, const float*, const int64_t*, float*, const Pool2dParams&);
+template void max_pool2d_backward<double>(Target, const double*, const int64_t*, double*, const Pool2dParams&);
 
 }  // namespace cpu
 }  // namespace fastconv

@@ -6,12 +6,13 @@
 #include <cstdint>
 
 #include "../common/pool2d_params.h"
+#include "../common/target.h"
 
 namespace fastconv {
 namespace cpu {
 
 template <typename T>
-void max_pool2d_forward(const T* input, T* output, int64_t* indices, const Pool2dParams& p);
+void max_pool2d_forward(Target, const T* input, T* output, int64_t* indices, const Pool2dParams& p);
 
 // grad_input = 0, then each output's gradient is added at its stored index.
 // Outputs whose window has no in-bounds tap (their -inf came from padding
@@ -19,7 +20,7 @@ void max_pool2d_forward(const T* input, T* output, int64_t* indices, const Pool2
 // plane. Indices are those max_pool2d returned for the same geometry (the
 // 2x2 / stride 2 path, like the CUDA gather, only looks inside each window).
 template <typename T>
-void max_pool2d_backward(const T* grad_output, const int64_t* indices, T* grad_input,
+void max_pool2d_backward(Target, const T* grad_output, const int64_t* indices, T* grad_input,
                          const Pool2dParams& p);
 
 }  // namespace cpu

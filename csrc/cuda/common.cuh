@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "../common/dtypes.h"
+#include "../common/target.h"
 #include "../simt/simt.h"
 
 #if defined(__CUDACC__)
@@ -62,6 +63,10 @@ inline unsigned grid_stride_blocks(int64_t work, int threads = kElementwiseThrea
   if (blocks < 1) blocks = 1;
   return static_cast<unsigned>(blocks < max_blocks ? blocks : max_blocks);
 }
+
+// The stream a launcher's Target names (cuda::Target or simt::Target, by the
+// namespace these kernels are compiled into).
+inline cudaStream_t stream_of(Target target) { return static_cast<cudaStream_t>(target.stream); }
 
 // Converts the sticky launch error into the launcher's return value:
 // nullptr on success, CUDA's message otherwise. The ATen glue turns a

@@ -11,11 +11,9 @@ namespace fastconv {
 namespace SIMT_KERNEL_NS {
 
 inline bool conv2d_output_empty(const Conv2dParams& p) {
-  return p.batch == 0 || p.out_channels == 0 || out_plane(p) == 0;
+  return p.batch == 0 || p.out_channels == 0 || p.out_pixels() == 0;
 }
 
-// `deterministic` changes nothing: every kernel here reduces in an order
-// fixed by the launch configuration (no floating-point atomics).
 inline int64_t conv2d_workspace_bytes_for(ConvPass pass, ConvAlgorithm algorithm, const Conv2dParams& p,
                                           int64_t element_size) {
   if (conv2d_output_empty(p) || p.in_channels == 0) return 0;
@@ -41,12 +39,12 @@ const char* conv2d_fill_zero(T* out, int64_t n, cudaStream_t stream) {
 }
 
 template <typename T>
-const char* conv2d_forward(ConvAlgorithm algorithm, const T* input, const T* weight, const T* bias, T* output,
-                           const Conv2dParams& p, bool relu, void* workspace, void* stream) {
-  const auto s = static_cast<cudaStream_t>(stream);
+const char* conv2d_forward(Target target, ConvAlgorithm algorithm, const T* input, const T* weight, const T* bias,
+                           T* output, const Conv2dParams& p, bool relu, void* workspace) {
+  const cudaStream_t s = stream_of(target);
   if (conv2d_output_empty(p)) return nullptr;
   if (p.in_channels == 0) {  // no taps: the output is (the ReLU of) the bias, or zero
-    if (bias == nullptr) return conv2d_fill_zero(output, p.batch * p.out_channels * out_plane(p), s);
+    if (bias == nullptr) return conv2d_fill_zero(output, p.batch * p.out_channels * p.out_pixels(), s);
   }
   if (algorithm == ConvAlgorithm::kIm2col && p.in_channels > 0) {
     return conv2d_im2col_forward(input, weight, bias, output, p, relu, workspace, s);
@@ -55,12 +53,12 @@ const char* conv2d_forward(ConvAlgorithm algorithm, const T* input, const T* wei
 }
 
 template <typename T>
-const char* conv2d_backward_input(ConvAlgorithm algorithm, const T* grad_output, const T* weight,
-                                  T* grad_input, const Conv2dParams& p, void* workspace, void* stream) {
-  const auto s = static_cast<cudaStream_t>(stream);
+const char* conv2d_backward_input(Target target, ConvAlgorithm algorithm, const T* grad_output, const T* weight,
+                                  T* grad_input, const Conv2dParams& p, void* workspace) {
+  const cudaStream_t s = stream_of(target);
   const int64_t in_elems = p.batch * p.in_channels * p.in_h * p.in_w;
   if (in_elems == 0) return nullptr;
-  if (p.out_channels == 0 || out_plane(p) == 0) return conv2d_fill_zero(grad_input, in_elems, s);
+  if (p.out_channels == 0 || p.out_pixels() == 0) return conv2d_fill_zero(grad_input, in_elems, s);
   if (algorithm == ConvAlgorithm::kIm2col) {
     return conv2d_im2col_backward_input(grad_output, weight, grad_input, p, workspace, s);
   }
@@ -68,11 +66,10 @@ const char* conv2d_backward_input(ConvAlgorithm algorithm, const T* grad_output,
 }
 
 template <typename T>
-const char* conv2d_backward_weight(ConvAlgorithm algorithm, const T* grad_output, const T* input,
-                                   T* grad_weight, const Conv2dParams& p, bool /*deterministic: always*/,
-                                   void* workspace, void* stream) {
-  const auto s = static_cast<cudaStream_t>(stream);
-  const int64_t weight_elems = p.out_channels * group_patch(p);
+const char* conv2d_backward_weight(Target target, ConvAlgorithm algorithm, const T* grad_output, const T* input,
+                                   T* grad_weight, const Conv2dParams& p, void* workspace) {
+  const cudaStream_t s = stream_of(target);
+  const int64_t weight_elems = p.out_channels * p.patch_size();
   if (weight_elems == 0) return nullptr;
   if (conv2d_output_empty(p)) return conv2d_fill_zero(grad_weight, weight_elems, s);  // empty sum
   if (algorithm == ConvAlgorithm::kIm2col) {
@@ -82,9 +79,8 @@ const char* conv2d_backward_weight(ConvAlgorithm algorithm, const T* grad_output
 }
 
 template <typename T>
-const char* conv2d_backward_bias(const T* grad_output, T* grad_bias, const Conv2dParams& p,
-                                 void* /*workspace: none needed*/, void* stream) {
-  const auto s = static_cast<cudaStream_t>(stream);
+const char* conv2d_backward_bias(Target target, const T* grad_output, T* grad_bias, const Conv2dParams& p) {
+  const cudaStream_t s = stream_of(target);
   if (p.out_channels == 0) return nullptr;
   if (conv2d_output_empty(p)) return conv2d_fill_zero(grad_bias, p.out_channels, s);
   SIMT_LAUNCH(conv2d_backward_bias_kernel<T>, conv_grid(p.out_channels), kBiasThreads, 0, s, grad_output,
@@ -94,19 +90,19 @@ const char* conv2d_backward_bias(const T* grad_output, T* grad_bias, const Conv2
 
 // The declared (non-inline) workspace query: expanded in exactly one unit per namespace.
 #define FASTCONV_DEFINE_CONV2D_WORKSPACE                                                                  \
-  int64_t conv2d_workspace_bytes(ConvPass pass, ConvAlgorithm algorithm, const Conv2dParams& p,           \
-                                 int64_t element_size, bool /*deterministic: always*/) {                 \
+  int64_t conv2d_workspace_bytes(Target, ConvPass pass, ConvAlgorithm algorithm, const Conv2dParams& p,   \
+                                 int64_t element_size) {                                                  \
     return conv2d_workspace_bytes_for(pass, algorithm, p, element_size);                                  \
   }
 
 #define FASTCONV_INSTANTIATE_CONV2D(T)                                                                     \
-  template const char* conv2d_forward<T>(ConvAlgorithm, const T*, const T*, const T*, T*,                  \
-                                         const Conv2dParams&, bool, void*, void*);                         \
-  template const char* conv2d_backward_input<T>(ConvAlgorithm, const T*, const T*, T*, const Conv2dParams&, \
-                                                void*, void*);                                             \
-  template const char* conv2d_backward_weight<T>(ConvAlgorithm, const T*, const T*, T*,                    \
-                                                 const Conv2dParams&, bool, void*, void*);                 \
-  template const char* conv2d_backward_bias<T>(const T*, T*, const Conv2dParams&, void*, void*);
+  template const char* conv2d_forward<T>(Target, ConvAlgorithm, const T*, const T*, const T*, T*,          \
+                                         const Conv2dParams&, bool, void*);                                \
+  template const char* conv2d_backward_input<T>(Target, ConvAlgorithm, const T*, const T*, T*,             \
+                                                const Conv2dParams&, void*);                               \
+  template const char* conv2d_backward_weight<T>(Target, ConvAlgorithm, const T*, const T*, T*,            \
+                                                 const Conv2dParams&, void*);                              \
+  template const char* conv2d_backward_bias<T>(Target, const T*, T*, const Conv2dParams&);
 
 }  // namespace SIMT_KERNEL_NS
 }  // namespace fastconv

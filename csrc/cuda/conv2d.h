@@ -6,34 +6,36 @@
 // torch's caching allocator): conv2d_workspace_bytes says how much a pass
 // needs; `workspace` points at that many bytes (16-byte aligned) on the
 // device, or is null when it is 0. Each launcher returns nullptr on success
-// or the CUDA error message.
+// or the CUDA error message. Every kernel reduces in an order fixed by the
+// launch configuration (no floating-point atomics), so results are
+// deterministic without a separate mode.
 #pragma once
 
 #include <cstdint>
 
 #include "../common/conv2d_params.h"
 #include "../common/dtypes.h"
+#include "../common/target.h"
 
 #define FASTCONV_DECLARE_CONV2D_LAUNCHERS                                                          \
-  int64_t conv2d_workspace_bytes(ConvPass pass, ConvAlgorithm algorithm, const Conv2dParams& p,    \
-                                 int64_t element_size, bool deterministic);                        \
+  int64_t conv2d_workspace_bytes(Target target, ConvPass pass, ConvAlgorithm algorithm,            \
+                                 const Conv2dParams& p, int64_t element_size);                     \
   /* relu: conv2d_relu's epilogue, bias then ReLU before each store (false: plain conv2d). */     \
   template <typename T>                                                                            \
-  const char* conv2d_forward(ConvAlgorithm algorithm, const T* input, const T* weight,             \
-                             const T* bias, T* output, const Conv2dParams& p, bool relu,           \
-                             void* workspace, void* stream);                                       \
+  const char* conv2d_forward(Target target, ConvAlgorithm algorithm, const T* input,               \
+                             const T* weight, const T* bias, T* output, const Conv2dParams& p,     \
+                             bool relu, void* workspace);                                          \
   template <typename T>                                                                            \
-  const char* conv2d_backward_input(ConvAlgorithm algorithm, const T* grad_output,                 \
+  const char* conv2d_backward_input(Target target, ConvAlgorithm algorithm, const T* grad_output,  \
                                     const T* weight, T* grad_input, const Conv2dParams& p,         \
-                                    void* workspace, void* stream);                                \
-  /* deterministic: no floating-point atomics (the reduction order is fixed). */                   \
+                                    void* workspace);                                              \
   template <typename T>                                                                            \
-  const char* conv2d_backward_weight(ConvAlgorithm algorithm, const T* grad_output,                \
+  const char* conv2d_backward_weight(Target target, ConvAlgorithm algorithm, const T* grad_output, \
                                      const T* input, T* grad_weight, const Conv2dParams& p,        \
-                                     bool deterministic, void* workspace, void* stream);           \
+                                     void* workspace);                                             \
   template <typename T>                                                                            \
-  const char* conv2d_backward_bias(const T* grad_output, T* grad_bias, const Conv2dParams& p,      \
-                                   void* workspace, void* stream);
+  const char* conv2d_backward_bias(Target target, const T* grad_output, T* grad_bias,              \
+                                   const Conv2dParams& p);
 
 namespace fastconv {
 namespace cuda {

@@ -1,27 +1,18 @@
-// Helpers shared by the convolution kernels (direct, im2col, SGEMM):
-// integer division that rounds toward -inf, the cap on grids that loop over
-// their work, and the sizes of the scratch buffers, which the workspace query
-// and the launchers must agree on. Torch-free.
+// Helpers shared by the convolution kernels (direct, im2col, GEMM): the ReLU
+// epilogue, the cap on grids that loop over their work, and the sizes of the
+// scratch buffers, which the workspace query and the launchers must agree on.
+// Torch-free.
 #pragma once
 
 #include <cstdint>
 #include <cstdlib>
 
 #include "../common/conv2d_params.h"
+#include "../common/index_math.h"
 #include "common.cuh"
 
 namespace fastconv {
 namespace SIMT_KERNEL_NS {
-
-__host__ __device__ __forceinline__ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-// Conv2dParams' helpers are host-only; kernels use these.
-__host__ __device__ __forceinline__ int64_t group_in_channels(const Conv2dParams& p) { return p.in_channels / p.groups; }
-__host__ __device__ __forceinline__ int64_t group_out_channels(const Conv2dParams& p) { return p.out_channels / p.groups; }
-__host__ __device__ __forceinline__ int64_t out_plane(const Conv2dParams& p) { return p.out_h * p.out_w; }
-__host__ __device__ __forceinline__ int64_t group_patch(const Conv2dParams& p) {
-  return group_in_channels(p) * p.kernel_h * p.kernel_w;
-}
 
 // The forward epilogue of conv2d_relu: torch's ReLU, so NaN and -0.0 pass.
 // With relu false the value is returned untouched, so plain conv2d stays
@@ -29,18 +20,8 @@ __host__ __device__ __forceinline__ int64_t group_patch(const Conv2dParams& p) {
 // Conv2dParams: growing that struct past 128 bytes makes ptxas spill in
 // kernels that never read the flag.)
 template <typename A>
-__host__ __device__ __forceinline__ A conv_epilogue(A v, bool relu) {
+FASTCONV_HD A conv_epilogue(A v, bool relu) {
   return relu && v < A(0) ? A(0) : v;
-}
-
-// a / b rounded toward minus infinity (b > 0); C++ division truncates toward 0.
-__host__ __device__ __forceinline__ int64_t floor_div(int64_t a, int64_t b) {
-  const int64_t q = a / b;
-  return (a % b != 0 && a < 0) ? q - 1 : q;
-}
-__host__ __device__ __forceinline__ int floor_div(int a, int b) {
-  const int q = a / b;
-  return (a % b != 0 && a < 0) ? q - 1 : q;
 }
 
 // Kernels that loop over their work items (blocks take items blockIdx.x,
@@ -70,7 +51,7 @@ inline int64_t column_buffer_cap() {
   return cap;
 }
 inline int64_t im2col_column_elems(const Conv2dParams& p) {
-  return p.in_channels * p.kernel_h * p.kernel_w * out_plane(p);
+  return p.in_channels * p.kernel_h * p.kernel_w * p.out_pixels();
 }
 inline int64_t im2col_chunk_images(const Conv2dParams& p, int64_t column_elem_size) {
   const int64_t per_image = im2col_column_elems(p) * column_elem_size;
@@ -78,12 +59,6 @@ inline int64_t im2col_chunk_images(const Conv2dParams& p, int64_t column_elem_si
   int64_t chunk = column_buffer_cap() / per_image;
   if (chunk < 1) chunk = 1;
   return chunk < p.batch ? chunk : p.batch;
-}
-
-// A 1x1, stride-1, unpadded convolution's column matrix is its input.
-inline bool im2col_is_identity(const Conv2dParams& p) {
-  return p.kernel_h == 1 && p.kernel_w == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_h == 0 &&
-         p.pad_w == 0 && p.out_h == p.in_h && p.out_w == p.in_w;
 }
 
 // grad_weight[e] = sum of the slices' partials, added in slice order (used by both

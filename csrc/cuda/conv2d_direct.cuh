@@ -56,8 +56,8 @@ __global__ void __launch_bounds__(Tile::kThreads)
   const int patch_hw = patch_h * patch_w;
   A* in_s = smem;                     // [chunk][patch_h][patch_w]
   A* w_s = smem + chunk * patch_hw;   // [kChannels][chunk][R * S]
-  const int64_t Cg = group_in_channels(p), Kg = group_out_channels(p);
-  const int64_t in_hw = p.in_h * p.in_w, out_hw = out_plane(p);
+  const int64_t Cg = p.in_channels_per_group(), Kg = p.out_channels_per_group();
+  const int64_t in_hw = p.in_h * p.in_w, out_hw = p.out_pixels();
   const int64_t tiles_w = ceil_div(p.out_w, TW), tiles_h = ceil_div(p.out_h, Tile::TH);
   const int64_t kblocks = ceil_div(Kg, Tile::kChannels);
   const int64_t items = p.batch * p.groups * kblocks * tiles_h * tiles_w;
@@ -167,8 +167,8 @@ __global__ void __launch_bounds__(Tile::kThreads)
   const int patch_hw = patch_h * patch_w;
   A* dy_s = smem;                    // [chunk][patch_h][patch_w]
   A* w_s = smem + chunk * patch_hw;  // [chunk][CB][R * S]
-  const int64_t Cg = group_in_channels(p), Kg = group_out_channels(p);
-  const int64_t in_hw = p.in_h * p.in_w, out_hw = out_plane(p);
+  const int64_t Cg = p.in_channels_per_group(), Kg = p.out_channels_per_group();
+  const int64_t in_hw = p.in_h * p.in_w, out_hw = p.out_pixels();
   const int64_t tiles_w = ceil_div(p.in_w, TW), tiles_h = ceil_div(p.in_h, Tile::TH);
   const int64_t cblocks = ceil_div(Cg, CB);
   const int64_t items = p.batch * p.groups * cblocks * tiles_h * tiles_w;
@@ -262,12 +262,12 @@ __global__ void __launch_bounds__(kElementwiseThreads)
                                           const T* __restrict__ bias, T* __restrict__ output,
                                           Conv2dParams p, bool relu) {
   using A = acc_t<T>;
-  const int64_t Cg = group_in_channels(p), Kg = group_out_channels(p);
-  const int64_t total = p.batch * p.out_channels * out_plane(p);
+  const int64_t Cg = p.in_channels_per_group(), Kg = p.out_channels_per_group();
+  const int64_t total = p.batch * p.out_channels * p.out_pixels();
   for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < total;
        e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t ow = e % p.out_w, oh = (e / p.out_w) % p.out_h;
-    const int64_t k = (e / out_plane(p)) % p.out_channels, n = e / (out_plane(p) * p.out_channels);
+    const int64_t k = (e / p.out_pixels()) % p.out_channels, n = e / (p.out_pixels() * p.out_channels);
     const int64_t g = k / Kg;
     A acc = bias != nullptr ? to_acc(bias[k]) : A(0);
     for (int64_t c = 0; c < Cg; ++c) {
@@ -293,7 +293,7 @@ __global__ void __launch_bounds__(kElementwiseThreads)
                                                  const T* __restrict__ weight,
                                                  T* __restrict__ grad_input, Conv2dParams p) {
   using A = acc_t<T>;
-  const int64_t Cg = group_in_channels(p), Kg = group_out_channels(p);
+  const int64_t Cg = p.in_channels_per_group(), Kg = p.out_channels_per_group();
   const int64_t in_hw = p.in_h * p.in_w;
   const int64_t total = p.batch * p.in_channels * in_hw;
   for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < total;
@@ -310,7 +310,7 @@ __global__ void __launch_bounds__(kElementwiseThreads)
         if (u < 0 || u % p.stride_w != 0 || u / p.stride_w >= p.out_w) continue;
         const int64_t pix = (t / p.stride_h) * p.out_w + u / p.stride_w;
         for (int64_t k = g * Kg; k < (g + 1) * Kg; ++k) {
-          acc += to_acc(grad_output[(n * p.out_channels + k) * out_plane(p) + pix]) *
+          acc += to_acc(grad_output[(n * p.out_channels + k) * p.out_pixels() + pix]) *
                  to_acc(weight[((k * Cg + cg) * p.kernel_h + r) * p.kernel_w + s]);
         }
       }
@@ -339,9 +339,9 @@ __global__ void __launch_bounds__(kWgradThreads)
   using A = acc_t<T>;
   __shared__ A dy_s[kWgradPixels][kWgradTileK];
   __shared__ A col_s[kWgradPixels][kWgradTileC];
-  const int64_t Cg = group_in_channels(p), Kg = group_out_channels(p);
+  const int64_t Cg = p.in_channels_per_group(), Kg = p.out_channels_per_group();
   const int64_t RS = p.kernel_h * p.kernel_w, CRS = Cg * RS;
-  const int64_t out_hw = out_plane(p), in_hw = p.in_h * p.in_w;
+  const int64_t out_hw = p.out_pixels(), in_hw = p.in_h * p.in_w;
   const int64_t red_total = p.batch * out_hw;
   const int64_t ktiles = ceil_div(Kg, kWgradTileK), ctiles = ceil_div(CRS, kWgradTileC);
   const int64_t items = p.groups * ktiles * ctiles * slices;
@@ -443,9 +443,9 @@ __global__ void __launch_bounds__(kWgradThreads)
 // fill a GPU (about 512), but never slices shorter than 1024 pixels, where
 // the partial traffic would cost more than the parallelism gains.
 inline int64_t wgrad_slices(const Conv2dParams& p) {
-  const int64_t red_total = p.batch * out_plane(p);
-  const int64_t tiles = p.groups * ceil_div(group_out_channels(p), kWgradTileK) *
-                        ceil_div(group_patch(p), kWgradTileC);
+  const int64_t red_total = p.batch * p.out_pixels();
+  const int64_t tiles = p.groups * ceil_div(p.out_channels_per_group(), kWgradTileK) *
+                        ceil_div(p.patch_size(), kWgradTileC);
   int64_t slices = ceil_div(512, tiles);
   const int64_t by_length = red_total / 1024;
   if (slices > by_length) slices = by_length;
@@ -454,7 +454,7 @@ inline int64_t wgrad_slices(const Conv2dParams& p) {
 }
 inline int64_t wgrad_slice_len(const Conv2dParams& p, int64_t slices) {
   // A multiple of the pixel round, so that only the last slice has a ragged end.
-  return ceil_div(ceil_div(p.batch * out_plane(p), slices), kWgradPixels) * kWgradPixels;
+  return ceil_div(ceil_div(p.batch * p.out_pixels(), slices), kWgradPixels) * kWgradPixels;
 }
 
 // ----------------------------------------------------------- backward bias
@@ -469,7 +469,7 @@ __global__ void __launch_bounds__(kBiasThreads)
                                 Conv2dParams p) {
   using A = acc_t<T>;
   __shared__ A warp_sums[kBiasThreads / 32];
-  const int64_t out_hw = out_plane(p), total = p.batch * out_hw;
+  const int64_t out_hw = p.out_pixels(), total = p.batch * out_hw;
   const int tid = static_cast<int>(threadIdx.x), lane = tid % 32, warp = tid / 32;
   for (int64_t k = blockIdx.x; k < p.out_channels; k += gridDim.x) {
     A sum = A(0);
@@ -510,14 +510,14 @@ const char* launch_direct_forward(const T* input, const T* weight, const T* bias
                                   const Conv2dParams& p, bool relu, cudaStream_t stream) {
   const int patch_h = static_cast<int>((Tile::TH - 1) * p.stride_h + (p.kernel_h - 1) * p.dilation_h + 1);
   const int patch_w = static_cast<int>((Tile::TW - 1) * p.stride_w + (p.kernel_w - 1) * p.dilation_w + 1);
-  const int chunk = direct_chunk<T>(group_in_channels(p), Tile::kChannels, patch_h, patch_w, p);
+  const int chunk = direct_chunk<T>(p.in_channels_per_group(), Tile::kChannels, patch_h, patch_w, p);
   if (chunk == 0) {
     SIMT_LAUNCH(conv2d_direct_forward_unstaged_kernel<T>,
-                grid_stride_blocks(p.batch * p.out_channels * out_plane(p)), kElementwiseThreads, 0,
+                grid_stride_blocks(p.batch * p.out_channels * p.out_pixels()), kElementwiseThreads, 0,
                 stream, input, weight, bias, output, p, relu);
     return launch_status();
   }
-  const int64_t items = p.batch * p.groups * ceil_div(group_out_channels(p), Tile::kChannels) *
+  const int64_t items = p.batch * p.groups * ceil_div(p.out_channels_per_group(), Tile::kChannels) *
                         ceil_div(p.out_h, Tile::TH) * ceil_div(p.out_w, Tile::TW);
   const size_t smem = (size_t(chunk) * patch_h * patch_w + size_t(Tile::kChannels) * chunk * p.kernel_h * p.kernel_w) *
                       sizeof(acc_t<T>);
@@ -532,14 +532,14 @@ const char* launch_direct_backward_input(const T* grad_output, const T* weight, 
                                          const Conv2dParams& p, cudaStream_t stream) {
   const int patch_h = static_cast<int>((Tile::TH - 1 + (p.kernel_h - 1) * p.dilation_h) / p.stride_h + 1);
   const int patch_w = static_cast<int>((Tile::TW - 1 + (p.kernel_w - 1) * p.dilation_w) / p.stride_w + 1);
-  const int chunk = direct_chunk<T>(group_out_channels(p), Tile::kChannels, patch_h, patch_w, p);
+  const int chunk = direct_chunk<T>(p.out_channels_per_group(), Tile::kChannels, patch_h, patch_w, p);
   if (chunk == 0) {
     SIMT_LAUNCH(conv2d_direct_backward_input_unstaged_kernel<T>,
                 grid_stride_blocks(p.batch * p.in_channels * p.in_h * p.in_w), kElementwiseThreads, 0,
                 stream, grad_output, weight, grad_input, p);
     return launch_status();
   }
-  const int64_t items = p.batch * p.groups * ceil_div(group_in_channels(p), Tile::kChannels) *
+  const int64_t items = p.batch * p.groups * ceil_div(p.in_channels_per_group(), Tile::kChannels) *
                         ceil_div(p.in_h, Tile::TH) * ceil_div(p.in_w, Tile::TW);
   const size_t smem = (size_t(chunk) * patch_h * patch_w + size_t(Tile::kChannels) * chunk * p.kernel_h * p.kernel_w) *
                       sizeof(acc_t<T>);
@@ -555,7 +555,7 @@ const char* launch_direct_backward_input(const T* grad_output, const T* weight, 
 template <typename T>
 const char* conv2d_direct_forward(const T* input, const T* weight, const T* bias, T* output,
                                   const Conv2dParams& p, bool relu, cudaStream_t stream) {
-  const int64_t kg = group_out_channels(p);
+  const int64_t kg = p.out_channels_per_group();
   if (kg >= 8) return launch_direct_forward<T, DirectTileWide>(input, weight, bias, output, p, relu, stream);
   if (kg >= 2) return launch_direct_forward<T, DirectTileNarrow>(input, weight, bias, output, p, relu, stream);
   return launch_direct_forward<T, DirectTileSingle>(input, weight, bias, output, p, relu, stream);
@@ -564,7 +564,7 @@ const char* conv2d_direct_forward(const T* input, const T* weight, const T* bias
 template <typename T>
 const char* conv2d_direct_backward_input(const T* grad_output, const T* weight, T* grad_input,
                                          const Conv2dParams& p, cudaStream_t stream) {
-  const int64_t cg = group_in_channels(p);
+  const int64_t cg = p.in_channels_per_group();
   if (cg >= 8) return launch_direct_backward_input<T, DirectTileWide>(grad_output, weight, grad_input, p, stream);
   if (cg >= 2) return launch_direct_backward_input<T, DirectTileNarrow>(grad_output, weight, grad_input, p, stream);
   return launch_direct_backward_input<T, DirectTileSingle>(grad_output, weight, grad_input, p, stream);
@@ -573,7 +573,7 @@ const char* conv2d_direct_backward_input(const T* grad_output, const T* weight, 
 inline int64_t direct_backward_weight_workspace(const Conv2dParams& p, int64_t element_size) {
   const int64_t slices = wgrad_slices(p);
   if (slices == 1) return 0;
-  return round_up16(slices * p.out_channels * group_patch(p) * acc_size_for(element_size));
+  return round_up16(slices * p.out_channels * p.patch_size() * acc_size_for(element_size));
 }
 
 template <typename T>
@@ -582,12 +582,12 @@ const char* conv2d_direct_backward_weight(const T* grad_output, const T* input, 
   const int64_t slices = wgrad_slices(p);
   const int64_t slice_len = wgrad_slice_len(p, slices);
   auto* partial = static_cast<acc_t<T>*>(workspace);
-  const int64_t items = p.groups * ceil_div(group_out_channels(p), kWgradTileK) *
-                        ceil_div(group_patch(p), kWgradTileC) * slices;
+  const int64_t items = p.groups * ceil_div(p.out_channels_per_group(), kWgradTileK) *
+                        ceil_div(p.patch_size(), kWgradTileC) * slices;
   SIMT_LAUNCH(conv2d_direct_backward_weight_kernel<T>, conv_grid(items), kWgradThreads, 0, stream,
               grad_output, input, partial, grad_weight, p, slices, slice_len);
   if (slices > 1) {
-    const int64_t n = p.out_channels * group_patch(p);
+    const int64_t n = p.out_channels * p.patch_size();
     SIMT_LAUNCH(conv2d_reduce_partials_kernel<T>, grid_stride_blocks(n), kElementwiseThreads, 0, stream,
                 static_cast<const acc_t<T>*>(partial), grad_weight, n, slices);
   }

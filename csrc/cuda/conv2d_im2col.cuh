@@ -1,5 +1,5 @@
 // The im2col convolution path: unfold a chunk of images into a column
-// matrix, then multiply with our GEMM (sgemm.cuh).
+// matrix, then multiply with our GEMM (gemm.cuh).
 //   forward          Y_g[Kg x PQ]     = W_g[Kg x CgRS] * col_g[CgRS x PQ]     (+ bias)
 //                    (then ReLU in the GEMM's epilogue for conv2d_relu)
 //   backward input   dcol_g[CgRS x PQ] = W_g^T * dY_g, then col2im (a gather)
@@ -11,7 +11,7 @@
 #pragma once
 
 #include "conv2d_common.cuh"
-#include "sgemm.cuh"
+#include "gemm.cuh"
 
 namespace fastconv {
 namespace SIMT_KERNEL_NS {
@@ -21,7 +21,7 @@ namespace SIMT_KERNEL_NS {
 template <typename T>
 __global__ void __launch_bounds__(kElementwiseThreads)
     im2col_kernel(const T* __restrict__ input, T* __restrict__ col, Conv2dParams p, int64_t images) {
-  const int64_t RS = p.kernel_h * p.kernel_w, out_hw = out_plane(p), in_hw = p.in_h * p.in_w;
+  const int64_t RS = p.kernel_h * p.kernel_w, out_hw = p.out_pixels(), in_hw = p.in_h * p.in_w;
   const int64_t total = images * p.in_channels * RS * out_hw;
   const int Q = static_cast<int>(p.out_w), S = static_cast<int>(p.kernel_w);
   const int sh = static_cast<int>(p.stride_h), sw = static_cast<int>(p.stride_w);
@@ -47,7 +47,7 @@ __global__ void __launch_bounds__(kElementwiseThreads)
     col2im_kernel(const acc_t<T>* __restrict__ dcol, T* __restrict__ grad_input, Conv2dParams p,
                   int64_t images) {
   using A = acc_t<T>;
-  const int64_t RS = p.kernel_h * p.kernel_w, out_hw = out_plane(p), in_hw = p.in_h * p.in_w;
+  const int64_t RS = p.kernel_h * p.kernel_w, out_hw = p.out_pixels(), in_hw = p.in_h * p.in_w;
   const int64_t total = images * p.in_channels * in_hw;
   const int W = static_cast<int>(p.in_w), P = static_cast<int>(p.out_h), Q = static_cast<int>(p.out_w);
   const int R = static_cast<int>(p.kernel_h), S = static_cast<int>(p.kernel_w);
@@ -80,7 +80,7 @@ __global__ void __launch_bounds__(kElementwiseThreads)
 constexpr int64_t kGemmNoWrap = int64_t(1) << 60;
 
 inline int64_t im2col_forward_workspace(const Conv2dParams& p, int64_t element_size) {
-  if (im2col_is_identity(p)) return 0;
+  if (p.im2col_is_identity()) return 0;
   return round_up16(im2col_chunk_images(p, element_size) * im2col_column_elems(p) * element_size);
 }
 inline int64_t im2col_backward_input_workspace(const Conv2dParams& p, int64_t element_size) {
@@ -94,7 +94,7 @@ inline bool im2col_wgrad_needs_accumulator(const Conv2dParams& p, int64_t elemen
 inline int64_t im2col_backward_weight_workspace(const Conv2dParams& p, int64_t element_size) {
   int64_t bytes = im2col_forward_workspace(p, element_size);
   if (im2col_wgrad_needs_accumulator(p, element_size)) {
-    bytes += round_up16(p.out_channels * group_patch(p) * acc_size_for(element_size));
+    bytes += round_up16(p.out_channels * p.patch_size() * acc_size_for(element_size));
   }
   return bytes;
 }
@@ -112,7 +112,7 @@ template <typename T>
 const T* columns_of(const T* input, const Conv2dParams& p, int64_t n0, int64_t images, void* workspace,
                     cudaStream_t stream, const char** err) {
   const T* images_in = input + n0 * p.in_channels * p.in_h * p.in_w;
-  if (im2col_is_identity(p)) return images_in;
+  if (p.im2col_is_identity()) return images_in;
   T* col = static_cast<T*>(workspace);
   *err = launch_im2col(images_in, col, p, images, stream);
   return col;
@@ -121,7 +121,7 @@ const T* columns_of(const T* input, const Conv2dParams& p, int64_t n0, int64_t i
 template <typename T>
 const char* conv2d_im2col_forward(const T* input, const T* weight, const T* bias, T* output,
                                   const Conv2dParams& p, bool relu, void* workspace, cudaStream_t stream) {
-  const int64_t Kg = group_out_channels(p), CRSg = group_patch(p), PQ = out_plane(p);
+  const int64_t Kg = p.out_channels_per_group(), CRSg = p.patch_size(), PQ = p.out_pixels();
   const int64_t CRS = p.in_channels * p.kernel_h * p.kernel_w;
   const int64_t chunk = im2col_chunk_images(p, sizeof(T));
   for (int64_t n0 = 0; n0 < p.batch; n0 += chunk) {
@@ -144,7 +144,7 @@ template <typename T>
 const char* conv2d_im2col_backward_input(const T* grad_output, const T* weight, T* grad_input,
                                          const Conv2dParams& p, void* workspace, cudaStream_t stream) {
   using A = acc_t<T>;
-  const int64_t Kg = group_out_channels(p), CRSg = group_patch(p), PQ = out_plane(p);
+  const int64_t Kg = p.out_channels_per_group(), CRSg = p.patch_size(), PQ = p.out_pixels();
   const int64_t CRS = p.in_channels * p.kernel_h * p.kernel_w;
   const int64_t chunk = im2col_chunk_images(p, sizeof(A));
   A* dcol = static_cast<A*>(workspace);
@@ -174,7 +174,7 @@ template <typename T>
 const char* conv2d_im2col_backward_weight(const T* grad_output, const T* input, T* grad_weight,
                                           const Conv2dParams& p, void* workspace, cudaStream_t stream) {
   using A = acc_t<T>;
-  const int64_t Kg = group_out_channels(p), CRSg = group_patch(p), PQ = out_plane(p);
+  const int64_t Kg = p.out_channels_per_group(), CRSg = p.patch_size(), PQ = p.out_pixels();
   const int64_t CRS = p.in_channels * p.kernel_h * p.kernel_w;
   const int64_t chunk = im2col_chunk_images(p, sizeof(T));
   const bool use_acc = im2col_wgrad_needs_accumulator(p, sizeof(T));

@@ -41,20 +41,20 @@ __global__ void __launch_bounds__(kElementwiseThreads)
 }
 
 template <typename T>
-const char* dropout_apply(const T* input, T* output, int64_t n, const int64_t* seed_offset,
-                          uint32_t drop_threshold, acc_t<T> scale, void* stream) {
+const char* dropout_apply(Target target, const T* input, T* output, int64_t n, const int64_t* seed_offset,
+                          uint32_t drop_threshold, acc_t<T> scale) {
   if (n == 0) return nullptr;
   const unsigned blocks = grid_stride_blocks((n + 3) / 4);
   const int bytes = 4 * static_cast<int>(sizeof(T));
   auto kernel = dropout_kernel<T, false>;
   if (is_aligned(input, bytes) && is_aligned(output, bytes)) kernel = dropout_kernel<T, true>;
-  SIMT_LAUNCH(kernel, blocks, kElementwiseThreads, 0, static_cast<cudaStream_t>(stream), input,
-              output, n, seed_offset, drop_threshold, scale);
+  SIMT_LAUNCH(kernel, blocks, kElementwiseThreads, 0, stream_of(target), input, output, n, seed_offset,
+              drop_threshold, scale);
   return launch_status();
 }
 
 #define FASTCONV_INSTANTIATE_DROPOUT(T) \
-  template const char* dropout_apply<T>(const T*, T*, int64_t, const int64_t*, uint32_t, acc_t<T>, void*);
+  template const char* dropout_apply<T>(Target, const T*, T*, int64_t, const int64_t*, uint32_t, acc_t<T>);
 
 }  // namespace SIMT_KERNEL_NS
 }  // namespace fastconv

@@ -7,12 +7,13 @@
 #include <cstdint>
 
 #include "../common/dtypes.h"
+#include "../common/target.h"
 
 #define FASTCONV_DECLARE_DROPOUT_LAUNCHERS                                                     \
   /* output = input * keep(i) * scale; dropout backward is the same map over grad_output. */ \
   template <typename T>                                                                        \
-  const char* dropout_apply(const T* input, T* output, int64_t n, const int64_t* seed_offset,  \
-                            uint32_t drop_threshold, acc_t<T> scale, void* stream);
+  const char* dropout_apply(Target target, const T* input, T* output, int64_t n,                \
+                            const int64_t* seed_offset, uint32_t drop_threshold, acc_t<T> scale);
 
 namespace fastconv {
 namespace cuda {

@@ -30,18 +30,17 @@ __global__ void __launch_bounds__(kElementwiseThreads)
 
 // Launches binary_map_kernel with the widest pack all three pointers allow.
 template <typename T, typename Op>
-const char* launch_binary_map(const T* a, const T* b, T* out, int64_t n, Op op, void* stream) {
+const char* launch_binary_map(const T* a, const T* b, T* out, int64_t n, Op op, Target target) {
   if (n == 0) return nullptr;
   constexpr int kVec = pack_width<T>();
   const unsigned blocks = grid_stride_blocks((n + kVec - 1) / kVec);
-  const auto s = static_cast<cudaStream_t>(stream);
   const int bytes = kVec * static_cast<int>(sizeof(T));
   // A function pointer, because a template-id with commas can't pass through a macro.
   auto kernel = binary_map_kernel<T, 1, Op>;
   if (is_aligned(a, bytes) && is_aligned(b, bytes) && is_aligned(out, bytes)) {
     kernel = binary_map_kernel<T, kVec, Op>;
   }
-  SIMT_LAUNCH(kernel, blocks, kElementwiseThreads, 0, s, a, b, out, n, op);
+  SIMT_LAUNCH(kernel, blocks, kElementwiseThreads, 0, stream_of(target), a, b, out, n, op);
   return launch_status();
 }
 

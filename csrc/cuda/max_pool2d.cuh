@@ -32,13 +32,13 @@ __global__ void __launch_bounds__(kElementwiseThreads)
     max_pool2d_forward_kernel(const T* __restrict__ input, T* __restrict__ output,
                               int64_t* __restrict__ indices, Pool2dParams p) {
   using A = acc_t<T>;
-  const int64_t total = p.planes * p.out_plane();
+  const int64_t total = p.planes * p.out_pixels();
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t o = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; o < total; o += stride) {
     const PlanePosition at_out = plane_position(o, p.out_h, p.out_w);
-    const PoolSpan hs = pool_span(at_out.y, p.stride_h, p.pad_h, p.kernel_h, p.dilation_h, p.in_h);
-    const PoolSpan ws = pool_span(at_out.x, p.stride_w, p.pad_w, p.kernel_w, p.dilation_w, p.in_w);
-    const T* in = input + at_out.plane * p.in_plane();
+    const IndexRange hs = taps_inside(at_out.y, p.stride_h, p.pad_h, p.kernel_h, p.dilation_h, p.in_h);
+    const IndexRange ws = taps_inside(at_out.x, p.stride_w, p.pad_w, p.kernel_w, p.dilation_w, p.in_w);
+    const T* in = input + at_out.plane * p.in_pixels();
     A best = -std::numeric_limits<A>::infinity();
     int64_t best_at = hs.begin * p.in_w + ws.begin;  // torch's index for an all -inf window
     for (int64_t ih = hs.begin; ih < hs.end; ih += p.dilation_h) {
@@ -119,14 +119,14 @@ __global__ void __launch_bounds__(kElementwiseThreads)
     max_pool2d_backward_kernel(const T* __restrict__ grad_output, const int64_t* __restrict__ indices,
                                T* __restrict__ grad_input, Pool2dParams p) {
   using A = acc_t<T>;
-  const int64_t total = p.planes * p.in_plane();
+  const int64_t total = p.planes * p.in_pixels();
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += stride) {
     const PlanePosition at_in = plane_position(i, p.in_h, p.in_w);
     const int64_t ih = at_in.y;
     const int64_t iw = at_in.x;
     const int64_t self = ih * p.in_w + iw;
-    const int64_t out_base = at_in.plane * p.out_plane();
+    const int64_t out_base = at_in.plane * p.out_pixels();
     A sum = A(0);
     for (int64_t kh = p.kernel_h - 1; kh >= 0; --kh) {
       const int64_t th = ih + p.pad_h - kh * p.dilation_h;
@@ -147,11 +147,11 @@ __global__ void __launch_bounds__(kElementwiseThreads)
 }
 
 template <typename T>
-const char* max_pool2d_forward(const T* input, T* output, int64_t* indices, const Pool2dParams& p,
-                               void* stream) {
-  const int64_t total = p.planes * p.out_plane();
+const char* max_pool2d_forward(Target target, const T* input, T* output, int64_t* indices,
+                               const Pool2dParams& p) {
+  const int64_t total = p.planes * p.out_pixels();
   if (total == 0) return nullptr;
-  const auto s = static_cast<cudaStream_t>(stream);
+  const cudaStream_t s = stream_of(target);
   const int size = static_cast<int>(sizeof(T));
   if (p.is_2x2_stride2() && p.out_w * 2 == p.in_w) {
     // Every row starts on a pack boundary when in_w is a multiple of the pack.
@@ -176,18 +176,18 @@ const char* max_pool2d_forward(const T* input, T* output, int64_t* indices, cons
 }
 
 template <typename T>
-const char* max_pool2d_backward(const T* grad_output, const int64_t* indices, T* grad_input,
-                                const Pool2dParams& p, void* stream) {
-  const int64_t total = p.planes * p.in_plane();
+const char* max_pool2d_backward(Target target, const T* grad_output, const int64_t* indices, T* grad_input,
+                                const Pool2dParams& p) {
+  const int64_t total = p.planes * p.in_pixels();
   if (total == 0) return nullptr;
   SIMT_LAUNCH(max_pool2d_backward_kernel<T>, grid_stride_blocks(total), kElementwiseThreads, 0,
-              static_cast<cudaStream_t>(stream), grad_output, indices, grad_input, p);
+              stream_of(target), grad_output, indices, grad_input, p);
   return launch_status();
 }
 
 #define FASTCONV_INSTANTIATE_MAX_POOL2D(T)                                                      \
-  template const char* max_pool2d_forward<T>(const T*, T*, int64_t*, const Pool2dParams&, void*); \
-  template const char* max_pool2d_backward<T>(const T*, const int64_t*, T*, const Pool2dParams&, void*);
+  template const char* max_pool2d_forward<T>(Target, const T*, T*, int64_t*, const Pool2dParams&); \
+  template const char* max_pool2d_backward<T>(Target, const T*, const int64_t*, T*, const Pool2dParams&);
 
 }  // namespace SIMT_KERNEL_NS
 }  // namespace fastconv

@@ -7,14 +7,15 @@
 #include <cstdint>
 
 #include "../common/pool2d_params.h"
+#include "../common/target.h"
 
 #define FASTCONV_DECLARE_MAX_POOL2D_LAUNCHERS                                                   \
   template <typename T>                                                                         \
-  const char* max_pool2d_forward(const T* input, T* output, int64_t* indices,                   \
-                                 const Pool2dParams& p, void* stream);                          \
+  const char* max_pool2d_forward(Target target, const T* input, T* output, int64_t* indices,    \
+                                 const Pool2dParams& p);                                        \
   template <typename T>                                                                         \
-  const char* max_pool2d_backward(const T* grad_output, const int64_t* indices, T* grad_input,  \
-                                  const Pool2dParams& p, void* stream);
+  const char* max_pool2d_backward(Target target, const T* grad_output, const int64_t* indices,  \
+                                  T* grad_input, const Pool2dParams& p);
 
 namespace fastconv {
 namespace cuda {

@@ -24,19 +24,18 @@ struct ReluBackwardOp {
 };
 
 template <typename T>
-const char* relu_forward(const T* input, T* output, int64_t n, void* stream) {
-  return launch_binary_map(input, input, output, n, ReluForwardOp{}, stream);
+const char* relu_forward(Target target, const T* input, T* output, int64_t n) {
+  return launch_binary_map(input, input, output, n, ReluForwardOp{}, target);
 }
 
 template <typename T>
-const char* relu_backward(const T* grad_output, const T* output, T* grad_input, int64_t n,
-                          void* stream) {
-  return launch_binary_map(grad_output, output, grad_input, n, ReluBackwardOp{}, stream);
+const char* relu_backward(Target target, const T* grad_output, const T* output, T* grad_input, int64_t n) {
+  return launch_binary_map(grad_output, output, grad_input, n, ReluBackwardOp{}, target);
 }
 
 #define FASTCONV_INSTANTIATE_RELU(T)                                                 \
-  template const char* relu_forward<T>(const T*, T*, int64_t, void*);               \
-  template const char* relu_backward<T>(const T*, const T*, T*, int64_t, void*);
+  template const char* relu_forward<T>(Target, const T*, T*, int64_t);               \
+  template const char* relu_backward<T>(Target, const T*, const T*, T*, int64_t);
 
 }  // namespace SIMT_KERNEL_NS
 }  // namespace fastconv

@@ -5,12 +5,14 @@
 
 #include <cstdint>
 
+#include "../common/target.h"
+
 #define FASTCONV_DECLARE_RELU_LAUNCHERS                                                  \
   template <typename T>                                                                  \
-  const char* relu_forward(const T* input, T* output, int64_t n, void* stream);          \
+  const char* relu_forward(Target target, const T* input, T* output, int64_t n);         \
   template <typename T>                                                                  \
-  const char* relu_backward(const T* grad_output, const T* output, T* grad_input, int64_t n, \
-                            void* stream);
+  const char* relu_backward(Target target, const T* grad_output, const T* output, T* grad_input, \
+                            int64_t n);
 
 namespace fastconv {
 namespace cuda {

@@ -6,7 +6,18 @@
 
 namespace fastconv {
 
+void check_backend_name(c10::string_view name, const char* op) {
+  TORCH_CHECK_VALUE(name == "auto" || name == "cpu" || name == "simt" || name == "cuda", op, ": unknown backend '",
+                    name, "' (expected 'auto', 'cpu', 'simt' or 'cuda')");
+}
+
+void check_algorithm_name(c10::string_view name, const char* op) {
+  TORCH_CHECK_VALUE(name == "auto" || name == "direct" || name == "im2col", op, ": unknown algorithm '", name,
+                    "' (expected 'auto', 'direct' or 'im2col')");
+}
+
 Backend select_backend(const at::Tensor& like, c10::string_view requested, const char* op) {
+  check_backend_name(requested, op);
   const bool on_cuda = like.is_cuda();
   TORCH_CHECK(on_cuda || like.is_cpu(), op, ": tensors on ", like.device(),
               " are not supported (only cpu and cuda)");
@@ -16,12 +27,8 @@ Backend select_backend(const at::Tensor& like, c10::string_view requested, const
                 like.device());
     return requested == "cpu" ? Backend::kCpu : Backend::kSimt;
   }
-  if (requested == "cuda") {
-    TORCH_CHECK(on_cuda, op, ": backend 'cuda' needs CUDA tensors, but got a tensor on ", like.device());
-    return Backend::kCuda;
-  }
-  TORCH_CHECK_VALUE(false, op, ": unknown backend '", requested,
-                    "' (expected 'auto', 'cpu', 'simt' or 'cuda')");
+  TORCH_CHECK(on_cuda, op, ": backend 'cuda' needs CUDA tensors, but got a tensor on ", like.device());
+  return Backend::kCuda;
 }
 
 void check_floating(const at::Tensor& t, Backend backend, const char* op, const char* arg) {

@@ -2,10 +2,8 @@
 // the ATen -> kernel type mapping and launch-error handling.
 #pragma once
 
-#include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty_like.h>
-#include <c10/core/DeviceGuard.h>
 #include <c10/util/string_view.h>
 
 #include "../common/dtypes.h"
@@ -15,6 +13,13 @@ namespace fastconv {
 // Where an op's kernels run. CPU tensors use the C++ kernels ("cpu") or the
 // CUDA kernels on the SIMT runtime ("simt"); CUDA tensors use the CUDA kernels.
 enum class Backend { kCpu, kSimt, kCuda };
+
+// The names the ops' string arguments accept; anything else raises
+// ValueError naming `op` and the choices. The Python layer calls these too
+// (through fastconv._C), so a bad name fails where it is given, with the same
+// message, and the lists live only here.
+void check_backend_name(c10::string_view name, const char* op);
+void check_algorithm_name(c10::string_view name, const char* op);
 
 // Resolves the `backend` argument of every op ("auto", "cpu", "simt",
 // "cuda") against the tensor's device. Unknown names raise ValueError; a name
@@ -59,16 +64,4 @@ struct KernelType<at::BFloat16> {
 template <typename T>
 using kernel_t = typename KernelType<T>::type;
 
-template <typename T>
-kernel_t<T>* kernel_ptr(const at::Tensor& t) {
-  return reinterpret_cast<kernel_t<T>*>(t.data_ptr<T>());
-}
-
 }  // namespace fastconv
-
-// The CUDA branch of an op's backend switch: compiled only into CUDA builds.
-#if defined(FASTCONV_WITH_CUDA)
-#define FASTCONV_CUDA_ONLY(...) __VA_ARGS__
-#else
-#define FASTCONV_CUDA_ONLY(...) TORCH_CHECK(false, "fastconv was built without CUDA kernels")
-#endif

@@ -6,17 +6,17 @@
 // output size, which fixes bottom/right (see csrc/common/conv2d_params.h).
 // All kernels read and write contiguous NCHW buffers, so inputs of any
 // layout (channels_last included) are made contiguous and outputs are NCHW.
-#include <ATen/Context.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/zeros.h>
-#include <torch/library.h>
 
+#include <initializer_list>
 #include <optional>
+#include <type_traits>
+#include <utility>
 
 #include "../common/conv2d_params.h"
 #include "../cpu/conv2d.h"
 #include "../cuda/conv2d.h"
-#include "common.h"
+#include "dispatch.h"
 
 namespace fastconv {
 namespace {
@@ -87,11 +87,10 @@ Conv2dParams make_params(at::IntArrayRef input_size, at::IntArrayRef weight_size
   return p;
 }
 
-ConvAlgorithm parse_algorithm(c10::string_view name, Backend backend, const Conv2dParams& p, const char* op) {
+ConvAlgorithm parse_algorithm(c10::string_view name, const Conv2dParams& p, const char* op) {
+  check_algorithm_name(name, op);
   if (name == "direct") return ConvAlgorithm::kDirect;
   if (name == "im2col") return ConvAlgorithm::kIm2col;
-  TORCH_CHECK_VALUE(name == "auto", op, ": unknown algorithm '", name,
-                    "' (expected 'auto', 'direct' or 'im2col')");
   // The "auto" rule: im2col unless each group has a single input channel.
   // Measured on the CPU kernels (2 threads, batch 16, 3x3, fwd+bwd): on the
   // seed layers im2col + GEMM is 2-15x faster than direct (bench/results/
@@ -100,30 +99,35 @@ ConvAlgorithm parse_algorithm(c10::string_view name, Backend backend, const Conv
   // (32 ch @74: 9.3 ms vs 19.5 ms; 128 ch @36: 10.8 ms vs 21.7 ms), while
   // with 8 input channels per group im2col is already 3x faster. The CUDA and
   // SIMT backends use the same rule until GPU measurements say otherwise.
-  (void)backend;
   return p.in_channels_per_group() == 1 ? ConvAlgorithm::kDirect : ConvAlgorithm::kIm2col;
 }
 
-void check_operand(const at::Tensor& t, const at::Tensor& reference, Backend backend, const char* op,
-                   const char* arg, const char* reference_arg) {
-  check_floating(t, backend, op, arg);
-  check_same_device_dtype(t, reference, op, arg, reference_arg);
+// torch checks that operands agree before it looks at the dtype itself, so a
+// Long input with a float weight raises RuntimeError ("should be the same"),
+// not TypeError: code that catches torch's exception keeps working.
+void check_operands(const at::Tensor& reference, const char* reference_arg,
+                    std::initializer_list<std::pair<const at::Tensor*, const char*>> others, Backend backend,
+                    const char* op) {
+  for (const auto& [t, arg] : others) check_same_device_dtype(*t, reference, op, arg, reference_arg);
+  check_floating(reference, backend, op, reference_arg);
 }
 
-// Scratch memory for the CUDA/SIMT launchers, from torch's allocator.
-at::Tensor workspace_for(ConvPass pass, ConvAlgorithm algorithm, const Conv2dParams& p, const at::Tensor& like,
-                         Backend backend, bool deterministic) {
-  int64_t bytes = 0;
-  if (backend == Backend::kSimt) {
-    bytes = simt::conv2d_workspace_bytes(pass, algorithm, p, like.element_size(), deterministic);
-  } else if (backend == Backend::kCuda) {
-    FASTCONV_CUDA_ONLY(bytes = cuda::conv2d_workspace_bytes(pass, algorithm, p, like.element_size(), deterministic));
+// Calls a convolution entry point: the CUDA and SIMT launchers get scratch
+// memory from torch's allocator as their last argument, sized by their own
+// workspace query; the CPU kernels keep their own scratch and get none.
+//   with_workspace(target, pass, algorithm, p, like, [&](auto... workspace) {
+//     return conv2d_forward(target, ..., workspace...);
+//   });
+template <typename Target, typename Call>
+auto with_workspace(Target target, ConvPass pass, ConvAlgorithm algorithm, const Conv2dParams& p,
+                    const at::Tensor& like, const Call& call) {
+  if constexpr (std::is_same_v<Target, cpu::Target>) {
+    return call();
+  } else {
+    const int64_t bytes = conv2d_workspace_bytes(target, pass, algorithm, p, like.element_size());
+    const at::Tensor workspace = at::empty({bytes}, like.options().dtype(at::kByte));
+    return call(bytes == 0 ? nullptr : workspace.data_ptr());
   }
-  return at::empty({bytes}, like.options().dtype(at::kByte));
-}
-
-void* workspace_ptr(const at::Tensor& workspace) {
-  return workspace.numel() == 0 ? nullptr : workspace.data_ptr();
 }
 
 // The forward pass of conv2d and conv2d_relu: `relu` asks every kernel to
@@ -133,54 +137,29 @@ at::Tensor run_conv2d_forward(const at::Tensor& input, const at::Tensor& weight,
                               at::IntArrayRef dilation, int64_t groups, c10::string_view algorithm_name,
                               c10::string_view backend_name, bool relu, const char* op) {
   const Backend backend = select_backend(input, backend_name, op);
-  check_floating(input, backend, op, "input");
-  check_operand(weight, input, backend, op, "weight", "input");
-  const Conv2dParams p = make_params(input.sizes(), weight.sizes(), {stride, padding, dilation, groups}, op);
   const bool has_bias = bias.has_value() && bias->defined();
   if (has_bias) {
-    check_operand(*bias, input, backend, op, "bias", "input");
+    check_operands(input, "input", {{&weight, "weight"}, {&*bias, "bias"}}, backend, op);
+  } else {
+    check_operands(input, "input", {{&weight, "weight"}}, backend, op);
+  }
+  const Conv2dParams p = make_params(input.sizes(), weight.sizes(), {stride, padding, dilation, groups}, op);
+  if (has_bias) {
     TORCH_CHECK(bias->dim() == 1 && bias->size(0) == p.out_channels, op, ": given weight of size ",
                 weight.sizes(), ", expected bias to be 1-dimensional with ", p.out_channels,
                 " elements, but got bias of size ", bias->sizes(), " instead");
   }
-  const ConvAlgorithm algorithm = parse_algorithm(algorithm_name, backend, p, op);
+  const ConvAlgorithm algorithm = parse_algorithm(algorithm_name, p, op);
   at::Tensor output = at::empty({p.batch, p.out_channels, p.out_h, p.out_w}, input.options());
   if (output.numel() == 0) return in_layout_of(output, input);
   const at::Tensor x = input.contiguous(), w = weight.contiguous();
   const at::Tensor b = has_bias ? bias->contiguous() : at::Tensor();
-  // (The dispatch macros need a literal name; the dtype was checked above.)
-  switch (backend) {
-    case Backend::kCpu:
-      AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "conv2d", [&] {
-        cpu::conv2d_forward(algorithm, x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
-                            has_bias ? b.const_data_ptr<scalar_t>() : nullptr, output.data_ptr<scalar_t>(), p,
-                            relu);
-      });
-      break;
-    case Backend::kSimt: {
-      const at::Tensor ws = workspace_for(ConvPass::kForward, algorithm, p, x, backend, false);
-      AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "conv2d", [&] {
-        check_launch(simt::conv2d_forward(algorithm, kernel_ptr<scalar_t>(x), kernel_ptr<scalar_t>(w),
-                                          has_bias ? kernel_ptr<scalar_t>(b) : nullptr,
-                                          kernel_ptr<scalar_t>(output), p, relu, workspace_ptr(ws), nullptr),
-                     op);
-      });
-      break;
-    }
-    case Backend::kCuda:
-      FASTCONV_CUDA_ONLY({
-        const c10::DeviceGuard guard(x.device());
-        const at::Tensor ws = workspace_for(ConvPass::kForward, algorithm, p, x, backend, false);
-        AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "conv2d", [&] {
-          check_launch(cuda::conv2d_forward(algorithm, kernel_ptr<scalar_t>(x), kernel_ptr<scalar_t>(w),
-                                            has_bias ? kernel_ptr<scalar_t>(b) : nullptr,
-                                            kernel_ptr<scalar_t>(output), p, relu, workspace_ptr(ws),
-                                            cuda_stream_for(x)),
-                       op);
-        });
-      });
-      break;
-  }
+  run_kernels(backend, x, op, [&]<typename T>(auto target) {
+    return with_workspace(target, ConvPass::kForward, algorithm, p, x, [&](auto... workspace) {
+      return conv2d_forward(target, algorithm, in_ptr<T>(x), in_ptr<T>(w), has_bias ? in_ptr<T>(b) : nullptr,
+                            out_ptr<T>(output), p, relu, workspace...);
+    });
+  });
   return in_layout_of(output, input);
 }
 
@@ -221,11 +200,10 @@ BackwardPlan plan_backward(const at::Tensor& grad_output, const at::Tensor& oper
                            at::IntArrayRef input_size, at::IntArrayRef weight_size, const ConvGeometry& geo,
                            c10::string_view algorithm_name, c10::string_view backend_name, const char* op) {
   const Backend backend = select_backend(grad_output, backend_name, op);
-  check_floating(grad_output, backend, op, "grad_output");
-  check_operand(operand, grad_output, backend, op, operand_name, "grad_output");
+  check_operands(grad_output, "grad_output", {{&operand, operand_name}}, backend, op);
   const Conv2dParams p = make_params(input_size, weight_size, geo, op);
   check_grad_output(grad_output, p, op);
-  return {backend, p, parse_algorithm(algorithm_name, backend, p, op)};
+  return {backend, p, parse_algorithm(algorithm_name, p, op)};
 }
 
 at::Tensor conv2d_backward_input(const at::Tensor& grad_output, const at::Tensor& weight,
@@ -240,35 +218,12 @@ at::Tensor conv2d_backward_input(const at::Tensor& grad_output, const at::Tensor
   if (grad_input.numel() == 0) return grad_input;
   if (grad_output.numel() == 0) return grad_input.zero_();
   const at::Tensor dy = grad_output.contiguous(), w = weight.contiguous();
-  switch (backend) {
-    case Backend::kCpu:
-      AT_DISPATCH_FLOATING_TYPES(dy.scalar_type(), op, [&] {
-        cpu::conv2d_backward_input(algorithm, dy.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
-                                   grad_input.data_ptr<scalar_t>(), p);
-      });
-      break;
-    case Backend::kSimt: {
-      const at::Tensor ws = workspace_for(ConvPass::kBackwardInput, algorithm, p, dy, backend, false);
-      AT_DISPATCH_FLOATING_TYPES(dy.scalar_type(), op, [&] {
-        check_launch(simt::conv2d_backward_input(algorithm, kernel_ptr<scalar_t>(dy), kernel_ptr<scalar_t>(w),
-                                                 kernel_ptr<scalar_t>(grad_input), p, workspace_ptr(ws), nullptr),
-                     op);
-      });
-      break;
-    }
-    case Backend::kCuda:
-      FASTCONV_CUDA_ONLY({
-        const c10::DeviceGuard guard(dy.device());
-        const at::Tensor ws = workspace_for(ConvPass::kBackwardInput, algorithm, p, dy, backend, false);
-        AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dy.scalar_type(), op, [&] {
-          check_launch(cuda::conv2d_backward_input(algorithm, kernel_ptr<scalar_t>(dy), kernel_ptr<scalar_t>(w),
-                                                   kernel_ptr<scalar_t>(grad_input), p, workspace_ptr(ws),
-                                                   cuda_stream_for(dy)),
-                       op);
-        });
-      });
-      break;
-  }
+  run_kernels(backend, dy, op, [&]<typename T>(auto target) {
+    return with_workspace(target, ConvPass::kBackwardInput, algorithm, p, dy, [&](auto... workspace) {
+      return conv2d_backward_input(target, algorithm, in_ptr<T>(dy), in_ptr<T>(w), out_ptr<T>(grad_input), p,
+                                   workspace...);
+    });
+  });
   return grad_input;
 }
 
@@ -284,38 +239,12 @@ at::Tensor conv2d_backward_weight(const at::Tensor& grad_output, const at::Tenso
   if (grad_weight.numel() == 0) return grad_weight;
   if (grad_output.numel() == 0) return grad_weight.zero_();
   const at::Tensor dy = grad_output.contiguous(), x = input.contiguous();
-  switch (backend) {
-    case Backend::kCpu:
-      AT_DISPATCH_FLOATING_TYPES(dy.scalar_type(), op, [&] {
-        cpu::conv2d_backward_weight(algorithm, dy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
-                                    grad_weight.data_ptr<scalar_t>(), p);
-      });
-      break;
-    case Backend::kSimt: {
-      const bool deterministic = at::globalContext().deterministicAlgorithms();
-      const at::Tensor ws = workspace_for(ConvPass::kBackwardWeight, algorithm, p, dy, backend, deterministic);
-      AT_DISPATCH_FLOATING_TYPES(dy.scalar_type(), op, [&] {
-        check_launch(simt::conv2d_backward_weight(algorithm, kernel_ptr<scalar_t>(dy), kernel_ptr<scalar_t>(x),
-                                                  kernel_ptr<scalar_t>(grad_weight), p, deterministic,
-                                                  workspace_ptr(ws), nullptr),
-                     op);
-      });
-      break;
-    }
-    case Backend::kCuda:
-      FASTCONV_CUDA_ONLY({
-        const c10::DeviceGuard guard(dy.device());
-        const bool deterministic = at::globalContext().deterministicAlgorithms();
-        const at::Tensor ws = workspace_for(ConvPass::kBackwardWeight, algorithm, p, dy, backend, deterministic);
-        AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dy.scalar_type(), op, [&] {
-          check_launch(cuda::conv2d_backward_weight(algorithm, kernel_ptr<scalar_t>(dy), kernel_ptr<scalar_t>(x),
-                                                    kernel_ptr<scalar_t>(grad_weight), p, deterministic,
-                                                    workspace_ptr(ws), cuda_stream_for(dy)),
-                       op);
-        });
-      });
-      break;
-  }
+  run_kernels(backend, dy, op, [&]<typename T>(auto target) {
+    return with_workspace(target, ConvPass::kBackwardWeight, algorithm, p, dy, [&](auto... workspace) {
+      return conv2d_backward_weight(target, algorithm, in_ptr<T>(dy), in_ptr<T>(x), out_ptr<T>(grad_weight), p,
+                                    workspace...);
+    });
+  });
   return grad_weight;
 }
 
@@ -335,51 +264,22 @@ at::Tensor conv2d_backward_bias(const at::Tensor& grad_output, c10::string_view 
   if (grad_bias.numel() == 0) return grad_bias;
   if (grad_output.numel() == 0) return grad_bias.zero_();
   const at::Tensor dy = grad_output.contiguous();
-  switch (backend) {
-    case Backend::kCpu:
-      AT_DISPATCH_FLOATING_TYPES(dy.scalar_type(), op, [&] {
-        cpu::conv2d_backward_bias(dy.const_data_ptr<scalar_t>(), grad_bias.data_ptr<scalar_t>(), p);
-      });
-      break;
-    case Backend::kSimt: {
-      const at::Tensor ws = workspace_for(ConvPass::kBackwardBias, ConvAlgorithm::kDirect, p, dy, backend, false);
-      AT_DISPATCH_FLOATING_TYPES(dy.scalar_type(), op, [&] {
-        check_launch(simt::conv2d_backward_bias(kernel_ptr<scalar_t>(dy), kernel_ptr<scalar_t>(grad_bias), p,
-                                                workspace_ptr(ws), nullptr),
-                     op);
-      });
-      break;
-    }
-    case Backend::kCuda:
-      FASTCONV_CUDA_ONLY({
-        const c10::DeviceGuard guard(dy.device());
-        const at::Tensor ws = workspace_for(ConvPass::kBackwardBias, ConvAlgorithm::kDirect, p, dy, backend, false);
-        AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dy.scalar_type(), op, [&] {
-          check_launch(cuda::conv2d_backward_bias(kernel_ptr<scalar_t>(dy), kernel_ptr<scalar_t>(grad_bias), p,
-                                                  workspace_ptr(ws), cuda_stream_for(dy)),
-                       op);
-        });
-      });
-      break;
-  }
+  run_kernels(backend, dy, op, [&]<typename T>(auto target) {
+    return conv2d_backward_bias(target, in_ptr<T>(dy), out_ptr<T>(grad_bias), p);
+  });
   return grad_bias;
+}
+
+void register_entry_points(torch::Library& m) {
+  m.impl("conv2d", &conv2d);
+  m.impl("conv2d_relu", &conv2d_relu);
+  m.impl("conv2d_backward_input", &conv2d_backward_input);
+  m.impl("conv2d_backward_weight", &conv2d_backward_weight);
+  m.impl("conv2d_backward_bias", &conv2d_backward_bias);
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fastconv, CPU, m) {
-  m.impl("conv2d", &conv2d);
-  m.impl("conv2d_relu", &conv2d_relu);
-  m.impl("conv2d_backward_input", &conv2d_backward_input);
-  m.impl("conv2d_backward_weight", &conv2d_backward_weight);
-  m.impl("conv2d_backward_bias", &conv2d_backward_bias);
-}
-TORCH_LIBRARY_IMPL(fastconv, CUDA, m) {
-  m.impl("conv2d", &conv2d);
-  m.impl("conv2d_relu", &conv2d_relu);
-  m.impl("conv2d_backward_input", &conv2d_backward_input);
-  m.impl("conv2d_backward_weight", &conv2d_backward_weight);
-  m.impl("conv2d_backward_bias", &conv2d_backward_bias);
-}
+FASTCONV_REGISTER_KERNELS(register_entry_points)
 
 }  // namespace fastconv

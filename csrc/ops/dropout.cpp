@@ -6,13 +6,11 @@
 // order, whatever the memory layout, so that backward sees the forward mask
 // even when grad_output arrives with other strides. Kernels therefore run on
 // contiguous buffers; a channels_last input gets a channels_last output, as in torch.
-#include <torch/library.h>
-
 #include <cmath>
 
 #include "../cpu/dropout.h"
 #include "../cuda/dropout.h"
-#include "common.h"
+#include "dispatch.h"
 
 namespace fastconv {
 namespace {
@@ -37,37 +35,10 @@ void dropout_into(const at::Tensor& input, const at::Tensor& output, double p, c
   const int64_t n = output.numel();
   const uint32_t threshold = drop_threshold(p);
   const double scale = p >= 1 ? 0.0 : 1.0 / (1.0 - p);
-  switch (backend) {
-    case Backend::kCpu: {
-      const int64_t* so = seed_offset.const_data_ptr<int64_t>();
-      AT_DISPATCH_FLOATING_TYPES(in.scalar_type(), "dropout", [&] {
-        cpu::dropout_apply(in.const_data_ptr<scalar_t>(), output.data_ptr<scalar_t>(), n,
-                           static_cast<uint64_t>(so[0]), static_cast<uint64_t>(so[1]), threshold,
-                           static_cast<scalar_t>(scale));
-      });
-      break;
-    }
-    case Backend::kSimt:
-      AT_DISPATCH_FLOATING_TYPES(in.scalar_type(), "dropout", [&] {
-        check_launch(simt::dropout_apply(kernel_ptr<scalar_t>(in), kernel_ptr<scalar_t>(output), n,
-                                         seed_offset.const_data_ptr<int64_t>(), threshold,
-                                         static_cast<acc_t<kernel_t<scalar_t>>>(scale), nullptr),
-                     op);
-      });
-      break;
-    case Backend::kCuda:
-      FASTCONV_CUDA_ONLY({
-        const c10::DeviceGuard guard(in.device());
-        AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.scalar_type(), "dropout", [&] {
-          check_launch(cuda::dropout_apply(kernel_ptr<scalar_t>(in), kernel_ptr<scalar_t>(output), n,
-                                           seed_offset.const_data_ptr<int64_t>(), threshold,
-                                           static_cast<acc_t<kernel_t<scalar_t>>>(scale),
-                                           cuda_stream_for(in)),
-                       op);
-        });
-      });
-      break;
-  }
+  run_kernels(backend, in, op, [&]<typename T>(auto target) {
+    return dropout_apply(target, in_ptr<T>(in), out_ptr<T>(output), n, seed_offset.const_data_ptr<int64_t>(),
+                         threshold, static_cast<acc_t<T>>(scale));
+  });
 }
 
 at::Tensor dropout(const at::Tensor& input, double p, const at::Tensor& seed, c10::string_view backend_name) {
@@ -104,17 +75,14 @@ at::Tensor dropout_backward(const at::Tensor& grad_output, double p, const at::T
   return grad_input;
 }
 
+void register_entry_points(torch::Library& m) {
+  m.impl("dropout", &dropout);
+  m.impl("dropout_", &dropout_);
+  m.impl("dropout_backward", &dropout_backward);
+}
+
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fastconv, CPU, m) {
-  m.impl("dropout", &dropout);
-  m.impl("dropout_", &dropout_);
-  m.impl("dropout_backward", &dropout_backward);
-}
-TORCH_LIBRARY_IMPL(fastconv, CUDA, m) {
-  m.impl("dropout", &dropout);
-  m.impl("dropout_", &dropout_);
-  m.impl("dropout_backward", &dropout_backward);
-}
+FASTCONV_REGISTER_KERNELS(register_entry_points)
 
 }  // namespace fastconv

@@ -4,15 +4,15 @@
 // 4-D NCHW tensors of any strides and compute on contiguous copies; the
 // Python layer handles unbatched 3-D input.
 #include <ATen/ops/empty.h>
-#include <torch/library.h>
 
 #include <tuple>
 #include <vector>
 
+#include "../common/index_math.h"
 #include "../common/pool2d_params.h"
 #include "../cpu/max_pool2d.h"
 #include "../cuda/max_pool2d.h"
-#include "common.h"
+#include "dispatch.h"
 
 namespace fastconv {
 namespace {
@@ -55,11 +55,6 @@ PoolArgs parse_args(at::IntArrayRef kernel_size, at::IntArrayRef stride, at::Int
               "max_pool2d: pad should be at most half of kernel size, but got pad=(", a.padding.h, ", ",
               a.padding.w, ") and kernel_size=(", a.kernel.h, ", ", a.kernel.w, ")");
   return a;
-}
-
-int64_t floor_div(int64_t a, int64_t b) {
-  const int64_t q = a / b;
-  return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
 }
 
 // torch's pooling_output_shape: in ceil mode the last window must still start
@@ -114,31 +109,9 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d(const at::Tensor& input, at::IntAr
   const std::vector<int64_t> out_sizes{input.size(0), input.size(1), p.out_h, p.out_w};
   at::Tensor output = at::empty(out_sizes, input.options());
   at::Tensor indices = at::empty(out_sizes, input.options().dtype(at::kLong));
-  int64_t* idx = indices.data_ptr<int64_t>();
-  switch (backend) {
-    case Backend::kCpu:
-      AT_DISPATCH_FLOATING_TYPES(in.scalar_type(), "max_pool2d", [&] {
-        cpu::max_pool2d_forward(in.const_data_ptr<scalar_t>(), output.data_ptr<scalar_t>(), idx, p);
-      });
-      break;
-    case Backend::kSimt:
-      AT_DISPATCH_FLOATING_TYPES(in.scalar_type(), "max_pool2d", [&] {
-        check_launch(simt::max_pool2d_forward(kernel_ptr<scalar_t>(in), kernel_ptr<scalar_t>(output), idx, p,
-                                              nullptr),
-                     "max_pool2d");
-      });
-      break;
-    case Backend::kCuda:
-      FASTCONV_CUDA_ONLY({
-        const c10::DeviceGuard guard(in.device());
-        AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.scalar_type(), "max_pool2d", [&] {
-          check_launch(cuda::max_pool2d_forward(kernel_ptr<scalar_t>(in), kernel_ptr<scalar_t>(output), idx, p,
-                                                cuda_stream_for(in)),
-                       "max_pool2d");
-        });
-      });
-      break;
-  }
+  run_kernels(backend, in, "max_pool2d", [&]<typename T>(auto target) {
+    return max_pool2d_forward(target, in_ptr<T>(in), out_ptr<T>(output), indices.data_ptr<int64_t>(), p);
+  });
   return {in_layout_of(output, input), in_layout_of(indices, input)};
 }
 
@@ -164,44 +137,20 @@ at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& 
 
   const at::Tensor grad = grad_output.contiguous();
   const at::Tensor idx_t = indices.contiguous();
-  const int64_t* idx = idx_t.const_data_ptr<int64_t>();
   at::Tensor grad_input = at::empty(input_size, grad_output.options());
-  switch (backend) {
-    case Backend::kCpu:
-      AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "max_pool2d_backward", [&] {
-        cpu::max_pool2d_backward(grad.const_data_ptr<scalar_t>(), idx, grad_input.data_ptr<scalar_t>(), p);
-      });
-      break;
-    case Backend::kSimt:
-      AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "max_pool2d_backward", [&] {
-        check_launch(simt::max_pool2d_backward(kernel_ptr<scalar_t>(grad), idx, kernel_ptr<scalar_t>(grad_input),
-                                               p, nullptr),
-                     "max_pool2d_backward");
-      });
-      break;
-    case Backend::kCuda:
-      FASTCONV_CUDA_ONLY({
-        const c10::DeviceGuard guard(grad.device());
-        AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "max_pool2d_backward", [&] {
-          check_launch(cuda::max_pool2d_backward(kernel_ptr<scalar_t>(grad), idx,
-                                                 kernel_ptr<scalar_t>(grad_input), p, cuda_stream_for(grad)),
-                       "max_pool2d_backward");
-        });
-      });
-      break;
-  }
+  run_kernels(backend, grad, "max_pool2d_backward", [&]<typename T>(auto target) {
+    return max_pool2d_backward(target, in_ptr<T>(grad), idx_t.const_data_ptr<int64_t>(), out_ptr<T>(grad_input), p);
+  });
   return grad_input;
+}
+
+void register_entry_points(torch::Library& m) {
+  m.impl("max_pool2d", &max_pool2d);
+  m.impl("max_pool2d_backward", &max_pool2d_backward);
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fastconv, CPU, m) {
-  m.impl("max_pool2d", &max_pool2d);
-  m.impl("max_pool2d_backward", &max_pool2d_backward);
-}
-TORCH_LIBRARY_IMPL(fastconv, CUDA, m) {
-  m.impl("max_pool2d", &max_pool2d);
-  m.impl("max_pool2d_backward", &max_pool2d_backward);
-}
+FASTCONV_REGISTER_KERNELS(register_entry_points)
 
 }  // namespace fastconv

@@ -19,6 +19,10 @@
 using fastconv::Conv2dParams;
 using fastconv::ConvAlgorithm;
 using fastconv::ConvPass;
+namespace simt = fastconv::simt;
+
+// Launches here run on the SIMT runtime, synchronously.
+constexpr simt::Target kSimt{nullptr};
 
 namespace {
 
@@ -147,30 +151,28 @@ void run_case(const Case& c, std::mt19937& rng) {
   Workspace ws;
   for (ConvAlgorithm algo : {ConvAlgorithm::kDirect, ConvAlgorithm::kIm2col}) {
     std::vector<T> y = poisoned<T>(ref.y.size());
-    const char* err = fastconv::simt::conv2d_forward<T>(
-        algo, xt.data(), wt.data(), c.bias ? bt.data() : nullptr, y.data(), p, /*relu=*/false,
-        ws.get(fastconv::simt::conv2d_workspace_bytes(ConvPass::kForward, algo, p, sizeof(T), false)), nullptr);
+    const char* err = simt::conv2d_forward<T>(
+        kSimt, algo, xt.data(), wt.data(), c.bias ? bt.data() : nullptr, y.data(), p, /*relu=*/false,
+        ws.get(simt::conv2d_workspace_bytes(kSimt, ConvPass::kForward, algo, p, sizeof(T))));
     if (err) { std::fprintf(stderr, "forward error: %s\n", err); ++g_failures; }
     compare("forward", c, algo, y, ref.y, ref.y_abs);
 
     std::vector<T> dx = poisoned<T>(ref.dx.size());
-    err = fastconv::simt::conv2d_backward_input<T>(
-        algo, dyt.data(), wt.data(), dx.data(), p,
-        ws.get(fastconv::simt::conv2d_workspace_bytes(ConvPass::kBackwardInput, algo, p, sizeof(T), false)),
-        nullptr);
+    err = simt::conv2d_backward_input<T>(
+        kSimt, algo, dyt.data(), wt.data(), dx.data(), p,
+        ws.get(simt::conv2d_workspace_bytes(kSimt, ConvPass::kBackwardInput, algo, p, sizeof(T))));
     if (err) { std::fprintf(stderr, "backward_input error: %s\n", err); ++g_failures; }
     compare("backward_input", c, algo, dx, ref.dx, ref.dx_abs);
 
     std::vector<T> dw = poisoned<T>(ref.dw.size());
-    err = fastconv::simt::conv2d_backward_weight<T>(
-        algo, dyt.data(), xt.data(), dw.data(), p, true,
-        ws.get(fastconv::simt::conv2d_workspace_bytes(ConvPass::kBackwardWeight, algo, p, sizeof(T), true)),
-        nullptr);
+    err = simt::conv2d_backward_weight<T>(
+        kSimt, algo, dyt.data(), xt.data(), dw.data(), p,
+        ws.get(simt::conv2d_workspace_bytes(kSimt, ConvPass::kBackwardWeight, algo, p, sizeof(T))));
     if (err) { std::fprintf(stderr, "backward_weight error: %s\n", err); ++g_failures; }
     compare("backward_weight", c, algo, dw, ref.dw, ref.dw_abs);
   }
   std::vector<T> db = poisoned<T>(ref.db.size());
-  const char* err = fastconv::simt::conv2d_backward_bias<T>(dyt.data(), db.data(), p, nullptr, nullptr);
+  const char* err = simt::conv2d_backward_bias<T>(kSimt, dyt.data(), db.data(), p);
   if (err) { std::fprintf(stderr, "backward_bias error: %s\n", err); ++g_failures; }
   compare("backward_bias", c, ConvAlgorithm::kDirect, db, ref.db, ref.db_abs);
 }

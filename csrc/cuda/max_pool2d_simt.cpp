@@ -1,5 +1,5 @@
 // Host build of csrc/cuda/max_pool2d.cuh: the same kernels, run by the SIMT runtime.
-#include "../cuda/max_pool2d.cuh"
+#include "max_pool2d.cuh"
 
 namespace fastconv {
 namespace simt {

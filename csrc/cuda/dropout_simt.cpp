@@ -1,5 +1,5 @@
 // Host build of csrc/cuda/dropout.cuh: the same kernels, run by the SIMT runtime.
-#include "../cuda/dropout.cuh"
+#include "dropout.cuh"
 
 namespace fastconv {
 namespace simt {

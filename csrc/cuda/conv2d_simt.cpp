@@ -1,5 +1,5 @@
 // Host build of csrc/cuda/conv2d.cuh: the same kernels, run by the SIMT runtime.
-#include "../cuda/conv2d.cuh"
+#include "conv2d.cuh"
 
 namespace fastconv {
 namespace simt {

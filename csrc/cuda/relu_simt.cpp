@@ -1,5 +1,5 @@
 // Host build of csrc/cuda/relu.cuh: the same kernels, run by the SIMT runtime.
-#include "../cuda/relu.cuh"
+#include "relu.cuh"
 
 namespace fastconv {
 namespace simt {

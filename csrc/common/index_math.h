@@ -1,0 +1,60 @@
+// Integer helpers for tiling and for the taps of a sliding window, shared by
+// the CPU kernels, the CUDA kernels (on a GPU and on the SIMT runtime) and the
+// ATen glue. Torch-free.
+#pragma once
+
+#include <cstdint>
+
+#include "host_device.h"
+
+namespace fastconv {
+
+// a / b rounded up (a >= 0, b > 0).
+FASTCONV_HD int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// a / b rounded toward minus infinity (b > 0); C++ division truncates toward 0.
+// The int overload keeps 32-bit index math 32-bit in device code.
+FASTCONV_HD int64_t floor_div(int64_t a, int64_t b) {
+  const int64_t q = a / b;
+  return (a % b != 0 && a < 0) ? q - 1 : q;
+}
+FASTCONV_HD int floor_div(int a, int b) {
+  const int q = a / b;
+  return (a % b != 0 && a < 0) ? q - 1 : q;
+}
+
+// A half-open range of indices [begin, end); empty when begin >= end.
+struct IndexRange {
+  int64_t begin;
+  int64_t end;
+};
+
+// The outputs o in [0, out_size) whose tap o * stride + shift lands inside
+// [0, in_size): convolution loops run over these and skip the padding.
+FASTCONV_HD IndexRange outputs_inside(int64_t shift, int64_t stride, int64_t in_size, int64_t out_size) {
+  // smallest o with o * stride + shift >= 0
+  int64_t begin = shift >= 0 ? 0 : ceil_div(-shift, stride);
+  // largest o with o * stride + shift <= in_size - 1, plus one
+  const int64_t last = in_size - 1 - shift;
+  int64_t end = last < 0 ? 0 : last / stride + 1;
+  if (begin > out_size) begin = out_size;
+  if (end > out_size) end = out_size;
+  if (end < begin) end = begin;
+  return {begin, end};
+}
+
+// The taps of one window that land inside [0, in_size): positions begin,
+// begin + dilation, ... below end, for the window of output `out_pos`. Pooling
+// loops run over these. `begin` is the first tap at or after 0, found the way
+// torch finds it (it seeds the index of an all -inf window, so it must agree
+// even when no tap is inside, where begin >= end).
+FASTCONV_HD IndexRange taps_inside(int64_t out_pos, int64_t stride, int64_t pad, int64_t kernel,
+                                   int64_t dilation, int64_t in_size) {
+  int64_t begin = out_pos * stride - pad;
+  int64_t end = begin + (kernel - 1) * dilation + 1;
+  if (end > in_size) end = in_size;
+  if (begin < 0) begin += ceil_div(-begin, dilation) * dilation;
+  return {begin, end};
+}
+
+}  // namespace fastconv
