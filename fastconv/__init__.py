@@ -14,7 +14,7 @@ import torch  # noqa: F401  (libtorch must be loaded before the extension)
 
 from . import _C  # noqa: F401  (loads the kernels and registers torch.ops.fastconv)
 from . import _ops  # noqa: F401  (fake kernels and autograd formulas)
-from . import functional, nn
+from . import functional, models, nn
 from ._backend import available_backends, backend, cuda_compiled, current_backend
 from .convert import convert
 from .summary import summary
@@ -28,6 +28,7 @@ __all__ = [
     "cuda_compiled",
     "current_backend",
     "functional",
+    "models",
     "nn",
     "summary",
 ]
