@@ -1,5 +1,5 @@
 """Packaging: the extension refuses a torch it was not built against, naming both versions and the
-rebuild command.
+rebuild command; pyproject.toml and requirements.txt pin the same torch for building and running.
 
 The import checks run ``import fastconv`` in a fresh interpreter with the build record
 (``fastconv._build_config``, written by setup.py) or the extension (``fastconv._C``) replaced in
@@ -8,11 +8,13 @@ The import checks run ``import fastconv`` in a fresh interpreter with the build 
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,3 +89,28 @@ def test_extension_that_fails_to_load_without_a_build_record():
     assert "fastconv/_build_config.py is missing" in out
     assert f"torch {torch.__version__} is installed now" in out
     assert REBUILD in out
+
+
+def _torch_pin(requirements) -> str:
+    pins = [r for r in requirements if re.match(r"torch\s*[=<>~!]", r)]
+    assert len(pins) == 1, requirements
+    return pins[0].replace(" ", "")
+
+
+def test_build_and_run_time_pin_the_same_torch():
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    requirements = [line.split("#")[0].strip() for line in (ROOT / "requirements.txt").read_text().splitlines()]
+    build = _torch_pin(project["build-system"]["requires"])
+    assert build.startswith("torch==")
+    assert _torch_pin(project["project"]["dependencies"]) == build
+    assert _torch_pin([r for r in requirements if r]) == build
+
+
+def test_license_is_an_spdx_expression():
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert project["project"]["license"] == "BSD-3-Clause"
+    # The string form needs setuptools 77; the build and the pinned requirements must ask for it.
+    assert "setuptools>=77" in project["build-system"]["requires"]
+    assert "setuptools>=77" in (ROOT / "requirements.txt").read_text().split()
