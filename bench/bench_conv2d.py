@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict
+from typing import Dict, List
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +22,7 @@ import torch.nn.functional as F
 import fastconv
 import fastconv.functional as FF
 
-from .timing import SEED_CONV_LAYERS, arg_parser, interleaved, machine
+from .timing import SEED_CONV_LAYERS, arg_parser, interleaved, machine_info
 
 ALGORITHMS = ["direct", "im2col"]
 
@@ -88,7 +88,7 @@ def main(argv=None) -> None:
     print_table(results)
     out = args.out or Path(__file__).parent / "results" / f"conv2d_{args.device}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"machine": machine(), "backend": args.device, "repeats": args.repeats}
+    meta = {"machine": machine_info(), "backend": args.device, "repeats": args.repeats}
     out.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
     print(f"wrote {out}")
 

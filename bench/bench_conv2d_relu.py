@@ -10,7 +10,6 @@ Candidates are timed alternately in one process (bench/timing.py), medians of ``
 
 from __future__ import annotations
 
-
 import torch
 
 import fastconv.functional as FF

@@ -8,7 +8,6 @@ timed alternately in one process (bench/timing.py), medians of ``--repeats``.
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
 from pathlib import Path
-from typing import Callable, Dict, Mapping
+from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 import torch
+
+import fastconv
 
 
 # (in_channels, out_channels, input size) of convnet4's 3x3 convolutions (no padding).
@@ -62,10 +65,48 @@ def versus_torch(ours: Callable[[], object], theirs: Callable[[], object], repea
             "speedup": t["torch"] / t["fastconv"]}
 
 
-def machine() -> Dict[str, object]:
-    """What the figures were measured on."""
-    info = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.processor()
-            or platform.machine(), "python": platform.python_version()}
+# Instruction sets the CPU kernels can use; machine_info() records which of them the CPU has.
+_CPU_FLAGS = ("avx2", "fma", "avx512f")
+
+
+def _cpuinfo() -> Tuple[Optional[str], Optional[List[str]]]:
+    """The CPU's model name and which of _CPU_FLAGS it has, from /proc/cpuinfo (None where unreadable)."""
+    model, flags = None, None
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "model name" and model is None:
+                    model = value.strip()
+                elif key == "flags" and flags is None:
+                    present = set(value.split())
+                    flags = [flag for flag in _CPU_FLAGS if flag in present]
+                if model is not None and flags is not None:
+                    break
+    except OSError:
+        pass
+    return model, flags
+
+
+def machine_info() -> Dict[str, object]:
+    """What the figures were measured on; every results JSON records it as "machine".
+
+    ``cpu_isa_selected`` is the instruction set fastconv's CPU kernels chose at run time
+    (``fastconv.build_info()["cpu_isa"]``; None in builds without ``build_info``).
+    """
+    model, flags = _cpuinfo()
+    build_info = getattr(fastconv, "build_info", None)
+    info = {
+        "cpu": model or platform.processor() or platform.machine(),
+        "cpu_flags": flags,
+        "cpu_isa_selected": build_info().get("cpu_isa") if build_info is not None else None,
+        "logical_cores": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "fastconv": fastconv.__version__,
+        "python": platform.python_version(),
+    }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
     return info
@@ -75,7 +116,7 @@ def write_results(name: str, rows: list, extra: Mapping[str, object] | None = No
     """bench/results/<name>.json with the rows and the machine they came from."""
     path = Path(__file__).resolve().parent / "results" / f"{name}.json"
     path.parent.mkdir(exist_ok=True)
-    path.write_text(json.dumps({"machine": machine(), **(extra or {}), "rows": rows}, indent=2))
+    path.write_text(json.dumps({"machine": machine_info(), **(extra or {}), "rows": rows}, indent=2))
     return path
 
 

@@ -49,13 +49,20 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool 
     """Zeroes each element with probability ``p`` and scales the rest by ``1 / (1 - p)``.
 
     As :func:`torch.nn.functional.dropout`: ``training=False`` or ``p=0`` return
-    ``input`` itself, ``p=1`` gives ``input * 0``. The mask comes from
-    Philox4x32-10 seeded by torch's generator for the input's device, so
-    ``torch.manual_seed`` reproduces it, and it is identical on every backend.
-    The mask is not stored: backward regenerates it from the seed.
+    ``input`` itself, ``p=1`` gives ``input * 0``.
+
+    The mask comes from Philox4x32-10 under a (seed, offset) pair drawn from
+    torch's generator for the input's device. The same pair, ``p`` and input
+    shape give the same mask on the cpu, simt and cuda backends, so the same
+    generator state does: ``torch.manual_seed(s)`` before the call reproduces
+    the mask, from the CPU generator for CPU tensors and from the CUDA
+    generator for CUDA tensors. Those two generators differ, so a CPU and a
+    CUDA call after the same ``torch.manual_seed`` get different masks; pass an
+    explicit pair to ``torch.ops.fastconv.dropout`` for one mask on both.
+    The mask is not stored: backward regenerates it from the pair.
     """
-    if p < 0.0 or p > 1.0:
-        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+    # The op checks p (ValueError, in torch's words); when training=False or p == 0 it does not
+    # run, so an out-of-range p passes unreported there, where torch raises.
     if not training or p == 0.0:
         return input
     backend = current_backend()

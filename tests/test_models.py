@@ -1,7 +1,5 @@
 """The seed networks, convert(), summary() and torch.compile on converted models."""
 
-import warnings
-
 import pytest
 import torch
 import torch.nn.functional as F
