@@ -12,7 +12,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
-from . import _ops
+from . import _C, _ops
 from ._backend import current_backend
 
 __all__ = ["relu", "dropout", "conv2d", "conv2d_relu", "max_pool2d"]
@@ -61,9 +61,12 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool 
     explicit pair to ``torch.ops.fastconv.dropout`` for one mask on both.
     The mask is not stored: backward regenerates it from the pair.
     """
-    # The op checks p (ValueError, in torch's words); when training=False or p == 0 it does not
-    # run, so an out-of-range p passes unreported there, where torch raises.
     if not training or p == 0.0:
+        # The op checks p; where it does not run, its check runs alone, as torch raises either
+        # way. (Not while torch.compile traces: it cannot trace into the extension; the p of
+        # an nn.Dropout was checked when it was built.)
+        if not torch.compiler.is_compiling():
+            _C.check_dropout_probability(float(p), "dropout")
         return input
     backend = current_backend()
     seed = _draw_seed(input.device)

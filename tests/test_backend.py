@@ -1,5 +1,6 @@
 """The backend switch, build facts, and torch.compile over the ops."""
 
+import os
 import subprocess
 import sys
 
@@ -113,3 +114,24 @@ def test_import_prints_expected_facts():
         capture_output=True, text=True, check=True,
     ).stdout.strip()
     assert out.startswith("['cpu',")
+
+
+def test_build_info_reports_the_build_and_the_choices_made_here():
+    info = fastconv.build_info()
+    assert info["cuda_compiled"] == fastconv.cuda_compiled()
+    assert info["torch_built_against"].split("+")[0] == torch.__version__.split("+")[0]
+    assert info["torch_headers"] == torch.__version__.split("+")[0]
+    assert info["cpu_isa"] in ("avx2+fma", "baseline")
+    assert info["threads"] == torch.get_num_threads()
+    assert info["simt"]["order"] in ("forward", "reversed", "shuffled")
+    if info["cuda_compiled"]:
+        assert info["cuda_archs"], "a CUDA build records its architectures"
+
+
+def test_info_command_prints_the_build_with_the_selected_isa():
+    env = dict(os.environ, FASTCONV_CPU_ISA="baseline", FASTCONV_SIMT_ORDER="shuffled")
+    out = subprocess.run([sys.executable, "-m", "fastconv.info"], capture_output=True, text=True, env=env,
+                         check=True).stdout
+    assert "cpu_isa" in out and "baseline" in out
+    assert '"order": "shuffled"' in out
+    assert "torch_built_against" in out

@@ -213,6 +213,16 @@ def test_fuzz_bad_probabilities_raise_value_error(p):
         FF.dropout(torch.randn(3), p)
 
 
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("p", [-0.5, 1.5])
+def test_bad_probability_raises_even_where_no_kernel_runs(p, training):
+    # torch checks p before it looks at `training`; so do we, with its words.
+    with pytest.raises(ValueError, match="dropout probability has to be between 0 and 1"):
+        F.dropout(torch.randn(3), p, training)
+    with pytest.raises(ValueError, match=f"dropout: dropout probability has to be between 0 and 1, but got {p}"):
+        FF.dropout(torch.randn(3), p, training)
+
+
 def test_inplace_write_is_seen_by_autograd():
     w = torch.ones(6, requires_grad=True)
     y = torch.randn(6)

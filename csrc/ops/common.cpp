@@ -16,6 +16,10 @@ void check_algorithm_name(c10::string_view name, const char* op) {
                     "' (expected 'auto', 'direct' or 'im2col')");
 }
 
+void check_dropout_probability(double p, const char* op) {
+  TORCH_CHECK_VALUE(p >= 0 && p <= 1, op, ": dropout probability has to be between 0 and 1, but got ", p);
+}
+
 Backend select_backend(const at::Tensor& like, c10::string_view requested, const char* op) {
   check_backend_name(requested, op);
   const bool on_cuda = like.is_cuda();

@@ -14,12 +14,14 @@ namespace fastconv {
 // CUDA kernels on the SIMT runtime ("simt"); CUDA tensors use the CUDA kernels.
 enum class Backend { kCpu, kSimt, kCuda };
 
-// The names the ops' string arguments accept; anything else raises
-// ValueError naming `op` and the choices. The Python layer calls these too
+// The values the ops' string and probability arguments accept; anything else
+// raises ValueError naming `op` and what is accepted. The Python layer calls these too
 // (through fastconv._C), so a bad name fails where it is given, with the same
 // message, and the lists live only here.
 void check_backend_name(c10::string_view name, const char* op);
 void check_algorithm_name(c10::string_view name, const char* op);
+// Dropout's p, in [0, 1] (ValueError otherwise, as torch's dropout).
+void check_dropout_probability(double p, const char* op);
 
 // Resolves the `backend` argument of every op ("auto", "cpu", "simt",
 // "cuda") against the tensor's device. Unknown names raise ValueError; a name

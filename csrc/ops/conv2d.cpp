@@ -92,13 +92,14 @@ ConvAlgorithm parse_algorithm(c10::string_view name, const Conv2dParams& p, cons
   if (name == "direct") return ConvAlgorithm::kDirect;
   if (name == "im2col") return ConvAlgorithm::kIm2col;
   // The "auto" rule: im2col unless each group has a single input channel.
-  // Measured on the CPU kernels (2 threads, batch 16, 3x3, fwd+bwd): on the
-  // seed layers im2col + GEMM is 2-15x faster than direct (bench/results/
+  // Measured on the CPU kernels (2 threads, 3x3, fwd+bwd): on the seed layers
+  // im2col + GEMM is several times faster than direct (bench/results/
   // conv2d_cpu.json), because the GEMM reuses every loaded value many times;
-  // depthwise convolutions have nothing to reuse there, and direct wins
-  // (32 ch @74: 9.3 ms vs 19.5 ms; 128 ch @36: 10.8 ms vs 21.7 ms), while
-  // with 8 input channels per group im2col is already 3x faster. The CUDA and
-  // SIMT backends use the same rule until GPU measurements say otherwise.
+  // depthwise convolutions have nothing to reuse there, and direct wins by
+  // about 2x, while with 8 input channels per group im2col is already about
+  // 2.5x faster (python -m bench.bench_conv2d_auto, bench/results/
+  // conv2d_auto_cpu.json). The CUDA and SIMT backends use the same rule until
+  // GPU measurements say otherwise.
   return p.in_channels_per_group() == 1 ? ConvAlgorithm::kDirect : ConvAlgorithm::kIm2col;
 }
 

@@ -16,7 +16,7 @@ namespace fastconv {
 namespace {
 
 void check_dropout_args(const at::Tensor& input, double p, const at::Tensor& seed, const char* op) {
-  TORCH_CHECK_VALUE(p >= 0 && p <= 1, op, ": dropout probability has to be between 0 and 1, but got ", p);
+  check_dropout_probability(p, op);
   TORCH_CHECK(seed.scalar_type() == at::kLong && seed.numel() == 2 && seed.dim() == 1, op,
               ": seed must be an int64 tensor of two elements (seed, offset), got ",
               seed.scalar_type(), " of shape ", seed.sizes());

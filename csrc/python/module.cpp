@@ -70,12 +70,13 @@ py::dict build_info() {
   return info;
 }
 
-// The ops' own name checks, for the Python layer (fastconv.backend(...),
-// fastconv.nn.Conv2d(algorithm=...)): ValueError with the ops' message.
-template <void (*check)(c10::string_view, const char*)>
-void check_name(const std::string& name, const std::string& where) {
+// The ops' own argument checks, for the Python layer (fastconv.backend(...),
+// fastconv.nn.Conv2d(algorithm=...), dropout's p where the op does not run):
+// ValueError with the ops' message.
+template <typename PyValue, auto check>
+void check_value(const PyValue& value, const std::string& where) {
   try {
-    check(name, where.c_str());
+    check(value, where.c_str());
   } catch (const c10::ValueError& e) {
     throw py::value_error(e.what_without_backtrace());
   }
@@ -88,10 +89,12 @@ PYBIND11_MODULE(_C, m) {
   m.def("build_info", &build_info,
         "How the extension was built (CUDA, compiler, torch headers) and what it selected here (CPU ISA, "
         "threads, SIMT settings).");
-  m.def("check_backend_name", &check_name<fastconv::check_backend_name>, py::arg("name"), py::arg("where"),
-        "Raises ValueError unless `name` is a backend the ops accept.");
-  m.def("check_algorithm_name", &check_name<fastconv::check_algorithm_name>, py::arg("name"), py::arg("where"),
-        "Raises ValueError unless `name` is a convolution algorithm the ops accept.");
+  m.def("check_backend_name", &check_value<std::string, fastconv::check_backend_name>, py::arg("name"),
+        py::arg("where"), "Raises ValueError unless `name` is a backend the ops accept.");
+  m.def("check_algorithm_name", &check_value<std::string, fastconv::check_algorithm_name>, py::arg("name"),
+        py::arg("where"), "Raises ValueError unless `name` is a convolution algorithm the ops accept.");
+  m.def("check_dropout_probability", &check_value<double, fastconv::check_dropout_probability>, py::arg("p"),
+        py::arg("where"), "Raises ValueError unless 0 <= p <= 1.");
   m.def("parallel_for_threads", &parallel_for_threads,
         "Number of threads an at::parallel_for loop of the CPU kernels runs on.");
 }
