@@ -12,7 +12,6 @@ median. Backward time is the difference of the two medians.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Dict, List
 
@@ -22,7 +21,7 @@ import torch.nn.functional as F
 import fastconv
 import fastconv.functional as FF
 
-from .timing import SEED_CONV_LAYERS, arg_parser, interleaved, machine_info
+from .timing import SEED_CONV_LAYERS, arg_parser, interleaved, write_layer_results
 
 ALGORITHMS = ["direct", "im2col"]
 
@@ -87,10 +86,7 @@ def main(argv=None) -> None:
                for batch in args.batch for cin, cout, size in SEED_CONV_LAYERS]
     print_table(results)
     out = args.out or Path(__file__).parent / "results" / f"conv2d_{args.device}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"machine": machine_info(), "backend": args.device, "repeats": args.repeats}
-    out.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_layer_results(out, args, results)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ input channels per group, where the choice flips.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Dict, List
 
@@ -20,7 +19,7 @@ import torch
 import fastconv
 import fastconv.functional as FF
 
-from .timing import arg_parser, interleaved, machine_info
+from .timing import arg_parser, interleaved, write_layer_results
 
 # (channels, groups, input size): depthwise at convnet4's second and third layer sizes, and 8
 # input channels per group.
@@ -61,10 +60,7 @@ def main(argv=None) -> None:
         t = r["fwdbwd_ms"]
         print(f"{r['layer']:<28}{r['in_channels_per_group']:>5}{t['direct']:>11.2f}{t['im2col']:>11.2f}  {r['faster']}")
     out = args.out or Path(__file__).parent / "results" / f"conv2d_auto_{args.device}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"machine": machine_info(), "backend": args.device, "repeats": args.repeats}
-    out.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_layer_results(out, args, results)
 
 
 if __name__ == "__main__":

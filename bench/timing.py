@@ -93,14 +93,13 @@ def machine_info() -> Dict[str, object]:
     """What the figures were measured on; every results JSON records it as "machine".
 
     ``cpu_isa_selected`` is the instruction set fastconv's CPU kernels chose at run time
-    (``fastconv.build_info()["cpu_isa"]``; None in builds without ``build_info``).
+    (``fastconv.build_info()["cpu_isa"]``).
     """
     model, flags = _cpuinfo()
-    build_info = getattr(fastconv, "build_info", None)
     info = {
         "cpu": model or platform.processor() or platform.machine(),
         "cpu_flags": flags,
-        "cpu_isa_selected": build_info().get("cpu_isa") if build_info is not None else None,
+        "cpu_isa_selected": fastconv.build_info()["cpu_isa"],
         "logical_cores": os.cpu_count(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
@@ -110,6 +109,14 @@ def machine_info() -> Dict[str, object]:
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
     return info
+
+
+def write_layer_results(out: Path, args: argparse.Namespace, results: list) -> None:
+    """A layer benchmark's JSON: its results with the machine, backend and repeat count behind them."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"machine": machine_info(), "backend": args.device, "repeats": args.repeats}
+    out.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+    print(f"wrote {out}")
 
 
 def write_results(name: str, rows: list, extra: Mapping[str, object] | None = None) -> Path:
