@@ -134,11 +134,14 @@ class BuildFastconv(BuildExtension):
         self.build_temp = str(ROOT / "build" / f"temp-{tag}")
 
     def run(self):
-        write_build_config(self.extensions[0])
+        # Beside the extension: the package folder for in-place (editable) builds, the build
+        # folder that becomes the wheel otherwise (build_py has already copied the package).
+        package_dir = Path(self.get_ext_fullpath(self.extensions[0].name)).parent
+        write_build_config(self.extensions[0], package_dir)
         super().run()
 
 
-def write_build_config(ext):
+def write_build_config(ext, package_dir):
     cuda = any(src.endswith(".cu") for src in ext.sources)
     lines = [
         '"""What fastconv._C was built against (written by setup.py)."""',
@@ -147,7 +150,8 @@ def write_build_config(ext):
         f"CUDA_ARCHS = {os.environ.get('TORCH_CUDA_ARCH_LIST', '') if cuda else ''!r}",
     ]
     text = "\n".join(lines) + "\n"
-    path = ROOT / "fastconv" / "_build_config.py"
+    package_dir.mkdir(parents=True, exist_ok=True)
+    path = package_dir / "_build_config.py"
     if not path.exists() or path.read_text() != text:
         path.write_text(text)
 

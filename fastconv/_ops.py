@@ -225,10 +225,34 @@ def _conv2d_relu_grad(ctx, grad_output):
 
 torch.library.register_autograd("fastconv::conv2d_relu", _conv2d_relu_grad, setup_context=_conv2d_relu_setup)
 
-# Under torch.autocast on CUDA the convolution runs in float16, as torch's own conv2d does (our
-# CUDA kernels accumulate in fp32); pooling, ReLU and dropout take whatever dtype arrives.
+
+
+def register_autocast_to_requested_dtype(op_name: str, device_type: str, lib: torch.library.Library) -> None:
+    """Under ``torch.autocast(device_type, dtype=...)``, run ``op_name`` with its floating-point
+    tensors cast to that autocast region's dtype (float16 or bfloat16), as torch's own
+    convolution does. (``torch.library.register_autocast`` fixes one dtype at registration.)"""
+    op = getattr(getattr(torch.ops, op_name.split("::")[0]), op_name.split("::")[1]).default
+    key = "Autocast" + torch._C._dispatch_key_for_device(device_type)
+    excluded = torch._C.DispatchKeySet(getattr(torch._C.DispatchKey, key))
+
+    def cast(value, dtype):
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and value.device.type == device_type:
+            return value.to(dtype)
+        return value
+
+    def kernel(_keyset, *args):
+        dtype = torch.get_autocast_dtype(device_type)
+        with torch._C._ExcludeDispatchKeyGuard(excluded):
+            return op(*(cast(a, dtype) for a in args))
+
+    lib.impl(op_name.split("::")[1], kernel, key, with_keyset=True)
+
+
+# Under torch.autocast on CUDA the convolution runs in the region's dtype, as torch's own conv2d
+# does (our CUDA kernels accumulate in fp32); pooling, ReLU and dropout take whatever dtype arrives.
+_autocast_library = torch.library.Library("fastconv", "IMPL")
 for _name in ("fastconv::conv2d", "fastconv::conv2d_relu"):
-    torch.library.register_autocast(_name, "cuda", torch.float16)
+    register_autocast_to_requested_dtype(_name, "cuda", _autocast_library)
 
 # ---------------------------------------------------------------- Max pooling
 

@@ -37,6 +37,17 @@ template <>
 __device__ __forceinline__ bfloat16_t from_acc<bfloat16_t>(float v) {
   return bfloat16_t{__bfloat16_as_ushort(__float2bfloat16_rn(v))};
 }
+#else  // the SIMT runtime: the same conversions on the host (csrc/common/dtypes.h)
+inline float to_acc(half_t v) { return half_bits_to_float(v.bits); }
+inline float to_acc(bfloat16_t v) { return bfloat16_bits_to_float(v.bits); }
+template <>
+inline half_t from_acc<half_t>(float v) {
+  return half_t{float_to_half_bits(v)};
+}
+template <>
+inline bfloat16_t from_acc<bfloat16_t>(float v) {
+  return bfloat16_t{float_to_bfloat16_bits(v)};
+}
 #endif
 
 // N elements moved as one aligned load/store (16 bytes: a 128-bit access).

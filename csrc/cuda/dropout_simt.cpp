@@ -5,5 +5,7 @@ namespace fastconv {
 namespace simt {
 FASTCONV_INSTANTIATE_DROPOUT(float)
 FASTCONV_INSTANTIATE_DROPOUT(double)
+FASTCONV_INSTANTIATE_DROPOUT(half_t)
+FASTCONV_INSTANTIATE_DROPOUT(bfloat16_t)
 }  // namespace simt
 }  // namespace fastconv

@@ -5,5 +5,7 @@ namespace fastconv {
 namespace simt {
 FASTCONV_INSTANTIATE_MAX_POOL2D(float)
 FASTCONV_INSTANTIATE_MAX_POOL2D(double)
+FASTCONV_INSTANTIATE_MAX_POOL2D(half_t)
+FASTCONV_INSTANTIATE_MAX_POOL2D(bfloat16_t)
 }  // namespace simt
 }  // namespace fastconv

@@ -5,5 +5,7 @@ namespace fastconv {
 namespace simt {
 FASTCONV_INSTANTIATE_RELU(float)
 FASTCONV_INSTANTIATE_RELU(double)
+FASTCONV_INSTANTIATE_RELU(half_t)
+FASTCONV_INSTANTIATE_RELU(bfloat16_t)
 }  // namespace simt
 }  // namespace fastconv

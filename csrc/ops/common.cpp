@@ -39,10 +39,13 @@ void check_floating(const at::Tensor& t, Backend backend, const char* op, const 
   const auto type = t.scalar_type();
   const bool wide = type == at::kFloat || type == at::kDouble;
   const bool half = type == at::kHalf || type == at::kBFloat16;
-  TORCH_CHECK_TYPE(wide || (half && backend == Backend::kCuda), op, ": ", arg,
-                   " has dtype ", type, ", but fastconv supports float32 and float64",
-                   backend == Backend::kCuda ? ", float16 and bfloat16 on CUDA"
-                                             : " on the CPU (float16/bfloat16 on CUDA only)");
+  // The C++ kernels are built for float and double; the CUDA kernels, on a GPU
+  // or on the SIMT runtime, for float16 and bfloat16 too (csrc/ops/dispatch.h).
+  TORCH_CHECK_TYPE(wide || (half && backend != Backend::kCpu), op, ": ", arg, " has dtype ", type,
+                   ", but fastconv supports float32 and float64",
+                   backend == Backend::kCpu ? " on the 'cpu' backend (float16 and bfloat16 run on the 'cuda' and "
+                                              "'simt' backends)"
+                                            : ", float16 and bfloat16");
 }
 
 void check_same_device_dtype(const at::Tensor& t, const at::Tensor& reference, const char* op,

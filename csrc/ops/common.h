@@ -28,7 +28,7 @@ void check_dropout_probability(double p, const char* op);
 // that cannot serve the device raises RuntimeError.
 Backend select_backend(const at::Tensor& like, c10::string_view requested, const char* op);
 
-// float32/float64 everywhere, plus float16/bfloat16 on CUDA (TypeError otherwise).
+// float32/float64 everywhere, plus float16/bfloat16 on the CUDA and SIMT backends (TypeError otherwise).
 void check_floating(const at::Tensor& t, Backend backend, const char* op, const char* arg);
 
 // Same device and dtype as `reference` (RuntimeError naming both otherwise).

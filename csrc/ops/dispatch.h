@@ -61,7 +61,7 @@ void run_kernels(Backend backend, const at::Tensor& like, const char* op, const 
       });
       return;
     case Backend::kSimt:
-      AT_DISPATCH_FLOATING_TYPES(like.scalar_type(), "fastconv_simt", [&] {
+      AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, like.scalar_type(), "fastconv_simt", [&] {
         detail::call_kernels<kernel_t<scalar_t>>(launch, simt::Target{nullptr}, op);
       });
       return;
