@@ -29,10 +29,14 @@ def _conv_block(in_channels: int, out_channels: int, padding: Union[int, str]) -
 def _features_out(features: nn.Module, channels: int, image_size: Size) -> int:
     """Flattened size of ``features`` on one image, found with a meta-device forward (no compute)."""
     h, w = _pair(image_size)
-    with torch.device("meta"):
-        out = features(torch.empty(1, channels, h, w))
+    too_small = ValueError(f"image size {image_size} is too small for this network")
+    try:
+        with torch.device("meta"):
+            out = features(torch.empty(1, channels, h, w))
+    except RuntimeError as error:  # a layer's output size went below one pixel
+        raise too_small from error
     if out.numel() == 0:
-        raise ValueError(f"image size {image_size} is too small for this network")
+        raise too_small
     return out.numel()
 
 

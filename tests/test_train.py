@@ -13,7 +13,7 @@ from PIL import Image
 
 from conftest import CATS_AND_DOGS
 from fastconv import data as fdata
-from fastconv import evaluate, predict, train
+from fastconv import checkpoint, evaluate, predict, train
 from fastconv.data import SyntheticStripes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,11 +115,20 @@ def test_train_evaluate_predict_on_a_folder(tmp_path, flat_folder, capsys):
     capsys.readouterr()
     result = evaluate.main(["--checkpoint", str(out / "best.pt"), "--data", str(flat_folder), "--json", "--workers", "0"])
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert printed["n"] == 24 and 0 <= printed["accuracy"] <= 1 and printed == result
-    assert sum(map(sum, result["confusion_matrix"])) == 24
-    preds = predict.main(["--checkpoint", str(out / "best.pt"), str(flat_folder / "cat.0.jpg"), str(flat_folder / "dog.1.jpg")])
-    assert [p[1] in ("cats", "dogs") for p in preds] == [True, True]
-    assert all(0.5 <= p[2] <= 1 for p in preds)
+    assert printed["n"] == 24 and printed == result
+    confusion = result["confusion_matrix"]
+    assert sum(map(sum, confusion)) == 24
+    assert result["accuracy"] == pytest.approx(sum(confusion[i][i] for i in range(len(confusion))) / 24)
+    images = [str(flat_folder / "cat.0.jpg"), str(flat_folder / "dog.1.jpg")]
+    preds = predict.main(["--checkpoint", str(out / "best.pt"), *images])
+    # Each prediction is the model's most probable class for that image, with that probability.
+    model, meta, _ = checkpoint.load(str(out / "best.pt"))
+    batch = torch.stack([fdata.eval_transform(meta["image_size"])(fdata.load_rgb(p)) for p in images])
+    with torch.no_grad():
+        probs = checkpoint.predict_proba(model, batch)
+    for (path, name, prob), row, image in zip(preds, probs, images):
+        assert path == image and name == meta["classes"][row.argmax().item()]
+        assert prob == pytest.approx(row.max().item())
 
 
 def test_distributed_two_cpu_processes(tmp_path):
