@@ -201,7 +201,7 @@ unsigned detect_sanitizers() {
 
 void read_checks() {
   const unsigned built = detect_sanitizers();
-  unsigned want = (built & kTsan ? kRace : 0) | (built & kAsan ? kMemory : 0);
+  unsigned want = (built & kTsan ? unsigned(kRace) : 0u) | (built & kAsan ? unsigned(kMemory) : 0u);
   if (const char* s = std::getenv("FASTCONV_SIMT_CHECK")) {
     want = 0;
     std::string list(s);
@@ -507,11 +507,13 @@ struct SharedSection {
 const SharedSection& shared_section() {
   static const SharedSection section = [] {
     SharedSection s;
-    if (!__start_simt_shared || __stop_simt_shared <= __start_simt_shared) return s;
+    const char* begin = __start_simt_shared;
+    const char* end = __stop_simt_shared;
+    if (!begin || end <= begin) return s;
     struct Probe {
       uintptr_t start;
       SharedSection* out;
-    } probe{reinterpret_cast<uintptr_t>(__start_simt_shared), &s};
+    } probe{reinterpret_cast<uintptr_t>(begin), &s};
     dl_iterate_phdr(
         [](dl_phdr_info* info, size_t, void* data) -> int {
           auto* p = static_cast<Probe*>(data);
@@ -527,7 +529,7 @@ const SharedSection& shared_section() {
           return 0;
         },
         &probe);
-    if (s.index.module) s.bytes = static_cast<size_t>(__stop_simt_shared - __start_simt_shared);
+    if (s.index.module) s.bytes = static_cast<size_t>(end - begin);
     return s;
   }();
   return section;

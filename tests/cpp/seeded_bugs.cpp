@@ -38,6 +38,12 @@ __global__ void write_collision(int* flag) {
   *flag = 1;  // BUG(write_collision)
 }
 
+// Thread 0 of every block writes the same element: a race between blocks
+// (which the runtime runs one after another, or on different OS threads).
+__global__ void block_collision(int* flag) {
+  if (threadIdx.x == 0) *flag = static_cast<int>(blockIdx.x);  // BUG(block_collision)
+}
+
 // Lanes swap values through shared memory; the reads need a __syncwarp()
 // after the writes (lanes of a warp do not run in lockstep since Volta).
 __global__ void missing_syncwarp(const float* in, float* out) {
@@ -153,6 +159,12 @@ const std::vector<std::pair<std::string, std::function<int()>>> kCases = {
      [] {
        int flag = 0;
        SIMT_LAUNCH(write_collision, 1, 64, 0, nullptr, &flag);
+       return launch_result();
+     }},
+    {"block_collision",
+     [] {
+       int flag = 0;
+       SIMT_LAUNCH(block_collision, 4, 32, 0, nullptr, &flag);
        return launch_result();
      }},
     {"missing_syncwarp",
