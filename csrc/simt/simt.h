@@ -142,6 +142,18 @@ enum cudaFuncAttribute {
   cudaFuncAttributeMaxDynamicSharedMemorySize = 8,
 };
 
+// Environment, read at the first launch:
+//   FASTCONV_SIMT_ORDER=forward|reversed|shuffled, FASTCONV_SIMT_SEED=N: see Order.
+//   FASTCONV_SIMT_WORKERS=N: OS threads that run blocks (default: every core).
+//   FASTCONV_SIMT_CHECK=race,memory (or none): the checks a sanitizer build
+//     runs; all that the build supports by default. `race` needs the kernels
+//     and program built with -fsanitize=thread (ThreadSanitizer then sees every
+//     CUDA thread as a fiber, ordered only by barriers, collectives and the
+//     launch); `memory` with -fsanitize=address,alignment,bounds (shared
+//     memory refilled with garbage at every block start, dynamic shared memory
+//     allocated to its exact size). Asking a build for a check it cannot do
+//     aborts at the first launch. Launch limits and warp-collective rules are
+//     checked in every build.
 namespace simt {
 
 enum class Order { Forward, Reversed, Shuffled };
