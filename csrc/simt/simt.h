@@ -258,10 +258,6 @@ inline cudaError_t cudaFuncSetAttribute(T* kernel, cudaFuncAttribute attr, int v
 // and lanes of a warp at the same collective, to be released.
 #define __syncthreads() ::simt::detail::syncthreads(__FILE__, __LINE__)
 #define __syncthreads_count(p) ::simt::detail::syncthreads_count(__FILE__, __LINE__, (p))
-#define __syncthreads_and(p) \
-  (::simt::detail::syncthreads_count(__FILE__, __LINE__, (p) ? 0 : 1) == 0)
-#define __syncthreads_or(p) \
-  (::simt::detail::syncthreads_count(__FILE__, __LINE__, (p) ? 1 : 0) != 0)
 
 #define SIMT_SITE_(name) ::simt::detail::Site{name, __FILE__, __LINE__}
 #define __syncwarp(...) ::simt::detail::syncwarp(SIMT_SITE_("__syncwarp") __VA_OPT__(, ) __VA_ARGS__)
@@ -307,58 +303,22 @@ inline int all_sync(const Site& s, unsigned mask, int pred) {
 }  // namespace detail
 }  // namespace simt
 
-// Fibers of one block share an OS thread and switch only at barriers and
-// collectives; fences matter only between blocks (different OS threads).
-inline void __threadfence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
-inline void __threadfence_block() { __atomic_signal_fence(__ATOMIC_SEQ_CST); }
-
 // -------------------------------------------------------------------- atomics
 // Blocks run on different OS threads, so these must be real atomics.
-// Relaxed ordering, like CUDA's atomic*().
-#define SIMT_ATOMIC_INT(T)                                                        \
+// Relaxed ordering, like CUDA's atomic*(). Only the ones kernels or tests use.
+#define SIMT_ATOMIC_INT(T)                                                              \
   inline T atomicAdd(T* p, T v) { return __atomic_fetch_add(p, v, __ATOMIC_RELAXED); } \
-  inline T atomicSub(T* p, T v) { return __atomic_fetch_sub(p, v, __ATOMIC_RELAXED); } \
-  inline T atomicAnd(T* p, T v) { return __atomic_fetch_and(p, v, __ATOMIC_RELAXED); } \
-  inline T atomicOr(T* p, T v) { return __atomic_fetch_or(p, v, __ATOMIC_RELAXED); }   \
-  inline T atomicXor(T* p, T v) { return __atomic_fetch_xor(p, v, __ATOMIC_RELAXED); } \
-  inline T atomicExch(T* p, T v) { return __atomic_exchange_n(p, v, __ATOMIC_RELAXED); } \
-  inline T atomicCAS(T* p, T expected, T desired) {                              \
-    __atomic_compare_exchange_n(p, &expected, desired, false, __ATOMIC_RELAXED,   \
-                                __ATOMIC_RELAXED);                                \
-    return expected;                                                              \
-  }                                                                               \
-  inline T atomicMax(T* p, T v) {                                                 \
-    T old = __atomic_load_n(p, __ATOMIC_RELAXED);                                 \
-    while (old < v && !__atomic_compare_exchange_n(p, &old, v, true, __ATOMIC_RELAXED, \
-                                                   __ATOMIC_RELAXED)) {           \
-    }                                                                             \
-    return old;                                                                   \
-  }                                                                               \
-  inline T atomicMin(T* p, T v) {                                                 \
-    T old = __atomic_load_n(p, __ATOMIC_RELAXED);                                 \
-    while (v < old && !__atomic_compare_exchange_n(p, &old, v, true, __ATOMIC_RELAXED, \
-                                                   __ATOMIC_RELAXED)) {           \
-    }                                                                             \
-    return old;                                                                   \
+  inline T atomicMax(T* p, T v) {                                                       \
+    T old = __atomic_load_n(p, __ATOMIC_RELAXED);                                       \
+    while (old < v && !__atomic_compare_exchange_n(p, &old, v, true, __ATOMIC_RELAXED,  \
+                                                   __ATOMIC_RELAXED)) {                 \
+    }                                                                                   \
+    return old;                                                                         \
   }
 SIMT_ATOMIC_INT(int)
 SIMT_ATOMIC_INT(unsigned int)
 SIMT_ATOMIC_INT(unsigned long long)
 #undef SIMT_ATOMIC_INT
-inline long long atomicMax(long long* p, long long v) {
-  long long old = __atomic_load_n(p, __ATOMIC_RELAXED);
-  while (old < v &&
-         !__atomic_compare_exchange_n(p, &old, v, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
-  }
-  return old;
-}
-inline long long atomicMin(long long* p, long long v) {
-  long long old = __atomic_load_n(p, __ATOMIC_RELAXED);
-  while (v < old &&
-         !__atomic_compare_exchange_n(p, &old, v, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
-  }
-  return old;
-}
 
 // Floating-point adds have no hardware fetch-add on x86: CAS on the bits
 // (bitwise comparison, so a NaN in memory cannot make the loop spin forever).
@@ -375,77 +335,9 @@ inline F simt_atomic_fadd(F* p, F v) {
 }
 inline float atomicAdd(float* p, float v) { return simt_atomic_fadd(p, v); }
 inline double atomicAdd(double* p, double v) { return simt_atomic_fadd(p, v); }
-inline float atomicExch(float* p, float v) {
-  float old;
-  __atomic_exchange(p, &v, &old, __ATOMIC_RELAXED);
-  return old;
-}
 
-// ------------------------------------------------------------ math intrinsics
+// ------------------------------------------------------------------ loads
 template <class T>
 inline T __ldg(const T* p) { return *p; }
-
-inline float __expf(float x) { return expf(x); }
-inline float __logf(float x) { return logf(x); }
-inline float __log2f(float x) { return log2f(x); }
-inline float __sinf(float x) { return sinf(x); }
-inline float __cosf(float x) { return cosf(x); }
-inline float __tanf(float x) { return tanf(x); }
-inline float __powf(float x, float y) { return powf(x, y); }
-inline float __fdividef(float x, float y) { return x / y; }
-inline float __frcp_rn(float x) { return 1.0f / x; }
-inline float __fsqrt_rn(float x) { return sqrtf(x); }
-inline float __fadd_rn(float a, float b) { return a + b; }
-inline float __fmul_rn(float a, float b) { return a * b; }
-inline float __fmaf_rn(float a, float b, float c) { return fmaf(a, b, c); }
-inline double __fma_rn(double a, double b, double c) { return fma(a, b, c); }
-inline float __saturatef(float x) { return x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : x); }
-inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
-inline double rsqrt(double x) { return 1.0 / sqrt(x); }
-inline int __float2int_rn(float x) { return static_cast<int>(nearbyintf(x)); }
-inline int __float2int_rz(float x) { return static_cast<int>(x); }
-inline int __float2int_rd(float x) { return static_cast<int>(floorf(x)); }
-inline int __float2int_ru(float x) { return static_cast<int>(ceilf(x)); }
-inline float __int2float_rn(int x) { return static_cast<float>(x); }
-inline int __float_as_int(float x) { int i; std::memcpy(&i, &x, 4); return i; }
-inline unsigned __float_as_uint(float x) { unsigned i; std::memcpy(&i, &x, 4); return i; }
-inline float __int_as_float(int i) { float x; std::memcpy(&x, &i, 4); return x; }
-inline float __uint_as_float(unsigned i) { float x; std::memcpy(&x, &i, 4); return x; }
-inline long long __double_as_longlong(double x) { long long i; std::memcpy(&i, &x, 8); return i; }
-inline double __longlong_as_double(long long i) { double x; std::memcpy(&x, &i, 8); return x; }
-inline int __popc(unsigned x) { return __builtin_popcount(x); }
-inline int __popcll(unsigned long long x) { return __builtin_popcountll(x); }
-inline int __clz(int x) { return x == 0 ? 32 : __builtin_clz(static_cast<unsigned>(x)); }
-inline int __clzll(long long x) {
-  return x == 0 ? 64 : __builtin_clzll(static_cast<unsigned long long>(x));
-}
-inline int __ffs(int x) { return __builtin_ffs(x); }
-inline int __ffsll(long long x) { return __builtin_ffsll(x); }
-inline unsigned __brev(unsigned x) {
-  x = ((x >> 1) & 0x55555555u) | ((x & 0x55555555u) << 1);
-  x = ((x >> 2) & 0x33333333u) | ((x & 0x33333333u) << 2);
-  x = ((x >> 4) & 0x0f0f0f0fu) | ((x & 0x0f0f0f0fu) << 4);
-  x = ((x >> 8) & 0x00ff00ffu) | ((x & 0x00ff00ffu) << 8);
-  return (x >> 16) | (x << 16);
-}
-inline int __mul24(int a, int b) { return a * b; }
-inline unsigned __umul24(unsigned a, unsigned b) { return a * b; }
-inline unsigned __umulhi(unsigned a, unsigned b) {
-  return static_cast<unsigned>((static_cast<unsigned long long>(a) * b) >> 32);
-}
-
-// CUDA provides unqualified min/max overloads in device code.
-#define SIMT_MINMAX(T)                                  \
-  inline T min(T a, T b) { return b < a ? b : a; }      \
-  inline T max(T a, T b) { return a < b ? b : a; }
-SIMT_MINMAX(int)
-SIMT_MINMAX(unsigned int)
-SIMT_MINMAX(long)
-SIMT_MINMAX(unsigned long)
-SIMT_MINMAX(long long)
-SIMT_MINMAX(unsigned long long)
-SIMT_MINMAX(float)
-SIMT_MINMAX(double)
-#undef SIMT_MINMAX
 
 #endif  // __CUDACC__
