@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import contextlib
 import os
 from pathlib import Path
 
@@ -9,6 +11,7 @@ import pytest
 import torch
 
 import fastconv
+from simt_kernels import expect_kernels, launch_counts
 
 DATA_DIR = Path(os.environ.get("FASTCONV_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 CATS_AND_DOGS = DATA_DIR / "cats_and_dogs_filtered"
@@ -17,15 +20,32 @@ CATS_AND_DOGS = DATA_DIR / "cats_and_dogs_filtered"
 BACKENDS = [b for b in fastconv.available_backends()]
 
 
+def with_empty_marked(shapes):
+    """Shapes as parameters, the empty ones marked launches_no_kernel (there is nothing to launch)."""
+    return [pytest.param(s, marks=[pytest.mark.launches_no_kernel] if math.prod(s) == 0 else [], id=str(s))
+            for s in shapes]
+
+
+def kernels_on(backend: str, *fragments: str):
+    """On "simt": asserts that the block launched a kernel matching each name fragment (see
+    simt_kernels.expect_kernels); elsewhere it checks nothing."""
+    return expect_kernels(*fragments) if backend == "simt" else contextlib.nullcontext()
+
+
 def device_of(backend: str) -> str:
     return "cuda" if backend == "cuda" else "cpu"
 
 
 @pytest.fixture(params=BACKENDS)
 def backend(request):
-    """Runs the test on each backend, inside ``fastconv.backend(name)``."""
+    """Runs the test on each backend, inside ``fastconv.backend(name)``. On "simt" the test must
+    launch at least one SIMT kernel (so nothing passes on the C++ kernels by mistake), unless it
+    is marked ``launches_no_kernel`` (argument errors, empty tensors)."""
+    before = sum(launch_counts().values())
     with fastconv.backend(request.param):
         yield request.param
+    if request.param == "simt" and not request.node.get_closest_marker("launches_no_kernel"):
+        assert sum(launch_counts().values()) > before, "the test ran no SIMT kernel"
 
 
 @pytest.fixture(autouse=True)
@@ -35,9 +55,24 @@ def _seed():
 
 
 def pytest_collection_modifyitems(config, items):
+    _run_kernel_coverage_last(config, items)
     if torch.cuda.is_available() and fastconv.cuda_compiled():
         return
     skip = pytest.mark.skip(reason="needs a GPU and a fastconv built with its CUDA kernels")
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+def _run_kernel_coverage_last(config, items):
+    """The kernel-coverage test asks what every other test launched: it goes last, and runs only
+    when this session collected every test module (no -k, -m or file selection)."""
+    from test_zz_kernel_coverage import WHOLE_SUITE
+
+    coverage = [item for item in items if item.module.__name__ == "test_zz_kernel_coverage"]
+    others = [item for item in items if item.module.__name__ != "test_zz_kernel_coverage"]
+    items[:] = others + coverage
+    modules = {Path(item.fspath).name for item in items}
+    every_module = {p.name for p in Path(__file__).parent.glob("test_*.py")}
+    unfiltered = not config.option.keyword and not config.option.markexpr and not config.option.deselect
+    config.stash[WHOLE_SUITE] = unfiltered and modules == every_module

@@ -19,7 +19,8 @@ import fastconv
 import fastconv.functional as FF
 import fastconv.nn as fnn
 
-from conftest import BACKENDS, device_of
+import simt_kernels
+from conftest import BACKENDS, device_of, kernels_on
 
 ALGORITHMS = ["direct", "im2col"]
 KERNELS = [(1, 1), (2, 2), (3, 3), (5, 5), (3, 1), (1, 7)]
@@ -77,7 +78,9 @@ def _grid_params():
     params = []
     for backend in BACKENDS:
         cases = SIMT_GRID if backend == "simt" else GRID
-        params += [pytest.param(backend, case, id=f"{backend}-{i}") for i, case in enumerate(cases)]
+        params += [pytest.param(backend, case, id=f"{backend}-{i}",
+                                marks=[pytest.mark.launches_no_kernel] if case["batch"] == 0 else [])
+                   for i, case in enumerate(cases)]
     return params
 
 
@@ -95,14 +98,28 @@ def _kwargs(case: dict) -> dict:
     return dict(stride=case["stride"], padding=case["padding"], dilation=case["dilation"], groups=case["groups"])
 
 
+# Name fragments of the SIMT kernels each algorithm's passes launch.
+_FORWARD_KERNELS = {"direct": ["conv2d_direct_forward"], "im2col": ["gemm_kernel"]}
+_BACKWARD_KERNELS = {"direct": ["conv2d_direct_backward_input", "conv2d_direct_backward_weight"],
+                     "im2col": ["gemm_kernel"]}
+
+
 def _check_against_torch(case, device, algorithm, dtype=torch.float64, **tolerances):
     x, w, b = _make(case, device, dtype)
-    y = FF.conv2d(x, w, b, algorithm=algorithm, **_kwargs(case))
+    backend = fastconv.current_backend() if case["batch"] > 0 else "cpu"  # an empty batch launches nothing
+    if algorithm == "auto":  # im2col unless depthwise
+        algorithm_run = "direct" if case["cin"] == case["groups"] else "im2col"
+    else:
+        algorithm_run = algorithm
+    with kernels_on(backend, *_FORWARD_KERNELS[algorithm_run]):
+        y = FF.conv2d(x, w, b, algorithm=algorithm, **_kwargs(case))
     expected = F.conv2d(x, w, b, **_kwargs(case))
     torch.testing.assert_close(y, expected, **tolerances)
     grad = torch.randn_like(expected)
     inputs = [t for t in (x, w, b) if t is not None]
-    ours = torch.autograd.grad(y, inputs, grad)
+    bias_kernel = ["conv2d_backward_bias_kernel"] if b is not None else []
+    with kernels_on(backend, *_BACKWARD_KERNELS[algorithm_run], *bias_kernel):
+        ours = torch.autograd.grad(y, inputs, grad)
     theirs = torch.autograd.grad(expected, inputs, grad)
     for name, a, e in zip(["input", "weight", "bias"], ours, theirs):
         torch.testing.assert_close(a, e, msg=lambda m: f"grad {name}: {m}", **tolerances)
@@ -228,6 +245,7 @@ def test_same_padding_of_even_kernels_is_asymmetric_like_torch(backend, kernel, 
     torch.testing.assert_close(y, F.conv2d(x, w, padding="same", dilation=dilation))
 
 
+@pytest.mark.launches_no_kernel
 def test_zero_batch(backend):
     device = device_of(backend)
     x = torch.randn(0, 3, 8, 8, device=device, requires_grad=True)
@@ -319,10 +337,12 @@ def test_large_layers_on_the_portable_cpu_kernels():
 # large batches take on a GPU. The half types compare with torch in float32
 # on the same values, relative to the largest magnitude.
 _CHUNKED_IM2COL_CHECK = """
-import torch, torch.nn.functional as F, fastconv, fastconv.functional as FF
+import json, torch, torch.nn.functional as F, fastconv, fastconv.functional as FF
 tolerance = {torch.float32: 1e-4, torch.float64: 1e-4, torch.float16: 4e-3, torch.bfloat16: 3e-2}
-for dtype, atol in tolerance.items():
-    x, w, b = (torch.randn(shape).to(dtype).requires_grad_() for shape in ((5, 3, 6, 6), (4, 3, 3, 3), (4,)))
+# The second shape's weight gradient is a GEMM large enough for the 128 x 128 tile.
+shapes = [((5, 3, 6, 6), (4, 3, 3, 3), (4,)), ((3, 16, 6, 6), (128, 16, 3, 3), (128,))]
+for (dtype, atol), (x_shape, w_shape, b_shape) in ((d, s) for d in tolerance.items() for s in shapes):
+    x, w, b = (torch.randn(shape).to(dtype).requires_grad_() for shape in (x_shape, w_shape, b_shape))
     wide = [t.detach().to(torch.float64).requires_grad_() for t in (x, w, b)]
     for fused in (False, True):
         with fastconv.backend("simt"):
@@ -337,11 +357,20 @@ for dtype, atol in tolerance.items():
             scale = e.abs().max().item() + 1e-6
             torch.testing.assert_close(a.double() / scale, e / scale, rtol=0, atol=atol)
 print("chunked im2col ok")
+print("launches", json.dumps(fastconv._C.simt_launch_counts()))
 """
 
 
 def test_cuda_im2col_batch_chunks_on_simt():
-    assert "chunked im2col ok" in _run_with_env(["-c", _CHUNKED_IM2COL_CHECK], FASTCONV_COLUMN_BUFFER_BYTES="8192")
+    out = _run_with_env(["-c", _CHUNKED_IM2COL_CHECK], FASTCONV_COLUMN_BUFFER_BYTES="8192")
+    assert "chunked im2col ok" in out
+    launches = simt_kernels.record_subprocess_launches(out)
+    # The switch took effect: one im2col launch per chunk. Without the cap every pass would take
+    # its 5 (or 3) images in one chunk; with it, float runs chunks of 2, 2, 1 and double 1 each.
+    im2col = {name: n for name, n in launches.items() if name.startswith("im2col_kernel<")}
+    assert im2col["im2col_kernel<double>"] >= 2 * (5 + 3) * 2, im2col
+    assert simt_kernels.launched(launches, "gemm_kernel<half_t, float, GemmTile<128, 128"), "fp32 dW accumulator"
+    assert simt_kernels.launched(launches, "conv2d_reduce_partials_kernel<bfloat16_t>")
 
 
 # ---------------------------------------------------------------- bad arguments, as torch raises them

@@ -65,6 +65,17 @@ inline bool is_aligned(const void* p, int bytes) {
 
 constexpr int kElementwiseThreads = 256;
 
+// A kernel's __launch_bounds__ written as launch_bound<T>(threads), T being
+// one of the kernel's template parameters. The value is `threads`; depending on
+// T is what lets the SIMT runtime see the bound: it files the kernel under a
+// code section named after it, and GCC names a section from a constant only
+// when the constant depends on a template parameter (it silently ignores the
+// attribute otherwise, and the launch would go unchecked).
+template <typename T>
+constexpr int launch_bound(int threads) {
+  return threads;
+}
+
 // Blocks for a grid-stride loop over `work` items: enough to fill a GPU,
 // capped so that huge tensors reuse threads instead of launching millions of
 // blocks (which also keeps the SIMT runtime's fiber count bounded).

@@ -64,7 +64,7 @@ inline int64_t im2col_chunk_images(const Conv2dParams& p, int64_t column_elem_si
 // grad_weight[e] = sum of the slices' partials, added in slice order (used by both
 // algorithms, so the sums are deterministic).
 template <typename T>
-__global__ void __launch_bounds__(kElementwiseThreads)
+__global__ void __launch_bounds__(launch_bound<T>(kElementwiseThreads))
     conv2d_reduce_partials_kernel(const acc_t<T>* __restrict__ partial, T* __restrict__ out,
                                   int64_t n, int64_t slices) {
   for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < n;
@@ -77,7 +77,7 @@ __global__ void __launch_bounds__(kElementwiseThreads)
 
 // Fills n elements with zero (gradients of an empty batch).
 template <typename T>
-__global__ void __launch_bounds__(kElementwiseThreads) conv2d_zero_kernel(T* __restrict__ out, int64_t n) {
+__global__ void __launch_bounds__(launch_bound<T>(kElementwiseThreads)) conv2d_zero_kernel(T* __restrict__ out, int64_t n) {
   for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < n;
        e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     out[e] = from_acc<T>(acc_t<T>(0));

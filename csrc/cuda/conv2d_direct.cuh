@@ -257,7 +257,7 @@ __global__ void __launch_bounds__(Tile::kThreads)
 // kernels with large dilation), one thread per output element reads global
 // memory directly. Rare; correctness over speed.
 template <typename T>
-__global__ void __launch_bounds__(kElementwiseThreads)
+__global__ void __launch_bounds__(launch_bound<T>(kElementwiseThreads))
     conv2d_direct_forward_unstaged_kernel(const T* __restrict__ input, const T* __restrict__ weight,
                                           const T* __restrict__ bias, T* __restrict__ output,
                                           Conv2dParams p, bool relu) {
@@ -288,7 +288,7 @@ __global__ void __launch_bounds__(kElementwiseThreads)
 }
 
 template <typename T>
-__global__ void __launch_bounds__(kElementwiseThreads)
+__global__ void __launch_bounds__(launch_bound<T>(kElementwiseThreads))
     conv2d_direct_backward_input_unstaged_kernel(const T* __restrict__ grad_output,
                                                  const T* __restrict__ weight,
                                                  T* __restrict__ grad_input, Conv2dParams p) {
@@ -331,7 +331,7 @@ __global__ void __launch_bounds__(kElementwiseThreads)
 constexpr int kWgradTileK = 32, kWgradTileC = 64, kWgradPixels = 16, kWgradThreads = 256;
 
 template <typename T>
-__global__ void __launch_bounds__(kWgradThreads)
+__global__ void __launch_bounds__(launch_bound<T>(kWgradThreads))
     conv2d_direct_backward_weight_kernel(const T* __restrict__ grad_output,
                                          const T* __restrict__ input, acc_t<T>* __restrict__ partial,
                                          T* __restrict__ grad_weight, Conv2dParams p, int64_t slices,
@@ -464,7 +464,7 @@ inline int64_t wgrad_slice_len(const Conv2dParams& p, int64_t slices) {
 constexpr int kBiasThreads = 256;
 
 template <typename T>
-__global__ void __launch_bounds__(kBiasThreads)
+__global__ void __launch_bounds__(launch_bound<T>(kBiasThreads))
     conv2d_backward_bias_kernel(const T* __restrict__ grad_output, T* __restrict__ grad_bias,
                                 Conv2dParams p) {
   using A = acc_t<T>;

@@ -19,7 +19,7 @@ namespace SIMT_KERNEL_NS {
 // col[n][c][r][s][oh][ow] = input[n0 + n][c][oh*sh - ph + r*dh][ow*sw - pw + s*dw] (0 outside).
 // One element per thread, consecutive threads along ow: coalesced writes.
 template <typename T>
-__global__ void __launch_bounds__(kElementwiseThreads)
+__global__ void __launch_bounds__(launch_bound<T>(kElementwiseThreads))
     im2col_kernel(const T* __restrict__ input, T* __restrict__ col, Conv2dParams p, int64_t images) {
   const int64_t RS = p.kernel_h * p.kernel_w, out_hw = p.out_pixels(), in_hw = p.in_h * p.in_w;
   const int64_t total = images * p.in_channels * RS * out_hw;
@@ -43,7 +43,7 @@ __global__ void __launch_bounds__(kElementwiseThreads)
 // that read (ih, iw): each thread owns one input element and gathers (no
 // atomics, fixed order).
 template <typename T>
-__global__ void __launch_bounds__(kElementwiseThreads)
+__global__ void __launch_bounds__(launch_bound<T>(kElementwiseThreads))
     col2im_kernel(const acc_t<T>* __restrict__ dcol, T* __restrict__ grad_input, Conv2dParams p,
                   int64_t images) {
   using A = acc_t<T>;

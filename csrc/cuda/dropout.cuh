@@ -12,7 +12,7 @@ namespace fastconv {
 namespace SIMT_KERNEL_NS {
 
 template <typename T, bool kVectorized>
-__global__ void __launch_bounds__(kElementwiseThreads)
+__global__ void __launch_bounds__(launch_bound<T>(kElementwiseThreads))
     dropout_kernel(const T* input, T* output, int64_t n, const int64_t* seed_offset,
                    uint32_t drop_threshold, acc_t<T> scale) {
   using A = acc_t<T>;

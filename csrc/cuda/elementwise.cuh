@@ -11,7 +11,7 @@ namespace SIMT_KERNEL_NS {
 // so they are not __restrict__. The first n / VEC elements move as packs,
 // the tail element by element.
 template <typename T, int VEC, typename Op>
-__global__ void __launch_bounds__(kElementwiseThreads)
+__global__ void __launch_bounds__(launch_bound<T>(kElementwiseThreads))
     binary_map_kernel(const T* a, const T* b, T* out, int64_t n, Op op) {
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   const int64_t first = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;

@@ -28,7 +28,7 @@ __device__ __forceinline__ PlanePosition plane_position(int64_t flat, int64_t he
 // consecutive outputs of a row (coalesced stores) and read inputs stride_w
 // apart within the same few rows, which the caches absorb.
 template <typename T>
-__global__ void __launch_bounds__(kElementwiseThreads)
+__global__ void __launch_bounds__(launch_bound<T>(kElementwiseThreads))
     max_pool2d_forward_kernel(const T* __restrict__ input, T* __restrict__ output,
                               int64_t* __restrict__ indices, Pool2dParams p) {
   using A = acc_t<T>;
@@ -62,7 +62,7 @@ __global__ void __launch_bounds__(kElementwiseThreads)
 // indices as packs. The scan order (top-left, top-right, bottom-left,
 // bottom-right) is the generic kernel's, so results are identical.
 template <typename T, int OUT>
-__global__ void __launch_bounds__(kElementwiseThreads)
+__global__ void __launch_bounds__(launch_bound<T>(kElementwiseThreads))
     max_pool2d_2x2_kernel(const T* __restrict__ input, T* __restrict__ output,
                           int64_t* __restrict__ indices, Pool2dParams p) {
   using A = acc_t<T>;
@@ -115,7 +115,7 @@ __global__ void __launch_bounds__(kElementwiseThreads)
 // row-major order, the order in which torch's CPU kernel scatters them, so
 // even overlapping windows give bit-identical float sums.
 template <typename T>
-__global__ void __launch_bounds__(kElementwiseThreads)
+__global__ void __launch_bounds__(launch_bound<T>(kElementwiseThreads))
     max_pool2d_backward_kernel(const T* __restrict__ grad_output, const int64_t* __restrict__ indices,
                                T* __restrict__ grad_input, Pool2dParams p) {
   using A = acc_t<T>;

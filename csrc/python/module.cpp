@@ -3,6 +3,7 @@
 // module itself only reports how the extension was built and what it
 // selected at run time (fastconv.build_info(), python -m fastconv.info).
 #include <ATen/Parallel.h>
+#include <dlfcn.h>
 #include <pybind11/pybind11.h>
 #include <torch/headeronly/version.h>
 
@@ -70,6 +71,20 @@ py::dict build_info() {
   return info;
 }
 
+// Launches per SIMT kernel so far: (offset of the kernel's code in this
+// library, name, launches). Offsets, unlike addresses, match the library's
+// symbol table, which lists every kernel variant built (tests/kernel_coverage.py).
+py::list simt_launch_counts() {
+  py::list out;
+  for (const simt::KernelLaunches& k : simt::launch_counts()) {
+    Dl_info where{};
+    const auto address = reinterpret_cast<uintptr_t>(k.kernel);
+    const uintptr_t base = dladdr(k.kernel, &where) ? reinterpret_cast<uintptr_t>(where.dli_fbase) : 0;
+    out.append(py::make_tuple(address - base, k.name, k.launches));
+  }
+  return out;
+}
+
 // The ops' own argument checks, for the Python layer (fastconv.backend(...),
 // fastconv.nn.Conv2d(algorithm=...), dropout's p where the op does not run):
 // ValueError with the ops' message.
@@ -95,6 +110,8 @@ PYBIND11_MODULE(_C, m) {
         py::arg("where"), "Raises ValueError unless `name` is a convolution algorithm the ops accept.");
   m.def("check_dropout_probability", &check_value<double, fastconv::check_dropout_probability>, py::arg("p"),
         py::arg("where"), "Raises ValueError unless 0 <= p <= 1.");
+  m.def("simt_launch_counts", &simt_launch_counts,
+        "(code offset, kernel name, launches) of every kernel the SIMT runtime has launched in this process.");
   m.def("parallel_for_threads", &parallel_for_threads,
         "Number of threads an at::parallel_for loop of the CPU kernels runs on.");
 }

@@ -28,9 +28,11 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <string>
 #include <tuple>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #define SIMT_KERNEL_NS simt
 
@@ -39,15 +41,35 @@
 #define __host__
 #define __constant__
 #define __forceinline__ inline
-#define __launch_bounds__(...)
 #define __align__(n) alignas(n)
 #if !defined(__GNUC__)
 #define __restrict__ __restrict
 #endif
+
+// A kernel's __launch_bounds__ must reach the launch, which knows only the
+// kernel's address: the kernel is placed in a section named after its bound
+// ("simt_lb_0256"), and the runtime finds the section that holds the address
+// (the linker's __start_/__stop_ symbols). GCC builds the name only from a
+// constant that depends on a template parameter and silently drops the
+// attribute otherwise, so the kernels of csrc/cuda (all templates) write
+// their bound as launch_bound<T>(threads) or a Tile's member, and the tests
+// check that every kernel variant lies in such a section. A kernel without a
+// bound may run 1024 threads per block, as on a GPU.
+#define __launch_bounds__(...) SIMT_LAUNCH_BOUNDS_(__VA_ARGS__, 0)
+#define SIMT_LAUNCH_BOUNDS_(max_threads, ...) \
+  __attribute__((section(::simt::detail::BoundsSection<(max_threads)>::name)))
+
 // Static shared memory must be per block. One OS thread runs one block at a
 // time (with all of that block's fibers), so a thread_local static is exactly
-// "one copy per resident block".
+// "one copy per resident block". In sanitizer builds the variables also go
+// to one TLS section (simt_shared), which the memory checker refills with a
+// garbage pattern at every block start, as a GPU's shared memory would be, and
+// which lets reports say "shared memory".
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define __shared__ static thread_local __attribute__((section("simt_shared")))
+#else
 #define __shared__ static thread_local
+#endif
 
 // ---------------------------------------------------------------- vector types
 // Alignments follow CUDA's vector_types.h so struct layouts match the GPU.
@@ -116,9 +138,26 @@ enum cudaError_t {
   cudaErrorInvalidValue = 1,
   cudaErrorMemoryAllocation = 2,
   cudaErrorInvalidConfiguration = 9,
+  cudaErrorLaunchOutOfResources = 701,
   cudaErrorLaunchFailure = 719,
 };
 
+enum cudaFuncAttribute {
+  cudaFuncAttributeMaxDynamicSharedMemorySize = 8,
+};
+
+// Environment, read at the first launch:
+//   FASTCONV_SIMT_ORDER=forward|reversed|shuffled, FASTCONV_SIMT_SEED=N: see Order.
+//   FASTCONV_SIMT_WORKERS=N: OS threads that run blocks (default: every core).
+//   FASTCONV_SIMT_CHECK=race,memory (or none): the checks a sanitizer build
+//     runs; all that the build supports by default. `race` needs the kernels
+//     and program built with -fsanitize=thread (ThreadSanitizer then sees every
+//     CUDA thread as a fiber, ordered only by barriers, collectives and the
+//     launch); `memory` with -fsanitize=address,alignment,bounds (shared
+//     memory refilled with garbage at every block start, dynamic shared memory
+//     allocated to its exact size). Asking a build for a check it cannot do
+//     aborts at the first launch. Launch limits and warp-collective rules are
+//     checked in every build.
 namespace simt {
 
 enum class Order { Forward, Reversed, Shuffled };
@@ -133,8 +172,16 @@ uint64_t seed();
 // OS threads that run blocks in parallel; n <= 0 means hardware_concurrency.
 void set_num_workers(int n);
 int num_workers();
-// Name of the kernel being launched (for messages); "" outside a launch.
-const char* current_kernel();
+
+// How often each kernel has run in this process (launches that passed the
+// launch checks), by kernel address. The tests use it to prove that the SIMT
+// path ran, and that every kernel variant built for SIMT runs in the suite.
+struct KernelLaunches {
+  const void* kernel;
+  std::string name;
+  uint64_t launches;
+};
+std::vector<KernelLaunches> launch_counts();
 
 cudaError_t get_last_error(bool clear);
 const char* error_string(cudaError_t e);
@@ -143,49 +190,66 @@ namespace detail {
 
 inline thread_local unsigned char* dyn_smem = nullptr;
 
+// "simt_lb_0256" for __launch_bounds__(256): the section of the kernel's code.
+template <int N>
+struct BoundsSection {
+  static_assert(N >= 1 && N <= 1024, "__launch_bounds__ allows 1 to 1024 threads per block");
+  static constexpr char name[] = {'s', 'i', 'm', 't', '_', 'l', 'b', '_', char('0' + N / 1000),
+                                  char('0' + N / 100 % 10), char('0' + N / 10 % 10),
+                                  char('0' + N % 10), '\0'};
+};
+
+// Where a launch or a collective is written, for messages.
+struct Site {
+  const char* text;  // the kernel expression of a launch, the intrinsic of a collective
+  const char* file;
+  int line;
+};
+
 using KernelBody = void (*)(const void* ctx);
-void launch(const char* name, dim3 grid, dim3 block, size_t smem_bytes,
+void launch(const Site& site, const void* kernel, dim3 grid, dim3 block, size_t smem_bytes,
             KernelBody body, const void* ctx);
+cudaError_t set_max_dynamic_smem(const void* kernel, int bytes);
 
 void syncthreads(const char* file, int line);
 int syncthreads_count(const char* file, int line, int pred);
 
 enum WarpOp : int { kSync, kShflIdx, kShflUp, kShflDown, kShflXor, kBallot, kAny, kAll };
-uint64_t warp_op(int op, unsigned mask, uint64_t value, int arg, int width);
+uint64_t warp_op(const Site& site, int op, unsigned mask, uint64_t value, int arg, int width);
 
 template <class T>
-inline T shfl(int op, unsigned mask, T v, int arg, int width) {
+inline T shfl(const Site& site, int op, unsigned mask, T v, int arg, int width) {
   static_assert(sizeof(T) <= 8 && std::is_trivially_copyable<T>::value,
                 "warp shuffles move values of at most 8 bytes");
   uint64_t bits = 0;
   std::memcpy(&bits, &v, sizeof(T));
-  bits = warp_op(op, mask, bits, arg, width);
+  bits = warp_op(site, op, mask, bits, arg, width);
   T out;
   std::memcpy(&out, &bits, sizeof(T));
   return out;
 }
 
 // Kernel arguments are evaluated once, at the launch site (as with <<<>>>),
-// then every CUDA thread calls the kernel with copies of them.
-template <class Call, class Stream, class... Args>
-void launch_with_args(const char* name, dim3 grid, dim3 block, size_t smem_bytes,
-                      const Stream&, const Call& call, Args&&... args) {
+// then every CUDA thread calls the kernel with copies of them. The kernel is
+// taken as a function pointer (a kernel template needs its arguments named,
+// `k<T>`): its address keys the launch bounds and cudaFuncSetAttribute.
+template <class... Params, class Stream, class... Args>
+void launch_kernel(const Site& site, void (*kernel)(Params...), dim3 grid, dim3 block,
+                   size_t smem_bytes, const Stream&, Args&&... args) {
+  static_assert(sizeof...(Params) == sizeof...(Args), "wrong number of kernel arguments");
   const std::tuple<std::decay_t<Args>...> packed(std::forward<Args>(args)...);
-  auto body = [&] { std::apply(call, packed); };
-  launch(name, grid, block, smem_bytes,
+  auto body = [&] { std::apply([&](const auto&... a) { kernel(a...); }, packed); };
+  launch(site, reinterpret_cast<const void*>(kernel), grid, block, smem_bytes,
          [](const void* ctx) { (*static_cast<const decltype(body)*>(ctx))(); }, &body);
 }
 
 }  // namespace detail
 }  // namespace simt
 
-// The kernel is named inside a generic lambda so that template argument
-// deduction and function-pointer variables both work as with <<<>>>.
-#define SIMT_LAUNCH(kernel, grid, block, smem_bytes, stream, ...)             \
-  ::simt::detail::launch_with_args(                                           \
-      #kernel, ::dim3(grid), ::dim3(block), static_cast<size_t>(smem_bytes),  \
-      (stream), [&](const auto&... simt_args_) { kernel(simt_args_...); },    \
-      ##__VA_ARGS__)
+#define SIMT_LAUNCH(kernel, grid, block, smem_bytes, stream, ...)                    \
+  ::simt::detail::launch_kernel(::simt::detail::Site{#kernel, __FILE__, __LINE__}, (kernel), \
+                                ::dim3(grid), ::dim3(block), static_cast<size_t>(smem_bytes), \
+                                (stream), ##__VA_ARGS__)
 
 #define SIMT_DYNAMIC_SHARED(T, name) \
   T* name = reinterpret_cast<T*>(::simt::detail::dyn_smem)
@@ -196,99 +260,81 @@ inline const char* cudaGetErrorString(cudaError_t e) { return ::simt::error_stri
 // Launches are synchronous on the host.
 inline cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
 inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+// The opt-in a kernel needs for more than 48 KiB of dynamic shared memory
+// (up to 227 KiB, an H100's limit); same name and signature as CUDA's.
+template <class T>
+inline cudaError_t cudaFuncSetAttribute(T* kernel, cudaFuncAttribute attr, int value) {
+  if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize) return cudaErrorInvalidValue;
+  return ::simt::detail::set_max_dynamic_smem(reinterpret_cast<const void*>(kernel), value);
+}
 
 // ------------------------------------------------------ barriers and warps
-// A macro so that the barrier's call site (file:line) identifies it: threads
-// of a block must all wait at the same __syncthreads() to be released.
+// Macros so that the call site (file:line) identifies a barrier or a
+// collective: threads of a block must all wait at the same __syncthreads(),
+// and lanes of a warp at the same collective, to be released.
 #define __syncthreads() ::simt::detail::syncthreads(__FILE__, __LINE__)
 #define __syncthreads_count(p) ::simt::detail::syncthreads_count(__FILE__, __LINE__, (p))
-#define __syncthreads_and(p) \
-  (::simt::detail::syncthreads_count(__FILE__, __LINE__, (p) ? 0 : 1) == 0)
-#define __syncthreads_or(p) \
-  (::simt::detail::syncthreads_count(__FILE__, __LINE__, (p) ? 1 : 0) != 0)
 
-inline void __syncwarp(unsigned mask = 0xffffffffu) {
-  ::simt::detail::warp_op(::simt::detail::kSync, mask, 0, 0, 32);
-}
-template <class T>
-inline T __shfl_sync(unsigned mask, T v, int src_lane, int width = 32) {
-  return ::simt::detail::shfl(::simt::detail::kShflIdx, mask, v, src_lane, width);
-}
-template <class T>
-inline T __shfl_up_sync(unsigned mask, T v, unsigned delta, int width = 32) {
-  return ::simt::detail::shfl(::simt::detail::kShflUp, mask, v, static_cast<int>(delta), width);
-}
-template <class T>
-inline T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = 32) {
-  return ::simt::detail::shfl(::simt::detail::kShflDown, mask, v, static_cast<int>(delta), width);
-}
-template <class T>
-inline T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32) {
-  return ::simt::detail::shfl(::simt::detail::kShflXor, mask, v, lane_mask, width);
-}
-inline unsigned __ballot_sync(unsigned mask, int pred) {
-  return static_cast<unsigned>(
-      ::simt::detail::warp_op(::simt::detail::kBallot, mask, pred != 0, 0, 32));
-}
-inline int __any_sync(unsigned mask, int pred) {
-  return static_cast<int>(::simt::detail::warp_op(::simt::detail::kAny, mask, pred != 0, 0, 32));
-}
-inline int __all_sync(unsigned mask, int pred) {
-  return static_cast<int>(::simt::detail::warp_op(::simt::detail::kAll, mask, pred != 0, 0, 32));
-}
+#define SIMT_SITE_(name) ::simt::detail::Site{name, __FILE__, __LINE__}
+#define __syncwarp(...) ::simt::detail::syncwarp(SIMT_SITE_("__syncwarp") __VA_OPT__(, ) __VA_ARGS__)
+#define __shfl_sync(...) ::simt::detail::shfl_sync(SIMT_SITE_("__shfl_sync"), __VA_ARGS__)
+#define __shfl_up_sync(...) ::simt::detail::shfl_up_sync(SIMT_SITE_("__shfl_up_sync"), __VA_ARGS__)
+#define __shfl_down_sync(...) \
+  ::simt::detail::shfl_down_sync(SIMT_SITE_("__shfl_down_sync"), __VA_ARGS__)
+#define __shfl_xor_sync(...) ::simt::detail::shfl_xor_sync(SIMT_SITE_("__shfl_xor_sync"), __VA_ARGS__)
+#define __ballot_sync(...) ::simt::detail::ballot_sync(SIMT_SITE_("__ballot_sync"), __VA_ARGS__)
+#define __any_sync(...) ::simt::detail::any_sync(SIMT_SITE_("__any_sync"), __VA_ARGS__)
+#define __all_sync(...) ::simt::detail::all_sync(SIMT_SITE_("__all_sync"), __VA_ARGS__)
 
-// Fibers of one block share an OS thread and switch only at barriers and
-// collectives; fences matter only between blocks (different OS threads).
-inline void __threadfence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
-inline void __threadfence_block() { __atomic_signal_fence(__ATOMIC_SEQ_CST); }
+namespace simt {
+namespace detail {
+inline void syncwarp(const Site& s, unsigned mask = 0xffffffffu) {
+  warp_op(s, kSync, mask, 0, 0, 32);
+}
+template <class T>
+inline T shfl_sync(const Site& s, unsigned mask, T v, int src_lane, int width = 32) {
+  return shfl(s, kShflIdx, mask, v, src_lane, width);
+}
+template <class T>
+inline T shfl_up_sync(const Site& s, unsigned mask, T v, unsigned delta, int width = 32) {
+  return shfl(s, kShflUp, mask, v, static_cast<int>(delta), width);
+}
+template <class T>
+inline T shfl_down_sync(const Site& s, unsigned mask, T v, unsigned delta, int width = 32) {
+  return shfl(s, kShflDown, mask, v, static_cast<int>(delta), width);
+}
+template <class T>
+inline T shfl_xor_sync(const Site& s, unsigned mask, T v, int lane_mask, int width = 32) {
+  return shfl(s, kShflXor, mask, v, lane_mask, width);
+}
+inline unsigned ballot_sync(const Site& s, unsigned mask, int pred) {
+  return static_cast<unsigned>(warp_op(s, kBallot, mask, pred != 0, 0, 32));
+}
+inline int any_sync(const Site& s, unsigned mask, int pred) {
+  return static_cast<int>(warp_op(s, kAny, mask, pred != 0, 0, 32));
+}
+inline int all_sync(const Site& s, unsigned mask, int pred) {
+  return static_cast<int>(warp_op(s, kAll, mask, pred != 0, 0, 32));
+}
+}  // namespace detail
+}  // namespace simt
 
 // -------------------------------------------------------------------- atomics
 // Blocks run on different OS threads, so these must be real atomics.
-// Relaxed ordering, like CUDA's atomic*().
-#define SIMT_ATOMIC_INT(T)                                                        \
+// Relaxed ordering, like CUDA's atomic*(). Only the ones kernels or tests use.
+#define SIMT_ATOMIC_INT(T)                                                              \
   inline T atomicAdd(T* p, T v) { return __atomic_fetch_add(p, v, __ATOMIC_RELAXED); } \
-  inline T atomicSub(T* p, T v) { return __atomic_fetch_sub(p, v, __ATOMIC_RELAXED); } \
-  inline T atomicAnd(T* p, T v) { return __atomic_fetch_and(p, v, __ATOMIC_RELAXED); } \
-  inline T atomicOr(T* p, T v) { return __atomic_fetch_or(p, v, __ATOMIC_RELAXED); }   \
-  inline T atomicXor(T* p, T v) { return __atomic_fetch_xor(p, v, __ATOMIC_RELAXED); } \
-  inline T atomicExch(T* p, T v) { return __atomic_exchange_n(p, v, __ATOMIC_RELAXED); } \
-  inline T atomicCAS(T* p, T expected, T desired) {                              \
-    __atomic_compare_exchange_n(p, &expected, desired, false, __ATOMIC_RELAXED,   \
-                                __ATOMIC_RELAXED);                                \
-    return expected;                                                              \
-  }                                                                               \
-  inline T atomicMax(T* p, T v) {                                                 \
-    T old = __atomic_load_n(p, __ATOMIC_RELAXED);                                 \
-    while (old < v && !__atomic_compare_exchange_n(p, &old, v, true, __ATOMIC_RELAXED, \
-                                                   __ATOMIC_RELAXED)) {           \
-    }                                                                             \
-    return old;                                                                   \
-  }                                                                               \
-  inline T atomicMin(T* p, T v) {                                                 \
-    T old = __atomic_load_n(p, __ATOMIC_RELAXED);                                 \
-    while (v < old && !__atomic_compare_exchange_n(p, &old, v, true, __ATOMIC_RELAXED, \
-                                                   __ATOMIC_RELAXED)) {           \
-    }                                                                             \
-    return old;                                                                   \
+  inline T atomicMax(T* p, T v) {                                                       \
+    T old = __atomic_load_n(p, __ATOMIC_RELAXED);                                       \
+    while (old < v && !__atomic_compare_exchange_n(p, &old, v, true, __ATOMIC_RELAXED,  \
+                                                   __ATOMIC_RELAXED)) {                 \
+    }                                                                                   \
+    return old;                                                                         \
   }
 SIMT_ATOMIC_INT(int)
 SIMT_ATOMIC_INT(unsigned int)
 SIMT_ATOMIC_INT(unsigned long long)
 #undef SIMT_ATOMIC_INT
-inline long long atomicMax(long long* p, long long v) {
-  long long old = __atomic_load_n(p, __ATOMIC_RELAXED);
-  while (old < v &&
-         !__atomic_compare_exchange_n(p, &old, v, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
-  }
-  return old;
-}
-inline long long atomicMin(long long* p, long long v) {
-  long long old = __atomic_load_n(p, __ATOMIC_RELAXED);
-  while (v < old &&
-         !__atomic_compare_exchange_n(p, &old, v, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
-  }
-  return old;
-}
 
 // Floating-point adds have no hardware fetch-add on x86: CAS on the bits
 // (bitwise comparison, so a NaN in memory cannot make the loop spin forever).
@@ -305,77 +351,9 @@ inline F simt_atomic_fadd(F* p, F v) {
 }
 inline float atomicAdd(float* p, float v) { return simt_atomic_fadd(p, v); }
 inline double atomicAdd(double* p, double v) { return simt_atomic_fadd(p, v); }
-inline float atomicExch(float* p, float v) {
-  float old;
-  __atomic_exchange(p, &v, &old, __ATOMIC_RELAXED);
-  return old;
-}
 
-// ------------------------------------------------------------ math intrinsics
+// ------------------------------------------------------------------ loads
 template <class T>
 inline T __ldg(const T* p) { return *p; }
-
-inline float __expf(float x) { return expf(x); }
-inline float __logf(float x) { return logf(x); }
-inline float __log2f(float x) { return log2f(x); }
-inline float __sinf(float x) { return sinf(x); }
-inline float __cosf(float x) { return cosf(x); }
-inline float __tanf(float x) { return tanf(x); }
-inline float __powf(float x, float y) { return powf(x, y); }
-inline float __fdividef(float x, float y) { return x / y; }
-inline float __frcp_rn(float x) { return 1.0f / x; }
-inline float __fsqrt_rn(float x) { return sqrtf(x); }
-inline float __fadd_rn(float a, float b) { return a + b; }
-inline float __fmul_rn(float a, float b) { return a * b; }
-inline float __fmaf_rn(float a, float b, float c) { return fmaf(a, b, c); }
-inline double __fma_rn(double a, double b, double c) { return fma(a, b, c); }
-inline float __saturatef(float x) { return x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : x); }
-inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
-inline double rsqrt(double x) { return 1.0 / sqrt(x); }
-inline int __float2int_rn(float x) { return static_cast<int>(nearbyintf(x)); }
-inline int __float2int_rz(float x) { return static_cast<int>(x); }
-inline int __float2int_rd(float x) { return static_cast<int>(floorf(x)); }
-inline int __float2int_ru(float x) { return static_cast<int>(ceilf(x)); }
-inline float __int2float_rn(int x) { return static_cast<float>(x); }
-inline int __float_as_int(float x) { int i; std::memcpy(&i, &x, 4); return i; }
-inline unsigned __float_as_uint(float x) { unsigned i; std::memcpy(&i, &x, 4); return i; }
-inline float __int_as_float(int i) { float x; std::memcpy(&x, &i, 4); return x; }
-inline float __uint_as_float(unsigned i) { float x; std::memcpy(&x, &i, 4); return x; }
-inline long long __double_as_longlong(double x) { long long i; std::memcpy(&i, &x, 8); return i; }
-inline double __longlong_as_double(long long i) { double x; std::memcpy(&x, &i, 8); return x; }
-inline int __popc(unsigned x) { return __builtin_popcount(x); }
-inline int __popcll(unsigned long long x) { return __builtin_popcountll(x); }
-inline int __clz(int x) { return x == 0 ? 32 : __builtin_clz(static_cast<unsigned>(x)); }
-inline int __clzll(long long x) {
-  return x == 0 ? 64 : __builtin_clzll(static_cast<unsigned long long>(x));
-}
-inline int __ffs(int x) { return __builtin_ffs(x); }
-inline int __ffsll(long long x) { return __builtin_ffsll(x); }
-inline unsigned __brev(unsigned x) {
-  x = ((x >> 1) & 0x55555555u) | ((x & 0x55555555u) << 1);
-  x = ((x >> 2) & 0x33333333u) | ((x & 0x33333333u) << 2);
-  x = ((x >> 4) & 0x0f0f0f0fu) | ((x & 0x0f0f0f0fu) << 4);
-  x = ((x >> 8) & 0x00ff00ffu) | ((x & 0x00ff00ffu) << 8);
-  return (x >> 16) | (x << 16);
-}
-inline int __mul24(int a, int b) { return a * b; }
-inline unsigned __umul24(unsigned a, unsigned b) { return a * b; }
-inline unsigned __umulhi(unsigned a, unsigned b) {
-  return static_cast<unsigned>((static_cast<unsigned long long>(a) * b) >> 32);
-}
-
-// CUDA provides unqualified min/max overloads in device code.
-#define SIMT_MINMAX(T)                                  \
-  inline T min(T a, T b) { return b < a ? b : a; }      \
-  inline T max(T a, T b) { return a < b ? b : a; }
-SIMT_MINMAX(int)
-SIMT_MINMAX(unsigned int)
-SIMT_MINMAX(long)
-SIMT_MINMAX(unsigned long)
-SIMT_MINMAX(long long)
-SIMT_MINMAX(unsigned long long)
-SIMT_MINMAX(float)
-SIMT_MINMAX(double)
-#undef SIMT_MINMAX
 
 #endif  // __CUDACC__

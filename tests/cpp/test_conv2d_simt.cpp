@@ -1,7 +1,9 @@
 // The CUDA convolution kernels (csrc/cuda/conv2d*.cuh) run on the SIMT
 // runtime against naive host loops (double precision references), for both
 // algorithms, every pass, float and double. Usage:
-//   test_conv2d_simt [random_cases=300] [seed=1]
+//   test_conv2d_simt [random_cases=300] [seed=1] [max_macs]
+// max_macs skips cases whose forward pass has more multiply-adds (the
+// sanitizer builds run small problems only).
 // Run it under FASTCONV_SIMT_ORDER=reversed|shuffled too: a missing barrier
 // then shows up as a wrong value. Outputs and the workspace start as NaN
 // (0xFF bytes), so an element a kernel forgets to write fails the check.
@@ -207,6 +209,7 @@ std::vector<Case> fixed_cases() {
       make_case(4, 3, 32, 32, 4, 3, 3, 1, 1, 1, 1, true),           // several weight-gradient slices
       make_case(1, 2, 8, 8, 3, 31, 31, 1, 45, 3, 1, true),          // huge footprint: unstaged kernels
       make_case(1, 16, 31, 31, 130, 3, 3, 1, 1, 1, 1, false),       // large GEMM tiles
+      make_case(1, 1, 8, 16, 128, 1, 1, 1, 0, 1, 1, true),          // large GEMM tiles, few MACs
       make_case(2, 17, 31, 31, 17, 3, 3, 1, 1, 1, 17, true),        // depthwise, odd channels
   };
 }
@@ -250,9 +253,17 @@ Case random_case(std::mt19937& rng) {
 int main(int argc, char** argv) {
   const int random_cases = argc > 1 ? std::atoi(argv[1]) : 300;
   const unsigned seed = argc > 2 ? static_cast<unsigned>(std::atoi(argv[2])) : 1u;
+  const long long max_macs = argc > 3 ? std::atoll(argv[3]) : -1;
   std::mt19937 rng(seed);
-  std::vector<Case> cases = fixed_cases();
-  for (int i = 0; i < random_cases; ++i) cases.push_back(random_case(rng));
+  std::vector<Case> all = fixed_cases();
+  for (int i = 0; i < random_cases; ++i) all.push_back(random_case(rng));
+  std::vector<Case> cases;
+  for (const Case& c : all) {
+    const Conv2dParams& p = c.p;
+    const long long macs = static_cast<long long>(p.batch * p.out_channels * p.out_h * p.out_w *
+                                                  p.in_channels_per_group() * p.kernel_h * p.kernel_w);
+    if (max_macs < 0 || macs <= max_macs) cases.push_back(c);
+  }
   const auto t0 = std::chrono::steady_clock::now();
   for (const Case& c : cases) {
     run_case<float>(c, rng);

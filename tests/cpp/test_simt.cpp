@@ -182,7 +182,7 @@ void test_block_1024() {
   CHECK(out[1] == (2047 * 2048 - 1023 * 1024) / 2);
 }
 
-// Warp collectives. 48 threads: the second warp is partial (16 lanes).
+// Warp collectives over two full warps.
 __global__ void warp_kernel(const float* in, float* down, float* xr, float* bcast, int* up_scan,
                             float* seg8, unsigned* ballot, int* any, int* all, double* dsum) {
   const int t = threadIdx.x, lane = t % 32;
@@ -202,16 +202,28 @@ __global__ void warp_kernel(const float* in, float* down, float* xr, float* bcas
   up_scan[t] = scan;
   seg8[t] = __shfl_sync(0xffffffffu, v, 0, 8);  // first lane of each group of 8
   ballot[t] = __ballot_sync(0xffffffffu, lane % 3 == 0);
-  any[t] = __any_sync(0xffffffffu, lane == 5) * 2 + __any_sync(0xffffffffu, lane == 40);
-  all[t] = __all_sync(0xffffffffu, lane < 32) * 2 + __all_sync(0xffffffffu, lane < 20);
+  any[t] = __any_sync(0xffffffffu, lane == 5) * 2 + __any_sync(0xffffffffu, t == 40);
+  all[t] = __all_sync(0xffffffffu, lane < 32) * 2 + __all_sync(0xffffffffu, t < 40);
   double d = static_cast<double>(v);
   for (int o = 16; o > 0; o /= 2) d += __shfl_xor_sync(0xffffffffu, d, o);
   __syncwarp();
   dsum[t] = d;
 }
 
+// A block of 48 threads: the second warp has 16 lanes. A mask may name lanes
+// the block does not have (they take no part, as on a GPU), but no lane may
+// read from one: the partial warp reduces within width 16.
+__global__ void partial_warp_kernel(const float* in, float* half_sums, unsigned* ballot, int* all) {
+  const int t = threadIdx.x, lane = t % 32;
+  float x = in[t];
+  for (int o = 8; o > 0; o /= 2) x += __shfl_xor_sync(t < 32 ? 0xffffffffu : 0xffffu, x, o, 16);
+  half_sums[t] = x;
+  ballot[t] = __ballot_sync(0xffffffffu, lane % 2 == 0);
+  all[t] = __all_sync(0xffffffffu, lane < 16);
+}
+
 void test_warp() {
-  const int n = 48;
+  const int n = 64;
   std::vector<float> in(n), down(n), xr(n), bcast(n), seg8(n);
   std::vector<int> up_scan(n), any(n), all(n);
   std::vector<unsigned> ballot(n);
@@ -222,30 +234,43 @@ void test_warp() {
     SIMT_LAUNCH(warp_kernel, 1, n, 0, nullptr, in.data(), down.data(), xr.data(), bcast.data(),
                 up_scan.data(), seg8.data(), ballot.data(), any.data(), all.data(),
                 dsum.data());
+    CHECK(cudaGetLastError() == cudaSuccess);
     for (int w = 0; w < 2; ++w) {
-      const int base = w * 32, lanes = w == 0 ? 32 : 16;
+      const int base = w * 32;
       float total = 0.0f;
       unsigned want_ballot = 0;
-      for (int l = 0; l < lanes; ++l) {
+      for (int l = 0; l < 32; ++l) {
         total += in[base + l];
         if (l % 3 == 0) want_ballot |= 1u << l;
       }
-      for (int l = 0; l < lanes; ++l) {
+      CHECK(down[base] == total);  // lane 0 of a down-reduction holds the sum
+      for (int l = 0; l < 32; ++l) {
         const int t = base + l;
-        // The partial warp's lanes 16..31 do not exist: reads from them return
-        // the caller's own value, so only a full warp's xor sum is the total.
-        if (w == 0) {
-          CHECK(down[base] == total);  // lane 0 of a down-reduction holds the sum
-          CHECK(xr[t] == total);
-          CHECK(dsum[t] == static_cast<double>(total));
-        }
+        CHECK(xr[t] == total);
+        CHECK(dsum[t] == static_cast<double>(total));
         CHECK(bcast[t] == in[base + 3]);
         CHECK(up_scan[t] == (l + 1) * (l + 2) / 2);
         CHECK(seg8[t] == in[base + (l & ~7)]);
         CHECK(ballot[t] == want_ballot);
-        CHECK(any[t] == 2);
-        CHECK(all[t] == (w == 0 ? 2 : 3));  // the partial warp's lanes are all < 20
+        CHECK(any[t] == 2 + w);
+        CHECK(all[t] == (w == 0 ? 3 : 2));
       }
+    }
+
+    const int m = 48;
+    std::vector<float> half(m);
+    std::vector<unsigned> pballot(m);
+    std::vector<int> pall(m);
+    SIMT_LAUNCH(partial_warp_kernel, 1, m, 0, nullptr, in.data(), half.data(), pballot.data(),
+                pall.data());
+    CHECK(cudaGetLastError() == cudaSuccess);
+    for (int t = 0; t < m; ++t) {
+      const int first = t & ~15;
+      float want = 0.0f;
+      for (int l = first; l < first + 16; ++l) want += in[l];
+      CHECK(half[t] == want);
+      CHECK(pballot[t] == (t < 32 ? 0x55555555u : 0x5555u));
+      CHECK(pall[t] == (t < 32 ? 0 : 1));  // the partial warp's lanes are all < 16
     }
   }
   simt::set_order(simt::Order::Forward);
@@ -307,6 +332,9 @@ void test_missing_sync() {
 
 __global__ void noop_kernel() {}
 
+template <int N>
+__global__ void __launch_bounds__(N) bounded_kernel() {}
+
 void test_launch_errors() {
   CHECK(cudaGetLastError() == cudaSuccess);
   const dim3 bad_blocks[] = {dim3(0), dim3(1025), dim3(64, 32), dim3(1, 1, 65), dim3(2, 2, 0)};
@@ -321,10 +349,29 @@ void test_launch_errors() {
     SIMT_LAUNCH(noop_kernel, g, 32, 0, nullptr);
     CHECK(cudaGetLastError() == cudaErrorInvalidConfiguration);
   }
-  SIMT_LAUNCH(noop_kernel, 1, 32, 228 * 1024, nullptr);
-  CHECK(cudaGetLastError() == cudaErrorInvalidConfiguration);
+  // Dynamic shared memory: 48 KiB by default, up to 227 KiB after the
+  // kernel opts in, as on an H100.
+  SIMT_LAUNCH(noop_kernel, 1, 32, 48 * 1024, nullptr);
+  CHECK(cudaGetLastError() == cudaSuccess);
+  SIMT_LAUNCH(noop_kernel, 1, 32, 48 * 1024 + 1, nullptr);
+  CHECK(cudaGetLastError() == cudaErrorInvalidValue);
+  CHECK(cudaFuncSetAttribute(noop_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             228 * 1024) == cudaErrorInvalidValue);
+  CHECK(cudaFuncSetAttribute(noop_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             227 * 1024) == cudaSuccess);
   SIMT_LAUNCH(noop_kernel, dim3(2, 2, 3), dim3(16, 8, 8), 227 * 1024, nullptr);
   CHECK(cudaGetLastError() == cudaSuccess);
+  SIMT_LAUNCH(noop_kernel, 1, 32, 228 * 1024, nullptr);
+  CHECK(cudaGetLastError() == cudaErrorInvalidValue);
+  // Threads per block: at most the kernel's __launch_bounds__.
+  SIMT_LAUNCH(bounded_kernel<64>, 1, 64, 0, nullptr);
+  CHECK(cudaGetLastError() == cudaSuccess);
+  SIMT_LAUNCH(bounded_kernel<64>, 1, dim3(8, 9), 0, nullptr);
+  CHECK(cudaGetLastError() == cudaErrorLaunchOutOfResources);
+  SIMT_LAUNCH(bounded_kernel<1000>, 1, 1000, 0, nullptr);
+  CHECK(cudaGetLastError() == cudaSuccess);
+  SIMT_LAUNCH(bounded_kernel<1000>, 1, 1001, 0, nullptr);
+  CHECK(cudaGetLastError() == cudaErrorLaunchOutOfResources);
   CHECK(std::string(cudaGetErrorString(cudaErrorInvalidConfiguration)) ==
         "invalid configuration argument");
 }

@@ -1,0 +1,86 @@
+"""Which CUDA kernels the SIMT runtime has launched, by name.
+
+The runtime counts launches per kernel address (``fastconv._C.simt_launch_counts``, offsets
+into the extension library); the library's symbol table names every kernel variant built for
+SIMT: each lies in a code section named after its ``__launch_bounds__`` (``simt_lb_NNNN``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import re
+import subprocess
+from typing import Dict, Iterator
+
+from fastconv import _C
+
+_SYMBOL = re.compile(r"^([0-9a-f]+)\s.*\s(simt_lb_\d{4})\s+[0-9a-f]+\s+(.*)$")
+
+
+@functools.lru_cache(maxsize=None)
+def kernels_built() -> Dict[int, str]:
+    """Every kernel variant compiled for the SIMT runtime: code offset -> demangled name."""
+    table = subprocess.run(["objdump", "-t", "-C", _C.__file__], capture_output=True, text=True, check=True).stdout
+    kernels = {}
+    for line in table.splitlines():
+        match = _SYMBOL.match(line)
+        if match and "fastconv::simt::" in match.group(3) and "[clone" not in match.group(3):
+            kernels[int(match.group(1), 16)] = _short(match.group(3))
+    return kernels
+
+
+def _short(name: str) -> str:
+    """'void fastconv::simt::k<float, 4>(float const*, ...)' -> 'k<float, 4>'."""
+    name = name.removeprefix("void ").replace("fastconv::simt::", "").replace("fastconv::", "")
+    depth = 0
+    for i, ch in enumerate(name):
+        depth += ch == "<"
+        depth -= ch == ">"
+        if ch == "(" and depth == 0:
+            return name[:i]
+    return name
+
+
+# Launches made by subprocesses of this test run (switches that are read once per process,
+# such as FASTCONV_COLUMN_BUFFER_BYTES, need one), by code offset: the same library is loaded there.
+_subprocess_launches: Dict[int, int] = {}
+
+
+def launch_counts() -> Dict[int, int]:
+    """Code offset -> launches so far in this process and the subprocesses it recorded."""
+    counts = dict(_subprocess_launches)
+    for offset, _site, count in _C.simt_launch_counts():
+        counts[offset] = counts.get(offset, 0) + count
+    return counts
+
+
+def record_subprocess_launches(output: str) -> Dict[str, int]:
+    """Adds the launch counts a subprocess printed (a line 'launches <json of
+    fastconv._C.simt_launch_counts()>') to this run's; returns them by kernel name."""
+    line = next(line for line in output.splitlines() if line.startswith("launches "))
+    by_name: Dict[str, int] = {}
+    for offset, _site, count in json.loads(line.removeprefix("launches ")):
+        _subprocess_launches[offset] = _subprocess_launches.get(offset, 0) + count
+        by_name[name_of(offset)] = by_name.get(name_of(offset), 0) + count
+    return by_name
+
+
+def launched(by_name: Dict[str, int], fragment: str) -> bool:
+    return any(fragment in name and count > 0 for name, count in by_name.items())
+
+
+def name_of(offset: int) -> str:
+    return kernels_built().get(offset, f"<kernel at +{offset:#x} outside every launch-bounds section>")
+
+
+@contextlib.contextmanager
+def expect_kernels(*fragments: str) -> Iterator[None]:
+    """Asserts that the block launched, on the SIMT runtime, a kernel whose name contains each
+    fragment (so a test cannot pass on other kernels than the ones it means to check)."""
+    before = launch_counts()
+    yield
+    ran = [name_of(o) for o, n in launch_counts().items() if n > before.get(o, 0)]
+    for fragment in fragments:
+        assert any(fragment in name for name in ran), f"no SIMT kernel matching {fragment!r} ran; ran: {ran}"

@@ -1,0 +1,138 @@
+"""Each CUDA kernel variant on the SIMT runtime, by name, in every dtype it is built for.
+
+The ops pick a kernel variant from the shapes and the alignment of their operands (vector or
+scalar paths, tile shapes, staged or unstaged, one slice or several); these cases reach each
+one on purpose, check that it ran (``expect_kernels``) and compare with torch. Together with
+the rest of the suite they launch every variant built (tests/test_zz_kernel_coverage.py).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import fastconv
+import fastconv.functional as FF
+
+from simt_kernels import expect_kernels
+
+DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
+KERNEL_TYPE = {torch.float32: "float", torch.float64: "double", torch.float16: "half_t",
+               torch.bfloat16: "bfloat16_t"}
+# Relative to the largest magnitude of the float64 reference.
+TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-12, torch.float16: 4e-3, torch.bfloat16: 3e-2}
+
+
+@pytest.fixture(autouse=True)
+def _simt():
+    with fastconv.backend("simt"):
+        yield
+
+
+def _values(shape, dtype, requires_grad=True):
+    return torch.randn(shape).to(dtype).requires_grad_(requires_grad)
+
+
+def _misaligned(n, dtype):
+    """n values whose storage starts one element past a 16-byte boundary (the scalar paths)."""
+    t = torch.randn(n + 1).to(dtype)[1:]
+    assert t.data_ptr() % 16 != 0
+    return t
+
+
+def _close(ours, expected, dtype):
+    scale = expected.abs().max().item() + 1e-12
+    torch.testing.assert_close(ours.double() / scale, expected.double() / scale, rtol=0, atol=TOLERANCE[dtype])
+
+
+def _check_conv(dtype, x_shape, w_shape, algorithm, **geometry):
+    x, w = _values(x_shape, dtype), _values(w_shape, dtype)
+    y = FF.conv2d(x, w, algorithm=algorithm, **geometry)
+    wide = [t.detach().double().requires_grad_() for t in (x, w)]
+    expected = F.conv2d(*wide, **geometry)
+    _close(y, expected, dtype)
+    g = torch.randn(y.shape).to(dtype)
+    for ours, theirs in zip(torch.autograd.grad(y, (x, w), g), torch.autograd.grad(expected, wide, g.double())):
+        _close(ours, theirs, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_relu_scalar_path_on_misaligned_storage(dtype):
+    t = KERNEL_TYPE[dtype]
+    x = _misaligned(37, dtype).requires_grad_()
+    with expect_kernels(f"binary_map_kernel<{t}, 1, ReluForwardOp>"):
+        y = FF.relu(x)
+    torch.testing.assert_close(y, F.relu(x.detach()), rtol=0, atol=0)
+    g = _misaligned(37, dtype)
+    with expect_kernels(f"binary_map_kernel<{t}, 1, ReluBackwardOp>"):
+        (gx,) = torch.autograd.grad(y, x, g)
+    torch.testing.assert_close(gx, torch.where(y <= 0, torch.zeros_like(g), g), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dropout_scalar_path_on_misaligned_storage(dtype):
+    x = _misaligned(41, dtype)
+    torch.manual_seed(3)
+    with expect_kernels(f"dropout_kernel<{KERNEL_TYPE[dtype]}, false>"):
+        y = FF.dropout(x, 0.5)
+    torch.manual_seed(3)
+    expected = FF.dropout(x.double().contiguous(), 0.5)  # the same mask; x * 2 is exact
+    torch.testing.assert_close(y.double(), expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_max_pool2d_2x2_two_outputs_per_thread(dtype):
+    x = _values((2, 3, 8, 12), dtype)  # width a multiple of 4, aligned: two outputs per thread
+    with expect_kernels(f"max_pool2d_2x2_kernel<{KERNEL_TYPE[dtype]}, 2>"):
+        y, idx = FF.max_pool2d(x, 2, return_indices=True)
+    expected, expected_idx = F.max_pool2d(x.detach().double(), 2, return_indices=True)
+    torch.testing.assert_close(y.double(), expected, rtol=0, atol=0)
+    torch.testing.assert_close(idx, expected_idx)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_conv2d_without_input_channels_fills_zeros(dtype):
+    x, w = torch.randn(2, 0, 5, 5).to(dtype), torch.randn(4, 0, 3, 3).to(dtype)
+    with expect_kernels(f"conv2d_zero_kernel<{KERNEL_TYPE[dtype]}>"):
+        y = FF.conv2d(x, w)
+    # A sum over no channels is zero: [2, 4, 3, 3] zeros. (torch 2.14's CPU conv2d returns an empty
+    # [2, 0, 3, 3] here, losing the output channels; we keep the shape the arguments define.)
+    torch.testing.assert_close(y, torch.zeros(2, 4, 3, 3, dtype=dtype), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_direct_conv2d_unstaged_when_a_patch_exceeds_shared_memory(dtype):
+    # Dilation 60 makes one channel's input patch larger than 48 KiB of shared memory.
+    t = KERNEL_TYPE[dtype]
+    with expect_kernels(f"conv2d_direct_forward_unstaged_kernel<{t}>",
+                        f"conv2d_direct_backward_input_unstaged_kernel<{t}>"):
+        _check_conv(dtype, (1, 1, 130, 130), (2, 1, 3, 3), "direct", dilation=60)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_direct_conv2d_weight_gradient_in_several_slices(dtype):
+    # 2 images of 32x32 outputs: 2,048 pixels to reduce, cut into slices added in a second pass.
+    with expect_kernels(f"conv2d_direct_backward_weight_kernel<{KERNEL_TYPE[dtype]}>",
+                        f"conv2d_reduce_partials_kernel<{KERNEL_TYPE[dtype]}>"):
+        _check_conv(dtype, (2, 2, 34, 34), (3, 2, 3, 3), "direct")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("channels, tile", [(1, "1, 1>"), (3, "1, 4>"), (8, "4, 4>")],
+                         ids=["single", "narrow", "wide"])
+def test_direct_conv2d_tiles(dtype, channels, tile):
+    # The tile follows the channels per group: output channels forward, input channels backward.
+    t = KERNEL_TYPE[dtype]
+    with expect_kernels(f"conv2d_direct_forward_kernel<{t}, DirectTile<8, 16, 2, {tile}",
+                        f"conv2d_direct_backward_input_kernel<{t}, DirectTile<8, 16, 2, {tile}"):
+        _check_conv(dtype, (2, channels * 2, 9, 11), (channels * 2, channels, 3, 3), "direct", padding=1,
+                    groups=2)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_im2col_gemm_large_tile(dtype):
+    # 128 output channels by 144 pixels: the GEMM's 128 x 128 tile.
+    t = KERNEL_TYPE[dtype]
+    with expect_kernels(f"gemm_kernel<{t}, {t}, GemmTile<128, 128"):
+        _check_conv(dtype, (1, 4, 12, 12), (128, 4, 3, 3), "im2col", padding=1)
