@@ -45,7 +45,7 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=float, dest="budget_s",
                    help="seconds a case's timed loop aims at (default 4; quick 0.6)")
     p.add_argument("--direct-max-gflop", type=float,
-                   help="leave conv2d's direct variant out above this many forward GFLOP (default 16)")
+                   help="leave conv2d's direct variant out above this many forward GFLOP (default 16; quick 4)")
     p.add_argument("--threads", type=int, help="torch.set_num_threads (ours follow it)")
     p.add_argument("--list", action="store_true", help="print the cases and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")

@@ -39,7 +39,7 @@ class Settings:
 
     @classmethod
     def for_run(cls, quick: bool, **overrides) -> "Settings":
-        base = cls(quick=True, repeats=5, min_repeats=3, budget_s=0.6) if quick else cls()
+        base = cls(quick=True, repeats=5, min_repeats=3, budget_s=0.6, direct_max_gflop=4.0) if quick else cls()
         for key, value in overrides.items():
             if value is not None:
                 setattr(base, key, value)
