@@ -246,8 +246,10 @@ def chart(doc: Dict, path: Path) -> None:
                     lo, hi = min(lo, *ys), max(hi, *ys)
         ax.axhline(1.0, color="gray", linewidth=1)
         ax.set_yscale("log")
-        ticks = [2.0**e for e in range(math.floor(math.log2(lo)), math.ceil(math.log2(hi)) + 1)]
-        ax.set_yticks(ticks, [f"{t:g}x" for t in ticks])
+        low, high = math.floor(math.log2(lo)), math.ceil(math.log2(hi))
+        step = max(1, math.ceil((high - low) / 8))  # at most about 8 ticks
+        ticks = [2.0**e for e in range(low, high + 1) if (e - low) % step == 0 or e == 0]
+        ax.set_yticks(ticks, [f"{t:g}x" if t >= 1 else f"1/{1 / t:g}x" for t in ticks])
         ax.minorticks_off()
         ax.set_ylim(ticks[0] / 1.1, ticks[-1] * 1.1)
         ax.set_xticks(range(len(cases[op])))
