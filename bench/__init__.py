@@ -1,0 +1,1 @@
+"""fastconv's benchmark runner (python -m bench); bench/README.md describes it."""

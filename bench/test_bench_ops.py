@@ -1,34 +1,56 @@
-"""pytest-benchmark suite: each op of fastconv beside torch's, forward+backward, on one seed-CNN
-layer (batch 16, the second block of convnet4). Not part of the test run; compare with
+"""pytest-benchmark suite over the runner's cases: each contender (fastconv's variants, torch's
+op) of each case, inference forward and forward+backward. Not part of the test run:
 
-    python -m pytest bench --benchmark-only --benchmark-group-by=param:op
+    python -m pytest bench --benchmark-only                          # the quick cases
+    FASTCONV_BENCH_CASES=full python -m pytest bench --benchmark-only
+    python -m pytest bench --benchmark-only --benchmark-autosave     # later: --benchmark-compare
+
+The cases, tensors and timed calls are the runner's own (bench/cases.py, bench/ops.py); only
+the clock and the statistics are pytest-benchmark's. ``python -m bench`` is the reference: it
+interleaves the contenders of a case, which one test per contender cannot.
 """
 
+import contextlib
+import os
+
 import pytest
-import torch
-import torch.nn.functional as F
 
-import fastconv.functional as FF
+import fastconv
 
-OPS = {
-    "conv2d": (lambda x: F.conv2d(x, WEIGHT), lambda x: FF.conv2d(x, WEIGHT), (16, 32, 74, 74)),
-    "conv2d_relu": (lambda x: F.relu(F.conv2d(x, WEIGHT)), lambda x: FF.conv2d_relu(x, WEIGHT), (16, 32, 74, 74)),
-    "max_pool2d": (lambda x: F.max_pool2d(x, 2), lambda x: FF.max_pool2d(x, 2), (16, 64, 72, 72)),
-    "relu": (F.relu, FF.relu, (16, 64, 72, 72)),
-    "dropout": (lambda x: F.dropout(x, 0.5), lambda x: FF.dropout(x, 0.5), (16, 64, 72, 72)),
-}
-WEIGHT = torch.randn(64, 32, 3, 3, requires_grad=True)
+from bench import cases, ops
+
+CASES = [c for c in cases.select("cpu", quick=os.environ.get("FASTCONV_BENCH_CASES") != "full")
+         if c.op != "model"]
+PARAMS = [(case, side, name) for case in CASES
+          for side, names in (("fastconv", ops.variants(case)), ("torch", ops.torch_impls(case, "cpu")))
+          for name in names]
 
 
-@pytest.mark.parametrize("impl", ["torch", "fastconv"])
-@pytest.mark.parametrize("op", sorted(OPS))
-def test_forward_backward(benchmark, op, impl):
-    theirs, ours, shape = OPS[op]
-    fn = theirs if impl == "torch" else ours
-    x = torch.randn(shape, requires_grad=True)
+class _Untimed:
+    """A Laps whose marks do nothing: pytest-benchmark times the whole call."""
 
-    def step():
-        x.grad = None
-        fn(x).sum().backward()
+    def start(self) -> None:
+        pass
 
-    benchmark.pedantic(step, rounds=5, warmup_rounds=1)
+    def lap(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("pass_", ["fwd", "fwd+bwd"])
+@pytest.mark.parametrize("case,side,name", PARAMS,
+                         ids=[f"{c.op}-{c.layer.replace(' ', '')}-N{c.batch}-{s if n == s else f'{s}-{n}'}"
+                              for c, s, n in PARAMS])
+def test_contender(benchmark, case, side, name, pass_):
+    contest = ops.build(case, "cpu")
+    op = contest.ours[name] if side == "fastconv" else contest.theirs[name]
+    context = contest.contexts.get(name) if side == "torch" else None
+    context = context or contextlib.nullcontext
+    if pass_ == "fwd":
+        call = ops.forward(op, contest.inputs, context)
+    else:
+        call = ops.forward_backward(op, contest.inputs, contest.grad, context)
+    benchmark.group = f"{case.op} {case.layer} N={case.batch} {pass_}"
+    benchmark.extra_info.update(op=case.op, layer=case.layer, batch=case.batch, contender=f"{side}-{name}")
+    with fastconv.backend("cpu"):
+        benchmark.pedantic(call, args=(_Untimed(),), rounds=3, warmup_rounds=1)
+

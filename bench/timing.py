@@ -1,143 +1,132 @@
 """Interleaved timing of competing implementations in one process.
 
-Alternating the candidates within every repetition (and reversing the order on odd ones)
-exposes them to the same thermal state, frequency scaling and background load, so their
-*ratio* is meaningful even on a noisy machine. Medians, not means, resist outliers.
+Alternating the candidates within every repetition (and reversing their order on odd
+repetitions) exposes them to the same thermal state, frequency scaling and background load,
+so their *ratio* is meaningful even on a noisy machine. Medians and interquartile ranges,
+not means and standard deviations, resist the outliers a shared machine produces.
+
+A candidate is a function of a :class:`Laps`: it prepares what must not be timed, calls
+``laps.start()``, runs its first phase, calls ``laps.lap()``, and so on for each phase
+(forward, backward, optimiser update). On the CPU a lap reads ``time.perf_counter``; on a
+GPU it records a CUDA event, so a lap measures the GPU's time between two points of the
+stream, and the device is synchronised before each start and after each repetition.
+
+Before timing, every candidate runs ``warmup`` times (at least once). That is not just to
+let clocks settle: the first call of an op pays one-off costs that belong to neither
+implementation's steady state — oneDNN creates and JIT-compiles its primitives, cuDNN picks
+its algorithms, the thread pool starts, lazily allocated buffers (our packed weights, torch's
+workspaces) are created and their pages faulted in. Run once by every candidate, those costs
+land in the warm-up of each side instead of in the first timed repetition of whichever runs
+first. Each timed call still allocates its outputs afresh, on both sides alike.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import platform
 import statistics
 import time
-from pathlib import Path
-from typing import Callable, Dict, List, Mapping, Optional, Tuple
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 import torch
 
-import fastconv
+
+class Laps:
+    """Phase boundaries of one timed call, on the CPU clock or as CUDA events."""
+
+    def __init__(self, device: str) -> None:
+        self._cuda = device.startswith("cuda")
+        self._marks: list = []
+
+    def _mark(self) -> None:
+        if self._cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            self._marks.append(event)
+        else:
+            self._marks.append(time.perf_counter())
+
+    def start(self) -> None:
+        """Begin timing (work queued on the GPU before this point is finished first)."""
+        if self._marks:
+            raise RuntimeError("Laps.start() called twice in one timed call")
+        if self._cuda:
+            torch.cuda.synchronize()
+        self._mark()
+
+    def lap(self) -> None:
+        """End the current phase and begin the next."""
+        if not self._marks:
+            raise RuntimeError("Laps.lap() before Laps.start()")
+        self._mark()
+
+    def phases(self) -> List[float]:
+        """Seconds of each phase (after waiting for the GPU to reach the last mark)."""
+        if len(self._marks) < 2:
+            raise RuntimeError("a timed call must call laps.start() and then laps.lap() at least once")
+        if self._cuda:
+            self._marks[-1].synchronize()
+            return [a.elapsed_time(b) / 1e3 for a, b in zip(self._marks, self._marks[1:])]
+        return [b - a for a, b in zip(self._marks, self._marks[1:])]
 
 
-# (in_channels, out_channels, input size) of convnet4's 3x3 convolutions (no padding).
-SEED_CONV_LAYERS = [(3, 32, 150), (32, 64, 74), (64, 128, 36), (128, 128, 17)]
+Candidate = Callable[[Laps], None]
 
 
-def arg_parser(doc: str) -> argparse.ArgumentParser:
-    """The options every benchmark takes: --device and --repeats (its own are added by the caller)."""
-    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--repeats", type=int, default=15, help="timed repetitions (median reported)")
-    return p
+def timed_call(fn: Candidate, device: str) -> List[float]:
+    """Runs ``fn`` once; the seconds of each of its phases."""
+    laps = Laps(device)
+    fn(laps)
+    return laps.phases()
 
 
-def synchronize(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+@dataclass
+class Samples:
+    """The timed repetitions of one candidate: ``phases[r][i]`` is phase ``i`` of repetition ``r``."""
+
+    phases: List[List[float]]
+
+    def series(self, which: Optional[Sequence[int]] = None) -> List[float]:
+        """Per-repetition seconds of the phases ``which`` summed (all phases by default)."""
+        return [sum(p if which is None else [p[i] for i in which]) for p in self.phases]
 
 
-def interleaved(candidates: Mapping[str, Callable[[], object]], repeats: int = 15, warmup: int = 2,
-                device: str = "cpu") -> Dict[str, float]:
-    """Median seconds of each candidate, timed alternately ``repeats`` times after ``warmup`` rounds."""
-    for _ in range(warmup):
-        for fn in candidates.values():
-            fn()
-    samples: Dict[str, list] = {name: [] for name in candidates}
-    items = list(candidates.items())
-    for rep in range(repeats):
-        for name, fn in (items if rep % 2 == 0 else items[::-1]):
-            synchronize(device)
-            began = time.perf_counter()
-            fn()
-            synchronize(device)
-            samples[name].append(time.perf_counter() - began)
-    return {name: statistics.median(times) for name, times in samples.items()}
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
 
 
-def versus_torch(ours: Callable[[], object], theirs: Callable[[], object], repeats: int, device: str,
-                 **labels: object) -> Dict[str, object]:
-    """One table row: ``labels``, the interleaved medians of fastconv and torch in ms, and
-    ``speedup`` = torch's time / fastconv's (above 1: fastconv is faster)."""
-    t = interleaved({"fastconv": ours, "torch": theirs}, repeats=repeats, device=device)
-    return {**labels, "fastconv_ms": t["fastconv"] * 1e3, "torch_ms": t["torch"] * 1e3,
-            "speedup": t["torch"] / t["fastconv"]}
+def iqr(values: Sequence[float]) -> float:
+    """Interquartile range (75th minus 25th percentile, inclusive method); 0 for one value."""
+    if len(values) < 2:
+        return 0.0
+    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q3 - q1
 
 
-# Instruction sets the CPU kernels can use; machine_info() records which of them the CPU has.
-_CPU_FLAGS = ("avx2", "fma", "avx512f")
+def interleaved(candidates: Mapping[str, Candidate], repeats: int = 15, warmup: int = 1,
+                device: str = "cpu", min_repeats: int = 1,
+                budget_s: Optional[float] = None) -> Dict[str, Samples]:
+    """Times each candidate alternately: ``warmup`` untimed rounds, then the timed ones.
 
-
-def _cpuinfo() -> Tuple[Optional[str], Optional[List[str]]]:
-    """The CPU's model name and which of _CPU_FLAGS it has, from /proc/cpuinfo (None where unreadable)."""
-    model, flags = None, None
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if key == "model name" and model is None:
-                    model = value.strip()
-                elif key == "flags" and flags is None:
-                    present = set(value.split())
-                    flags = [flag for flag in _CPU_FLAGS if flag in present]
-                if model is not None and flags is not None:
-                    break
-    except OSError:
-        pass
-    return model, flags
-
-
-def machine_info() -> Dict[str, object]:
-    """What the figures were measured on; every results JSON records it as "machine".
-
-    ``cpu_isa_selected`` is the instruction set fastconv's CPU kernels chose at run time
-    (``fastconv.build_info()["cpu_isa"]``).
+    Every round runs every candidate once, in the given order on even rounds and reversed on
+    odd ones. With ``budget_s``, the number of timed rounds is what fits the budget at the
+    warm-up's pace, between ``min_repeats`` and ``repeats``: cheap cases get many repetitions
+    and expensive ones (large layers, slow reference kernels) few.
     """
-    model, flags = _cpuinfo()
-    info = {
-        "cpu": model or platform.processor() or platform.machine(),
-        "cpu_flags": flags,
-        "cpu_isa_selected": fastconv.build_info()["cpu_isa"],
-        "logical_cores": os.cpu_count(),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "fastconv": fastconv.__version__,
-        "python": platform.python_version(),
-    }
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name()
-    return info
-
-
-def write_layer_results(out: Path, args: argparse.Namespace, results: list) -> None:
-    """A layer benchmark's JSON: its results with the machine, backend and repeat count behind them."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"machine": machine_info(), "backend": args.device, "repeats": args.repeats}
-    out.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
-    print(f"wrote {out}")
-
-
-def write_results(name: str, rows: list, extra: Mapping[str, object] | None = None) -> Path:
-    """bench/results/<name>.json with the rows and the machine they came from."""
-    path = Path(__file__).resolve().parent / "results" / f"{name}.json"
-    path.parent.mkdir(exist_ok=True)
-    path.write_text(json.dumps({"machine": machine_info(), **(extra or {}), "rows": rows}, indent=2))
-    return path
-
-
-def print_table(rows: list, columns: list) -> None:
-    """Rows of dicts as an aligned text table over ``columns``."""
-    cells = [[str(c) for c in columns]] + [[_fmt(r.get(c)) for c in columns] for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
-    for i, row in enumerate(cells):
-        print("  ".join(cell.rjust(w) for cell, w in zip(row, widths)))
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
-
-
-def _fmt(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.3f}" if abs(value) < 1000 else f"{value:.0f}"
-    return "" if value is None else str(value)
+    items = list(candidates.items())
+    if not items:
+        return {}
+    order = lambda r: items if r % 2 == 0 else items[::-1]  # noqa: E731
+    warmup = max(1, warmup)
+    began = time.perf_counter()
+    for r in range(warmup):
+        for _, fn in order(r):
+            timed_call(fn, device)
+    if budget_s is not None:
+        per_round = (time.perf_counter() - began) / warmup
+        repeats = min(repeats, int(budget_s / max(per_round, 1e-9)))
+    repeats = max(repeats, min_repeats, 1)
+    samples: Dict[str, Samples] = {name: Samples([]) for name, _ in items}
+    for r in range(repeats):
+        for name, fn in order(r):
+            samples[name].phases.append(timed_call(fn, device))
+    return samples

@@ -1,0 +1,209 @@
+"""Each op's contenders on one case: fastconv's variants, torch's own op, and the work done.
+
+Both sides get the very same tensors: one input (and weight and bias), drawn once, and one
+output gradient for backward. Every input that has a gradient in a network requires one here,
+the input of a layer included, so backward computes the same gradients on both sides.
+
+The work that turns a time into a rate:
+
+* convolution: ``2 * N * C_out * H_out * W_out * (C_in / groups) * kh * kw`` flops forward,
+  twice that backward (input and weight gradients; the bias gradient is not counted);
+* memory-bound ops: the bytes an ideal kernel reads plus writes (fp32, 4 bytes; int64
+  indices 8), for ``n`` input and ``m`` output elements:
+
+  =============  =========================  ================================================
+  op             forward                    backward
+  =============  =========================  ================================================
+  relu           read n, write n: ``8n``    read grad and output, write grad: ``12n``
+  dropout        read n, write n: ``8n``    read grad, write grad (the mask is regenerated
+                                            from its seed): ``8n``
+  max_pool2d     read n, write m: ``4n+4m`` read grad and int64 indices, write the input
+                                            grad: ``4m + 8m + 4n``
+  =============  =========================  ================================================
+
+  torch's kernels may move more (its dropout writes a mask); the count is the op's, the same
+  for both sides, so GB/s compare like with like.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable, ContextManager, Dict, List, Optional
+
+import torch
+import torch.nn.functional as F
+
+import fastconv.functional as FF
+
+from .cases import Case
+from .timing import Candidate, Laps
+
+Context = Callable[[], ContextManager]
+
+
+@dataclass
+class Contest:
+    """One case ready to time: the shared tensors and every contender."""
+
+    inputs: List[torch.Tensor]                      # the op's arguments; those with grads require them
+    grad: torch.Tensor                              # the output gradient backward starts from
+    ours: Dict[str, Callable[..., torch.Tensor]]    # variant -> op
+    theirs: Dict[str, Callable[..., torch.Tensor]]  # torch's implementation label -> op
+    contexts: Dict[str, Context]                    # settings a torch implementation runs under
+    metric: str                                     # "gflops" or "gbps"
+    work: Dict[str, float]                          # pass -> flops or bytes
+    auto: Optional[str] = None                      # the conv2d variant algorithm="auto" runs
+
+
+def _tf32(enabled: bool) -> Context:
+    @contextlib.contextmanager
+    def context():
+        saved = torch.backends.cudnn.allow_tf32
+        torch.backends.cudnn.allow_tf32 = enabled
+        try:
+            yield
+        finally:
+            torch.backends.cudnn.allow_tf32 = saved
+    return context
+
+
+def torch_conv_impls(device: str) -> Dict[str, Context]:
+    """torch's convolution as the yardstick: oneDNN on the CPU; on a GPU cuDNN twice, with TF32
+    off (fp32 arithmetic, as ours) and on (its tensor-core default for convolutions)."""
+    if device == "cuda":
+        return {"cudnn": _tf32(False), "cudnn-tf32": _tf32(True)}
+    return {"onednn" if torch.backends.mkldnn.is_available() else "aten": contextlib.nullcontext}
+
+
+def auto_algorithm(case: Case) -> str:
+    """The algorithm conv2d's "auto" picks: im2col unless each group has a single input channel
+    (the rule of parse_algorithm in csrc/ops/conv2d.cpp)."""
+    return "direct" if case.shape[0] // case.params["groups"] == 1 else "im2col"
+
+
+def conv_flops(case: Case) -> float:
+    c, h, w = case.shape
+    p = case.params
+    k, pad, stride = p["kernel"], p["padding"], p["stride"]
+    ho, wo = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+    return 2.0 * case.batch * p["out_channels"] * ho * wo * (c // p["groups"]) * k * k
+
+
+def variants(case: Case, direct_max_gflop: float = float("inf")) -> List[str]:
+    """fastconv's contenders on ``case``.
+
+    conv2d's ``direct`` variant is left out where the forward pass exceeds ``direct_max_gflop``
+    (unless "auto" would pick it): it is the simple reference kernel, several times slower
+    than im2col off the first layers, and would take minutes per case on VGG16's big layers.
+    """
+    if case.op == "conv2d":
+        if conv_flops(case) / 1e9 > direct_max_gflop and auto_algorithm(case) != "direct":
+            return ["im2col"]
+        return ["direct", "im2col"]
+    if case.op == "conv2d_relu":
+        return ["fused", "unfused"]
+    return ["fastconv"]
+
+
+def torch_impls(case: Case, device: str) -> Dict[str, Context]:
+    """torch's contenders on ``case`` and the settings each runs under."""
+    if case.op in ("conv2d", "conv2d_relu", "model"):
+        return torch_conv_impls(device)
+    return {"aten": contextlib.nullcontext}
+
+
+def build(case: Case, device: str, direct_max_gflop: float = float("inf")) -> Contest:
+    """The tensors and contenders of ``case`` on ``device`` ("cpu", "cuda" or "simt")."""
+    dev = "cuda" if device == "cuda" else "cpu"
+    x = torch.randn(case.input_shape, device=dev, requires_grad=True)
+    impls = torch_impls(case, dev)
+    names = variants(case, direct_max_gflop)
+    if case.op in ("conv2d", "conv2d_relu"):
+        return _conv(case, dev, x, names, impls)
+    if case.op == "max_pool2d":
+        k, s = case.params["kernel"], case.params["stride"]
+        ours = lambda t: FF.max_pool2d(t, k, s)  # noqa: E731
+        theirs = lambda t: F.max_pool2d(t, k, s)  # noqa: E731
+        with torch.no_grad():
+            y = F.max_pool2d(x, k, s)
+        n, m = x.numel(), y.numel()
+        work = {"fwd": 4 * n + 4 * m, "bwd": 4 * m + 8 * m + 4 * n}
+        grad = torch.randn_like(y)
+    elif case.op == "relu":
+        ours, theirs = FF.relu, F.relu
+        n = x.numel()
+        work = {"fwd": 8 * n, "bwd": 12 * n}
+        grad = torch.randn_like(x)
+    elif case.op == "dropout":
+        p = case.params["p"]
+        ours = lambda t: FF.dropout(t, p, training=True)  # noqa: E731
+        theirs = lambda t: F.dropout(t, p, training=True)  # noqa: E731
+        n = x.numel()
+        work = {"fwd": 8 * n, "bwd": 8 * n}
+        grad = torch.randn_like(x)
+    else:
+        raise ValueError(f"no contenders for op {case.op!r}")
+    return Contest([x], grad, {name: ours for name in names}, {name: theirs for name in impls}, impls, "gbps",
+                   {**work, "fwd+bwd": work["fwd"] + work["bwd"]})
+
+
+def _conv(case: Case, dev: str, x: torch.Tensor, names: List[str], impls: Dict[str, Context]) -> Contest:
+    c = case.shape[0]
+    p = case.params
+    groups, cout, k = p["groups"], p["out_channels"], p["kernel"]
+    w = (torch.randn(cout, c // groups, k, k, device=dev) / (c // groups * k * k) ** 0.5).requires_grad_()
+    b = torch.randn(cout, device=dev, requires_grad=True)
+    geometry = dict(stride=p["stride"], padding=p["padding"], groups=groups)
+    flops = conv_flops(case)
+    if case.op == "conv2d":
+        ours = {a: (lambda xx, ww, bb, a=a: FF.conv2d(xx, ww, bb, algorithm=a, **geometry)) for a in names}
+        torch_op = lambda xx, ww, bb: F.conv2d(xx, ww, bb, **geometry)  # noqa: E731
+        auto = auto_algorithm(case)
+    else:
+        # Fused against conv2d followed by an in-place relu (as the seed models run it), both
+        # fastconv with algorithm="auto"; torch has no fused op, so it runs conv2d + relu_.
+        ours = {"fused": lambda xx, ww, bb: FF.conv2d_relu(xx, ww, bb, **geometry),
+                "unfused": lambda xx, ww, bb: FF.relu(FF.conv2d(xx, ww, bb, **geometry), inplace=True)}
+        torch_op = lambda xx, ww, bb: F.relu(F.conv2d(xx, ww, bb, **geometry), inplace=True)  # noqa: E731
+        auto = None
+    with torch.no_grad():
+        y = F.conv2d(x, w, b, **geometry)
+    work = {"fwd": flops, "bwd": 2 * flops, "fwd+bwd": 3 * flops}
+    return Contest([x, w, b], torch.randn_like(y), ours, {name: torch_op for name in impls}, impls, "gflops",
+                   work, auto=auto)
+
+
+# ---------------------------------------------------------------------- timed candidates
+
+def forward(op: Callable[..., torch.Tensor], inputs: List[torch.Tensor], context: Context) -> Candidate:
+    """Inference: the forward pass under ``no_grad``, on inputs that do not require grad (torch's
+    max_pool2d skips its indices only then)."""
+    detached = [t.detach() for t in inputs]
+
+    def run(laps: Laps) -> None:
+        with context(), torch.no_grad():
+            laps.start()
+            out = op(*detached)
+            laps.lap()
+        del out  # freed after the clock stopped
+
+    return run
+
+
+def forward_backward(op: Callable[..., torch.Tensor], inputs: List[torch.Tensor], grad: torch.Tensor,
+                     context: Context) -> Candidate:
+    """A training pass in two phases: forward recording autograd, then backward from ``grad``
+    (the gradients of the previous call are dropped first, untimed, so none accumulate)."""
+
+    def run(laps: Laps) -> None:
+        for t in inputs:
+            t.grad = None
+        with context():
+            laps.start()
+            out = op(*inputs)
+            laps.lap()
+            out.backward(grad)
+            laps.lap()
+
+    return run
