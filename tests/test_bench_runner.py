@@ -67,11 +67,6 @@ def test_json_follows_the_schema(relu_run):
     assert {"mkl_sgemm", "copy", "add"} <= names
 
 
-def test_json_follows_the_schema_by_jsonschema_too(relu_run):
-    jsonschema = pytest.importorskip("jsonschema")
-    jsonschema.validate(json.loads(relu_run[1][0].read_text()), schema.load_schema())
-
-
 def test_png_is_an_image(relu_run):
     from PIL import Image
 
@@ -124,13 +119,8 @@ def test_reading_a_file_that_breaks_the_schema_fails(relu_run, tmp_path):
     del doc["rows"][1]["torch_ms"]
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(doc))
-    with pytest.raises(schema.SchemaError, match=r"rows\[0\]\.pass.*sideways[\s\S]*rows\[1\]: missing 'torch_ms'"):
+    with pytest.raises(schema.SchemaError, match=r"rows\[0\]\.pass: 'sideways' is not one of[\s\S]*rows\[1\]: 'torch_ms' is a required"):
         schema.load(bad)
-
-
-def test_validator_refuses_keywords_it_does_not_implement():
-    with pytest.raises(schema.SchemaError, match="oneOf"):
-        schema.validate({}, {"oneOf": [{"type": "object"}]})
 
 
 def test_simt_smoke_run_and_unavailable_cuda(tmp_path):

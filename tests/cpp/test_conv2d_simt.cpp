@@ -1,6 +1,7 @@
 // The CUDA convolution kernels (csrc/cuda/conv2d*.cuh) run on the SIMT
 // runtime against naive host loops (double precision references), for both
-// algorithms, every pass, float and double. Usage:
+// algorithms, every pass, in float, double, float16 and bfloat16 (the last
+// two accumulate in float and round once, as on a GPU). Usage:
 //   test_conv2d_simt [random_cases=300] [seed=1] [max_macs]
 // max_macs skips cases whose forward pass has more multiply-adds (the
 // sanitizer builds run small problems only).
@@ -17,6 +18,7 @@
 #include <vector>
 
 #include "../../csrc/cuda/conv2d.h"
+#include "dtype_traits.h"
 
 using fastconv::Conv2dParams;
 using fastconv::ConvAlgorithm;
@@ -101,13 +103,12 @@ template <typename T>
 bool compare(const char* what, const Case& c, ConvAlgorithm algo, const std::vector<T>& got,
              const std::vector<double>& want, const std::vector<double>& abs_sum) {
   ++g_checks;
-  const double eps = sizeof(T) == 4 ? 2e-6 : 1e-13;
   for (size_t i = 0; i < want.size(); ++i) {
-    const double tol = eps * (abs_sum[i] + 1.0) * 8;
-    const double v = static_cast<double>(got[i]);
+    const double tol = Type<T>::eps * (abs_sum[i] + 1.0) * 8;
+    const double v = Type<T>::to_double(got[i]);
     if (!(std::fabs(v - want[i]) <= tol)) {
       std::fprintf(stderr, "FAIL %s %s %s%s [%s]: element %zu got %.9g want %.9g\n", what,
-                   algo == ConvAlgorithm::kDirect ? "direct" : "im2col", sizeof(T) == 4 ? "float" : "double",
+                   algo == ConvAlgorithm::kDirect ? "direct" : "im2col", Type<T>::name,
                    c.bias ? " bias" : "", describe(c.p).c_str(), i, v, want[i]);
       ++g_failures;
       return false;
@@ -140,7 +141,7 @@ void run_case(const Case& c, std::mt19937& rng) {
   std::uniform_real_distribution<double> dist(-1.0, 1.0);
   auto fill = [&](size_t n) {
     std::vector<double> v(n);
-    for (auto& e : v) e = static_cast<double>(static_cast<T>(dist(rng)));
+    for (auto& e : v) e = Type<T>::to_double(Type<T>::from_double(dist(rng)));
     return v;
   };
   const std::vector<double> x = fill(p.batch * p.in_channels * p.in_h * p.in_w);
@@ -148,7 +149,11 @@ void run_case(const Case& c, std::mt19937& rng) {
   const std::vector<double> b = fill(p.out_channels);
   const std::vector<double> dy = fill(p.batch * p.out_channels * p.out_pixels());
   const Reference ref = reference(p, x, w, b, c.bias, dy);
-  auto cast = [](const std::vector<double>& v) { return std::vector<T>(v.begin(), v.end()); };
+  auto cast = [](const std::vector<double>& v) {
+    std::vector<T> out(v.size());
+    for (size_t i = 0; i < v.size(); ++i) out[i] = Type<T>::from_double(v[i]);
+    return out;
+  };
   const std::vector<T> xt = cast(x), wt = cast(w), bt = cast(b), dyt = cast(dy);
   Workspace ws;
   for (ConvAlgorithm algo : {ConvAlgorithm::kDirect, ConvAlgorithm::kIm2col}) {
@@ -268,6 +273,8 @@ int main(int argc, char** argv) {
   for (const Case& c : cases) {
     run_case<float>(c, rng);
     run_case<double>(c, rng);
+    run_case<fastconv::half_t>(c, rng);
+    run_case<fastconv::bfloat16_t>(c, rng);
   }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::printf("%zu cases, %d comparisons, %d failures, %.2f s\n", cases.size(), g_checks, g_failures, secs);
