@@ -164,11 +164,8 @@ _OP_KIND = {"conv2d": "conv", "conv2d_relu": "conv", "max_pool2d": "pool", "relu
 
 def _runs(op: str, layer: Layer, batch: int) -> bool:
     """Whether ``op`` runs on ``layer`` at ``batch``. The grouped layers run at batch 16 only, and
-    not fused (they back conv2d's "auto" rule; no ReLU follows them). conv2d_relu skips batch 32
-    on VGG16: there it would add minutes and show nothing that batch 16 does not."""
+    not fused (they back conv2d's "auto" rule; no ReLU follows them)."""
     if op == "conv2d_relu" and layer.net == "grouped":
-        return False
-    if op == "conv2d_relu" and layer.net == "vgg16" and batch == 32:
         return False
     if layer.net == "grouped":
         return batch == 16
