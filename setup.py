@@ -97,7 +97,6 @@ def extension():
     cxx = ["-std=c++20", *opt, "-fvisibility=hidden", "-fopenmp", "-Wno-unknown-pragmas"]
     cpp_sources = sources("csrc/*.cpp", "csrc/python/*.cpp", "csrc/ops/*.cpp", "csrc/cpu/*.cpp", "csrc/simt/*.cpp",
                           "csrc/cuda/*_simt.cpp")
-    headers = sources("csrc/**/*.h", "csrc/**/*.cuh")
     include_dirs = [str(ROOT / "csrc")]
     if want_cuda():
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_ARCHS)
@@ -105,7 +104,6 @@ def extension():
             "fastconv._C",
             cpp_sources + sources("csrc/cuda/*.cu"),
             include_dirs=include_dirs,
-            depends=headers,
             define_macros=[("FASTCONV_WITH_CUDA", None)],
             extra_link_args=["-fopenmp"],
             extra_compile_args={
@@ -113,7 +111,7 @@ def extension():
                 "nvcc": [*opt, "-std=c++20", "--expt-relaxed-constexpr", "-lineinfo"],
             },
         )
-    return CppExtension("fastconv._C", cpp_sources, include_dirs=include_dirs, depends=headers,
+    return CppExtension("fastconv._C", cpp_sources, include_dirs=include_dirs,
                         extra_compile_args={"cxx": cxx}, extra_link_args=["-fopenmp"])
 
 
@@ -122,8 +120,8 @@ class BuildFastconv(BuildExtension):
 
     pip's editable install hands every build a fresh temporary folder, so each
     `pip install -e .` would recompile every unit. Pinning the object folder
-    under build/ lets ninja rebuild only what changed; the extension itself is
-    skipped when it is newer than every source and header (`depends`).
+    under build/ lets ninja rebuild only what changed (its dependency files
+    track the headers); the link step always runs.
     Also writes fastconv/_build_config.py: what the extension was built
     against, which `import fastconv` checks before loading it.
     """
@@ -134,11 +132,12 @@ class BuildFastconv(BuildExtension):
         self.build_temp = str(ROOT / "build" / f"temp-{tag}")
 
     def run(self):
-        # Beside the extension: the package folder for in-place (editable) builds, the build
-        # folder that becomes the wheel otherwise (build_py has already copied the package).
+        super().run()
+        # Beside the extension, and only once it is built (a failed rebuild must not record a
+        # torch the old extension was not built for): the package folder for in-place
+        # (editable) builds, the build folder that becomes the wheel otherwise.
         package_dir = Path(self.get_ext_fullpath(self.extensions[0].name)).parent
         write_build_config(self.extensions[0], package_dir)
-        super().run()
 
 
 def write_build_config(ext, package_dir):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import contextvars
 from typing import Iterator, List
 
@@ -13,6 +14,7 @@ from . import _C
 _current: contextvars.ContextVar[str] = contextvars.ContextVar("fastconv_backend", default="auto")
 
 
+@functools.lru_cache(maxsize=None)
 def cuda_compiled() -> bool:
     """True when the CUDA kernels were built into the extension (a GPU is not needed for that)."""
     return bool(_C.build_info()["cuda_compiled"])

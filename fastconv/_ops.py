@@ -236,7 +236,9 @@ def register_autocast_to_requested_dtype(op_name: str, device_type: str, lib: to
     excluded = torch._C.DispatchKeySet(getattr(torch._C.DispatchKey, key))
 
     def cast(value, dtype):
-        if isinstance(value, torch.Tensor) and value.is_floating_point() and value.device.type == device_type:
+        # As torch's autocast: float64 stays float64, and tensors on other devices are left alone.
+        if (isinstance(value, torch.Tensor) and value.is_floating_point() and value.dtype != torch.float64
+                and value.device.type == device_type):
             return value.to(dtype)
         return value
 

@@ -18,12 +18,17 @@ def build_info() -> Dict[str, Any]:
     """The build (fastconv and torch versions, CUDA and its architectures, compiler) and the
     choices made here at run time (the CPU GEMM's instruction set, threads, SIMT settings)."""
     from . import __version__
-    from ._build_config import CUDA_ARCHS, TORCH_VERSION
 
-    info: Dict[str, Any] = {"fastconv": __version__, "torch_built_against": TORCH_VERSION,
+    try:
+        from . import _build_config as config
+    except ImportError:  # built by something other than setup.py: no record
+        config = None
+    built_against = getattr(config, "TORCH_VERSION", None)
+    archs = getattr(config, "CUDA_ARCHS", "")
+    info: Dict[str, Any] = {"fastconv": __version__, "torch_built_against": built_against,
                             "torch": torch.__version__}
     info.update(_C.build_info())
-    info["cuda_archs"] = CUDA_ARCHS.split(";") if info["cuda_compiled"] and CUDA_ARCHS else []
+    info["cuda_archs"] = archs.split(";") if info["cuda_compiled"] and archs else []
     info["cuda_runtime"] = torch.version.cuda
     info["gpu"] = torch.cuda.get_device_name() if torch.cuda.is_available() else None
     info["python"] = platform.python_version()

@@ -37,7 +37,10 @@ fi
 # persists, so only changed units recompile). Skipped when nothing that goes
 # into it changed since the last successful build.
 build_stamp="$venv/.fastconv-build"
+# The stamp holds the build switches it was made with: changing one rebuilds too.
+switches="FASTCONV_CUDA=${FASTCONV_CUDA:-} FASTCONV_DEBUG=${FASTCONV_DEBUG:-} TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-} CUDA_HOME=${CUDA_HOME:-}"
 if [ ! -e "$build_stamp" ] || ! compgen -G "fastconv/_C*.so" >/dev/null ||
+   [ "$(cat "$build_stamp")" != "$switches" ] ||
    [ -n "$(find csrc setup.py pyproject.toml -newer "$build_stamp" -print -quit)" ]; then
   if compgen -G "build/temp-*/csrc" >/dev/null; then
     echo "fastconv: rebuilding the extension (only the units that changed)"
@@ -45,8 +48,12 @@ if [ ! -e "$build_stamp" ] || ! compgen -G "fastconv/_C*.so" >/dev/null ||
     echo "fastconv: building the extension (C++ kernels, SIMT runtime, CUDA kernels where nvcc matches" \
          "torch's CUDA): about 3 minutes on 2 cores, once; later runs rebuild only what changed"
   fi
+  # Stamped with the time the build starts, so a file edited while it runs counts as newer.
+  echo "$switches" >"$build_stamp.new"
   MAX_JOBS="${MAX_JOBS:-2}" python -m pip install -qq --no-build-isolation --no-deps -e .
-  touch "$build_stamp"
+  mv "$build_stamp.new" "$build_stamp"
+  python -c "import fastconv; print('fastconv: built;', 'with' if fastconv.cuda_compiled() else 'WITHOUT',
+             'the CUDA kernels (python -m fastconv.info for details)')"
 fi
 
 case "$job" in

@@ -55,7 +55,6 @@ def _seed():
 
 
 def pytest_collection_modifyitems(config, items):
-    _run_kernel_coverage_last(config, items)
     if torch.cuda.is_available() and fastconv.cuda_compiled():
         return
     skip = pytest.mark.skip(reason="needs a GPU and a fastconv built with its CUDA kernels")
@@ -64,15 +63,29 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-def _run_kernel_coverage_last(config, items):
-    """The kernel-coverage test asks what every other test launched: it goes last, and runs only
-    when this session collected every test module (no -k, -m or file selection)."""
+_DESELECTED = pytest.StashKey[int]()
+
+
+def pytest_deselected(items):
+    config = items[0].config if items else None
+    if config is not None:
+        config.stash[_DESELECTED] = config.stash.get(_DESELECTED, 0) + len(items)
+
+
+def pytest_collection_finish(session):
+    """The kernel-coverage test asks what every other test launched: it goes last (after every
+    plugin has filtered and ordered the items), and counts only when this session runs every
+    test module with nothing deselected (no -k, -m, --lf, or a choice of files or tests)."""
     from test_zz_kernel_coverage import WHOLE_SUITE
 
-    coverage = [item for item in items if item.module.__name__ == "test_zz_kernel_coverage"]
-    others = [item for item in items if item.module.__name__ != "test_zz_kernel_coverage"]
-    items[:] = others + coverage
-    modules = {Path(item.fspath).name for item in items}
+    def is_coverage(item):
+        return getattr(item, "module", None) is not None and item.module.__name__ == "test_zz_kernel_coverage"
+
+    items = session.items
+    items[:] = [i for i in items if not is_coverage(i)] + [i for i in items if is_coverage(i)]
+    modules = {Path(item.path).name for item in items}
     every_module = {p.name for p in Path(__file__).parent.glob("test_*.py")}
-    unfiltered = not config.option.keyword and not config.option.markexpr and not config.option.deselect
-    config.stash[WHOLE_SUITE] = unfiltered and modules == every_module
+    options = session.config.option
+    unfiltered = not (options.keyword or options.markexpr or options.deselect or getattr(options, "lf", False))
+    nothing_deselected = session.config.stash.get(_DESELECTED, 0) == 0
+    session.config.stash[WHOLE_SUITE] = unfiltered and nothing_deselected and modules == every_module

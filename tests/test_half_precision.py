@@ -53,6 +53,8 @@ def test_relu_forward_and_backward_are_exact(half_backend, dtype):
     y = FF.relu(x)
     assert y.dtype == dtype
     torch.testing.assert_close(y, F.relu(x.detach()), rtol=0, atol=0, equal_nan=True)
+    numbers = ~torch.isnan(y)  # -0.0 passes through (a NaN's sign bit means nothing; torch's varies)
+    assert torch.equal(torch.signbit(y)[numbers], torch.signbit(F.relu(x.detach()))[numbers])
     g = _narrow(y.shape, dtype, half_backend, requires_grad=False)
     (gx,) = torch.autograd.grad(y, x, g)
     torch.testing.assert_close(gx, torch.where(y <= 0, torch.zeros_like(g), g), rtol=0, atol=0)  # NaN passes g
@@ -137,6 +139,7 @@ def test_autocast_rule_follows_the_region_dtype():
         with torch.autocast("cpu", dtype=dtype):
             assert probe(x, x, 1).dtype == dtype
             assert probe(x, None, 1).dtype == dtype
+            assert probe(x.double(), None, 1).dtype == torch.float64  # as torch: float64 is not cast
     assert probe(x, x, 1).dtype == torch.float32
 
 

@@ -20,11 +20,13 @@ struct alignas(2) bfloat16_t {
   uint16_t bits;
 };
 
-// Host conversions between float and the 16-bit types, bit for bit what
-// CUDA's __half2float / __float2half_rn and __bfloat162float /
-// __float2bfloat16_rn compute: widening is exact, narrowing rounds to nearest
-// even, overflow gives infinity and NaN stays NaN. The SIMT runtime runs the
-// CUDA kernels' half and bfloat16 instantiations through these.
+// Host conversions between float and the 16-bit types, what CUDA's
+// __half2float / __float2half_rn and __bfloat162float / __float2bfloat16_rn
+// compute for every number: widening is exact, narrowing rounds to nearest
+// even (float_to_half_bits uses nearbyint, so under the default rounding
+// mode), overflow gives infinity. A NaN stays a NaN, though its payload may
+// differ from the device's canonical one. The SIMT runtime runs the CUDA
+// kernels' half and bfloat16 instantiations through these.
 inline float half_bits_to_float(uint16_t h) {
   const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
   const uint32_t exponent = (h >> 10) & 0x1fu;

@@ -94,10 +94,10 @@ ConvAlgorithm parse_algorithm(c10::string_view name, const Conv2dParams& p, cons
   // The "auto" rule: im2col unless each group has a single input channel.
   // Measured on the CPU kernels (python -m bench, bench/results/
   // cpu-amd-epyc-2t.json, 2 threads, 3x3, fwd+bwd, batch 16): on the seed
-  // layers im2col + GEMM is 5-12x faster than direct, because the GEMM reuses
+  // layers im2col + GEMM is 2-12x faster than direct, because the GEMM reuses
   // every loaded value many times; depthwise convolutions have nothing to
-  // reuse there, and direct wins (32 ch @74: 6.2 vs 14.7 ms; 128 ch @36: 7.5
-  // vs 15.5 ms), while with 8 input channels per group im2col is already 2.6x
+  // reuse there, and direct wins (32 ch @74: 6.2 vs 14.9 ms; 128 ch @36: 7.8
+  // vs 15.8 ms), while with 8 input channels per group im2col is already 2.4x
   // faster. The CUDA and SIMT backends use the same rule until GPU
   // measurements say otherwise.
   return p.in_channels_per_group() == 1 ? ConvAlgorithm::kDirect : ConvAlgorithm::kIm2col;

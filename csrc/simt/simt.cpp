@@ -257,8 +257,9 @@ uint64_t splitmix64(uint64_t& state) {
 // ------------------------------------------------------------- kernel names
 // A launch knows its kernel's address and the expression it was written as
 // (often a variable: `kernel`). Sanitizer builds symbolize the address; a
-// plain build tries the dynamic symbol table (the Python extension exports
-// its kernels), then falls back to the expression.
+// plain build tries the dynamic symbol table, which names exported kernels
+// only (the Python extension hides its symbols, so there the message names
+// the launch expression and its file:line), then falls back to the expression.
 struct KernelName {
   std::string full;   // fastconv::simt::gemm_kernel<float, float, ...>
   std::string brief;  // gemm_kernel
@@ -1185,9 +1186,11 @@ namespace simt {
 namespace {
 
 // Launches per kernel; written under the pool's launch mutex, read under it too.
+// Never destroyed, like the runtime's other registries: a launch during static destruction
+// must still find it.
 std::unordered_map<const void*, KernelLaunches>& launch_table() {
-  static std::unordered_map<const void*, KernelLaunches> table;
-  return table;
+  static auto* table = new std::unordered_map<const void*, KernelLaunches>();
+  return *table;
 }
 
 void count_launch(const void* kernel, const std::string& name) {
