@@ -75,9 +75,9 @@ __global__ void __launch_bounds__(launch_bound<T>(kElementwiseThreads))
   }
 }
 
-// A reduction index that never wraps: (k / kin) is always 0. A multiple of 4,
-// so that vector loads along k stay allowed.
-constexpr int64_t kGemmNoWrap = int64_t(1) << 60;
+// A reduction index that never wraps (GemmOperand::kin == 0): element (i, k)
+// lies at i * si + k * sk, with no division.
+constexpr int64_t kGemmNoWrap = 0;
 
 inline int64_t im2col_forward_workspace(const Conv2dParams& p, int64_t element_size) {
   if (p.im2col_is_identity()) return 0;

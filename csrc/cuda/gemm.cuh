@@ -19,7 +19,11 @@ namespace fastconv {
 namespace SIMT_KERNEL_NS {
 
 // Element (i, k) of problem z = z1 * nz2 + z2 of an operand lies at
-//   z1 * b1 + z2 * b2 + i * si + (k / kin) * sko + (k % kin) * sk.
+//   z1 * b1 + z2 * b2 + i * si + (k / kin) * sko + (k % kin) * sk,
+// or, with kin == 0 (a reduction index that never wraps), at
+//   z1 * b1 + z2 * b2 + i * si + k * sk.
+// The forward and input-gradient GEMMs never wrap: kin == 0 spares every
+// quad load of theirs a 64-bit division (a software routine on a GPU).
 // `vec` says how quads are read: kVecNone (scalars, quads along i),
 // kVecRows (4-wide vectors along i) or kVecRed (4-wide vectors along k).
 enum GemmVec : int { kVecNone = 0, kVecRows = 1, kVecRed = 2 };
@@ -61,6 +65,7 @@ struct GemmSlice {
   A v[kPerThread][4];
 
   __device__ __forceinline__ static int64_t offset(const GemmOperand& op, int64_t i, int64_t k) {
+    if (op.kin == 0) return i * op.si + k * op.sk;  // the same for every thread: no divergence
     return i * op.si + (k / op.kin) * op.sko + (k % op.kin) * op.sk;
   }
 
