@@ -85,6 +85,21 @@ py::list simt_launch_counts() {
   return out;
 }
 
+// Launches recorded since the last call (see simt::set_recording): (code offset,
+// launch expression, grid, block, dynamic shared memory bytes), offsets as in
+// simt_launch_counts.
+py::list simt_take_recorded_launches() {
+  py::list out;
+  for (const simt::LaunchRecord& r : simt::take_recorded_launches()) {
+    Dl_info where{};
+    const auto address = reinterpret_cast<uintptr_t>(r.kernel);
+    const uintptr_t base = dladdr(r.kernel, &where) ? reinterpret_cast<uintptr_t>(where.dli_fbase) : 0;
+    out.append(py::make_tuple(address - base, r.name, py::make_tuple(r.grid.x, r.grid.y, r.grid.z),
+                              py::make_tuple(r.block.x, r.block.y, r.block.z), r.smem));
+  }
+  return out;
+}
+
 // The ops' own argument checks, for the Python layer (fastconv.backend(...),
 // fastconv.nn.Conv2d(algorithm=...), dropout's p where the op does not run):
 // ValueError with the ops' message.
@@ -112,6 +127,14 @@ PYBIND11_MODULE(_C, m) {
         py::arg("where"), "Raises ValueError unless 0 <= p <= 1.");
   m.def("simt_launch_counts", &simt_launch_counts,
         "(code offset, kernel name, launches) of every kernel the SIMT runtime has launched in this process.");
+  m.def("simt_set_recording", &simt::set_recording, py::arg("on"),
+        "Records every SIMT launch (kernel, grid, block, dynamic shared memory) while on.");
+  m.def("simt_set_dry_run", &simt::set_dry_run, py::arg("on"),
+        "Dry run: SIMT launches are checked and recorded but do not run (outputs are garbage).");
+  m.def("simt_dry_run", &simt::dry_run, "Whether SIMT launches are in a dry run.");
+  m.def("simt_take_recorded_launches", &simt_take_recorded_launches,
+        "(code offset, launch expression, grid, block, smem bytes) of the launches recorded since the last "
+        "call; clears the list.");
   m.def("parallel_for_threads", &parallel_for_threads,
         "Number of threads an at::parallel_for loop of the CPU kernels runs on.");
 }

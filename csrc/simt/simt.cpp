@@ -183,6 +183,8 @@ constexpr int kSmemPattern = 0xff;
 std::atomic<int> g_order{static_cast<int>(Order::Forward)};
 std::atomic<uint64_t> g_seed{0};
 std::atomic<int> g_workers{0};
+std::atomic<bool> g_recording{false};
+std::atomic<bool> g_dry_run{false};
 std::once_flag g_env_once;
 thread_local cudaError_t t_last_error = cudaSuccess;
 
@@ -242,6 +244,7 @@ void read_env() {
     if (const char* s = std::getenv("FASTCONV_SIMT_WORKERS")) workers = std::atoi(s);
     if (workers <= 0) workers = static_cast<int>(std::thread::hardware_concurrency());
     g_workers = std::max(workers, 1);
+    if (const char* s = std::getenv("FASTCONV_SIMT_DRY_RUN"); s && std::atoi(s) != 0) g_dry_run = true;
     read_checks();
     install_report_hooks();
   });
@@ -1198,6 +1201,12 @@ void count_launch(const void* kernel, const std::string& name) {
   ++it->second.launches;
 }
 
+// Recorded launches; written and taken under the pool's launch mutex.
+std::vector<LaunchRecord>& launch_records() {
+  static auto* records = new std::vector<LaunchRecord>();
+  return *records;
+}
+
 }  // namespace
 
 // ------------------------------------------------------------------ public API
@@ -1209,6 +1218,24 @@ void set_order(Order o, uint64_t s) {
 void set_num_workers(int n) {
   read_env();
   g_workers = n > 0 ? n : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+}
+void set_recording(bool on) {
+  read_env();
+  g_recording = on;
+}
+void set_dry_run(bool on) {
+  read_env();
+  g_dry_run = on;
+}
+bool dry_run() {
+  read_env();
+  return g_dry_run.load();
+}
+std::vector<LaunchRecord> take_recorded_launches() {
+  std::lock_guard<std::mutex> lk(pool().launch_mutex);
+  std::vector<LaunchRecord> out;
+  out.swap(launch_records());
+  return out;
 }
 std::vector<KernelLaunches> launch_counts() {
   std::lock_guard<std::mutex> lk(pool().launch_mutex);
@@ -1292,6 +1319,9 @@ void launch(const Site& site, const void* kernel, dim3 grid, dim3 block, size_t 
   }
   Pool& p = pool();
   std::lock_guard<std::mutex> lk(p.launch_mutex);
+  const bool dry = g_dry_run.load();
+  if (dry || g_recording.load()) launch_records().push_back({kernel, name.full, grid, block, smem});
+  if (dry) return;
   count_launch(kernel, name.full);
   Job job;
   job.name = name.full.c_str();

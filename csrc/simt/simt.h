@@ -183,6 +183,26 @@ struct KernelLaunches {
 };
 std::vector<KernelLaunches> launch_counts();
 
+// The launch recorder, for the GPU performance model (python -m bench.cuda_model).
+// While recording, every launch that passes the launch checks is appended to
+// a list: kernel, grid, block, dynamic shared memory. In a dry run a launch is
+// checked and recorded but its body does not run, so a real launcher called
+// by a real op yields the exact launch sequence of any problem size in
+// microseconds; the outputs (and anything computed from them) are garbage
+// then. Dry-run launches are not in launch_counts(), which counts kernels
+// that really ran. FASTCONV_SIMT_DRY_RUN=1 starts a process in a dry run.
+struct LaunchRecord {
+  const void* kernel;
+  std::string name;
+  dim3 grid, block;
+  size_t smem;
+};
+void set_recording(bool on);
+void set_dry_run(bool on);  // a dry run also records
+bool dry_run();
+// The launches recorded since the last call (and clears the list).
+std::vector<LaunchRecord> take_recorded_launches();
+
 cudaError_t get_last_error(bool clear);
 const char* error_string(cudaError_t e);
 
