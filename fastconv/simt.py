@@ -31,6 +31,7 @@ _NAMESPACE = "_ZN8fastconv4simt"
 class KernelSymbol:
     mangled: str   # _ZN8fastconv4simt11gemm_kernelIff...: the CUDA build's name with 4simt for 4cuda
     name: str      # gemm_kernel<float, float, GemmTile<128, 128, 8, 8, 8> >
+    launch_bound: int  # its __launch_bounds__ (the section simt_lb_NNNN; 0: none, so 1024)
 
 
 @functools.lru_cache(maxsize=None)
@@ -42,10 +43,10 @@ def kernel_symbols() -> Dict[int, KernelSymbol]:
         match = _SYMBOL.match(line)
         # Local clones (".constprop.0", ".isra.0") are not kernels of their own.
         if match and match.group(3).startswith(_NAMESPACE) and "." not in match.group(3):
-            found[int(match.group(1), 16)] = match.group(3)
-    names = _demangle(list(found.values()))
-    return {offset: KernelSymbol(mangled, short_name(name))
-            for (offset, mangled), name in zip(found.items(), names)}
+            found[int(match.group(1), 16)] = (match.group(3), int(match.group(2)[len("simt_lb_"):]))
+    names = _demangle([mangled for mangled, _bound in found.values()])
+    return {offset: KernelSymbol(mangled, short_name(name), bound)
+            for (offset, (mangled, bound)), name in zip(found.items(), names)}
 
 
 def _demangle(names: List[str]) -> List[str]:

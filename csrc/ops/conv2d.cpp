@@ -16,6 +16,7 @@
 #include "../common/conv2d_params.h"
 #include "../cpu/conv2d.h"
 #include "../cuda/conv2d.h"
+#include "conv2d_auto.h"
 #include "dispatch.h"
 
 namespace fastconv {
@@ -87,20 +88,11 @@ Conv2dParams make_params(at::IntArrayRef input_size, at::IntArrayRef weight_size
   return p;
 }
 
-ConvAlgorithm parse_algorithm(c10::string_view name, const Conv2dParams& p, const char* op) {
+ConvAlgorithm parse_algorithm(c10::string_view name, Backend backend, const Conv2dParams& p, const char* op) {
   check_algorithm_name(name, op);
   if (name == "direct") return ConvAlgorithm::kDirect;
   if (name == "im2col") return ConvAlgorithm::kIm2col;
-  // The "auto" rule: im2col unless each group has a single input channel.
-  // Measured on the CPU kernels (python -m bench, bench/results/
-  // cpu-amd-epyc-2t.json, 2 threads, 3x3, fwd+bwd, batch 16): on the seed
-  // layers im2col + GEMM is 2-12x faster than direct, because the GEMM reuses
-  // every loaded value many times; depthwise convolutions have nothing to
-  // reuse there, and direct wins (32 ch @74: 6.2 vs 14.9 ms; 128 ch @36: 7.8
-  // vs 15.8 ms), while with 8 input channels per group im2col is already 2.4x
-  // faster. The CUDA and SIMT backends use the same rule until GPU
-  // measurements say otherwise.
-  return p.in_channels_per_group() == 1 ? ConvAlgorithm::kDirect : ConvAlgorithm::kIm2col;
+  return auto_algorithm(backend, p);
 }
 
 // torch checks that operands agree before it looks at the dtype itself, so a
@@ -150,7 +142,7 @@ at::Tensor run_conv2d_forward(const at::Tensor& input, const at::Tensor& weight,
                 weight.sizes(), ", expected bias to be 1-dimensional with ", p.out_channels,
                 " elements, but got bias of size ", bias->sizes(), " instead");
   }
-  const ConvAlgorithm algorithm = parse_algorithm(algorithm_name, p, op);
+  const ConvAlgorithm algorithm = parse_algorithm(algorithm_name, backend, p, op);
   at::Tensor output = at::empty({p.batch, p.out_channels, p.out_h, p.out_w}, input.options());
   if (output.numel() == 0) return in_layout_of(output, input);
   const at::Tensor x = input.contiguous(), w = weight.contiguous();
@@ -204,7 +196,7 @@ BackwardPlan plan_backward(const at::Tensor& grad_output, const at::Tensor& oper
   check_operands(grad_output, "grad_output", {{&operand, operand_name}}, backend, op);
   const Conv2dParams p = make_params(input_size, weight_size, geo, op);
   check_grad_output(grad_output, p, op);
-  return {backend, p, parse_algorithm(algorithm_name, p, op)};
+  return {backend, p, parse_algorithm(algorithm_name, backend, p, op)};
 }
 
 at::Tensor conv2d_backward_input(const at::Tensor& grad_output, const at::Tensor& weight,

@@ -5,13 +5,16 @@
 #include <ATen/Parallel.h>
 #include <dlfcn.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 #include <torch/headeronly/version.h>
 
 #include <atomic>
 #include <string>
+#include <vector>
 
 #include "../cpu/gemm.h"
 #include "../ops/common.h"
+#include "../ops/conv2d_auto.h"
 #include "../simt/simt.h"
 
 namespace py = pybind11;
@@ -100,6 +103,40 @@ py::list simt_take_recorded_launches() {
   return out;
 }
 
+// The algorithm conv2d's algorithm="auto" runs on `backend` ("cpu", "cuda" or
+// "simt") for a convolution of an NCHW input of `input_size` with a weight of
+// `weight_size` (square-free: stride, dilation [h, w], padding [top, left]).
+std::string conv2d_auto_algorithm(const std::string& backend, const std::vector<int64_t>& input_size,
+                                  const std::vector<int64_t>& weight_size, const std::vector<int64_t>& stride,
+                                  const std::vector<int64_t>& padding, const std::vector<int64_t>& dilation,
+                                  int64_t groups) {
+  if (backend != "cpu" && backend != "cuda" && backend != "simt")
+    throw py::value_error("conv2d_auto_algorithm: backend must be \"cpu\", \"cuda\" or \"simt\", got \"" +
+                          backend + "\"");
+  if (input_size.size() != 4 || weight_size.size() != 4 || stride.size() != 2 || padding.size() != 2 ||
+      dilation.size() != 2 || groups < 1)
+    throw py::value_error("conv2d_auto_algorithm: expected 4-D sizes, 2 strides, paddings and dilations, groups >= 1");
+  fastconv::Conv2dParams p{};
+  p.batch = input_size[0];
+  p.in_channels = input_size[1];
+  p.in_h = input_size[2];
+  p.in_w = input_size[3];
+  p.out_channels = weight_size[0];
+  p.kernel_h = weight_size[2];
+  p.kernel_w = weight_size[3];
+  p.stride_h = stride[0];
+  p.stride_w = stride[1];
+  p.pad_h = padding[0];
+  p.pad_w = padding[1];
+  p.dilation_h = dilation[0];
+  p.dilation_w = dilation[1];
+  p.groups = groups;
+  p.out_h = (p.in_h + 2 * p.pad_h - p.dilation_h * (p.kernel_h - 1) - 1) / p.stride_h + 1;
+  p.out_w = (p.in_w + 2 * p.pad_w - p.dilation_w * (p.kernel_w - 1) - 1) / p.stride_w + 1;
+  const fastconv::Backend b = backend == "cpu" ? fastconv::Backend::kCpu : fastconv::Backend::kCuda;
+  return fastconv::auto_algorithm(b, p) == fastconv::ConvAlgorithm::kDirect ? "direct" : "im2col";
+}
+
 // The ops' own argument checks, for the Python layer (fastconv.backend(...),
 // fastconv.nn.Conv2d(algorithm=...), dropout's p where the op does not run):
 // ValueError with the ops' message.
@@ -135,6 +172,10 @@ PYBIND11_MODULE(_C, m) {
   m.def("simt_take_recorded_launches", &simt_take_recorded_launches,
         "(code offset, launch expression, grid, block, smem bytes) of the launches recorded since the last "
         "call; clears the list.");
+  m.def("conv2d_auto_algorithm", &conv2d_auto_algorithm, py::arg("backend"), py::arg("input_size"),
+        py::arg("weight_size"), py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("groups"),
+        "The algorithm (\"direct\" or \"im2col\") conv2d's algorithm=\"auto\" runs on a backend (symmetric "
+        "padding [h, w]).");
   m.def("parallel_for_threads", &parallel_for_threads,
         "Number of threads an at::parallel_for loop of the CPU kernels runs on.");
 }

@@ -1,0 +1,11 @@
+// The convolution algorithm conv2d's algorithm="auto" runs, per backend.
+#pragma once
+
+#include "../common/conv2d_params.h"
+#include "common.h"
+
+namespace fastconv {
+
+ConvAlgorithm auto_algorithm(Backend backend, const Conv2dParams& p);
+
+}  // namespace fastconv
