@@ -77,13 +77,15 @@ def torch_conv_impls(device: str) -> Dict[str, Context]:
     return {"onednn" if torch.backends.mkldnn.is_available() else "aten": contextlib.nullcontext}
 
 
-def auto_algorithm(case: Case, device: str = "cpu") -> str:
-    """The algorithm conv2d's "auto" picks on ``device`` ("cpu", "cuda" or "simt"), as the
-    extension itself decides it (csrc/ops/conv2d_auto.cpp)."""
+def auto_algorithm(case: Case, device: str = "cpu", conv_pass: str = "fwd") -> str:
+    """The algorithm conv2d's "auto" picks on ``device`` ("cpu", "cuda" or "simt") for one pass
+    ("fwd", "bwd_input", "bwd_weight"), as the extension itself decides it
+    (csrc/ops/conv2d_auto.cpp). The CUDA kernels' rule can differ between passes; the benchmark
+    marks the variant auto runs forward."""
     c, h, w = case.shape
     p = case.params
     k, pad, stride = p["kernel"], p["padding"], p["stride"]
-    return fastconv._C.conv2d_auto_algorithm(device, [case.batch, c, h, w], [p["out_channels"], c // p["groups"], k, k],
+    return fastconv._C.conv2d_auto_algorithm(device, conv_pass, [case.batch, c, h, w], [p["out_channels"], c // p["groups"], k, k],
                                              [stride, stride], [pad, pad], [1, 1], p["groups"])
 
 

@@ -88,11 +88,12 @@ Conv2dParams make_params(at::IntArrayRef input_size, at::IntArrayRef weight_size
   return p;
 }
 
-ConvAlgorithm parse_algorithm(c10::string_view name, Backend backend, const Conv2dParams& p, const char* op) {
+ConvAlgorithm parse_algorithm(c10::string_view name, Backend backend, ConvPass pass, const Conv2dParams& p,
+                              const char* op) {
   check_algorithm_name(name, op);
   if (name == "direct") return ConvAlgorithm::kDirect;
   if (name == "im2col") return ConvAlgorithm::kIm2col;
-  return auto_algorithm(backend, p);
+  return auto_algorithm(backend, pass, p);
 }
 
 // torch checks that operands agree before it looks at the dtype itself, so a
@@ -142,7 +143,7 @@ at::Tensor run_conv2d_forward(const at::Tensor& input, const at::Tensor& weight,
                 weight.sizes(), ", expected bias to be 1-dimensional with ", p.out_channels,
                 " elements, but got bias of size ", bias->sizes(), " instead");
   }
-  const ConvAlgorithm algorithm = parse_algorithm(algorithm_name, backend, p, op);
+  const ConvAlgorithm algorithm = parse_algorithm(algorithm_name, backend, ConvPass::kForward, p, op);
   at::Tensor output = at::empty({p.batch, p.out_channels, p.out_h, p.out_w}, input.options());
   if (output.numel() == 0) return in_layout_of(output, input);
   const at::Tensor x = input.contiguous(), w = weight.contiguous();
@@ -189,14 +190,15 @@ struct BackwardPlan {
   ConvAlgorithm algorithm;
 };
 
-BackwardPlan plan_backward(const at::Tensor& grad_output, const at::Tensor& operand, const char* operand_name,
+BackwardPlan plan_backward(ConvPass pass, const at::Tensor& grad_output, const at::Tensor& operand,
+                          const char* operand_name,
                            at::IntArrayRef input_size, at::IntArrayRef weight_size, const ConvGeometry& geo,
                            c10::string_view algorithm_name, c10::string_view backend_name, const char* op) {
   const Backend backend = select_backend(grad_output, backend_name, op);
   check_operands(grad_output, "grad_output", {{&operand, operand_name}}, backend, op);
   const Conv2dParams p = make_params(input_size, weight_size, geo, op);
   check_grad_output(grad_output, p, op);
-  return {backend, p, parse_algorithm(algorithm_name, backend, p, op)};
+  return {backend, p, parse_algorithm(algorithm_name, backend, pass, p, op)};
 }
 
 at::Tensor conv2d_backward_input(const at::Tensor& grad_output, const at::Tensor& weight,
@@ -204,7 +206,7 @@ at::Tensor conv2d_backward_input(const at::Tensor& grad_output, const at::Tensor
                                  at::IntArrayRef dilation, int64_t groups, c10::string_view algorithm_name,
                                  c10::string_view backend_name) {
   constexpr const char* op = "conv2d_backward_input";
-  const auto [backend, p, algorithm] = plan_backward(grad_output, weight, "weight", input_size, weight.sizes(),
+  const auto [backend, p, algorithm] = plan_backward(ConvPass::kBackwardInput, grad_output, weight, "weight", input_size, weight.sizes(),
                                                      {stride, padding, dilation, groups}, algorithm_name,
                                                      backend_name, op);
   at::Tensor grad_input = at::empty(input_size, grad_output.options());
@@ -225,7 +227,7 @@ at::Tensor conv2d_backward_weight(const at::Tensor& grad_output, const at::Tenso
                                   at::IntArrayRef dilation, int64_t groups, c10::string_view algorithm_name,
                                   c10::string_view backend_name) {
   constexpr const char* op = "conv2d_backward_weight";
-  const auto [backend, p, algorithm] = plan_backward(grad_output, input, "input", input.sizes(), weight_size,
+  const auto [backend, p, algorithm] = plan_backward(ConvPass::kBackwardWeight, grad_output, input, "input", input.sizes(), weight_size,
                                                      {stride, padding, dilation, groups}, algorithm_name,
                                                      backend_name, op);
   at::Tensor grad_weight = at::empty(weight_size, grad_output.options());

@@ -1,6 +1,7 @@
 // conv2d's algorithm="auto": one rule for the C++ kernels, measured on a CPU,
-// and one for the CUDA kernels (on a GPU and on the SIMT runtime, which runs
-// them), reasoned from the GPU performance model.
+// and one per pass for the CUDA kernels (on a GPU and on the SIMT runtime,
+// which runs them), reasoned from the GPU performance model. Each op of a
+// training step (forward, input gradient, weight gradient) decides for itself.
 #include "conv2d_auto.h"
 
 namespace fastconv {
@@ -17,24 +18,61 @@ ConvAlgorithm cpu_rule(const Conv2dParams& p) {
   return p.in_channels_per_group() == 1 ? ConvAlgorithm::kDirect : ConvAlgorithm::kIm2col;
 }
 
-// CUDA: direct where a GEMM of the im2col path would run on tiles that are
-// mostly empty, im2col otherwise. The GEMMs are out_channels_per_group x
-// pixels (forward), patch x pixels (input gradient) and out_channels_per_group
-// x patch (weight gradient), patch = in_channels_per_group * kh * kw, on 64-
-// or 128-wide tiles; below 32 rows, more than half of each tile computes
-// zeros, and the column buffer costs kh * kw times the input's traffic on top.
-// The direct kernels stage the input once and waste nothing on narrow groups.
-// GPU performance model (python -m bench.cuda_model, bench/results/
-// cuda_model_h100.json, "auto_rule"): FILLED_IN_FROM_THE_MODEL.
-ConvAlgorithm gpu_rule(const Conv2dParams& p) {
-  const bool narrow = p.out_channels_per_group() < 32 || p.patch_size() < 32;
-  return narrow ? ConvAlgorithm::kDirect : ConvAlgorithm::kIm2col;
+// CUDA, from the GPU performance model (python -m bench.cuda_model, bench/
+// results/cuda_model_h100.json, "auto_rule": estimates in microseconds on an
+// H100 at batch 32, direct vs im2col; rerun it when a kernel changes).
+//
+// Forward: the GEMM is out_channels_per_group x pixels x patch (patch =
+// in_channels_per_group * kh * kw) on 64- or 128-wide tiles; with 32 output
+// channels or fewer per group, or a patch under 32, most of each tile
+// multiplies zeros, and the column buffer adds kh * kw times the input's
+// traffic. Direct wins there: 3->32 @150 60 vs 111, 32->32 @75 169 vs 267,
+// depthwise 32 @74 34 vs 389, 8 channels per group 51 vs 114; im2col wins
+// from 64 output channels on (32->64 @74 247 vs 305, 512->512 @28 2302 vs 6934).
+//
+// Input gradient: the GEMM is patch x pixels x out_channels_per_group, and
+// col2im gathers; only depthwise-like patches (under 16) make direct faster
+// (depthwise 32 @74 31 vs 226); at 3->32 @150 im2col still wins (111 vs 303).
+//
+// Weight gradient: the im2col GEMM is out_channels_per_group x patch with the
+// whole N * P * Q reduction inside each tile, unsplit, so it has as many
+// blocks as 128 x 128 tiles of dW: the GPU fills only from about a million
+// weights per group on (256->512 @28: 1.18M weights, 1800 vs 2654;
+// 512->512 @28: 2033 vs 5309). Below that the direct kernel, which splits
+// the reduction into up to 64 slices, wins by far (256->256 @56: 5311 vs
+// 7200; 32->64 @74: 322 vs 10789; 3->32 @150: 549 vs 45343).
+//
+// On the model's H100 this runs the faster algorithm in 119 of the 120 passes
+// of the seed, 1x1 and grouped layers at batch 1 and 32 (the other is a tie);
+// on its A100 (cuda_model_a100.json) in 107, the rest within 1.35x: with half
+// as many FP32 lanes per SM, the direct kernels' shared-memory traffic costs
+// less there, and direct forwards win narrowly at batch 1.
+constexpr int64_t kGpuNarrowGemm = 32;
+constexpr int64_t kGpuDepthwisePatch = 16;
+constexpr int64_t kGpuWgradIm2colWeights = int64_t(1) << 20;
+
+ConvAlgorithm gpu_rule(ConvPass pass, const Conv2dParams& p) {
+  bool direct = false;
+  switch (pass) {
+    case ConvPass::kForward:
+      direct = p.out_channels_per_group() <= kGpuNarrowGemm || p.patch_size() < kGpuNarrowGemm;
+      break;
+    case ConvPass::kBackwardInput:
+      direct = p.patch_size() < kGpuDepthwisePatch;
+      break;
+    case ConvPass::kBackwardWeight:
+      direct = p.out_channels_per_group() * p.patch_size() < kGpuWgradIm2colWeights;
+      break;
+    case ConvPass::kBackwardBias:
+      break;
+  }
+  return direct ? ConvAlgorithm::kDirect : ConvAlgorithm::kIm2col;
 }
 
 }  // namespace
 
-ConvAlgorithm auto_algorithm(Backend backend, const Conv2dParams& p) {
-  return backend == Backend::kCpu ? cpu_rule(p) : gpu_rule(p);
+ConvAlgorithm auto_algorithm(Backend backend, ConvPass pass, const Conv2dParams& p) {
+  return backend == Backend::kCpu ? cpu_rule(p) : gpu_rule(pass, p);
 }
 
 }  // namespace fastconv

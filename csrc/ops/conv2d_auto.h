@@ -1,4 +1,4 @@
-// The convolution algorithm conv2d's algorithm="auto" runs, per backend.
+// The convolution algorithm conv2d's algorithm="auto" runs, per backend and pass.
 #pragma once
 
 #include "../common/conv2d_params.h"
@@ -6,6 +6,6 @@
 
 namespace fastconv {
 
-ConvAlgorithm auto_algorithm(Backend backend, const Conv2dParams& p);
+ConvAlgorithm auto_algorithm(Backend backend, ConvPass pass, const Conv2dParams& p);
 
 }  // namespace fastconv

@@ -104,9 +104,11 @@ py::list simt_take_recorded_launches() {
 }
 
 // The algorithm conv2d's algorithm="auto" runs on `backend` ("cpu", "cuda" or
-// "simt") for a convolution of an NCHW input of `input_size` with a weight of
-// `weight_size` (square-free: stride, dilation [h, w], padding [top, left]).
-std::string conv2d_auto_algorithm(const std::string& backend, const std::vector<int64_t>& input_size,
+// "simt") in one pass ("fwd", "bwd_input", "bwd_weight") of a convolution of an
+// NCHW input of `input_size` with a weight of `weight_size` (stride, dilation
+// [h, w], symmetric padding [h, w]).
+std::string conv2d_auto_algorithm(const std::string& backend, const std::string& pass,
+                                  const std::vector<int64_t>& input_size,
                                   const std::vector<int64_t>& weight_size, const std::vector<int64_t>& stride,
                                   const std::vector<int64_t>& padding, const std::vector<int64_t>& dilation,
                                   int64_t groups) {
@@ -116,6 +118,12 @@ std::string conv2d_auto_algorithm(const std::string& backend, const std::vector<
   if (input_size.size() != 4 || weight_size.size() != 4 || stride.size() != 2 || padding.size() != 2 ||
       dilation.size() != 2 || groups < 1)
     throw py::value_error("conv2d_auto_algorithm: expected 4-D sizes, 2 strides, paddings and dilations, groups >= 1");
+  fastconv::ConvPass conv_pass;
+  if (pass == "fwd") conv_pass = fastconv::ConvPass::kForward;
+  else if (pass == "bwd_input") conv_pass = fastconv::ConvPass::kBackwardInput;
+  else if (pass == "bwd_weight") conv_pass = fastconv::ConvPass::kBackwardWeight;
+  else throw py::value_error("conv2d_auto_algorithm: pass must be \"fwd\", \"bwd_input\" or \"bwd_weight\", got \"" +
+                             pass + "\"");
   fastconv::Conv2dParams p{};
   p.batch = input_size[0];
   p.in_channels = input_size[1];
@@ -134,7 +142,7 @@ std::string conv2d_auto_algorithm(const std::string& backend, const std::vector<
   p.out_h = (p.in_h + 2 * p.pad_h - p.dilation_h * (p.kernel_h - 1) - 1) / p.stride_h + 1;
   p.out_w = (p.in_w + 2 * p.pad_w - p.dilation_w * (p.kernel_w - 1) - 1) / p.stride_w + 1;
   const fastconv::Backend b = backend == "cpu" ? fastconv::Backend::kCpu : fastconv::Backend::kCuda;
-  return fastconv::auto_algorithm(b, p) == fastconv::ConvAlgorithm::kDirect ? "direct" : "im2col";
+  return fastconv::auto_algorithm(b, conv_pass, p) == fastconv::ConvAlgorithm::kDirect ? "direct" : "im2col";
 }
 
 // The ops' own argument checks, for the Python layer (fastconv.backend(...),
@@ -172,10 +180,10 @@ PYBIND11_MODULE(_C, m) {
   m.def("simt_take_recorded_launches", &simt_take_recorded_launches,
         "(code offset, launch expression, grid, block, smem bytes) of the launches recorded since the last "
         "call; clears the list.");
-  m.def("conv2d_auto_algorithm", &conv2d_auto_algorithm, py::arg("backend"), py::arg("input_size"),
+  m.def("conv2d_auto_algorithm", &conv2d_auto_algorithm, py::arg("backend"), py::arg("conv_pass"), py::arg("input_size"),
         py::arg("weight_size"), py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("groups"),
-        "The algorithm (\"direct\" or \"im2col\") conv2d's algorithm=\"auto\" runs on a backend (symmetric "
-        "padding [h, w]).");
+        "The algorithm (\"direct\" or \"im2col\") conv2d's algorithm=\"auto\" runs on a backend in one pass "
+        "(\"fwd\", \"bwd_input\", \"bwd_weight\"); symmetric padding [h, w].");
   m.def("parallel_for_threads", &parallel_for_threads,
         "Number of threads an at::parallel_for loop of the CPU kernels runs on.");
 }
