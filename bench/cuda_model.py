@@ -213,7 +213,8 @@ def _row(gpu: Gpu, run: PassRun, seq: int, launch, work: Work, info: Dict, occ: 
     flags = []
     if spill:
         flags.append("spill")
-    if waves < 1 and work.outputs > launch.blocks * launch.threads:
+    # Under one wave although the work could fill a whole wave at one piece per thread.
+    if waves < 1 and work.outputs >= resident * launch.threads:
         flags.append("under 1 wave")
     if occ.fraction < LOW_OCCUPANCY:
         flags.append("occupancy < 25%")

@@ -82,7 +82,8 @@ class Conv:
 class Work:
     flops: float
     bytes: float
-    outputs: int                    # independent output elements: the parallelism the launch could use
+    outputs: int                    # independent pieces of work the launch could spread over threads: output
+                                    # elements, times the 1024-long slices a reduction could split into
     tile_efficiency: float = 1.0    # useful / computed FLOPs of the kernel's tiling
 
 
@@ -125,6 +126,8 @@ def conv_pass_work(conv: Conv, pass_: str, kernels: Sequence[str], elem: int = 4
     acc = 8 if elem == 8 else 4
     c, flops = conv, 2.0 * conv.macs
     in_elems, out_elems, w_elems = c.n * c.c * c.h * c.w, c.n * c.k * c.pq, c.k * c.crs_g
+    # A reduction over N*P*Q could be split into slices of 1024 (the direct weight gradient's shortest).
+    splits = max(1, c.n * c.pq // 1024)
     works: List[Work] = []
     chunk = chunk_images(c, acc if pass_ == "bwd_input" else elem)
     done = 0  # images of the batch whose chunk has finished
@@ -150,7 +153,7 @@ def conv_pass_work(conv: Conv, pass_: str, kernels: Sequence[str], elem: int = 4
             else:
                 eff = gemm_tile_efficiency(kernel, c.kg, c.crs_g, n * c.pq)
                 dw = acc * w_elems * (2 if done > 0 else 1)  # later chunks read and add
-                works.append(Work(flops * share, elem * (share * out_elems + columns) + dw, w_elems, eff))
+                works.append(Work(flops * share, elem * (share * out_elems + columns) + dw, w_elems * splits, eff))
             if pass_ == "fwd" or pass_ == "bwd_weight":
                 done += n
         elif kernel.startswith("col2im_kernel"):
@@ -169,12 +172,12 @@ def conv_pass_work(conv: Conv, pass_: str, kernels: Sequence[str], elem: int = 4
                 raise MirrorError(f"wgrad_slices gives {slices} slices for {c}, but no partials were reduced")
             eff = _fill(c.kg, 32) * _fill(c.crs_g, 64)
             written = acc * slices * w_elems if slices > 1 else elem * w_elems
-            works.append(Work(flops, elem * (out_elems + in_elems) + written, w_elems * slices, eff))
+            works.append(Work(flops, elem * (out_elems + in_elems) + written, w_elems * splits, eff))
         elif kernel.startswith("conv2d_reduce_partials"):
             slices = wgrad_slices(c) if any(k.startswith("conv2d_direct") for k in kernels) else 1
             works.append(Work(float((slices - 1) * w_elems), acc * slices * w_elems + elem * w_elems, w_elems))
         elif kernel.startswith("conv2d_backward_bias"):
-            works.append(Work(float(out_elems), elem * (out_elems + c.k), c.k))
+            works.append(Work(float(out_elems), elem * (out_elems + c.k), c.k * splits))
         else:
             raise ValueError(f"no work formula for kernel {kernel!r} in a convolution pass")
     expected = math.ceil(c.n / chunk)

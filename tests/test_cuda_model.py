@@ -164,7 +164,7 @@ def test_waves_and_roofline_arithmetic():
     assert row["roofline_us"] == pytest.approx(1000.0)
     assert row["model_us"] == pytest.approx(1000.0)
     # Half a wave: the estimate doubles (half the GPU works), the bound does not, and the launch is
-    # flagged because it had more outputs than threads.
+    # flagged because its work could have filled a wave.
     row = _row(H100, 528, 8, Work(1.0, H100.dram_gbps * 1e9 / 1000, 10**9))
     assert row["waves"] == pytest.approx(0.5)
     assert row["roofline_us"] == pytest.approx(1000.0) and row["model_us"] == pytest.approx(2000.0)
