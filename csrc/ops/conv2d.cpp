@@ -16,6 +16,7 @@
 #include "../common/conv2d_params.h"
 #include "../cpu/conv2d.h"
 #include "../cuda/conv2d.h"
+#include "conv2d.h"
 #include "conv2d_auto.h"
 #include "dispatch.h"
 
@@ -274,6 +275,11 @@ void register_entry_points(torch::Library& m) {
 }
 
 }  // namespace
+
+Conv2dParams conv2d_params(at::IntArrayRef input_size, at::IntArrayRef weight_size, at::IntArrayRef stride,
+                           at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups, const char* op) {
+  return make_params(input_size, weight_size, {stride, padding, dilation, groups}, op);
+}
 
 FASTCONV_REGISTER_KERNELS(register_entry_points)
 

@@ -14,6 +14,7 @@
 
 #include "../cpu/gemm.h"
 #include "../ops/common.h"
+#include "../ops/conv2d.h"
 #include "../ops/conv2d_auto.h"
 #include "../simt/simt.h"
 
@@ -74,16 +75,20 @@ py::dict build_info() {
   return info;
 }
 
-// Launches per SIMT kernel so far: (offset of the kernel's code in this
-// library, name, launches). Offsets, unlike addresses, match the library's
-// symbol table, which lists every kernel variant built (tests/kernel_coverage.py).
+// The offset of a kernel's code in this library: unlike its address, it matches
+// the library's symbol table, which lists every kernel variant built
+// (fastconv/simt.py names kernels from it).
+uintptr_t code_offset(const void* kernel) {
+  Dl_info where{};
+  const uintptr_t base = dladdr(kernel, &where) ? reinterpret_cast<uintptr_t>(where.dli_fbase) : 0;
+  return reinterpret_cast<uintptr_t>(kernel) - base;
+}
+
+// Launches per SIMT kernel so far: (code offset, name, launches).
 py::list simt_launch_counts() {
   py::list out;
   for (const simt::KernelLaunches& k : simt::launch_counts()) {
-    Dl_info where{};
-    const auto address = reinterpret_cast<uintptr_t>(k.kernel);
-    const uintptr_t base = dladdr(k.kernel, &where) ? reinterpret_cast<uintptr_t>(where.dli_fbase) : 0;
-    out.append(py::make_tuple(address - base, k.name, k.launches));
+    out.append(py::make_tuple(code_offset(k.kernel), k.name, k.launches));
   }
   return out;
 }
@@ -94,10 +99,7 @@ py::list simt_launch_counts() {
 py::list simt_take_recorded_launches() {
   py::list out;
   for (const simt::LaunchRecord& r : simt::take_recorded_launches()) {
-    Dl_info where{};
-    const auto address = reinterpret_cast<uintptr_t>(r.kernel);
-    const uintptr_t base = dladdr(r.kernel, &where) ? reinterpret_cast<uintptr_t>(where.dli_fbase) : 0;
-    out.append(py::make_tuple(address - base, r.name, py::make_tuple(r.grid.x, r.grid.y, r.grid.z),
+    out.append(py::make_tuple(code_offset(r.kernel), r.name, py::make_tuple(r.grid.x, r.grid.y, r.grid.z),
                               py::make_tuple(r.block.x, r.block.y, r.block.z), r.smem));
   }
   return out;
@@ -115,32 +117,20 @@ std::string conv2d_auto_algorithm(const std::string& backend, const std::string&
   if (backend != "cpu" && backend != "cuda" && backend != "simt")
     throw py::value_error("conv2d_auto_algorithm: backend must be \"cpu\", \"cuda\" or \"simt\", got \"" +
                           backend + "\"");
-  if (input_size.size() != 4 || weight_size.size() != 4 || stride.size() != 2 || padding.size() != 2 ||
-      dilation.size() != 2 || groups < 1)
-    throw py::value_error("conv2d_auto_algorithm: expected 4-D sizes, 2 strides, paddings and dilations, groups >= 1");
+  if (padding.size() != 2) throw py::value_error("conv2d_auto_algorithm: expected padding [h, w]");
   fastconv::ConvPass conv_pass;
   if (pass == "fwd") conv_pass = fastconv::ConvPass::kForward;
   else if (pass == "bwd_input") conv_pass = fastconv::ConvPass::kBackwardInput;
   else if (pass == "bwd_weight") conv_pass = fastconv::ConvPass::kBackwardWeight;
   else throw py::value_error("conv2d_auto_algorithm: pass must be \"fwd\", \"bwd_input\" or \"bwd_weight\", got \"" +
                              pass + "\"");
-  fastconv::Conv2dParams p{};
-  p.batch = input_size[0];
-  p.in_channels = input_size[1];
-  p.in_h = input_size[2];
-  p.in_w = input_size[3];
-  p.out_channels = weight_size[0];
-  p.kernel_h = weight_size[2];
-  p.kernel_w = weight_size[3];
-  p.stride_h = stride[0];
-  p.stride_w = stride[1];
-  p.pad_h = padding[0];
-  p.pad_w = padding[1];
-  p.dilation_h = dilation[0];
-  p.dilation_w = dilation[1];
-  p.groups = groups;
-  p.out_h = (p.in_h + 2 * p.pad_h - p.dilation_h * (p.kernel_h - 1) - 1) / p.stride_h + 1;
-  p.out_w = (p.in_w + 2 * p.pad_w - p.dilation_w * (p.kernel_w - 1) - 1) / p.stride_w + 1;
+  fastconv::Conv2dParams p;
+  try {
+    p = fastconv::conv2d_params(input_size, weight_size, stride, {padding[0], padding[0], padding[1], padding[1]},
+                                dilation, groups, "conv2d_auto_algorithm");
+  } catch (const c10::Error& e) {
+    throw py::value_error(e.what_without_backtrace());
+  }
   const fastconv::Backend b = backend == "cpu" ? fastconv::Backend::kCpu : fastconv::Backend::kCuda;
   return fastconv::auto_algorithm(b, conv_pass, p) == fastconv::ConvAlgorithm::kDirect ? "direct" : "im2col";
 }
