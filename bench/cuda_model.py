@@ -31,9 +31,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
+import torch
 from tqdm import tqdm
 
-from . import ptxas_report
+import fastconv
+from fastconv.simt import kernel_symbols, record_launches, short_name
+
+from . import cases, ptxas_report
 from .gpus import GPUS, Gpu
 from .kernel_work import Conv, Work, conv_pass_work, elementwise_work, inner_loop_ceiling
 from .occupancy import Occupancy, Query, occupancy
@@ -43,8 +47,6 @@ CACHE = ROOT / "build" / "cuda_model"
 SCHEMA_ID = "fastconv-cuda-model/1"
 BATCHES = (1, 32)
 SEED_NETS = ("convnet4", "convnet3", "vgg16")
-PASSES = {"conv": ("fwd", "bwd_input", "bwd_weight", "bwd_bias"), "pool": ("fwd", "bwd"),
-          "relu": ("fwd", "bwd"), "dropout": ("fwd", "bwd")}
 OP_OF_KIND = {"conv": "conv2d", "pool": "max_pool2d", "relu": "relu", "dropout": "dropout"}
 TWO_WAVES = 2.0
 LOW_OCCUPANCY = 0.25
@@ -59,7 +61,8 @@ def _source_digest(arch: str) -> str:
             if path.suffix in (".cu", ".cuh", ".h"):
                 h.update(path.name.encode() + path.read_bytes())
     nvcc = subprocess.run(["nvcc", "--version"], capture_output=True, text=True).stdout
-    h.update((nvcc + " ".join(ptxas_report.FLAGS[:-1]) + arch).encode())
+    flags = [f for f in ptxas_report.FLAGS if f != str(ROOT / "csrc")]  # where the checkout lies does not matter
+    h.update((nvcc + " ".join(flags) + arch).encode())
     return h.hexdigest()[:16]
 
 
@@ -103,9 +106,6 @@ def conv_of(layer, batch: int) -> Conv:
 
 
 def _record(call) -> tuple:
-    import fastconv
-    from fastconv.simt import record_launches
-
     with fastconv.backend("simt"), record_launches(dry_run=True) as launches:
         call()
     return tuple(launches)
@@ -114,9 +114,6 @@ def _record(call) -> tuple:
 def record_layer(layer, batch: int) -> List[PassRun]:
     """Every pass of one layer at one batch size, in a dry run (shapes only: tensors are
     torch.empty, never touched)."""
-    import torch
-    import fastconv
-
     ops = torch.ops.fastconv
     x = torch.empty((batch,) + tuple(layer.shape))
     p = layer.params
@@ -144,9 +141,10 @@ def record_layer(layer, batch: int) -> List[PassRun]:
     if layer.kind == "pool":
         k, s = [p["kernel"]] * 2, [p["stride"]] * 2
         fwd = _record(lambda: ops.max_pool2d(x, k, s, [0, 0], [1, 1], False, "simt"))
-        y, idx = ops.max_pool2d(x, k, s, [0, 0], [1, 1], False, "cpu")  # shapes for the backward pass
-        bwd = _record(lambda: ops.max_pool2d_backward(torch.empty_like(y), idx, list(x.shape), k, s, [0, 0], [1, 1],
-                                                      False, "simt"))
+        c, h, w = layer.shape
+        out_shape = (batch, c, (h - k[0]) // s[0] + 1, (w - k[1]) // s[1] + 1)
+        dy, idx = torch.empty(out_shape), torch.empty(out_shape, dtype=torch.int64)
+        bwd = _record(lambda: ops.max_pool2d_backward(dy, idx, list(x.shape), k, s, [0, 0], [1, 1], False, "simt"))
     elif layer.kind == "relu":
         fwd = _record(lambda: ops.relu(x, "simt"))
         bwd = _record(lambda: ops.relu_backward(torch.empty_like(x), torch.empty_like(x), "simt"))
@@ -192,8 +190,6 @@ def launch_rows(gpu: Gpu, runs: Sequence[PassRun], kernels: Dict[str, Dict]) -> 
 
 
 def launch_bound(launch) -> int:
-    from fastconv.simt import kernel_symbols
-
     symbol = kernel_symbols().get(launch.offset)
     return symbol.launch_bound if symbol and symbol.launch_bound else 1024
 
@@ -309,8 +305,6 @@ def _git_commit() -> str:
 
 
 def layers() -> List:
-    from . import cases
-
     return cases.seed_layers()
 
 
@@ -320,15 +314,13 @@ def build_model(gpu_key: str, batches: Sequence[int] = BATCHES, progress: bool =
     # cudaDevAttrMultiProcessorCount from this variable (read once per process).
     os.environ["FASTCONV_SIMT_SMS"] = str(gpu.sms)
     kernels = kernel_table(gpu.arch, progress)
-    cases = [(layer, batch) for layer in layers() for batch in batches]
+    work_list = [(layer, batch) for layer in layers() for batch in batches]
     runs: List[PassRun] = []
-    for layer, batch in tqdm(cases, desc=f"dry runs ({gpu_key})", unit="layer", file=sys.stderr,
+    for layer, batch in tqdm(work_list, desc=f"dry runs ({gpu_key})", unit="layer", file=sys.stderr,
                              disable=not progress):
         runs += record_layer(layer, batch)
     rows = launch_rows(gpu, runs, kernels)
     totals = pass_totals(rows)
-    from fastconv.simt import short_name
-
     kernel_list = sorted(kernels.values(), key=lambda k: short_name(k["name"]))
     return {
         "schema": SCHEMA_ID,

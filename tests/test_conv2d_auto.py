@@ -8,7 +8,6 @@ import torch
 import torch.nn.functional as F
 
 import fastconv
-import fastconv.functional as FF
 from fastconv import _C
 
 from conftest import BACKENDS, device_of

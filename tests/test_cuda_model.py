@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 import torch
 
-import fastconv
 from fastconv import _C
 from fastconv.simt import Launch, record_launches
 
