@@ -10,8 +10,8 @@
 #   5. the GPU performance model for the same GPU
 # Everything goes under one folder: --out DIR, else $OUT/gpu_check when OUT is
 # set (the lent machine returns only files under $OUT), else ./gpu_check; the
-# log is gpu_check.log there. Each step has a time budget; the whole run stays
-# under 8 minutes on one H100. Exits non-zero when a step fails or times out.
+# log is gpu_check.log there. Each step has a time budget (465 s in all, so the
+# whole run stays under 8 minutes). Exits non-zero when a step fails or times out.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -81,7 +81,7 @@ step() {
 }
 
 # 1. This GPU's arch only: a build of minutes instead of five archs.
-if ! step build 300 env TORCH_CUDA_ARCH_LIST="$cc" MAX_JOBS="$(nproc)" "$python" setup.py -q build_ext --inplace; then
+if ! step build 140 env TORCH_CUDA_ARCH_LIST="$cc" MAX_JOBS="$(nproc)" "$python" setup.py -q build_ext --inplace; then
   say "the build failed: nothing else can run"; exit 1
 fi
 if ! "$python" -c 'import fastconv, sys; sys.exit(0 if fastconv.cuda_compiled() else 1)' >>"$log" 2>&1; then
@@ -90,7 +90,7 @@ if ! "$python" -c 'import fastconv, sys; sys.exit(0 if fastconv.cuda_compiled() 
 fi
 
 # 2. The tests that run on the cuda backend (the CPU and SIMT ones ran in CI).
-step tests 150 "$python" -m pytest -q -k cuda tests --junitxml="$out/pytest-cuda.xml"
+step tests 80 "$python" -m pytest -q -k cuda tests --junitxml="$out/pytest-cuda.xml"
 
 # 3. Every kernel variant under each of compute-sanitizer's tools.
 #    Only our kernels are instrumented (kns: kernel-name substring), so torch's own
@@ -100,18 +100,18 @@ if [ ! -x "$sanitizer" ]; then
   say "sanitizer: FAILED: compute-sanitizer not found (on PATH or in \$CUDA_HOME/bin)"; failed+=(sanitizer)
 else
   for tool in memcheck racecheck synccheck; do
-    step sanitizer 60 "$sanitizer" --tool "$tool" --kernel-name kns=fastconv --error-exitcode 1 \
+    step sanitizer 35 "$sanitizer" --tool "$tool" --kernel-name kns=fastconv --error-exitcode 1 \
       --log-file "$out/sanitizer-$tool.txt" "$python" scripts/sanitizer_ops.py --backend cuda
   done
 fi
 
 # 4. Against cuDNN (the runner times it with TF32 off and on); the results file is
 #    cuda-<gpu>.json beside the log: commit it under bench/results/.
-step bench 150 "$python" -m bench --device cuda --quick --no-progress --out "$out"
+step bench 100 "$python" -m bench --device cuda --quick --no-progress --out "$out"
 
 # 5. The model of this GPU, to set beside the measurements.
 if gpu_key="$("$python" -c "from bench.gpus import by_compute_capability as f; print(f('$cc'))" 2>>"$log")"; then
-  step model 90 "$python" -m bench.cuda_model --gpu "$gpu_key" --no-progress --out "$out"
+  step model 40 "$python" -m bench.cuda_model --gpu "$gpu_key" --no-progress --out "$out"
 else
   say "model: no GPU of compute capability $cc in bench/gpus.py; skipped"
 fi

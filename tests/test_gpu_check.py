@@ -78,3 +78,15 @@ def test_sanitizer_driver_refuses_cuda_without_a_gpu():
     result = subprocess.run([sys.executable, "scripts/sanitizer_ops.py", "--backend", "cuda"], capture_output=True,
                             text=True, cwd=ROOT, timeout=120)
     assert result.returncode == 2 and "needs a GPU" in result.stderr
+
+
+def test_the_step_budgets_fit_in_8_minutes():
+    import re
+
+    text = SCRIPT.read_text()
+    budgets = {name: int(seconds) for name, seconds in re.findall(r"\bstep (\w+) (\d+) ", text)}
+    assert set(budgets) == {"build", "tests", "sanitizer", "bench", "model"}
+    tools = re.search(r"for tool in ([\w ]+); do", text).group(1).split()
+    assert tools == ["memcheck", "racecheck", "synccheck"]
+    total = sum(budgets.values()) + budgets["sanitizer"] * (len(tools) - 1)
+    assert total <= 8 * 60 - 15, f"{total} s of step budgets leave no room under 8 minutes"
