@@ -346,7 +346,9 @@ def _fmt_us(v: float) -> str:
     return f"{v:,.0f}" if v >= 100 else f"{v:.1f}"
 
 
-def markdown(doc: Dict) -> str:
+def markdown(doc: Dict, full: bool = True) -> str:
+    """The report: targets and the algorithm table, then (``full``) every launch and kernel, or
+    (not ``full``, for the terminal) one line per pass of each layer."""
     gpu = doc["gpu"]
     lines = [f"# CUDA kernel model: {gpu['name']} (sm_{gpu['arch']})", "",
              f"{gpu['sms']} SMs, FP32 {gpu['fp32_tflops']} TFLOP/s, DRAM {gpu['dram_gbps']:.0f} GB/s; "
@@ -380,6 +382,8 @@ def markdown(doc: Dict) -> str:
         lines.append(f"| {net} | {layer} | {batch} | " + " | ".join(cells) + " |")
     agree = sum(e["agrees"] for e in doc["auto_rule"])
     lines += ["", f"auto runs the faster algorithm in {agree} of {len(doc['auto_rule'])} passes.", ""]
+    if not full:
+        return "\n".join(lines + _pass_table(doc)) + "\n"
     lines += ["", "## Launches (the algorithm auto runs; identical consecutive launches merged)", "",
               "| layer | N | pass | kernel | launches | grid x block | smem | occ. | waves | GFLOP | MB "
               "| FLOP/B | bound µs | model µs | flags |",
@@ -399,6 +403,19 @@ def markdown(doc: Dict) -> str:
         lines.append(f"| `{k['name']}` | {k['regs']} | {k['static_smem']} | {k['spill_bytes']} | "
                      f"{k['div64']} ({k['div64_in_loop']}) |")
     return "\n".join(lines) + "\n"
+
+
+def _pass_table(doc: Dict) -> List[str]:
+    lines = ["## Passes (the algorithm auto runs)", "",
+             "| layer | N | pass | launches | fewest waves | GFLOP | MB | bound µs | model µs |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for t in doc["passes"]:
+        if t["auto"] is False:
+            continue
+        lines.append(f"| {t['layer']} | {t['batch']} | {t['pass']} | {t['launches']} | {t['min_waves']:.2f} | "
+                     f"{t['flops'] / 1e9:.3g} | {t['dram_bytes'] / 1e6:.3g} | {_fmt_us(t['roofline_us'])} | "
+                     f"{_fmt_us(t['model_us'])} |")
+    return lines
 
 
 def _merged(rows: Iterable[Dict]) -> List[List[Dict]]:
@@ -443,7 +460,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = ap.parse_args(argv)
     command = "python -m bench.cuda_model " + " ".join(sys.argv[1:] if argv is None else argv)
     doc = build_model(args.gpu, args.batch, progress=not args.no_progress, command=command.strip())
-    print(markdown(doc))
+    print(markdown(doc, full=False))
     for path in write(doc, args.out):
         print(f"wrote {path}", file=sys.stderr)
     return 0
