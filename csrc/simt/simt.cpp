@@ -2,6 +2,7 @@
 // scheduler with barrier/warp-collective rendezvous, and a worker pool that
 // runs blocks in parallel.
 #include "simt.h"
+#include "access/recorder.h"
 
 #include <cxxabi.h>
 #include <dlfcn.h>
@@ -110,6 +111,12 @@ void __asan_poison_memory_region(void const volatile* addr, size_t size) __attri
 void __sanitizer_set_death_callback(void (*callback)()) __attribute__((weak));
 void __sanitizer_symbolize_pc(void* pc, const char* fmt, char* out, size_t size)
     __attribute__((weak));
+// Access counters: linked only into access builds (access_recorder.h).
+#pragma weak simt_access_launch
+#pragma weak simt_access_block_begin
+#pragma weak simt_access_thread_resume
+#pragma weak simt_access_thread_yield
+#pragma weak simt_access_interval_end
 // The linker's bounds of the static shared memory section (sanitizer builds, simt.h).
 extern char __start_simt_shared[] __attribute__((weak, visibility("hidden")));
 extern char __stop_simt_shared[] __attribute__((weak, visibility("hidden")));
@@ -188,7 +195,7 @@ thread_local cudaError_t t_last_error = cudaSuccess;
 
 // What the program was built with (weak symbols present) and what
 // FASTCONV_SIMT_CHECK asks for; checks default to everything the build has.
-enum : unsigned { kTsan = 1, kAsan = 2, kRace = 4, kMemory = 8 };
+enum : unsigned { kTsan = 1, kAsan = 2, kCounters = 4, kRace = 8, kMemory = 16, kAccess = 32 };
 unsigned g_san = 0;
 const char* g_check_error = nullptr;
 
@@ -196,12 +203,14 @@ unsigned detect_sanitizers() {
   unsigned s = 0;
   if (&__tsan_create_fiber && &__tsan_switch_to_fiber && &__tsan_acquire) s |= kTsan;
   if (&__sanitizer_start_switch_fiber && &__asan_poison_memory_region) s |= kAsan;
+  if (&simt_access_launch) s |= kCounters;
   return s;
 }
 
 void read_checks() {
   const unsigned built = detect_sanitizers();
-  unsigned want = (built & kTsan ? unsigned(kRace) : 0u) | (built & kAsan ? unsigned(kMemory) : 0u);
+  unsigned want = (built & kTsan ? unsigned(kRace) : 0u) | (built & kAsan ? unsigned(kMemory) : 0u) |
+                  (built & kCounters ? unsigned(kAccess) : 0u);
   if (const char* s = std::getenv("FASTCONV_SIMT_CHECK")) {
     want = 0;
     std::string list(s);
@@ -212,8 +221,9 @@ void read_checks() {
       const std::string item = list.substr(at, end - at);
       if (item == "race") want |= kRace;
       else if (item == "memory") want |= kMemory;
+      else if (item == "access") want |= kAccess;
       else if (!item.empty() && item != "none")
-        std::fprintf(stderr, "simt: ignoring '%s' in FASTCONV_SIMT_CHECK (want race,memory)\n",
+        std::fprintf(stderr, "simt: ignoring '%s' in FASTCONV_SIMT_CHECK (want race,memory,access)\n",
                      item.c_str());
       at = end + 1;
     }
@@ -224,6 +234,12 @@ void read_checks() {
   else if ((want & kMemory) && !(built & kAsan))
     g_check_error = "FASTCONV_SIMT_CHECK=memory needs an AddressSanitizer build "
                     "(compile and link with -fsanitize=address,alignment,bounds)";
+  else if ((want & kAccess) && !(built & kCounters))
+    g_check_error = "FASTCONV_SIMT_CHECK=access needs an access build (compile the kernels and the "
+                    "program with -fsanitize=thread, link them with simt_access, not libtsan)";
+  else if ((built & kCounters) && (built & kTsan))
+    g_check_error = "the access counters and ThreadSanitizer's runtime are linked into one program "
+                    "(link simt_access without -fsanitize=thread)";
   g_san = built | want;
 }
 
@@ -650,6 +666,9 @@ void start_fiber(Worker& w, Fiber& f) {
 // Sanitizer builds annotate every switch; the plain path pays one
 // predictable branch on a flag that is fixed before the first launch.
 __attribute__((noinline)) void resume_annotated(Worker& w, Fiber& f) {
+  if (g_san & kAccess)
+    simt_access_thread_resume(static_cast<unsigned>(&f - w.fibers.data()),
+                              f.stack_top - kStackBytes, f.stack_top);
   if (g_san & kTsan) __tsan_switch_to_fiber(f.tsan, tsan_switch_flags(*w.job));
   if (g_san & kAsan)
     __sanitizer_start_switch_fiber(&w.asan_fake, f.stack_top - kStackBytes, kStackBytes);
@@ -659,6 +678,7 @@ __attribute__((noinline)) void resume_annotated(Worker& w, Fiber& f) {
   swapcontext(&w.sched_ctx, &f.ctx);
 #endif
   if (g_san & kAsan) __sanitizer_finish_switch_fiber(w.asan_fake, nullptr, nullptr);
+  if (g_san & kAccess) simt_access_thread_yield();
 }
 
 __attribute__((noinline)) void yield_annotated(Worker& w, Fiber& f) {
@@ -928,6 +948,8 @@ void run_block(Worker& w, uint64_t linear) {
   fill_shared_memory(w);
 
   const unsigned n = job.threads;
+  if (job.san & kAccess)
+    simt_access_block_begin(n, detail::dyn_smem, job.smem);
   for (unsigned i = 0; i < n; ++i) {
     Fiber& f = w.fibers[i];
     f.tid = uint3{i % bd.x, (i / bd.x) % bd.y, i / (bd.x * bd.y)};
@@ -971,6 +993,7 @@ void run_block(Worker& w, uint64_t linear) {
     if (progressed) continue;
     if (w.at_barrier != w.live || w.bar_mismatch) report_divergence(w);
     // Everyone alive waits at the same __syncthreads(): next barrier round.
+    if (job.san & kAccess) simt_access_interval_end();
     for (unsigned i = 0; i < n; ++i)
       if (w.fibers[i].state == State::AtBarrier) w.fibers[i].state = State::Ready;
     w.ready = w.at_barrier;
@@ -981,6 +1004,7 @@ void run_block(Worker& w, uint64_t linear) {
     ++w.bar_round;
     if (job.order == Order::Shuffled) make_order(w, n);
   }
+  if (job.san & kAccess) simt_access_interval_end();
 }
 
 void run_blocks(const Job& job, unsigned index) {
@@ -1293,6 +1317,7 @@ void launch(const Site& site, const void* kernel, dim3 grid, dim3 block, size_t 
   Pool& p = pool();
   std::lock_guard<std::mutex> lk(p.launch_mutex);
   count_launch(kernel, name.full);
+  if (g_san & kAccess) simt_access_launch(kernel, name.full.c_str());
   Job job;
   job.name = name.full.c_str();
   job.brief = name.brief.c_str();
