@@ -84,7 +84,7 @@ def main():
         if glob:
             worst = max(glob, key=lambda e: e["sectors"] / e["requests"])
             print(f"  global {worst['op']:5} {where(worst):28} {worst['sectors'] / worst['requests']:.2f} "
-                  f"sectors/request over {worst['requests']} requests")
+                  f"sectors/request over {worst['requests']} requests of {worst['bytes'] // worst['accesses']}-byte accesses")
         for e in shared:
             if e["max_ways"] <= args.max_shared_ways:
                 continue

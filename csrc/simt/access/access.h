@@ -48,6 +48,7 @@ struct LineCounters {
   bool store = false;
   uint64_t requests = 0;  // warp requests
   uint64_t accesses = 0;  // lane accesses (requests x active lanes)
+  uint64_t bytes = 0;     // bytes of the lane accesses (bytes / accesses: the access width)
   uint64_t sectors = 0;   // global: 32-byte sectors over all requests
   uint64_t ways = 0;      // shared: conflict ways summed over requests
   uint64_t max_ways = 0;  // shared: the worst request

@@ -85,12 +85,17 @@ std::vector<CounterMap*>& tables() {
 }
 
 // A request being assembled: the lane accesses of (PC, occurrence, space).
+// One lane's part of a warp request.
+struct LaneAccess {
+  uintptr_t addr;
+  unsigned size, lane;
+};
+
 struct Request {
   const void* pc;
   Space space;
   bool store;
-  std::vector<Record> items;
-  std::vector<unsigned> lanes;  // the lane of each item
+  std::vector<LaneAccess> lanes;
 };
 
 struct RequestKey {
@@ -125,6 +130,7 @@ struct Recorder {
   std::vector<Request> requests;
   std::unordered_map<const void*, uint32_t> occurrences;
   std::vector<uintptr_t> scratch;
+  std::vector<LaneAccess> lanes;
 };
 
 // The running CUDA thread's record and stack; null outside CUDA threads, so
@@ -192,32 +198,32 @@ Range thread_stack() {
 }
 
 // Distinct 32-byte segments the request touches.
-uint64_t sectors_of(const Request& r, std::vector<uintptr_t>& segs) {
+uint64_t sectors_of(const std::vector<LaneAccess>& lanes, std::vector<uintptr_t>& segs) {
   segs.clear();
-  for (const Record& a : r.items)
+  for (const LaneAccess& a : lanes)
     for (uintptr_t s = a.addr >> kSectorShift; s <= (a.addr + a.size - 1) >> kSectorShift; ++s)
       segs.push_back(s);
-  std::sort(segs.begin(), segs.end());
+  // Lanes usually go up in address: then sorting is a check.
+  if (!std::is_sorted(segs.begin(), segs.end())) std::sort(segs.begin(), segs.end());
   return static_cast<uint64_t>(std::unique(segs.begin(), segs.end()) - segs.begin());
 }
 
 // Bank-conflict ways: phases of 128 bytes (all 32 lanes for accesses of up to
 // 4 bytes, half-warps for 8 bytes, quarter-warps above), in each the most
 // distinct words one bank serves; the worst phase.
-uint64_t ways_of(const Request& r, std::vector<uintptr_t>& words) {
+uint64_t ways_of(const std::vector<LaneAccess>& lanes, std::vector<uintptr_t>& words) {
   unsigned widest = 0;
-  for (const Record& a : r.items) widest = std::max(widest, a.size);
+  for (const LaneAccess& a : lanes) widest = std::max(widest, a.size);
   const unsigned lanes_per_phase = widest <= 4 ? 32 : widest <= 8 ? 16 : 8;
   uint64_t worst = 0;
   for (unsigned phase = 0; phase < kWarp / lanes_per_phase; ++phase) {
     words.clear();
-    for (size_t i = 0; i < r.items.size(); ++i) {
-      if (r.lanes[i] / lanes_per_phase != phase) continue;
-      const Record& a = r.items[i];
+    for (const LaneAccess& a : lanes) {
+      if (a.lane / lanes_per_phase != phase) continue;
       for (uintptr_t w = a.addr >> kWordShift; w <= (a.addr + a.size - 1) >> kWordShift; ++w)
         words.push_back(w);
     }
-    std::sort(words.begin(), words.end());
+    if (!std::is_sorted(words.begin(), words.end())) std::sort(words.begin(), words.end());
     words.erase(std::unique(words.begin(), words.end()), words.end());
     unsigned per_bank[kBanks] = {};
     for (uintptr_t w : words) worst = std::max<uint64_t>(worst, ++per_bank[w % kBanks]);
@@ -225,22 +231,31 @@ uint64_t ways_of(const Request& r, std::vector<uintptr_t>& words) {
   return worst;
 }
 
-void count(Recorder& rec, const Request& r) {
-  PcCounters& c = (*rec.counters)[CounterKey{g_kernel, r.pc, r.space, r.store}];
-  if (!c.pc) c = PcCounters{g_kernel, g_kernel_name, r.pc, r.space, r.store, 0, 0, 0, 0, 0};
+void count(Recorder& rec, const void* pc, Space space, bool store,
+           const std::vector<LaneAccess>& lanes) {
+  PcCounters& c = (*rec.counters)[CounterKey{g_kernel, pc, space, store}];
+  if (!c.pc) c = PcCounters{g_kernel, g_kernel_name, pc, space, store, 0, 0, 0, 0, 0, 0};
   ++c.requests;
-  c.accesses += r.items.size();
-  if (r.space == Space::Global) {
-    c.sectors += sectors_of(r, rec.scratch);
+  c.accesses += lanes.size();
+  for (const LaneAccess& a : lanes) c.bytes += a.size;
+  if (space == Space::Global) {
+    c.sectors += sectors_of(lanes, rec.scratch);
   } else {
-    const uint64_t ways = ways_of(r, rec.scratch);
+    const uint64_t ways = ways_of(lanes, rec.scratch);
     c.ways += ways;
     c.max_ways = std::max(c.max_ways, ways);
   }
 }
 
-// Pairs the interval's accesses of one warp into requests and counts them.
-void count_warp(Recorder& rec, unsigned first, unsigned last) {
+bool same_sequence(const std::vector<Record>& a, const std::vector<Record>& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (a[i].pc != b[i].pc || a[i].space != b[i].space) return false;
+  return true;
+}
+
+// The general pairing: lane accesses by (PC, occurrence, space).
+void count_diverged_warp(Recorder& rec, unsigned first, unsigned last) {
   rec.request_index.clear();
   size_t used = 0;
   for (unsigned t = first; t < last; ++t) {
@@ -250,20 +265,49 @@ void count_warp(Recorder& rec, unsigned first, unsigned last) {
       auto [it, fresh] = rec.request_index.try_emplace(RequestKey{a.pc, n, a.space}, unsigned(used));
       if (fresh) {
         if (used == rec.requests.size()) rec.requests.emplace_back();
-        Request& r = rec.requests[used++];
+        Request& r = rec.requests[used++];  // reused with its capacity
         r.pc = a.pc;
         r.space = a.space;
         r.store = a.store;
-        r.items.clear();
         r.lanes.clear();
       }
-      Request& r = rec.requests[it->second];
-      r.items.push_back(a);
-      r.lanes.push_back(t - first);
+      rec.requests[it->second].lanes.push_back(LaneAccess{a.addr, a.size, t - first});
     }
-    rec.threads[t].clear();
   }
-  for (size_t i = 0; i < used; ++i) count(rec, rec.requests[i]);
+  for (size_t i = 0; i < used; ++i) {
+    const Request& r = rec.requests[i];
+    count(rec, r.pc, r.space, r.store, r.lanes);
+  }
+}
+
+// Pairs the interval's accesses of one warp into requests and counts them.
+// Lanes usually run the same sequence of PCs; then the i-th accesses of the
+// lanes are one request, and no pairing index is needed.
+void count_warp(Recorder& rec, unsigned first, unsigned last) {
+  unsigned reference = last;
+  bool uniform = true;
+  for (unsigned t = first; t < last && uniform; ++t) {
+    if (rec.threads[t].empty()) continue;
+    if (reference == last) reference = t;
+    else uniform = same_sequence(rec.threads[t], rec.threads[reference]);
+  }
+  if (reference == last) return;
+  if (!uniform) {
+    count_diverged_warp(rec, first, last);
+  } else {
+    std::vector<LaneAccess>& lanes = rec.lanes;
+    const std::vector<Record>& ref = rec.threads[reference];
+    for (size_t i = 0; i < ref.size(); ++i) {
+      lanes.clear();
+      for (unsigned t = reference; t < last; ++t)
+        if (!rec.threads[t].empty()) {
+          const Record& a = rec.threads[t][i];
+          lanes.push_back(LaneAccess{a.addr, a.size, t - first});
+        }
+      count(rec, ref[i].pc, ref[i].space, ref[i].store, lanes);
+    }
+  }
+  for (unsigned t = first; t < last; ++t) rec.threads[t].clear();
 }
 
 }  // namespace
@@ -298,6 +342,7 @@ std::vector<PcCounters> pc_counters() {
       }
       m.requests += c.requests;
       m.accesses += c.accesses;
+      m.bytes += c.bytes;
       m.sectors += c.sectors;
       m.ways += c.ways;
       m.max_ways = std::max(m.max_ways, c.max_ways);

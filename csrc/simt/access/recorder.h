@@ -23,7 +23,7 @@ struct PcCounters {
   const void* pc;
   Space space;
   bool store;
-  uint64_t requests, accesses, sectors, ways, max_ways;
+  uint64_t requests, accesses, bytes, sectors, ways, max_ways;
 };
 std::vector<PcCounters> pc_counters();
 void reset_counters();

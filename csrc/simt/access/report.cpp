@@ -144,6 +144,7 @@ std::vector<LineCounters> lines() {
     }
     l.requests += c.requests;
     l.accesses += c.accesses;
+    l.bytes += c.bytes;
     l.sectors += c.sectors;
     l.ways += c.ways;
     l.max_ways = std::max(l.max_ways, c.max_ways);
@@ -157,8 +158,9 @@ void reset() { reset_counters(); }
 
 void print_table(std::FILE* out, const std::vector<LineCounters>& lines) {
   std::fprintf(out,
-               "simt access counters: per warp request, global 32-byte sectors (4 for coalesced "
-               "4-byte accesses) and shared bank-conflict ways (1 is conflict-free)\n");
+               "simt access counters: per source line, the access width, warp requests, and per "
+               "request global 32-byte sectors (4 for coalesced 4-byte accesses) or shared "
+               "bank-conflict ways (1 is conflict-free)\n");
   const std::string* kernel = nullptr;
   for (const LineCounters& l : lines) {
     if (!kernel || *kernel != l.kernel) {
@@ -167,14 +169,13 @@ void print_table(std::FILE* out, const std::vector<LineCounters>& lines) {
     }
     const double req = static_cast<double>(l.requests);
     const std::string where = basename_of(l.file) + ":" + std::to_string(l.line);
+    const int width = l.accesses ? static_cast<int>(l.bytes / l.accesses) : 0;
+    std::fprintf(out, "  %-28s %s %-5s %2d B %10llu requests ", where.c_str(), space_name(l.space),
+                 l.store ? "store" : "load", width, static_cast<unsigned long long>(l.requests));
     if (l.space == Space::Global)
-      std::fprintf(out, "  %-28s global %-5s %10llu requests %7.2f sectors/request\n", where.c_str(),
-                   l.store ? "store" : "load", static_cast<unsigned long long>(l.requests),
-                   l.sectors / req);
+      std::fprintf(out, "%7.2f sectors/request\n", l.sectors / req);
     else
-      std::fprintf(out, "  %-28s shared %-5s %10llu requests %7.2f ways/request (worst %llu)\n",
-                   where.c_str(), l.store ? "store" : "load",
-                   static_cast<unsigned long long>(l.requests), l.ways / req,
+      std::fprintf(out, "%7.2f ways/request (worst %llu)\n", l.ways / req,
                    static_cast<unsigned long long>(l.max_ways));
   }
 }
@@ -188,7 +189,8 @@ bool write_json(const char* path, const std::vector<LineCounters>& lines) {
         << ", \"file\": " << json_string(l.file) << ", \"line\": " << l.line
         << ", \"space\": \"" << space_name(l.space) << "\", \"op\": \""
         << (l.store ? "store" : "load") << "\", \"requests\": " << l.requests
-        << ", \"accesses\": " << l.accesses << ", \"sectors\": " << l.sectors
+        << ", \"accesses\": " << l.accesses << ", \"bytes\": " << l.bytes
+        << ", \"sectors\": " << l.sectors
         << ", \"ways\": " << l.ways << ", \"max_ways\": " << l.max_ways << "}";
   }
   out << "\n]}\n";
