@@ -149,15 +149,19 @@ enum cudaFuncAttribute {
 // Environment, read at the first launch:
 //   FASTCONV_SIMT_ORDER=forward|reversed|shuffled, FASTCONV_SIMT_SEED=N: see Order.
 //   FASTCONV_SIMT_WORKERS=N: OS threads that run blocks (default: every core).
-//   FASTCONV_SIMT_CHECK=race,memory (or none): the checks a sanitizer build
-//     runs; all that the build supports by default. `race` needs the kernels
-//     and program built with -fsanitize=thread (ThreadSanitizer then sees every
-//     CUDA thread as a fiber, ordered only by barriers, collectives and the
-//     launch); `memory` with -fsanitize=address,alignment,bounds (shared
+//   FASTCONV_SIMT_CHECK=race,memory,access (or none): the checks a sanitizer
+//     build runs; all that the build supports by default. `race` needs the
+//     kernels and program built with -fsanitize=thread (ThreadSanitizer then
+//     sees every CUDA thread as a fiber, ordered only by barriers, collectives
+//     and the launch); `memory` with -fsanitize=address,alignment,bounds (shared
 //     memory refilled with garbage at every block start, dynamic shared memory
-//     allocated to its exact size). Asking a build for a check it cannot do
-//     aborts at the first launch. Launch limits and warp-collective rules are
-//     checked in every build.
+//     allocated to its exact size); `access` (memory-access counters: global
+//     32-byte sectors and shared bank-conflict ways per warp request, per
+//     kernel and source line, reported at exit) compiled with -fsanitize=thread
+//     but linked with simt_access instead of libtsan; simt/access/access.h has
+//     the rules, FASTCONV_SIMT_ACCESS_JSON=path writes the report as JSON.
+//     Asking a build for a check it cannot do aborts at the first launch.
+//     Launch limits and warp-collective rules are checked in every build.
 namespace simt {
 
 enum class Order { Forward, Reversed, Shuffled };

@@ -22,6 +22,11 @@
 // Stack (local variables), kernel arguments and the built-in variables
 // (threadIdx, ...) are not memory requests and are not counted; nor are
 // atomics or memcpy/memset calls (no kernel uses them for data).
+// What is counted is what the host compiler emits: a whole-struct copy of a
+// float4 or Pack is one 16-byte access, but a vector whose fields are read one
+// by one may become 4-byte accesses (nvcc would emit one vector access), and
+// global sectors depend on the buffers' alignment (cudaMalloc's is 256 bytes;
+// a host allocation's may be 16, which adds sectors).
 //
 // The counters are reported at exit: a table on stderr, or JSON in the file
 // named by FASTCONV_SIMT_ACCESS_JSON. Programs may also read them here.
@@ -37,21 +42,33 @@ namespace access {
 
 enum class Space : uint8_t { Global, Shared };
 
-// The counters of one kernel's accesses at one source line, in one memory
-// space, loads or stores (the PCs of one line, e.g. an unrolled loop's copies,
-// are summed; each PC is still its own request).
-struct LineCounters {
-  std::string kernel;  // the kernel's full name, as launches report it
-  std::string file;    // source of the access ("?" when it cannot be resolved)
-  int line = 0;
-  Space space = Space::Global;
-  bool store = false;
+struct Counts {
   uint64_t requests = 0;  // warp requests
   uint64_t accesses = 0;  // lane accesses (requests x active lanes)
   uint64_t bytes = 0;     // bytes of the lane accesses (bytes / accesses: the access width)
   uint64_t sectors = 0;   // global: 32-byte sectors over all requests
   uint64_t ways = 0;      // shared: conflict ways summed over requests
   uint64_t max_ways = 0;  // shared: the worst request
+
+  void add(const Counts& o) {
+    requests += o.requests;
+    accesses += o.accesses;
+    bytes += o.bytes;
+    sectors += o.sectors;
+    ways += o.ways;
+    max_ways = max_ways > o.max_ways ? max_ways : o.max_ways;
+  }
+};
+
+// The counters of one kernel's accesses at one source line, in one memory
+// space, loads or stores (the PCs of one line, e.g. an unrolled loop's copies,
+// are summed; each PC is still its own request).
+struct LineCounters : Counts {
+  std::string kernel;  // the kernel's full name, as launches report it
+  std::string file;    // source of the access ("?" when it cannot be resolved)
+  int line = 0;
+  Space space = Space::Global;
+  bool store = false;
 };
 
 // Every line counted so far, PCs resolved to file:line, sorted by kernel,

@@ -234,7 +234,13 @@ uint64_t ways_of(const std::vector<LaneAccess>& lanes, std::vector<uintptr_t>& w
 void count(Recorder& rec, const void* pc, Space space, bool store,
            const std::vector<LaneAccess>& lanes) {
   PcCounters& c = (*rec.counters)[CounterKey{g_kernel, pc, space, store}];
-  if (!c.pc) c = PcCounters{g_kernel, g_kernel_name, pc, space, store, 0, 0, 0, 0, 0, 0};
+  if (!c.pc) {
+    c.kernel = g_kernel;
+    c.kernel_name = g_kernel_name;
+    c.pc = pc;
+    c.space = space;
+    c.store = store;
+  }
   ++c.requests;
   c.accesses += lanes.size();
   for (const LaneAccess& a : lanes) c.bytes += a.size;
@@ -335,17 +341,8 @@ std::vector<PcCounters> pc_counters() {
   std::lock_guard<std::mutex> lk(g_tables_mutex);
   for (const CounterMap* table : tables())
     for (const auto& [key, c] : *table) {
-      PcCounters& m = merged[key];
-      if (!m.pc) {
-        m = c;
-        continue;
-      }
-      m.requests += c.requests;
-      m.accesses += c.accesses;
-      m.bytes += c.bytes;
-      m.sectors += c.sectors;
-      m.ways += c.ways;
-      m.max_ways = std::max(m.max_ways, c.max_ways);
+      auto [it, fresh] = merged.try_emplace(key, c);
+      if (!fresh) it->second.add(c);
     }
   std::vector<PcCounters> out;
   out.reserve(merged.size());

@@ -17,13 +17,12 @@ void record(const void* pc, const void* addr, unsigned size, bool store);
 
 // The counters of one (kernel, PC, space, load or store), summed over all
 // blocks and launches.
-struct PcCounters {
-  const void* kernel;
-  const char* kernel_name;
-  const void* pc;
-  Space space;
-  bool store;
-  uint64_t requests, accesses, bytes, sectors, ways, max_ways;
+struct PcCounters : Counts {
+  const void* kernel = nullptr;
+  const char* kernel_name = "";
+  const void* pc = nullptr;
+  Space space = Space::Global;
+  bool store = false;
 };
 std::vector<PcCounters> pc_counters();
 void reset_counters();

@@ -142,12 +142,7 @@ std::vector<LineCounters> lines() {
       l.space = c.space;
       l.store = c.store;
     }
-    l.requests += c.requests;
-    l.accesses += c.accesses;
-    l.bytes += c.bytes;
-    l.sectors += c.sectors;
-    l.ways += c.ways;
-    l.max_ways = std::max(l.max_ways, c.max_ways);
+    l.add(c);
   }
   std::vector<LineCounters> out;
   for (auto& entry : by_line) out.push_back(std::move(entry.second));
