@@ -111,7 +111,7 @@ void __asan_poison_memory_region(void const volatile* addr, size_t size) __attri
 void __sanitizer_set_death_callback(void (*callback)()) __attribute__((weak));
 void __sanitizer_symbolize_pc(void* pc, const char* fmt, char* out, size_t size)
     __attribute__((weak));
-// Access counters: linked only into access builds (access_recorder.h).
+// Access counters: linked only into access builds (access/recorder.h).
 #pragma weak simt_access_launch
 #pragma weak simt_access_block_begin
 #pragma weak simt_access_thread_resume

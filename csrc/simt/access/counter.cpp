@@ -14,6 +14,14 @@
 #include "recorder.h"
 #include "../simt.h"
 
+// ld.so: this thread's address of a TLS offset in a module.
+extern "C" {
+struct SimtAccessTlsIndex {
+  unsigned long module, offset;
+};
+void* __tls_get_addr(SimtAccessTlsIndex* ti);
+}
+
 namespace simt {
 namespace access {
 namespace {
@@ -36,22 +44,6 @@ struct Range {
   bool holds(uintptr_t a) const { return a - lo < bytes; }
   static Range of(const void* p, size_t n) { return Range{reinterpret_cast<uintptr_t>(p), n}; }
 };
-
-}  // namespace
-}  // namespace access
-}  // namespace simt
-
-// ld.so: this thread's address of a TLS offset in a module.
-extern "C" {
-struct SimtAccessTlsIndex {
-  unsigned long module, offset;
-};
-void* __tls_get_addr(SimtAccessTlsIndex* ti);
-}
-
-namespace simt {
-namespace access {
-namespace {
 
 // The launch being run; written by the launching thread before the workers
 // start (the runtime's pool hands the job over under a mutex).
@@ -84,13 +76,13 @@ std::vector<CounterMap*>& tables() {
   return *all;
 }
 
-// A request being assembled: the lane accesses of (PC, occurrence, space).
 // One lane's part of a warp request.
 struct LaneAccess {
   uintptr_t addr;
   unsigned size, lane;
 };
 
+// A request being assembled: the lane accesses of (PC, occurrence, space).
 struct Request {
   const void* pc;
   Space space;
@@ -182,6 +174,7 @@ Range tls_block_of(const void* code) {
   return Range::of(__tls_get_addr(&index), probe.bytes);
 }
 
+// This thread's stack (for a launching thread: where its kernel arguments are).
 Range thread_stack() {
   thread_local Range stack;
   if (!stack.bytes) {
