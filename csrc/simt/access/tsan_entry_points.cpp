@@ -134,7 +134,7 @@ void __tsan_atomic128_store(volatile simt_u128* a, simt_u128 v, int) {
 }
 #define SIMT_TSAN_ATOMIC128(name, update)                                   \
   simt_u128 __tsan_atomic128_##name(volatile simt_u128* a, simt_u128 v, int) { \
-    return locked_update(a, [&](simt_u128 old) { return update; });           \
+    return locked_update(a, [&]([[maybe_unused]] simt_u128 old) { return update; }); \
   }
 SIMT_TSAN_ATOMIC128(exchange, v)
 SIMT_TSAN_ATOMIC128(fetch_add, old + v)
