@@ -158,8 +158,13 @@ enum cudaFuncAttribute {
 //     allocated to its exact size); `access` (memory-access counters: global
 //     32-byte sectors and shared bank-conflict ways per warp request, per
 //     kernel and source line, reported at exit) compiled with -fsanitize=thread
-//     but linked with simt_access instead of libtsan; simt/access/access.h has
-//     the rules, FASTCONV_SIMT_ACCESS_JSON=path writes the report as JSON.
+//     but linked with simt_access instead of libtsan. A warp request is the
+//     n-th execution of one PC by the lanes of a warp within a barrier
+//     interval; global: distinct 32-byte sectors it touches; shared: the most
+//     distinct 4-byte words one of 32 banks serves (one word: a broadcast),
+//     8-byte accesses per half-warp, 16-byte ones per quarter-warp
+//     (simt/access/access.h). FASTCONV_SIMT_ACCESS_JSON=path writes the report
+//     as JSON instead of a table on stderr.
 //     Asking a build for a check it cannot do aborts at the first launch.
 //     Launch limits and warp-collective rules are checked in every build.
 namespace simt {
