@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
 import re
 import subprocess
 from typing import Dict, Iterator
@@ -41,6 +42,12 @@ def _short(name: str) -> str:
         if ch == "(" and depth == 0:
             return name[:i]
     return name
+
+
+def simt_has_tensor_cores() -> bool:
+    """Whether the SIMT runtime stands for a GPU with tensor cores: the compute capability in
+    FASTCONV_SIMT_SM (default 90), from sm_80 on (csrc/ops/conv2d.cpp reads the same switch)."""
+    return int(os.environ.get("FASTCONV_SIMT_SM", "90")) >= 80
 
 
 # Launches made by subprocesses of this test run (switches that are read once per process,

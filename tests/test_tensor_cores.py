@@ -17,6 +17,9 @@ that truncated, or did not round at all, fails.
 from __future__ import annotations
 
 import contextlib
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -26,6 +29,7 @@ import fastconv
 import fastconv.functional as FF
 
 from conftest import device_of, kernels_on
+import simt_kernels
 from simt_kernels import expect_no_kernels
 
 TENSOR_CORE_GEMM = "gemm_tensor_core_kernel"
@@ -217,3 +221,28 @@ def test_opcheck_and_compile_with_tf32():
         eager = fn(x.detach(), w.detach(), b.detach())
         compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")(x.detach(), w.detach(), b.detach())
     torch.testing.assert_close(compiled, eager, rtol=0, atol=0)
+
+
+# The float16/bfloat16 tests of the CUDA-core GEMM, rerun as on a GPU without tensor cores (a
+# switch read once per process, hence a subprocess); its launches count toward the suite's.
+_BEFORE_SM80 = """
+import json, sys, pytest, fastconv
+code = pytest.main(["-q", "-p", "no:cacheprovider", "-k", "simt or large_tile",
+                    "tests/test_simt_kernel_variants.py::test_im2col_gemm_large_tile",
+                    "tests/test_half_precision.py::test_conv2d_forward_and_gradients"])
+print("launches", json.dumps(fastconv._C.simt_launch_counts()))
+sys.exit(code)
+"""
+
+
+def test_half_and_bfloat16_use_the_cuda_core_gemm_before_sm80():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, "-c", _BEFORE_SM80], env=dict(os.environ, FASTCONV_SIMT_SM="75"),
+                            capture_output=True, text=True, cwd=root)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    launches = simt_kernels.record_subprocess_launches(result.stdout)
+    for t in ("half_t", "bfloat16_t"):
+        for tile in ("GemmTile<64, 64", "GemmTile<128, 128"):
+            assert simt_kernels.launched(launches, f"gemm_kernel<{t}, {t}, {tile}"), (t, tile)
+        assert simt_kernels.launched(launches, f"gemm_kernel<{t}, float, GemmTile<64, 64"), t  # grad_input
+    assert not simt_kernels.launched(launches, TENSOR_CORE_GEMM)
