@@ -52,22 +52,21 @@ __device__ __forceinline__ uint32_t to_tf32(float v) {
 
 #if defined(__CUDACC__)
 
+// One mma.sync of the given "shape.row.col.f32.atype.btype.f32" on the fp32
+// accumulators in place (D = C), A in 4 and B in 2 32-bit registers.
+#define FASTCONV_MMA_SYNC(instruction, acc, a, b)                                                  \
+  asm volatile("mma.sync.aligned." instruction " {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};" \
+               : "+f"(acc[0]), "+f"(acc[1]), "+f"(acc[2]), "+f"(acc[3])                            \
+               : "r"(a.r[0]), "r"(a.r[1]), "r"(a.r[2]), "r"(a.r[3]), "r"(b.r[0]), "r"(b.r[1]))
+
 template <typename T>
 __device__ __forceinline__ void mma_m16n8k16(float (&acc)[4], const MmaFragA& a, const MmaFragB& b) {
   static_assert(sizeof(T) == 2, "m16n8k16 takes f16 or bf16 operands");
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   if constexpr (std::is_same_v<T, bfloat16_t>) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};"
-        : "+f"(acc[0]), "+f"(acc[1]), "+f"(acc[2]), "+f"(acc[3])
-        : "r"(a.r[0]), "r"(a.r[1]), "r"(a.r[2]), "r"(a.r[3]), "r"(b.r[0]), "r"(b.r[1]));
+    FASTCONV_MMA_SYNC("m16n8k16.row.col.f32.bf16.bf16.f32", acc, a, b);
   } else {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};"
-        : "+f"(acc[0]), "+f"(acc[1]), "+f"(acc[2]), "+f"(acc[3])
-        : "r"(a.r[0]), "r"(a.r[1]), "r"(a.r[2]), "r"(a.r[3]), "r"(b.r[0]), "r"(b.r[1]));
+    FASTCONV_MMA_SYNC("m16n8k16.row.col.f32.f16.f16.f32", acc, a, b);
   }
 #else
   __trap();
@@ -76,15 +75,13 @@ __device__ __forceinline__ void mma_m16n8k16(float (&acc)[4], const MmaFragA& a,
 
 __device__ __forceinline__ void mma_m16n8k8_tf32(float (&acc)[4], const MmaFragA& a, const MmaFragB& b) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm volatile(
-      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};"
-      : "+f"(acc[0]), "+f"(acc[1]), "+f"(acc[2]), "+f"(acc[3])
-      : "r"(a.r[0]), "r"(a.r[1]), "r"(a.r[2]), "r"(a.r[3]), "r"(b.r[0]), "r"(b.r[1]));
+  FASTCONV_MMA_SYNC("m16n8k8.row.col.f32.tf32.tf32.f32", acc, a, b);
 #else
   __trap();
 #endif
 }
+
+#undef FASTCONV_MMA_SYNC
 
 #else  // the SIMT runtime
 

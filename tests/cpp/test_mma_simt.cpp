@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "../../csrc/cuda/mma.cuh"
+#include "named_cases.h"
 
 using fastconv::bfloat16_t;
 using fastconv::half_t;
@@ -22,16 +23,6 @@ using fastconv::simt::MmaFragB;
 namespace fs = fastconv::simt;
 
 namespace {
-
-int g_failures = 0;
-
-#define CHECK(cond)                                                                 \
-  do {                                                                              \
-    if (!(cond)) {                                                                  \
-      std::fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-      ++g_failures;                                                                 \
-    }                                                                               \
-  } while (0)
 
 uint32_t bits_of(float f) {
   uint32_t u;
@@ -234,7 +225,7 @@ void abort_partial_warp() {
   SIMT_LAUNCH(partial_warp, 1, 48, 0, nullptr, out.data());
 }
 
-const std::vector<std::pair<std::string, std::function<void()>>> kTests = {
+const NamedCases kTests = {
     {"mma_f16", test_mma_f16},
     {"mma_bf16", test_mma_bf16},
     {"mma_tf32", test_mma_tf32},
@@ -248,22 +239,5 @@ const std::vector<std::pair<std::string, std::function<void()>>> kTests = {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const std::string only = argc > 1 ? argv[1] : "";
-  if (only == "--list") {
-    for (const auto& t : kTests) std::printf("%s\n", t.first.c_str());
-    return 0;
-  }
-  int ran = 0;
-  for (const auto& t : kTests) {
-    if (only.empty() ? t.first.rfind("abort_", 0) == 0 : only != t.first) continue;
-    const int before = g_failures;
-    t.second();
-    std::printf("%s %s\n", g_failures == before ? "PASS" : "FAIL", t.first.c_str());
-    ++ran;
-  }
-  if (ran == 0) {
-    std::fprintf(stderr, "no test named '%s'\n", only.c_str());
-    return 2;
-  }
-  return g_failures == 0 ? 0 : 1;
+  return run_named_cases(argc, argv, kTests, [](const std::string& name) { return name.rfind("abort_", 0) != 0; });
 }
