@@ -4,6 +4,8 @@
 #include "simt.h"
 #include "access/recorder.h"
 
+#include "../common/dtypes.h"
+
 #include <cxxabi.h>
 #include <dlfcn.h>
 #include <link.h>
@@ -734,16 +736,18 @@ const char* op_name(int op) {
   return "a warp collective";
 }
 
-// "__shfl_sync(mask 0xffffffff, width 32) at file:line"
+// "__shfl_sync(mask 0xffffffff, width 32) at file:line"; an mma is named by
+// its instruction (the shape), which its site carries.
 std::string describe_collective(const Fiber& f) {
   char buf[512];
-  std::snprintf(buf, sizeof buf, "%s(mask 0x%08x, width %d) at %s:%d", op_name(f.op), f.mask,
-                f.width, f.site ? f.site->file : "?", f.site ? f.site->line : 0);
+  const char* name = f.op == detail::kMma && f.site ? f.site->text : op_name(f.op);
+  std::snprintf(buf, sizeof buf, "%s(mask 0x%08x, width %d) at %s:%d", name, f.mask, f.width,
+                f.site ? f.site->file : "?", f.site ? f.site->line : 0);
   return buf;
 }
 
 bool same_collective(const Fiber& a, const Fiber& b) {
-  return a.op == b.op && a.mask == b.mask && a.width == b.width && a.site && b.site &&
+  return a.op == b.op && a.mask == b.mask && a.width == b.width && a.arg == b.arg && a.site && b.site &&
          a.site->line == b.site->line &&
          (a.site->file == b.site->file || !std::strcmp(a.site->file, b.site->file));
 }
@@ -774,6 +778,7 @@ uint64_t lane_result(Worker& w, unsigned warp, unsigned group, unsigned vote, un
     case detail::kAny: return vote != 0;
     case detail::kAll: return vote == group;
     case detail::kSync: return 0;
+    case detail::kMma: return 0;  // D went to the lane's registers (mma_resolve)
     default: break;
   }
   unsigned width = static_cast<unsigned>(f.width);
@@ -799,6 +804,56 @@ uint64_t lane_result(Worker& w, unsigned warp, unsigned group, unsigned vote, un
   return lanes[src].value;
 }
 
+// The matrix multiply of a completed mma.sync (simt.h gives the fragment
+// layouts): every lane's `value` points at its MmaRegisters.
+float mma_input(uint32_t bits) {
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+void mma_resolve(Fiber* lanes) {
+  const auto shape = static_cast<MmaShape>(lanes[0].arg);
+  const bool tf32 = shape == MmaShape::kM16N8K8Tf32;
+  const int K = tf32 ? 8 : 16;
+  double a[16][16], b[16][8], c[16][8];
+  // One 16-bit element of a register pair: the smaller k in the low half.
+  auto element = [&](uint32_t reg, int half) {
+    const uint16_t bits = static_cast<uint16_t>(reg >> (16 * half));
+    return shape == MmaShape::kM16N8K16F16 ? fastconv::half_bits_to_float(bits)
+                                            : fastconv::bfloat16_bits_to_float(bits);
+  };
+  for (int l = 0; l < 32; ++l) {
+    const auto& r = *reinterpret_cast<const MmaRegisters*>(lanes[l].value);
+    const int g = l / 4, t = l % 4;
+    for (int i = 0; i < 4; ++i) {
+      if (tf32) {
+        a[g + 8 * (i % 2)][t + 4 * (i / 2)] = mma_input(r.a[i] & ~0x1fffu);  // low 13 bits ignored
+      } else {
+        for (int h = 0; h < 2; ++h) a[g + 8 * (i % 2)][2 * t + 8 * (i / 2) + h] = element(r.a[i], h);
+      }
+      c[g + 8 * (i / 2)][2 * t + i % 2] = r.c[i];
+    }
+    for (int i = 0; i < 2; ++i) {
+      if (tf32) {
+        b[t + 4 * i][g] = mma_input(r.b[i] & ~0x1fffu);
+      } else {
+        for (int h = 0; h < 2; ++h) b[2 * t + 8 * i + h][g] = element(r.b[i], h);
+      }
+    }
+  }
+  for (int l = 0; l < 32; ++l) {
+    auto& r = *reinterpret_cast<MmaRegisters*>(lanes[l].value);
+    const int g = l / 4, t = l % 4;
+    for (int i = 0; i < 4; ++i) {
+      const int m = g + 8 * (i / 2), n = 2 * t + i % 2;
+      double sum = c[m][n];
+      for (int k = 0; k < K; ++k) sum += a[m][k] * b[k][n];
+      r.d[i] = static_cast<float>(sum);
+    }
+  }
+}
+
 void resolve_group(Worker& w, unsigned warp, unsigned group) {
   Fiber* lanes = &w.fibers[warp * 32];
   Warp& wp = w.warps[warp];
@@ -812,6 +867,7 @@ void resolve_group(Worker& w, unsigned warp, unsigned group) {
     if (lanes[l].value) vote |= 1u << l;
     parities |= 1u << lanes[l].parity;
   }
+  if (lanes[first].op == detail::kMma) mma_resolve(lanes);
   for (unsigned g = group; g; g &= g - 1) {
     const unsigned l = __builtin_ctz(g);
     lanes[l].result = lane_result(w, warp, group, vote & lanes[l].mask, l);
@@ -1402,6 +1458,9 @@ uint64_t warp_op(const Site& site, int op, unsigned mask, uint64_t value, int ar
   if (const unsigned gone = mask & wp.exists & ~wp.live)
     collective_error(w, warp, lane, "the mask names lanes that returned from the kernel (0x%08x)",
                      gone);
+  if (op == kMma && wp.exists != ~0u)
+    collective_error(w, warp, lane, "mma.sync needs all 32 lanes of a warp, but the block ends at lane %d",
+                     __builtin_popcount(wp.exists));
   f.state = State::AtWarp;
   f.parity = static_cast<uint8_t>(wp.round & 1);
   wp.waiting |= 1u << lane;
@@ -1416,6 +1475,12 @@ uint64_t warp_op(const Site& site, int op, unsigned mask, uint64_t value, int ar
     yield(w, f);
   }
   return f.result;
+}
+
+// The lane's registers travel by address: the runtime fills in D before the
+// lane resumes (its stack frame lives until then).
+void mma_sync(const Site& site, MmaShape shape, MmaRegisters& lane) {
+  warp_op(site, kMma, 0xffffffffu, reinterpret_cast<uintptr_t>(&lane), static_cast<int>(shape), 32);
 }
 
 }  // namespace detail
