@@ -39,7 +39,8 @@ from fastconv.simt import kernel_symbols, record_launches, short_name
 
 from . import cases, ptxas_report
 from .gpus import GPUS, Gpu
-from .kernel_work import Conv, Work, conv_pass_work, elementwise_work, inner_loop_ceiling
+from .kernel_work import (Conv, Work, conv_pass_work, elementwise_work, inner_loop_ceiling, is_tensor_core,
+                          tensor_peak_tflops)
 from .occupancy import Occupancy, Query, occupancy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -106,15 +107,17 @@ def conv_of(layer, batch: int) -> Conv:
 
 
 def _record(call) -> tuple:
-    with fastconv.backend("simt"), record_launches(dry_run=True) as launches:
+    with record_launches(dry_run=True) as launches:
         call()
     return tuple(launches)
 
 
-def record_layer(layer, batch: int) -> List[PassRun]:
+def record_layer(layer, batch: int, tf32: bool = False) -> List[PassRun]:
     """Every pass of one layer at one batch size, in a dry run (shapes only: tensors are
-    torch.empty, never touched)."""
+    torch.empty, never touched). ``tf32``: float32 convolutions on TF32 tensor cores, as CUDA
+    tensors run them under torch.backends.cudnn.allow_tf32 (torch's default)."""
     ops = torch.ops.fastconv
+    be = "simt:tf32" if tf32 else "simt"
     x = torch.empty((batch,) + tuple(layer.shape))
     p = layer.params
     runs: List[PassRun] = []
@@ -125,33 +128,33 @@ def record_layer(layer, batch: int) -> List[PassRun]:
         dy = torch.empty(batch, conv.k, conv.p, conv.q)
         geo = ([conv.stride] * 2, [conv.pad] * 4, [1, 1], conv.groups)
         auto = {pass_: fastconv._C.conv2d_auto_algorithm("cuda", pass_, list(x.shape), list(w.shape), geo[0],
-                                                         [conv.pad] * 2, [1, 1], conv.groups)
+                                                         [conv.pad] * 2, [1, 1], conv.groups, tf32)
                 for pass_ in ("fwd", "bwd_input", "bwd_weight")}
         for algorithm in ("direct", "im2col"):
             calls = {
-                "fwd": lambda: ops.conv2d(x, w, b, *geo, algorithm, "simt"),
-                "bwd_input": lambda: ops.conv2d_backward_input(dy, w, list(x.shape), *geo, algorithm, "simt"),
-                "bwd_weight": lambda: ops.conv2d_backward_weight(dy, x, list(w.shape), *geo, algorithm, "simt"),
+                "fwd": lambda: ops.conv2d(x, w, b, *geo, algorithm, be),
+                "bwd_input": lambda: ops.conv2d_backward_input(dy, w, list(x.shape), *geo, algorithm, be),
+                "bwd_weight": lambda: ops.conv2d_backward_weight(dy, x, list(w.shape), *geo, algorithm, be),
             }
             for pass_, call in calls.items():
                 runs.append(PassRun(layer, batch, algorithm, algorithm == auto[pass_], pass_, _record(call)))
         # One kernel whatever the algorithm.
-        runs.append(PassRun(layer, batch, None, None, "bwd_bias", _record(lambda: ops.conv2d_backward_bias(dy, "simt"))))
+        runs.append(PassRun(layer, batch, None, None, "bwd_bias", _record(lambda: ops.conv2d_backward_bias(dy, be))))
         return runs
     if layer.kind == "pool":
         k, s = [p["kernel"]] * 2, [p["stride"]] * 2
-        fwd = _record(lambda: ops.max_pool2d(x, k, s, [0, 0], [1, 1], False, "simt"))
+        fwd = _record(lambda: ops.max_pool2d(x, k, s, [0, 0], [1, 1], False, be))
         c, h, w = layer.shape
         out_shape = (batch, c, (h - k[0]) // s[0] + 1, (w - k[1]) // s[1] + 1)
         dy, idx = torch.empty(out_shape), torch.empty(out_shape, dtype=torch.int64)
-        bwd = _record(lambda: ops.max_pool2d_backward(dy, idx, list(x.shape), k, s, [0, 0], [1, 1], False, "simt"))
+        bwd = _record(lambda: ops.max_pool2d_backward(dy, idx, list(x.shape), k, s, [0, 0], [1, 1], False, be))
     elif layer.kind == "relu":
-        fwd = _record(lambda: ops.relu(x, "simt"))
-        bwd = _record(lambda: ops.relu_backward(torch.empty_like(x), torch.empty_like(x), "simt"))
+        fwd = _record(lambda: ops.relu(x, be))
+        bwd = _record(lambda: ops.relu_backward(torch.empty_like(x), torch.empty_like(x), be))
     else:
         seed = torch.zeros(2, dtype=torch.int64)
-        fwd = _record(lambda: ops.dropout(x, float(p["p"]), seed, "simt"))
-        bwd = _record(lambda: ops.dropout_backward(torch.empty_like(x), float(p["p"]), seed, "simt"))
+        fwd = _record(lambda: ops.dropout(x, float(p["p"]), seed, be))
+        bwd = _record(lambda: ops.dropout_backward(torch.empty_like(x), float(p["p"]), seed, be))
     return [PassRun(layer, batch, None, None, "fwd", fwd), PassRun(layer, batch, None, None, "bwd", bwd)]
 
 
@@ -198,7 +201,7 @@ def _row(gpu: Gpu, run: PassRun, seq: int, launch, work: Work, info: Dict, occ: 
     layer = run.layer
     resident = max(1, gpu.sms * occ.blocks_per_sm)
     waves = launch.blocks / resident
-    peak = gpu.fp32_tflops * 1e12
+    peak = (tensor_peak_tflops(launch.kernel, gpu) if is_tensor_core(launch.kernel) else gpu.fp32_tflops) * 1e12
     bandwidth = gpu.dram_gbps * 1e9
     stride = layer.params.get("stride", 1) if layer.kind == "conv" else 1
     ceiling = inner_loop_ceiling(launch.kernel, gpu, stride)
@@ -308,7 +311,8 @@ def layers() -> List:
     return cases.seed_layers()
 
 
-def build_model(gpu_key: str, batches: Sequence[int] = BATCHES, progress: bool = True, command: str = "") -> Dict:
+def build_model(gpu_key: str, batches: Sequence[int] = BATCHES, progress: bool = True, command: str = "",
+                tf32: bool = False) -> Dict:
     gpu = GPUS[gpu_key]
     # The launchers may size split reductions by the SM count; the SIMT runtime answers
     # cudaDevAttrMultiProcessorCount from this variable (read once per process).
@@ -318,7 +322,7 @@ def build_model(gpu_key: str, batches: Sequence[int] = BATCHES, progress: bool =
     runs: List[PassRun] = []
     for layer, batch in tqdm(work_list, desc=f"dry runs ({gpu_key})", unit="layer", file=sys.stderr,
                              disable=not progress):
-        runs += record_layer(layer, batch)
+        runs += record_layer(layer, batch, tf32)
     rows = launch_rows(gpu, runs, kernels)
     totals = pass_totals(rows)
     kernel_list = sorted(kernels.values(), key=lambda k: short_name(k["name"]))
@@ -329,6 +333,7 @@ def build_model(gpu_key: str, batches: Sequence[int] = BATCHES, progress: bool =
         "commit": _git_commit(),
         "nvcc": subprocess.run(["nvcc", "--version"], capture_output=True, text=True).stdout.strip().splitlines()[-1],
         "gpu": {"key": gpu_key, **gpu.as_dict()},
+        "tf32": tf32,
         "kernels": [{"name": short_name(k["name"]), "mangled": k["mangled"], "unit": k["unit"], "arch": k["arch"],
                      "regs": k["regs"], "static_smem": k["smem"], "stack": k["stack"],
                      "spill_bytes": k["spill_st"] + k["spill_ld"], "div64": k["div64"],
@@ -350,7 +355,8 @@ def markdown(doc: Dict, full: bool = True) -> str:
     """The report: targets and the algorithm table, then (``full``) every launch and kernel, or
     (not ``full``, for the terminal) one line per pass of each layer."""
     gpu = doc["gpu"]
-    lines = [f"# CUDA kernel model: {gpu['name']} (sm_{gpu['arch']})", "",
+    math_note = "float32 on TF32 tensor cores" if doc["tf32"] else "float32 on CUDA cores (TF32 off)"
+    lines = [f"# CUDA kernel model: {gpu['name']} (sm_{gpu['arch']}), {math_note}", "",
              f"{gpu['sms']} SMs, FP32 {gpu['fp32_tflops']} TFLOP/s, DRAM {gpu['dram_gbps']:.0f} GB/s; "
              f"commit {doc['commit']}, {doc['nvcc']}. Generated by `{doc['command']}`.", "",
              "## Targets (seed layers, the algorithm auto runs)", "",
@@ -443,7 +449,7 @@ def _dumps(doc: Dict) -> str:
 
 def write(doc: Dict, out: Path) -> List[Path]:
     out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"cuda_model_{doc['gpu']['key']}"
+    stem = out / f"cuda_model_{doc['gpu']['key']}{'_tf32' if doc['tf32'] else ''}"
     json_path, md_path = stem.with_suffix(".json"), stem.with_suffix(".md")
     json_path.write_text(_dumps(doc))
     md_path.write_text(markdown(doc))
@@ -456,10 +462,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--batch", nargs="+", type=int, default=list(BATCHES), help="batch sizes (default 1 32)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results",
                     help="folder for cuda_model_<gpu>.json and .md (default bench/results)")
+    ap.add_argument("--tf32", action="store_true",
+                    help="float32 convolutions on TF32 tensor cores, as CUDA tensors run them by default "
+                         "(torch.backends.cudnn.allow_tf32); writes cuda_model_<gpu>_tf32.*")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     command = "python -m bench.cuda_model " + " ".join(sys.argv[1:] if argv is None else argv)
-    doc = build_model(args.gpu, args.batch, progress=not args.no_progress, command=command.strip())
+    doc = build_model(args.gpu, args.batch, progress=not args.no_progress, command=command.strip(), tf32=args.tf32)
     print(markdown(doc, full=False))
     for path in write(doc, args.out):
         print(f"wrote {path}", file=sys.stderr)

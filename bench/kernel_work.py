@@ -115,8 +115,17 @@ def _template_ints(kernel: str, template: str) -> List[int]:
     return [int(v) for v in m.group(1).split(",")] if m else []
 
 
+def is_gemm(kernel: str) -> bool:
+    """The im2col GEMMs: on CUDA cores (gemm_kernel) or tensor cores (gemm_tensor_core_kernel)."""
+    return kernel.startswith("gemm_kernel") or kernel.startswith("gemm_tensor_core_kernel")
+
+
+def is_tensor_core(kernel: str) -> bool:
+    return kernel.startswith("gemm_tensor_core_kernel")
+
+
 def gemm_tile_efficiency(kernel: str, m: int, n: int, k: int) -> float:
-    bm, bn, bk = _template_ints(kernel, "GemmTile")[:3]
+    bm, bn, bk = _template_ints(kernel, "TensorCoreTile" if is_tensor_core(kernel) else "GemmTile")[:3]
     return _fill(m, bm) * _fill(n, bn) * _fill(k, bk)
 
 
@@ -140,7 +149,7 @@ def conv_pass_work(conv: Conv, pass_: str, kernels: Sequence[str], elem: int = 4
         share = n / c.n
         if kernel.startswith("im2col_kernel"):
             works.append(Work(0.0, elem * (share * in_elems + n * c.crs * c.pq), n * c.crs * c.pq))
-        elif kernel.startswith("gemm_kernel"):
+        elif is_gemm(kernel):
             columns = share * in_elems if c.identity else n * c.crs * c.pq
             if pass_ == "fwd":
                 eff = gemm_tile_efficiency(kernel, c.kg, c.pq, c.crs_g)
@@ -181,7 +190,7 @@ def conv_pass_work(conv: Conv, pass_: str, kernels: Sequence[str], elem: int = 4
         else:
             raise ValueError(f"no work formula for kernel {kernel!r} in a convolution pass")
     expected = math.ceil(c.n / chunk)
-    gemms = sum(k.startswith("gemm_kernel") for k in kernels)
+    gemms = sum(is_gemm(k) for k in kernels)
     if gemms and gemms != expected:
         raise MirrorError(f"{pass_} of {c}: {gemms} GEMM launches, but im2col_chunk_images gives {expected} chunks")
     return works
@@ -212,6 +221,8 @@ def inner_loop_ceiling(kernel: str, gpu: Gpu, stride: int = 1) -> Optional[float
     clock per SM: a 32-bit load of a warp is one, a 128-bit load four, a broadcast one), ``ldi``
     load instructions. An SM retires lanes/32 warp FMAs, one wavefront and four instructions per
     clock; the slowest of the three sets the pace. None for memory-bound families."""
+    if is_tensor_core(kernel):
+        return tensor_core_ceiling(kernel, gpu)
     fma_per_clock = gpu.fp32_lanes_per_sm / 32
     if kernel.startswith("gemm_kernel"):
         _bm, _bn, _bk, tm, tn = _template_ints(kernel, "GemmTile")
@@ -228,3 +239,24 @@ def inner_loop_ceiling(kernel: str, gpu: Gpu, stride: int = 1) -> Optional[float
         return None
     fma_clocks = fma / fma_per_clock
     return fma_clocks / max(fma_clocks, lds, (fma + ldi) / 4)
+
+
+def tensor_peak_tflops(kernel: str, gpu: Gpu) -> float:
+    """The dense tensor-core peak a tensor-core GEMM runs against: TF32 for float operands,
+    FP16/BF16 for 16-bit ones."""
+    return gpu.tf32_tensor_tflops if kernel.startswith("gemm_tensor_core_kernel<float") else gpu.fp16_tensor_tflops
+
+
+def tensor_core_ceiling(kernel: str, gpu: Gpu) -> float:
+    """The share of the tensor-core peak the mma.sync loop can reach, shared memory permitting.
+    Per warp and mma k-step of a WM x WN warp tile: (WM/16) x (WN/8) mma of 16 x 8 x kMma MACs,
+    fed by fragment loads of 32-bit words, conflict-free (the rows are padded): 4 words per lane
+    for each 16-row A fragment and 2 for each 8-column B fragment, one wavefront each. kMma is 8
+    for tf32 and 16 for 16-bit operands (the same words then hold twice the elements)."""
+    bm, bn, _bk, warps_m, warps_n = _template_ints(kernel, "TensorCoreTile")
+    wm, wn = bm // warps_m, bn // warps_n
+    k_mma = 8 if kernel.startswith("gemm_tensor_core_kernel<float") else 16
+    macs = (wm // 16) * (wn // 8) * 16 * 8 * k_mma
+    wavefronts = (wm // 16) * 4 + (wn // 8) * 2
+    peak_macs_per_clock = tensor_peak_tflops(kernel, gpu) * 1e12 / (2 * gpu.sms * gpu.boost_mhz * 1e6)
+    return min(1.0, macs / wavefronts / peak_macs_per_clock)

@@ -85,8 +85,11 @@ def auto_algorithm(case: Case, device: str = "cpu", conv_pass: str = "fwd") -> s
     c, h, w = case.shape
     p = case.params
     k, pad, stride = p["kernel"], p["padding"], p["stride"]
+    # float32 on CUDA follows torch's TF32 rule for convolutions (tensor cores from sm_80).
+    tensor_cores = (device == "cuda" and torch.backends.cudnn.allow_tf32
+                    and torch.cuda.get_device_capability()[0] >= 8)
     return fastconv._C.conv2d_auto_algorithm(device, conv_pass, [case.batch, c, h, w], [p["out_channels"], c // p["groups"], k, k],
-                                             [stride, stride], [pad, pad], [1, 1], p["groups"])
+                                             [stride, stride], [pad, pad], [1, 1], p["groups"], tensor_cores)
 
 
 def conv_flops(case: Case) -> float:

@@ -29,12 +29,13 @@ def available_backends() -> List[str]:
 
 
 def current_backend() -> str:
-    """The backend selected by the innermost :func:`backend` context (``"auto"`` outside any)."""
+    """The backend selected by the innermost :func:`backend` context (``"auto"`` outside any),
+    as the ops receive it: ``"simt:tf32"`` inside ``backend("simt", allow_tf32=True)``."""
     return _current.get()
 
 
 @contextlib.contextmanager
-def backend(name: str) -> Iterator[None]:
+def backend(name: str, allow_tf32: bool = False) -> Iterator[None]:
     """Run fastconv ops on the given backend inside the ``with`` block.
 
     ``"auto"`` (the default) runs CPU tensors on the C++ kernels and CUDA tensors
@@ -42,12 +43,25 @@ def backend(name: str) -> Iterator[None]:
     tensors through the CUDA kernels on the SIMT runtime (slow; for testing and
     debugging kernels without a GPU); ``"cuda"`` requires CUDA tensors.
 
+    Float32 convolutions on CUDA tensors use TF32 tensor cores exactly when torch's
+    would (``torch.backends.cudnn.allow_tf32``, read at every call). On the SIMT
+    runtime they stay full precision unless ``allow_tf32=True`` (then the backend
+    the ops receive is ``"simt:tf32"``); float16 and bfloat16 convolutions use
+    tensor cores on both (on GPUs from sm_80).
+
     The choice is recorded when an op runs forward, so its backward runs on the
     same backend even after the block has closed.
     """
     _C.check_backend_name(name, "fastconv.backend")
     if name == "cuda" and not cuda_compiled():
         raise ValueError("fastconv backend 'cuda' is unavailable: the extension was built without CUDA")
+    if allow_tf32:
+        if name != "simt":
+            raise ValueError(
+                f"fastconv.backend: allow_tf32 is a switch of the 'simt' backend, not of '{name}' "
+                "(CUDA tensors follow torch.backends.cudnn.allow_tf32)"
+            )
+        name = "simt:tf32"
     token = _current.set(name)
     try:
         yield

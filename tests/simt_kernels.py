@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from typing import Dict, Iterator
 
 from fastconv import _C
@@ -18,6 +19,12 @@ from fastconv.simt import kernel_name, kernel_symbols
 def kernels_built() -> Dict[int, str]:
     """Every kernel variant compiled for the SIMT runtime: code offset -> short demangled name."""
     return {offset: symbol.name for offset, symbol in kernel_symbols().items()}
+
+
+def simt_has_tensor_cores() -> bool:
+    """Whether the SIMT runtime stands for a GPU with tensor cores: the compute capability in
+    FASTCONV_SIMT_SM (default 90), from sm_80 on (csrc/ops/conv2d.cpp reads the same switch)."""
+    return int(os.environ.get("FASTCONV_SIMT_SM", "90")) >= 80
 
 
 # Launches made by subprocesses of this test run (switches that are read once per process,
@@ -55,8 +62,27 @@ name_of = kernel_name
 def expect_kernels(*fragments: str) -> Iterator[None]:
     """Asserts that the block launched, on the SIMT runtime, a kernel whose name contains each
     fragment (so a test cannot pass on other kernels than the ones it means to check)."""
-    before = launch_counts()
-    yield
-    ran = [name_of(o) for o, n in launch_counts().items() if n > before.get(o, 0)]
+    ran = []
+    with _kernels_launched(ran):
+        yield
     for fragment in fragments:
         assert any(fragment in name for name in ran), f"no SIMT kernel matching {fragment!r} ran; ran: {ran}"
+
+
+@contextlib.contextmanager
+def expect_no_kernels(*fragments: str) -> Iterator[None]:
+    """Asserts that the block launched no SIMT kernel whose name contains any fragment (a kernel
+    that must not be chosen, such as the tensor-core GEMM for float32 without TF32)."""
+    ran = []
+    with _kernels_launched(ran):
+        yield
+    for fragment in fragments:
+        assert not any(fragment in name for name in ran), f"a SIMT kernel matching {fragment!r} ran; ran: {ran}"
+
+
+@contextlib.contextmanager
+def _kernels_launched(ran: list) -> Iterator[None]:
+    """Fills `ran` with the names of the SIMT kernels the block launched."""
+    before = launch_counts()
+    yield
+    ran.extend(name_of(o) for o, n in launch_counts().items() if n > before.get(o, 0))

@@ -361,15 +361,19 @@ print("launches", json.dumps(fastconv._C.simt_launch_counts()))
 """
 
 
-def test_cuda_im2col_batch_chunks_on_simt():
-    out = _run_with_env(["-c", _CHUNKED_IM2COL_CHECK], FASTCONV_COLUMN_BUFFER_BYTES="8192")
+@pytest.mark.parametrize("sm", ["90", "75"], ids=["tensor-cores", "cuda-cores"])
+def test_cuda_im2col_batch_chunks_on_simt(sm):
+    out = _run_with_env(["-c", _CHUNKED_IM2COL_CHECK], FASTCONV_COLUMN_BUFFER_BYTES="8192", FASTCONV_SIMT_SM=sm)
     assert "chunked im2col ok" in out
     launches = simt_kernels.record_subprocess_launches(out)
     # The switch took effect: one im2col launch per chunk. Without the cap every pass would take
     # its 5 (or 3) images in one chunk; with it, float runs chunks of 2, 2, 1 and double 1 each.
     im2col = {name: n for name, n in launches.items() if name.startswith("im2col_kernel<")}
     assert im2col["im2col_kernel<double>"] >= 2 * (5 + 3) * 2, im2col
-    assert simt_kernels.launched(launches, "gemm_kernel<half_t, float, GemmTile<128, 128"), "fp32 dW accumulator"
+    # The fp32 dW accumulator of float16, on tensor cores from sm_80, on CUDA cores before.
+    accumulator = ("gemm_tensor_core_kernel<half_t, float" if sm == "90"
+                   else "gemm_kernel<half_t, float, GemmTile<128, 128")
+    assert simt_kernels.launched(launches, accumulator), "fp32 dW accumulator"
     assert simt_kernels.launched(launches, "conv2d_reduce_partials_kernel<bfloat16_t>")
 
 

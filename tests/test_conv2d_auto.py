@@ -81,3 +81,25 @@ def test_layers_train_with_auto_on_simt():
     ref(x_ref).square().sum().backward()
     torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(conv.weight.grad, ref.weight.grad, rtol=1e-4, atol=1e-4)
+
+
+def test_tensor_cores_move_the_crossovers():
+    """With the im2col GEMMs on tensor cores (TF32, half, bfloat16), 32 output channels already
+    take im2col forward, and a quarter of a million weights im2col for the weight gradient."""
+    rule = lambda p, xs, ws, tc: _C.conv2d_auto_algorithm("cuda", p, list(xs), list(ws), [1, 1], [1, 1], [1, 1], 1, tc)  # noqa: E731
+    assert rule("fwd", (1, 32, 75, 75), (32, 32, 3, 3), False) == "direct"
+    assert rule("fwd", (1, 32, 75, 75), (32, 32, 3, 3), True) == "im2col"
+    assert rule("bwd_weight", (1, 128, 56, 56), (256, 128, 3, 3), False) == "direct"
+    assert rule("bwd_weight", (1, 128, 56, 56), (256, 128, 3, 3), True) == "im2col"
+
+
+def test_simt_tf32_runs_the_tensor_core_rule():
+    """float32 on SIMT with TF32 allowed: the GEMM goes to tensor cores and auto follows suit."""
+    x, w = torch.randn(1, 32, 6, 6), torch.randn(32, 32, 3, 3) / 17
+    with expect_kernels(DIRECT["fwd"]):
+        full = torch.ops.fastconv.conv2d(x, w, None, [1, 1], [1] * 4, [1, 1], 1, "auto", "simt")
+    with expect_kernels("gemm_tensor_core_kernel<float"):
+        tf32 = torch.ops.fastconv.conv2d(x, w, None, [1, 1], [1] * 4, [1, 1], 1, "auto", "simt:tf32")
+    reference = F.conv2d(x, w, padding=1)
+    torch.testing.assert_close(full, reference, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(tf32, reference, rtol=1e-2, atol=1e-2)

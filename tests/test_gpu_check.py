@@ -59,13 +59,18 @@ def test_arguments(tmp_path):
 
 
 def test_sanitizer_driver_runs_every_kernel_variant_on_simt():
-    code = ("import json, sys; sys.path.insert(0, 'scripts'); import sanitizer_ops; from fastconv import _C; "
-            "rc = sanitizer_ops.main(['--backend', 'simt']); "
-            "print('launches ' + json.dumps(_C.simt_launch_counts())); sys.exit(rc)")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "sanitizer_ops: ok" in result.stdout
-    launched = record_subprocess_launches(result.stdout)
+    """Every precision as the runtime's default sm_90, then half and bfloat16 as an sm_75 (the
+    CUDA-core GEMMs that GPUs without tensor cores run)."""
+    launched = {}
+    for args in (["--backend", "simt"], ["--backend", "simt", "--sm", "75", "--precision", "float16", "bfloat16"]):
+        code = ("import json, sys; sys.path.insert(0, 'scripts'); import sanitizer_ops; from fastconv import _C; "
+                f"rc = sanitizer_ops.main({args!r}); "
+                "print('launches ' + json.dumps(_C.simt_launch_counts())); sys.exit(rc)")
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "sanitizer_ops: ok" in result.stdout
+        for name, n in record_subprocess_launches(result.stdout).items():
+            launched[name] = launched.get(name, 0) + n
     missing = sorted(set(kernels_built().values()) - {name for name, n in launched.items() if n > 0})
     assert not missing, f"scripts/sanitizer_ops.py leaves out: {missing}"
 

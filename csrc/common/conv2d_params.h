@@ -20,6 +20,12 @@ namespace fastconv {
 
 enum class ConvAlgorithm : int { kDirect = 0, kIm2col = 1 };
 
+// How the im2col GEMMs multiply: FMAs on CUDA cores, or mma.sync on tensor
+// cores (half/bfloat16 as f16/bf16, float as tf32; double has none). The op
+// layer decides (csrc/ops/conv2d.cpp: the device's compute capability and
+// torch's TF32 rule) and the launchers follow; the direct kernels ignore it.
+enum class GemmMath : int { kCudaCore = 0, kTensorCore = 1 };
+
 enum class ConvPass : int { kForward = 0, kBackwardInput = 1, kBackwardWeight = 2, kBackwardBias = 3 };
 
 struct Conv2dParams {

@@ -40,40 +40,40 @@ const char* conv2d_fill_zero(T* out, int64_t n, cudaStream_t stream) {
 
 template <typename T>
 const char* conv2d_forward(Target target, ConvAlgorithm algorithm, const T* input, const T* weight, const T* bias,
-                           T* output, const Conv2dParams& p, bool relu, void* workspace) {
+                           T* output, const Conv2dParams& p, bool relu, GemmMath math, void* workspace) {
   const cudaStream_t s = stream_of(target);
   if (conv2d_output_empty(p)) return nullptr;
   if (p.in_channels == 0) {  // no taps: the output is (the ReLU of) the bias, or zero
     if (bias == nullptr) return conv2d_fill_zero(output, p.batch * p.out_channels * p.out_pixels(), s);
   }
   if (algorithm == ConvAlgorithm::kIm2col && p.in_channels > 0) {
-    return conv2d_im2col_forward(input, weight, bias, output, p, relu, workspace, s);
+    return conv2d_im2col_forward(input, weight, bias, output, p, relu, math, workspace, s);
   }
   return conv2d_direct_forward(input, weight, bias, output, p, relu, s);
 }
 
 template <typename T>
 const char* conv2d_backward_input(Target target, ConvAlgorithm algorithm, const T* grad_output, const T* weight,
-                                  T* grad_input, const Conv2dParams& p, void* workspace) {
+                                  T* grad_input, const Conv2dParams& p, GemmMath math, void* workspace) {
   const cudaStream_t s = stream_of(target);
   const int64_t in_elems = p.batch * p.in_channels * p.in_h * p.in_w;
   if (in_elems == 0) return nullptr;
   if (p.out_channels == 0 || p.out_pixels() == 0) return conv2d_fill_zero(grad_input, in_elems, s);
   if (algorithm == ConvAlgorithm::kIm2col) {
-    return conv2d_im2col_backward_input(grad_output, weight, grad_input, p, workspace, s);
+    return conv2d_im2col_backward_input(grad_output, weight, grad_input, p, math, workspace, s);
   }
   return conv2d_direct_backward_input(grad_output, weight, grad_input, p, s);
 }
 
 template <typename T>
 const char* conv2d_backward_weight(Target target, ConvAlgorithm algorithm, const T* grad_output, const T* input,
-                                   T* grad_weight, const Conv2dParams& p, void* workspace) {
+                                   T* grad_weight, const Conv2dParams& p, GemmMath math, void* workspace) {
   const cudaStream_t s = stream_of(target);
   const int64_t weight_elems = p.out_channels * p.patch_size();
   if (weight_elems == 0) return nullptr;
   if (conv2d_output_empty(p)) return conv2d_fill_zero(grad_weight, weight_elems, s);  // empty sum
   if (algorithm == ConvAlgorithm::kIm2col) {
-    return conv2d_im2col_backward_weight(grad_output, input, grad_weight, p, workspace, s);
+    return conv2d_im2col_backward_weight(grad_output, input, grad_weight, p, math, workspace, s);
   }
   return conv2d_direct_backward_weight(grad_output, input, grad_weight, p, workspace, s);
 }
@@ -97,11 +97,11 @@ const char* conv2d_backward_bias(Target target, const T* grad_output, T* grad_bi
 
 #define FASTCONV_INSTANTIATE_CONV2D(T)                                                                     \
   template const char* conv2d_forward<T>(Target, ConvAlgorithm, const T*, const T*, const T*, T*,          \
-                                         const Conv2dParams&, bool, void*);                                \
+                                         const Conv2dParams&, bool, GemmMath, void*);                      \
   template const char* conv2d_backward_input<T>(Target, ConvAlgorithm, const T*, const T*, T*,             \
-                                                const Conv2dParams&, void*);                               \
+                                                const Conv2dParams&, GemmMath, void*);                     \
   template const char* conv2d_backward_weight<T>(Target, ConvAlgorithm, const T*, const T*, T*,            \
-                                                 const Conv2dParams&, void*);                              \
+                                                 const Conv2dParams&, GemmMath, void*);                    \
   template const char* conv2d_backward_bias<T>(Target, const T*, T*, const Conv2dParams&);
 
 }  // namespace SIMT_KERNEL_NS

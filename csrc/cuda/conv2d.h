@@ -2,7 +2,10 @@
 // and SIMT builds. T is float, double, half_t or bfloat16_t (the last two on
 // CUDA only; they accumulate in fp32). Tensors follow csrc/common/conv2d_params.h.
 //
-// Scratch memory comes from the caller (the ATen glue allocates it with
+// `math` says whether the im2col GEMMs run on CUDA cores or tensor cores
+// (GemmMath, csrc/common/conv2d_params.h): the caller has checked that the
+// device has them (sm_80+ for every type but double). Scratch memory comes
+// from the caller (the ATen glue allocates it with
 // torch's caching allocator): conv2d_workspace_bytes says how much a pass
 // needs; `workspace` points at that many bytes (16-byte aligned) on the
 // device, or is null when it is 0. Each launcher returns nullptr on success
@@ -24,15 +27,15 @@
   template <typename T>                                                                            \
   const char* conv2d_forward(Target target, ConvAlgorithm algorithm, const T* input,               \
                              const T* weight, const T* bias, T* output, const Conv2dParams& p,     \
-                             bool relu, void* workspace);                                          \
+                             bool relu, GemmMath math, void* workspace);                           \
   template <typename T>                                                                            \
   const char* conv2d_backward_input(Target target, ConvAlgorithm algorithm, const T* grad_output,  \
                                     const T* weight, T* grad_input, const Conv2dParams& p,         \
-                                    void* workspace);                                              \
+                                    GemmMath math, void* workspace);                               \
   template <typename T>                                                                            \
   const char* conv2d_backward_weight(Target target, ConvAlgorithm algorithm, const T* grad_output, \
                                      const T* input, T* grad_weight, const Conv2dParams& p,        \
-                                     void* workspace);                                             \
+                                     GemmMath math, void* workspace);                              \
   template <typename T>                                                                            \
   const char* conv2d_backward_bias(Target target, const T* grad_output, T* grad_bias,              \
                                    const Conv2dParams& p);

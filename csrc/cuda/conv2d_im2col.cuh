@@ -11,7 +11,7 @@
 #pragma once
 
 #include "conv2d_common.cuh"
-#include "gemm.cuh"
+#include "gemm_tensor_core.cuh"
 
 namespace fastconv {
 namespace SIMT_KERNEL_NS {
@@ -120,7 +120,8 @@ const T* columns_of(const T* input, const Conv2dParams& p, int64_t n0, int64_t i
 
 template <typename T>
 const char* conv2d_im2col_forward(const T* input, const T* weight, const T* bias, T* output,
-                                  const Conv2dParams& p, bool relu, void* workspace, cudaStream_t stream) {
+                                  const Conv2dParams& p, bool relu, GemmMath math, void* workspace,
+                                  cudaStream_t stream) {
   const int64_t Kg = p.out_channels_per_group(), CRSg = p.patch_size(), PQ = p.out_pixels();
   const int64_t CRS = p.in_channels * p.kernel_h * p.kernel_w;
   const int64_t chunk = im2col_chunk_images(p, sizeof(T));
@@ -134,7 +135,7 @@ const char* conv2d_im2col_forward(const T* input, const T* weight, const T* bias
     const GemmOperand cb{1, PQ, kGemmNoWrap, 0, CRS * PQ, CRSg * PQ, 0};
     const GemmOutput out{PQ, p.out_channels * PQ, Kg * PQ, Kg, false, relu};
     err = launch_gemm(weight, wa, col, cb, output + n0 * p.out_channels * PQ, out, bias,
-                      GemmShape{Kg, PQ, CRSg, images, p.groups}, stream);
+                      GemmShape{Kg, PQ, CRSg, images, p.groups}, math, stream);
     if (err) return err;
   }
   return nullptr;
@@ -142,7 +143,8 @@ const char* conv2d_im2col_forward(const T* input, const T* weight, const T* bias
 
 template <typename T>
 const char* conv2d_im2col_backward_input(const T* grad_output, const T* weight, T* grad_input,
-                                         const Conv2dParams& p, void* workspace, cudaStream_t stream) {
+                                         const Conv2dParams& p, GemmMath math, void* workspace,
+                                         cudaStream_t stream) {
   using A = acc_t<T>;
   const int64_t Kg = p.out_channels_per_group(), CRSg = p.patch_size(), PQ = p.out_pixels();
   const int64_t CRS = p.in_channels * p.kernel_h * p.kernel_w;
@@ -156,7 +158,7 @@ const char* conv2d_im2col_backward_input(const T* grad_output, const T* weight, 
     const GemmOutput out{PQ, CRS * PQ, CRSg * PQ, 0, false};
     const char* err = launch_gemm(weight, wt, grad_output + n0 * p.out_channels * PQ, dy, dcol, out,
                                   static_cast<const T*>(nullptr), GemmShape{CRSg, PQ, Kg, images, p.groups},
-                                  stream);
+                                  math, stream);
     if (err) return err;
     const int64_t elems = images * p.in_channels * p.in_h * p.in_w;
     SIMT_LAUNCH(col2im_kernel<T>, grid_stride_blocks(elems), kElementwiseThreads, 0, stream,
@@ -172,7 +174,8 @@ const char* conv2d_im2col_backward_input(const T* grad_output, const T* weight, 
 // converted at the end.
 template <typename T>
 const char* conv2d_im2col_backward_weight(const T* grad_output, const T* input, T* grad_weight,
-                                          const Conv2dParams& p, void* workspace, cudaStream_t stream) {
+                                          const Conv2dParams& p, GemmMath math, void* workspace,
+                                          cudaStream_t stream) {
   using A = acc_t<T>;
   const int64_t Kg = p.out_channels_per_group(), CRSg = p.patch_size(), PQ = p.out_pixels();
   const int64_t CRS = p.in_channels * p.kernel_h * p.kernel_w;
@@ -193,9 +196,10 @@ const char* conv2d_im2col_backward_weight(const T* grad_output, const T* input, 
     const GemmShape shape{Kg, CRSg, images * PQ, 1, p.groups};
     const T* dy_chunk = grad_output + n0 * p.out_channels * PQ;
     if (use_acc) {
-      err = launch_gemm(dy_chunk, dy, col, cl, acc, out, static_cast<const T*>(nullptr), shape, stream);
+      err = launch_gemm(dy_chunk, dy, col, cl, acc, out, static_cast<const T*>(nullptr), shape, math, stream);
     } else {
-      err = launch_gemm(dy_chunk, dy, col, cl, grad_weight, out, static_cast<const T*>(nullptr), shape, stream);
+      err = launch_gemm(dy_chunk, dy, col, cl, grad_weight, out, static_cast<const T*>(nullptr), shape, math,
+                        stream);
     }
     if (err) return err;
   }

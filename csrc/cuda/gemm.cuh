@@ -231,13 +231,22 @@ inline int gemm_vec_mode(const T* base, const GemmOperand& op) {
   return kVecNone;
 }
 
+// The tensor-core GEMM (gemm_tensor_core.cuh, which includes this header).
+template <typename T, typename TC>
+const char* launch_gemm_tensor_core(const T* a, GemmOperand va, const T* b, GemmOperand vb, TC* c, GemmOutput vc,
+                                    const T* bias, GemmShape shape, cudaStream_t stream);
+
+// `math` chooses CUDA cores or tensor cores; double always runs on CUDA cores.
 template <typename T, typename TC>
 const char* launch_gemm(const T* a, GemmOperand va, const T* b, GemmOperand vb, TC* c, GemmOutput vc,
-                        const T* bias, GemmShape shape, cudaStream_t stream) {
+                        const T* bias, GemmShape shape, GemmMath math, cudaStream_t stream) {
   const int64_t problems = shape.nz1 * shape.nz2;
   if (problems == 0 || shape.M == 0 || shape.N == 0) return launch_status();
   va.vec = gemm_vec_mode(a, va);
   vb.vec = gemm_vec_mode(b, vb);
+  if constexpr (!std::is_same_v<T, double>) {
+    if (math == GemmMath::kTensorCore) return launch_gemm_tensor_core(a, va, b, vb, c, vc, bias, shape, stream);
+  }
   // Large tiles only when both sides fill them; small problems (most
   // convolutions of small images) would leave most of a 128 x 128 tile idle.
   if (shape.M >= 128 && shape.N >= 128) {

@@ -7,8 +7,8 @@
 namespace fastconv {
 
 void check_backend_name(c10::string_view name, const char* op) {
-  TORCH_CHECK_VALUE(name == "auto" || name == "cpu" || name == "simt" || name == "cuda", op, ": unknown backend '",
-                    name, "' (expected 'auto', 'cpu', 'simt' or 'cuda')");
+  TORCH_CHECK_VALUE(name == "auto" || name == "cpu" || name == "simt" || name == "simt:tf32" || name == "cuda", op,
+                    ": unknown backend '", name, "' (expected 'auto', 'cpu', 'simt', 'simt:tf32' or 'cuda')");
 }
 
 void check_algorithm_name(c10::string_view name, const char* op) {
@@ -26,7 +26,7 @@ Backend select_backend(const at::Tensor& like, c10::string_view requested, const
   TORCH_CHECK(on_cuda || like.is_cpu(), op, ": tensors on ", like.device(),
               " are not supported (only cpu and cuda)");
   if (requested == "auto") return on_cuda ? Backend::kCuda : Backend::kCpu;
-  if (requested == "cpu" || requested == "simt") {
+  if (requested == "cpu" || requested == "simt" || requested == "simt:tf32") {
     TORCH_CHECK(!on_cuda, op, ": backend '", requested, "' runs CPU tensors, but got a tensor on ",
                 like.device());
     return requested == "cpu" ? Backend::kCpu : Backend::kSimt;

@@ -12,6 +12,8 @@ namespace fastconv {
 
 // Where an op's kernels run. CPU tensors use the C++ kernels ("cpu") or the
 // CUDA kernels on the SIMT runtime ("simt"); CUDA tensors use the CUDA kernels.
+// "simt:tf32" is "simt" with float32 convolutions on (emulated) TF32 tensor
+// cores, which torch's rule gives CUDA tensors by default (csrc/ops/conv2d.cpp).
 enum class Backend { kCpu, kSimt, kCuda };
 
 // The values the ops' string and probability arguments accept; anything else
@@ -24,7 +26,7 @@ void check_algorithm_name(c10::string_view name, const char* op);
 void check_dropout_probability(double p, const char* op);
 
 // Resolves the `backend` argument of every op ("auto", "cpu", "simt",
-// "cuda") against the tensor's device. Unknown names raise ValueError; a name
+// "simt:tf32", "cuda") against the tensor's device. Unknown names raise ValueError; a name
 // that cannot serve the device raises RuntimeError.
 Backend select_backend(const at::Tensor& like, c10::string_view requested, const char* op);
 

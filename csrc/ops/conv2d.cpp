@@ -6,8 +6,10 @@
 // output size, which fixes bottom/right (see csrc/common/conv2d_params.h).
 // All kernels read and write contiguous NCHW buffers, so inputs of any
 // layout (channels_last included) are made contiguous and outputs are NCHW.
+#include <ATen/Context.h>
 #include <ATen/ops/empty.h>
 
+#include <cstdlib>
 #include <initializer_list>
 #include <optional>
 #include <type_traits>
@@ -19,6 +21,10 @@
 #include "conv2d.h"
 #include "conv2d_auto.h"
 #include "dispatch.h"
+
+#if defined(FASTCONV_WITH_CUDA)
+#include <ATen/cuda/CUDAContext.h>
+#endif
 
 namespace fastconv {
 namespace {
@@ -90,11 +96,11 @@ Conv2dParams make_params(at::IntArrayRef input_size, at::IntArrayRef weight_size
 }
 
 ConvAlgorithm parse_algorithm(c10::string_view name, Backend backend, ConvPass pass, const Conv2dParams& p,
-                              const char* op) {
+                              GemmMath math, const char* op) {
   check_algorithm_name(name, op);
   if (name == "direct") return ConvAlgorithm::kDirect;
   if (name == "im2col") return ConvAlgorithm::kIm2col;
-  return auto_algorithm(backend, pass, p);
+  return auto_algorithm(backend, pass, p, math == GemmMath::kTensorCore);
 }
 
 // torch checks that operands agree before it looks at the dtype itself, so a
@@ -107,21 +113,67 @@ void check_operands(const at::Tensor& reference, const char* reference_arg,
   check_floating(reference, backend, op, reference_arg);
 }
 
-// Calls a convolution entry point: the CUDA and SIMT launchers get scratch
-// memory from torch's allocator as their last argument, sized by their own
-// workspace query; the CPU kernels keep their own scratch and get none.
-//   with_workspace(target, pass, algorithm, p, like, [&](auto... workspace) {
-//     return conv2d_forward(target, ..., workspace...);
+// Whether float32 convolutions may run on TF32 tensor cores. CUDA tensors
+// follow torch's rule for convolutions exactly: torch.backends.cudnn.allow_tf32
+// (default True), read at every call as torch reads it. On the SIMT runtime
+// float32 stays full precision unless the backend is named "simt:tf32"
+// (fastconv.backend("simt", allow_tf32=True)): a name, not a global, so the
+// choice travels with the op's arguments into its backward pass and through
+// torch.compile.
+bool allows_tf32(Backend backend, c10::string_view backend_name) {
+  if (backend == Backend::kCuda) return at::globalContext().allowTF32CuDNN();
+  return backend == Backend::kSimt && backend_name == "simt:tf32";
+}
+
+// The compute capability the SIMT runtime stands for: 90 (an H100) unless
+// FASTCONV_SIMT_SM names another, read once per process. 75 runs half and
+// bfloat16 on the CUDA-core GEMM as a Turing GPU would, so the tests reach
+// those kernels too.
+int simt_sm() {
+  static const int sm = [] {
+    const char* env = std::getenv("FASTCONV_SIMT_SM");
+    return env != nullptr && *env != '\0' ? std::atoi(env) : 90;
+  }();
+  return sm;
+}
+
+// mma.sync m16n8k16 (f16/bf16) and m16n8k8 (tf32) need sm_80. On CUDA this
+// reads the current device, which run_kernels has set to the tensors' one.
+bool has_tensor_cores(Backend backend) {
+  if (backend == Backend::kSimt) return simt_sm() >= 80;
+#if defined(FASTCONV_WITH_CUDA)
+  if (backend == Backend::kCuda) return at::cuda::getCurrentDeviceProperties()->major >= 8;
+#endif
+  return false;
+}
+
+// The im2col GEMMs of a call on tensors like `like`: tensor cores for half and
+// bfloat16 wherever there are any (what autocast asks for), for float under
+// the TF32 rule, never for double. Decided before the dtype dispatch, since
+// the auto rule depends on it too.
+GemmMath gemm_math(Backend backend, const at::Tensor& like, bool tf32) {
+  const at::ScalarType dtype = like.scalar_type();
+  if (dtype == at::kDouble || (dtype == at::kFloat && !tf32)) return GemmMath::kCudaCore;
+  const c10::DeviceGuard guard(like.device());  // has_tensor_cores reads the current device
+  return has_tensor_cores(backend) ? GemmMath::kTensorCore : GemmMath::kCudaCore;
+}
+
+// Calls a convolution entry point: the CUDA and SIMT launchers get the GEMM
+// math and scratch memory from torch's allocator (sized by their own
+// workspace query) as their last arguments; the CPU kernels keep their own
+// scratch, multiply on the CPU, and get neither.
+//   with_launch_args(target, pass, algorithm, math, p, like, [&](auto... launch_args) {
+//     return conv2d_forward(target, ..., launch_args...);
 //   });
 template <typename Target, typename Call>
-auto with_workspace(Target target, ConvPass pass, ConvAlgorithm algorithm, const Conv2dParams& p,
-                    const at::Tensor& like, const Call& call) {
+auto with_launch_args(Target target, ConvPass pass, ConvAlgorithm algorithm, GemmMath math, const Conv2dParams& p,
+                      const at::Tensor& like, const Call& call) {
   if constexpr (std::is_same_v<Target, cpu::Target>) {
     return call();
   } else {
     const int64_t bytes = conv2d_workspace_bytes(target, pass, algorithm, p, like.element_size());
     const at::Tensor workspace = at::empty({bytes}, like.options().dtype(at::kByte));
-    return call(bytes == 0 ? nullptr : workspace.data_ptr());
+    return call(math, bytes == 0 ? nullptr : workspace.data_ptr());
   }
 }
 
@@ -144,15 +196,16 @@ at::Tensor run_conv2d_forward(const at::Tensor& input, const at::Tensor& weight,
                 weight.sizes(), ", expected bias to be 1-dimensional with ", p.out_channels,
                 " elements, but got bias of size ", bias->sizes(), " instead");
   }
-  const ConvAlgorithm algorithm = parse_algorithm(algorithm_name, backend, ConvPass::kForward, p, op);
+  const GemmMath math = gemm_math(backend, input, allows_tf32(backend, backend_name));
+  const ConvAlgorithm algorithm = parse_algorithm(algorithm_name, backend, ConvPass::kForward, p, math, op);
   at::Tensor output = at::empty({p.batch, p.out_channels, p.out_h, p.out_w}, input.options());
   if (output.numel() == 0) return in_layout_of(output, input);
   const at::Tensor x = input.contiguous(), w = weight.contiguous();
   const at::Tensor b = has_bias ? bias->contiguous() : at::Tensor();
   run_kernels(backend, x, op, [&]<typename T>(auto target) {
-    return with_workspace(target, ConvPass::kForward, algorithm, p, x, [&](auto... workspace) {
+    return with_launch_args(target, ConvPass::kForward, algorithm, math, p, x, [&](auto... launch_args) {
       return conv2d_forward(target, algorithm, in_ptr<T>(x), in_ptr<T>(w), has_bias ? in_ptr<T>(b) : nullptr,
-                            out_ptr<T>(output), p, relu, workspace...);
+                            out_ptr<T>(output), p, relu, launch_args...);
     });
   });
   return in_layout_of(output, input);
@@ -183,12 +236,13 @@ void check_grad_output(const at::Tensor& grad_output, const Conv2dParams& p, con
 }
 
 // What both backward ops settle before computing: the backend, the checked
-// geometry and the algorithm. `operand` is the tensor besides grad_output
-// (weight for the input gradient, input for the weight gradient).
+// geometry, the algorithm and the TF32 rule. `operand` is the tensor besides
+// grad_output (weight for the input gradient, input for the weight gradient).
 struct BackwardPlan {
   Backend backend;
   Conv2dParams p;
   ConvAlgorithm algorithm;
+  GemmMath math;
 };
 
 BackwardPlan plan_backward(ConvPass pass, const at::Tensor& grad_output, const at::Tensor& operand,
@@ -199,7 +253,8 @@ BackwardPlan plan_backward(ConvPass pass, const at::Tensor& grad_output, const a
   check_operands(grad_output, "grad_output", {{&operand, operand_name}}, backend, op);
   const Conv2dParams p = make_params(input_size, weight_size, geo, op);
   check_grad_output(grad_output, p, op);
-  return {backend, p, parse_algorithm(algorithm_name, backend, pass, p, op)};
+  const GemmMath math = gemm_math(backend, grad_output, allows_tf32(backend, backend_name));
+  return {backend, p, parse_algorithm(algorithm_name, backend, pass, p, math, op), math};
 }
 
 at::Tensor conv2d_backward_input(const at::Tensor& grad_output, const at::Tensor& weight,
@@ -207,7 +262,8 @@ at::Tensor conv2d_backward_input(const at::Tensor& grad_output, const at::Tensor
                                  at::IntArrayRef dilation, int64_t groups, c10::string_view algorithm_name,
                                  c10::string_view backend_name) {
   constexpr const char* op = "conv2d_backward_input";
-  const auto [backend, p, algorithm] = plan_backward(ConvPass::kBackwardInput, grad_output, weight, "weight", input_size, weight.sizes(),
+  const auto [backend, p, algorithm, math] = plan_backward(ConvPass::kBackwardInput, grad_output, weight, "weight",
+                                                           input_size, weight.sizes(),
                                                      {stride, padding, dilation, groups}, algorithm_name,
                                                      backend_name, op);
   at::Tensor grad_input = at::empty(input_size, grad_output.options());
@@ -215,9 +271,9 @@ at::Tensor conv2d_backward_input(const at::Tensor& grad_output, const at::Tensor
   if (grad_output.numel() == 0) return grad_input.zero_();
   const at::Tensor dy = grad_output.contiguous(), w = weight.contiguous();
   run_kernels(backend, dy, op, [&]<typename T>(auto target) {
-    return with_workspace(target, ConvPass::kBackwardInput, algorithm, p, dy, [&](auto... workspace) {
+    return with_launch_args(target, ConvPass::kBackwardInput, algorithm, math, p, dy, [&](auto... launch_args) {
       return conv2d_backward_input(target, algorithm, in_ptr<T>(dy), in_ptr<T>(w), out_ptr<T>(grad_input), p,
-                                   workspace...);
+                                   launch_args...);
     });
   });
   return grad_input;
@@ -228,7 +284,8 @@ at::Tensor conv2d_backward_weight(const at::Tensor& grad_output, const at::Tenso
                                   at::IntArrayRef dilation, int64_t groups, c10::string_view algorithm_name,
                                   c10::string_view backend_name) {
   constexpr const char* op = "conv2d_backward_weight";
-  const auto [backend, p, algorithm] = plan_backward(ConvPass::kBackwardWeight, grad_output, input, "input", input.sizes(), weight_size,
+  const auto [backend, p, algorithm, math] = plan_backward(ConvPass::kBackwardWeight, grad_output, input, "input",
+                                                           input.sizes(), weight_size,
                                                      {stride, padding, dilation, groups}, algorithm_name,
                                                      backend_name, op);
   at::Tensor grad_weight = at::empty(weight_size, grad_output.options());
@@ -236,9 +293,9 @@ at::Tensor conv2d_backward_weight(const at::Tensor& grad_output, const at::Tenso
   if (grad_output.numel() == 0) return grad_weight.zero_();
   const at::Tensor dy = grad_output.contiguous(), x = input.contiguous();
   run_kernels(backend, dy, op, [&]<typename T>(auto target) {
-    return with_workspace(target, ConvPass::kBackwardWeight, algorithm, p, dy, [&](auto... workspace) {
+    return with_launch_args(target, ConvPass::kBackwardWeight, algorithm, math, p, dy, [&](auto... launch_args) {
       return conv2d_backward_weight(target, algorithm, in_ptr<T>(dy), in_ptr<T>(x), out_ptr<T>(grad_weight), p,
-                                    workspace...);
+                                    launch_args...);
     });
   });
   return grad_weight;

@@ -42,26 +42,41 @@ ConvAlgorithm cpu_rule(const Conv2dParams& p) {
 // the reduction into up to 64 slices, wins by far (256->256 @56: 5311 vs
 // 7200; 32->64 @74: 322 vs 10789; 3->32 @150: 549 vs 45343).
 //
-// On the model's H100 this runs the faster algorithm in 119 of the 120 passes
-// of the seed, 1x1 and grouped layers at batch 1 and 32 (the other is a tie);
-// on its A100 (cuda_model_a100.json) in 107, the rest within 1.35x: with half
-// as many FP32 lanes per SM, the direct kernels' shared-memory traffic costs
-// less there, and direct forwards win narrowly at batch 1.
+// On tensor cores (TF32, CUDA's default for float32 under torch's rule, and
+// half and bfloat16 from sm_80; python -m bench.cuda_model --tf32,
+// cuda_model_h100_tf32.json) the im2col GEMMs run 2-8x faster and the
+// crossovers move: the forward takes direct only under 32 output channels per
+// group (32->32 @75: im2col 138 vs 169), and the weight gradient takes im2col
+// from a quarter of a million weights per group (128->256 @56, 295K: 1370 vs
+// 2656; 128->128 @112, 147K: still direct, 5311 vs 7391).
+//
+// On the model's H100 the rule runs the faster algorithm in 119 of the 120
+// passes of the seed, 1x1 and grouped layers at batch 1 and 32 on CUDA cores
+// (the other is a tie) and in 110 on TF32 (the others: weight gradients at
+// batch 1, where a few im2col tiles already beat the direct kernel, and near
+// ties). On its A100 (cuda_model_a100*.json): 107 and 110, the rest within
+// 1.35x: with half as many FP32 lanes per SM, the direct kernels'
+// shared-memory traffic costs less there, and direct forwards win narrowly at
+// batch 1.
 constexpr int64_t kGpuNarrowGemm = 32;
 constexpr int64_t kGpuDepthwisePatch = 16;
 constexpr int64_t kGpuWgradIm2colWeights = int64_t(1) << 20;
+constexpr int64_t kGpuWgradIm2colWeightsTensorCores = int64_t(1) << 18;
 
-ConvAlgorithm gpu_rule(ConvPass pass, const Conv2dParams& p) {
+ConvAlgorithm gpu_rule(ConvPass pass, const Conv2dParams& p, bool tensor_cores) {
   bool direct = false;
   switch (pass) {
-    case ConvPass::kForward:
-      direct = p.out_channels_per_group() <= kGpuNarrowGemm || p.patch_size() < kGpuNarrowGemm;
+    case ConvPass::kForward: {
+      const int64_t kg = p.out_channels_per_group();
+      direct = (tensor_cores ? kg < kGpuNarrowGemm : kg <= kGpuNarrowGemm) || p.patch_size() < kGpuNarrowGemm;
       break;
+    }
     case ConvPass::kBackwardInput:
       direct = p.patch_size() < kGpuDepthwisePatch;
       break;
     case ConvPass::kBackwardWeight:
-      direct = p.out_channels_per_group() * p.patch_size() < kGpuWgradIm2colWeights;
+      direct = p.out_channels_per_group() * p.patch_size() <
+               (tensor_cores ? kGpuWgradIm2colWeightsTensorCores : kGpuWgradIm2colWeights);
       break;
     case ConvPass::kBackwardBias:
       break;
@@ -71,8 +86,8 @@ ConvAlgorithm gpu_rule(ConvPass pass, const Conv2dParams& p) {
 
 }  // namespace
 
-ConvAlgorithm auto_algorithm(Backend backend, ConvPass pass, const Conv2dParams& p) {
-  return backend == Backend::kCpu ? cpu_rule(p) : gpu_rule(pass, p);
+ConvAlgorithm auto_algorithm(Backend backend, ConvPass pass, const Conv2dParams& p, bool tensor_cores) {
+  return backend == Backend::kCpu ? cpu_rule(p) : gpu_rule(pass, p, tensor_cores);
 }
 
 }  // namespace fastconv

@@ -6,6 +6,8 @@
 
 namespace fastconv {
 
-ConvAlgorithm auto_algorithm(Backend backend, ConvPass pass, const Conv2dParams& p);
+// tensor_cores: whether the im2col GEMMs would run on tensor cores (half,
+// bfloat16, or float under the TF32 rule, on a GPU that has them).
+ConvAlgorithm auto_algorithm(Backend backend, ConvPass pass, const Conv2dParams& p, bool tensor_cores);
 
 }  // namespace fastconv

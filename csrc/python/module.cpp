@@ -108,12 +108,12 @@ py::list simt_take_recorded_launches() {
 // The algorithm conv2d's algorithm="auto" runs on `backend` ("cpu", "cuda" or
 // "simt") in one pass ("fwd", "bwd_input", "bwd_weight") of a convolution of an
 // NCHW input of `input_size` with a weight of `weight_size` (stride, dilation
-// [h, w], symmetric padding [h, w]).
+// [h, w], symmetric padding [h, w]), its im2col GEMMs on tensor cores or not.
 std::string conv2d_auto_algorithm(const std::string& backend, const std::string& pass,
                                   const std::vector<int64_t>& input_size,
                                   const std::vector<int64_t>& weight_size, const std::vector<int64_t>& stride,
                                   const std::vector<int64_t>& padding, const std::vector<int64_t>& dilation,
-                                  int64_t groups) {
+                                  int64_t groups, bool tensor_cores) {
   if (backend != "cpu" && backend != "cuda" && backend != "simt")
     throw py::value_error("conv2d_auto_algorithm: backend must be \"cpu\", \"cuda\" or \"simt\", got \"" +
                           backend + "\"");
@@ -132,7 +132,7 @@ std::string conv2d_auto_algorithm(const std::string& backend, const std::string&
     throw py::value_error(e.what_without_backtrace());
   }
   const fastconv::Backend b = backend == "cpu" ? fastconv::Backend::kCpu : fastconv::Backend::kCuda;
-  return fastconv::auto_algorithm(b, conv_pass, p) == fastconv::ConvAlgorithm::kDirect ? "direct" : "im2col";
+  return fastconv::auto_algorithm(b, conv_pass, p, tensor_cores) == fastconv::ConvAlgorithm::kDirect ? "direct" : "im2col";
 }
 
 // The ops' own argument checks, for the Python layer (fastconv.backend(...),
@@ -172,8 +172,10 @@ PYBIND11_MODULE(_C, m) {
         "call; clears the list.");
   m.def("conv2d_auto_algorithm", &conv2d_auto_algorithm, py::arg("backend"), py::arg("conv_pass"), py::arg("input_size"),
         py::arg("weight_size"), py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("groups"),
+        py::arg("tensor_cores") = false,
         "The algorithm (\"direct\" or \"im2col\") conv2d's algorithm=\"auto\" runs on a backend in one pass "
-        "(\"fwd\", \"bwd_input\", \"bwd_weight\"); symmetric padding [h, w].");
+        "(\"fwd\", \"bwd_input\", \"bwd_weight\"); symmetric padding [h, w]; tensor_cores: whether the im2col "
+        "GEMMs would run on tensor cores.");
   m.def("parallel_for_threads", &parallel_for_threads,
         "Number of threads an at::parallel_for loop of the CPU kernels runs on.");
 }

@@ -2,6 +2,9 @@
 // scheduler with barrier/warp-collective rendezvous, and a worker pool that
 // runs blocks in parallel.
 #include "simt.h"
+#include "access/recorder.h"
+
+#include "../common/dtypes.h"
 
 #include <cxxabi.h>
 #include <dlfcn.h>
@@ -110,6 +113,12 @@ void __asan_poison_memory_region(void const volatile* addr, size_t size) __attri
 void __sanitizer_set_death_callback(void (*callback)()) __attribute__((weak));
 void __sanitizer_symbolize_pc(void* pc, const char* fmt, char* out, size_t size)
     __attribute__((weak));
+// Access counters: linked only into access builds (access/recorder.h).
+#pragma weak simt_access_launch
+#pragma weak simt_access_block_begin
+#pragma weak simt_access_thread_resume
+#pragma weak simt_access_thread_yield
+#pragma weak simt_access_interval_end
 // The linker's bounds of the static shared memory section (sanitizer builds, simt.h).
 extern char __start_simt_shared[] __attribute__((weak, visibility("hidden")));
 extern char __stop_simt_shared[] __attribute__((weak, visibility("hidden")));
@@ -190,7 +199,7 @@ thread_local cudaError_t t_last_error = cudaSuccess;
 
 // What the program was built with (weak symbols present) and what
 // FASTCONV_SIMT_CHECK asks for; checks default to everything the build has.
-enum : unsigned { kTsan = 1, kAsan = 2, kRace = 4, kMemory = 8 };
+enum : unsigned { kTsan = 1, kAsan = 2, kCounters = 4, kRace = 8, kMemory = 16, kAccess = 32 };
 unsigned g_san = 0;
 const char* g_check_error = nullptr;
 
@@ -198,12 +207,14 @@ unsigned detect_sanitizers() {
   unsigned s = 0;
   if (&__tsan_create_fiber && &__tsan_switch_to_fiber && &__tsan_acquire) s |= kTsan;
   if (&__sanitizer_start_switch_fiber && &__asan_poison_memory_region) s |= kAsan;
+  if (&simt_access_launch) s |= kCounters;
   return s;
 }
 
 void read_checks() {
   const unsigned built = detect_sanitizers();
-  unsigned want = (built & kTsan ? unsigned(kRace) : 0u) | (built & kAsan ? unsigned(kMemory) : 0u);
+  unsigned want = (built & kTsan ? unsigned(kRace) : 0u) | (built & kAsan ? unsigned(kMemory) : 0u) |
+                  (built & kCounters ? unsigned(kAccess) : 0u);
   if (const char* s = std::getenv("FASTCONV_SIMT_CHECK")) {
     want = 0;
     std::string list(s);
@@ -214,8 +225,9 @@ void read_checks() {
       const std::string item = list.substr(at, end - at);
       if (item == "race") want |= kRace;
       else if (item == "memory") want |= kMemory;
+      else if (item == "access") want |= kAccess;
       else if (!item.empty() && item != "none")
-        std::fprintf(stderr, "simt: ignoring '%s' in FASTCONV_SIMT_CHECK (want race,memory)\n",
+        std::fprintf(stderr, "simt: ignoring '%s' in FASTCONV_SIMT_CHECK (want race,memory,access)\n",
                      item.c_str());
       at = end + 1;
     }
@@ -226,6 +238,12 @@ void read_checks() {
   else if ((want & kMemory) && !(built & kAsan))
     g_check_error = "FASTCONV_SIMT_CHECK=memory needs an AddressSanitizer build "
                     "(compile and link with -fsanitize=address,alignment,bounds)";
+  else if ((want & kAccess) && !(built & kCounters))
+    g_check_error = "FASTCONV_SIMT_CHECK=access needs an access build (compile the kernels and the "
+                    "program with -fsanitize=thread, link them with simt_access, not libtsan)";
+  else if ((built & kCounters) && (built & kTsan))
+    g_check_error = "the access counters and ThreadSanitizer's runtime are linked into one program "
+                    "(link simt_access without -fsanitize=thread)";
   g_san = built | want;
 }
 
@@ -653,6 +671,9 @@ void start_fiber(Worker& w, Fiber& f) {
 // Sanitizer builds annotate every switch; the plain path pays one
 // predictable branch on a flag that is fixed before the first launch.
 __attribute__((noinline)) void resume_annotated(Worker& w, Fiber& f) {
+  if (g_san & kAccess)
+    simt_access_thread_resume(static_cast<unsigned>(&f - w.fibers.data()),
+                              f.stack_top - kStackBytes, f.stack_top);
   if (g_san & kTsan) __tsan_switch_to_fiber(f.tsan, tsan_switch_flags(*w.job));
   if (g_san & kAsan)
     __sanitizer_start_switch_fiber(&w.asan_fake, f.stack_top - kStackBytes, kStackBytes);
@@ -662,6 +683,7 @@ __attribute__((noinline)) void resume_annotated(Worker& w, Fiber& f) {
   swapcontext(&w.sched_ctx, &f.ctx);
 #endif
   if (g_san & kAsan) __sanitizer_finish_switch_fiber(w.asan_fake, nullptr, nullptr);
+  if (g_san & kAccess) simt_access_thread_yield();
 }
 
 __attribute__((noinline)) void yield_annotated(Worker& w, Fiber& f) {
@@ -717,16 +739,18 @@ const char* op_name(int op) {
   return "a warp collective";
 }
 
-// "__shfl_sync(mask 0xffffffff, width 32) at file:line"
+// "__shfl_sync(mask 0xffffffff, width 32) at file:line"; an mma is named by
+// its instruction (the shape), which its site carries.
 std::string describe_collective(const Fiber& f) {
   char buf[512];
-  std::snprintf(buf, sizeof buf, "%s(mask 0x%08x, width %d) at %s:%d", op_name(f.op), f.mask,
-                f.width, f.site ? f.site->file : "?", f.site ? f.site->line : 0);
+  const char* name = f.op == detail::kMma && f.site ? f.site->text : op_name(f.op);
+  std::snprintf(buf, sizeof buf, "%s(mask 0x%08x, width %d) at %s:%d", name, f.mask, f.width,
+                f.site ? f.site->file : "?", f.site ? f.site->line : 0);
   return buf;
 }
 
 bool same_collective(const Fiber& a, const Fiber& b) {
-  return a.op == b.op && a.mask == b.mask && a.width == b.width && a.site && b.site &&
+  return a.op == b.op && a.mask == b.mask && a.width == b.width && a.arg == b.arg && a.site && b.site &&
          a.site->line == b.site->line &&
          (a.site->file == b.site->file || !std::strcmp(a.site->file, b.site->file));
 }
@@ -757,6 +781,7 @@ uint64_t lane_result(Worker& w, unsigned warp, unsigned group, unsigned vote, un
     case detail::kAny: return vote != 0;
     case detail::kAll: return vote == group;
     case detail::kSync: return 0;
+    case detail::kMma: return 0;  // D went to the lane's registers (mma_resolve)
     default: break;
   }
   unsigned width = static_cast<unsigned>(f.width);
@@ -782,6 +807,56 @@ uint64_t lane_result(Worker& w, unsigned warp, unsigned group, unsigned vote, un
   return lanes[src].value;
 }
 
+// The matrix multiply of a completed mma.sync (simt.h gives the fragment
+// layouts): every lane's `value` points at its MmaRegisters.
+float mma_input(uint32_t bits) {
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+void mma_resolve(Fiber* lanes) {
+  const auto shape = static_cast<MmaShape>(lanes[0].arg);
+  const bool tf32 = shape == MmaShape::kM16N8K8Tf32;
+  const int K = tf32 ? 8 : 16;
+  double a[16][16], b[16][8], c[16][8];
+  // One 16-bit element of a register pair: the smaller k in the low half.
+  auto element = [&](uint32_t reg, int half) {
+    const uint16_t bits = static_cast<uint16_t>(reg >> (16 * half));
+    return shape == MmaShape::kM16N8K16F16 ? fastconv::half_bits_to_float(bits)
+                                            : fastconv::bfloat16_bits_to_float(bits);
+  };
+  for (int l = 0; l < 32; ++l) {
+    const auto& r = *reinterpret_cast<const MmaRegisters*>(lanes[l].value);
+    const int g = l / 4, t = l % 4;
+    for (int i = 0; i < 4; ++i) {
+      if (tf32) {
+        a[g + 8 * (i % 2)][t + 4 * (i / 2)] = mma_input(r.a[i] & ~0x1fffu);  // low 13 bits ignored
+      } else {
+        for (int h = 0; h < 2; ++h) a[g + 8 * (i % 2)][2 * t + 8 * (i / 2) + h] = element(r.a[i], h);
+      }
+      c[g + 8 * (i / 2)][2 * t + i % 2] = r.c[i];
+    }
+    for (int i = 0; i < 2; ++i) {
+      if (tf32) {
+        b[t + 4 * i][g] = mma_input(r.b[i] & ~0x1fffu);
+      } else {
+        for (int h = 0; h < 2; ++h) b[2 * t + 8 * i + h][g] = element(r.b[i], h);
+      }
+    }
+  }
+  for (int l = 0; l < 32; ++l) {
+    auto& r = *reinterpret_cast<MmaRegisters*>(lanes[l].value);
+    const int g = l / 4, t = l % 4;
+    for (int i = 0; i < 4; ++i) {
+      const int m = g + 8 * (i / 2), n = 2 * t + i % 2;
+      double sum = c[m][n];
+      for (int k = 0; k < K; ++k) sum += a[m][k] * b[k][n];
+      r.d[i] = static_cast<float>(sum);
+    }
+  }
+}
+
 void resolve_group(Worker& w, unsigned warp, unsigned group) {
   Fiber* lanes = &w.fibers[warp * 32];
   Warp& wp = w.warps[warp];
@@ -795,6 +870,7 @@ void resolve_group(Worker& w, unsigned warp, unsigned group) {
     if (lanes[l].value) vote |= 1u << l;
     parities |= 1u << lanes[l].parity;
   }
+  if (lanes[first].op == detail::kMma) mma_resolve(lanes);
   for (unsigned g = group; g; g &= g - 1) {
     const unsigned l = __builtin_ctz(g);
     lanes[l].result = lane_result(w, warp, group, vote & lanes[l].mask, l);
@@ -931,6 +1007,8 @@ void run_block(Worker& w, uint64_t linear) {
   fill_shared_memory(w);
 
   const unsigned n = job.threads;
+  if (job.san & kAccess)
+    simt_access_block_begin(n, detail::dyn_smem, job.smem);
   for (unsigned i = 0; i < n; ++i) {
     Fiber& f = w.fibers[i];
     f.tid = uint3{i % bd.x, (i / bd.x) % bd.y, i / (bd.x * bd.y)};
@@ -974,6 +1052,7 @@ void run_block(Worker& w, uint64_t linear) {
     if (progressed) continue;
     if (w.at_barrier != w.live || w.bar_mismatch) report_divergence(w);
     // Everyone alive waits at the same __syncthreads(): next barrier round.
+    if (job.san & kAccess) simt_access_interval_end();
     for (unsigned i = 0; i < n; ++i)
       if (w.fibers[i].state == State::AtBarrier) w.fibers[i].state = State::Ready;
     w.ready = w.at_barrier;
@@ -984,6 +1063,7 @@ void run_block(Worker& w, uint64_t linear) {
     ++w.bar_round;
     if (job.order == Order::Shuffled) make_order(w, n);
   }
+  if (job.san & kAccess) simt_access_interval_end();
 }
 
 void run_blocks(const Job& job, unsigned index) {
@@ -1323,6 +1403,7 @@ void launch(const Site& site, const void* kernel, dim3 grid, dim3 block, size_t 
   if (dry || g_recording.load()) launch_records().push_back({kernel, name.full, grid, block, smem});
   if (dry) return;
   count_launch(kernel, name.full);
+  if (g_san & kAccess) simt_access_launch(kernel, name.full.c_str());
   Job job;
   job.name = name.full.c_str();
   job.brief = name.brief.c_str();
@@ -1407,6 +1488,9 @@ uint64_t warp_op(const Site& site, int op, unsigned mask, uint64_t value, int ar
   if (const unsigned gone = mask & wp.exists & ~wp.live)
     collective_error(w, warp, lane, "the mask names lanes that returned from the kernel (0x%08x)",
                      gone);
+  if (op == kMma && wp.exists != ~0u)
+    collective_error(w, warp, lane, "mma.sync needs all 32 lanes of a warp, but the block ends at lane %d",
+                     __builtin_popcount(wp.exists));
   f.state = State::AtWarp;
   f.parity = static_cast<uint8_t>(wp.round & 1);
   wp.waiting |= 1u << lane;
@@ -1421,6 +1505,12 @@ uint64_t warp_op(const Site& site, int op, unsigned mask, uint64_t value, int ar
     yield(w, f);
   }
   return f.result;
+}
+
+// The lane's registers travel by address: the runtime fills in D before the
+// lane resumes (its stack frame lives until then).
+void mma_sync(const Site& site, MmaShape shape, MmaRegisters& lane) {
+  warp_op(site, kMma, 0xffffffffu, reinterpret_cast<uintptr_t>(&lane), static_cast<int>(shape), 32);
 }
 
 }  // namespace detail

@@ -149,15 +149,24 @@ enum cudaFuncAttribute {
 // Environment, read at the first launch:
 //   FASTCONV_SIMT_ORDER=forward|reversed|shuffled, FASTCONV_SIMT_SEED=N: see Order.
 //   FASTCONV_SIMT_WORKERS=N: OS threads that run blocks (default: every core).
-//   FASTCONV_SIMT_CHECK=race,memory (or none): the checks a sanitizer build
-//     runs; all that the build supports by default. `race` needs the kernels
-//     and program built with -fsanitize=thread (ThreadSanitizer then sees every
-//     CUDA thread as a fiber, ordered only by barriers, collectives and the
-//     launch); `memory` with -fsanitize=address,alignment,bounds (shared
+//   FASTCONV_SIMT_CHECK=race,memory,access (or none): the checks a sanitizer
+//     build runs; all that the build supports by default. `race` needs the
+//     kernels and program built with -fsanitize=thread (ThreadSanitizer then
+//     sees every CUDA thread as a fiber, ordered only by barriers, collectives
+//     and the launch); `memory` with -fsanitize=address,alignment,bounds (shared
 //     memory refilled with garbage at every block start, dynamic shared memory
-//     allocated to its exact size). Asking a build for a check it cannot do
-//     aborts at the first launch. Launch limits and warp-collective rules are
-//     checked in every build.
+//     allocated to its exact size); `access` (memory-access counters: global
+//     32-byte sectors and shared bank-conflict ways per warp request, per
+//     kernel and source line, reported at exit) compiled with -fsanitize=thread
+//     but linked with simt_access instead of libtsan. A warp request is the
+//     n-th execution of one PC by the lanes of a warp within a barrier
+//     interval; global: distinct 32-byte sectors it touches; shared: the most
+//     distinct 4-byte words one of 32 banks serves (one word: a broadcast),
+//     8-byte accesses per half-warp, 16-byte ones per quarter-warp
+//     (simt/access/access.h). FASTCONV_SIMT_ACCESS_JSON=path writes the report
+//     as JSON instead of a table on stderr.
+//     Asking a build for a check it cannot do aborts at the first launch.
+//     Launch limits and warp-collective rules are checked in every build.
 namespace simt {
 
 enum class Order { Forward, Reversed, Shuffled };
@@ -234,7 +243,7 @@ cudaError_t set_max_dynamic_smem(const void* kernel, int bytes);
 void syncthreads(const char* file, int line);
 int syncthreads_count(const char* file, int line, int pred);
 
-enum WarpOp : int { kSync, kShflIdx, kShflUp, kShflDown, kShflXor, kBallot, kAny, kAll };
+enum WarpOp : int { kSync, kShflIdx, kShflUp, kShflDown, kShflXor, kBallot, kAny, kAll, kMma };
 uint64_t warp_op(const Site& site, int op, unsigned mask, uint64_t value, int arg, int width);
 
 template <class T>
@@ -337,6 +346,53 @@ inline int all_sync(const Site& s, unsigned mask, int pred) {
   return static_cast<int>(warp_op(s, kAll, mask, pred != 0, 0, 32));
 }
 }  // namespace detail
+}  // namespace simt
+
+// ------------------------------------------------- warp-level matrix multiply
+// mma.sync.aligned.{m16n8k16 f16|bf16, m16n8k8 tf32}.row.col.f32 as a strict
+// warp collective: all 32 lanes of a full warp meet at the same call site with
+// the same shape (a mismatch or a lane that never arrives aborts, naming both
+// sites), the runtime gathers every lane's A, B and C registers in PTX's
+// documented fragment layouts, multiplies, and hands each lane its registers
+// of D. groupID = lane / 4, tig = lane % 4:
+//   f16/bf16 A (16x16): a[r] holds (row groupID + 8 (r % 2), k 2 tig + 8 (r / 2) + {0, 1})
+//            B (16x8):  b[r] holds (k 2 tig + 8 r + {0, 1}, column groupID)
+//            (two 16-bit elements per register, the smaller k in the low half)
+//   tf32     A (16x8):  a[r] holds (row groupID + 8 (r % 2), k tig + 4 (r / 2))
+//            B (8x8):   b[r] holds (k tig + 4 r, column groupID)
+//   C, D (16x8, f32):   c[r] holds (row groupID + 8 (r / 2), column 2 tig + r % 2)
+// Arithmetic: f16/bf16 and tf32 products are exact in fp32; the runtime sums
+// them with C in double and rounds once to fp32. PTX leaves the internal
+// accumulation order and rounding unspecified (GPUs are known to truncate
+// partial sums), so tests compare with a tolerance, not bit for bit.
+// A tf32 operand register is read as its top 19 bits (the low 13 ignored,
+// i.e. truncated), which is what sm_80+ tensor cores do with an fp32 bit
+// pattern (CUTLASS's round-toward-zero tf32 conversion is a bare bit cast
+// that relies on it); kernels round with cvt.rna.tf32.f32 (cvt_rna_tf32
+// below) before the mma, so both paths see exact tf32 values and agree.
+namespace simt {
+enum class MmaShape : int { kM16N8K16F16 = 0, kM16N8K16Bf16 = 1, kM16N8K8Tf32 = 2 };
+struct MmaRegisters {
+  uint32_t a[4];
+  uint32_t b[2];
+  float c[4];
+  float d[4];
+};
+namespace detail {
+void mma_sync(const Site& site, MmaShape shape, MmaRegisters& lane);
+}  // namespace detail
+
+// cvt.rna.tf32.f32: fp32 to tf32 (10 mantissa bits, kept in an fp32 bit
+// pattern with the low 13 bits zero), rounding to nearest with ties away from
+// zero. Adding half a tf32 ulp to the magnitude bits and truncating is exactly
+// that (a carry into the exponent is the right result, up to infinity);
+// infinities pass unchanged and NaNs stay NaNs.
+inline uint32_t cvt_rna_tf32(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, sizeof x);
+  if ((x & 0x7f800000u) == 0x7f800000u) return (x & 0x7fffffffu) > 0x7f800000u ? 0x7fffffffu : x;
+  return (x + 0x1000u) & ~0x1fffu;
+}
 }  // namespace simt
 
 // -------------------------------------------------------------------- atomics

@@ -1,5 +1,5 @@
-# Runs PROGRAM and passes only if it fails and its stderr matches EXPECT.
-execute_process(COMMAND "${PROGRAM}" RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+# Runs PROGRAM (with ARGS, a ;-list, if given) and passes only if it fails and its stderr matches EXPECT.
+execute_process(COMMAND "${PROGRAM}" ${ARGS} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
 if(rc EQUAL 0)
   message(FATAL_ERROR "expected ${PROGRAM} to fail, it exited 0\nstdout: ${out}\nstderr: ${err}")
 endif()

@@ -1,7 +1,9 @@
 // The CUDA convolution kernels (csrc/cuda/conv2d*.cuh) run on the SIMT
 // runtime against naive host loops (double precision references), for both
 // algorithms, every pass, in float, double, float16 and bfloat16 (the last
-// two accumulate in float and round once, as on a GPU). Usage:
+// two accumulate in float and round once, as on a GPU), the im2col GEMMs on
+// CUDA cores and on (emulated) tensor cores: mma.sync f16/bf16, and tf32 for
+// float, whose tolerance is tf32's 2^-11 instead of float's. Usage:
 //   test_conv2d_simt [random_cases=300] [seed=1] [max_macs]
 // max_macs skips cases whose forward pass has more multiply-adds (the
 // sanitizer builds run small problems only).
@@ -15,6 +17,7 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "../../csrc/cuda/conv2d.h"
@@ -23,6 +26,7 @@
 using fastconv::Conv2dParams;
 using fastconv::ConvAlgorithm;
 using fastconv::ConvPass;
+using fastconv::GemmMath;
 namespace simt = fastconv::simt;
 
 // Launches here run on the SIMT runtime, synchronously.
@@ -99,17 +103,34 @@ Reference reference(const Conv2dParams& p, const std::vector<double>& x, const s
   return r;
 }
 
+// A kernel family under test: the algorithm and, for im2col, the GEMM's math.
+struct Variant {
+  ConvAlgorithm algo;
+  GemmMath math;
+  const char* name;
+};
+constexpr Variant kDirect{ConvAlgorithm::kDirect, GemmMath::kCudaCore, "direct"};
+constexpr Variant kVariants[] = {kDirect,
+                                 {ConvAlgorithm::kIm2col, GemmMath::kCudaCore, "im2col"},
+                                 {ConvAlgorithm::kIm2col, GemmMath::kTensorCore, "im2col tensor-core"}};
+
+// Unit roundoff of the products: tf32 (10-bit mantissa) for float on tensor cores.
 template <typename T>
-bool compare(const char* what, const Case& c, ConvAlgorithm algo, const std::vector<T>& got,
+double product_eps(const Variant& v) {
+  const bool tf32 = std::is_same_v<T, float> && v.math == GemmMath::kTensorCore;
+  return tf32 ? std::ldexp(1.0, -11) : Type<T>::eps;
+}
+
+template <typename T>
+bool compare(const char* what, const Case& c, const Variant& variant, const std::vector<T>& got,
              const std::vector<double>& want, const std::vector<double>& abs_sum) {
   ++g_checks;
   for (size_t i = 0; i < want.size(); ++i) {
-    const double tol = Type<T>::eps * (abs_sum[i] + 1.0) * 8;
+    const double tol = product_eps<T>(variant) * (abs_sum[i] + 1.0) * 8;
     const double v = Type<T>::to_double(got[i]);
     if (!(std::fabs(v - want[i]) <= tol)) {
-      std::fprintf(stderr, "FAIL %s %s %s%s [%s]: element %zu got %.9g want %.9g\n", what,
-                   algo == ConvAlgorithm::kDirect ? "direct" : "im2col", Type<T>::name,
-                   c.bias ? " bias" : "", describe(c.p).c_str(), i, v, want[i]);
+      std::fprintf(stderr, "FAIL %s %s %s%s [%s]: element %zu got %.9g want %.9g\n", what, variant.name,
+                   Type<T>::name, c.bias ? " bias" : "", describe(c.p).c_str(), i, v, want[i]);
       ++g_failures;
       return false;
     }
@@ -156,32 +177,34 @@ void run_case(const Case& c, std::mt19937& rng) {
   };
   const std::vector<T> xt = cast(x), wt = cast(w), bt = cast(b), dyt = cast(dy);
   Workspace ws;
-  for (ConvAlgorithm algo : {ConvAlgorithm::kDirect, ConvAlgorithm::kIm2col}) {
+  for (const Variant& v : kVariants) {
+    if (std::is_same_v<T, double> && v.math == GemmMath::kTensorCore) continue;  // no fp64 tensor-core GEMM
+    const ConvAlgorithm algo = v.algo;
     std::vector<T> y = poisoned<T>(ref.y.size());
     const char* err = simt::conv2d_forward<T>(
-        kSimt, algo, xt.data(), wt.data(), c.bias ? bt.data() : nullptr, y.data(), p, /*relu=*/false,
+        kSimt, algo, xt.data(), wt.data(), c.bias ? bt.data() : nullptr, y.data(), p, /*relu=*/false, v.math,
         ws.get(simt::conv2d_workspace_bytes(kSimt, ConvPass::kForward, algo, p, sizeof(T))));
     if (err) { std::fprintf(stderr, "forward error: %s\n", err); ++g_failures; }
-    compare("forward", c, algo, y, ref.y, ref.y_abs);
+    compare("forward", c, v, y, ref.y, ref.y_abs);
 
     std::vector<T> dx = poisoned<T>(ref.dx.size());
     err = simt::conv2d_backward_input<T>(
-        kSimt, algo, dyt.data(), wt.data(), dx.data(), p,
+        kSimt, algo, dyt.data(), wt.data(), dx.data(), p, v.math,
         ws.get(simt::conv2d_workspace_bytes(kSimt, ConvPass::kBackwardInput, algo, p, sizeof(T))));
     if (err) { std::fprintf(stderr, "backward_input error: %s\n", err); ++g_failures; }
-    compare("backward_input", c, algo, dx, ref.dx, ref.dx_abs);
+    compare("backward_input", c, v, dx, ref.dx, ref.dx_abs);
 
     std::vector<T> dw = poisoned<T>(ref.dw.size());
     err = simt::conv2d_backward_weight<T>(
-        kSimt, algo, dyt.data(), xt.data(), dw.data(), p,
+        kSimt, algo, dyt.data(), xt.data(), dw.data(), p, v.math,
         ws.get(simt::conv2d_workspace_bytes(kSimt, ConvPass::kBackwardWeight, algo, p, sizeof(T))));
     if (err) { std::fprintf(stderr, "backward_weight error: %s\n", err); ++g_failures; }
-    compare("backward_weight", c, algo, dw, ref.dw, ref.dw_abs);
+    compare("backward_weight", c, v, dw, ref.dw, ref.dw_abs);
   }
   std::vector<T> db = poisoned<T>(ref.db.size());
   const char* err = simt::conv2d_backward_bias<T>(kSimt, dyt.data(), db.data(), p);
   if (err) { std::fprintf(stderr, "backward_bias error: %s\n", err); ++g_failures; }
-  compare("backward_bias", c, ConvAlgorithm::kDirect, db, ref.db, ref.db_abs);
+  compare("backward_bias", c, kDirect, db, ref.db, ref.db_abs);
 }
 
 // Output size for top/left padding pad and bottom/right padding pad_end.

@@ -3,6 +3,7 @@
 //   test_simt NAME       run one case
 //   test_simt --list     print case names
 #include "../../csrc/simt/simt.h"
+#include "named_cases.h"
 
 #include <chrono>
 #include <cstdio>
@@ -12,16 +13,6 @@
 #include <vector>
 
 namespace {
-
-int g_failures = 0;
-
-#define CHECK(cond)                                                                 \
-  do {                                                                              \
-    if (!(cond)) {                                                                  \
-      std::fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-      ++g_failures;                                                                 \
-    }                                                                               \
-  } while (0)
 
 // Small integers keep every product and partial sum exact in float, so the
 // tiled and naive matmuls must agree bit for bit whatever the summation order.
@@ -414,7 +405,7 @@ void test_workers() {
   simt::set_num_workers(0);
 }
 
-const std::vector<std::pair<std::string, std::function<void()>>> kTests = {
+const NamedCases kTests = {
     {"matmul_odd", test_matmul_odd},
     {"matmul_256", test_matmul_256},
     {"matmul_orders", test_matmul_orders},
@@ -431,23 +422,4 @@ const std::vector<std::pair<std::string, std::function<void()>>> kTests = {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  const std::string only = argc > 1 ? argv[1] : "";
-  if (only == "--list") {
-    for (const auto& t : kTests) std::printf("%s\n", t.first.c_str());
-    return 0;
-  }
-  int ran = 0;
-  for (const auto& t : kTests) {
-    if (!only.empty() && only != t.first) continue;
-    const int before = g_failures;
-    t.second();
-    std::printf("%s %s\n", g_failures == before ? "PASS" : "FAIL", t.first.c_str());
-    ++ran;
-  }
-  if (ran == 0) {
-    std::fprintf(stderr, "no test named '%s'\n", only.c_str());
-    return 2;
-  }
-  return g_failures == 0 ? 0 : 1;
-}
+int main(int argc, char** argv) { return run_named_cases(argc, argv, kTests); }

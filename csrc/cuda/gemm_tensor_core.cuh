@@ -1,0 +1,246 @@
+// The im2col GEMM on tensor cores: the same problem, operand views and
+// epilogue as gemm_kernel (gemm.cuh),
+//   C[z](m, j) = sum_k A[z](m, k) * B[z](j, k)  (+ bias[m]) (+ C[z](m, j)),
+// with the products on warp-level mma.sync (mma.cuh) instead of FMAs:
+// half and bfloat16 operands as m16n8k16 f16/bf16, float operands rounded to
+// tf32 (cvt.rna) as m16n8k8 tf32; fp32 accumulators either way. launch_gemm
+// picks it when the op layer asks for GemmMath::kTensorCore (sm_80 and newer
+// only; never for double).
+//
+// A block of 4 warps computes a 64 x 64 tile of C, each warp a 32 x 32
+// quarter (2 x 4 mma tiles of 16 x 8). BK = 32 deep slices of A and B pass
+// through double-buffered shared memory as the mma's input format (16-bit
+// elements, or tf32 bit patterns), both operands stored k-contiguous
+// ([row][k]) so that every fragment register is one 32-bit word. The global
+// loads are gemm_kernel's (GemmSlice: 4-wide vectors where the view allows),
+// converted to the input format as they are stored.
+#pragma once
+
+#include <cstring>
+
+#include "gemm.cuh"
+#include "mma.cuh"
+
+namespace fastconv {
+namespace SIMT_KERNEL_NS {
+
+// The shared-memory element of operand type T, and the mma that consumes it.
+// Rows are padded so that a warp's fragment loads hit 32 different banks:
+// lane (g = lane / 4, t = lane % 4) reads word g * stride + t, and a row
+// stride of 20 (16-bit: 40 elements) or 36 (tf32) words maps the 8 rows g
+// to bank offsets 4 apart.
+template <typename T>
+struct TensorCoreInput;
+template <>
+struct TensorCoreInput<float> {
+  using Stored = uint32_t;  // tf32 in an fp32 bit pattern
+  static constexpr int kPerWord = 1, kMmaK = 8, kPad = 4;
+  __device__ __forceinline__ static Stored stage(float v) { return to_tf32(v); }
+  __device__ __forceinline__ static void mma(float (&acc)[4], const MmaFragA& a, const MmaFragB& b) {
+    mma_m16n8k8_tf32(acc, a, b);
+  }
+};
+template <typename T16>
+struct TensorCoreInput16 {
+  using Stored = uint16_t;  // the raw bits: the staged value is already exact in T16
+  static constexpr int kPerWord = 2, kMmaK = 16, kPad = 8;
+  __device__ __forceinline__ static Stored stage(float v) { return from_acc<T16>(v).bits; }
+  __device__ __forceinline__ static void mma(float (&acc)[4], const MmaFragA& a, const MmaFragB& b) {
+    mma_m16n8k16<T16>(acc, a, b);
+  }
+};
+template <>
+struct TensorCoreInput<half_t> : TensorCoreInput16<half_t> {};
+template <>
+struct TensorCoreInput<bfloat16_t> : TensorCoreInput16<bfloat16_t> {};
+
+template <int BM_, int BN_, int BK_, int WARPS_M_, int WARPS_N_>
+struct TensorCoreTile {
+  static constexpr int BM = BM_, BN = BN_, BK = BK_, WARPS_M = WARPS_M_, WARPS_N = WARPS_N_;
+  static constexpr int kThreads = 32 * WARPS_M * WARPS_N;
+  static constexpr int WM = BM / WARPS_M, WN = BN / WARPS_N;  // one warp's part of the tile
+  static constexpr int kTilesM = WM / 16, kTilesN = WN / 8;   // mma tiles per warp
+  static_assert(WM % 16 == 0 && WN % 8 == 0 && BK % 16 == 0, "tiles are made of whole mma tiles");
+};
+using GemmTensorCoreTile = TensorCoreTile<64, 64, 32, 2, 2>;  // 128 threads, 32 x 32 per warp
+
+// One 32-bit fragment register: two consecutive 16-bit elements (the smaller
+// k in the low half, as PTX wants) or one tf32 word.
+__device__ __forceinline__ uint32_t fragment_word(const uint32_t* p) { return *p; }
+__device__ __forceinline__ uint32_t fragment_word(const uint16_t* p) {
+#if defined(__CUDACC__)
+  return *reinterpret_cast<const uint32_t*>(p);
+#else
+  uint32_t w;  // the host compiler would not forgive the aliasing cast
+  std::memcpy(&w, p, sizeof w);
+  return w;
+#endif
+}
+
+// Converts one GemmSlice (BR x BK quads in registers) into the [BR][LD]
+// shared-memory slice the fragments are read from.
+template <typename T, int BR, int BK, int THREADS, int LD>
+__device__ __forceinline__ void stage_tensor_core_slice(const GemmSlice<T, BR, BK, THREADS>& slice,
+                                                        typename TensorCoreInput<T>::Stored (*s)[LD],
+                                                        const GemmOperand& op, int tid) {
+  using In = TensorCoreInput<T>;
+  using Slice = GemmSlice<T, BR, BK, THREADS>;
+#pragma unroll
+  for (int t = 0; t < Slice::kPerThread; ++t) {
+    const int q = tid + t * THREADS;
+    if (q >= Slice::kQuads) break;
+    int di, dk;
+    Slice::quad_coords(op, q, di, dk);
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+      if (op.vec == kVecRed) {
+        s[di][dk + u] = In::stage(slice.v[t][u]);
+      } else {
+        s[di + u][dk] = In::stage(slice.v[t][u]);
+      }
+    }
+  }
+}
+
+// Fragment r of a 16-row A tile (or 8-row B tile) starting at `row`, k-step
+// at word `kw`: PTX's layouts (csrc/simt/simt.h) in 32-bit words are
+//   A: row + g + 8 (r % 2), word kw + t + 4 (r / 2);  B: row + g, word kw + t + 4 r
+// for f16/bf16 and tf32 alike.
+template <typename Stored, int LD>
+__device__ __forceinline__ MmaFragA load_fragment_a(const Stored (*s)[LD], int row, int kw, int lane) {
+  constexpr int kPerWord = sizeof(uint32_t) / sizeof(Stored);
+  const int g = lane / 4, t = lane % 4;
+  MmaFragA f;
+#pragma unroll
+  for (int r = 0; r < 4; ++r) f.r[r] = fragment_word(&s[row + g + 8 * (r % 2)][(kw + t + 4 * (r / 2)) * kPerWord]);
+  return f;
+}
+template <typename Stored, int LD>
+__device__ __forceinline__ MmaFragB load_fragment_b(const Stored (*s)[LD], int row, int kw, int lane) {
+  constexpr int kPerWord = sizeof(uint32_t) / sizeof(Stored);
+  const int g = lane / 4, t = lane % 4;
+  MmaFragB f;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) f.r[r] = fragment_word(&s[row + g][(kw + t + 4 * r) * kPerWord]);
+  return f;
+}
+
+// The minimum of one block per SM lifts ptxas' own register target: left to
+// itself it caps this kernel at 128 registers and spills ~56 bytes a thread
+// (sm_80, nvcc 13); with it, 149 registers and no spills (3 blocks per SM).
+template <typename T, typename TC, typename Tile>
+__global__ void __launch_bounds__(Tile::kThreads, 1)
+    gemm_tensor_core_kernel(const T* __restrict__ a, GemmOperand va, const T* __restrict__ b, GemmOperand vb,
+                            TC* c, GemmOutput vc, const T* __restrict__ bias, GemmShape shape) {
+  using In = TensorCoreInput<T>;
+  using Stored = typename In::Stored;
+  constexpr int BM = Tile::BM, BN = Tile::BN, BK = Tile::BK, LD = BK + In::kPad;
+  constexpr int kThreads = Tile::kThreads, kWordsK = In::kMmaK / In::kPerWord;
+  // One aligned struct: 16-bit elements are read in pairs, as 32-bit words.
+  struct alignas(16) Slices {
+    Stored a[2][BM][LD];
+    Stored b[2][BN][LD];
+  };
+  __shared__ Slices smem;
+  auto& as = smem.a;
+  auto& bs = smem.b;
+  const int tid = static_cast<int>(threadIdx.x), lane = tid % 32, warp = tid / 32;
+  const int wm0 = (warp / Tile::WARPS_N) * Tile::WM, wn0 = (warp % Tile::WARPS_N) * Tile::WN;
+  const int64_t tiles_m = ceil_div(shape.M, BM), tiles_n = ceil_div(shape.N, BN);
+  const int64_t items = shape.nz1 * shape.nz2 * tiles_m * tiles_n;
+  const int64_t slices = ceil_div(shape.K, BK);
+
+  for (int64_t item = blockIdx.x; item < items; item += gridDim.x) {
+    int64_t rest = item;
+    const int64_t tile_n = rest % tiles_n;
+    rest /= tiles_n;
+    const int64_t tile_m = rest % tiles_m;
+    rest /= tiles_m;
+    const int64_t z2 = rest % shape.nz2, z1 = rest / shape.nz2;
+    const T* a_z = a + z1 * va.b1 + z2 * va.b2;
+    const T* b_z = b + z1 * vb.b1 + z2 * vb.b2;
+    const int64_t m0 = tile_m * BM, n0 = tile_n * BN;
+
+    float acc[Tile::kTilesM][Tile::kTilesN][4];
+#pragma unroll
+    for (int i = 0; i < Tile::kTilesM; ++i)
+#pragma unroll
+      for (int j = 0; j < Tile::kTilesN; ++j)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) acc[i][j][r] = 0.0f;
+
+    GemmSlice<T, BM, BK, kThreads> ra;
+    GemmSlice<T, BN, BK, kThreads> rb;
+    ra.load(a_z, va, shape.M, shape.K, m0, 0, tid);
+    rb.load(b_z, vb, shape.N, shape.K, n0, 0, tid);
+    stage_tensor_core_slice(ra, as[0], va, tid);
+    stage_tensor_core_slice(rb, bs[0], vb, tid);
+    __syncthreads();
+    for (int64_t sl = 0; sl < slices; ++sl) {
+      const int cur = static_cast<int>(sl & 1);
+      const bool more = sl + 1 < slices;
+      if (more) {  // global loads in flight while this slice is multiplied
+        ra.load(a_z, va, shape.M, shape.K, m0, (sl + 1) * BK, tid);
+        rb.load(b_z, vb, shape.N, shape.K, n0, (sl + 1) * BK, tid);
+      }
+#pragma unroll
+      for (int kw = 0; kw < BK / In::kPerWord; kw += kWordsK) {
+        MmaFragA fa[Tile::kTilesM];
+        MmaFragB fb[Tile::kTilesN];
+#pragma unroll
+        for (int i = 0; i < Tile::kTilesM; ++i) fa[i] = load_fragment_a(as[cur], wm0 + 16 * i, kw, lane);
+#pragma unroll
+        for (int j = 0; j < Tile::kTilesN; ++j) fb[j] = load_fragment_b(bs[cur], wn0 + 8 * j, kw, lane);
+#pragma unroll
+        for (int i = 0; i < Tile::kTilesM; ++i)
+#pragma unroll
+          for (int j = 0; j < Tile::kTilesN; ++j) In::mma(acc[i][j], fa[i], fb[j]);
+      }
+      if (more) {  // the other buffer was last read before the previous barrier
+        stage_tensor_core_slice(ra, as[cur ^ 1], va, tid);
+        stage_tensor_core_slice(rb, bs[cur ^ 1], vb, tid);
+      }
+      __syncthreads();
+    }
+
+    // Accumulator r of mma tile (i, j) is C(16 i + g + 8 (r / 2), 8 j + 2 t + r % 2) of the warp's part.
+    TC* c_z = c + z1 * vc.b1 + z2 * vc.b2;
+    const T* bias_z = bias != nullptr ? bias + z2 * vc.bias_b2 : nullptr;
+    const int g = lane / 4, t = lane % 4;
+#pragma unroll
+    for (int i = 0; i < Tile::kTilesM; ++i) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int64_t m = m0 + wm0 + 16 * i + g + 8 * h;
+        if (m >= shape.M) continue;
+        const float bm = bias_z != nullptr ? to_acc(bias_z[m]) : 0.0f;
+#pragma unroll
+        for (int j = 0; j < Tile::kTilesN; ++j) {
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const int64_t n = n0 + wn0 + 8 * j + 2 * t + e;
+            if (n >= shape.N) continue;
+            TC* dst = c_z + m * vc.ldc + n;
+            float v = acc[i][j][2 * h + e] + bm;
+            if (vc.accumulate) v += to_acc(*dst);
+            *dst = from_acc<TC>(conv_epilogue(v, vc.relu));
+          }
+        }
+      }
+    }
+  }
+}
+
+// Operand vector modes are settled by launch_gemm, which calls this.
+template <typename T, typename TC>
+const char* launch_gemm_tensor_core(const T* a, GemmOperand va, const T* b, GemmOperand vb, TC* c, GemmOutput vc,
+                                    const T* bias, GemmShape shape, cudaStream_t stream) {
+  using Tile = GemmTensorCoreTile;
+  const int64_t items = shape.nz1 * shape.nz2 * ceil_div(shape.M, Tile::BM) * ceil_div(shape.N, Tile::BN);
+  auto kernel = gemm_tensor_core_kernel<T, TC, Tile>;
+  SIMT_LAUNCH(kernel, conv_grid(items), Tile::kThreads, 0, stream, a, va, b, vb, c, vc, bias, shape);
+  return launch_status();
+}
+
+}  // namespace SIMT_KERNEL_NS
+}  // namespace fastconv

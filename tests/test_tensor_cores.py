@@ -1,0 +1,248 @@
+"""The im2col convolutions on tensor cores (mma.sync, emulated by the SIMT runtime here).
+
+float16 and bfloat16 convolutions always multiply on tensor cores; float32 ones do when TF32 is
+allowed (torch.backends.cudnn.allow_tf32 for CUDA tensors, ``fastconv.backend("simt",
+allow_tf32=True)`` on the SIMT runtime), else on CUDA cores at full precision; float64 never.
+
+Every result is compared with torch in float64, element by element, against a bound made of the
+two errors the kernels may make: rounding the stored result once to its dtype (unit roundoff u
+times the value) and accumulating K products in float32 (at most K * 2^-24 times the sum of the
+products' magnitudes, computed by the same convolution on absolute values). The products
+themselves are exact in float32: f16 and bf16 operands have 11 and 8 significant bits, tf32 ones
+11, so each product fits in float32's 24. For TF32 the reference sees the inputs rounded to tf32
+(round to nearest, ties away, as cvt.rna) and the bound is as tight as for float32, so a kernel
+that truncated, or did not round at all, fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import fastconv
+import fastconv.functional as FF
+
+from conftest import device_of, kernels_on
+import simt_kernels
+from simt_kernels import expect_no_kernels
+
+TENSOR_CORE_GEMM = "gemm_tensor_core_kernel"
+BACKENDS = [b for b in fastconv.available_backends() if b in ("simt", "cuda")]
+UNIT_ROUNDOFF = {torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8, torch.float32: 2.0**-24}
+
+# Awkward on purpose: no GEMM dimension a multiple of the 64 x 64 x 32 tile, batch 1, groups,
+# stride 2, dilation, a 1x1 convolution (its column matrix is the input itself), and one output
+# channel count past a whole tile.
+SHAPES = [
+    dict(n=1, cin=5, cout=7, h=9, w=11, k=3, stride=1, padding=1, dilation=1, groups=1),
+    dict(n=2, cin=6, cout=10, h=13, w=10, k=3, stride=2, padding=1, dilation=2, groups=2),
+    dict(n=1, cin=33, cout=65, h=10, w=9, k=3, stride=1, padding=1, dilation=1, groups=1),
+    dict(n=3, cin=8, cout=9, h=6, w=7, k=1, stride=1, padding=0, dilation=1, groups=1),
+    dict(n=2, cin=9, cout=6, h=11, w=11, k=5, stride=2, padding=2, dilation=1, groups=3),
+]
+SHAPE_IDS = ["odd-batch1", "stride2-dilation2-groups2", "two-tiles-of-M", "1x1", "5x5-stride2-groups3"]
+
+
+@pytest.fixture(params=BACKENDS)
+def tc_backend(request):
+    if request.param == "cuda" and torch.cuda.get_device_capability()[0] < 8:
+        pytest.skip("tensor-core mma.sync needs sm_80 or newer")
+    return request.param
+
+
+@contextlib.contextmanager
+def tf32_allowed(backend: str, allowed: bool):
+    """The TF32 switch of each backend: torch's own flag for CUDA tensors, fastconv's for simt."""
+    if backend == "simt":
+        with fastconv.backend("simt", allow_tf32=allowed):
+            yield
+        return
+    saved = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = allowed
+    try:
+        with fastconv.backend("cuda"):
+            yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = saved
+
+
+def round_to_tf32(t: torch.Tensor) -> torch.Tensor:
+    """cvt.rna.tf32.f32 on finite float32 values: add half a tf32 unit to the magnitude bits, truncate."""
+    bits = t.float().contiguous().view(torch.int32)
+    return ((bits + 0x1000) & ~0x1FFF).view(torch.float32)
+
+
+def _geometry(s):
+    return dict(stride=s["stride"], padding=s["padding"], dilation=s["dilation"], groups=s["groups"])
+
+
+def _reference(x, w, b, g, s):
+    """conv2d and its three gradients in float64, on the given values."""
+    x, w, b = (t.detach().double().requires_grad_() for t in (x, w, b))
+    y = F.conv2d(x, w, b, **_geometry(s))
+    return (y.detach(), *torch.autograd.grad(y, (x, w, b), g.detach().double()))
+
+
+def _terms(s, y_shape):
+    """The most products any output element sums (the forward's patch, the gradients' pixels)."""
+    n, _, p, q = y_shape
+    patch = s["cin"] // s["groups"] * s["k"] ** 2
+    return max(patch + 1, s["cout"] // s["groups"] * s["k"] ** 2, n * p * q)
+
+
+def _assert_within_bound(name, ours, exact, magnitude, dtype, terms):
+    bound = UNIT_ROUNDOFF[dtype] * exact.abs() + terms * 2.0**-24 * magnitude + 2.0**-24
+    err = (ours.double() - exact).abs()
+    worst = (err / bound).max().item()
+    assert worst <= 1.0, f"{name}: error {err.max().item():.3g} exceeds its bound by {worst:.3g}x"
+
+
+def _inputs(s, dtype, backend):
+    device = device_of(backend)
+    x = torch.randn(s["n"], s["cin"], s["h"], s["w"], device=device).to(dtype)
+    w = torch.randn(s["cout"], s["cin"] // s["groups"], s["k"], s["k"], device=device).to(dtype)
+    b = torch.randn(s["cout"], device=device).to(dtype)
+    return x, w, b
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
+def test_half_and_bfloat16_convolutions_run_on_tensor_cores(tc_backend, dtype, shape):
+    x, w, b = _inputs(shape, dtype, tc_backend)
+    with fastconv.backend(tc_backend), kernels_on(tc_backend, TENSOR_CORE_GEMM):
+        x_, w_, b_ = (t.detach().requires_grad_() for t in (x, w, b))
+        y = FF.conv2d(x_, w_, b_, **_geometry(shape), algorithm="im2col")
+        g = torch.randn(y.shape, device=y.device).to(dtype)
+        ours = (y.detach(), *torch.autograd.grad(y, (x_, w_, b_), g))
+    exact = _reference(x, w, b, g, shape)
+    magnitude = _reference(x.abs(), w.abs(), b.abs(), g.abs(), shape)
+    terms = _terms(shape, y.shape)
+    for name, o, e, m in zip(("output", "grad_input", "grad_weight", "grad_bias"), ours, exact, magnitude):
+        assert o.dtype == dtype
+        _assert_within_bound(name, o, e, m, dtype, terms)
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["conv2d", "conv2d_relu"])
+@pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
+def test_float32_with_tf32_matches_float64_on_tf32_rounded_inputs(tc_backend, fused, shape):
+    x, w, b = _inputs(shape, torch.float32, tc_backend)
+    conv = FF.conv2d_relu if fused else FF.conv2d
+    with tf32_allowed(tc_backend, True), kernels_on(tc_backend, TENSOR_CORE_GEMM):
+        x_, w_, b_ = (t.detach().requires_grad_() for t in (x, w, b))
+        y = conv(x_, w_, b_, **_geometry(shape), algorithm="im2col")
+        g = torch.randn(y.shape, device=y.device)
+        if fused:
+            g = g * (y > 0)
+        ours = (y.detach(), *torch.autograd.grad(y, (x_, w_, b_), g))
+    # The GEMMs see tf32 operands: x and w forward, g and w for grad_input, g and x for
+    # grad_weight. The bias and its gradient (a plain sum of g) stay float32.
+    xr, wr, gr = round_to_tf32(x), round_to_tf32(w), round_to_tf32(g)
+    y_exact, dx_exact, dw_exact, _ = _reference(xr, wr, b, gr, shape)
+    db_exact = g.double().sum(dim=(0, 2, 3))
+    if fused:
+        y_exact = y_exact.relu()
+    magnitude = _reference(x.abs(), w.abs(), b.abs(), g.abs(), shape)
+    terms = _terms(shape, y.shape)
+    exact = (y_exact, dx_exact, dw_exact, db_exact)
+    for name, o, e, m in zip(("output", "grad_input", "grad_weight", "grad_bias"), ours, exact, magnitude):
+        _assert_within_bound(name, o, e, m, torch.float32, terms)
+    # And TF32 did happen: against the unrounded inputs the forward is off by far more than
+    # float32 accumulation could explain.
+    y_full = _reference(x, w, b, g, shape)[0]
+    y_full = y_full.relu() if fused else y_full
+    assert (ours[0].double() - y_full).abs().max() > 100 * (ours[0].double() - y_exact).abs().max()
+
+
+@pytest.mark.parametrize("shape", SHAPES[:3], ids=SHAPE_IDS[:3])
+def test_float32_without_tf32_stays_on_cuda_cores_at_full_precision(tc_backend, shape):
+    x, w, b = _inputs(shape, torch.float32, tc_backend)
+    no_tensor_cores = expect_no_kernels(TENSOR_CORE_GEMM) if tc_backend == "simt" else contextlib.nullcontext()
+    with tf32_allowed(tc_backend, False), kernels_on(tc_backend, "gemm_kernel"), no_tensor_cores:
+        x_, w_, b_ = (t.detach().requires_grad_() for t in (x, w, b))
+        y = FF.conv2d(x_, w_, b_, **_geometry(shape), algorithm="im2col")
+        g = torch.randn(y.shape, device=y.device)
+        ours = (y.detach(), *torch.autograd.grad(y, (x_, w_, b_), g))
+    exact = _reference(x, w, b, g, shape)
+    magnitude = _reference(x.abs(), w.abs(), b.abs(), g.abs(), shape)
+    terms = _terms(shape, y.shape)
+    for name, o, e, m in zip(("output", "grad_input", "grad_weight", "grad_bias"), ours, exact, magnitude):
+        _assert_within_bound(name, o, e, m, torch.float32, terms)
+
+
+def test_float64_never_runs_on_tensor_cores():
+    s = SHAPES[0]
+    x, w, b = (t.double() for t in _inputs(s, torch.float32, "simt"))
+    with fastconv.backend("simt", allow_tf32=True), expect_no_kernels(TENSOR_CORE_GEMM):
+        y = FF.conv2d(x, w, b, **_geometry(s), algorithm="im2col")
+    torch.testing.assert_close(y, F.conv2d(x, w, b, **_geometry(s)), rtol=1e-12, atol=1e-12)
+
+
+def test_the_tf32_switch_belongs_to_the_simt_backend():
+    with pytest.raises(ValueError, match="allow_tf32 is a switch of the 'simt' backend"):
+        with fastconv.backend("cpu", allow_tf32=True):
+            pass
+    with fastconv.backend("simt", allow_tf32=True):
+        assert fastconv.current_backend() == "simt:tf32"
+    assert fastconv.current_backend() == "auto"
+
+
+def test_tf32_choice_reaches_the_backward_pass_after_the_block_closes():
+    s = SHAPES[0]
+    x, w, b = (t.requires_grad_() for t in _inputs(s, torch.float32, "simt"))
+    with fastconv.backend("simt", allow_tf32=True):
+        y = FF.conv2d(x, w, b, **_geometry(s), algorithm="im2col")
+    with kernels_on("simt", TENSOR_CORE_GEMM):
+        y.sum().backward()
+
+
+def test_opcheck_and_compile_with_tf32():
+    ops = torch.ops.fastconv
+    s = SHAPES[1]
+    x, w, b = _inputs(s, torch.float32, "simt")
+    geometry = ([2, 2], [1, 1, 1, 1], [2, 2], 2, "im2col", "simt:tf32")
+    y = ops.conv2d(x, w, b, *geometry)
+    g = torch.randn_like(y)
+    with kernels_on("simt", TENSOR_CORE_GEMM):
+        torch.library.opcheck(ops.conv2d.default, (x.requires_grad_(), w.requires_grad_(), b.requires_grad_(),
+                                                   *geometry))
+        torch.library.opcheck(ops.conv2d_backward_input.default, (g, w.detach(), list(x.shape), *geometry))
+        torch.library.opcheck(ops.conv2d_backward_weight.default, (g, x.detach(), list(w.shape), *geometry))
+
+    def fn(x_, w_, b_):
+        return FF.conv2d(x_, w_, b_, **_geometry(s), algorithm="im2col")
+
+    with fastconv.backend("simt", allow_tf32=True), kernels_on("simt", TENSOR_CORE_GEMM):
+        eager = fn(x.detach(), w.detach(), b.detach())
+        compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")(x.detach(), w.detach(), b.detach())
+    torch.testing.assert_close(compiled, eager, rtol=0, atol=0)
+
+
+# The float16/bfloat16 tests of the CUDA-core GEMM, rerun as on a GPU without tensor cores (a
+# switch read once per process, hence a subprocess); its launches count toward the suite's.
+_BEFORE_SM80 = """
+import json, sys, pytest, fastconv
+code = pytest.main(["-q", "-p", "no:cacheprovider", "-k", "simt or large_tile",
+                    "tests/test_simt_kernel_variants.py::test_im2col_gemm_large_tile",
+                    "tests/test_half_precision.py::test_conv2d_forward_and_gradients"])
+print("launches", json.dumps(fastconv._C.simt_launch_counts()))
+sys.exit(code)
+"""
+
+
+def test_half_and_bfloat16_use_the_cuda_core_gemm_before_sm80():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, "-c", _BEFORE_SM80], env=dict(os.environ, FASTCONV_SIMT_SM="75"),
+                            capture_output=True, text=True, cwd=root)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    launches = simt_kernels.record_subprocess_launches(result.stdout)
+    for t in ("half_t", "bfloat16_t"):
+        for tile in ("GemmTile<64, 64", "GemmTile<128, 128"):
+            assert simt_kernels.launched(launches, f"gemm_kernel<{t}, {t}, {tile}"), (t, tile)
+        assert simt_kernels.launched(launches, f"gemm_kernel<{t}, float, GemmTile<64, 64"), t  # grad_input
+    assert not simt_kernels.launched(launches, TENSOR_CORE_GEMM)
