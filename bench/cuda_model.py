@@ -302,9 +302,13 @@ def targets(rows: Sequence[Dict], batch: int = 32) -> Dict[str, object]:
 
 # --------------------------------------------------------------------------- the run
 def _git_commit() -> str:
-    run = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty", "--abbrev=12"],
-                         capture_output=True, text=True)
-    return run.stdout.strip() or "unknown"
+    """HEAD, with -dirty where sources differ from it (results files, this run's own output
+    among them, do not count)."""
+    git = ["git", "-C", str(ROOT)]
+    head = subprocess.run(git + ["rev-parse", "--short=12", "HEAD"], capture_output=True, text=True).stdout.strip()
+    changed = subprocess.run(git + ["status", "--porcelain", "--", ".", ":(exclude)bench/results"],
+                             capture_output=True, text=True).stdout.strip()
+    return (head or "unknown") + ("-dirty" if changed else "")
 
 
 def layers() -> List:
