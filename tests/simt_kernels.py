@@ -84,3 +84,14 @@ def expect_kernels(*fragments: str) -> Iterator[None]:
     ran = [name_of(o) for o, n in launch_counts().items() if n > before.get(o, 0)]
     for fragment in fragments:
         assert any(fragment in name for name in ran), f"no SIMT kernel matching {fragment!r} ran; ran: {ran}"
+
+
+@contextlib.contextmanager
+def multiprocessors(count: int) -> Iterator[None]:
+    """Makes the SIMT device report `count` multiprocessors (the launchers size split reductions
+    and pick GEMM tiles from it), then restores the default (FASTCONV_SIMT_SMS, else 132)."""
+    _C.simt_set_multiprocessor_count(count)
+    try:
+        yield
+    finally:
+        _C.simt_set_multiprocessor_count(0)

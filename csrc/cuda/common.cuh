@@ -86,6 +86,19 @@ inline unsigned grid_stride_blocks(int64_t work, int threads = kElementwiseThrea
   return static_cast<unsigned>(blocks < max_blocks ? blocks : max_blocks);
 }
 
+// Multiprocessors of the current device (the SIMT runtime reports
+// FASTCONV_SIMT_SMS, default 132): launchers that split work to fill the GPU
+// size the split from it. 1 if the query fails, which only ever under-splits.
+inline int device_multiprocessors() {
+  int device = 0, count = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess || count < 1) {
+    cudaGetLastError();  // a failed query must not surface as a launch error
+    return 1;
+  }
+  return count;
+}
+
 // The stream a launcher's Target names (cuda::Target or simt::Target, by the
 // namespace these kernels are compiled into).
 inline cudaStream_t stream_of(Target target) { return static_cast<cudaStream_t>(target.stream); }

@@ -458,23 +458,49 @@ inline int64_t wgrad_slice_len(const Conv2dParams& p, int64_t slices) {
 }
 
 // ----------------------------------------------------------- backward bias
-// grad_bias[k] = sum over N, P, Q of dY: one block per channel (looping over
-// channels), a strided per-thread sum, then warp shuffles and one word per
-// warp in shared memory. Fixed order: deterministic.
+// grad_bias[k] = sum over N, P, Q of dY. Channel k's N*P*Q values are cut
+// into `slices` contiguous ranges (flat index f = n * PQ + pixel), enough
+// (channel, range) items for two waves of blocks; a block sums one range
+// with consecutive threads on consecutive addresses, then warp shuffles and
+// one word per warp in shared memory. With several ranges each writes a
+// partial, and conv2d_reduce_partials_kernel adds them in range order:
+// deterministic. (n, pixel) of f comes from one 64-bit division per item and
+// a FastDivmod per element.
 constexpr int kBiasThreads = 256;
+constexpr int64_t kBiasMinSliceLen = 4096, kBiasMaxSlices = 1024;
+
+inline int64_t bias_slices(const Conv2dParams& p, int multiprocessors) {
+  const int64_t total = p.batch * p.out_pixels();
+  int64_t slices = ceil_div(2 * int64_t(multiprocessors), p.out_channels > 0 ? p.out_channels : 1);
+  if (slices > total / kBiasMinSliceLen) slices = total / kBiasMinSliceLen;
+  if (slices > kBiasMaxSlices) slices = kBiasMaxSlices;
+  return slices < 1 ? 1 : slices;
+}
+inline int64_t bias_slice_len(const Conv2dParams& p, int64_t slices) {
+  return ceil_div(ceil_div(p.batch * p.out_pixels(), slices), kBiasThreads) * kBiasThreads;
+}
 
 template <typename T>
 __global__ void __launch_bounds__(launch_bound<T>(kBiasThreads))
-    conv2d_backward_bias_kernel(const T* __restrict__ grad_output, T* __restrict__ grad_bias,
-                                Conv2dParams p) {
+    conv2d_backward_bias_kernel(const T* __restrict__ grad_output, acc_t<T>* __restrict__ partial,
+                                T* __restrict__ grad_bias, Conv2dParams p, int64_t slices, int64_t slice_len,
+                                FastDivmod by_pixels) {
   using A = acc_t<T>;
   __shared__ A warp_sums[kBiasThreads / 32];
   const int64_t out_hw = p.out_pixels(), total = p.batch * out_hw;
   const int tid = static_cast<int>(threadIdx.x), lane = tid % 32, warp = tid / 32;
-  for (int64_t k = blockIdx.x; k < p.out_channels; k += gridDim.x) {
+  for (int64_t item = blockIdx.x; item < p.out_channels * slices; item += gridDim.x) {
+    const int64_t k = item / slices, slice = item % slices;
+    const int64_t begin = slice * slice_len;
+    const int64_t len = begin + slice_len < total ? slice_len : (total > begin ? total - begin : 0);
+    const int64_t n_begin = begin / out_hw;
+    const uint32_t pix_begin = static_cast<uint32_t>(begin - n_begin * out_hw);
+    const T* channel = grad_output + k * out_hw;
     A sum = A(0);
-    for (int64_t e = tid; e < total; e += kBiasThreads) {
-      sum += to_acc(grad_output[((e / out_hw) * p.out_channels + k) * out_hw + e % out_hw]);
+    for (int64_t e = tid; e < len; e += kBiasThreads) {
+      uint32_t dn, pix;  // pix_begin + e < out_hw + slice_len < 2^31 (checked by the launcher)
+      by_pixels.divmod(pix_begin + static_cast<uint32_t>(e), dn, pix);
+      sum += to_acc(channel[(n_begin + dn) * p.out_channels * out_hw + pix]);
     }
 #pragma unroll
     for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_down_sync(0xffffffffu, sum, offset);
@@ -484,10 +510,38 @@ __global__ void __launch_bounds__(launch_bound<T>(kBiasThreads))
       sum = lane < kBiasThreads / 32 ? warp_sums[lane] : A(0);
 #pragma unroll
       for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_down_sync(0xffffffffu, sum, offset);
-      if (lane == 0) grad_bias[k] = from_acc<T>(sum);
+      if (lane == 0) {
+        if (slices == 1) {
+          grad_bias[k] = from_acc<T>(sum);
+        } else {
+          partial[slice * p.out_channels + k] = sum;
+        }
+      }
     }
-    __syncthreads();  // warp_sums is reused by the next channel
+    __syncthreads();  // warp_sums is reused by the next item
   }
+}
+
+inline int64_t direct_backward_bias_workspace(const Conv2dParams& p, int64_t element_size) {
+  const int64_t slices = bias_slices(p, device_multiprocessors());
+  return slices == 1 ? 0 : round_up16(slices * p.out_channels * acc_size_for(element_size));
+}
+
+template <typename T>
+const char* launch_backward_bias(const T* grad_output, T* grad_bias, const Conv2dParams& p, void* workspace,
+                                 cudaStream_t stream) {
+  const int64_t slices = bias_slices(p, device_multiprocessors());
+  const int64_t slice_len = bias_slice_len(p, slices);
+  if (p.out_pixels() + slice_len >= kFastDivmodLimit) {
+    return "conv2d_backward_bias: an output plane plus a reduction range must stay below 2^31 elements";
+  }
+  auto* partial = static_cast<acc_t<T>*>(workspace);
+  SIMT_LAUNCH(conv2d_backward_bias_kernel<T>, conv_grid(p.out_channels * slices), kBiasThreads, 0, stream,
+              grad_output, partial, grad_bias, p, slices, slice_len, FastDivmod::make(p.out_pixels()));
+  const char* err = launch_status();
+  if (err != nullptr || slices == 1) return err;
+  return launch_reduce_partials<T>(static_cast<const acc_t<T>*>(partial), grad_bias, p.out_channels, slices, false,
+                                   stream);
 }
 
 // ----------------------------------------------------------------- launchers
@@ -586,12 +640,10 @@ const char* conv2d_direct_backward_weight(const T* grad_output, const T* input, 
                         ceil_div(p.patch_size(), kWgradTileC) * slices;
   SIMT_LAUNCH(conv2d_direct_backward_weight_kernel<T>, conv_grid(items), kWgradThreads, 0, stream,
               grad_output, input, partial, grad_weight, p, slices, slice_len);
-  if (slices > 1) {
-    const int64_t n = p.out_channels * p.patch_size();
-    SIMT_LAUNCH(conv2d_reduce_partials_kernel<T>, grid_stride_blocks(n), kElementwiseThreads, 0, stream,
-                static_cast<const acc_t<T>*>(partial), grad_weight, n, slices);
-  }
-  return launch_status();
+  const char* err = launch_status();
+  if (err != nullptr || slices == 1) return err;
+  return launch_reduce_partials<T>(static_cast<const acc_t<T>*>(partial), grad_weight,
+                                   p.out_channels * p.patch_size(), slices, false, stream);
 }
 
 }  // namespace SIMT_KERNEL_NS

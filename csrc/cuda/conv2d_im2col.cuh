@@ -4,8 +4,9 @@
 //                    (then ReLU in the GEMM's epilogue for conv2d_relu)
 //   backward input   dcol_g[CgRS x PQ] = W_g^T * dY_g, then col2im (a gather)
 //   backward weight  dW_g[Kg x CgRS]  = sum over images dY_g * col_g^T, the
-//                    images folded into the GEMM's reduction index, chunks
-//                    accumulated in order (deterministic)
+//                    images folded into the GEMM's reduction index, which is
+//                    split (split-K) to fill the GPU; splits and chunks are
+//                    added in order (deterministic)
 // The column buffer (workspace) holds `chunk` images of col[C*R*S][P*Q]:
 // im2col_chunk_images keeps it under 256 MiB.
 #pragma once
@@ -87,16 +88,44 @@ inline int64_t im2col_backward_input_workspace(const Conv2dParams& p, int64_t el
   const int64_t acc = acc_size_for(element_size);
   return round_up16(im2col_chunk_images(p, acc) * im2col_column_elems(p) * acc);
 }
-// Column buffer, then (for half/bfloat16 over several chunks) an fp32 dW accumulator.
-inline bool im2col_wgrad_needs_accumulator(const Conv2dParams& p, int64_t element_size) {
-  return element_size < 4 && im2col_chunk_images(p, element_size) < p.batch;
+// The weight gradient's GEMM has M = Kg, N = Cg*R*S: few output tiles for
+// the usual layers (64 -> 64 channels, 3x3: 9 tiles on 132 SMs), each with
+// a reduction over a whole chunk of images. It is therefore split into
+// `splits` reduction ranges (split-K), enough for two waves of blocks on
+// the GPU's multiprocessors, but none shorter than kWgradMinSplitLen (where
+// writing and re-reading partials would cost more than the extra blocks
+// gain). The partials (fp32 for half/bfloat16) are summed in split order.
+constexpr int64_t kWgradMinSplitLen = 256, kWgradMaxSplits = 128;
+
+inline int64_t im2col_wgrad_splits(const Conv2dParams& p, int64_t images, int multiprocessors) {
+  const int64_t K = images * p.out_pixels();
+  const GemmShape one{p.out_channels_per_group(), p.patch_size(), K, 1, p.groups};
+  int64_t splits = ceil_div(2 * int64_t(multiprocessors), gemm_tiles_per_split(one));
+  const int64_t by_length = K / kWgradMinSplitLen;
+  if (splits > by_length) splits = by_length;
+  if (splits > kWgradMaxSplits) splits = kWgradMaxSplits;
+  return splits < 1 ? 1 : splits;
+}
+
+// The weight gradient's workspace, in this order: the column buffer; for
+// half/bfloat16 over several chunks an fp32 dW accumulator; with split-K the
+// partials of one chunk (splits x dW, in the accumulation type).
+struct Im2colWgradLayout {
+  int64_t chunk, splits, accumulator_at, partials_at, bytes;
+};
+inline Im2colWgradLayout im2col_wgrad_layout(const Conv2dParams& p, int64_t element_size, int multiprocessors) {
+  Im2colWgradLayout l{};
+  const int64_t acc = acc_size_for(element_size), weights = p.out_channels * p.patch_size();
+  l.chunk = im2col_chunk_images(p, element_size);
+  l.splits = im2col_wgrad_splits(p, l.chunk, multiprocessors);  // the largest chunk splits the most
+  l.accumulator_at = im2col_forward_workspace(p, element_size);
+  const bool accumulator = element_size < 4 && l.chunk < p.batch;
+  l.partials_at = l.accumulator_at + (accumulator ? round_up16(weights * acc) : 0);
+  l.bytes = l.partials_at + (l.splits > 1 ? round_up16(l.splits * weights * acc) : 0);
+  return l;
 }
 inline int64_t im2col_backward_weight_workspace(const Conv2dParams& p, int64_t element_size) {
-  int64_t bytes = im2col_forward_workspace(p, element_size);
-  if (im2col_wgrad_needs_accumulator(p, element_size)) {
-    bytes += round_up16(p.out_channels * p.patch_size() * acc_size_for(element_size));
-  }
-  return bytes;
+  return im2col_wgrad_layout(p, element_size, device_multiprocessors()).bytes;
 }
 
 template <typename T>
@@ -169,42 +198,45 @@ const char* conv2d_im2col_backward_input(const T* grad_output, const T* weight, 
 
 // dW accumulates chunk after chunk: into grad_weight itself when its type is
 // the accumulation type or there is one chunk, else into an fp32 buffer
-// converted at the end.
+// converted at the end. A split chunk writes partials, which one pass adds
+// (in split order) into that destination.
 template <typename T>
 const char* conv2d_im2col_backward_weight(const T* grad_output, const T* input, T* grad_weight,
                                           const Conv2dParams& p, void* workspace, cudaStream_t stream) {
   using A = acc_t<T>;
   const int64_t Kg = p.out_channels_per_group(), CRSg = p.patch_size(), PQ = p.out_pixels();
-  const int64_t CRS = p.in_channels * p.kernel_h * p.kernel_w;
-  const int64_t chunk = im2col_chunk_images(p, sizeof(T));
-  const bool use_acc = im2col_wgrad_needs_accumulator(p, sizeof(T));
-  A* acc = use_acc ? reinterpret_cast<A*>(static_cast<char*>(workspace) +
-                                          im2col_forward_workspace(p, sizeof(T)))
-                   : nullptr;
-  for (int64_t n0 = 0; n0 < p.batch; n0 += chunk) {
-    const int64_t images = p.batch - n0 < chunk ? p.batch - n0 : chunk;
+  const int64_t CRS = p.in_channels * p.kernel_h * p.kernel_w, weights = p.out_channels * CRSg;
+  const int sms = device_multiprocessors();
+  const Im2colWgradLayout layout = im2col_wgrad_layout(p, sizeof(T), sms);
+  char* ws = static_cast<char*>(workspace);
+  A* acc = layout.partials_at > layout.accumulator_at ? reinterpret_cast<A*>(ws + layout.accumulator_at) : nullptr;
+  A* partials = reinterpret_cast<A*>(ws + layout.partials_at);
+  for (int64_t n0 = 0; n0 < p.batch; n0 += layout.chunk) {
+    const int64_t images = p.batch - n0 < layout.chunk ? p.batch - n0 : layout.chunk;
     const char* err = nullptr;
     const T* col = columns_of(input, p, n0, images, workspace, stream, &err);
     if (err) return err;
     // Problem g: reduction index = image * PQ + pixel.
     const GemmOperand dy{PQ, 1, PQ, p.out_channels * PQ, 0, Kg * PQ, 0};
     const GemmOperand cl{PQ, 1, PQ, CRS * PQ, 0, CRSg * PQ, 0};
-    const GemmOutput out{CRSg, 0, Kg * CRSg, 0, n0 > 0};
-    const GemmShape shape{Kg, CRSg, images * PQ, 1, p.groups};
     const T* dy_chunk = grad_output + n0 * p.out_channels * PQ;
-    if (use_acc) {
-      err = launch_gemm(dy_chunk, dy, col, cl, acc, out, static_cast<const T*>(nullptr), shape, stream);
+    GemmShape shape{Kg, CRSg, images * PQ, 1, p.groups};
+    shape.splits = im2col_wgrad_splits(p, images, sms);
+    if (shape.splits > 1) {
+      const GemmOutput out{CRSg, 0, Kg * CRSg, 0, false, false, weights};
+      err = launch_gemm(dy_chunk, dy, col, cl, partials, out, static_cast<const T*>(nullptr), shape, stream);
+      if (err) return err;
+      err = acc != nullptr ? launch_reduce_partials<T>(partials, acc, weights, shape.splits, n0 > 0, stream)
+                           : launch_reduce_partials<T>(partials, grad_weight, weights, shape.splits, n0 > 0, stream);
     } else {
-      err = launch_gemm(dy_chunk, dy, col, cl, grad_weight, out, static_cast<const T*>(nullptr), shape, stream);
+      const GemmOutput out{CRSg, 0, Kg * CRSg, 0, n0 > 0};
+      err = acc != nullptr
+                ? launch_gemm(dy_chunk, dy, col, cl, acc, out, static_cast<const T*>(nullptr), shape, stream)
+                : launch_gemm(dy_chunk, dy, col, cl, grad_weight, out, static_cast<const T*>(nullptr), shape, stream);
     }
     if (err) return err;
   }
-  if (use_acc) {
-    const int64_t n = p.out_channels * CRSg;
-    SIMT_LAUNCH(conv2d_reduce_partials_kernel<T>, grid_stride_blocks(n), kElementwiseThreads, 0, stream,
-                static_cast<const A*>(acc), grad_weight, n, int64_t(1));
-    return launch_status();
-  }
+  if (acc != nullptr) return launch_reduce_partials<T>(static_cast<const A*>(acc), grad_weight, weights, 1, false, stream);
   return nullptr;
 }
 

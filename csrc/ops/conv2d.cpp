@@ -266,7 +266,9 @@ at::Tensor conv2d_backward_bias(const at::Tensor& grad_output, c10::string_view 
   if (grad_output.numel() == 0) return grad_bias.zero_();
   const at::Tensor dy = grad_output.contiguous();
   run_kernels(backend, dy, op, [&]<typename T>(auto target) {
-    return conv2d_backward_bias(target, in_ptr<T>(dy), out_ptr<T>(grad_bias), p);
+    return with_workspace(target, ConvPass::kBackwardBias, ConvAlgorithm::kDirect, p, dy, [&](auto... workspace) {
+      return conv2d_backward_bias(target, in_ptr<T>(dy), out_ptr<T>(grad_bias), p, workspace...);
+    });
   });
   return grad_bias;
 }
