@@ -33,9 +33,11 @@ FASTCONV_HD int floor_div(int a, int b) {
 struct FastDivmod {
   uint32_t divisor = 1, multiplier = 0x80000000u, shift = 31;
 
-  // d in [1, 2^31).
+  // d in [1, 2^31); d < 1 gives the divisor 1 (for empty extents, which
+  // have no dividends).
   static FastDivmod make(int64_t d) {
     FastDivmod f;
+    if (d < 1) d = 1;
     uint32_t log2_ceil = 0;
     while ((int64_t(1) << log2_ceil) < d) ++log2_ceil;
     f.divisor = static_cast<uint32_t>(d);

@@ -145,6 +145,30 @@ __global__ void __launch_bounds__(Tile::kThreads)
 }
 
 // ---------------------------------------------------------- backward input
+// Pixel `pix` of a TH x TW tile in phase-major order: the pixels whose row is
+// a mod stride_h and column b mod stride_w come together, phase (a, b) after
+// phase (a, b - 1). Input pixels of one phase reach the output through the
+// same taps, so with a stride a warp's lanes take the same branches instead
+// of half of them (stride 2) idling at each tap. Stride 1: row-major.
+template <int TH, int TW>
+__device__ __forceinline__ void phase_major_pixel(int pix, int sh, int sw, int& y, int& x) {
+  const int phases_h = sh < TH ? sh : TH, phases_w = sw < TW ? sw : TW;
+  for (int a = 0; a < phases_h; ++a) {
+    const int rows = (TH - a + sh - 1) / sh;
+    for (int b = 0; b < phases_w; ++b) {
+      const int cols = (TW - b + sw - 1) / sw;
+      if (pix < rows * cols) {
+        y = a + (pix / cols) * sh;
+        x = b + (pix % cols) * sw;
+        return;
+      }
+      pix -= rows * cols;
+    }
+  }
+  y = TH;  // unreachable: the phases hold all TH * TW pixels
+  x = TW;
+}
+
 // grad_input as a transposed convolution, gathered: input pixel (ih, iw)
 // sums dY[oh][ow] * W[r][s] over the taps with ih + pad_h - r * dilation_h =
 // oh * stride_h (divisibility test) and oh inside the output. A block owns a
@@ -174,6 +198,9 @@ __global__ void __launch_bounds__(Tile::kThreads)
   const int64_t items = p.batch * p.groups * cblocks * tiles_h * tiles_w;
   const int tid = static_cast<int>(threadIdx.x);
   const int pslot = tid % Tile::kPixSlots, cslot = tid / Tile::kPixSlots;
+  int pix_y[PPT], pix_x[PPT];  // this thread's pixels inside the tile
+#pragma unroll
+  for (int i = 0; i < PPT; ++i) phase_major_pixel<Tile::TH, TW>(pslot + i * Tile::kPixSlots, sh, sw, pix_y[i], pix_x[i]);
 
   for (int64_t item = blockIdx.x; item < items; item += gridDim.x) {
     int64_t rest = item;
@@ -215,8 +242,7 @@ __global__ void __launch_bounds__(Tile::kThreads)
       __syncthreads();
 #pragma unroll
       for (int i = 0; i < PPT; ++i) {
-        const int pix = pslot + i * Tile::kPixSlots;
-        const int ih = ih0 + pix / TW, iw = iw0 + pix % TW;
+        const int ih = ih0 + pix_y[i], iw = iw0 + pix_x[i];
         for (int r = 0; r < R; ++r) {
           const int t = ih + pad_h - r * dh;
           if (t % sh != 0) continue;  // no output row lands on this input row via tap r
@@ -239,8 +265,7 @@ __global__ void __launch_bounds__(Tile::kThreads)
 
 #pragma unroll
     for (int i = 0; i < PPT; ++i) {
-      const int pix = pslot + i * Tile::kPixSlots;
-      const int ih = ih0 + pix / TW, iw = iw0 + pix % TW;
+      const int ih = ih0 + pix_y[i], iw = iw0 + pix_x[i];
       if (ih >= p.in_h || iw >= p.in_w) continue;
 #pragma unroll
       for (int j = 0; j < CPT; ++j) {
@@ -337,8 +362,13 @@ __global__ void __launch_bounds__(launch_bound<T>(kWgradThreads))
                                          T* __restrict__ grad_weight, Conv2dParams p, int64_t slices,
                                          int64_t slice_len) {
   using A = acc_t<T>;
-  __shared__ A dy_s[kWgradPixels][kWgradTileK];
-  __shared__ A col_s[kWgradPixels][kWgradTileC];
+  // Staged pixel-fastest, as the loads run (pq = tid % 16): a warp's stores
+  // cover two rows of 16 pixels. The multiply reads dy_s rows ty, ty + 1
+  // (banks 16 apart at pitch 16) and col_s rows tx = 0..15 at one pixel, so
+  // col_s's pitch is odd: 17 puts those 16 reads in 16 banks, and costs the
+  // stores at most a 2-way conflict.
+  __shared__ A dy_s[kWgradTileK][kWgradPixels];
+  __shared__ A col_s[kWgradTileC][kWgradPixels + 1];
   const int64_t Cg = p.in_channels_per_group(), Kg = p.out_channels_per_group();
   const int64_t RS = p.kernel_h * p.kernel_w, CRS = Cg * RS;
   const int64_t out_hw = p.out_pixels(), in_hw = p.in_h * p.in_w;
@@ -383,7 +413,7 @@ __global__ void __launch_bounds__(launch_bound<T>(kWgradThreads))
         const int64_t k = kt * kWgradTileK + kk;
         A v = A(0);
         if (live && k < Kg) v = to_acc(grad_output[(n * p.out_channels + g * Kg + k) * out_hw + pix]);
-        dy_s[pq][kk] = v;
+        dy_s[kk][pq] = v;
       }
       for (int e = tid; e < kWgradPixels * kWgradTileC; e += kWgradThreads) {
         const int cc = e / kWgradPixels;
@@ -397,7 +427,7 @@ __global__ void __launch_bounds__(launch_bound<T>(kWgradThreads))
             v = to_acc(input[(n * p.in_channels + g * Cg + c) * in_hw + ih * p.in_w + iw]);
           }
         }
-        col_s[pq][cc] = v;
+        col_s[cc][pq] = v;
       }
       pix += kWgradPixels;
       while (pix >= out_hw) {
@@ -409,9 +439,9 @@ __global__ void __launch_bounds__(launch_bound<T>(kWgradThreads))
       for (int k = 0; k < kWgradPixels; ++k) {
         A a[2], b[4];
 #pragma unroll
-        for (int i = 0; i < 2; ++i) a[i] = dy_s[k][ty + 16 * i];
+        for (int i = 0; i < 2; ++i) a[i] = dy_s[ty + 16 * i][k];
 #pragma unroll
-        for (int j = 0; j < 4; ++j) b[j] = col_s[k][tx + 16 * j];
+        for (int j = 0; j < 4; ++j) b[j] = col_s[tx + 16 * j][k];
 #pragma unroll
         for (int i = 0; i < 2; ++i)
 #pragma unroll

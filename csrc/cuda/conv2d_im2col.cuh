@@ -19,22 +19,28 @@ namespace SIMT_KERNEL_NS {
 
 // col[n][c][r][s][oh][ow] = input[n0 + n][c][oh*sh - ph + r*dh][ow*sw - pw + s*dw] (0 outside).
 // One element per thread, consecutive threads along ow: coalesced writes.
+// Launches cover at most 2^30 elements (launch_im2col), so the flat index
+// is split with 32-bit FastDivmods, not 64-bit divisions.
+struct Im2colDivisors {
+  FastDivmod out_hw, RS, out_w, kernel_w;
+};
+
 template <typename T>
 __global__ void __launch_bounds__(launch_bound<T>(kElementwiseThreads))
-    im2col_kernel(const T* __restrict__ input, T* __restrict__ col, Conv2dParams p, int64_t images) {
-  const int64_t RS = p.kernel_h * p.kernel_w, out_hw = p.out_pixels(), in_hw = p.in_h * p.in_w;
-  const int64_t total = images * p.in_channels * RS * out_hw;
-  const int Q = static_cast<int>(p.out_w), S = static_cast<int>(p.kernel_w);
+    im2col_kernel(const T* __restrict__ input, T* __restrict__ col, Conv2dParams p, int total, Im2colDivisors d) {
+  const int64_t in_hw = p.in_h * p.in_w;
   const int sh = static_cast<int>(p.stride_h), sw = static_cast<int>(p.stride_w);
   const int dh = static_cast<int>(p.dilation_h), dw = static_cast<int>(p.dilation_w);
   const int ph = static_cast<int>(p.pad_h), pw = static_cast<int>(p.pad_w);
-  for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < total;
-       e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t row = e / out_hw;  // row = (n * C + c) * RS + rs
-    const int64_t nc = row / RS;
-    const int pix = static_cast<int>(e - row * out_hw), rs = static_cast<int>(row - nc * RS);
-    const int ih = (pix / Q) * sh - ph + (rs / S) * dh;
-    const int iw = (pix % Q) * sw - pw + (rs % S) * dw;
+  for (int e = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x); e < total;
+       e += static_cast<int>(gridDim.x * blockDim.x)) {
+    uint32_t row, pix, nc, rs, oh, ow, r, s;
+    d.out_hw.divmod(static_cast<uint32_t>(e), row, pix);  // row = (n * C + c) * RS + rs
+    d.RS.divmod(row, nc, rs);
+    d.out_w.divmod(pix, oh, ow);
+    d.kernel_w.divmod(rs, r, s);
+    const int ih = static_cast<int>(oh) * sh - ph + static_cast<int>(r) * dh;
+    const int iw = static_cast<int>(ow) * sw - pw + static_cast<int>(s) * dw;
     const bool inside = ih >= 0 && ih < p.in_h && iw >= 0 && iw < p.in_w;
     col[e] = inside ? input[nc * in_hw + ih * p.in_w + iw] : from_acc<T>(acc_t<T>(0));
   }
@@ -42,25 +48,23 @@ __global__ void __launch_bounds__(launch_bound<T>(kElementwiseThreads))
 
 // grad_input[n][c][ih][iw] = sum of dcol[n][c][r][s][oh][ow] over the taps
 // that read (ih, iw): each thread owns one input element and gathers (no
-// atomics, fixed order).
+// atomics, fixed order). Launches cover at most 2^30 elements.
 template <typename T>
 __global__ void __launch_bounds__(launch_bound<T>(kElementwiseThreads))
-    col2im_kernel(const acc_t<T>* __restrict__ dcol, T* __restrict__ grad_input, Conv2dParams p,
-                  int64_t images) {
+    col2im_kernel(const acc_t<T>* __restrict__ dcol, T* __restrict__ grad_input, Conv2dParams p, int total,
+                  FastDivmod in_hw_div) {
   using A = acc_t<T>;
-  const int64_t RS = p.kernel_h * p.kernel_w, out_hw = p.out_pixels(), in_hw = p.in_h * p.in_w;
-  const int64_t total = images * p.in_channels * in_hw;
+  const int64_t RS = p.kernel_h * p.kernel_w, out_hw = p.out_pixels();
   const int W = static_cast<int>(p.in_w), P = static_cast<int>(p.out_h), Q = static_cast<int>(p.out_w);
   const int R = static_cast<int>(p.kernel_h), S = static_cast<int>(p.kernel_w);
   const int sh = static_cast<int>(p.stride_h), sw = static_cast<int>(p.stride_w);
   const int dh = static_cast<int>(p.dilation_h), dw = static_cast<int>(p.dilation_w);
   const int ph = static_cast<int>(p.pad_h), pw = static_cast<int>(p.pad_w);
-  for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < total;
-       e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    // One 64-bit division for the plane; coordinates inside it in 32 bits.
-    const int64_t nc = e / in_hw;
-    const int hw = static_cast<int>(e - nc * in_hw);
-    const int ih = hw / W, iw = hw % W;
+  for (int e = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x); e < total;
+       e += static_cast<int>(gridDim.x * blockDim.x)) {
+    uint32_t nc, hw;
+    in_hw_div.divmod(static_cast<uint32_t>(e), nc, hw);
+    const int ih = static_cast<int>(hw) / W, iw = static_cast<int>(hw) % W;
     const A* rows = dcol + nc * RS * out_hw;
     A sum = A(0);
     for (int r = 0; r < R; ++r) {
@@ -74,6 +78,14 @@ __global__ void __launch_bounds__(launch_bound<T>(kElementwiseThreads))
     }
     grad_input[e] = from_acc<T>(sum);
   }
+}
+
+// Images per launch of the elementwise im2col/col2im kernels: as many as keep
+// the launch under 2^30 elements (0 when one image alone exceeds it), which
+// leaves the 32-bit grid-stride index room to step past the end.
+constexpr int64_t kElementwiseLaunchLimit = int64_t(1) << 30;
+inline int64_t elementwise_images_per_launch(int64_t per_image) {
+  return per_image > 0 ? kElementwiseLaunchLimit / per_image : kElementwiseLaunchLimit;
 }
 
 // A reduction index that never wraps (GemmOperand::kin == 0): element (i, k)
@@ -130,9 +142,35 @@ inline int64_t im2col_backward_weight_workspace(const Conv2dParams& p, int64_t e
 
 template <typename T>
 const char* launch_im2col(const T* input, T* col, const Conv2dParams& p, int64_t images, cudaStream_t stream) {
-  SIMT_LAUNCH(im2col_kernel<T>, grid_stride_blocks(images * im2col_column_elems(p)), kElementwiseThreads, 0,
-              stream, input, col, p, images);
-  return launch_status();
+  const int64_t per_image = im2col_column_elems(p), step = elementwise_images_per_launch(per_image);
+  if (step == 0) return "conv2d (im2col): one image's column matrix has more than 2^30 elements";
+  const Im2colDivisors d{FastDivmod::make(p.out_pixels()), FastDivmod::make(p.kernel_h * p.kernel_w),
+                         FastDivmod::make(p.out_w), FastDivmod::make(p.kernel_w)};
+  const int64_t in_image = p.in_channels * p.in_h * p.in_w;
+  for (int64_t n = 0; n < images; n += step) {
+    const int total = static_cast<int>((images - n < step ? images - n : step) * per_image);
+    SIMT_LAUNCH(im2col_kernel<T>, grid_stride_blocks(total), kElementwiseThreads, 0, stream, input + n * in_image,
+                col + n * per_image, p, total, d);
+    const char* err = launch_status();
+    if (err) return err;
+  }
+  return nullptr;
+}
+
+template <typename T>
+const char* launch_col2im(const acc_t<T>* dcol, T* grad_input, const Conv2dParams& p, int64_t images,
+                          cudaStream_t stream) {
+  const int64_t per_image = p.in_channels * p.in_h * p.in_w, step = elementwise_images_per_launch(per_image);
+  if (step == 0) return "conv2d (im2col): one image has more than 2^30 elements";
+  const int64_t col_image = im2col_column_elems(p);
+  for (int64_t n = 0; n < images; n += step) {
+    const int total = static_cast<int>((images - n < step ? images - n : step) * per_image);
+    SIMT_LAUNCH(col2im_kernel<T>, grid_stride_blocks(total), kElementwiseThreads, 0, stream, dcol + n * col_image,
+                grad_input + n * per_image, p, total, FastDivmod::make(p.in_h * p.in_w));
+    const char* err = launch_status();
+    if (err) return err;
+  }
+  return nullptr;
 }
 
 // The column matrix of images [n0, n0 + images): the input itself for 1x1
@@ -187,10 +225,7 @@ const char* conv2d_im2col_backward_input(const T* grad_output, const T* weight, 
                                   static_cast<const T*>(nullptr), GemmShape{CRSg, PQ, Kg, images, p.groups},
                                   stream);
     if (err) return err;
-    const int64_t elems = images * p.in_channels * p.in_h * p.in_w;
-    SIMT_LAUNCH(col2im_kernel<T>, grid_stride_blocks(elems), kElementwiseThreads, 0, stream,
-                static_cast<const A*>(dcol), grad_input + n0 * p.in_channels * p.in_h * p.in_w, p, images);
-    err = launch_status();
+    err = launch_col2im<T>(dcol, grad_input + n0 * p.in_channels * p.in_h * p.in_w, p, images, stream);
     if (err) return err;
   }
   return nullptr;

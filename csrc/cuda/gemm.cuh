@@ -114,54 +114,69 @@ __device__ __forceinline__ void smem_store4(A* s, const A (&in)[4]) {
 }
 
 // The quads of one BR x BK slice and the per-thread registers that hold them.
+// A thread's quads keep their rows for a whole output tile: `begin` fixes
+// each quad's row pointer once, and every slice's `load` only adds the
+// reduction offset (kin == 0: k * sk; else a FastDivmod of k). Rows and
+// reduction indices are 32-bit (launch_gemm checks M, N, K < 2^31); only the
+// products with strides are 64-bit.
 template <typename T, int BR, int BK, int THREADS>
 struct GemmSlice {
   using A = acc_t<T>;
   static constexpr int kQuads = BR * BK / 4;
   static constexpr int kPerThread = (kQuads + THREADS - 1) / THREADS;
   A v[kPerThread][4] = {};  // every quad is loaded before it is stored; this keeps GCC from warning
+  const T* row[kPerThread];  // base + i * si of quad t's (first) row
+  int i[kPerThread], dk[kPerThread];
 
-  __device__ __forceinline__ static int64_t offset(const GemmOperand& op, int64_t i, int64_t k) {
-    if (op.kin == 0) return i * op.si + k * op.sk;  // the same for every thread: no divergence
+  __device__ __forceinline__ static int64_t k_offset(const GemmOperand& op, int k) {
+    if (op.kin == 0) return k * op.sk;  // the same for every thread: no divergence
     uint32_t outer, inner;
     op.kdiv.divmod(static_cast<uint32_t>(k), outer, inner);
-    return i * op.si + static_cast<int64_t>(outer) * op.sko + static_cast<int64_t>(inner) * op.sk;
+    return static_cast<int64_t>(outer) * op.sko + static_cast<int64_t>(inner) * op.sk;
   }
 
   // Quad q covers rows i..i+3 at reduction index k (along i) or row i at
-  // k..k+3 (along k). Rows >= rows and k >= K read zero.
-  __device__ __forceinline__ static void quad_coords(const GemmOperand& op, int q, int& i, int& k) {
+  // k..k+3 (along k).
+  __device__ __forceinline__ static void quad_coords(const GemmOperand& op, int q, int& qi, int& qk) {
     if (op.vec == kVecRed) {
-      i = q / (BK / 4);
-      k = (q % (BK / 4)) * 4;
+      qi = q / (BK / 4);
+      qk = (q % (BK / 4)) * 4;
     } else {
-      k = q / (BR / 4);
-      i = (q % (BR / 4)) * 4;
+      qk = q / (BR / 4);
+      qi = (q % (BR / 4)) * 4;
     }
   }
 
-  __device__ __forceinline__ void load(const T* base, const GemmOperand& op, int64_t rows, int64_t K,
-                                       int64_t i0, int64_t k0, int tid) {
+  __device__ __forceinline__ void begin(const T* base, const GemmOperand& op, int i0, int tid) {
 #pragma unroll
     for (int t = 0; t < kPerThread; ++t) {
-      const int q = tid + t * THREADS;
-      if (q >= kQuads) break;
-      int di, dk;
-      quad_coords(op, q, di, dk);
-      const int64_t i = i0 + di, k = k0 + dk;
-      const bool whole_vector = op.vec == kVecRows ? (i + 3 < rows && k < K)
-                                                   : (op.vec == kVecRed && i < rows && k + 3 < K);
+      int qi, qk;
+      quad_coords(op, tid + t * THREADS, qi, qk);
+      i[t] = i0 + qi;
+      dk[t] = qk;
+      row[t] = base + i[t] * op.si;
+    }
+  }
+
+  // Slice [k0, k0 + BK): rows >= rows and indices >= K read zero.
+  __device__ __forceinline__ void load(const GemmOperand& op, int rows, int K, int k0, int tid) {
+#pragma unroll
+    for (int t = 0; t < kPerThread; ++t) {
+      if (tid + t * THREADS >= kQuads) break;
+      const int k = k0 + dk[t];
+      const bool whole_vector = op.vec == kVecRows ? (i[t] + 3 < rows && k < K)
+                                                   : (op.vec == kVecRed && i[t] < rows && k + 3 < K);
       if (whole_vector) {
-        const Pack<T, 4> pk = *reinterpret_cast<const Pack<T, 4>*>(base + offset(op, i, k));
+        const Pack<T, 4> pk = *reinterpret_cast<const Pack<T, 4>*>(row[t] + k_offset(op, k));
 #pragma unroll
         for (int u = 0; u < 4; ++u) v[t][u] = to_acc(pk.v[u]);
-      } else {
-        const bool along_k = op.vec == kVecRed;
+      } else if (op.vec == kVecRed) {
 #pragma unroll
-        for (int u = 0; u < 4; ++u) {
-          const int64_t iu = along_k ? i : i + u, ku = along_k ? k + u : k;
-          v[t][u] = (iu < rows && ku < K) ? to_acc(base[offset(op, iu, ku)]) : A(0);
-        }
+        for (int u = 0; u < 4; ++u) v[t][u] = i[t] < rows && k + u < K ? to_acc(row[t][k_offset(op, k + u)]) : A(0);
+      } else {
+        const int64_t at = k_offset(op, k);
+#pragma unroll
+        for (int u = 0; u < 4; ++u) v[t][u] = i[t] + u < rows && k < K ? to_acc(row[t][u * op.si + at]) : A(0);
       }
     }
   }
@@ -173,13 +188,13 @@ struct GemmSlice {
     for (int t = 0; t < kPerThread; ++t) {
       const int q = tid + t * THREADS;
       if (q >= kQuads) break;
-      int di, dk;
-      quad_coords(op, q, di, dk);
+      int qi, qk;
+      quad_coords(op, q, qi, qk);
       if (op.vec == kVecRed) {
 #pragma unroll
-        for (int u = 0; u < 4; ++u) s[dk + u][di] = v[t][u];
+        for (int u = 0; u < 4; ++u) s[qk + u][qi] = v[t][u];
       } else {
-        smem_store4(&s[dk][di], v[t]);
+        smem_store4(&s[qk][qi], v[t]);
       }
     }
   }
@@ -203,27 +218,28 @@ __global__ void __launch_bounds__(Tile::kThreads, gemm_min_blocks<T>())
   __shared__ __align__(16) A bs[2][BK][BN + kGemmSmemPad];
   const int tid = static_cast<int>(threadIdx.x);
   const int tn = tid % Tile::kThreadsN, tm = tid / Tile::kThreadsN;
-  const int64_t tiles_m = ceil_div(shape.M, BM), tiles_n = ceil_div(shape.N, BN);
+  const int M = static_cast<int>(shape.M), N = static_cast<int>(shape.N), K = static_cast<int>(shape.K);
+  const int64_t tiles_m = ceil_div(M, BM), tiles_n = ceil_div(N, BN);
   const int64_t items = shape.nz1 * shape.nz2 * shape.splits * tiles_m * tiles_n;
-  const int64_t split_len = shape.splits > 1 ? gemm_split_len(shape.K, shape.splits) : shape.K;
+  const int split_len = static_cast<int>(shape.splits > 1 ? gemm_split_len(K, shape.splits) : K);
 
   for (int64_t item = blockIdx.x; item < items; item += gridDim.x) {
     int64_t rest = item;
-    const int64_t tile_n = rest % tiles_n;
+    const int tile_n = static_cast<int>(rest % tiles_n);
     rest /= tiles_n;
-    const int64_t tile_m = rest % tiles_m;
+    const int tile_m = static_cast<int>(rest % tiles_m);
     rest /= tiles_m;
-    const int64_t split = rest % shape.splits;
+    const int split = static_cast<int>(rest % shape.splits);
     rest /= shape.splits;
     const int64_t z2 = rest % shape.nz2, z1 = rest / shape.nz2;
     const T* a_z = a + z1 * va.b1 + z2 * va.b2;
     const T* b_z = b + z1 * vb.b1 + z2 * vb.b2;
-    const int64_t m0 = tile_m * BM, n0 = tile_n * BN;
+    const int m0 = tile_m * BM, n0 = tile_n * BN;
     // This block's reduction range [k_begin, k_end); empty ranges (possible
     // for the last splits) store zeros.
-    const int64_t k_begin = split * split_len;
-    const int64_t k_end = k_begin + split_len < shape.K ? k_begin + split_len : shape.K;
-    const int64_t slices = k_end > k_begin ? ceil_div(k_end - k_begin, BK) : 0;
+    const int k_begin = split * split_len;
+    const int k_end = K - k_begin > split_len ? k_begin + split_len : K;
+    const int slices = k_end > k_begin ? (k_end - k_begin + BK - 1) / BK : 0;
 
     A acc[TM][TN];
 #pragma unroll
@@ -233,17 +249,19 @@ __global__ void __launch_bounds__(Tile::kThreads, gemm_min_blocks<T>())
 
     GemmSlice<T, BM, BK, kThreads> ra;
     GemmSlice<T, BN, BK, kThreads> rb;
-    ra.load(a_z, va, shape.M, k_end, m0, k_begin, tid);
-    rb.load(b_z, vb, shape.N, k_end, n0, k_begin, tid);
+    ra.begin(a_z, va, m0, tid);
+    rb.begin(b_z, vb, n0, tid);
+    ra.load(va, M, k_end, k_begin, tid);
+    rb.load(vb, N, k_end, k_begin, tid);
     ra.store(as[0], va, tid);
     rb.store(bs[0], vb, tid);
     __syncthreads();
-    for (int64_t sl = 0; sl < slices; ++sl) {
-      const int cur = static_cast<int>(sl & 1);
+    for (int sl = 0; sl < slices; ++sl) {
+      const int cur = sl & 1;
       const bool more = sl + 1 < slices;
       if (more) {  // global loads in flight while this slice is multiplied
-        ra.load(a_z, va, shape.M, k_end, m0, k_begin + (sl + 1) * BK, tid);
-        rb.load(b_z, vb, shape.N, k_end, n0, k_begin + (sl + 1) * BK, tid);
+        ra.load(va, M, k_end, k_begin + (sl + 1) * BK, tid);
+        rb.load(vb, N, k_end, k_begin + (sl + 1) * BK, tid);
       }
 #pragma unroll
       for (int kk = 0; kk < BK; ++kk) {
@@ -268,15 +286,15 @@ __global__ void __launch_bounds__(Tile::kThreads, gemm_min_blocks<T>())
     const T* bias_z = bias != nullptr ? bias + z2 * vc.bias_b2 : nullptr;
 #pragma unroll
     for (int i = 0; i < TM; ++i) {
-      const int64_t m = m0 + gemm_local<BM, TM>(tm, i);
-      if (m >= shape.M) continue;
+      const int m = m0 + gemm_local<BM, TM>(tm, i);
+      if (m >= M) continue;
       const A bm = bias_z != nullptr ? to_acc(bias_z[m]) : A(0);
 #pragma unroll
       for (int j4 = 0; j4 < TN; j4 += 4) {
-        const int64_t n = n0 + gemm_local<BN, TN>(tn, j4);  // n .. n + 3 are this thread's
-        if (n >= shape.N) continue;
+        const int n = n0 + gemm_local<BN, TN>(tn, j4);  // n .. n + 3 are this thread's
+        if (n >= N) continue;
         TC* dst = c_z + m * vc.ldc + n;
-        if (vc.vec && n + 3 < shape.N) {
+        if (vc.vec && n + 3 < N) {
           Pack<TC, 4> pk;
           if (vc.accumulate) pk = *reinterpret_cast<const Pack<TC, 4>*>(dst);
 #pragma unroll
@@ -289,7 +307,7 @@ __global__ void __launch_bounds__(Tile::kThreads, gemm_min_blocks<T>())
         } else {
 #pragma unroll
           for (int u = 0; u < 4; ++u) {
-            if (n + u >= shape.N) break;
+            if (n + u >= N) break;
             A v = acc[i][j4 + u] + bm;
             if (vc.accumulate) v += to_acc(dst[u]);
             dst[u] = from_acc<TC>(conv_epilogue(v, vc.relu));
@@ -341,8 +359,8 @@ const char* launch_gemm(const T* a, GemmOperand va, const T* b, GemmOperand vb, 
                         const T* bias, GemmShape shape, cudaStream_t stream) {
   const int64_t problems = shape.nz1 * shape.nz2;
   if (problems == 0 || shape.M == 0 || shape.N == 0) return launch_status();
-  if ((va.kin != 0 || vb.kin != 0) && shape.K >= kFastDivmodLimit) {
-    return "launch_gemm: a wrapping reduction index must stay below 2^31 (split the batch)";
+  if (shape.M >= kFastDivmodLimit || shape.N >= kFastDivmodLimit || shape.K >= kFastDivmodLimit) {
+    return "launch_gemm: M, N and K must stay below 2^31 (split the batch)";
   }
   va.vec = gemm_vec_mode(a, va);
   vb.vec = gemm_vec_mode(b, vb);
