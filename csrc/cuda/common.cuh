@@ -63,6 +63,31 @@ inline bool is_aligned(const void* p, int bytes) {
   return reinterpret_cast<uintptr_t>(p) % static_cast<uintptr_t>(bytes) == 0;
 }
 
+// Four consecutive float or double values (in shared memory: tiles of the
+// accumulation type), moved as 16-byte vectors (one for float, two for
+// double). `s` is 16-byte aligned.
+template <typename A>
+__device__ __forceinline__ void smem_load4(const A* s, A (&out)[4]) {
+  constexpr int W = pack_width<A>();
+#pragma unroll
+  for (int c = 0; c < 4 / W; ++c) {
+    const Pack<A, W> pk = *reinterpret_cast<const Pack<A, W>*>(s + c * W);
+#pragma unroll
+    for (int u = 0; u < W; ++u) out[c * W + u] = pk.v[u];
+  }
+}
+template <typename A>
+__device__ __forceinline__ void smem_store4(A* s, const A (&in)[4]) {
+  constexpr int W = pack_width<A>();
+#pragma unroll
+  for (int c = 0; c < 4 / W; ++c) {
+    Pack<A, W> pk;
+#pragma unroll
+    for (int u = 0; u < W; ++u) pk.v[u] = in[c * W + u];
+    *reinterpret_cast<Pack<A, W>*>(s + c * W) = pk;
+  }
+}
+
 constexpr int kElementwiseThreads = 256;
 
 // A kernel's __launch_bounds__ written as launch_bound<T>(threads), T being

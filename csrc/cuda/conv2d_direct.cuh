@@ -14,9 +14,10 @@ namespace SIMT_KERNEL_NS {
 
 // Shape of a direct-kernel block: a TH x TW tile of pixels, SLOTS x CPT
 // channels. Thread t owns pixels (t % kPixSlots) + i * kPixSlots (i < PPT)
-// and channels (t / kPixSlots) + j * SLOTS (j < CPT): PPT * CPT accumulators.
-// All threads of a warp share a channel slot, so weight reads from shared
-// memory are broadcasts.
+// and CPT channels of channel slot t / kPixSlots: PPT * CPT accumulators.
+// (The forward gives a slot CPT adjacent channels, read as one vector; the
+// input gradient channels slot + j * SLOTS.) All threads of a warp share a
+// channel slot, so weight reads from shared memory are broadcasts.
 template <int TH_, int TW_, int PPT_, int SLOTS_, int CPT_>
 struct DirectTile {
   static constexpr int TH = TH_, TW = TW_, PPT = PPT_, SLOTS = SLOTS_, CPT = CPT_;
@@ -42,36 +43,55 @@ constexpr int64_t kDirectSmemBytes = 48 * 1024;  // no opt-in needed on any arch
 // input patch under the tile (tile + halo, stride and dilation applied:
 // patch_h = (TH - 1) * stride_h + (R - 1) * dilation_h + 1) and the weights
 // of its output channels in shared memory.
+//
+// Patch rows are de-interleaved by column phase (x mod stride_w) in shared
+// memory: column x lies at (x % stride_w) * cols + x / stride_w, so the lanes
+// of a warp, on consecutive output columns, read consecutive words at any
+// stride (no bank conflicts at stride 2). The weights are read as
+// broadcasts (a warp shares its channels). (Weights laid out for one 16-byte
+// read per tap took the wide tile from 64 to ~120 registers on sm_90 and
+// made the narrow one spill on sm_80, so they stay scalar.)
+struct DirectForwardSmem {
+  int cols, pitch, input_elems;  // per phase, per patch row, all channels (a multiple of 4)
+};
+FASTCONV_HD DirectForwardSmem direct_forward_smem(int chunk, int patch_h, int patch_w, int stride_w) {
+  const int cols = (patch_w + stride_w - 1) / stride_w;
+  return {cols, cols * stride_w, (chunk * patch_h * cols * stride_w + 3) / 4 * 4};
+}
+
 template <typename T, typename Tile>
 __global__ void __launch_bounds__(Tile::kThreads)
     conv2d_direct_forward_kernel(const T* __restrict__ input, const T* __restrict__ weight,
                                  const T* __restrict__ bias, T* __restrict__ output, Conv2dParams p,
                                  int chunk, int patch_h, int patch_w, bool relu) {
   using A = acc_t<T>;
-  constexpr int TW = Tile::TW, PPT = Tile::PPT, SLOTS = Tile::SLOTS, CPT = Tile::CPT;
+  constexpr int TW = Tile::TW, PPT = Tile::PPT, SLOTS = Tile::SLOTS, CPT = Tile::CPT, KC = Tile::kChannels;
   SIMT_DYNAMIC_SHARED(A, smem);
   const int R = static_cast<int>(p.kernel_h), S = static_cast<int>(p.kernel_w), RS = R * S;
   const int sh = static_cast<int>(p.stride_h), sw = static_cast<int>(p.stride_w);
   const int dh = static_cast<int>(p.dilation_h), dw = static_cast<int>(p.dilation_w);
   const int patch_hw = patch_h * patch_w;
-  A* in_s = smem;                     // [chunk][patch_h][patch_w]
-  A* w_s = smem + chunk * patch_hw;   // [kChannels][chunk][R * S]
+  const DirectForwardSmem layout = direct_forward_smem(chunk, patch_h, patch_w, sw);
+  const int dw_div = dw / sw, dw_mod = dw % sw;
+  const int plane = patch_h * layout.pitch;
+  A* in_s = smem;                         // [chunk][patch_h][pitch], columns by phase
+  A* w_s = smem + layout.input_elems;     // [kChannels][chunk][R * S]
   const int64_t Cg = p.in_channels_per_group(), Kg = p.out_channels_per_group();
   const int64_t in_hw = p.in_h * p.in_w, out_hw = p.out_pixels();
   const int64_t tiles_w = ceil_div(p.out_w, TW), tiles_h = ceil_div(p.out_h, Tile::TH);
-  const int64_t kblocks = ceil_div(Kg, Tile::kChannels);
+  const int64_t kblocks = ceil_div(Kg, KC);
   const int64_t items = p.batch * p.groups * kblocks * tiles_h * tiles_w;
   const int tid = static_cast<int>(threadIdx.x);
   const int pslot = tid % Tile::kPixSlots, cslot = tid / Tile::kPixSlots;
 
-  // Where each of this thread's pixels starts inside the patch.
+  // Where each of this thread's pixels starts inside the (de-interleaved) patch.
   int pix_y[PPT], pix_x[PPT], pix_off[PPT];
 #pragma unroll
   for (int i = 0; i < PPT; ++i) {
     const int pix = pslot + i * Tile::kPixSlots;
     pix_y[i] = pix / TW;
     pix_x[i] = pix % TW;
-    pix_off[i] = pix_y[i] * sh * patch_w + pix_x[i] * sw;
+    pix_off[i] = pix_y[i] * sh * layout.pitch + pix_x[i];
   }
 
   for (int64_t item = blockIdx.x; item < items; item += gridDim.x) {
@@ -83,7 +103,7 @@ __global__ void __launch_bounds__(Tile::kThreads)
     const int64_t tile_y = rest % tiles_h;
     const int64_t n = rest / tiles_h;
     const int64_t g = kb_all / kblocks;
-    const int64_t k0 = g * Kg + (kb_all % kblocks) * Tile::kChannels, k_end = (g + 1) * Kg;
+    const int64_t k0 = g * Kg + (kb_all % kblocks) * KC, k_end = (g + 1) * Kg;
     const int64_t oh0 = tile_y * Tile::TH, ow0 = tile_x * TW;
     const int64_t ih0 = oh0 * sh - p.pad_h, iw0 = ow0 * sw - p.pad_w;
 
@@ -96,22 +116,30 @@ __global__ void __launch_bounds__(Tile::kThreads)
     for (int64_t c0 = 0; c0 < Cg; c0 += chunk) {
       const int cn = static_cast<int>(Cg - c0 < chunk ? Cg - c0 : chunk);
       const T* in_plane = input + (n * p.in_channels + g * Cg + c0) * in_hw;
-      for (int e = tid; e < cn * patch_hw; e += Tile::kThreads) {
-        const int c = e / patch_hw, rem = e % patch_hw;
-        const int64_t ih = ih0 + rem / patch_w, iw = iw0 + rem % patch_w;
+      for (int e = tid; e < cn * patch_hw; e += Tile::kThreads) {  // coalesced along x
+        const int c = e / patch_hw, rem = e % patch_hw, y = rem / patch_w, x = rem % patch_w;
+        const int64_t ih = ih0 + y, iw = iw0 + x;
         const bool inside = ih >= 0 && ih < p.in_h && iw >= 0 && iw < p.in_w;
-        in_s[e] = inside ? to_acc(in_plane[c * in_hw + ih * p.in_w + iw]) : A(0);
+        in_s[c * plane + y * layout.pitch + (x % sw) * layout.cols + x / sw] =
+            inside ? to_acc(in_plane[c * in_hw + ih * p.in_w + iw]) : A(0);
       }
       const int crs = cn * RS;
-      for (int e = tid; e < Tile::kChannels * crs; e += Tile::kThreads) {
+      for (int e = tid; e < KC * crs; e += Tile::kThreads) {
         const int64_t k = k0 + e / crs;
         w_s[e] = k < k_end ? to_acc(weight[(k * Cg + c0) * RS + e % crs]) : A(0);
       }
       __syncthreads();
       for (int c = 0; c < cn; ++c) {
         for (int r = 0; r < R; ++r) {
+          // Column s * dw of the patch, de-interleaved, advanced tap by tap
+          // (no integer division in the loop): its phase and offset in it.
+          int phase = 0, col = 0;
+#pragma unroll 1
           for (int s = 0; s < S; ++s) {
-            const int tap_off = c * patch_hw + r * dh * patch_w + s * dw;
+            const int tap_off = c * plane + r * dh * layout.pitch + phase * layout.cols + col;
+            phase += dw_mod;
+            col += dw_div + (phase >= sw);
+            phase -= phase >= sw ? sw : 0;
             const int w_off = c * RS + r * S + s;
             A wv[CPT];
 #pragma unroll
@@ -577,13 +605,15 @@ const char* launch_backward_bias(const T* grad_output, T* grad_bias, const Conv2
 // ----------------------------------------------------------------- launchers
 // Input channels staged per round for a block with `channels` output channels
 // (forward) or input channels (backward input); 0 when even one does not fit.
+// `patch_pitch`: words per staged patch row (the forward pads rows to whole
+// stride phases); 16 bytes of slack for the forward's aligned weight area.
 template <typename T>
-int direct_chunk(int64_t channels_in_group, int block_channels, int patch_h, int patch_w,
+int direct_chunk(int64_t channels_in_group, int block_channels, int patch_h, int patch_pitch,
                  const Conv2dParams& p) {
   const int64_t per_channel =
-      (int64_t(patch_h) * patch_w + block_channels * p.kernel_h * p.kernel_w) *
+      (int64_t(patch_h) * patch_pitch + block_channels * p.kernel_h * p.kernel_w) *
       static_cast<int64_t>(sizeof(acc_t<T>));
-  int64_t chunk = kDirectSmemBytes / per_channel;
+  int64_t chunk = (kDirectSmemBytes - 16) / per_channel;
   if (chunk > kDirectMaxChunk) chunk = kDirectMaxChunk;
   if (chunk > channels_in_group) chunk = channels_in_group;
   return static_cast<int>(chunk);
@@ -594,7 +624,8 @@ const char* launch_direct_forward(const T* input, const T* weight, const T* bias
                                   const Conv2dParams& p, bool relu, cudaStream_t stream) {
   const int patch_h = static_cast<int>((Tile::TH - 1) * p.stride_h + (p.kernel_h - 1) * p.dilation_h + 1);
   const int patch_w = static_cast<int>((Tile::TW - 1) * p.stride_w + (p.kernel_w - 1) * p.dilation_w + 1);
-  const int chunk = direct_chunk<T>(p.in_channels_per_group(), Tile::kChannels, patch_h, patch_w, p);
+  const int pitch = direct_forward_smem(1, patch_h, patch_w, static_cast<int>(p.stride_w)).pitch;
+  const int chunk = direct_chunk<T>(p.in_channels_per_group(), Tile::kChannels, patch_h, pitch, p);
   if (chunk == 0) {
     SIMT_LAUNCH(conv2d_direct_forward_unstaged_kernel<T>,
                 grid_stride_blocks(p.batch * p.out_channels * p.out_pixels()), kElementwiseThreads, 0,
@@ -603,8 +634,9 @@ const char* launch_direct_forward(const T* input, const T* weight, const T* bias
   }
   const int64_t items = p.batch * p.groups * ceil_div(p.out_channels_per_group(), Tile::kChannels) *
                         ceil_div(p.out_h, Tile::TH) * ceil_div(p.out_w, Tile::TW);
-  const size_t smem = (size_t(chunk) * patch_h * patch_w + size_t(Tile::kChannels) * chunk * p.kernel_h * p.kernel_w) *
-                      sizeof(acc_t<T>);
+  const int input_elems = direct_forward_smem(chunk, patch_h, patch_w, static_cast<int>(p.stride_w)).input_elems;
+  const size_t smem =
+      (size_t(input_elems) + size_t(Tile::kChannels) * chunk * p.kernel_h * p.kernel_w) * sizeof(acc_t<T>);
   auto kernel = conv2d_direct_forward_kernel<T, Tile>;
   SIMT_LAUNCH(kernel, conv_grid(items), Tile::kThreads, smem, stream, input, weight, bias, output, p,
               chunk, patch_h, patch_w, relu);

@@ -89,30 +89,6 @@ constexpr int gemm_min_blocks() {
   return sizeof(acc_t<T>) == 8 ? 1 : 2;
 }
 
-// Four consecutive accumulation-type values in shared memory, moved as 16-byte
-// vectors (one for float, two for double). `s` is 16-byte aligned.
-template <typename A>
-__device__ __forceinline__ void smem_load4(const A* s, A (&out)[4]) {
-  constexpr int W = pack_width<A>();
-#pragma unroll
-  for (int c = 0; c < 4 / W; ++c) {
-    const Pack<A, W> pk = *reinterpret_cast<const Pack<A, W>*>(s + c * W);
-#pragma unroll
-    for (int u = 0; u < W; ++u) out[c * W + u] = pk.v[u];
-  }
-}
-template <typename A>
-__device__ __forceinline__ void smem_store4(A* s, const A (&in)[4]) {
-  constexpr int W = pack_width<A>();
-#pragma unroll
-  for (int c = 0; c < 4 / W; ++c) {
-    Pack<A, W> pk;
-#pragma unroll
-    for (int u = 0; u < W; ++u) pk.v[u] = in[c * W + u];
-    *reinterpret_cast<Pack<A, W>*>(s + c * W) = pk;
-  }
-}
-
 // The quads of one BR x BK slice and the per-thread registers that hold them.
 // A thread's quads keep their rows for a whole output tile: `begin` fixes
 // each quad's row pointer once, and every slice's `load` only adds the
