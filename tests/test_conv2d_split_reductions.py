@@ -22,7 +22,7 @@ ACC_TYPE = {torch.float32: "float", torch.float64: "double", torch.float16: "flo
 TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-12, torch.float16: 4e-3, torch.bfloat16: 3e-2}
 
 # (input shape, weight shape, geometry); each weight-gradient reduction (batch * P * Q) is long
-# enough for several 256-index ranges, and its few output tiles ask for many.
+# enough for several 128-index ranges, and its few output tiles ask for many.
 SPLIT_K_CASES = {
     "batch1-odd": ((1, 6, 41, 37), (5, 6, 3, 3), dict(padding=1)),
     "stride2": ((4, 3, 33, 35), (5, 3, 3, 3), dict(stride=2)),
@@ -78,7 +78,7 @@ def test_im2col_weight_gradient_split_k(dtype, case):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_split_reductions_give_the_same_bits_twice(dtype):
-    case = SPLIT_K_CASES["many-ranges"]  # 32 weight-gradient ranges, 2 bias ranges
+    case = SPLIT_K_CASES["many-ranges"]  # 64 weight-gradient ranges, 8 bias ranges
     operands, _ = _operands(case, dtype)
     first = _weight_and_bias_grads(*operands, **case[2])
     second = _weight_and_bias_grads(*operands, **case[2])
@@ -89,7 +89,7 @@ def test_split_reductions_give_the_same_bits_twice(dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_split_k_agrees_with_torch_on_any_device_size(dtype):
     # One multiprocessor asks for two waves of one tile: two ranges; 132 ask for as many as the
-    # reduction allows (32). Both sum the same terms in different groupings.
+    # reduction allows (64). Both sum the same terms in different groupings.
     case = SPLIT_K_CASES["many-ranges"]
     operands, (dw_ref, _) = _operands(case, dtype)
     with multiprocessors(1):
@@ -99,9 +99,9 @@ def test_split_k_agrees_with_torch_on_any_device_size(dtype):
     _close(many, dw_ref, dtype)
 
 
-# Bias gradients: (grad_output shape); N * P * Q of at least two 4,096-element ranges, ragged
-# ends, ranges that start inside an image.
-BIAS_CASES = {"odd-two-ranges": (3, 5, 47, 61), "batch1-four-ranges": (1, 3, 130, 131),
+# Bias gradients: (grad_output shape); N * P * Q of several 1,024-element ranges, ragged ends,
+# ranges that start inside an image.
+BIAS_CASES = {"odd-sizes": (3, 5, 47, 61), "batch1": (1, 3, 130, 131),
               "one-channel": (2, 1, 97, 89)}
 
 

@@ -525,7 +525,7 @@ inline int64_t wgrad_slice_len(const Conv2dParams& p, int64_t slices) {
 // deterministic. (n, pixel) of f comes from one 64-bit division per item and
 // a FastDivmod per element.
 constexpr int kBiasThreads = 256;
-constexpr int64_t kBiasMinSliceLen = 4096, kBiasMaxSlices = 1024;
+constexpr int64_t kBiasMinSliceLen = 1024, kBiasMaxSlices = 1024;  // ranges of at least 4 values a thread
 
 inline int64_t bias_slices(const Conv2dParams& p, int multiprocessors) {
   const int64_t total = p.batch * p.out_pixels();

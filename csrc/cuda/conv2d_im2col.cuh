@@ -104,10 +104,13 @@ inline int64_t im2col_backward_input_workspace(const Conv2dParams& p, int64_t el
 // the usual layers (64 -> 64 channels, 3x3: 9 tiles on 132 SMs), each with
 // a reduction over a whole chunk of images. It is therefore split into
 // `splits` reduction ranges (split-K), enough for two waves of blocks on
-// the GPU's multiprocessors, but none shorter than kWgradMinSplitLen (where
-// writing and re-reading partials would cost more than the extra blocks
-// gain). The partials (fp32 for half/bfloat16) are summed in split order.
-constexpr int64_t kWgradMinSplitLen = 256, kWgradMaxSplits = 128;
+// the GPU's multiprocessors, but none shorter than kWgradMinSplitLen (16
+// k-slices of the GEMM: below that, writing and re-reading a tile of
+// partials costs as much as the range's multiply-adds). The partials (fp32
+// for half/bfloat16) are summed in split order. Two waves of 64 x 64 tiles
+// bound the partials to (2 * SMs + tiles) * 64 * 64 values, so the cap on
+// splits only guards tiny-output layers with huge reductions (3 -> 64).
+constexpr int64_t kWgradMinSplitLen = 128, kWgradMaxSplits = 1024;
 
 inline int64_t im2col_wgrad_splits(const Conv2dParams& p, int64_t images, int multiprocessors) {
   const int64_t K = images * p.out_pixels();
