@@ -93,8 +93,8 @@ constexpr int gemm_min_blocks() {
 // A thread's quads keep their rows for a whole output tile: `begin` fixes
 // each quad's row pointer once, and every slice's `load` only adds the
 // reduction offset (kin == 0: k * sk; else a FastDivmod of k). Rows and
-// reduction indices are 32-bit (launch_gemm checks M, N, K < 2^31); only the
-// products with strides are 64-bit.
+// reduction indices are 32-bit (launch_gemm checks M, N < 2^31, K < 2^30);
+// only the products with strides are 64-bit.
 template <typename T, int BR, int BK, int THREADS>
 struct GemmSlice {
   using A = acc_t<T>;
@@ -335,8 +335,10 @@ const char* launch_gemm(const T* a, GemmOperand va, const T* b, GemmOperand vb, 
                         const T* bias, GemmShape shape, cudaStream_t stream) {
   const int64_t problems = shape.nz1 * shape.nz2;
   if (problems == 0 || shape.M == 0 || shape.N == 0) return launch_status();
-  if (shape.M >= kFastDivmodLimit || shape.N >= kFastDivmodLimit || shape.K >= kFastDivmodLimit) {
-    return "launch_gemm: M, N and K must stay below 2^31 (split the batch)";
+  // 32-bit rows and reduction indices; K's split ranges may round up by up to
+  // kGemmSplitAlign per split past K, so K keeps a 2^30 margin.
+  if (shape.M >= kFastDivmodLimit || shape.N >= kFastDivmodLimit || shape.K >= kFastDivmodLimit / 2) {
+    return "launch_gemm: M and N must stay below 2^31 and K below 2^30 (split the batch)";
   }
   va.vec = gemm_vec_mode(a, va);
   vb.vec = gemm_vec_mode(b, vb);
