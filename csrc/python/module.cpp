@@ -67,6 +67,7 @@ py::dict build_info() {
   simt_settings["order"] = simt_order_name(simt::order());
   simt_settings["seed"] = simt::seed();
   simt_settings["workers"] = simt::num_workers();
+  simt_settings["multiprocessors"] = simt::multiprocessor_count();
   info["simt"] = simt_settings;
   return info;
 }
@@ -112,6 +113,8 @@ PYBIND11_MODULE(_C, m) {
         py::arg("where"), "Raises ValueError unless 0 <= p <= 1.");
   m.def("simt_launch_counts", &simt_launch_counts,
         "(code offset, kernel name, launches) of every kernel the SIMT runtime has launched in this process.");
+  m.def("simt_set_multiprocessor_count", &simt::set_multiprocessor_count, py::arg("count"),
+        "Sets the multiprocessor count the SIMT device reports (<= 0: FASTCONV_SIMT_SMS, else 132).");
   m.def("parallel_for_threads", &parallel_for_threads,
         "Number of threads an at::parallel_for loop of the CPU kernels runs on.");
 }

@@ -192,6 +192,9 @@ constexpr int kSmemPattern = 0xff;
 std::atomic<int> g_order{static_cast<int>(Order::Forward)};
 std::atomic<uint64_t> g_seed{0};
 std::atomic<int> g_workers{0};
+constexpr int kDefaultMultiprocessors = 132;  // an H100 SXM
+std::atomic<int> g_env_sms{kDefaultMultiprocessors};
+std::atomic<int> g_sms{kDefaultMultiprocessors};
 std::once_flag g_env_once;
 thread_local cudaError_t t_last_error = cudaSuccess;
 
@@ -260,6 +263,12 @@ void read_env() {
     if (const char* s = std::getenv("FASTCONV_SIMT_WORKERS")) workers = std::atoi(s);
     if (workers <= 0) workers = static_cast<int>(std::thread::hardware_concurrency());
     g_workers = std::max(workers, 1);
+    if (const char* s = std::getenv("FASTCONV_SIMT_SMS")) {
+      const int sms = std::atoi(s);
+      if (sms > 0) g_env_sms = sms;
+      else std::fprintf(stderr, "simt: ignoring FASTCONV_SIMT_SMS=%s (want a positive count)\n", s);
+    }
+    g_sms = g_env_sms.load();
     read_checks();
     install_report_hooks();
   });
@@ -1299,6 +1308,14 @@ std::vector<KernelLaunches> launch_counts() {
 int num_workers() {
   read_env();
   return g_workers.load();
+}
+void set_multiprocessor_count(int n) {
+  read_env();
+  g_sms = n > 0 ? n : g_env_sms.load();
+}
+int multiprocessor_count() {
+  read_env();
+  return g_sms.load();
 }
 Order order() {
   read_env();
