@@ -23,7 +23,6 @@ import datetime
 import hashlib
 import json
 import math
-import os
 import subprocess
 import sys
 from collections import defaultdict
@@ -318,15 +317,18 @@ def layers() -> List:
 def build_model(gpu_key: str, batches: Sequence[int] = BATCHES, progress: bool = True, command: str = "",
                 tf32: bool = False) -> Dict:
     gpu = GPUS[gpu_key]
-    # The launchers may size split reductions by the SM count; the SIMT runtime answers
-    # cudaDevAttrMultiProcessorCount from this variable (read once per process).
-    os.environ["FASTCONV_SIMT_SMS"] = str(gpu.sms)
     kernels = kernel_table(gpu.arch, progress)
     work_list = [(layer, batch) for layer in layers() for batch in batches]
     runs: List[PassRun] = []
-    for layer, batch in tqdm(work_list, desc=f"dry runs ({gpu_key})", unit="layer", file=sys.stderr,
-                             disable=not progress):
-        runs += record_layer(layer, batch, tf32)
+    # The launchers size split reductions by the device's multiprocessor count: the SIMT device
+    # reports the modelled GPU's while recording (0 restores FASTCONV_SIMT_SMS, else 132).
+    fastconv._C.simt_set_multiprocessor_count(gpu.sms)
+    try:
+        for layer, batch in tqdm(work_list, desc=f"dry runs ({gpu_key})", unit="layer", file=sys.stderr,
+                                 disable=not progress):
+            runs += record_layer(layer, batch, tf32)
+    finally:
+        fastconv._C.simt_set_multiprocessor_count(0)
     rows = launch_rows(gpu, runs, kernels)
     totals = pass_totals(rows)
     kernel_list = sorted(kernels.values(), key=lambda k: short_name(k["name"]))

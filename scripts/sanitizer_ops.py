@@ -49,6 +49,9 @@ CONVS = [
     ("1x1", (2, 16, 12, 12), (130, 16, 1, 1), {}),
     ("dilated", (1, 2, 122, 122), (4, 2, 3, 3), dict(dilation=60)),
 ]
+# The 128 x 128 GEMM tiles run only where they still give every SM a block: on a GPU that takes
+# a few hundred tiles (the SIMT device reports a handful of SMs instead, --sms).
+GPU_CONVS = [("large_grid", (2, 16, 96, 96), (256, 16, 1, 1), {})]
 
 
 def tolerance(dtype: torch.dtype) -> dict:
@@ -83,7 +86,7 @@ def run(device: str, dtype: torch.dtype) -> int:
     """Every op once per variant on ``device``; returns the number of checks."""
     checks = 0
     rand = lambda *shape: torch.randn(*shape, device=device, dtype=torch.float64).to(dtype)  # noqa: E731
-    for name, xs, ws, kw in CONVS:
+    for name, xs, ws, kw in CONVS + (GPU_CONVS if device == "cuda" else []):
         x, w, b = rand(*xs), rand(*ws) / ws[1], rand(ws[0])
         torch_conv = lambda x, w, b: F.conv2d(x.double(), w.double(), b.double(), **kw)  # noqa: E731
         dy = torch.ones(torch_conv(x, w, b).shape, device=device, dtype=dtype)
@@ -140,12 +143,17 @@ def main(argv: List[str] | None = None) -> int:
     ap.add_argument("--precision", nargs="+", choices=list(PRECISIONS), default=list(PRECISIONS))
     ap.add_argument("--sm", type=int, help="simt: the compute capability the runtime stands for (FASTCONV_SIMT_SM; "
                                            "75 runs half and bfloat16 on the CUDA-core GEMM)")
+    ap.add_argument("--sms", type=int, default=4,
+                    help="simt: the multiprocessor count the device reports (default 4, so that these small "
+                         "problems reach the large GEMM tiles and the split reductions a GPU's large ones do)")
     args = ap.parse_args(argv)
     if args.backend == "cuda" and not (torch.cuda.is_available() and fastconv.cuda_compiled()):
         print("sanitizer_ops: the cuda backend needs a GPU and fastconv built with its CUDA kernels", file=sys.stderr)
         return 2
     if args.sm is not None:
         os.environ["FASTCONV_SIMT_SM"] = str(args.sm)  # read at the first convolution
+    if args.backend == "simt":
+        fastconv._C.simt_set_multiprocessor_count(args.sms)
     device = "cuda" if args.backend == "cuda" else "cpu"
     torch.manual_seed(0)
     checks = 0

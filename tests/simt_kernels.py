@@ -86,3 +86,14 @@ def _kernels_launched(ran: list) -> Iterator[None]:
     before = launch_counts()
     yield
     ran.extend(name_of(o) for o, n in launch_counts().items() if n > before.get(o, 0))
+
+
+@contextlib.contextmanager
+def multiprocessors(count: int) -> Iterator[None]:
+    """Makes the SIMT device report `count` multiprocessors (the launchers size split reductions
+    and pick GEMM tiles from it), then restores the default (FASTCONV_SIMT_SMS, else 132)."""
+    _C.simt_set_multiprocessor_count(count)
+    try:
+        yield
+    finally:
+        _C.simt_set_multiprocessor_count(0)

@@ -339,8 +339,10 @@ def test_large_layers_on_the_portable_cpu_kernels():
 _CHUNKED_IM2COL_CHECK = """
 import json, torch, torch.nn.functional as F, fastconv, fastconv.functional as FF
 tolerance = {torch.float32: 1e-4, torch.float64: 1e-4, torch.float16: 4e-3, torch.bfloat16: 3e-2}
-# The second shape's weight gradient is a GEMM large enough for the 128 x 128 tile.
-shapes = [((5, 3, 6, 6), (4, 3, 3, 3), (4,)), ((3, 16, 6, 6), (128, 16, 3, 3), (128,))]
+# The second shape's weight gradient is a GEMM large enough for the 128 x 128 tile; the third's
+# is split (split-K) inside each chunk.
+shapes = [((5, 3, 6, 6), (4, 3, 3, 3), (4,)), ((3, 16, 6, 6), (128, 16, 3, 3), (128,)),
+          ((3, 3, 24, 24), (4, 3, 3, 3), (4,))]
 for (dtype, atol), (x_shape, w_shape, b_shape) in ((d, s) for d in tolerance.items() for s in shapes):
     x, w, b = (torch.randn(shape).to(dtype).requires_grad_() for shape in (x_shape, w_shape, b_shape))
     wide = [t.detach().to(torch.float64).requires_grad_() for t in (x, w, b)]
@@ -363,7 +365,9 @@ print("launches", json.dumps(fastconv._C.simt_launch_counts()))
 
 @pytest.mark.parametrize("sm", ["90", "75"], ids=["tensor-cores", "cuda-cores"])
 def test_cuda_im2col_batch_chunks_on_simt(sm):
-    out = _run_with_env(["-c", _CHUNKED_IM2COL_CHECK], FASTCONV_COLUMN_BUFFER_BYTES="8192", FASTCONV_SIMT_SM=sm)
+    # One multiprocessor: the 128 x 128 tile is used whenever both sides fill it.
+    out = _run_with_env(["-c", _CHUNKED_IM2COL_CHECK], FASTCONV_COLUMN_BUFFER_BYTES="8192", FASTCONV_SIMT_SMS="1",
+                        FASTCONV_SIMT_SM=sm)
     assert "chunked im2col ok" in out
     launches = simt_kernels.record_subprocess_launches(out)
     # The switch took effect: one im2col launch per chunk. Without the cap every pass would take
@@ -374,7 +378,11 @@ def test_cuda_im2col_batch_chunks_on_simt(sm):
     accumulator = ("gemm_tensor_core_kernel<half_t, float" if sm == "90"
                    else "gemm_kernel<half_t, float, GemmTile<128, 128")
     assert simt_kernels.launched(launches, accumulator), "fp32 dW accumulator"
-    assert simt_kernels.launched(launches, "conv2d_reduce_partials_kernel<bfloat16_t>")
+    assert simt_kernels.launched(launches, "conv2d_reduce_partials_kernel<bfloat16_t, bfloat16_t>")
+    # The third shape's chunks of one 24x24 image split their weight-gradient reduction in two:
+    # half/bfloat16 partials are added into the fp32 accumulator.
+    assert simt_kernels.launched(launches, "conv2d_reduce_partials_kernel<half_t, float>"), "split-K into fp32"
+    assert simt_kernels.launched(launches, "conv2d_reduce_partials_kernel<bfloat16_t, float>")
 
 
 # ---------------------------------------------------------------- bad arguments, as torch raises them

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 import fastconv
 import fastconv.functional as FF
 
-from simt_kernels import expect_kernels, simt_has_tensor_cores
+from simt_kernels import expect_kernels, multiprocessors, simt_has_tensor_cores
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 KERNEL_TYPE = {torch.float32: "float", torch.float64: "double", torch.float16: "half_t",
@@ -113,8 +113,8 @@ def test_direct_conv2d_unstaged_when_a_patch_exceeds_shared_memory(dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_direct_conv2d_weight_gradient_in_several_slices(dtype):
     # 2 images of 32x32 outputs: 2,048 pixels to reduce, cut into slices added in a second pass.
-    with expect_kernels(f"conv2d_direct_backward_weight_kernel<{KERNEL_TYPE[dtype]}>",
-                        f"conv2d_reduce_partials_kernel<{KERNEL_TYPE[dtype]}>"):
+    t = KERNEL_TYPE[dtype]
+    with expect_kernels(f"conv2d_direct_backward_weight_kernel<{t}>", f"conv2d_reduce_partials_kernel<{t}, {t}>"):
         _check_conv(dtype, (2, 2, 34, 34), (3, 2, 3, 3), "direct")
 
 
@@ -132,10 +132,21 @@ def test_direct_conv2d_tiles(dtype, channels, tile):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_im2col_gemm_large_tile(dtype):
-    # 128 output channels by 144 pixels: the GEMM's 128 x 128 tile. float16 and bfloat16 take
-    # it only where there are no tensor cores (FASTCONV_SIMT_SM=75: tests/test_tensor_cores.py).
+    # 128 output channels by 144 pixels: the GEMM's 128 x 128 tile, on a device whose one
+    # multiprocessor the two tiles fill. float16 and bfloat16 take it only where there are no
+    # tensor cores (FASTCONV_SIMT_SM=75: tests/test_tensor_cores.py).
     t = KERNEL_TYPE[dtype]
     on_tensor_cores = dtype in (torch.float16, torch.bfloat16) and simt_has_tensor_cores()
     kernel = f"gemm_tensor_core_kernel<{t}, {t}" if on_tensor_cores else f"gemm_kernel<{t}, {t}, GemmTile<128, 128"
+    with multiprocessors(1), expect_kernels(kernel):
+        _check_conv(dtype, (1, 4, 12, 12), (128, 4, 3, 3), "im2col", padding=1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_im2col_gemm_small_tile_when_large_ones_fill_under_a_wave(dtype):
+    # The same problem on 132 multiprocessors: two 128 x 128 tiles would leave 130 idle.
+    t = KERNEL_TYPE[dtype]
+    on_tensor_cores = dtype in (torch.float16, torch.bfloat16) and simt_has_tensor_cores()
+    kernel = f"gemm_tensor_core_kernel<{t}, {t}" if on_tensor_cores else f"gemm_kernel<{t}, {t}, GemmTile<64, 64"
     with expect_kernels(kernel):
         _check_conv(dtype, (1, 4, 12, 12), (128, 4, 3, 3), "im2col", padding=1)

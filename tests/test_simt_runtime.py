@@ -2,6 +2,7 @@
 default test run covers them: exact tiled matmuls, barrier and warp semantics, a missing
 __syncthreads() caught by reversed/shuffled order, and a divergent barrier that aborts."""
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -34,7 +35,7 @@ def _cases(binary):
 
 
 CASES = ["matmul_odd", "matmul_256", "matmul_orders", "index_3d", "block_reduce", "block_1024", "warp",
-         "atomics", "missing_sync", "launch_errors", "early_return", "workers"]
+         "atomics", "missing_sync", "launch_errors", "early_return", "workers", "multiprocessors"]
 
 
 def test_case_list_is_complete(test_simt):
@@ -52,3 +53,9 @@ def test_divergent_barrier_aborts_with_message(tmp_path_factory):
     result = subprocess.run([binary], capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
     assert "simt: divergent __syncthreads() in kernel 'divergent' block (0,0,0)" in result.stderr
+
+
+def test_multiprocessor_count_from_the_environment(test_simt):
+    env = dict(os.environ, FASTCONV_SIMT_SMS="7")
+    result = subprocess.run([test_simt, "multiprocessors"], capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 0 and "PASS multiprocessors" in result.stdout, result.stdout + result.stderr

@@ -23,6 +23,39 @@ FASTCONV_HD int floor_div(int a, int b) {
   return (a % b != 0 && a < 0) ? q - 1 : q;
 }
 
+// n / d and n % d for one divisor d and many dividends n < 2^31, without a
+// division: q = (n * m) >> p with p = 31 + ceil(log2 d) and m = ceil(2^p / d).
+// m * d - 2^p < d <= 2^(p - 31), which makes q exact for every 31-bit n
+// (Granlund and Montgomery's bound). On a GPU a 64-bit division is a software
+// routine of dozens of instructions; this is one wide multiply and a shift.
+// The multiplier is computed once on the host (make), the divisions run in
+// kernel loops.
+struct FastDivmod {
+  uint32_t divisor = 1, multiplier = 0x80000000u, shift = 31;
+
+  // d in [1, 2^31); d < 1 gives the divisor 1 (for empty extents, which
+  // have no dividends).
+  static FastDivmod make(int64_t d) {
+    FastDivmod f;
+    if (d < 1) d = 1;
+    uint32_t log2_ceil = 0;
+    while ((int64_t(1) << log2_ceil) < d) ++log2_ceil;
+    f.divisor = static_cast<uint32_t>(d);
+    f.shift = 31 + log2_ceil;
+    f.multiplier = static_cast<uint32_t>(((uint64_t(1) << f.shift) + uint64_t(d) - 1) / uint64_t(d));
+    return f;
+  }
+  // n in [0, 2^31).
+  FASTCONV_HD uint32_t div(uint32_t n) const {
+    return static_cast<uint32_t>((static_cast<uint64_t>(n) * multiplier) >> shift);
+  }
+  FASTCONV_HD void divmod(uint32_t n, uint32_t& q, uint32_t& r) const {
+    q = div(n);
+    r = n - q * divisor;
+  }
+};
+constexpr int64_t kFastDivmodLimit = int64_t(1) << 31;  // dividends and divisors stay below
+
 // A half-open range of indices [begin, end); empty when begin >= end.
 struct IndexRange {
   int64_t begin;

@@ -63,6 +63,31 @@ inline bool is_aligned(const void* p, int bytes) {
   return reinterpret_cast<uintptr_t>(p) % static_cast<uintptr_t>(bytes) == 0;
 }
 
+// Four consecutive float or double values (in shared memory: tiles of the
+// accumulation type), moved as 16-byte vectors (one for float, two for
+// double). `s` is 16-byte aligned.
+template <typename A>
+__device__ __forceinline__ void smem_load4(const A* s, A (&out)[4]) {
+  constexpr int W = pack_width<A>();
+#pragma unroll
+  for (int c = 0; c < 4 / W; ++c) {
+    const Pack<A, W> pk = *reinterpret_cast<const Pack<A, W>*>(s + c * W);
+#pragma unroll
+    for (int u = 0; u < W; ++u) out[c * W + u] = pk.v[u];
+  }
+}
+template <typename A>
+__device__ __forceinline__ void smem_store4(A* s, const A (&in)[4]) {
+  constexpr int W = pack_width<A>();
+#pragma unroll
+  for (int c = 0; c < 4 / W; ++c) {
+    Pack<A, W> pk;
+#pragma unroll
+    for (int u = 0; u < W; ++u) pk.v[u] = in[c * W + u];
+    *reinterpret_cast<Pack<A, W>*>(s + c * W) = pk;
+  }
+}
+
 constexpr int kElementwiseThreads = 256;
 
 // A kernel's __launch_bounds__ written as launch_bound<T>(threads), T being
@@ -84,6 +109,19 @@ inline unsigned grid_stride_blocks(int64_t work, int threads = kElementwiseThrea
   int64_t blocks = (work + threads - 1) / threads;
   if (blocks < 1) blocks = 1;
   return static_cast<unsigned>(blocks < max_blocks ? blocks : max_blocks);
+}
+
+// Multiprocessors of the current device (the SIMT runtime reports
+// FASTCONV_SIMT_SMS, default 132): launchers that split work to fill the GPU
+// size the split from it. 1 if the query fails, which only ever under-splits.
+inline int device_multiprocessors() {
+  int device = 0, count = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess || count < 1) {
+    cudaGetLastError();  // a failed query must not surface as a launch error
+    return 1;
+  }
+  return count;
 }
 
 // The stream a launcher's Target names (cuda::Target or simt::Target, by the

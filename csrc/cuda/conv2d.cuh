@@ -16,7 +16,10 @@ inline bool conv2d_output_empty(const Conv2dParams& p) {
 
 inline int64_t conv2d_workspace_bytes_for(ConvPass pass, ConvAlgorithm algorithm, const Conv2dParams& p,
                                           int64_t element_size) {
-  if (conv2d_output_empty(p) || p.in_channels == 0) return 0;
+  if (conv2d_output_empty(p)) return 0;
+  // The bias gradient reads only grad_output (its params carry no input channels).
+  if (pass == ConvPass::kBackwardBias) return direct_backward_bias_workspace(p, element_size);
+  if (p.in_channels == 0) return 0;
   switch (pass) {
     case ConvPass::kForward:
       return algorithm == ConvAlgorithm::kIm2col ? im2col_forward_workspace(p, element_size) : 0;
@@ -26,7 +29,7 @@ inline int64_t conv2d_workspace_bytes_for(ConvPass pass, ConvAlgorithm algorithm
       return algorithm == ConvAlgorithm::kIm2col ? im2col_backward_weight_workspace(p, element_size)
                                                  : direct_backward_weight_workspace(p, element_size);
     case ConvPass::kBackwardBias:
-      return 0;
+      return direct_backward_bias_workspace(p, element_size);
   }
   return 0;
 }
@@ -79,13 +82,12 @@ const char* conv2d_backward_weight(Target target, ConvAlgorithm algorithm, const
 }
 
 template <typename T>
-const char* conv2d_backward_bias(Target target, const T* grad_output, T* grad_bias, const Conv2dParams& p) {
+const char* conv2d_backward_bias(Target target, const T* grad_output, T* grad_bias, const Conv2dParams& p,
+                                 void* workspace) {
   const cudaStream_t s = stream_of(target);
   if (p.out_channels == 0) return nullptr;
   if (conv2d_output_empty(p)) return conv2d_fill_zero(grad_bias, p.out_channels, s);
-  SIMT_LAUNCH(conv2d_backward_bias_kernel<T>, conv_grid(p.out_channels), kBiasThreads, 0, s, grad_output,
-              grad_bias, p);
-  return launch_status();
+  return launch_backward_bias(grad_output, grad_bias, p, workspace, s);
 }
 
 // The declared (non-inline) workspace query: expanded in exactly one unit per namespace.
@@ -102,7 +104,7 @@ const char* conv2d_backward_bias(Target target, const T* grad_output, T* grad_bi
                                                 const Conv2dParams&, GemmMath, void*);                     \
   template const char* conv2d_backward_weight<T>(Target, ConvAlgorithm, const T*, const T*, T*,            \
                                                  const Conv2dParams&, GemmMath, void*);                    \
-  template const char* conv2d_backward_bias<T>(Target, const T*, T*, const Conv2dParams&);
+  template const char* conv2d_backward_bias<T>(Target, const T*, T*, const Conv2dParams&, void*);
 
 }  // namespace SIMT_KERNEL_NS
 }  // namespace fastconv

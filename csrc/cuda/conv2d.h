@@ -38,7 +38,7 @@
                                      GemmMath math, void* workspace);                              \
   template <typename T>                                                                            \
   const char* conv2d_backward_bias(Target target, const T* grad_output, T* grad_bias,              \
-                                   const Conv2dParams& p);
+                                   const Conv2dParams& p, void* workspace);
 
 namespace fastconv {
 namespace cuda {

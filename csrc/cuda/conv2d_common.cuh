@@ -53,26 +53,43 @@ inline int64_t column_buffer_cap() {
 inline int64_t im2col_column_elems(const Conv2dParams& p) {
   return p.in_channels * p.kernel_h * p.kernel_w * p.out_pixels();
 }
+// A chunk also keeps images * P * Q below 2^30: the weight gradient's GEMM
+// folds the chunk's images into its reduction index, which it divides with
+// a 32-bit FastDivmod and splits into ranges whose 32-bit bounds may round
+// up past the end.
 inline int64_t im2col_chunk_images(const Conv2dParams& p, int64_t column_elem_size) {
   const int64_t per_image = im2col_column_elems(p) * column_elem_size;
   if (per_image <= 0) return p.batch > 0 ? p.batch : 1;
   int64_t chunk = column_buffer_cap() / per_image;
+  const int64_t by_index = (kFastDivmodLimit / 2) / (p.out_pixels() > 0 ? p.out_pixels() : 1);
+  if (chunk > by_index) chunk = by_index;
   if (chunk < 1) chunk = 1;
   return chunk < p.batch ? chunk : p.batch;
 }
 
-// grad_weight[e] = sum of the slices' partials, added in slice order (used by both
-// algorithms, so the sums are deterministic).
-template <typename T>
+// out[e] = (out[e] if accumulate) + the slices' partials added in slice
+// order: the second pass of every split reduction (weight gradients of both
+// algorithms, the bias gradient), so the sums are deterministic. TO is T, or
+// acc_t<T> when the result is itself an fp32 accumulator.
+template <typename T, typename TO>
 __global__ void __launch_bounds__(launch_bound<T>(kElementwiseThreads))
-    conv2d_reduce_partials_kernel(const acc_t<T>* __restrict__ partial, T* __restrict__ out,
-                                  int64_t n, int64_t slices) {
+    conv2d_reduce_partials_kernel(const acc_t<T>* __restrict__ partial, TO* __restrict__ out, int64_t n,
+                                  int64_t slices, bool accumulate) {
   for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < n;
        e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     acc_t<T> sum = partial[e];
     for (int64_t s = 1; s < slices; ++s) sum += partial[s * n + e];
-    out[e] = from_acc<T>(sum);
+    if (accumulate) sum = to_acc(out[e]) + sum;
+    out[e] = from_acc<TO>(sum);
   }
+}
+
+template <typename T, typename TO>
+const char* launch_reduce_partials(const acc_t<T>* partial, TO* out, int64_t n, int64_t slices, bool accumulate,
+                                   cudaStream_t stream) {
+  auto kernel = conv2d_reduce_partials_kernel<T, TO>;
+  SIMT_LAUNCH(kernel, grid_stride_blocks(n), kElementwiseThreads, 0, stream, partial, out, n, slices, accumulate);
+  return launch_status();
 }
 
 // Fills n elements with zero (gradients of an empty batch).

@@ -14,9 +14,10 @@ namespace SIMT_KERNEL_NS {
 
 // Shape of a direct-kernel block: a TH x TW tile of pixels, SLOTS x CPT
 // channels. Thread t owns pixels (t % kPixSlots) + i * kPixSlots (i < PPT)
-// and channels (t / kPixSlots) + j * SLOTS (j < CPT): PPT * CPT accumulators.
-// All threads of a warp share a channel slot, so weight reads from shared
-// memory are broadcasts.
+// and CPT channels of channel slot t / kPixSlots: PPT * CPT accumulators.
+// (The forward gives a slot CPT adjacent channels, read as one vector; the
+// input gradient channels slot + j * SLOTS.) All threads of a warp share a
+// channel slot, so weight reads from shared memory are broadcasts.
 template <int TH_, int TW_, int PPT_, int SLOTS_, int CPT_>
 struct DirectTile {
   static constexpr int TH = TH_, TW = TW_, PPT = PPT_, SLOTS = SLOTS_, CPT = CPT_;
@@ -42,36 +43,55 @@ constexpr int64_t kDirectSmemBytes = 48 * 1024;  // no opt-in needed on any arch
 // input patch under the tile (tile + halo, stride and dilation applied:
 // patch_h = (TH - 1) * stride_h + (R - 1) * dilation_h + 1) and the weights
 // of its output channels in shared memory.
+//
+// Patch rows are de-interleaved by column phase (x mod stride_w) in shared
+// memory: column x lies at (x % stride_w) * cols + x / stride_w, so the lanes
+// of a warp, on consecutive output columns, read consecutive words at any
+// stride (no bank conflicts at stride 2). The weights are read as
+// broadcasts (a warp shares its channels). (Weights laid out for one 16-byte
+// read per tap took the wide tile from 64 to ~120 registers on sm_90 and
+// made the narrow one spill on sm_80, so they stay scalar.)
+struct DirectForwardSmem {
+  int cols, pitch, input_elems;  // per phase, per patch row, all channels (a multiple of 4)
+};
+FASTCONV_HD DirectForwardSmem direct_forward_smem(int chunk, int patch_h, int patch_w, int stride_w) {
+  const int cols = (patch_w + stride_w - 1) / stride_w;
+  return {cols, cols * stride_w, (chunk * patch_h * cols * stride_w + 3) / 4 * 4};
+}
+
 template <typename T, typename Tile>
 __global__ void __launch_bounds__(Tile::kThreads)
     conv2d_direct_forward_kernel(const T* __restrict__ input, const T* __restrict__ weight,
                                  const T* __restrict__ bias, T* __restrict__ output, Conv2dParams p,
                                  int chunk, int patch_h, int patch_w, bool relu) {
   using A = acc_t<T>;
-  constexpr int TW = Tile::TW, PPT = Tile::PPT, SLOTS = Tile::SLOTS, CPT = Tile::CPT;
+  constexpr int TW = Tile::TW, PPT = Tile::PPT, SLOTS = Tile::SLOTS, CPT = Tile::CPT, KC = Tile::kChannels;
   SIMT_DYNAMIC_SHARED(A, smem);
   const int R = static_cast<int>(p.kernel_h), S = static_cast<int>(p.kernel_w), RS = R * S;
   const int sh = static_cast<int>(p.stride_h), sw = static_cast<int>(p.stride_w);
   const int dh = static_cast<int>(p.dilation_h), dw = static_cast<int>(p.dilation_w);
   const int patch_hw = patch_h * patch_w;
-  A* in_s = smem;                     // [chunk][patch_h][patch_w]
-  A* w_s = smem + chunk * patch_hw;   // [kChannels][chunk][R * S]
+  const DirectForwardSmem layout = direct_forward_smem(chunk, patch_h, patch_w, sw);
+  const int dw_div = dw / sw, dw_mod = dw % sw;
+  const int plane = patch_h * layout.pitch;
+  A* in_s = smem;                         // [chunk][patch_h][pitch], columns by phase
+  A* w_s = smem + layout.input_elems;     // [kChannels][chunk][R * S]
   const int64_t Cg = p.in_channels_per_group(), Kg = p.out_channels_per_group();
   const int64_t in_hw = p.in_h * p.in_w, out_hw = p.out_pixels();
   const int64_t tiles_w = ceil_div(p.out_w, TW), tiles_h = ceil_div(p.out_h, Tile::TH);
-  const int64_t kblocks = ceil_div(Kg, Tile::kChannels);
+  const int64_t kblocks = ceil_div(Kg, KC);
   const int64_t items = p.batch * p.groups * kblocks * tiles_h * tiles_w;
   const int tid = static_cast<int>(threadIdx.x);
   const int pslot = tid % Tile::kPixSlots, cslot = tid / Tile::kPixSlots;
 
-  // Where each of this thread's pixels starts inside the patch.
+  // Where each of this thread's pixels starts inside the (de-interleaved) patch.
   int pix_y[PPT], pix_x[PPT], pix_off[PPT];
 #pragma unroll
   for (int i = 0; i < PPT; ++i) {
     const int pix = pslot + i * Tile::kPixSlots;
     pix_y[i] = pix / TW;
     pix_x[i] = pix % TW;
-    pix_off[i] = pix_y[i] * sh * patch_w + pix_x[i] * sw;
+    pix_off[i] = pix_y[i] * sh * layout.pitch + pix_x[i];
   }
 
   for (int64_t item = blockIdx.x; item < items; item += gridDim.x) {
@@ -83,7 +103,7 @@ __global__ void __launch_bounds__(Tile::kThreads)
     const int64_t tile_y = rest % tiles_h;
     const int64_t n = rest / tiles_h;
     const int64_t g = kb_all / kblocks;
-    const int64_t k0 = g * Kg + (kb_all % kblocks) * Tile::kChannels, k_end = (g + 1) * Kg;
+    const int64_t k0 = g * Kg + (kb_all % kblocks) * KC, k_end = (g + 1) * Kg;
     const int64_t oh0 = tile_y * Tile::TH, ow0 = tile_x * TW;
     const int64_t ih0 = oh0 * sh - p.pad_h, iw0 = ow0 * sw - p.pad_w;
 
@@ -96,22 +116,30 @@ __global__ void __launch_bounds__(Tile::kThreads)
     for (int64_t c0 = 0; c0 < Cg; c0 += chunk) {
       const int cn = static_cast<int>(Cg - c0 < chunk ? Cg - c0 : chunk);
       const T* in_plane = input + (n * p.in_channels + g * Cg + c0) * in_hw;
-      for (int e = tid; e < cn * patch_hw; e += Tile::kThreads) {
-        const int c = e / patch_hw, rem = e % patch_hw;
-        const int64_t ih = ih0 + rem / patch_w, iw = iw0 + rem % patch_w;
+      for (int e = tid; e < cn * patch_hw; e += Tile::kThreads) {  // coalesced along x
+        const int c = e / patch_hw, rem = e % patch_hw, y = rem / patch_w, x = rem % patch_w;
+        const int64_t ih = ih0 + y, iw = iw0 + x;
         const bool inside = ih >= 0 && ih < p.in_h && iw >= 0 && iw < p.in_w;
-        in_s[e] = inside ? to_acc(in_plane[c * in_hw + ih * p.in_w + iw]) : A(0);
+        in_s[c * plane + y * layout.pitch + (x % sw) * layout.cols + x / sw] =
+            inside ? to_acc(in_plane[c * in_hw + ih * p.in_w + iw]) : A(0);
       }
       const int crs = cn * RS;
-      for (int e = tid; e < Tile::kChannels * crs; e += Tile::kThreads) {
+      for (int e = tid; e < KC * crs; e += Tile::kThreads) {
         const int64_t k = k0 + e / crs;
         w_s[e] = k < k_end ? to_acc(weight[(k * Cg + c0) * RS + e % crs]) : A(0);
       }
       __syncthreads();
       for (int c = 0; c < cn; ++c) {
         for (int r = 0; r < R; ++r) {
+          // Column s * dw of the patch, de-interleaved, advanced tap by tap
+          // (no integer division in the loop): its phase and offset in it.
+          int phase = 0, col = 0;
+#pragma unroll 1
           for (int s = 0; s < S; ++s) {
-            const int tap_off = c * patch_hw + r * dh * patch_w + s * dw;
+            const int tap_off = c * plane + r * dh * layout.pitch + phase * layout.cols + col;
+            phase += dw_mod;
+            col += dw_div + (phase >= sw);
+            phase -= phase >= sw ? sw : 0;
             const int w_off = c * RS + r * S + s;
             A wv[CPT];
 #pragma unroll
@@ -145,6 +173,30 @@ __global__ void __launch_bounds__(Tile::kThreads)
 }
 
 // ---------------------------------------------------------- backward input
+// Pixel `pix` of a TH x TW tile in phase-major order: the pixels whose row is
+// a mod stride_h and column b mod stride_w come together, phase (a, b) after
+// phase (a, b - 1). Input pixels of one phase reach the output through the
+// same taps, so with a stride a warp's lanes take the same branches instead
+// of half of them (stride 2) idling at each tap. Stride 1: row-major.
+template <int TH, int TW>
+__device__ __forceinline__ void phase_major_pixel(int pix, int sh, int sw, int& y, int& x) {
+  const int phases_h = sh < TH ? sh : TH, phases_w = sw < TW ? sw : TW;
+  for (int a = 0; a < phases_h; ++a) {
+    const int rows = (TH - a + sh - 1) / sh;
+    for (int b = 0; b < phases_w; ++b) {
+      const int cols = (TW - b + sw - 1) / sw;
+      if (pix < rows * cols) {
+        y = a + (pix / cols) * sh;
+        x = b + (pix % cols) * sw;
+        return;
+      }
+      pix -= rows * cols;
+    }
+  }
+  y = TH;  // unreachable: the phases hold all TH * TW pixels
+  x = TW;
+}
+
 // grad_input as a transposed convolution, gathered: input pixel (ih, iw)
 // sums dY[oh][ow] * W[r][s] over the taps with ih + pad_h - r * dilation_h =
 // oh * stride_h (divisibility test) and oh inside the output. A block owns a
@@ -174,6 +226,9 @@ __global__ void __launch_bounds__(Tile::kThreads)
   const int64_t items = p.batch * p.groups * cblocks * tiles_h * tiles_w;
   const int tid = static_cast<int>(threadIdx.x);
   const int pslot = tid % Tile::kPixSlots, cslot = tid / Tile::kPixSlots;
+  int pix_y[PPT], pix_x[PPT];  // this thread's pixels inside the tile
+#pragma unroll
+  for (int i = 0; i < PPT; ++i) phase_major_pixel<Tile::TH, TW>(pslot + i * Tile::kPixSlots, sh, sw, pix_y[i], pix_x[i]);
 
   for (int64_t item = blockIdx.x; item < items; item += gridDim.x) {
     int64_t rest = item;
@@ -215,8 +270,7 @@ __global__ void __launch_bounds__(Tile::kThreads)
       __syncthreads();
 #pragma unroll
       for (int i = 0; i < PPT; ++i) {
-        const int pix = pslot + i * Tile::kPixSlots;
-        const int ih = ih0 + pix / TW, iw = iw0 + pix % TW;
+        const int ih = ih0 + pix_y[i], iw = iw0 + pix_x[i];
         for (int r = 0; r < R; ++r) {
           const int t = ih + pad_h - r * dh;
           if (t % sh != 0) continue;  // no output row lands on this input row via tap r
@@ -239,8 +293,7 @@ __global__ void __launch_bounds__(Tile::kThreads)
 
 #pragma unroll
     for (int i = 0; i < PPT; ++i) {
-      const int pix = pslot + i * Tile::kPixSlots;
-      const int ih = ih0 + pix / TW, iw = iw0 + pix % TW;
+      const int ih = ih0 + pix_y[i], iw = iw0 + pix_x[i];
       if (ih >= p.in_h || iw >= p.in_w) continue;
 #pragma unroll
       for (int j = 0; j < CPT; ++j) {
@@ -337,8 +390,13 @@ __global__ void __launch_bounds__(launch_bound<T>(kWgradThreads))
                                          T* __restrict__ grad_weight, Conv2dParams p, int64_t slices,
                                          int64_t slice_len) {
   using A = acc_t<T>;
-  __shared__ A dy_s[kWgradPixels][kWgradTileK];
-  __shared__ A col_s[kWgradPixels][kWgradTileC];
+  // Staged pixel-fastest, as the loads run (pq = tid % 16): a warp's stores
+  // cover two rows of 16 pixels. The multiply reads dy_s rows ty, ty + 1
+  // (banks 16 apart at pitch 16) and col_s rows tx = 0..15 at one pixel, so
+  // col_s's pitch is odd: 17 puts those 16 reads in 16 banks, and costs the
+  // stores at most a 2-way conflict.
+  __shared__ A dy_s[kWgradTileK][kWgradPixels];
+  __shared__ A col_s[kWgradTileC][kWgradPixels + 1];
   const int64_t Cg = p.in_channels_per_group(), Kg = p.out_channels_per_group();
   const int64_t RS = p.kernel_h * p.kernel_w, CRS = Cg * RS;
   const int64_t out_hw = p.out_pixels(), in_hw = p.in_h * p.in_w;
@@ -383,7 +441,7 @@ __global__ void __launch_bounds__(launch_bound<T>(kWgradThreads))
         const int64_t k = kt * kWgradTileK + kk;
         A v = A(0);
         if (live && k < Kg) v = to_acc(grad_output[(n * p.out_channels + g * Kg + k) * out_hw + pix]);
-        dy_s[pq][kk] = v;
+        dy_s[kk][pq] = v;
       }
       for (int e = tid; e < kWgradPixels * kWgradTileC; e += kWgradThreads) {
         const int cc = e / kWgradPixels;
@@ -397,7 +455,7 @@ __global__ void __launch_bounds__(launch_bound<T>(kWgradThreads))
             v = to_acc(input[(n * p.in_channels + g * Cg + c) * in_hw + ih * p.in_w + iw]);
           }
         }
-        col_s[pq][cc] = v;
+        col_s[cc][pq] = v;
       }
       pix += kWgradPixels;
       while (pix >= out_hw) {
@@ -409,9 +467,9 @@ __global__ void __launch_bounds__(launch_bound<T>(kWgradThreads))
       for (int k = 0; k < kWgradPixels; ++k) {
         A a[2], b[4];
 #pragma unroll
-        for (int i = 0; i < 2; ++i) a[i] = dy_s[k][ty + 16 * i];
+        for (int i = 0; i < 2; ++i) a[i] = dy_s[ty + 16 * i][k];
 #pragma unroll
-        for (int j = 0; j < 4; ++j) b[j] = col_s[k][tx + 16 * j];
+        for (int j = 0; j < 4; ++j) b[j] = col_s[tx + 16 * j][k];
 #pragma unroll
         for (int i = 0; i < 2; ++i)
 #pragma unroll
@@ -458,23 +516,49 @@ inline int64_t wgrad_slice_len(const Conv2dParams& p, int64_t slices) {
 }
 
 // ----------------------------------------------------------- backward bias
-// grad_bias[k] = sum over N, P, Q of dY: one block per channel (looping over
-// channels), a strided per-thread sum, then warp shuffles and one word per
-// warp in shared memory. Fixed order: deterministic.
+// grad_bias[k] = sum over N, P, Q of dY. Channel k's N*P*Q values are cut
+// into `slices` contiguous ranges (flat index f = n * PQ + pixel), enough
+// (channel, range) items for two waves of blocks; a block sums one range
+// with consecutive threads on consecutive addresses, then warp shuffles and
+// one word per warp in shared memory. With several ranges each writes a
+// partial, and conv2d_reduce_partials_kernel adds them in range order:
+// deterministic. (n, pixel) of f comes from one 64-bit division per item and
+// a FastDivmod per element.
 constexpr int kBiasThreads = 256;
+constexpr int64_t kBiasMinSliceLen = 1024, kBiasMaxSlices = 1024;  // ranges of at least 4 values a thread
+
+inline int64_t bias_slices(const Conv2dParams& p, int multiprocessors) {
+  const int64_t total = p.batch * p.out_pixels();
+  int64_t slices = ceil_div(2 * int64_t(multiprocessors), p.out_channels > 0 ? p.out_channels : 1);
+  if (slices > total / kBiasMinSliceLen) slices = total / kBiasMinSliceLen;
+  if (slices > kBiasMaxSlices) slices = kBiasMaxSlices;
+  return slices < 1 ? 1 : slices;
+}
+inline int64_t bias_slice_len(const Conv2dParams& p, int64_t slices) {
+  return ceil_div(ceil_div(p.batch * p.out_pixels(), slices), kBiasThreads) * kBiasThreads;
+}
 
 template <typename T>
 __global__ void __launch_bounds__(launch_bound<T>(kBiasThreads))
-    conv2d_backward_bias_kernel(const T* __restrict__ grad_output, T* __restrict__ grad_bias,
-                                Conv2dParams p) {
+    conv2d_backward_bias_kernel(const T* __restrict__ grad_output, acc_t<T>* __restrict__ partial,
+                                T* __restrict__ grad_bias, Conv2dParams p, int64_t slices, int64_t slice_len,
+                                FastDivmod by_pixels) {
   using A = acc_t<T>;
   __shared__ A warp_sums[kBiasThreads / 32];
   const int64_t out_hw = p.out_pixels(), total = p.batch * out_hw;
   const int tid = static_cast<int>(threadIdx.x), lane = tid % 32, warp = tid / 32;
-  for (int64_t k = blockIdx.x; k < p.out_channels; k += gridDim.x) {
+  for (int64_t item = blockIdx.x; item < p.out_channels * slices; item += gridDim.x) {
+    const int64_t k = item / slices, slice = item % slices;
+    const int64_t begin = slice * slice_len;
+    const int64_t len = begin + slice_len < total ? slice_len : (total > begin ? total - begin : 0);
+    const int64_t n_begin = begin / out_hw;
+    const uint32_t pix_begin = static_cast<uint32_t>(begin - n_begin * out_hw);
+    const T* channel = grad_output + k * out_hw;
     A sum = A(0);
-    for (int64_t e = tid; e < total; e += kBiasThreads) {
-      sum += to_acc(grad_output[((e / out_hw) * p.out_channels + k) * out_hw + e % out_hw]);
+    for (int64_t e = tid; e < len; e += kBiasThreads) {
+      uint32_t dn, pix;  // pix_begin + e < out_hw + slice_len < 2^31 (checked by the launcher)
+      by_pixels.divmod(pix_begin + static_cast<uint32_t>(e), dn, pix);
+      sum += to_acc(channel[(n_begin + dn) * p.out_channels * out_hw + pix]);
     }
 #pragma unroll
     for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_down_sync(0xffffffffu, sum, offset);
@@ -484,22 +568,52 @@ __global__ void __launch_bounds__(launch_bound<T>(kBiasThreads))
       sum = lane < kBiasThreads / 32 ? warp_sums[lane] : A(0);
 #pragma unroll
       for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_down_sync(0xffffffffu, sum, offset);
-      if (lane == 0) grad_bias[k] = from_acc<T>(sum);
+      if (lane == 0) {
+        if (slices == 1) {
+          grad_bias[k] = from_acc<T>(sum);
+        } else {
+          partial[slice * p.out_channels + k] = sum;
+        }
+      }
     }
-    __syncthreads();  // warp_sums is reused by the next channel
+    __syncthreads();  // warp_sums is reused by the next item
   }
+}
+
+inline int64_t direct_backward_bias_workspace(const Conv2dParams& p, int64_t element_size) {
+  const int64_t slices = bias_slices(p, device_multiprocessors());
+  return slices == 1 ? 0 : round_up16(slices * p.out_channels * acc_size_for(element_size));
+}
+
+template <typename T>
+const char* launch_backward_bias(const T* grad_output, T* grad_bias, const Conv2dParams& p, void* workspace,
+                                 cudaStream_t stream) {
+  const int64_t slices = bias_slices(p, device_multiprocessors());
+  const int64_t slice_len = bias_slice_len(p, slices);
+  if (p.out_pixels() + slice_len >= kFastDivmodLimit) {
+    return "conv2d_backward_bias: an output plane plus a reduction range must stay below 2^31 elements";
+  }
+  auto* partial = static_cast<acc_t<T>*>(workspace);
+  SIMT_LAUNCH(conv2d_backward_bias_kernel<T>, conv_grid(p.out_channels * slices), kBiasThreads, 0, stream,
+              grad_output, partial, grad_bias, p, slices, slice_len, FastDivmod::make(p.out_pixels()));
+  const char* err = launch_status();
+  if (err != nullptr || slices == 1) return err;
+  return launch_reduce_partials<T>(static_cast<const acc_t<T>*>(partial), grad_bias, p.out_channels, slices, false,
+                                   stream);
 }
 
 // ----------------------------------------------------------------- launchers
 // Input channels staged per round for a block with `channels` output channels
 // (forward) or input channels (backward input); 0 when even one does not fit.
+// `patch_pitch`: words per staged patch row (the forward pads rows to whole
+// stride phases); 16 bytes of slack for the forward's aligned weight area.
 template <typename T>
-int direct_chunk(int64_t channels_in_group, int block_channels, int patch_h, int patch_w,
+int direct_chunk(int64_t channels_in_group, int block_channels, int patch_h, int patch_pitch,
                  const Conv2dParams& p) {
   const int64_t per_channel =
-      (int64_t(patch_h) * patch_w + block_channels * p.kernel_h * p.kernel_w) *
+      (int64_t(patch_h) * patch_pitch + block_channels * p.kernel_h * p.kernel_w) *
       static_cast<int64_t>(sizeof(acc_t<T>));
-  int64_t chunk = kDirectSmemBytes / per_channel;
+  int64_t chunk = (kDirectSmemBytes - 16) / per_channel;
   if (chunk > kDirectMaxChunk) chunk = kDirectMaxChunk;
   if (chunk > channels_in_group) chunk = channels_in_group;
   return static_cast<int>(chunk);
@@ -510,7 +624,8 @@ const char* launch_direct_forward(const T* input, const T* weight, const T* bias
                                   const Conv2dParams& p, bool relu, cudaStream_t stream) {
   const int patch_h = static_cast<int>((Tile::TH - 1) * p.stride_h + (p.kernel_h - 1) * p.dilation_h + 1);
   const int patch_w = static_cast<int>((Tile::TW - 1) * p.stride_w + (p.kernel_w - 1) * p.dilation_w + 1);
-  const int chunk = direct_chunk<T>(p.in_channels_per_group(), Tile::kChannels, patch_h, patch_w, p);
+  const int pitch = direct_forward_smem(1, patch_h, patch_w, static_cast<int>(p.stride_w)).pitch;
+  const int chunk = direct_chunk<T>(p.in_channels_per_group(), Tile::kChannels, patch_h, pitch, p);
   if (chunk == 0) {
     SIMT_LAUNCH(conv2d_direct_forward_unstaged_kernel<T>,
                 grid_stride_blocks(p.batch * p.out_channels * p.out_pixels()), kElementwiseThreads, 0,
@@ -519,8 +634,9 @@ const char* launch_direct_forward(const T* input, const T* weight, const T* bias
   }
   const int64_t items = p.batch * p.groups * ceil_div(p.out_channels_per_group(), Tile::kChannels) *
                         ceil_div(p.out_h, Tile::TH) * ceil_div(p.out_w, Tile::TW);
-  const size_t smem = (size_t(chunk) * patch_h * patch_w + size_t(Tile::kChannels) * chunk * p.kernel_h * p.kernel_w) *
-                      sizeof(acc_t<T>);
+  const int input_elems = direct_forward_smem(chunk, patch_h, patch_w, static_cast<int>(p.stride_w)).input_elems;
+  const size_t smem =
+      (size_t(input_elems) + size_t(Tile::kChannels) * chunk * p.kernel_h * p.kernel_w) * sizeof(acc_t<T>);
   auto kernel = conv2d_direct_forward_kernel<T, Tile>;
   SIMT_LAUNCH(kernel, conv_grid(items), Tile::kThreads, smem, stream, input, weight, bias, output, p,
               chunk, patch_h, patch_w, relu);
@@ -586,12 +702,10 @@ const char* conv2d_direct_backward_weight(const T* grad_output, const T* input, 
                         ceil_div(p.patch_size(), kWgradTileC) * slices;
   SIMT_LAUNCH(conv2d_direct_backward_weight_kernel<T>, conv_grid(items), kWgradThreads, 0, stream,
               grad_output, input, partial, grad_weight, p, slices, slice_len);
-  if (slices > 1) {
-    const int64_t n = p.out_channels * p.patch_size();
-    SIMT_LAUNCH(conv2d_reduce_partials_kernel<T>, grid_stride_blocks(n), kElementwiseThreads, 0, stream,
-                static_cast<const acc_t<T>*>(partial), grad_weight, n, slices);
-  }
-  return launch_status();
+  const char* err = launch_status();
+  if (err != nullptr || slices == 1) return err;
+  return launch_reduce_partials<T>(static_cast<const acc_t<T>*>(partial), grad_weight,
+                                   p.out_channels * p.patch_size(), slices, false, stream);
 }
 
 }  // namespace SIMT_KERNEL_NS

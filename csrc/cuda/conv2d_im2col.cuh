@@ -4,8 +4,9 @@
 //                    (then ReLU in the GEMM's epilogue for conv2d_relu)
 //   backward input   dcol_g[CgRS x PQ] = W_g^T * dY_g, then col2im (a gather)
 //   backward weight  dW_g[Kg x CgRS]  = sum over images dY_g * col_g^T, the
-//                    images folded into the GEMM's reduction index, chunks
-//                    accumulated in order (deterministic)
+//                    images folded into the GEMM's reduction index, which is
+//                    split (split-K) to fill the GPU; splits and chunks are
+//                    added in order (deterministic)
 // The column buffer (workspace) holds `chunk` images of col[C*R*S][P*Q]:
 // im2col_chunk_images keeps it under 256 MiB.
 #pragma once
@@ -18,22 +19,28 @@ namespace SIMT_KERNEL_NS {
 
 // col[n][c][r][s][oh][ow] = input[n0 + n][c][oh*sh - ph + r*dh][ow*sw - pw + s*dw] (0 outside).
 // One element per thread, consecutive threads along ow: coalesced writes.
+// Launches cover at most 2^30 elements (launch_im2col), so the flat index
+// is split with 32-bit FastDivmods, not 64-bit divisions.
+struct Im2colDivisors {
+  FastDivmod out_hw, RS, out_w, kernel_w;
+};
+
 template <typename T>
 __global__ void __launch_bounds__(launch_bound<T>(kElementwiseThreads))
-    im2col_kernel(const T* __restrict__ input, T* __restrict__ col, Conv2dParams p, int64_t images) {
-  const int64_t RS = p.kernel_h * p.kernel_w, out_hw = p.out_pixels(), in_hw = p.in_h * p.in_w;
-  const int64_t total = images * p.in_channels * RS * out_hw;
-  const int Q = static_cast<int>(p.out_w), S = static_cast<int>(p.kernel_w);
+    im2col_kernel(const T* __restrict__ input, T* __restrict__ col, Conv2dParams p, int total, Im2colDivisors d) {
+  const int64_t in_hw = p.in_h * p.in_w;
   const int sh = static_cast<int>(p.stride_h), sw = static_cast<int>(p.stride_w);
   const int dh = static_cast<int>(p.dilation_h), dw = static_cast<int>(p.dilation_w);
   const int ph = static_cast<int>(p.pad_h), pw = static_cast<int>(p.pad_w);
-  for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < total;
-       e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t row = e / out_hw;  // row = (n * C + c) * RS + rs
-    const int64_t nc = row / RS;
-    const int pix = static_cast<int>(e - row * out_hw), rs = static_cast<int>(row - nc * RS);
-    const int ih = (pix / Q) * sh - ph + (rs / S) * dh;
-    const int iw = (pix % Q) * sw - pw + (rs % S) * dw;
+  for (int e = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x); e < total;
+       e += static_cast<int>(gridDim.x * blockDim.x)) {
+    uint32_t row, pix, nc, rs, oh, ow, r, s;
+    d.out_hw.divmod(static_cast<uint32_t>(e), row, pix);  // row = (n * C + c) * RS + rs
+    d.RS.divmod(row, nc, rs);
+    d.out_w.divmod(pix, oh, ow);
+    d.kernel_w.divmod(rs, r, s);
+    const int ih = static_cast<int>(oh) * sh - ph + static_cast<int>(r) * dh;
+    const int iw = static_cast<int>(ow) * sw - pw + static_cast<int>(s) * dw;
     const bool inside = ih >= 0 && ih < p.in_h && iw >= 0 && iw < p.in_w;
     col[e] = inside ? input[nc * in_hw + ih * p.in_w + iw] : from_acc<T>(acc_t<T>(0));
   }
@@ -41,25 +48,23 @@ __global__ void __launch_bounds__(launch_bound<T>(kElementwiseThreads))
 
 // grad_input[n][c][ih][iw] = sum of dcol[n][c][r][s][oh][ow] over the taps
 // that read (ih, iw): each thread owns one input element and gathers (no
-// atomics, fixed order).
+// atomics, fixed order). Launches cover at most 2^30 elements.
 template <typename T>
 __global__ void __launch_bounds__(launch_bound<T>(kElementwiseThreads))
-    col2im_kernel(const acc_t<T>* __restrict__ dcol, T* __restrict__ grad_input, Conv2dParams p,
-                  int64_t images) {
+    col2im_kernel(const acc_t<T>* __restrict__ dcol, T* __restrict__ grad_input, Conv2dParams p, int total,
+                  FastDivmod in_hw_div) {
   using A = acc_t<T>;
-  const int64_t RS = p.kernel_h * p.kernel_w, out_hw = p.out_pixels(), in_hw = p.in_h * p.in_w;
-  const int64_t total = images * p.in_channels * in_hw;
+  const int64_t RS = p.kernel_h * p.kernel_w, out_hw = p.out_pixels();
   const int W = static_cast<int>(p.in_w), P = static_cast<int>(p.out_h), Q = static_cast<int>(p.out_w);
   const int R = static_cast<int>(p.kernel_h), S = static_cast<int>(p.kernel_w);
   const int sh = static_cast<int>(p.stride_h), sw = static_cast<int>(p.stride_w);
   const int dh = static_cast<int>(p.dilation_h), dw = static_cast<int>(p.dilation_w);
   const int ph = static_cast<int>(p.pad_h), pw = static_cast<int>(p.pad_w);
-  for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < total;
-       e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    // One 64-bit division for the plane; coordinates inside it in 32 bits.
-    const int64_t nc = e / in_hw;
-    const int hw = static_cast<int>(e - nc * in_hw);
-    const int ih = hw / W, iw = hw % W;
+  for (int e = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x); e < total;
+       e += static_cast<int>(gridDim.x * blockDim.x)) {
+    uint32_t nc, hw;
+    in_hw_div.divmod(static_cast<uint32_t>(e), nc, hw);
+    const int ih = static_cast<int>(hw) / W, iw = static_cast<int>(hw) % W;
     const A* rows = dcol + nc * RS * out_hw;
     A sum = A(0);
     for (int r = 0; r < R; ++r) {
@@ -75,6 +80,14 @@ __global__ void __launch_bounds__(launch_bound<T>(kElementwiseThreads))
   }
 }
 
+// Images per launch of the elementwise im2col/col2im kernels: as many as keep
+// the launch under 2^30 elements (0 when one image alone exceeds it), which
+// leaves the 32-bit grid-stride index room to step past the end.
+constexpr int64_t kElementwiseLaunchLimit = int64_t(1) << 30;
+inline int64_t elementwise_images_per_launch(int64_t per_image) {
+  return per_image > 0 ? kElementwiseLaunchLimit / per_image : kElementwiseLaunchLimit;
+}
+
 // A reduction index that never wraps (GemmOperand::kin == 0): element (i, k)
 // lies at i * si + k * sk, with no division.
 constexpr int64_t kGemmNoWrap = 0;
@@ -87,23 +100,80 @@ inline int64_t im2col_backward_input_workspace(const Conv2dParams& p, int64_t el
   const int64_t acc = acc_size_for(element_size);
   return round_up16(im2col_chunk_images(p, acc) * im2col_column_elems(p) * acc);
 }
-// Column buffer, then (for half/bfloat16 over several chunks) an fp32 dW accumulator.
-inline bool im2col_wgrad_needs_accumulator(const Conv2dParams& p, int64_t element_size) {
-  return element_size < 4 && im2col_chunk_images(p, element_size) < p.batch;
+// The weight gradient's GEMM has M = Kg, N = Cg*R*S: few output tiles for
+// the usual layers (64 -> 64 channels, 3x3: 9 tiles on 132 SMs), each with
+// a reduction over a whole chunk of images. It is therefore split into
+// `splits` reduction ranges (split-K), enough for two waves of blocks on
+// the GPU's multiprocessors, but none shorter than kWgradMinSplitLen (16
+// k-slices of the GEMM: below that, writing and re-reading a tile of
+// partials costs as much as the range's multiply-adds). The partials (fp32
+// for half/bfloat16) are summed in split order. Two waves of 64 x 64 tiles
+// bound the partials to (2 * SMs + tiles) * 64 * 64 values, so the cap on
+// splits only guards tiny-output layers with huge reductions (3 -> 64).
+constexpr int64_t kWgradMinSplitLen = 128, kWgradMaxSplits = 1024;
+
+inline int64_t im2col_wgrad_splits(const Conv2dParams& p, int64_t images, int multiprocessors) {
+  const int64_t K = images * p.out_pixels();
+  const GemmShape one{p.out_channels_per_group(), p.patch_size(), K, 1, p.groups};
+  int64_t splits = ceil_div(2 * int64_t(multiprocessors), gemm_tiles_per_split(one));
+  const int64_t by_length = K / kWgradMinSplitLen;
+  if (splits > by_length) splits = by_length;
+  if (splits > kWgradMaxSplits) splits = kWgradMaxSplits;
+  return splits < 1 ? 1 : splits;
+}
+
+// The weight gradient's workspace, in this order: the column buffer; for
+// half/bfloat16 over several chunks an fp32 dW accumulator; with split-K the
+// partials of one chunk (splits x dW, in the accumulation type).
+struct Im2colWgradLayout {
+  int64_t chunk, splits, accumulator_at, partials_at, bytes;
+};
+inline Im2colWgradLayout im2col_wgrad_layout(const Conv2dParams& p, int64_t element_size, int multiprocessors) {
+  Im2colWgradLayout l{};
+  const int64_t acc = acc_size_for(element_size), weights = p.out_channels * p.patch_size();
+  l.chunk = im2col_chunk_images(p, element_size);
+  l.splits = im2col_wgrad_splits(p, l.chunk, multiprocessors);  // the largest chunk splits the most
+  l.accumulator_at = im2col_forward_workspace(p, element_size);
+  const bool accumulator = element_size < 4 && l.chunk < p.batch;
+  l.partials_at = l.accumulator_at + (accumulator ? round_up16(weights * acc) : 0);
+  l.bytes = l.partials_at + (l.splits > 1 ? round_up16(l.splits * weights * acc) : 0);
+  return l;
 }
 inline int64_t im2col_backward_weight_workspace(const Conv2dParams& p, int64_t element_size) {
-  int64_t bytes = im2col_forward_workspace(p, element_size);
-  if (im2col_wgrad_needs_accumulator(p, element_size)) {
-    bytes += round_up16(p.out_channels * p.patch_size() * acc_size_for(element_size));
-  }
-  return bytes;
+  return im2col_wgrad_layout(p, element_size, device_multiprocessors()).bytes;
 }
 
 template <typename T>
 const char* launch_im2col(const T* input, T* col, const Conv2dParams& p, int64_t images, cudaStream_t stream) {
-  SIMT_LAUNCH(im2col_kernel<T>, grid_stride_blocks(images * im2col_column_elems(p)), kElementwiseThreads, 0,
-              stream, input, col, p, images);
-  return launch_status();
+  const int64_t per_image = im2col_column_elems(p), step = elementwise_images_per_launch(per_image);
+  if (step == 0) return "conv2d (im2col): one image's column matrix has more than 2^30 elements";
+  const Im2colDivisors d{FastDivmod::make(p.out_pixels()), FastDivmod::make(p.kernel_h * p.kernel_w),
+                         FastDivmod::make(p.out_w), FastDivmod::make(p.kernel_w)};
+  const int64_t in_image = p.in_channels * p.in_h * p.in_w;
+  for (int64_t n = 0; n < images; n += step) {
+    const int total = static_cast<int>((images - n < step ? images - n : step) * per_image);
+    SIMT_LAUNCH(im2col_kernel<T>, grid_stride_blocks(total), kElementwiseThreads, 0, stream, input + n * in_image,
+                col + n * per_image, p, total, d);
+    const char* err = launch_status();
+    if (err) return err;
+  }
+  return nullptr;
+}
+
+template <typename T>
+const char* launch_col2im(const acc_t<T>* dcol, T* grad_input, const Conv2dParams& p, int64_t images,
+                          cudaStream_t stream) {
+  const int64_t per_image = p.in_channels * p.in_h * p.in_w, step = elementwise_images_per_launch(per_image);
+  if (step == 0) return "conv2d (im2col): one image has more than 2^30 elements";
+  const int64_t col_image = im2col_column_elems(p);
+  for (int64_t n = 0; n < images; n += step) {
+    const int total = static_cast<int>((images - n < step ? images - n : step) * per_image);
+    SIMT_LAUNCH(col2im_kernel<T>, grid_stride_blocks(total), kElementwiseThreads, 0, stream, dcol + n * col_image,
+                grad_input + n * per_image, p, total, FastDivmod::make(p.in_h * p.in_w));
+    const char* err = launch_status();
+    if (err) return err;
+  }
+  return nullptr;
 }
 
 // The column matrix of images [n0, n0 + images): the input itself for 1x1
@@ -160,10 +230,7 @@ const char* conv2d_im2col_backward_input(const T* grad_output, const T* weight, 
                                   static_cast<const T*>(nullptr), GemmShape{CRSg, PQ, Kg, images, p.groups},
                                   math, stream);
     if (err) return err;
-    const int64_t elems = images * p.in_channels * p.in_h * p.in_w;
-    SIMT_LAUNCH(col2im_kernel<T>, grid_stride_blocks(elems), kElementwiseThreads, 0, stream,
-                static_cast<const A*>(dcol), grad_input + n0 * p.in_channels * p.in_h * p.in_w, p, images);
-    err = launch_status();
+    err = launch_col2im<T>(dcol, grad_input + n0 * p.in_channels * p.in_h * p.in_w, p, images, stream);
     if (err) return err;
   }
   return nullptr;
@@ -171,44 +238,48 @@ const char* conv2d_im2col_backward_input(const T* grad_output, const T* weight, 
 
 // dW accumulates chunk after chunk: into grad_weight itself when its type is
 // the accumulation type or there is one chunk, else into an fp32 buffer
-// converted at the end.
+// converted at the end. A split chunk writes partials, which one pass adds
+// (in split order) into that destination.
 template <typename T>
 const char* conv2d_im2col_backward_weight(const T* grad_output, const T* input, T* grad_weight,
                                           const Conv2dParams& p, GemmMath math, void* workspace,
                                           cudaStream_t stream) {
   using A = acc_t<T>;
   const int64_t Kg = p.out_channels_per_group(), CRSg = p.patch_size(), PQ = p.out_pixels();
-  const int64_t CRS = p.in_channels * p.kernel_h * p.kernel_w;
-  const int64_t chunk = im2col_chunk_images(p, sizeof(T));
-  const bool use_acc = im2col_wgrad_needs_accumulator(p, sizeof(T));
-  A* acc = use_acc ? reinterpret_cast<A*>(static_cast<char*>(workspace) +
-                                          im2col_forward_workspace(p, sizeof(T)))
-                   : nullptr;
-  for (int64_t n0 = 0; n0 < p.batch; n0 += chunk) {
-    const int64_t images = p.batch - n0 < chunk ? p.batch - n0 : chunk;
+  const int64_t CRS = p.in_channels * p.kernel_h * p.kernel_w, weights = p.out_channels * CRSg;
+  const int sms = device_multiprocessors();
+  const Im2colWgradLayout layout = im2col_wgrad_layout(p, sizeof(T), sms);
+  char* ws = static_cast<char*>(workspace);
+  A* acc = layout.partials_at > layout.accumulator_at ? reinterpret_cast<A*>(ws + layout.accumulator_at) : nullptr;
+  A* partials = reinterpret_cast<A*>(ws + layout.partials_at);
+  for (int64_t n0 = 0; n0 < p.batch; n0 += layout.chunk) {
+    const int64_t images = p.batch - n0 < layout.chunk ? p.batch - n0 : layout.chunk;
     const char* err = nullptr;
     const T* col = columns_of(input, p, n0, images, workspace, stream, &err);
     if (err) return err;
     // Problem g: reduction index = image * PQ + pixel.
     const GemmOperand dy{PQ, 1, PQ, p.out_channels * PQ, 0, Kg * PQ, 0};
     const GemmOperand cl{PQ, 1, PQ, CRS * PQ, 0, CRSg * PQ, 0};
-    const GemmOutput out{CRSg, 0, Kg * CRSg, 0, n0 > 0};
-    const GemmShape shape{Kg, CRSg, images * PQ, 1, p.groups};
     const T* dy_chunk = grad_output + n0 * p.out_channels * PQ;
-    if (use_acc) {
-      err = launch_gemm(dy_chunk, dy, col, cl, acc, out, static_cast<const T*>(nullptr), shape, math, stream);
-    } else {
-      err = launch_gemm(dy_chunk, dy, col, cl, grad_weight, out, static_cast<const T*>(nullptr), shape, math,
+    GemmShape shape{Kg, CRSg, images * PQ, 1, p.groups};
+    shape.splits = im2col_wgrad_splits(p, images, sms);
+    if (shape.splits > 1) {
+      const GemmOutput out{CRSg, 0, Kg * CRSg, 0, false, false, weights};
+      err = launch_gemm(dy_chunk, dy, col, cl, partials, out, static_cast<const T*>(nullptr), shape, math,
                         stream);
+      if (err) return err;
+      err = acc != nullptr ? launch_reduce_partials<T>(partials, acc, weights, shape.splits, n0 > 0, stream)
+                           : launch_reduce_partials<T>(partials, grad_weight, weights, shape.splits, n0 > 0, stream);
+    } else {
+      const GemmOutput out{CRSg, 0, Kg * CRSg, 0, n0 > 0};
+      err = acc != nullptr
+                ? launch_gemm(dy_chunk, dy, col, cl, acc, out, static_cast<const T*>(nullptr), shape, math, stream)
+                : launch_gemm(dy_chunk, dy, col, cl, grad_weight, out, static_cast<const T*>(nullptr), shape, math,
+                              stream);
     }
     if (err) return err;
   }
-  if (use_acc) {
-    const int64_t n = p.out_channels * CRSg;
-    SIMT_LAUNCH(conv2d_reduce_partials_kernel<T>, grid_stride_blocks(n), kElementwiseThreads, 0, stream,
-                static_cast<const A*>(acc), grad_weight, n, int64_t(1));
-    return launch_status();
-  }
+  if (acc != nullptr) return launch_reduce_partials<T>(static_cast<const A*>(acc), grad_weight, weights, 1, false, stream);
   return nullptr;
 }
 

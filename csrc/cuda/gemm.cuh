@@ -11,6 +11,13 @@
 // one is multiplied: one barrier per slice). Global loads move four elements
 // at a time, as one 4-wide vector where the view is contiguous and aligned
 // along that direction, else as four scalar loads with bounds checks.
+// Shared-memory fragments are read as 16-byte vectors, and rows are padded
+// so that the transposing stores of the staging do not conflict.
+//
+// Split-K: with GemmShape::splits = S > 1 the reduction is cut into S
+// contiguous ranges of gemm_split_len(K, S) indices; range s of problem z is
+// written (not accumulated) at C + s * GemmOutput::bsplit, and the caller
+// sums the S partial results in a fixed order (deterministic, no atomics).
 #pragma once
 
 #include "conv2d_common.cuh"
@@ -22,8 +29,8 @@ namespace SIMT_KERNEL_NS {
 //   z1 * b1 + z2 * b2 + i * si + (k / kin) * sko + (k % kin) * sk,
 // or, with kin == 0 (a reduction index that never wraps), at
 //   z1 * b1 + z2 * b2 + i * si + k * sk.
-// The forward and input-gradient GEMMs never wrap: kin == 0 spares every
-// quad load of theirs a 64-bit division (a software routine on a GPU).
+// The division by kin is a FastDivmod (kdiv, set by launch_gemm), never a
+// 64-bit division: a wrapping reduction index stays below 2^31.
 // `vec` says how quads are read: kVecNone (scalars, quads along i),
 // kVecRows (4-wide vectors along i) or kVecRed (4-wide vectors along k).
 enum GemmVec : int { kVecNone = 0, kVecRows = 1, kVecRed = 2 };
@@ -31,20 +38,33 @@ enum GemmVec : int { kVecNone = 0, kVecRows = 1, kVecRed = 2 };
 struct GemmOperand {
   int64_t si, sk, kin, sko, b1, b2;
   int vec;
+  FastDivmod kdiv = {};
 };
 
-// C(m, j) of problem z at z1 * b1 + z2 * b2 + m * ldc + j; bias (may be
-// null) is indexed bias[z2 * bias_b2 + m]. `relu` clamps the finished value
-// (after bias and accumulation) with torch's ReLU before the store.
+// C(m, j) of problem z and reduction range s at
+// z1 * b1 + z2 * b2 + s * bsplit + m * ldc + j; bias (may be null) is indexed
+// bias[z2 * bias_b2 + m]. `relu` clamps the finished value (after bias and
+// accumulation) with torch's ReLU before the store. `vec` (set by
+// launch_gemm): rows are 16-byte aligned, so quads are stored as vectors.
 struct GemmOutput {
   int64_t ldc, b1, b2, bias_b2;
   bool accumulate;
   bool relu = false;
+  int64_t bsplit = 0;
+  bool vec = false;
 };
 
 struct GemmShape {
   int64_t M, N, K, nz1, nz2;
+  int64_t splits = 1;
 };
+
+// Split ranges are whole multiples of this many reduction indices, so every
+// range starts on a quad (and on any k-tile a GEMM kernel may use).
+constexpr int64_t kGemmSplitAlign = 64;
+FASTCONV_HD int64_t gemm_split_len(int64_t K, int64_t splits) {
+  return ceil_div(ceil_div(K, splits), kGemmSplitAlign) * kGemmSplitAlign;
+}
 
 template <int BM_, int BN_, int BK_, int TM_, int TN_>
 struct GemmTile {
@@ -56,72 +76,101 @@ struct GemmTile {
 using GemmTileLarge = GemmTile<128, 128, 8, 8, 8>;  // 256 threads, 8 x 8 each
 using GemmTileSmall = GemmTile<64, 64, 8, 4, 4>;    // 256 threads, 4 x 4 each
 
+// Shared-memory rows are padded by one quad: the k-major staging stores of a
+// warp (kVecRed: four rows dk..dk+3 and dk+4..dk+7 at once) then land in
+// different banks, and rows stay 16-byte aligned for the vector reads.
+constexpr int kGemmSmemPad = 4;
+
+// Blocks per SM that __launch_bounds__ asks registers for: two 8-warp
+// blocks (at most 128 registers a thread) where the accumulators are fp32;
+// fp64 accumulators alone take 128 registers on the large tile.
+template <typename T>
+constexpr int gemm_min_blocks() {
+  return sizeof(acc_t<T>) == 8 ? 1 : 2;
+}
+
 // The quads of one BR x BK slice and the per-thread registers that hold them.
+// A thread's quads keep their rows for a whole output tile: `begin` fixes
+// each quad's row pointer once, and every slice's `load` only adds the
+// reduction offset (kin == 0: k * sk; else a FastDivmod of k). Rows and
+// reduction indices are 32-bit (launch_gemm checks M, N < 2^31, K < 2^30);
+// only the products with strides are 64-bit.
 template <typename T, int BR, int BK, int THREADS>
 struct GemmSlice {
   using A = acc_t<T>;
   static constexpr int kQuads = BR * BK / 4;
   static constexpr int kPerThread = (kQuads + THREADS - 1) / THREADS;
-  A v[kPerThread][4];
+  A v[kPerThread][4] = {};  // every quad is loaded before it is stored; this keeps GCC from warning
+  const T* row[kPerThread];  // base + i * si of quad t's (first) row
+  int i[kPerThread], dk[kPerThread];
 
-  __device__ __forceinline__ static int64_t offset(const GemmOperand& op, int64_t i, int64_t k) {
-    if (op.kin == 0) return i * op.si + k * op.sk;  // the same for every thread: no divergence
-    return i * op.si + (k / op.kin) * op.sko + (k % op.kin) * op.sk;
+  __device__ __forceinline__ static int64_t k_offset(const GemmOperand& op, int k) {
+    if (op.kin == 0) return k * op.sk;  // the same for every thread: no divergence
+    uint32_t outer, inner;
+    op.kdiv.divmod(static_cast<uint32_t>(k), outer, inner);
+    return static_cast<int64_t>(outer) * op.sko + static_cast<int64_t>(inner) * op.sk;
   }
 
   // Quad q covers rows i..i+3 at reduction index k (along i) or row i at
-  // k..k+3 (along k). Rows >= rows and k >= K read zero.
-  __device__ __forceinline__ static void quad_coords(const GemmOperand& op, int q, int& i, int& k) {
+  // k..k+3 (along k).
+  __device__ __forceinline__ static void quad_coords(const GemmOperand& op, int q, int& qi, int& qk) {
     if (op.vec == kVecRed) {
-      i = q / (BK / 4);
-      k = (q % (BK / 4)) * 4;
+      qi = q / (BK / 4);
+      qk = (q % (BK / 4)) * 4;
     } else {
-      k = q / (BR / 4);
-      i = (q % (BR / 4)) * 4;
+      qk = q / (BR / 4);
+      qi = (q % (BR / 4)) * 4;
     }
   }
 
-  __device__ __forceinline__ void load(const T* base, const GemmOperand& op, int64_t rows, int64_t K,
-                                       int64_t i0, int64_t k0, int tid) {
+  __device__ __forceinline__ void begin(const T* base, const GemmOperand& op, int i0, int tid) {
 #pragma unroll
     for (int t = 0; t < kPerThread; ++t) {
-      const int q = tid + t * THREADS;
-      if (q >= kQuads) break;
-      int di, dk;
-      quad_coords(op, q, di, dk);
-      const int64_t i = i0 + di, k = k0 + dk;
-      const bool whole_vector = op.vec == kVecRows ? (i + 3 < rows && k < K)
-                                                   : (op.vec == kVecRed && i < rows && k + 3 < K);
+      int qi, qk;
+      quad_coords(op, tid + t * THREADS, qi, qk);
+      i[t] = i0 + qi;
+      dk[t] = qk;
+      row[t] = base + i[t] * op.si;
+    }
+  }
+
+  // Slice [k0, k0 + BK): rows >= rows and indices >= K read zero.
+  __device__ __forceinline__ void load(const GemmOperand& op, int rows, int K, int k0, int tid) {
+#pragma unroll
+    for (int t = 0; t < kPerThread; ++t) {
+      if (tid + t * THREADS >= kQuads) break;
+      const int k = k0 + dk[t];
+      const bool whole_vector = op.vec == kVecRows ? (i[t] + 3 < rows && k < K)
+                                                   : (op.vec == kVecRed && i[t] < rows && k + 3 < K);
       if (whole_vector) {
-        const Pack<T, 4> pk = *reinterpret_cast<const Pack<T, 4>*>(base + offset(op, i, k));
+        const Pack<T, 4> pk = *reinterpret_cast<const Pack<T, 4>*>(row[t] + k_offset(op, k));
 #pragma unroll
         for (int u = 0; u < 4; ++u) v[t][u] = to_acc(pk.v[u]);
-      } else {
-        const bool along_k = op.vec == kVecRed;
+      } else if (op.vec == kVecRed) {
 #pragma unroll
-        for (int u = 0; u < 4; ++u) {
-          const int64_t iu = along_k ? i : i + u, ku = along_k ? k + u : k;
-          v[t][u] = (iu < rows && ku < K) ? to_acc(base[offset(op, iu, ku)]) : A(0);
-        }
+        for (int u = 0; u < 4; ++u) v[t][u] = i[t] < rows && k + u < K ? to_acc(row[t][k_offset(op, k + u)]) : A(0);
+      } else {
+        const int64_t at = k_offset(op, k);
+#pragma unroll
+        for (int u = 0; u < 4; ++u) v[t][u] = i[t] + u < rows && k < K ? to_acc(row[t][u * op.si + at]) : A(0);
       }
     }
   }
 
-  // Writes the quads into a [BK][BR] shared-memory slice.
-  __device__ __forceinline__ void store(A (*s)[BR], const GemmOperand& op, int tid) const {
+  // Writes the quads into a [BK][BR + pad] shared-memory slice.
+  template <int PITCH>
+  __device__ __forceinline__ void store(A (*s)[PITCH], const GemmOperand& op, int tid) const {
 #pragma unroll
     for (int t = 0; t < kPerThread; ++t) {
       const int q = tid + t * THREADS;
       if (q >= kQuads) break;
-      int di, dk;
-      quad_coords(op, q, di, dk);
+      int qi, qk;
+      quad_coords(op, q, qi, qk);
+      if (op.vec == kVecRed) {
 #pragma unroll
-      for (int u = 0; u < 4; ++u) {
-        if (op.vec == kVecRed) {
-          s[dk + u][di] = v[t][u];
-        } else {
-          s[dk][di + u] = v[t][u];
-        }
+        for (int u = 0; u < 4; ++u) s[qk + u][qi] = v[t][u];
+      } else {
+        smem_store4(&s[qk][qi], v[t]);
       }
     }
   }
@@ -134,31 +183,62 @@ __device__ __forceinline__ int gemm_local(int thread_coord, int u) {
   return (u / 4) * (B / (TR / 4)) + thread_coord * 4 + (u % 4);
 }
 
+// One block's piece of work: an output tile of one problem, over one
+// reduction range [k_begin, k_end) (empty for the last splits of a short K,
+// which then store zeros). Shared by the CUDA-core and tensor-core kernels.
+struct GemmWorkItem {
+  int m0, n0, split, k_begin, k_end;
+  int64_t z1, z2;
+};
+template <int BM, int BN>
+__device__ __forceinline__ GemmWorkItem gemm_work_item(int64_t item, const GemmShape& shape, int split_len) {
+  const int64_t tiles_m = ceil_div(shape.M, BM), tiles_n = ceil_div(shape.N, BN);
+  GemmWorkItem w;
+  int64_t rest = item;
+  w.n0 = static_cast<int>(rest % tiles_n) * BN;
+  rest /= tiles_n;
+  w.m0 = static_cast<int>(rest % tiles_m) * BM;
+  rest /= tiles_m;
+  w.split = static_cast<int>(rest % shape.splits);
+  rest /= shape.splits;
+  w.z2 = rest % shape.nz2;
+  w.z1 = rest / shape.nz2;
+  const int K = static_cast<int>(shape.K);
+  w.k_begin = w.split * split_len;
+  w.k_end = K - w.k_begin > split_len ? w.k_begin + split_len : K;
+  return w;
+}
+// Work items of a launch, and the length of one reduction range.
+template <int BM, int BN>
+FASTCONV_HD int64_t gemm_work_items(const GemmShape& shape) {
+  return shape.nz1 * shape.nz2 * shape.splits * ceil_div(shape.M, BM) * ceil_div(shape.N, BN);
+}
+FASTCONV_HD int gemm_range_len(const GemmShape& shape) {
+  return static_cast<int>(shape.splits > 1 ? gemm_split_len(shape.K, shape.splits) : shape.K);
+}
+
 template <typename T, typename TC, typename Tile>
-__global__ void __launch_bounds__(Tile::kThreads)
+__global__ void __launch_bounds__(Tile::kThreads, gemm_min_blocks<T>())
     gemm_kernel(const T* __restrict__ a, GemmOperand va, const T* __restrict__ b, GemmOperand vb,
                 TC* c, GemmOutput vc, const T* __restrict__ bias, GemmShape shape) {
   using A = acc_t<T>;
   constexpr int BM = Tile::BM, BN = Tile::BN, BK = Tile::BK, TM = Tile::TM, TN = Tile::TN;
   constexpr int kThreads = Tile::kThreads;
-  __shared__ A as[2][BK][BM];
-  __shared__ A bs[2][BK][BN];
+  __shared__ __align__(16) A as[2][BK][BM + kGemmSmemPad];
+  __shared__ __align__(16) A bs[2][BK][BN + kGemmSmemPad];
   const int tid = static_cast<int>(threadIdx.x);
   const int tn = tid % Tile::kThreadsN, tm = tid / Tile::kThreadsN;
-  const int64_t tiles_m = ceil_div(shape.M, BM), tiles_n = ceil_div(shape.N, BN);
-  const int64_t items = shape.nz1 * shape.nz2 * tiles_m * tiles_n;
-  const int64_t slices = ceil_div(shape.K, BK);
+  const int M = static_cast<int>(shape.M), N = static_cast<int>(shape.N);
+  const int64_t items = gemm_work_items<BM, BN>(shape);
+  const int range_len = gemm_range_len(shape);
 
   for (int64_t item = blockIdx.x; item < items; item += gridDim.x) {
-    int64_t rest = item;
-    const int64_t tile_n = rest % tiles_n;
-    rest /= tiles_n;
-    const int64_t tile_m = rest % tiles_m;
-    rest /= tiles_m;
-    const int64_t z2 = rest % shape.nz2, z1 = rest / shape.nz2;
+    const GemmWorkItem w = gemm_work_item<BM, BN>(item, shape, range_len);
+    const int64_t z1 = w.z1, z2 = w.z2;
+    const int m0 = w.m0, n0 = w.n0, split = w.split, k_begin = w.k_begin, k_end = w.k_end;
     const T* a_z = a + z1 * va.b1 + z2 * va.b2;
     const T* b_z = b + z1 * vb.b1 + z2 * vb.b2;
-    const int64_t m0 = tile_m * BM, n0 = tile_n * BN;
+    const int slices = k_end > k_begin ? (k_end - k_begin + BK - 1) / BK : 0;
 
     A acc[TM][TN];
 #pragma unroll
@@ -168,29 +248,31 @@ __global__ void __launch_bounds__(Tile::kThreads)
 
     GemmSlice<T, BM, BK, kThreads> ra;
     GemmSlice<T, BN, BK, kThreads> rb;
-    ra.load(a_z, va, shape.M, shape.K, m0, 0, tid);
-    rb.load(b_z, vb, shape.N, shape.K, n0, 0, tid);
+    ra.begin(a_z, va, m0, tid);
+    rb.begin(b_z, vb, n0, tid);
+    ra.load(va, M, k_end, k_begin, tid);
+    rb.load(vb, N, k_end, k_begin, tid);
     ra.store(as[0], va, tid);
     rb.store(bs[0], vb, tid);
     __syncthreads();
-    for (int64_t sl = 0; sl < slices; ++sl) {
-      const int cur = static_cast<int>(sl & 1);
+    for (int sl = 0; sl < slices; ++sl) {
+      const int cur = sl & 1;
       const bool more = sl + 1 < slices;
       if (more) {  // global loads in flight while this slice is multiplied
-        ra.load(a_z, va, shape.M, shape.K, m0, (sl + 1) * BK, tid);
-        rb.load(b_z, vb, shape.N, shape.K, n0, (sl + 1) * BK, tid);
+        ra.load(va, M, k_end, k_begin + (sl + 1) * BK, tid);
+        rb.load(vb, N, k_end, k_begin + (sl + 1) * BK, tid);
       }
 #pragma unroll
       for (int kk = 0; kk < BK; ++kk) {
-        A ar[TM], br[TN];
+        A ar[TM / 4][4], br[TN / 4][4];
 #pragma unroll
-        for (int i = 0; i < TM; ++i) ar[i] = as[cur][kk][gemm_local<BM, TM>(tm, i)];
+        for (int i = 0; i < TM / 4; ++i) smem_load4(&as[cur][kk][gemm_local<BM, TM>(tm, 4 * i)], ar[i]);
 #pragma unroll
-        for (int j = 0; j < TN; ++j) br[j] = bs[cur][kk][gemm_local<BN, TN>(tn, j)];
+        for (int j = 0; j < TN / 4; ++j) smem_load4(&bs[cur][kk][gemm_local<BN, TN>(tn, 4 * j)], br[j]);
 #pragma unroll
         for (int i = 0; i < TM; ++i)
 #pragma unroll
-          for (int j = 0; j < TN; ++j) acc[i][j] += ar[i] * br[j];
+          for (int j = 0; j < TN; ++j) acc[i][j] += ar[i / 4][i % 4] * br[j / 4][j % 4];
       }
       if (more) {  // the other buffer was last read before the previous barrier
         ra.store(as[cur ^ 1], va, tid);
@@ -199,21 +281,37 @@ __global__ void __launch_bounds__(Tile::kThreads)
       __syncthreads();
     }
 
-    TC* c_z = c + z1 * vc.b1 + z2 * vc.b2;
+    TC* c_z = c + z1 * vc.b1 + z2 * vc.b2 + split * vc.bsplit;
     const T* bias_z = bias != nullptr ? bias + z2 * vc.bias_b2 : nullptr;
 #pragma unroll
     for (int i = 0; i < TM; ++i) {
-      const int64_t m = m0 + gemm_local<BM, TM>(tm, i);
-      if (m >= shape.M) continue;
+      const int m = m0 + gemm_local<BM, TM>(tm, i);
+      if (m >= M) continue;
       const A bm = bias_z != nullptr ? to_acc(bias_z[m]) : A(0);
 #pragma unroll
-      for (int j = 0; j < TN; ++j) {
-        const int64_t n = n0 + gemm_local<BN, TN>(tn, j);
-        if (n >= shape.N) continue;
+      for (int j4 = 0; j4 < TN; j4 += 4) {
+        const int n = n0 + gemm_local<BN, TN>(tn, j4);  // n .. n + 3 are this thread's
+        if (n >= N) continue;
         TC* dst = c_z + m * vc.ldc + n;
-        A v = acc[i][j] + bm;
-        if (vc.accumulate) v += to_acc(*dst);
-        *dst = from_acc<TC>(conv_epilogue(v, vc.relu));
+        if (vc.vec && n + 3 < N) {
+          Pack<TC, 4> pk;
+          if (vc.accumulate) pk = *reinterpret_cast<const Pack<TC, 4>*>(dst);
+#pragma unroll
+          for (int u = 0; u < 4; ++u) {
+            A v = acc[i][j4 + u] + bm;
+            if (vc.accumulate) v += to_acc(pk.v[u]);
+            pk.v[u] = from_acc<TC>(conv_epilogue(v, vc.relu));
+          }
+          *reinterpret_cast<Pack<TC, 4>*>(dst) = pk;
+        } else {
+#pragma unroll
+          for (int u = 0; u < 4; ++u) {
+            if (n + u >= N) break;
+            A v = acc[i][j4 + u] + bm;
+            if (vc.accumulate) v += to_acc(dst[u]);
+            dst[u] = from_acc<TC>(conv_epilogue(v, vc.relu));
+          }
+        }
       }
     }
   }
@@ -231,6 +329,32 @@ inline int gemm_vec_mode(const T* base, const GemmOperand& op) {
   return kVecNone;
 }
 
+// Large tiles only when both sides fill them and they still give the GPU a
+// wave of blocks: small problems (convolutions of small images, small
+// batches) would leave most of a 128 x 128 tile idle or most SMs without a
+// block. Split-K sizing (conv2d_im2col.cuh) asks the same question.
+inline bool gemm_large_tile(const GemmShape& shape, int multiprocessors) {
+  if (shape.M < 128 || shape.N < 128) return false;
+  const int64_t blocks = shape.nz1 * shape.nz2 * shape.splits * ceil_div(shape.M, 128) * ceil_div(shape.N, 128);
+  return blocks >= multiprocessors;
+}
+// Output tiles of one reduction range, for the tile launch_gemm would pick
+// once the problem is split enough to fill the GPU. The tensor-core kernel's
+// 64 x 64 tiles give at least as many blocks, so a split count sized from
+// this fills the GPU on either path (and the workspace does not depend on it).
+inline int64_t gemm_tiles_per_split(const GemmShape& shape) {
+  const int64_t tile = shape.M >= 128 && shape.N >= 128 ? 128 : 64;
+  return shape.nz1 * shape.nz2 * ceil_div(shape.M, tile) * ceil_div(shape.N, tile);
+}
+
+// Quads of C are stored as vectors when every row start is 16-byte aligned
+// for 4 elements: the pointer, ldc and every batch offset.
+template <typename TC>
+inline bool gemm_output_vec(const TC* c, const GemmOutput& vc) {
+  return is_aligned(c, 4 * static_cast<int>(sizeof(TC))) && vc.ldc % 4 == 0 && vc.b1 % 4 == 0 &&
+         vc.b2 % 4 == 0 && vc.bsplit % 4 == 0;
+}
+
 // The tensor-core GEMM (gemm_tensor_core.cuh, which includes this header).
 template <typename T, typename TC>
 const char* launch_gemm_tensor_core(const T* a, GemmOperand va, const T* b, GemmOperand vb, TC* c, GemmOutput vc,
@@ -242,19 +366,26 @@ const char* launch_gemm(const T* a, GemmOperand va, const T* b, GemmOperand vb, 
                         const T* bias, GemmShape shape, GemmMath math, cudaStream_t stream) {
   const int64_t problems = shape.nz1 * shape.nz2;
   if (problems == 0 || shape.M == 0 || shape.N == 0) return launch_status();
+  // 32-bit rows and reduction indices; K's split ranges may round up by up to
+  // kGemmSplitAlign per split past K, so K keeps a 2^30 margin.
+  if (shape.M >= kFastDivmodLimit || shape.N >= kFastDivmodLimit || shape.K >= kFastDivmodLimit / 2) {
+    return "launch_gemm: M and N must stay below 2^31 and K below 2^30 (split the batch)";
+  }
   va.vec = gemm_vec_mode(a, va);
   vb.vec = gemm_vec_mode(b, vb);
+  if (va.kin != 0) va.kdiv = FastDivmod::make(va.kin);
+  if (vb.kin != 0) vb.kdiv = FastDivmod::make(vb.kin);
+  vc.vec = gemm_output_vec(c, vc);
+  if (shape.splits < 1) shape.splits = 1;
   if constexpr (!std::is_same_v<T, double>) {
     if (math == GemmMath::kTensorCore) return launch_gemm_tensor_core(a, va, b, vb, c, vc, bias, shape, stream);
   }
-  // Large tiles only when both sides fill them; small problems (most
-  // convolutions of small images) would leave most of a 128 x 128 tile idle.
-  if (shape.M >= 128 && shape.N >= 128) {
-    const int64_t items = problems * ceil_div(shape.M, 128) * ceil_div(shape.N, 128);
+  if (gemm_large_tile(shape, device_multiprocessors())) {
+    const int64_t items = gemm_work_items<128, 128>(shape);
     auto kernel = gemm_kernel<T, TC, GemmTileLarge>;
     SIMT_LAUNCH(kernel, conv_grid(items), GemmTileLarge::kThreads, 0, stream, a, va, b, vb, c, vc, bias, shape);
   } else {
-    const int64_t items = problems * ceil_div(shape.M, 64) * ceil_div(shape.N, 64);
+    const int64_t items = gemm_work_items<64, 64>(shape);
     auto kernel = gemm_kernel<T, TC, GemmTileSmall>;
     SIMT_LAUNCH(kernel, conv_grid(items), GemmTileSmall::kThreads, 0, stream, a, va, b, vb, c, vc, bias, shape);
   }

@@ -146,20 +146,16 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
   auto& bs = smem.b;
   const int tid = static_cast<int>(threadIdx.x), lane = tid % 32, warp = tid / 32;
   const int wm0 = (warp / Tile::WARPS_N) * Tile::WM, wn0 = (warp % Tile::WARPS_N) * Tile::WN;
-  const int64_t tiles_m = ceil_div(shape.M, BM), tiles_n = ceil_div(shape.N, BN);
-  const int64_t items = shape.nz1 * shape.nz2 * tiles_m * tiles_n;
-  const int64_t slices = ceil_div(shape.K, BK);
+  const int M = static_cast<int>(shape.M), N = static_cast<int>(shape.N);
+  const int64_t items = gemm_work_items<BM, BN>(shape);
+  const int range_len = gemm_range_len(shape);
 
   for (int64_t item = blockIdx.x; item < items; item += gridDim.x) {
-    int64_t rest = item;
-    const int64_t tile_n = rest % tiles_n;
-    rest /= tiles_n;
-    const int64_t tile_m = rest % tiles_m;
-    rest /= tiles_m;
-    const int64_t z2 = rest % shape.nz2, z1 = rest / shape.nz2;
-    const T* a_z = a + z1 * va.b1 + z2 * va.b2;
-    const T* b_z = b + z1 * vb.b1 + z2 * vb.b2;
-    const int64_t m0 = tile_m * BM, n0 = tile_n * BN;
+    const GemmWorkItem w = gemm_work_item<BM, BN>(item, shape, range_len);
+    const T* a_z = a + w.z1 * va.b1 + w.z2 * va.b2;
+    const T* b_z = b + w.z1 * vb.b1 + w.z2 * vb.b2;
+    const int m0 = w.m0, n0 = w.n0;
+    const int slices = w.k_end > w.k_begin ? (w.k_end - w.k_begin + BK - 1) / BK : 0;
 
     float acc[Tile::kTilesM][Tile::kTilesN][4];
 #pragma unroll
@@ -171,17 +167,19 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
 
     GemmSlice<T, BM, BK, kThreads> ra;
     GemmSlice<T, BN, BK, kThreads> rb;
-    ra.load(a_z, va, shape.M, shape.K, m0, 0, tid);
-    rb.load(b_z, vb, shape.N, shape.K, n0, 0, tid);
+    ra.begin(a_z, va, m0, tid);
+    rb.begin(b_z, vb, n0, tid);
+    ra.load(va, M, w.k_end, w.k_begin, tid);
+    rb.load(vb, N, w.k_end, w.k_begin, tid);
     stage_tensor_core_slice(ra, as[0], va, tid);
     stage_tensor_core_slice(rb, bs[0], vb, tid);
     __syncthreads();
-    for (int64_t sl = 0; sl < slices; ++sl) {
-      const int cur = static_cast<int>(sl & 1);
+    for (int sl = 0; sl < slices; ++sl) {
+      const int cur = sl & 1;
       const bool more = sl + 1 < slices;
       if (more) {  // global loads in flight while this slice is multiplied
-        ra.load(a_z, va, shape.M, shape.K, m0, (sl + 1) * BK, tid);
-        rb.load(b_z, vb, shape.N, shape.K, n0, (sl + 1) * BK, tid);
+        ra.load(va, M, w.k_end, w.k_begin + (sl + 1) * BK, tid);
+        rb.load(vb, N, w.k_end, w.k_begin + (sl + 1) * BK, tid);
       }
 #pragma unroll
       for (int kw = 0; kw < BK / In::kPerWord; kw += kWordsK) {
@@ -204,23 +202,23 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
     }
 
     // Accumulator r of mma tile (i, j) is C(16 i + g + 8 (r / 2), 8 j + 2 t + r % 2) of the warp's part.
-    TC* c_z = c + z1 * vc.b1 + z2 * vc.b2;
-    const T* bias_z = bias != nullptr ? bias + z2 * vc.bias_b2 : nullptr;
+    TC* c_z = c + w.z1 * vc.b1 + w.z2 * vc.b2 + w.split * vc.bsplit;
+    const T* bias_z = bias != nullptr ? bias + w.z2 * vc.bias_b2 : nullptr;
     const int g = lane / 4, t = lane % 4;
 #pragma unroll
     for (int i = 0; i < Tile::kTilesM; ++i) {
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        const int64_t m = m0 + wm0 + 16 * i + g + 8 * h;
-        if (m >= shape.M) continue;
+        const int m = m0 + wm0 + 16 * i + g + 8 * h;
+        if (m >= M) continue;
         const float bm = bias_z != nullptr ? to_acc(bias_z[m]) : 0.0f;
 #pragma unroll
         for (int j = 0; j < Tile::kTilesN; ++j) {
 #pragma unroll
           for (int e = 0; e < 2; ++e) {
-            const int64_t n = n0 + wn0 + 8 * j + 2 * t + e;
-            if (n >= shape.N) continue;
-            TC* dst = c_z + m * vc.ldc + n;
+            const int n = n0 + wn0 + 8 * j + 2 * t + e;
+            if (n >= N) continue;
+            TC* dst = c_z + static_cast<int64_t>(m) * vc.ldc + n;
             float v = acc[i][j][2 * h + e] + bm;
             if (vc.accumulate) v += to_acc(*dst);
             *dst = from_acc<TC>(conv_epilogue(v, vc.relu));
@@ -231,12 +229,12 @@ __global__ void __launch_bounds__(Tile::kThreads, 1)
   }
 }
 
-// Operand vector modes are settled by launch_gemm, which calls this.
+// Operand vector modes, divisors and splits are settled by launch_gemm, which calls this.
 template <typename T, typename TC>
 const char* launch_gemm_tensor_core(const T* a, GemmOperand va, const T* b, GemmOperand vb, TC* c, GemmOutput vc,
                                     const T* bias, GemmShape shape, cudaStream_t stream) {
   using Tile = GemmTensorCoreTile;
-  const int64_t items = shape.nz1 * shape.nz2 * ceil_div(shape.M, Tile::BM) * ceil_div(shape.N, Tile::BN);
+  const int64_t items = gemm_work_items<Tile::BM, Tile::BN>(shape);
   auto kernel = gemm_tensor_core_kernel<T, TC, Tile>;
   SIMT_LAUNCH(kernel, conv_grid(items), Tile::kThreads, 0, stream, a, va, b, vb, c, vc, bias, shape);
   return launch_status();

@@ -158,23 +158,36 @@ GemmMath gemm_math(Backend backend, const at::Tensor& like, bool tf32) {
   return has_tensor_cores(backend) ? GemmMath::kTensorCore : GemmMath::kCudaCore;
 }
 
-// Calls a convolution entry point: the CUDA and SIMT launchers get the GEMM
-// math and scratch memory from torch's allocator (sized by their own
-// workspace query) as their last arguments; the CPU kernels keep their own
-// scratch, multiply on the CPU, and get neither.
-//   with_launch_args(target, pass, algorithm, math, p, like, [&](auto... launch_args) {
-//     return conv2d_forward(target, ..., launch_args...);
+// Calls a kernel entry point with scratch memory from torch's allocator
+// (sized by the launchers' own workspace query) as its last argument on the
+// CUDA and SIMT backends; the CPU kernels keep their own scratch and get none.
+//   with_workspace(target, pass, algorithm, p, like, [&](auto... workspace) {
+//     return conv2d_backward_bias(target, ..., workspace...);
 //   });
 template <typename Target, typename Call>
-auto with_launch_args(Target target, ConvPass pass, ConvAlgorithm algorithm, GemmMath math, const Conv2dParams& p,
-                      const at::Tensor& like, const Call& call) {
+auto with_workspace(Target target, ConvPass pass, ConvAlgorithm algorithm, const Conv2dParams& p,
+                    const at::Tensor& like, const Call& call) {
   if constexpr (std::is_same_v<Target, cpu::Target>) {
     return call();
   } else {
     const int64_t bytes = conv2d_workspace_bytes(target, pass, algorithm, p, like.element_size());
     const at::Tensor workspace = at::empty({bytes}, like.options().dtype(at::kByte));
-    return call(math, bytes == 0 ? nullptr : workspace.data_ptr());
+    return call(bytes == 0 ? nullptr : workspace.data_ptr());
   }
+}
+
+// The same for the convolution passes, whose CUDA and SIMT launchers also take
+// the GEMM math before the workspace; the CPU kernels multiply on the CPU.
+template <typename Target, typename Call>
+auto with_launch_args(Target target, ConvPass pass, ConvAlgorithm algorithm, GemmMath math, const Conv2dParams& p,
+                      const at::Tensor& like, const Call& call) {
+  return with_workspace(target, pass, algorithm, p, like, [&](auto... workspace) {
+    if constexpr (sizeof...(workspace) == 0) {
+      return call();
+    } else {
+      return call(math, workspace...);
+    }
+  });
 }
 
 // The forward pass of conv2d and conv2d_relu: `relu` asks every kernel to
@@ -318,7 +331,9 @@ at::Tensor conv2d_backward_bias(const at::Tensor& grad_output, c10::string_view 
   if (grad_output.numel() == 0) return grad_bias.zero_();
   const at::Tensor dy = grad_output.contiguous();
   run_kernels(backend, dy, op, [&]<typename T>(auto target) {
-    return conv2d_backward_bias(target, in_ptr<T>(dy), out_ptr<T>(grad_bias), p);
+    return with_workspace(target, ConvPass::kBackwardBias, ConvAlgorithm::kDirect, p, dy, [&](auto... workspace) {
+      return conv2d_backward_bias(target, in_ptr<T>(dy), out_ptr<T>(grad_bias), p, workspace...);
+    });
   });
   return grad_bias;
 }

@@ -71,6 +71,7 @@ py::dict build_info() {
   simt_settings["order"] = simt_order_name(simt::order());
   simt_settings["seed"] = simt::seed();
   simt_settings["workers"] = simt::num_workers();
+  simt_settings["multiprocessors"] = simt::multiprocessor_count();
   info["simt"] = simt_settings;
   return info;
 }
@@ -176,6 +177,8 @@ PYBIND11_MODULE(_C, m) {
         "The algorithm (\"direct\" or \"im2col\") conv2d's algorithm=\"auto\" runs on a backend in one pass "
         "(\"fwd\", \"bwd_input\", \"bwd_weight\"); symmetric padding [h, w]; tensor_cores: whether the im2col "
         "GEMMs would run on tensor cores.");
+  m.def("simt_set_multiprocessor_count", &simt::set_multiprocessor_count, py::arg("count"),
+        "Sets the multiprocessor count the SIMT device reports (<= 0: FASTCONV_SIMT_SMS, else 132).");
   m.def("parallel_for_threads", &parallel_for_threads,
         "Number of threads an at::parallel_for loop of the CPU kernels runs on.");
 }

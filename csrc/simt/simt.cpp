@@ -194,6 +194,9 @@ std::atomic<uint64_t> g_seed{0};
 std::atomic<int> g_workers{0};
 std::atomic<bool> g_recording{false};
 std::atomic<bool> g_dry_run{false};
+constexpr int kDefaultMultiprocessors = 132;  // an H100 SXM
+std::atomic<int> g_env_sms{kDefaultMultiprocessors};
+std::atomic<int> g_sms{kDefaultMultiprocessors};
 std::once_flag g_env_once;
 thread_local cudaError_t t_last_error = cudaSuccess;
 
@@ -263,6 +266,12 @@ void read_env() {
     if (workers <= 0) workers = static_cast<int>(std::thread::hardware_concurrency());
     g_workers = std::max(workers, 1);
     if (const char* s = std::getenv("FASTCONV_SIMT_DRY_RUN"); s && std::atoi(s) != 0) g_dry_run = true;
+    if (const char* s = std::getenv("FASTCONV_SIMT_SMS")) {
+      const int sms = std::atoi(s);
+      if (sms > 0) g_env_sms = sms;
+      else std::fprintf(stderr, "simt: ignoring FASTCONV_SIMT_SMS=%s (want a positive count)\n", s);
+    }
+    g_sms = g_env_sms.load();
     read_checks();
     install_report_hooks();
   });
@@ -1326,6 +1335,14 @@ std::vector<KernelLaunches> launch_counts() {
 int num_workers() {
   read_env();
   return g_workers.load();
+}
+void set_multiprocessor_count(int n) {
+  read_env();
+  g_sms = n > 0 ? n : g_env_sms.load();
+}
+int multiprocessor_count() {
+  read_env();
+  return g_sms.load();
 }
 Order order() {
   read_env();

@@ -41,7 +41,10 @@
 #define __host__
 #define __constant__
 #define __forceinline__ inline
-#define __align__(n) alignas(n)
+// GCC's attribute rather than alignas: CUDA code writes it among the
+// decl-specifiers (`__shared__ __align__(16) float tile[...]`), where the
+// standard attribute is not allowed.
+#define __align__(n) __attribute__((aligned(n)))
 #if !defined(__GNUC__)
 #define __restrict__ __restrict
 #endif
@@ -146,9 +149,16 @@ enum cudaFuncAttribute {
   cudaFuncAttributeMaxDynamicSharedMemorySize = 8,
 };
 
+enum cudaDeviceAttr {
+  cudaDevAttrMultiProcessorCount = 16,
+};
+
 // Environment, read at the first launch:
 //   FASTCONV_SIMT_ORDER=forward|reversed|shuffled, FASTCONV_SIMT_SEED=N: see Order.
 //   FASTCONV_SIMT_WORKERS=N: OS threads that run blocks (default: every core).
+//   FASTCONV_SIMT_SMS=N: the multiprocessor count the emulated device reports
+//     (cudaDevAttrMultiProcessorCount; default 132, an H100's). Launchers size
+//     their grids from it, so it picks the launch shapes a GPU would get.
 //   FASTCONV_SIMT_CHECK=race,memory,access (or none): the checks a sanitizer
 //     build runs; all that the build supports by default. `race` needs the
 //     kernels and program built with -fsanitize=thread (ThreadSanitizer then
@@ -181,6 +191,10 @@ uint64_t seed();
 // OS threads that run blocks in parallel; n <= 0 means hardware_concurrency.
 void set_num_workers(int n);
 int num_workers();
+// The multiprocessor count cudaDeviceGetAttribute reports; n <= 0 restores
+// the default (FASTCONV_SIMT_SMS, else 132).
+void set_multiprocessor_count(int n);
+int multiprocessor_count();
 
 // How often each kernel has run in this process (launches that passed the
 // launch checks), by kernel address. The tests use it to prove that the SIMT
@@ -289,6 +303,16 @@ inline const char* cudaGetErrorString(cudaError_t e) { return ::simt::error_stri
 // Launches are synchronous on the host.
 inline cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
 inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+// One emulated device, 0, with a configurable multiprocessor count.
+inline cudaError_t cudaGetDevice(int* device) {
+  *device = 0;
+  return cudaSuccess;
+}
+inline cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
+  if (attr != cudaDevAttrMultiProcessorCount || device != 0) return cudaErrorInvalidValue;
+  *value = ::simt::multiprocessor_count();
+  return cudaSuccess;
+}
 // The opt-in a kernel needs for more than 48 KiB of dynamic shared memory
 // (up to 227 KiB, an H100's limit); same name and signature as CUDA's.
 template <class T>

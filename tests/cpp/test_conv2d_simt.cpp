@@ -202,7 +202,9 @@ void run_case(const Case& c, std::mt19937& rng) {
     compare("backward_weight", c, v, dw, ref.dw, ref.dw_abs);
   }
   std::vector<T> db = poisoned<T>(ref.db.size());
-  const char* err = simt::conv2d_backward_bias<T>(kSimt, dyt.data(), db.data(), p);
+  const char* err = simt::conv2d_backward_bias<T>(
+      kSimt, dyt.data(), db.data(), p,
+      ws.get(simt::conv2d_workspace_bytes(kSimt, ConvPass::kBackwardBias, ConvAlgorithm::kDirect, p, sizeof(T))));
   if (err) { std::fprintf(stderr, "backward_bias error: %s\n", err); ++g_failures; }
   compare("backward_bias", c, kDirect, db, ref.db, ref.db_abs);
 }
@@ -234,7 +236,9 @@ std::vector<Case> fixed_cases() {
       make_case(2, 3, 10, 10, 4, 2, 2, 1, 1, 1, 1, true, 0),        // asymmetric "same"-style padding
       make_case(1, 2, 6, 6, 3, 3, 3, 1, 7, 1, 1, true),             // padding beyond the kernel
       make_case(0, 3, 8, 8, 4, 3, 3, 1, 1, 1, 1, true),             // empty batch
-      make_case(4, 3, 32, 32, 4, 3, 3, 1, 1, 1, 1, true),           // several weight-gradient slices
+      make_case(4, 3, 32, 32, 4, 3, 3, 1, 1, 1, 1, true),           // several weight-gradient slices, split-K
+      make_case(3, 2, 47, 61, 2, 1, 1, 1, 0, 1, 1, true),           // bias gradient in ragged ranges
+      make_case(2, 4, 23, 23, 6, 3, 3, 1, 1, 1, 2, false),          // split-K with groups
       make_case(1, 2, 8, 8, 3, 31, 31, 1, 45, 3, 1, true),          // huge footprint: unstaged kernels
       make_case(1, 16, 31, 31, 130, 3, 3, 1, 1, 1, 1, false),       // large GEMM tiles
       make_case(1, 1, 8, 16, 128, 1, 1, 1, 0, 1, 1, true),          // large GEMM tiles, few MACs

@@ -405,7 +405,24 @@ void test_workers() {
   simt::set_num_workers(0);
 }
 
+// The device attribute launchers size their grids from: 132 (an H100) unless
+// FASTCONV_SIMT_SMS or set_multiprocessor_count says otherwise.
+void test_multiprocessors() {
+  const char* env = std::getenv("FASTCONV_SIMT_SMS");
+  const int expected_default = env != nullptr && std::atoi(env) > 0 ? std::atoi(env) : 132;
+  int device = -1, count = 0;
+  CHECK(cudaGetDevice(&device) == cudaSuccess && device == 0);
+  CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device) == cudaSuccess);
+  CHECK(count == expected_default);
+  simt::set_multiprocessor_count(7);
+  CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, 0) == cudaSuccess && count == 7);
+  CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, 1) == cudaErrorInvalidValue);
+  simt::set_multiprocessor_count(0);
+  CHECK(simt::multiprocessor_count() == expected_default);
+}
+
 const NamedCases kTests = {
+
     {"matmul_odd", test_matmul_odd},
     {"matmul_256", test_matmul_256},
     {"matmul_orders", test_matmul_orders},
@@ -418,6 +435,7 @@ const NamedCases kTests = {
     {"launch_errors", test_launch_errors},
     {"early_return", test_early_return},
     {"workers", test_workers},
+    {"multiprocessors", test_multiprocessors},
 };
 
 }  // namespace

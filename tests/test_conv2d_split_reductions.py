@@ -1,0 +1,140 @@
+"""The convolution's split reductions on the SIMT runtime, against torch: the im2col weight
+gradient's split-K (reduction ranges over images and pixels, partials added in a fixed order)
+and the bias gradient's (channel, range) partials. Awkward shapes, every dtype, and the same
+bits on a rerun (no atomics: the order of the sums is fixed by the launch shape)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import fastconv
+import fastconv.functional as FF
+
+from simt_kernels import expect_kernels, multiprocessors, simt_has_tensor_cores
+
+DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
+KERNEL_TYPE = {torch.float32: "float", torch.float64: "double", torch.float16: "half_t",
+               torch.bfloat16: "bfloat16_t"}
+ACC_TYPE = {torch.float32: "float", torch.float64: "double", torch.float16: "float", torch.bfloat16: "float"}
+# Relative to the largest magnitude of the float64 reference.
+TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-12, torch.float16: 4e-3, torch.bfloat16: 3e-2}
+
+# (input shape, weight shape, geometry); each weight-gradient reduction (batch * P * Q) is long
+# enough for several 128-index ranges, and its few output tiles ask for many.
+SPLIT_K_CASES = {
+    "batch1-odd": ((1, 6, 41, 37), (5, 6, 3, 3), dict(padding=1)),
+    "stride2": ((4, 3, 33, 35), (5, 3, 3, 3), dict(stride=2)),
+    "groups-dilation": ((2, 8, 25, 23), (6, 4, 3, 3), dict(padding=2, dilation=2, groups=2)),
+    "many-ranges": ((8, 2, 32, 32), (3, 2, 3, 3), dict(padding=1)),
+}
+
+
+@pytest.fixture(autouse=True)
+def _simt():
+    with fastconv.backend("simt"):
+        yield
+
+
+def _close(ours, expected, dtype):
+    scale = expected.abs().max().item() + 1e-12
+    torch.testing.assert_close(ours.double() / scale, expected.double() / scale, rtol=0, atol=TOLERANCE[dtype])
+
+
+def _bits(t):
+    return t.view({2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()])
+
+
+def _weight_and_bias_grads(x, w, b, g, **geometry):
+    y = FF.conv2d(x, w, b, algorithm="im2col", **geometry)
+    return torch.autograd.grad(y, (w, b), g)
+
+
+def _operands(case, dtype):
+    """Input, weight, bias and grad_output of a case in `dtype`, and torch's float64 weight and
+    bias gradients for the same values."""
+    x_shape, w_shape, geometry = case
+    x = torch.randn(x_shape).to(dtype)
+    w = torch.randn(w_shape).to(dtype).requires_grad_()
+    b = torch.randn(w_shape[0]).to(dtype).requires_grad_()
+    wide = [t.detach().double().requires_grad_() for t in (x, w, b)]
+    expected = F.conv2d(*wide, **geometry)
+    g = torch.randn(expected.shape).to(dtype)
+    return (x, w, b, g), torch.autograd.grad(expected, wide[1:], g.double())
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", SPLIT_K_CASES.values(), ids=SPLIT_K_CASES.keys())
+def test_im2col_weight_gradient_split_k(dtype, case):
+    operands, (dw_ref, db_ref) = _operands(case, dtype)
+    t, acc = KERNEL_TYPE[dtype], ACC_TYPE[dtype]
+    # Partials in the accumulation type, added into grad_weight by the fixed-order pass; float16
+    # and bfloat16 multiply on tensor cores (where the emulated GPU has them).
+    on_tensor_cores = dtype in (torch.float16, torch.bfloat16) and simt_has_tensor_cores()
+    gemm = f"gemm_tensor_core_kernel<{t}, {acc}" if on_tensor_cores else f"gemm_kernel<{t}, {acc}, GemmTile<64, 64"
+    with expect_kernels(gemm, f"conv2d_reduce_partials_kernel<{t}, {t}>"):
+        dw, db = _weight_and_bias_grads(*operands, **case[2])
+    _close(dw, dw_ref, dtype)
+    _close(db, db_ref, dtype)
+
+
+@pytest.mark.parametrize("case", SPLIT_K_CASES.values(), ids=SPLIT_K_CASES.keys())
+def test_im2col_weight_gradient_split_k_on_tf32_tensor_cores(case):
+    # float32 under TF32: the split ranges run on the tensor-core GEMM. Inputs rounded to a
+    # 10-bit mantissa (relative error 2^-11 each) bound the error near 2^-10 of the largest
+    # magnitude on these short reductions.
+    operands, (dw_ref, _) = _operands(case, torch.float32)
+    with fastconv.backend("simt", allow_tf32=True), expect_kernels(
+            "gemm_tensor_core_kernel<float, float", "conv2d_reduce_partials_kernel<float, float>"):
+        dw, _ = _weight_and_bias_grads(*operands, **case[2])
+    scale = dw_ref.abs().max().item()
+    torch.testing.assert_close(dw.double() / scale, dw_ref / scale, rtol=0, atol=2e-3)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_split_reductions_give_the_same_bits_twice(dtype):
+    case = SPLIT_K_CASES["many-ranges"]  # 64 weight-gradient ranges, 8 bias ranges
+    operands, _ = _operands(case, dtype)
+    first = _weight_and_bias_grads(*operands, **case[2])
+    second = _weight_and_bias_grads(*operands, **case[2])
+    for a, c in zip(first, second):
+        assert torch.equal(_bits(a), _bits(c)), "not bit-identical"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_split_k_agrees_with_torch_on_any_device_size(dtype):
+    # One multiprocessor asks for two waves of one tile: two ranges; 132 ask for as many as the
+    # reduction allows (64). Both sum the same terms in different groupings.
+    case = SPLIT_K_CASES["many-ranges"]
+    operands, (dw_ref, _) = _operands(case, dtype)
+    with multiprocessors(1):
+        few = _weight_and_bias_grads(*operands, **case[2])[0]
+    many = _weight_and_bias_grads(*operands, **case[2])[0]
+    _close(few, dw_ref, dtype)
+    _close(many, dw_ref, dtype)
+
+
+# Bias gradients: (grad_output shape); N * P * Q of several 1,024-element ranges, ragged ends,
+# ranges that start inside an image.
+BIAS_CASES = {"odd-sizes": (3, 5, 47, 61), "batch1": (1, 3, 130, 131),
+              "one-channel": (2, 1, 97, 89)}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", BIAS_CASES.values(), ids=BIAS_CASES.keys())
+def test_bias_gradient_in_ranges(dtype, shape):
+    dy = torch.randn(shape).to(dtype)
+    t = KERNEL_TYPE[dtype]
+    with expect_kernels(f"conv2d_backward_bias_kernel<{t}>", f"conv2d_reduce_partials_kernel<{t}, {t}>"):
+        db = torch.ops.fastconv.conv2d_backward_bias(dy, "simt")
+    _close(db, dy.double().sum(dim=(0, 2, 3)), dtype)
+    assert torch.equal(_bits(db), _bits(torch.ops.fastconv.conv2d_backward_bias(dy, "simt"))), "not bit-identical"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bias_gradient_of_a_short_reduction_in_one_pass(dtype):
+    dy = torch.randn(2, 7, 5, 3).to(dtype)
+    with expect_kernels(f"conv2d_backward_bias_kernel<{KERNEL_TYPE[dtype]}>"):
+        db = torch.ops.fastconv.conv2d_backward_bias(dy, "simt")
+    _close(db, dy.double().sum(dim=(0, 2, 3)), dtype)
