@@ -23,6 +23,7 @@ import datetime
 import hashlib
 import json
 import math
+import os
 import subprocess
 import sys
 from collections import defaultdict
@@ -77,7 +78,9 @@ def kernel_table(arch: str, progress: bool = True) -> Dict[str, Dict]:
         kernels = ptxas_report.kernel_resources(arch, units, progress=lambda _unit: bar.update())
     table = {k["mangled"]: k for k in kernels}
     CACHE.mkdir(parents=True, exist_ok=True)
-    cached.write_text(json.dumps(table, indent=1))
+    partial = cached.with_suffix(f".{os.getpid()}.tmp")  # renamed into place: a concurrent run never reads half a file
+    partial.write_text(json.dumps(table, indent=1))
+    partial.replace(cached)
     return table
 
 
