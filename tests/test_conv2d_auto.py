@@ -21,11 +21,11 @@ IM2COL = {"fwd": "gemm_kernel", "bwd_input": "col2im_kernel", "bwd_weight": "gem
 CASES = {
     # depthwise: every pass direct
     "depthwise": ((2, 4, 7, 7), (4, 1, 3, 3), 4, 0, ("direct", "direct", "direct")),
-    # 3 input channels: a narrow forward GEMM and a small dW (direct), a patch of 27 (im2col dX)
-    "rgb": ((2, 3, 9, 9), (8, 3, 3, 3), 1, 1, ("direct", "im2col", "direct")),
-    # 40 output channels, patch 72: im2col forward and input gradient, a small dW (direct)
-    "wide": ((1, 8, 6, 6), (40, 8, 3, 3), 1, 1, ("im2col", "im2col", "direct")),
-    # 1024 x 1024 weights: enough dW tiles to fill a GPU, so im2col for all three
+    # 3 input channels: a narrow forward GEMM (direct), a patch of 27 (im2col dX and dW)
+    "rgb": ((2, 3, 9, 9), (8, 3, 3, 3), 1, 1, ("direct", "im2col", "im2col")),
+    # 40 output channels, patch 72: im2col for all three
+    "wide": ((1, 8, 6, 6), (40, 8, 3, 3), 1, 1, ("im2col", "im2col", "im2col")),
+    # 1024 x 1024 weights, a 1x1 kernel: im2col for all three
     "large_dw": ((1, 1024, 1, 1), (1024, 1024, 1, 1), 1, 0, ("im2col", "im2col", "im2col")),
 }
 
@@ -72,7 +72,7 @@ def test_layers_train_with_auto_on_simt():
     """fnn.Conv2d with the default algorithm through autograd: each pass decides for itself."""
     conv = fastconv.nn.Conv2d(3, 8, 3, padding=1)
     x = torch.randn(2, 3, 9, 9, requires_grad=True)
-    with fastconv.backend("simt"), expect_kernels(DIRECT["fwd"], IM2COL["bwd_input"], DIRECT["bwd_weight"]):
+    with fastconv.backend("simt"), expect_kernels(DIRECT["fwd"], IM2COL["bwd_input"], IM2COL["bwd_weight"]):
         y = conv(x)
         y.square().sum().backward()
     ref = torch.nn.Conv2d(3, 8, 3, padding=1)
@@ -85,12 +85,13 @@ def test_layers_train_with_auto_on_simt():
 
 def test_tensor_cores_move_the_crossovers():
     """With the im2col GEMMs on tensor cores (TF32, half, bfloat16), 32 output channels already
-    take im2col forward, and a quarter of a million weights im2col for the weight gradient."""
+    take im2col forward, and depthwise weight gradients im2col too."""
     rule = lambda p, xs, ws, tc: _C.conv2d_auto_algorithm("cuda", p, list(xs), list(ws), [1, 1], [1, 1], [1, 1], 1, tc)  # noqa: E731
     assert rule("fwd", (1, 32, 75, 75), (32, 32, 3, 3), False) == "direct"
     assert rule("fwd", (1, 32, 75, 75), (32, 32, 3, 3), True) == "im2col"
-    assert rule("bwd_weight", (1, 128, 56, 56), (256, 128, 3, 3), False) == "direct"
-    assert rule("bwd_weight", (1, 128, 56, 56), (256, 128, 3, 3), True) == "im2col"
+    depthwise = lambda tc: _C.conv2d_auto_algorithm("cuda", "bwd_weight", [1, 32, 74, 74], [32, 1, 3, 3], [1, 1],  # noqa: E731
+                                                     [0, 0], [1, 1], 32, tc)
+    assert depthwise(False) == "direct" and depthwise(True) == "im2col"
 
 
 def test_simt_tf32_runs_the_tensor_core_rule():

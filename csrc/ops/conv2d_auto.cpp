@@ -34,34 +34,29 @@ ConvAlgorithm cpu_rule(const Conv2dParams& p) {
 // col2im gathers; only depthwise-like patches (under 16) make direct faster
 // (depthwise 32 @74 31 vs 226); at 3->32 @150 im2col still wins (111 vs 303).
 //
-// Weight gradient: the im2col GEMM is out_channels_per_group x patch with the
-// whole N * P * Q reduction inside each tile, unsplit, so it has as many
-// blocks as 128 x 128 tiles of dW: the GPU fills only from about a million
-// weights per group on (256->512 @28: 1.18M weights, 1800 vs 2654;
-// 512->512 @28: 2033 vs 5309). Below that the direct kernel, which splits
-// the reduction into up to 64 slices, wins by far (256->256 @56: 5311 vs
-// 7200; 32->64 @74: 322 vs 10789; 3->32 @150: 549 vs 45343).
+// Weight gradient: the im2col GEMM is out_channels_per_group x patch, its
+// N * P * Q reduction split into ranges (split-K) sized from the GPU's SM
+// count, so it fills the GPU even where dW has few tiles, and it wins on
+// every seed layer (3->32 @150: 197 vs 549; 32->64 @74: 268 vs 322;
+// 256->256 @56: 2193 vs 5311). Only depthwise-like patches (under 16) keep
+// the direct kernel on CUDA cores (32 channels @74: direct 978 vs 1364).
 //
 // On tensor cores (TF32, CUDA's default for float32 under torch's rule, and
 // half and bfloat16 from sm_80; python -m bench.cuda_model --tf32,
-// cuda_model_h100_tf32.json) the im2col GEMMs run 2-8x faster and the
-// crossovers move: the forward takes direct only under 32 output channels per
-// group (32->32 @75: im2col 138 vs 169), and the weight gradient takes im2col
-// from a quarter of a million weights per group (128->256 @56, 295K: 1370 vs
-// 2656; 128->128 @112, 147K: still direct, 5311 vs 7391).
+// cuda_model_h100_tf32.json) the im2col GEMMs run 2-8x faster: the forward
+// takes direct only under 32 output channels per group (32->32 @75: im2col
+// 138 vs 169), and the weight gradient is im2col throughout (depthwise 32
+// @74: 227 vs 978).
 //
-// On the model's H100 the rule runs the faster algorithm in 119 of the 120
+// On the model's H100 the rule runs the faster algorithm in 113 of the 120
 // passes of the seed, 1x1 and grouped layers at batch 1 and 32 on CUDA cores
-// (the other is a tie) and in 110 on TF32 (the others: weight gradients at
-// batch 1, where a few im2col tiles already beat the direct kernel, and near
-// ties). On its A100 (cuda_model_a100*.json): 107 and 110, the rest within
-// 1.35x: with half as many FP32 lanes per SM, the direct kernels'
-// shared-memory traffic costs less there, and direct forwards win narrowly at
-// batch 1.
+// and in 115 on TF32; on its A100 (cuda_model_a100*.json) in 113 and 117. The
+// misses are within 1.6x (weight gradients of narrow or grouped layers, the
+// 32->32 forward at batch 1, near ties of the 3-channel forwards on TF32),
+// except the forward of 8 channels per group on tensor cores at batch 1
+// (2.9x, 7 vs 2.4 us).
 constexpr int64_t kGpuNarrowGemm = 32;
 constexpr int64_t kGpuDepthwisePatch = 16;
-constexpr int64_t kGpuWgradIm2colWeights = int64_t(1) << 20;
-constexpr int64_t kGpuWgradIm2colWeightsTensorCores = int64_t(1) << 18;
 
 ConvAlgorithm gpu_rule(ConvPass pass, const Conv2dParams& p, bool tensor_cores) {
   bool direct = false;
@@ -75,8 +70,7 @@ ConvAlgorithm gpu_rule(ConvPass pass, const Conv2dParams& p, bool tensor_cores) 
       direct = p.patch_size() < kGpuDepthwisePatch;
       break;
     case ConvPass::kBackwardWeight:
-      direct = p.out_channels_per_group() * p.patch_size() <
-               (tensor_cores ? kGpuWgradIm2colWeightsTensorCores : kGpuWgradIm2colWeights);
+      direct = !tensor_cores && p.patch_size() < kGpuDepthwisePatch;
       break;
     case ConvPass::kBackwardBias:
       break;
