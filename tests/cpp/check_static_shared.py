@@ -34,13 +34,13 @@ def section_names(program):
 
 def kernel_statics(program):
     """(section index, mangled name) of the thread-local statics of functions in namespace fastconv."""
-    found = []
+    found = set()  # a program linked with -rdynamic lists its symbols twice (.dynsym, .symtab)
     for line in readelf("-s", program).splitlines():
         fields = line.split()
         # Num: Value Size Type Bind Vis Ndx Name
         if len(fields) >= 8 and fields[3] == "TLS" and fields[7].startswith("_ZZN8fastconv"):
-            found.append((fields[6], fields[7]))
-    return found
+            found.add((fields[6], fields[7]))
+    return sorted(found)
 
 
 def main(programs):
