@@ -218,7 +218,11 @@ struct BoundsSection {
 };
 
 // The section of a __shared__ variable (see __shared__ above); the runtime
-// reads both (static_shared.cpp).
+// reads both (static_shared.cpp). `name` is a reference to a string literal
+// because outside templates GCC takes nothing else (not a constexpr array).
+// Other functions with COMDAT statics (inline ones, lambdas in templates) get
+// simt_shared too; a translation unit that mixes them with plain functions'
+// __shared__ variables fails to compile with GCC's conflict, never silently.
 constexpr bool is_template_instance(const char* pretty_function) {
   for (const char* p = pretty_function; *p; ++p)
     if (p[0] == '[' && p[1] == 'w' && p[2] == 'i' && p[3] == 't' && p[4] == 'h' && p[5] == ' ')
