@@ -183,8 +183,11 @@ def conv_pass_work(conv: Conv, pass_: str, kernels: Sequence[str], elem: int = 4
             written = acc * slices * w_elems if slices > 1 else elem * w_elems
             works.append(Work(flops, elem * (out_elems + in_elems) + written, w_elems * splits, eff))
         elif kernel.startswith("conv2d_reduce_partials"):
+            # Sums of the direct weight gradient's slices (counted), or of a split reduction's ranges
+            # (the weight gradient's split-K, the bias gradient's: counted as one read, see README).
+            n = c.k if pass_ == "bwd_bias" else w_elems
             slices = wgrad_slices(c) if any(k.startswith("conv2d_direct") for k in kernels) else 1
-            works.append(Work(float((slices - 1) * w_elems), acc * slices * w_elems + elem * w_elems, w_elems))
+            works.append(Work(float((slices - 1) * n), acc * slices * n + elem * n, n))
         elif kernel.startswith("conv2d_backward_bias"):
             works.append(Work(float(out_elems), elem * (out_elems + c.k), c.k * splits))
         else:
