@@ -57,10 +57,12 @@ struct FastDivmod {
 constexpr int64_t kFastDivmodLimit = int64_t(1) << 31;  // dividends and divisors stay below
 
 // A half-open range of indices [begin, end); empty when begin >= end.
-struct IndexRange {
-  int64_t begin;
-  int64_t end;
+template <typename I>
+struct BasicIndexRange {
+  I begin;
+  I end;
 };
+using IndexRange = BasicIndexRange<int64_t>;
 
 // The outputs o in [0, out_size) whose tap o * stride + shift lands inside
 // [0, in_size): convolution loops run over these and skip the padding.
@@ -80,13 +82,15 @@ FASTCONV_HD IndexRange outputs_inside(int64_t shift, int64_t stride, int64_t in_
 // begin + dilation, ... below end, for the window of output `out_pos`. Pooling
 // loops run over these. `begin` is the first tap at or after 0, found the way
 // torch finds it (it seeds the index of an all -inf window, so it must agree
-// even when no tap is inside, where begin >= end).
-FASTCONV_HD IndexRange taps_inside(int64_t out_pos, int64_t stride, int64_t pad, int64_t kernel,
-                                   int64_t dilation, int64_t in_size) {
-  int64_t begin = out_pos * stride - pad;
-  int64_t end = begin + (kernel - 1) * dilation + 1;
+// even when no tap is inside, where begin >= end). I is int64_t, or int in
+// device code whose planes the launcher keeps below 2^31 (a 64-bit division
+// is a software routine on a GPU).
+template <typename I>
+FASTCONV_HD BasicIndexRange<I> taps_inside(I out_pos, I stride, I pad, I kernel, I dilation, I in_size) {
+  I begin = out_pos * stride - pad;
+  I end = begin + (kernel - 1) * dilation + 1;
   if (end > in_size) end = in_size;
-  if (begin < 0) begin += ceil_div(-begin, dilation) * dilation;
+  if (begin < 0) begin += (dilation - 1 - begin) / dilation * dilation;  // ceil(-begin / dilation) taps skipped
   return {begin, end};
 }
 

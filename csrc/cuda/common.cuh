@@ -111,6 +111,15 @@ inline unsigned grid_stride_blocks(int64_t work, int threads = kElementwiseThrea
   return static_cast<unsigned>(blocks < max_blocks ? blocks : max_blocks);
 }
 
+// Images (or planes) per launch of an elementwise kernel that splits its flat
+// index with 32-bit FastDivmods: as many as keep the launch under 2^30
+// elements (0 when one image alone exceeds it), which leaves the 32-bit
+// grid-stride index room to step past the end.
+constexpr int64_t kElementwiseLaunchLimit = int64_t(1) << 30;
+inline int64_t elementwise_images_per_launch(int64_t per_image) {
+  return per_image > 0 ? kElementwiseLaunchLimit / per_image : kElementwiseLaunchLimit;
+}
+
 // Multiprocessors of the current device (the SIMT runtime reports
 // FASTCONV_SIMT_SMS, default 132): launchers that split work to fill the GPU
 // size the split from it. 1 if the query fails, which only ever under-splits.

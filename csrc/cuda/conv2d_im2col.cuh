@@ -80,14 +80,6 @@ __global__ void __launch_bounds__(launch_bound<T>(kElementwiseThreads))
   }
 }
 
-// Images per launch of the elementwise im2col/col2im kernels: as many as keep
-// the launch under 2^30 elements (0 when one image alone exceeds it), which
-// leaves the 32-bit grid-stride index room to step past the end.
-constexpr int64_t kElementwiseLaunchLimit = int64_t(1) << 30;
-inline int64_t elementwise_images_per_launch(int64_t per_image) {
-  return per_image > 0 ? kElementwiseLaunchLimit / per_image : kElementwiseLaunchLimit;
-}
-
 // A reduction index that never wraps (GemmOperand::kin == 0): element (i, k)
 // lies at i * si + k * sk, with no division.
 constexpr int64_t kGemmNoWrap = 0;
