@@ -102,7 +102,7 @@ def chunk_images(conv: Conv, elem: int) -> int:
 def wgrad_slices(conv: Conv) -> int:
     """Mirrors wgrad_slices: the direct weight gradient's split of the N*P*Q reduction."""
     tiles = conv.groups * math.ceil(conv.kg / 32) * math.ceil(conv.crs_g / 64)
-    slices = min(math.ceil(512 / tiles), conv.n * conv.pq // 1024, 64)
+    slices = min(math.ceil(512 / tiles), conv.n * conv.pq // 1024, 64, (2**31 - 1) // max(conv.pq, 1))
     return max(1, slices)
 
 

@@ -56,6 +56,30 @@ struct FastDivmod {
 };
 constexpr int64_t kFastDivmodLimit = int64_t(1) << 31;  // dividends and divisors stay below
 
+// An index below 2^31 split into the digits of a mixed-radix number, fastest
+// digit first: digit i < radix i, and the last digit (D) takes the rest.
+// Tiled kernels decode their work items so, one FastDivmod per radix, built
+// on the host by make() from the launch's extents.
+template <int D>
+struct MixedRadix {
+  FastDivmod radix[D];
+
+  template <typename... R>
+  static MixedRadix make(R... radices) {
+    static_assert(sizeof...(R) == D, "one radix per digit but the last");
+    return MixedRadix{{FastDivmod::make(static_cast<int64_t>(radices))...}};
+  }
+  FASTCONV_HD void split(uint32_t index, uint32_t (&digits)[D + 1]) const {
+    for (int i = 0; i < D; ++i) {
+      uint32_t q, r;
+      radix[i].divmod(index, q, r);
+      digits[i] = r;
+      index = q;
+    }
+    digits[D] = index;
+  }
+};
+
 // A half-open range of indices [begin, end); empty when begin >= end.
 template <typename I>
 struct BasicIndexRange {

@@ -63,7 +63,7 @@ template <typename T, typename Tile>
 __global__ void __launch_bounds__(Tile::kThreads)
     conv2d_direct_forward_kernel(const T* __restrict__ input, const T* __restrict__ weight,
                                  const T* __restrict__ bias, T* __restrict__ output, Conv2dParams p,
-                                 int chunk, int patch_h, int patch_w, bool relu) {
+                                 MixedRadix<4> item_digits, int chunk, int patch_h, int patch_w, bool relu) {
   using A = acc_t<T>;
   constexpr int TW = Tile::TW, PPT = Tile::PPT, SLOTS = Tile::SLOTS, CPT = Tile::CPT, KC = Tile::kChannels;
   SIMT_DYNAMIC_SHARED(A, smem);
@@ -95,15 +95,11 @@ __global__ void __launch_bounds__(Tile::kThreads)
   }
 
   for (int64_t item = blockIdx.x; item < items; item += gridDim.x) {
-    int64_t rest = item;
-    const int64_t kb_all = rest % (p.groups * kblocks);  // fastest: blocks sharing a patch run together
-    rest /= p.groups * kblocks;
-    const int64_t tile_x = rest % tiles_w;
-    rest /= tiles_w;
-    const int64_t tile_y = rest % tiles_h;
-    const int64_t n = rest / tiles_h;
-    const int64_t g = kb_all / kblocks;
-    const int64_t k0 = g * Kg + (kb_all % kblocks) * KC, k_end = (g + 1) * Kg;
+    // Channel blocks fastest: blocks sharing a patch run together.
+    uint32_t d[5];  // kblock, g, tile_x, tile_y, n (direct_item_digits)
+    item_digits.split(static_cast<uint32_t>(item), d);
+    const int64_t kb = d[0], g = d[1], tile_x = d[2], tile_y = d[3], n = d[4];
+    const int64_t k0 = g * Kg + kb * KC, k_end = (g + 1) * Kg;
     const int64_t oh0 = tile_y * Tile::TH, ow0 = tile_x * TW;
     const int64_t ih0 = oh0 * sh - p.pad_h, iw0 = ow0 * sw - p.pad_w;
 
@@ -208,7 +204,8 @@ template <typename T, typename Tile>
 __global__ void __launch_bounds__(Tile::kThreads)
     conv2d_direct_backward_input_kernel(const T* __restrict__ grad_output,
                                         const T* __restrict__ weight, T* __restrict__ grad_input,
-                                        Conv2dParams p, int chunk, int patch_h, int patch_w) {
+                                        Conv2dParams p, MixedRadix<4> item_digits, int chunk, int patch_h,
+                                        int patch_w) {
   using A = acc_t<T>;
   constexpr int TW = Tile::TW, PPT = Tile::PPT, SLOTS = Tile::SLOTS, CPT = Tile::CPT;
   constexpr int CB = Tile::kChannels;
@@ -231,15 +228,10 @@ __global__ void __launch_bounds__(Tile::kThreads)
   for (int i = 0; i < PPT; ++i) phase_major_pixel<Tile::TH, TW>(pslot + i * Tile::kPixSlots, sh, sw, pix_y[i], pix_x[i]);
 
   for (int64_t item = blockIdx.x; item < items; item += gridDim.x) {
-    int64_t rest = item;
-    const int64_t cb_all = rest % (p.groups * cblocks);
-    rest /= p.groups * cblocks;
-    const int64_t tile_x = rest % tiles_w;
-    rest /= tiles_w;
-    const int64_t tile_y = rest % tiles_h;
-    const int64_t n = rest / tiles_h;
-    const int64_t g = cb_all / cblocks;
-    const int64_t c0 = (cb_all % cblocks) * CB;  // within the group
+    uint32_t d[5];  // cblock, g, tile_x, tile_y, n (direct_item_digits)
+    item_digits.split(static_cast<uint32_t>(item), d);
+    const int64_t g = d[1], tile_x = d[2], tile_y = d[3], n = d[4];
+    const int64_t c0 = int64_t(d[0]) * CB;  // within the group
     // Plane coordinates fit in 32 bits; only offsets into whole tensors need 64.
     const int ih0 = static_cast<int>(tile_y) * Tile::TH, iw0 = static_cast<int>(tile_x) * TW;
     const int pad_h = static_cast<int>(p.pad_h), pad_w = static_cast<int>(p.pad_w);
@@ -309,19 +301,23 @@ __global__ void __launch_bounds__(Tile::kThreads)
 // When one channel's patch plus weights exceed kDirectSmemBytes (very large
 // kernels with large dilation), one thread per output element reads global
 // memory directly. Rare; correctness over speed.
+// The launchers run them on pieces of whole images, fewer than 2^30 elements
+// each (elementwise_images_per_launch), so an element's index splits into
+// its coordinates with 32-bit FastDivmods (unstaged_digits), never with a
+// 64-bit division.
 template <typename T>
 __global__ void __launch_bounds__(launch_bound<T>(kElementwiseThreads))
     conv2d_direct_forward_unstaged_kernel(const T* __restrict__ input, const T* __restrict__ weight,
                                           const T* __restrict__ bias, T* __restrict__ output,
-                                          Conv2dParams p, bool relu) {
+                                          Conv2dParams p, int total, MixedRadix<4> digits, bool relu) {
   using A = acc_t<T>;
   const int64_t Cg = p.in_channels_per_group(), Kg = p.out_channels_per_group();
-  const int64_t total = p.batch * p.out_channels * p.out_pixels();
   for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < total;
        e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t ow = e % p.out_w, oh = (e / p.out_w) % p.out_h;
-    const int64_t k = (e / p.out_pixels()) % p.out_channels, n = e / (p.out_pixels() * p.out_channels);
-    const int64_t g = k / Kg;
+    uint32_t d[5];  // ow, oh, channel within the group, g, n
+    digits.split(static_cast<uint32_t>(e), d);
+    const int64_t ow = d[0], oh = d[1], g = d[3], n = d[4];
+    const int64_t k = g * Kg + d[2];
     A acc = bias != nullptr ? to_acc(bias[k]) : A(0);
     for (int64_t c = 0; c < Cg; ++c) {
       const T* plane = input + (n * p.in_channels + g * Cg + c) * p.in_h * p.in_w;
@@ -340,28 +336,40 @@ __global__ void __launch_bounds__(launch_bound<T>(kElementwiseThreads))
   }
 }
 
+// Input (ih, iw) is reached by tap r from output row t / stride_h when
+// t = ih + pad_h - r * dilation_h is a non-negative multiple of stride_h
+// (likewise for columns): FastDivmods of the strides, t and u below 2^31.
 template <typename T>
 __global__ void __launch_bounds__(launch_bound<T>(kElementwiseThreads))
     conv2d_direct_backward_input_unstaged_kernel(const T* __restrict__ grad_output,
-                                                 const T* __restrict__ weight,
-                                                 T* __restrict__ grad_input, Conv2dParams p) {
+                                                 const T* __restrict__ weight, T* __restrict__ grad_input,
+                                                 Conv2dParams p, int total, MixedRadix<4> digits,
+                                                 FastDivmod stride_h, FastDivmod stride_w) {
   using A = acc_t<T>;
   const int64_t Cg = p.in_channels_per_group(), Kg = p.out_channels_per_group();
-  const int64_t in_hw = p.in_h * p.in_w;
-  const int64_t total = p.batch * p.in_channels * in_hw;
+  const int R = static_cast<int>(p.kernel_h), S = static_cast<int>(p.kernel_w);
+  const int pad_h = static_cast<int>(p.pad_h), pad_w = static_cast<int>(p.pad_w);
+  const int dh = static_cast<int>(p.dilation_h), dw = static_cast<int>(p.dilation_w);
   for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < total;
        e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t iw = e % p.in_w, ih = (e / p.in_w) % p.in_h;
-    const int64_t c = (e / in_hw) % p.in_channels, n = e / (in_hw * p.in_channels);
-    const int64_t g = c / Cg, cg = c % Cg;
+    uint32_t d[5];  // iw, ih, channel within the group, g, n
+    digits.split(static_cast<uint32_t>(e), d);
+    const int iw = static_cast<int>(d[0]), ih = static_cast<int>(d[1]);
+    const int64_t cg = d[2], g = d[3], n = d[4];
     A acc = A(0);
-    for (int64_t r = 0; r < p.kernel_h; ++r) {
-      const int64_t t = ih + p.pad_h - r * p.dilation_h;
-      if (t < 0 || t % p.stride_h != 0 || t / p.stride_h >= p.out_h) continue;
-      for (int64_t s = 0; s < p.kernel_w; ++s) {
-        const int64_t u = iw + p.pad_w - s * p.dilation_w;
-        if (u < 0 || u % p.stride_w != 0 || u / p.stride_w >= p.out_w) continue;
-        const int64_t pix = (t / p.stride_h) * p.out_w + u / p.stride_w;
+    for (int r = 0; r < R; ++r) {
+      const int t = ih + pad_h - r * dh;
+      if (t < 0) continue;
+      uint32_t oh, t_rem;
+      stride_h.divmod(static_cast<uint32_t>(t), oh, t_rem);
+      if (t_rem != 0 || oh >= p.out_h) continue;
+      for (int s = 0; s < S; ++s) {
+        const int u = iw + pad_w - s * dw;
+        if (u < 0) continue;
+        uint32_t ow, u_rem;
+        stride_w.divmod(static_cast<uint32_t>(u), ow, u_rem);
+        if (u_rem != 0 || ow >= p.out_w) continue;
+        const int64_t pix = int64_t(oh) * p.out_w + ow;
         for (int64_t k = g * Kg; k < (g + 1) * Kg; ++k) {
           acc += to_acc(grad_output[(n * p.out_channels + k) * p.out_pixels() + pix]) *
                  to_acc(weight[((k * Cg + cg) * p.kernel_h + r) * p.kernel_w + s]);
@@ -370,6 +378,31 @@ __global__ void __launch_bounds__(launch_bound<T>(kElementwiseThreads))
     }
     grad_input[e] = from_acc<T>(acc);
   }
+}
+
+// ----------------------------------------------- split N*P*Q reductions
+// The weight and bias gradients cut the flat reduction f = n * PQ + pixel
+// into `slices` ranges of slice_len. Where range `slice` begins, without a
+// 64-bit division: slice_len = images * PQ + rest on the host, so it begins
+// at image slice * images + (slice * rest) / PQ, and slice * rest <
+// slices * PQ < 2^31 (reduction_slices_cap keeps it so).
+struct ReductionSlices {
+  int64_t images;
+  uint32_t rest;
+  FastDivmod pixels;
+
+  static ReductionSlices make(int64_t slice_len, int64_t pixels) {
+    const int64_t pq = pixels > 0 ? pixels : 1;
+    return ReductionSlices{slice_len / pq, static_cast<uint32_t>(slice_len % pq), FastDivmod::make(pq)};
+  }
+  __device__ __forceinline__ void start(int64_t slice, int64_t& n, uint32_t& pixel) const {
+    uint32_t dn;
+    pixels.divmod(static_cast<uint32_t>(slice) * rest, dn, pixel);
+    n = slice * images + dn;
+  }
+};
+inline int64_t reduction_slices_cap(int64_t pixels) {
+  return (kFastDivmodLimit - 1) / (pixels > 0 ? pixels : 1);
 }
 
 // --------------------------------------------------------- backward weight
@@ -388,7 +421,7 @@ __global__ void __launch_bounds__(launch_bound<T>(kWgradThreads))
     conv2d_direct_backward_weight_kernel(const T* __restrict__ grad_output,
                                          const T* __restrict__ input, acc_t<T>* __restrict__ partial,
                                          T* __restrict__ grad_weight, Conv2dParams p, int64_t slices,
-                                         int64_t slice_len) {
+                                         int64_t slice_len, MixedRadix<3> item_digits, ReductionSlices starts) {
   using A = acc_t<T>;
   // Staged pixel-fastest, as the loads run (pq = tid % 16): a warp's stores
   // cover two rows of 16 pixels. The multiply reads dy_s rows ty, ty + 1
@@ -407,13 +440,9 @@ __global__ void __launch_bounds__(launch_bound<T>(kWgradThreads))
   const int tid = static_cast<int>(threadIdx.x), tx = tid % 16, ty = tid / 16;
 
   for (int64_t item = blockIdx.x; item < items; item += gridDim.x) {
-    int64_t rest = item;
-    const int64_t slice = rest % slices;
-    rest /= slices;
-    const int64_t ct = rest % ctiles;
-    rest /= ctiles;
-    const int64_t kt = rest % ktiles;
-    const int64_t g = rest / ktiles;
+    uint32_t d[4];  // slice, ct, kt, g
+    item_digits.split(static_cast<uint32_t>(item), d);
+    const int64_t slice = d[0], ct = d[1], kt = d[2], g = d[3];
     const int64_t red_begin = slice * slice_len;
     const int64_t red_end = red_begin + slice_len < red_total ? red_begin + slice_len : red_total;
 
@@ -427,8 +456,14 @@ __global__ void __launch_bounds__(launch_bound<T>(kWgradThreads))
     // multiple of 16), so this thread's reduction index q = q0 + pq is tracked
     // as (image n, pixel) and advanced without 64-bit division.
     const int pq = tid % kWgradPixels;
-    int64_t n = (red_begin + pq) / out_hw;
-    int pix = static_cast<int>((red_begin + pq) - n * out_hw);
+    int64_t n;
+    uint32_t pix_begin;
+    starts.start(slice, n, pix_begin);
+    int pix = static_cast<int>(pix_begin) + pq;  // < PQ + 16 < 2^31 (checked by the launcher)
+    while (pix >= out_hw) {
+      pix -= static_cast<int>(out_hw);
+      ++n;
+    }
     const int out_w = static_cast<int>(p.out_w), S = static_cast<int>(p.kernel_w), RSi = static_cast<int>(RS);
 
     for (int64_t q0 = red_begin; q0 < red_end; q0 += kWgradPixels) {
@@ -508,6 +543,8 @@ inline int64_t wgrad_slices(const Conv2dParams& p) {
   const int64_t by_length = red_total / 1024;
   if (slices > by_length) slices = by_length;
   if (slices > 64) slices = 64;
+  const int64_t cap = reduction_slices_cap(p.out_pixels());
+  if (slices > cap) slices = cap;
   return slices < 1 ? 1 : slices;
 }
 inline int64_t wgrad_slice_len(const Conv2dParams& p, int64_t slices) {
@@ -522,8 +559,8 @@ inline int64_t wgrad_slice_len(const Conv2dParams& p, int64_t slices) {
 // with consecutive threads on consecutive addresses, then warp shuffles and
 // one word per warp in shared memory. With several ranges each writes a
 // partial, and conv2d_reduce_partials_kernel adds them in range order:
-// deterministic. (n, pixel) of f comes from one 64-bit division per item and
-// a FastDivmod per element.
+// deterministic. (n, pixel) of f comes from FastDivmods (ReductionSlices), never
+// from a 64-bit division.
 constexpr int kBiasThreads = 256;
 constexpr int64_t kBiasMinSliceLen = 1024, kBiasMaxSlices = 1024;  // ranges of at least 4 values a thread
 
@@ -532,6 +569,8 @@ inline int64_t bias_slices(const Conv2dParams& p, int multiprocessors) {
   int64_t slices = ceil_div(2 * int64_t(multiprocessors), p.out_channels > 0 ? p.out_channels : 1);
   if (slices > total / kBiasMinSliceLen) slices = total / kBiasMinSliceLen;
   if (slices > kBiasMaxSlices) slices = kBiasMaxSlices;
+  const int64_t cap = reduction_slices_cap(p.out_pixels());
+  if (slices > cap) slices = cap;
   return slices < 1 ? 1 : slices;
 }
 inline int64_t bias_slice_len(const Conv2dParams& p, int64_t slices) {
@@ -542,22 +581,25 @@ template <typename T>
 __global__ void __launch_bounds__(launch_bound<T>(kBiasThreads))
     conv2d_backward_bias_kernel(const T* __restrict__ grad_output, acc_t<T>* __restrict__ partial,
                                 T* __restrict__ grad_bias, Conv2dParams p, int64_t slices, int64_t slice_len,
-                                FastDivmod by_pixels) {
+                                FastDivmod by_slices, ReductionSlices starts) {
   using A = acc_t<T>;
   __shared__ A warp_sums[kBiasThreads / 32];
   const int64_t out_hw = p.out_pixels(), total = p.batch * out_hw;
   const int tid = static_cast<int>(threadIdx.x), lane = tid % 32, warp = tid / 32;
   for (int64_t item = blockIdx.x; item < p.out_channels * slices; item += gridDim.x) {
-    const int64_t k = item / slices, slice = item % slices;
+    uint32_t k32, slice32;
+    by_slices.divmod(static_cast<uint32_t>(item), k32, slice32);
+    const int64_t k = k32, slice = slice32;
     const int64_t begin = slice * slice_len;
     const int64_t len = begin + slice_len < total ? slice_len : (total > begin ? total - begin : 0);
-    const int64_t n_begin = begin / out_hw;
-    const uint32_t pix_begin = static_cast<uint32_t>(begin - n_begin * out_hw);
+    int64_t n_begin;
+    uint32_t pix_begin;
+    starts.start(slice, n_begin, pix_begin);
     const T* channel = grad_output + k * out_hw;
     A sum = A(0);
     for (int64_t e = tid; e < len; e += kBiasThreads) {
       uint32_t dn, pix;  // pix_begin + e < out_hw + slice_len < 2^31 (checked by the launcher)
-      by_pixels.divmod(pix_begin + static_cast<uint32_t>(e), dn, pix);
+      starts.pixels.divmod(pix_begin + static_cast<uint32_t>(e), dn, pix);
       sum += to_acc(channel[(n_begin + dn) * p.out_channels * out_hw + pix]);
     }
 #pragma unroll
@@ -590,12 +632,14 @@ const char* launch_backward_bias(const T* grad_output, T* grad_bias, const Conv2
                                  cudaStream_t stream) {
   const int64_t slices = bias_slices(p, device_multiprocessors());
   const int64_t slice_len = bias_slice_len(p, slices);
-  if (p.out_pixels() + slice_len >= kFastDivmodLimit) {
-    return "conv2d_backward_bias: an output plane plus a reduction range must stay below 2^31 elements";
+  if (p.out_pixels() + slice_len >= kFastDivmodLimit || p.out_channels * slices >= kFastDivmodLimit) {
+    return "conv2d_backward_bias: an output plane plus a reduction range, and the channels times the ranges, "
+           "must stay below 2^31";
   }
   auto* partial = static_cast<acc_t<T>*>(workspace);
   SIMT_LAUNCH(conv2d_backward_bias_kernel<T>, conv_grid(p.out_channels * slices), kBiasThreads, 0, stream,
-              grad_output, partial, grad_bias, p, slices, slice_len, FastDivmod::make(p.out_pixels()));
+              grad_output, partial, grad_bias, p, slices, slice_len, FastDivmod::make(slices),
+              ReductionSlices::make(slice_len, p.out_pixels()));
   const char* err = launch_status();
   if (err != nullptr || slices == 1) return err;
   return launch_reduce_partials<T>(static_cast<const acc_t<T>*>(partial), grad_bias, p.out_channels, slices, false,
@@ -603,6 +647,15 @@ const char* launch_backward_bias(const T* grad_output, T* grad_bias, const Conv2
 }
 
 // ----------------------------------------------------------------- launchers
+// The tiled kernels' work items, split by MixedRadix (32-bit FastDivmods, no
+// 64-bit division on the GPU) into channel block, group, tile column, tile
+// row and image, channel blocks fastest.
+constexpr const char* kDirectTooManyTiles = "conv2d (direct): more than 2^31 tiles; split the batch";
+inline MixedRadix<4> direct_item_digits(int64_t channel_blocks, const Conv2dParams& p, int64_t tiles_w,
+                                        int64_t tiles_h) {
+  return MixedRadix<4>::make(channel_blocks, p.groups, tiles_w, tiles_h);
+}
+
 // Input channels staged per round for a block with `channels` output channels
 // (forward) or input channels (backward input); 0 when even one does not fit.
 // `patch_pitch`: words per staged patch row (the forward pads rows to whole
@@ -627,19 +680,29 @@ const char* launch_direct_forward(const T* input, const T* weight, const T* bias
   const int pitch = direct_forward_smem(1, patch_h, patch_w, static_cast<int>(p.stride_w)).pitch;
   const int chunk = direct_chunk<T>(p.in_channels_per_group(), Tile::kChannels, patch_h, pitch, p);
   if (chunk == 0) {
-    SIMT_LAUNCH(conv2d_direct_forward_unstaged_kernel<T>,
-                grid_stride_blocks(p.batch * p.out_channels * p.out_pixels()), kElementwiseThreads, 0,
-                stream, input, weight, bias, output, p, relu);
-    return launch_status();
+    const int64_t out_image = p.out_channels * p.out_pixels(), in_image = p.in_channels * p.in_h * p.in_w;
+    const int64_t step = elementwise_images_per_launch(out_image);
+    if (step == 0) return "conv2d (direct): one output image has more than 2^30 elements";
+    const MixedRadix<4> digits = MixedRadix<4>::make(p.out_w, p.out_h, p.out_channels_per_group(), p.groups);
+    for (int64_t n = 0; n < p.batch; n += step) {
+      const int total = static_cast<int>((p.batch - n < step ? p.batch - n : step) * out_image);
+      SIMT_LAUNCH(conv2d_direct_forward_unstaged_kernel<T>, grid_stride_blocks(total), kElementwiseThreads, 0,
+                  stream, input + n * in_image, weight, bias, output + n * out_image, p, total, digits, relu);
+      if (const char* err = launch_status()) return err;
+    }
+    return nullptr;
   }
-  const int64_t items = p.batch * p.groups * ceil_div(p.out_channels_per_group(), Tile::kChannels) *
-                        ceil_div(p.out_h, Tile::TH) * ceil_div(p.out_w, Tile::TW);
+  const int64_t kblocks = ceil_div(p.out_channels_per_group(), Tile::kChannels);
+  const int64_t tiles_h = ceil_div(p.out_h, Tile::TH), tiles_w = ceil_div(p.out_w, Tile::TW);
+  const int64_t items = p.batch * p.groups * kblocks * tiles_h * tiles_w;
+  if (items >= kFastDivmodLimit) return kDirectTooManyTiles;
+  const MixedRadix<4> item_digits = direct_item_digits(kblocks, p, tiles_w, tiles_h);
   const int input_elems = direct_forward_smem(chunk, patch_h, patch_w, static_cast<int>(p.stride_w)).input_elems;
   const size_t smem =
       (size_t(input_elems) + size_t(Tile::kChannels) * chunk * p.kernel_h * p.kernel_w) * sizeof(acc_t<T>);
   auto kernel = conv2d_direct_forward_kernel<T, Tile>;
   SIMT_LAUNCH(kernel, conv_grid(items), Tile::kThreads, smem, stream, input, weight, bias, output, p,
-              chunk, patch_h, patch_w, relu);
+              item_digits, chunk, patch_h, patch_w, relu);
   return launch_status();
 }
 
@@ -650,18 +713,30 @@ const char* launch_direct_backward_input(const T* grad_output, const T* weight, 
   const int patch_w = static_cast<int>((Tile::TW - 1 + (p.kernel_w - 1) * p.dilation_w) / p.stride_w + 1);
   const int chunk = direct_chunk<T>(p.out_channels_per_group(), Tile::kChannels, patch_h, patch_w, p);
   if (chunk == 0) {
-    SIMT_LAUNCH(conv2d_direct_backward_input_unstaged_kernel<T>,
-                grid_stride_blocks(p.batch * p.in_channels * p.in_h * p.in_w), kElementwiseThreads, 0,
-                stream, grad_output, weight, grad_input, p);
-    return launch_status();
+    const int64_t in_image = p.in_channels * p.in_h * p.in_w, out_image = p.out_channels * p.out_pixels();
+    const int64_t step = elementwise_images_per_launch(in_image);
+    if (step == 0) return "conv2d (direct): one input image has more than 2^30 elements";
+    const MixedRadix<4> digits = MixedRadix<4>::make(p.in_w, p.in_h, p.in_channels_per_group(), p.groups);
+    const FastDivmod stride_h = FastDivmod::make(p.stride_h), stride_w = FastDivmod::make(p.stride_w);
+    for (int64_t n = 0; n < p.batch; n += step) {
+      const int total = static_cast<int>((p.batch - n < step ? p.batch - n : step) * in_image);
+      SIMT_LAUNCH(conv2d_direct_backward_input_unstaged_kernel<T>, grid_stride_blocks(total), kElementwiseThreads,
+                  0, stream, grad_output + n * out_image, weight, grad_input + n * in_image, p, total, digits,
+                  stride_h, stride_w);
+      if (const char* err = launch_status()) return err;
+    }
+    return nullptr;
   }
-  const int64_t items = p.batch * p.groups * ceil_div(p.in_channels_per_group(), Tile::kChannels) *
-                        ceil_div(p.in_h, Tile::TH) * ceil_div(p.in_w, Tile::TW);
+  const int64_t cblocks = ceil_div(p.in_channels_per_group(), Tile::kChannels);
+  const int64_t tiles_h = ceil_div(p.in_h, Tile::TH), tiles_w = ceil_div(p.in_w, Tile::TW);
+  const int64_t items = p.batch * p.groups * cblocks * tiles_h * tiles_w;
+  if (items >= kFastDivmodLimit) return kDirectTooManyTiles;
+  const MixedRadix<4> item_digits = direct_item_digits(cblocks, p, tiles_w, tiles_h);
   const size_t smem = (size_t(chunk) * patch_h * patch_w + size_t(Tile::kChannels) * chunk * p.kernel_h * p.kernel_w) *
                       sizeof(acc_t<T>);
   auto kernel = conv2d_direct_backward_input_kernel<T, Tile>;
   SIMT_LAUNCH(kernel, conv_grid(items), Tile::kThreads, smem, stream, grad_output, weight, grad_input, p,
-              chunk, patch_h, patch_w);
+              item_digits, chunk, patch_h, patch_w);
   return launch_status();
 }
 
@@ -698,10 +773,15 @@ const char* conv2d_direct_backward_weight(const T* grad_output, const T* input, 
   const int64_t slices = wgrad_slices(p);
   const int64_t slice_len = wgrad_slice_len(p, slices);
   auto* partial = static_cast<acc_t<T>*>(workspace);
-  const int64_t items = p.groups * ceil_div(p.out_channels_per_group(), kWgradTileK) *
-                        ceil_div(p.patch_size(), kWgradTileC) * slices;
+  const int64_t ktiles = ceil_div(p.out_channels_per_group(), kWgradTileK);
+  const int64_t ctiles = ceil_div(p.patch_size(), kWgradTileC);
+  const int64_t items = p.groups * ktiles * ctiles * slices;
+  if (items >= kFastDivmodLimit || p.out_pixels() + kWgradPixels >= kFastDivmodLimit) {
+    return "conv2d (direct) weight gradient: the tiles and an output plane must stay below 2^31";
+  }
   SIMT_LAUNCH(conv2d_direct_backward_weight_kernel<T>, conv_grid(items), kWgradThreads, 0, stream,
-              grad_output, input, partial, grad_weight, p, slices, slice_len);
+              grad_output, input, partial, grad_weight, p, slices, slice_len,
+              MixedRadix<3>::make(slices, ctiles, ktiles), ReductionSlices::make(slice_len, p.out_pixels()));
   const char* err = launch_status();
   if (err != nullptr || slices == 1) return err;
   return launch_reduce_partials<T>(static_cast<const acc_t<T>*>(partial), grad_weight,
