@@ -57,6 +57,9 @@ struct GemmOutput {
 struct GemmShape {
   int64_t M, N, K, nz1, nz2;
   int64_t splits = 1;
+  // Set by gemm_item_digits for the tile of the launch: splits a work item
+  // into (tile n, tile m, split, z2, z1) without a 64-bit division.
+  MixedRadix<4> item_digits = {};
 };
 
 // Split ranges are whole multiples of this many reduction indices, so every
@@ -192,17 +195,14 @@ struct GemmWorkItem {
 };
 template <int BM, int BN>
 __device__ __forceinline__ GemmWorkItem gemm_work_item(int64_t item, const GemmShape& shape, int split_len) {
-  const int64_t tiles_m = ceil_div(shape.M, BM), tiles_n = ceil_div(shape.N, BN);
   GemmWorkItem w;
-  int64_t rest = item;
-  w.n0 = static_cast<int>(rest % tiles_n) * BN;
-  rest /= tiles_n;
-  w.m0 = static_cast<int>(rest % tiles_m) * BM;
-  rest /= tiles_m;
-  w.split = static_cast<int>(rest % shape.splits);
-  rest /= shape.splits;
-  w.z2 = rest % shape.nz2;
-  w.z1 = rest / shape.nz2;
+  uint32_t d[5];
+  shape.item_digits.split(static_cast<uint32_t>(item), d);
+  w.n0 = static_cast<int>(d[0]) * BN;
+  w.m0 = static_cast<int>(d[1]) * BM;
+  w.split = static_cast<int>(d[2]);
+  w.z2 = d[3];
+  w.z1 = d[4];
   const int K = static_cast<int>(shape.K);
   w.k_begin = w.split * split_len;
   w.k_end = K - w.k_begin > split_len ? w.k_begin + split_len : K;
@@ -212,6 +212,16 @@ __device__ __forceinline__ GemmWorkItem gemm_work_item(int64_t item, const GemmS
 template <int BM, int BN>
 FASTCONV_HD int64_t gemm_work_items(const GemmShape& shape) {
   return shape.nz1 * shape.nz2 * shape.splits * ceil_div(shape.M, BM) * ceil_div(shape.N, BN);
+}
+// The launch's side of gemm_work_item: its divisors for tiles of BM x BN.
+// nullptr, or an error when the items would not fit its 32-bit index.
+template <int BM, int BN>
+inline const char* gemm_item_digits(GemmShape& shape) {
+  if (gemm_work_items<BM, BN>(shape) >= kFastDivmodLimit) {
+    return "launch_gemm: more than 2^31 output tiles (split the batch)";
+  }
+  shape.item_digits = MixedRadix<4>::make(ceil_div(shape.N, BN), ceil_div(shape.M, BM), shape.splits, shape.nz2);
+  return nullptr;
 }
 FASTCONV_HD int gemm_range_len(const GemmShape& shape) {
   return static_cast<int>(shape.splits > 1 ? gemm_split_len(shape.K, shape.splits) : shape.K);
@@ -381,10 +391,12 @@ const char* launch_gemm(const T* a, GemmOperand va, const T* b, GemmOperand vb, 
     if (math == GemmMath::kTensorCore) return launch_gemm_tensor_core(a, va, b, vb, c, vc, bias, shape, stream);
   }
   if (gemm_large_tile(shape, device_multiprocessors())) {
+    if (const char* err = gemm_item_digits<128, 128>(shape)) return err;
     const int64_t items = gemm_work_items<128, 128>(shape);
     auto kernel = gemm_kernel<T, TC, GemmTileLarge>;
     SIMT_LAUNCH(kernel, conv_grid(items), GemmTileLarge::kThreads, 0, stream, a, va, b, vb, c, vc, bias, shape);
   } else {
+    if (const char* err = gemm_item_digits<64, 64>(shape)) return err;
     const int64_t items = gemm_work_items<64, 64>(shape);
     auto kernel = gemm_kernel<T, TC, GemmTileSmall>;
     SIMT_LAUNCH(kernel, conv_grid(items), GemmTileSmall::kThreads, 0, stream, a, va, b, vb, c, vc, bias, shape);
