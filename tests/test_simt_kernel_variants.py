@@ -111,6 +111,17 @@ def test_direct_conv2d_unstaged_when_a_patch_exceeds_shared_memory(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_direct_conv2d_unstaged_with_groups_stride_and_padding(dtype):
+    # The unstaged kernels split an element's index into (x, y, channel in group, group, image)
+    # and find the output rows an input reaches by dividing by the stride: two images, two groups,
+    # stride 2 and odd sizes exercise every digit. Dilation 120 overflows shared memory both ways.
+    t = KERNEL_TYPE[dtype]
+    with expect_kernels(f"conv2d_direct_forward_unstaged_kernel<{t}>",
+                        f"conv2d_direct_backward_input_unstaged_kernel<{t}>"):
+        _check_conv(dtype, (2, 4, 251, 247), (6, 2, 3, 3), "direct", stride=2, padding=1, dilation=120, groups=2)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_direct_conv2d_weight_gradient_in_several_slices(dtype):
     # 2 images of 32x32 outputs: 2,048 pixels to reduce, cut into slices added in a second pass.
     t = KERNEL_TYPE[dtype]
