@@ -119,6 +119,15 @@ constexpr int64_t kElementwiseLaunchLimit = int64_t(1) << 30;
 inline int64_t elementwise_images_per_launch(int64_t per_image) {
   return per_image > 0 ? kElementwiseLaunchLimit / per_image : kElementwiseLaunchLimit;
 }
+// Calls launch(first, count) for consecutive pieces of `images`, `step` at a
+// time (elementwise_images_per_launch, > 0), and returns the first error.
+template <typename Launch>
+const char* launch_in_pieces(int64_t images, int64_t step, Launch&& launch) {
+  for (int64_t first = 0; first < images; first += step) {
+    if (const char* err = launch(first, images - first < step ? images - first : step)) return err;
+  }
+  return nullptr;
+}
 
 // Multiprocessors of the current device (the SIMT runtime reports
 // FASTCONV_SIMT_SMS, default 132): launchers that split work to fill the GPU

@@ -684,13 +684,12 @@ const char* launch_direct_forward(const T* input, const T* weight, const T* bias
     const int64_t step = elementwise_images_per_launch(out_image);
     if (step == 0) return "conv2d (direct): one output image has more than 2^30 elements";
     const MixedRadix<4> digits = MixedRadix<4>::make(p.out_w, p.out_h, p.out_channels_per_group(), p.groups);
-    for (int64_t n = 0; n < p.batch; n += step) {
-      const int total = static_cast<int>((p.batch - n < step ? p.batch - n : step) * out_image);
+    return launch_in_pieces(p.batch, step, [&](int64_t n, int64_t images) {
+      const int total = static_cast<int>(images * out_image);
       SIMT_LAUNCH(conv2d_direct_forward_unstaged_kernel<T>, grid_stride_blocks(total), kElementwiseThreads, 0,
                   stream, input + n * in_image, weight, bias, output + n * out_image, p, total, digits, relu);
-      if (const char* err = launch_status()) return err;
-    }
-    return nullptr;
+      return launch_status();
+    });
   }
   const int64_t kblocks = ceil_div(p.out_channels_per_group(), Tile::kChannels);
   const int64_t tiles_h = ceil_div(p.out_h, Tile::TH), tiles_w = ceil_div(p.out_w, Tile::TW);
@@ -718,14 +717,13 @@ const char* launch_direct_backward_input(const T* grad_output, const T* weight, 
     if (step == 0) return "conv2d (direct): one input image has more than 2^30 elements";
     const MixedRadix<4> digits = MixedRadix<4>::make(p.in_w, p.in_h, p.in_channels_per_group(), p.groups);
     const FastDivmod stride_h = FastDivmod::make(p.stride_h), stride_w = FastDivmod::make(p.stride_w);
-    for (int64_t n = 0; n < p.batch; n += step) {
-      const int total = static_cast<int>((p.batch - n < step ? p.batch - n : step) * in_image);
+    return launch_in_pieces(p.batch, step, [&](int64_t n, int64_t images) {
+      const int total = static_cast<int>(images * in_image);
       SIMT_LAUNCH(conv2d_direct_backward_input_unstaged_kernel<T>, grid_stride_blocks(total), kElementwiseThreads,
                   0, stream, grad_output + n * out_image, weight, grad_input + n * in_image, p, total, digits,
                   stride_h, stride_w);
-      if (const char* err = launch_status()) return err;
-    }
-    return nullptr;
+      return launch_status();
+    });
   }
   const int64_t cblocks = ceil_div(p.in_channels_per_group(), Tile::kChannels);
   const int64_t tiles_h = ceil_div(p.in_h, Tile::TH), tiles_w = ceil_div(p.in_w, Tile::TW);

@@ -142,14 +142,12 @@ const char* launch_im2col(const T* input, T* col, const Conv2dParams& p, int64_t
   const Im2colDivisors d{FastDivmod::make(p.out_pixels()), FastDivmod::make(p.kernel_h * p.kernel_w),
                          FastDivmod::make(p.out_w), FastDivmod::make(p.kernel_w)};
   const int64_t in_image = p.in_channels * p.in_h * p.in_w;
-  for (int64_t n = 0; n < images; n += step) {
-    const int total = static_cast<int>((images - n < step ? images - n : step) * per_image);
+  return launch_in_pieces(images, step, [&](int64_t n, int64_t count) {
+    const int total = static_cast<int>(count * per_image);
     SIMT_LAUNCH(im2col_kernel<T>, grid_stride_blocks(total), kElementwiseThreads, 0, stream, input + n * in_image,
                 col + n * per_image, p, total, d);
-    const char* err = launch_status();
-    if (err) return err;
-  }
-  return nullptr;
+    return launch_status();
+  });
 }
 
 template <typename T>
@@ -158,14 +156,12 @@ const char* launch_col2im(const acc_t<T>* dcol, T* grad_input, const Conv2dParam
   const int64_t per_image = p.in_channels * p.in_h * p.in_w, step = elementwise_images_per_launch(per_image);
   if (step == 0) return "conv2d (im2col): one image has more than 2^30 elements";
   const int64_t col_image = im2col_column_elems(p);
-  for (int64_t n = 0; n < images; n += step) {
-    const int total = static_cast<int>((images - n < step ? images - n : step) * per_image);
+  return launch_in_pieces(images, step, [&](int64_t n, int64_t count) {
+    const int total = static_cast<int>(count * per_image);
     SIMT_LAUNCH(col2im_kernel<T>, grid_stride_blocks(total), kElementwiseThreads, 0, stream, dcol + n * col_image,
                 grad_input + n * per_image, p, total, FastDivmod::make(p.in_h * p.in_w));
-    const char* err = launch_status();
-    if (err) return err;
-  }
-  return nullptr;
+    return launch_status();
+  });
 }
 
 // The column matrix of images [n0, n0 + images): the input itself for 1x1

@@ -201,27 +201,23 @@ const char* max_pool2d_forward(Target target, const T* input, T* output, int64_t
     }
     if (out_per_thread > 0) {
       const FastDivmod groups_per_row = FastDivmod::make(p.out_w / out_per_thread);
-      for (int64_t plane = 0; plane < p.planes; plane += step) {
-        const int64_t planes = p.planes - plane < step ? p.planes - plane : step;
+      return launch_in_pieces(p.planes, step, [&](int64_t plane, int64_t planes) {
         const int work = static_cast<int>(planes * p.out_pixels() / out_per_thread);
         SIMT_LAUNCH(kernel, grid_stride_blocks(work), kElementwiseThreads, 0, s, input + plane * p.in_pixels(),
                     output + plane * p.out_pixels(), indices + plane * p.out_pixels(), p, work, out_h,
                     groups_per_row);
-        if (const char* err = launch_status()) return err;
-      }
-      return nullptr;
+        return launch_status();
+      });
     }
   }
   const FastDivmod out_w = FastDivmod::make(p.out_w);
-  for (int64_t plane = 0; plane < p.planes; plane += step) {
-    const int64_t planes = p.planes - plane < step ? p.planes - plane : step;
+  return launch_in_pieces(p.planes, step, [&](int64_t plane, int64_t planes) {
     const int total = static_cast<int>(planes * p.out_pixels());
     SIMT_LAUNCH(max_pool2d_forward_kernel<T>, grid_stride_blocks(total), kElementwiseThreads, 0, s,
                 input + plane * p.in_pixels(), output + plane * p.out_pixels(), indices + plane * p.out_pixels(),
                 p, total, out_h, out_w);
-    if (const char* err = launch_status()) return err;
-  }
-  return nullptr;
+    return launch_status();
+  });
 }
 
 template <typename T>
@@ -232,15 +228,13 @@ const char* max_pool2d_backward(Target target, const T* grad_output, const int64
   if (step == 0) return kPoolPlaneTooLarge;
   const FastDivmod in_h = FastDivmod::make(p.in_h), in_w = FastDivmod::make(p.in_w);
   const FastDivmod stride_h = FastDivmod::make(p.stride_h), stride_w = FastDivmod::make(p.stride_w);
-  for (int64_t plane = 0; plane < p.planes; plane += step) {
-    const int64_t planes = p.planes - plane < step ? p.planes - plane : step;
+  return launch_in_pieces(p.planes, step, [&](int64_t plane, int64_t planes) {
     const int total = static_cast<int>(planes * p.in_pixels());
     SIMT_LAUNCH(max_pool2d_backward_kernel<T>, grid_stride_blocks(total), kElementwiseThreads, 0,
                 stream_of(target), grad_output + plane * p.out_pixels(), indices + plane * p.out_pixels(),
                 grad_input + plane * p.in_pixels(), p, total, in_h, in_w, stride_h, stride_w);
-    if (const char* err = launch_status()) return err;
-  }
-  return nullptr;
+    return launch_status();
+  });
 }
 
 #define FASTCONV_INSTANTIATE_MAX_POOL2D(T)                                                      \
