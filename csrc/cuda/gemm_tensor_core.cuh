@@ -154,7 +154,8 @@ __device__ __forceinline__ MmaFragB load_fragment_b(const Stored (*s)[LD], int r
 
 // The minimum of one block per SM lifts ptxas' own register target: left to
 // itself it caps this kernel at 128 registers and spills ~56 bytes a thread
-// (sm_80, nvcc 13); with it, 149 registers and no spills (3 blocks per SM).
+// (sm_80, nvcc 13); with it, ~200 registers and no spills (2 blocks per SM;
+// bench/results/ptxas_conv2d.txt).
 template <typename T, typename TC, typename Tile>
 __global__ void __launch_bounds__(Tile::kThreads, 1)
     gemm_tensor_core_kernel(const T* __restrict__ a, GemmOperand va, const T* __restrict__ b, GemmOperand vb,
