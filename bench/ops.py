@@ -34,6 +34,7 @@ from typing import Callable, ContextManager, Dict, List, Optional
 import torch
 import torch.nn.functional as F
 
+import fastconv
 import fastconv.functional as FF
 
 from .cases import Case
@@ -76,10 +77,19 @@ def torch_conv_impls(device: str) -> Dict[str, Context]:
     return {"onednn" if torch.backends.mkldnn.is_available() else "aten": contextlib.nullcontext}
 
 
-def auto_algorithm(case: Case) -> str:
-    """The algorithm conv2d's "auto" picks: im2col unless each group has a single input channel
-    (the rule of parse_algorithm in csrc/ops/conv2d.cpp)."""
-    return "direct" if case.shape[0] // case.params["groups"] == 1 else "im2col"
+def auto_algorithm(case: Case, device: str = "cpu", conv_pass: str = "fwd") -> str:
+    """The algorithm conv2d's "auto" picks on ``device`` ("cpu", "cuda" or "simt") for one pass
+    ("fwd", "bwd_input", "bwd_weight"), as the extension itself decides it
+    (csrc/ops/conv2d_auto.cpp). The CUDA kernels' rule can differ between passes; the benchmark
+    marks the variant auto runs forward."""
+    c, h, w = case.shape
+    p = case.params
+    k, pad, stride = p["kernel"], p["padding"], p["stride"]
+    # float32 on CUDA follows torch's TF32 rule for convolutions (tensor cores from sm_80).
+    tensor_cores = (device == "cuda" and torch.backends.cudnn.allow_tf32
+                    and torch.cuda.get_device_capability()[0] >= 8)
+    return fastconv._C.conv2d_auto_algorithm(device, conv_pass, [case.batch, c, h, w], [p["out_channels"], c // p["groups"], k, k],
+                                             [stride, stride], [pad, pad], [1, 1], p["groups"], tensor_cores)
 
 
 def conv_flops(case: Case) -> float:
@@ -90,7 +100,7 @@ def conv_flops(case: Case) -> float:
     return 2.0 * case.batch * p["out_channels"] * ho * wo * (c // p["groups"]) * k * k
 
 
-def variants(case: Case, direct_max_gflop: float = float("inf")) -> List[str]:
+def variants(case: Case, direct_max_gflop: float = float("inf"), device: str = "cpu") -> List[str]:
     """fastconv's contenders on ``case``.
 
     conv2d's ``direct`` variant is left out where the forward pass exceeds ``direct_max_gflop``
@@ -98,7 +108,7 @@ def variants(case: Case, direct_max_gflop: float = float("inf")) -> List[str]:
     than im2col off the first layers, and would take minutes per case on VGG16's big layers.
     """
     if case.op == "conv2d":
-        if conv_flops(case) / 1e9 > direct_max_gflop and auto_algorithm(case) != "direct":
+        if conv_flops(case) / 1e9 > direct_max_gflop and auto_algorithm(case, device) != "direct":
             return ["im2col"]
         return ["direct", "im2col"]
     if case.op == "conv2d_relu":
@@ -118,9 +128,9 @@ def build(case: Case, device: str, direct_max_gflop: float = float("inf")) -> Co
     dev = "cuda" if device == "cuda" else "cpu"
     x = torch.randn(case.input_shape, device=dev, requires_grad=True)
     impls = torch_impls(case, dev)
-    names = variants(case, direct_max_gflop)
+    names = variants(case, direct_max_gflop, device)
     if case.op in ("conv2d", "conv2d_relu"):
-        return _conv(case, dev, x, names, impls)
+        return _conv(case, dev, x, names, impls, auto_algorithm(case, device))
     if case.op == "max_pool2d":
         k, s = case.params["kernel"], case.params["stride"]
         ours = lambda t: FF.max_pool2d(t, k, s)  # noqa: E731
@@ -148,7 +158,7 @@ def build(case: Case, device: str, direct_max_gflop: float = float("inf")) -> Co
                    {**work, "fwd+bwd": work["fwd"] + work["bwd"]})
 
 
-def _conv(case: Case, dev: str, x: torch.Tensor, names: List[str], impls: Dict[str, Context]) -> Contest:
+def _conv(case: Case, dev: str, x: torch.Tensor, names: List[str], impls: Dict[str, Context], auto: str) -> Contest:
     c = case.shape[0]
     p = case.params
     groups, cout, k = p["groups"], p["out_channels"], p["kernel"]
@@ -159,7 +169,6 @@ def _conv(case: Case, dev: str, x: torch.Tensor, names: List[str], impls: Dict[s
     if case.op == "conv2d":
         ours = {a: (lambda xx, ww, bb, a=a: FF.conv2d(xx, ww, bb, algorithm=a, **geometry)) for a in names}
         torch_op = lambda xx, ww, bb: F.conv2d(xx, ww, bb, **geometry)  # noqa: E731
-        auto = auto_algorithm(case)
     else:
         # Fused against conv2d followed by an in-place relu (as the seed models run it), both
         # fastconv with algorithm="auto"; torch has no fused op, so it runs conv2d + relu_.

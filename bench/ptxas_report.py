@@ -1,5 +1,7 @@
-"""Regenerates bench/results/ptxas_conv2d.txt: registers, shared memory and
-spills of every convolution kernel, as reported by `nvcc -Xptxas -v`.
+"""What ptxas says about every CUDA kernel: registers, shared memory, spills (``nvcc -Xptxas
+-v``), and the 64-bit divisions in its PTX. The GPU performance model (bench/cuda_model.py) reads
+kernels through ``kernel_resources``; run as a script it regenerates
+bench/results/ptxas_conv2d.txt, the convolution kernels' table.
 
 Usage: python bench/ptxas_report.py [--archs 80 90] [--out bench/results/ptxas_conv2d.txt]
 """
@@ -13,32 +15,44 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Dict, List, Tuple
 
 ROOT = Path(__file__).resolve().parent.parent
-UNITS = ["csrc/cuda/conv2d.cu", "csrc/cuda/conv2d_half.cu"]
+CONV2D_UNITS = ["csrc/cuda/conv2d.cu", "csrc/cuda/conv2d_half.cu"]
 FLAGS = ["-std=c++20", "-O3", "--expt-relaxed-constexpr", "-Xptxas", "-v", "-I", str(ROOT / "csrc")]
 
 
-def ptxas_lines(unit: str, arch: str) -> list[str]:
-    """Compiles one unit for one arch and returns ptxas' verbose report."""
+def all_units() -> List[str]:
+    """Every nvcc unit of the extension's kernels."""
+    return sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc/cuda").glob("*.cu"))
+
+
+def compile_unit(unit: str, arch: str) -> Tuple[List[str], str]:
+    """Compiles one unit for one arch: ptxas' verbose report (lines) and the unit's PTX."""
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = ["nvcc", *FLAGS, f"-arch=sm_{arch}", "-c", str(ROOT / unit), "-o", str(Path(tmp) / "unit.o")]
+        cmd = ["nvcc", *FLAGS, f"-arch=sm_{arch}", "--keep", "--keep-dir", tmp, "-c", str(ROOT / unit),
+               "-o", str(Path(tmp) / "unit.o")]
         run = subprocess.run(cmd, capture_output=True, text=True)
-    if run.returncode != 0:
-        sys.exit(f"nvcc failed for {unit} sm_{arch}:\n{run.stderr}")
-    return run.stderr.splitlines()
+        if run.returncode != 0:
+            sys.exit(f"nvcc failed for {unit} sm_{arch}:\n{run.stderr}")
+        ptx = "\n".join(p.read_text() for p in sorted(Path(tmp).glob("*.ptx")))
+    return run.stderr.splitlines(), ptx
 
 
-def demangle(names: list[str]) -> list[str]:
+def ptxas_lines(unit: str, arch: str) -> List[str]:
+    return compile_unit(unit, arch)[0]
+
+
+def demangle(names: List[str]) -> List[str]:
     if not names or not shutil.which("c++filt"):
         return names
     out = subprocess.run(["c++filt"], input="\n".join(names), capture_output=True, text=True).stdout
     return out.splitlines()
 
 
-def parse(lines: list[str]) -> list[dict]:
+def parse(lines: List[str]) -> List[Dict]:
     """One record per kernel: name, registers, smem bytes, stack, spill stores/loads."""
-    kernels: list[dict] = []
+    kernels: List[Dict] = []
     current = None
     for line in lines:
         m = re.search(r"Compiling entry function '(\w+)'", line)
@@ -61,6 +75,58 @@ def parse(lines: list[str]) -> list[dict]:
     return kernels
 
 
+_ENTRY = re.compile(r"^\.(?:visible|weak)?\s*\.entry\s+(\w+)\(", re.M)
+_DIV64 = re.compile(r"\b(?:div|rem)\.[su]64\b")
+_LABEL = re.compile(r"^(\$\w+):")
+_BRANCH = re.compile(r"\bbra(?:\.uni)?\s+(\$\w+);")
+
+
+def ptx_entries(ptx: str) -> Dict[str, str]:
+    """The body of every kernel (.entry) in a PTX text, by mangled name."""
+    bodies = {}
+    for m in _ENTRY.finditer(ptx):
+        end = ptx.find("\n}\n", m.end())
+        bodies[m.group(1)] = ptx[m.end():end if end >= 0 else len(ptx)]
+    return bodies
+
+
+def divisions_64(body: str) -> Dict[str, int]:
+    """64-bit integer divisions and remainders (``div``/``rem`` ``.s64``/``.u64``: a software
+    routine of dozens of instructions on every GPU) in one kernel's PTX, in all and inside loops.
+    A loop is the span from a label to a later branch back to it."""
+    lines = body.splitlines()
+    labels: Dict[str, int] = {}
+    loop_end: Dict[str, int] = {}  # label -> its last backward branch (a `continue` adds another)
+    for i, line in enumerate(lines):
+        m = _LABEL.match(line.strip())
+        if m:
+            labels[m.group(1)] = i
+        m = _BRANCH.search(line)
+        if m and m.group(1) in labels:  # the label came first: a backward branch
+            loop_end[m.group(1)] = i
+    loops = [(labels[label], end) for label, end in loop_end.items()]
+    at = [i for i, line in enumerate(lines) if _DIV64.search(line)]
+    depth = [sum(a <= i <= b for a, b in loops) for i in at]
+    # Depth 1 is usually a grid-stride loop (once per element or work item), depth 2 and more a
+    # loop inside one (once per reduction step): the deeper, the hotter.
+    return {"div64": len(at), "div64_in_loop": sum(d > 0 for d in depth),
+            "div64_loop_depth": max(depth, default=0)}
+
+
+def kernel_resources(arch: str, units: List[str], progress=None) -> List[Dict]:
+    """ptxas' record of every kernel in ``units`` for one arch, with its 64-bit divisions."""
+    kernels = []
+    for unit in units:
+        lines, ptx = compile_unit(unit, arch)
+        bodies = ptx_entries(ptx)
+        for k in parse(lines):
+            k.update(divisions_64(bodies.get(k["mangled"], "")), unit=unit, arch=f"sm_{arch}")
+            kernels.append(k)
+        if progress is not None:
+            progress(unit)
+    return kernels
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--archs", nargs="+", default=["80", "90"])
@@ -76,7 +142,7 @@ def main() -> None:
     ]
     total_spills = 0
     for arch in args.archs:
-        kernels = [k for unit in UNITS for k in parse(ptxas_lines(unit, arch))]
+        kernels = [k for unit in CONV2D_UNITS for k in parse(ptxas_lines(unit, arch))]
         kernels.sort(key=lambda k: k["name"])
         report.append(f"== sm_{arch} ({len(kernels)} kernels)")
         report.append(f"{'regs':>5} {'smem':>6} {'stack':>5} {'spill st/ld':>11}  kernel")

@@ -8,40 +8,17 @@ SIMT: each lies in a code section named after its ``__launch_bounds__`` (``simt_
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
-import re
-import subprocess
 from typing import Dict, Iterator
 
 from fastconv import _C
+from fastconv.simt import kernel_name, kernel_symbols
 
-_SYMBOL = re.compile(r"^([0-9a-f]+)\s.*\s(simt_lb_\d{4})\s+[0-9a-f]+\s+(.*)$")
 
-
-@functools.lru_cache(maxsize=None)
 def kernels_built() -> Dict[int, str]:
-    """Every kernel variant compiled for the SIMT runtime: code offset -> demangled name."""
-    table = subprocess.run(["objdump", "-t", "-C", _C.__file__], capture_output=True, text=True, check=True).stdout
-    kernels = {}
-    for line in table.splitlines():
-        match = _SYMBOL.match(line)
-        if match and "fastconv::simt::" in match.group(3) and "[clone" not in match.group(3):
-            kernels[int(match.group(1), 16)] = _short(match.group(3))
-    return kernels
-
-
-def _short(name: str) -> str:
-    """'void fastconv::simt::k<float, 4>(float const*, ...)' -> 'k<float, 4>'."""
-    name = name.removeprefix("void ").replace("fastconv::simt::", "").replace("fastconv::", "")
-    depth = 0
-    for i, ch in enumerate(name):
-        depth += ch == "<"
-        depth -= ch == ">"
-        if ch == "(" and depth == 0:
-            return name[:i]
-    return name
+    """Every kernel variant compiled for the SIMT runtime: code offset -> short demangled name."""
+    return {offset: symbol.name for offset, symbol in kernel_symbols().items()}
 
 
 def simt_has_tensor_cores() -> bool:
@@ -78,8 +55,7 @@ def launched(by_name: Dict[str, int], fragment: str) -> bool:
     return any(fragment in name and count > 0 for name, count in by_name.items())
 
 
-def name_of(offset: int) -> str:
-    return kernels_built().get(offset, f"<kernel at +{offset:#x} outside every launch-bounds section>")
+name_of = kernel_name
 
 
 @contextlib.contextmanager

@@ -98,27 +98,48 @@ def _kwargs(case: dict) -> dict:
     return dict(stride=case["stride"], padding=case["padding"], dilation=case["dilation"], groups=case["groups"])
 
 
-# Name fragments of the SIMT kernels each algorithm's passes launch.
-_FORWARD_KERNELS = {"direct": ["conv2d_direct_forward"], "im2col": ["gemm_kernel"]}
-_BACKWARD_KERNELS = {"direct": ["conv2d_direct_backward_input", "conv2d_direct_backward_weight"],
-                     "im2col": ["gemm_kernel"]}
+# Name fragments of the SIMT kernels each pass launches with each algorithm.
+_PASS_KERNELS = {"fwd": {"direct": "conv2d_direct_forward", "im2col": "gemm_kernel"},
+                 "bwd_input": {"direct": "conv2d_direct_backward_input", "im2col": "gemm_kernel"},
+                 "bwd_weight": {"direct": "conv2d_direct_backward_weight", "im2col": "gemm_kernel"}}
+
+
+def _pair(v):
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+def _algorithms_run(case, algorithm, backend, dtype):
+    """The algorithm of each pass: the one asked for, or what "auto" picks, as the extension itself
+    decides it (per backend and pass; on the CUDA kernels also by whether the GEMMs use tensor cores)."""
+    if algorithm != "auto":
+        return dict.fromkeys(_PASS_KERNELS, algorithm)
+    h, w = case["hw"]
+    kh, kw = case["kernel"]
+    padding, dilation = case["padding"], _pair(case["dilation"])
+    if isinstance(padding, str):  # the rule reads channels and sizes; "same" pads about half the reach
+        padding = (0, 0) if padding == "valid" else (dilation[0] * (kh - 1) // 2, dilation[1] * (kw - 1) // 2)
+    tensor_cores = dtype in (torch.float16, torch.bfloat16) or (
+        dtype == torch.float32 and backend == "cuda" and torch.backends.cudnn.allow_tf32)
+    return {p: fastconv._C.conv2d_auto_algorithm("cpu" if backend == "cpu" else "cuda", p, [case["batch"], case["cin"], h, w],
+                                        [case["cout"], case["cin"] // case["groups"], kh, kw], list(_pair(case["stride"])),
+                                        list(_pair(padding)), list(dilation), case["groups"],
+                                        tensor_cores)
+            for p in _PASS_KERNELS}
 
 
 def _check_against_torch(case, device, algorithm, dtype=torch.float64, **tolerances):
     x, w, b = _make(case, device, dtype)
     backend = fastconv.current_backend() if case["batch"] > 0 else "cpu"  # an empty batch launches nothing
-    if algorithm == "auto":  # im2col unless depthwise
-        algorithm_run = "direct" if case["cin"] == case["groups"] else "im2col"
-    else:
-        algorithm_run = algorithm
-    with kernels_on(backend, *_FORWARD_KERNELS[algorithm_run]):
+    run = _algorithms_run(case, algorithm, backend, dtype)
+    with kernels_on(backend, _PASS_KERNELS["fwd"][run["fwd"]]):
         y = FF.conv2d(x, w, b, algorithm=algorithm, **_kwargs(case))
     expected = F.conv2d(x, w, b, **_kwargs(case))
     torch.testing.assert_close(y, expected, **tolerances)
     grad = torch.randn_like(expected)
     inputs = [t for t in (x, w, b) if t is not None]
     bias_kernel = ["conv2d_backward_bias_kernel"] if b is not None else []
-    with kernels_on(backend, *_BACKWARD_KERNELS[algorithm_run], *bias_kernel):
+    backward = [_PASS_KERNELS[p][run[p]] for p in ("bwd_input", "bwd_weight")]
+    with kernels_on(backend, *backward, *bias_kernel):
         ours = torch.autograd.grad(y, inputs, grad)
     theirs = torch.autograd.grad(expected, inputs, grad)
     for name, a, e in zip(["input", "weight", "bias"], ours, theirs):

@@ -19,7 +19,7 @@ def _build(tmp_path_factory, source, name):
     out = tmp_path_factory.mktemp("simt") / name
     subprocess.run(
         [CXX, "-std=c++17", "-O2", "-pthread", f"-I{ROOT / 'csrc'}", str(ROOT / "tests" / "cpp" / source),
-         str(ROOT / "csrc" / "simt" / "simt.cpp"), "-o", str(out)],
+         *map(str, sorted((ROOT / "csrc" / "simt").glob("*.cpp"))), "-o", str(out)],
         check=True,
     )
     return out

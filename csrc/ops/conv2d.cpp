@@ -18,6 +18,8 @@
 #include "../common/conv2d_params.h"
 #include "../cpu/conv2d.h"
 #include "../cuda/conv2d.h"
+#include "conv2d.h"
+#include "conv2d_auto.h"
 #include "dispatch.h"
 
 #if defined(FASTCONV_WITH_CUDA)
@@ -93,20 +95,12 @@ Conv2dParams make_params(at::IntArrayRef input_size, at::IntArrayRef weight_size
   return p;
 }
 
-ConvAlgorithm parse_algorithm(c10::string_view name, const Conv2dParams& p, const char* op) {
+ConvAlgorithm parse_algorithm(c10::string_view name, Backend backend, ConvPass pass, const Conv2dParams& p,
+                              GemmMath math, const char* op) {
   check_algorithm_name(name, op);
   if (name == "direct") return ConvAlgorithm::kDirect;
   if (name == "im2col") return ConvAlgorithm::kIm2col;
-  // The "auto" rule: im2col unless each group has a single input channel.
-  // Measured on the CPU kernels (python -m bench, bench/results/
-  // cpu-amd-epyc-2t.json, 2 threads, 3x3, fwd+bwd, batch 16): on the seed
-  // layers im2col + GEMM is 2-12x faster than direct, because the GEMM reuses
-  // every loaded value many times; depthwise convolutions have nothing to
-  // reuse there, and direct wins (32 ch @74: 6.2 vs 14.9 ms; 128 ch @36: 7.8
-  // vs 15.8 ms), while with 8 input channels per group im2col is already 2.4x
-  // faster. The CUDA and SIMT backends use the same rule until GPU
-  // measurements say otherwise.
-  return p.in_channels_per_group() == 1 ? ConvAlgorithm::kDirect : ConvAlgorithm::kIm2col;
+  return auto_algorithm(backend, pass, p, math == GemmMath::kTensorCore);
 }
 
 // torch checks that operands agree before it looks at the dtype itself, so a
@@ -153,12 +147,14 @@ bool has_tensor_cores(Backend backend) {
   return false;
 }
 
-// The im2col GEMMs of element type T: tensor cores for half and bfloat16
-// wherever there are any (what autocast asks for), for float under the TF32
-// rule, never for double.
-template <typename T>
-GemmMath gemm_math(Backend backend, bool tf32) {
-  if (std::is_same_v<T, double> || (std::is_same_v<T, float> && !tf32)) return GemmMath::kCudaCore;
+// The im2col GEMMs of a call on tensors like `like`: tensor cores for half and
+// bfloat16 wherever there are any (what autocast asks for), for float under
+// the TF32 rule, never for double. Decided before the dtype dispatch, since
+// the auto rule depends on it too.
+GemmMath gemm_math(Backend backend, const at::Tensor& like, bool tf32) {
+  const at::ScalarType dtype = like.scalar_type();
+  if (dtype == at::kDouble || (dtype == at::kFloat && !tf32)) return GemmMath::kCudaCore;
+  const c10::DeviceGuard guard(like.device());  // has_tensor_cores reads the current device
   return has_tensor_cores(backend) ? GemmMath::kTensorCore : GemmMath::kCudaCore;
 }
 
@@ -213,14 +209,13 @@ at::Tensor run_conv2d_forward(const at::Tensor& input, const at::Tensor& weight,
                 weight.sizes(), ", expected bias to be 1-dimensional with ", p.out_channels,
                 " elements, but got bias of size ", bias->sizes(), " instead");
   }
-  const ConvAlgorithm algorithm = parse_algorithm(algorithm_name, p, op);
+  const GemmMath math = gemm_math(backend, input, allows_tf32(backend, backend_name));
+  const ConvAlgorithm algorithm = parse_algorithm(algorithm_name, backend, ConvPass::kForward, p, math, op);
   at::Tensor output = at::empty({p.batch, p.out_channels, p.out_h, p.out_w}, input.options());
   if (output.numel() == 0) return in_layout_of(output, input);
   const at::Tensor x = input.contiguous(), w = weight.contiguous();
   const at::Tensor b = has_bias ? bias->contiguous() : at::Tensor();
-  const bool tf32 = allows_tf32(backend, backend_name);
   run_kernels(backend, x, op, [&]<typename T>(auto target) {
-    const GemmMath math = gemm_math<T>(backend, tf32);
     return with_launch_args(target, ConvPass::kForward, algorithm, math, p, x, [&](auto... launch_args) {
       return conv2d_forward(target, algorithm, in_ptr<T>(x), in_ptr<T>(w), has_bias ? in_ptr<T>(b) : nullptr,
                             out_ptr<T>(output), p, relu, launch_args...);
@@ -260,17 +255,19 @@ struct BackwardPlan {
   Backend backend;
   Conv2dParams p;
   ConvAlgorithm algorithm;
-  bool tf32;
+  GemmMath math;
 };
 
-BackwardPlan plan_backward(const at::Tensor& grad_output, const at::Tensor& operand, const char* operand_name,
+BackwardPlan plan_backward(ConvPass pass, const at::Tensor& grad_output, const at::Tensor& operand,
+                          const char* operand_name,
                            at::IntArrayRef input_size, at::IntArrayRef weight_size, const ConvGeometry& geo,
                            c10::string_view algorithm_name, c10::string_view backend_name, const char* op) {
   const Backend backend = select_backend(grad_output, backend_name, op);
   check_operands(grad_output, "grad_output", {{&operand, operand_name}}, backend, op);
   const Conv2dParams p = make_params(input_size, weight_size, geo, op);
   check_grad_output(grad_output, p, op);
-  return {backend, p, parse_algorithm(algorithm_name, p, op), allows_tf32(backend, backend_name)};
+  const GemmMath math = gemm_math(backend, grad_output, allows_tf32(backend, backend_name));
+  return {backend, p, parse_algorithm(algorithm_name, backend, pass, p, math, op), math};
 }
 
 at::Tensor conv2d_backward_input(const at::Tensor& grad_output, const at::Tensor& weight,
@@ -278,7 +275,8 @@ at::Tensor conv2d_backward_input(const at::Tensor& grad_output, const at::Tensor
                                  at::IntArrayRef dilation, int64_t groups, c10::string_view algorithm_name,
                                  c10::string_view backend_name) {
   constexpr const char* op = "conv2d_backward_input";
-  const auto [backend, p, algorithm, tf32] = plan_backward(grad_output, weight, "weight", input_size, weight.sizes(),
+  const auto [backend, p, algorithm, math] = plan_backward(ConvPass::kBackwardInput, grad_output, weight, "weight",
+                                                           input_size, weight.sizes(),
                                                      {stride, padding, dilation, groups}, algorithm_name,
                                                      backend_name, op);
   at::Tensor grad_input = at::empty(input_size, grad_output.options());
@@ -286,7 +284,6 @@ at::Tensor conv2d_backward_input(const at::Tensor& grad_output, const at::Tensor
   if (grad_output.numel() == 0) return grad_input.zero_();
   const at::Tensor dy = grad_output.contiguous(), w = weight.contiguous();
   run_kernels(backend, dy, op, [&]<typename T>(auto target) {
-    const GemmMath math = gemm_math<T>(backend, tf32);
     return with_launch_args(target, ConvPass::kBackwardInput, algorithm, math, p, dy, [&](auto... launch_args) {
       return conv2d_backward_input(target, algorithm, in_ptr<T>(dy), in_ptr<T>(w), out_ptr<T>(grad_input), p,
                                    launch_args...);
@@ -300,7 +297,8 @@ at::Tensor conv2d_backward_weight(const at::Tensor& grad_output, const at::Tenso
                                   at::IntArrayRef dilation, int64_t groups, c10::string_view algorithm_name,
                                   c10::string_view backend_name) {
   constexpr const char* op = "conv2d_backward_weight";
-  const auto [backend, p, algorithm, tf32] = plan_backward(grad_output, input, "input", input.sizes(), weight_size,
+  const auto [backend, p, algorithm, math] = plan_backward(ConvPass::kBackwardWeight, grad_output, input, "input",
+                                                           input.sizes(), weight_size,
                                                      {stride, padding, dilation, groups}, algorithm_name,
                                                      backend_name, op);
   at::Tensor grad_weight = at::empty(weight_size, grad_output.options());
@@ -308,7 +306,6 @@ at::Tensor conv2d_backward_weight(const at::Tensor& grad_output, const at::Tenso
   if (grad_output.numel() == 0) return grad_weight.zero_();
   const at::Tensor dy = grad_output.contiguous(), x = input.contiguous();
   run_kernels(backend, dy, op, [&]<typename T>(auto target) {
-    const GemmMath math = gemm_math<T>(backend, tf32);
     return with_launch_args(target, ConvPass::kBackwardWeight, algorithm, math, p, dy, [&](auto... launch_args) {
       return conv2d_backward_weight(target, algorithm, in_ptr<T>(dy), in_ptr<T>(x), out_ptr<T>(grad_weight), p,
                                     launch_args...);
@@ -350,6 +347,11 @@ void register_entry_points(torch::Library& m) {
 }
 
 }  // namespace
+
+Conv2dParams conv2d_params(at::IntArrayRef input_size, at::IntArrayRef weight_size, at::IntArrayRef stride,
+                           at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups, const char* op) {
+  return make_params(input_size, weight_size, {stride, padding, dilation, groups}, op);
+}
 
 FASTCONV_REGISTER_KERNELS(register_entry_points)
 

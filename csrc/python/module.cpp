@@ -5,13 +5,17 @@
 #include <ATen/Parallel.h>
 #include <dlfcn.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 #include <torch/headeronly/version.h>
 
 #include <atomic>
 #include <string>
+#include <vector>
 
 #include "../cpu/gemm.h"
 #include "../ops/common.h"
+#include "../ops/conv2d.h"
+#include "../ops/conv2d_auto.h"
 #include "../simt/simt.h"
 
 namespace py = pybind11;
@@ -72,18 +76,64 @@ py::dict build_info() {
   return info;
 }
 
-// Launches per SIMT kernel so far: (offset of the kernel's code in this
-// library, name, launches). Offsets, unlike addresses, match the library's
-// symbol table, which lists every kernel variant built (tests/kernel_coverage.py).
+// The offset of a kernel's code in this library: unlike its address, it matches
+// the library's symbol table, which lists every kernel variant built
+// (fastconv/simt.py names kernels from it).
+uintptr_t code_offset(const void* kernel) {
+  Dl_info where{};
+  const uintptr_t base = dladdr(kernel, &where) ? reinterpret_cast<uintptr_t>(where.dli_fbase) : 0;
+  return reinterpret_cast<uintptr_t>(kernel) - base;
+}
+
+// Launches per SIMT kernel so far: (code offset, name, launches).
 py::list simt_launch_counts() {
   py::list out;
   for (const simt::KernelLaunches& k : simt::launch_counts()) {
-    Dl_info where{};
-    const auto address = reinterpret_cast<uintptr_t>(k.kernel);
-    const uintptr_t base = dladdr(k.kernel, &where) ? reinterpret_cast<uintptr_t>(where.dli_fbase) : 0;
-    out.append(py::make_tuple(address - base, k.name, k.launches));
+    out.append(py::make_tuple(code_offset(k.kernel), k.name, k.launches));
   }
   return out;
+}
+
+// Launches recorded since the last call (see simt::set_recording): (code offset,
+// launch expression, grid, block, dynamic shared memory bytes), offsets as in
+// simt_launch_counts.
+py::list simt_take_recorded_launches() {
+  py::list out;
+  for (const simt::LaunchRecord& r : simt::take_recorded_launches()) {
+    out.append(py::make_tuple(code_offset(r.kernel), r.name, py::make_tuple(r.grid.x, r.grid.y, r.grid.z),
+                              py::make_tuple(r.block.x, r.block.y, r.block.z), r.smem));
+  }
+  return out;
+}
+
+// The algorithm conv2d's algorithm="auto" runs on `backend` ("cpu", "cuda" or
+// "simt") in one pass ("fwd", "bwd_input", "bwd_weight") of a convolution of an
+// NCHW input of `input_size` with a weight of `weight_size` (stride, dilation
+// [h, w], symmetric padding [h, w]), its im2col GEMMs on tensor cores or not.
+std::string conv2d_auto_algorithm(const std::string& backend, const std::string& pass,
+                                  const std::vector<int64_t>& input_size,
+                                  const std::vector<int64_t>& weight_size, const std::vector<int64_t>& stride,
+                                  const std::vector<int64_t>& padding, const std::vector<int64_t>& dilation,
+                                  int64_t groups, bool tensor_cores) {
+  if (backend != "cpu" && backend != "cuda" && backend != "simt")
+    throw py::value_error("conv2d_auto_algorithm: backend must be \"cpu\", \"cuda\" or \"simt\", got \"" +
+                          backend + "\"");
+  if (padding.size() != 2) throw py::value_error("conv2d_auto_algorithm: expected padding [h, w]");
+  fastconv::ConvPass conv_pass;
+  if (pass == "fwd") conv_pass = fastconv::ConvPass::kForward;
+  else if (pass == "bwd_input") conv_pass = fastconv::ConvPass::kBackwardInput;
+  else if (pass == "bwd_weight") conv_pass = fastconv::ConvPass::kBackwardWeight;
+  else throw py::value_error("conv2d_auto_algorithm: pass must be \"fwd\", \"bwd_input\" or \"bwd_weight\", got \"" +
+                             pass + "\"");
+  fastconv::Conv2dParams p;
+  try {
+    p = fastconv::conv2d_params(input_size, weight_size, stride, {padding[0], padding[0], padding[1], padding[1]},
+                                dilation, groups, "conv2d_auto_algorithm");
+  } catch (const c10::Error& e) {
+    throw py::value_error(e.what_without_backtrace());
+  }
+  const fastconv::Backend b = backend == "cpu" ? fastconv::Backend::kCpu : fastconv::Backend::kCuda;
+  return fastconv::auto_algorithm(b, conv_pass, p, tensor_cores) == fastconv::ConvAlgorithm::kDirect ? "direct" : "im2col";
 }
 
 // The ops' own argument checks, for the Python layer (fastconv.backend(...),
@@ -113,6 +163,20 @@ PYBIND11_MODULE(_C, m) {
         py::arg("where"), "Raises ValueError unless 0 <= p <= 1.");
   m.def("simt_launch_counts", &simt_launch_counts,
         "(code offset, kernel name, launches) of every kernel the SIMT runtime has launched in this process.");
+  m.def("simt_set_recording", &simt::set_recording, py::arg("on"),
+        "Records every SIMT launch (kernel, grid, block, dynamic shared memory) while on.");
+  m.def("simt_set_dry_run", &simt::set_dry_run, py::arg("on"),
+        "Dry run: SIMT launches are checked and recorded but do not run (outputs are garbage).");
+  m.def("simt_dry_run", &simt::dry_run, "Whether SIMT launches are in a dry run.");
+  m.def("simt_take_recorded_launches", &simt_take_recorded_launches,
+        "(code offset, launch expression, grid, block, smem bytes) of the launches recorded since the last "
+        "call; clears the list.");
+  m.def("conv2d_auto_algorithm", &conv2d_auto_algorithm, py::arg("backend"), py::arg("conv_pass"), py::arg("input_size"),
+        py::arg("weight_size"), py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("groups"),
+        py::arg("tensor_cores") = false,
+        "The algorithm (\"direct\" or \"im2col\") conv2d's algorithm=\"auto\" runs on a backend in one pass "
+        "(\"fwd\", \"bwd_input\", \"bwd_weight\"); symmetric padding [h, w]; tensor_cores: whether the im2col "
+        "GEMMs would run on tensor cores.");
   m.def("simt_set_multiprocessor_count", &simt::set_multiprocessor_count, py::arg("count"),
         "Sets the multiprocessor count the SIMT device reports (<= 0: FASTCONV_SIMT_SMS, else 132).");
   m.def("parallel_for_threads", &parallel_for_threads,

@@ -3,12 +3,12 @@
 // runs blocks in parallel.
 #include "simt.h"
 #include "access/recorder.h"
+#include "static_shared.h"
 
 #include "../common/dtypes.h"
 
 #include <cxxabi.h>
 #include <dlfcn.h>
-#include <link.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -119,14 +119,6 @@ void __sanitizer_symbolize_pc(void* pc, const char* fmt, char* out, size_t size)
 #pragma weak simt_access_thread_resume
 #pragma weak simt_access_thread_yield
 #pragma weak simt_access_interval_end
-// The linker's bounds of the static shared memory section (sanitizer builds, simt.h).
-extern char __start_simt_shared[] __attribute__((weak, visibility("hidden")));
-extern char __stop_simt_shared[] __attribute__((weak, visibility("hidden")));
-// ld.so: this thread's address of a TLS offset in a module.
-struct SimtTlsIndex {
-  unsigned long module, offset;
-};
-void* __tls_get_addr(SimtTlsIndex* ti);
 }
 
 // The kernel sections of __launch_bounds__ (simt.h): simt_lb_0001 ... simt_lb_1024.
@@ -192,6 +184,8 @@ constexpr int kSmemPattern = 0xff;
 std::atomic<int> g_order{static_cast<int>(Order::Forward)};
 std::atomic<uint64_t> g_seed{0};
 std::atomic<int> g_workers{0};
+std::atomic<bool> g_recording{false};
+std::atomic<bool> g_dry_run{false};
 constexpr int kDefaultMultiprocessors = 132;  // an H100 SXM
 std::atomic<int> g_env_sms{kDefaultMultiprocessors};
 std::atomic<int> g_sms{kDefaultMultiprocessors};
@@ -263,6 +257,7 @@ void read_env() {
     if (const char* s = std::getenv("FASTCONV_SIMT_WORKERS")) workers = std::atoi(s);
     if (workers <= 0) workers = static_cast<int>(std::thread::hardware_concurrency());
     g_workers = std::max(workers, 1);
+    if (const char* s = std::getenv("FASTCONV_SIMT_DRY_RUN"); s && std::atoi(s) != 0) g_dry_run = true;
     if (const char* s = std::getenv("FASTCONV_SIMT_SMS")) {
       const int sms = std::atoi(s);
       if (sms > 0) g_env_sms = sms;
@@ -422,9 +417,8 @@ struct Worker {
   // Under the memory checker: dynamic shared memory allocated to the
   // launch's exact size (ASan reports the first byte past it).
   unsigned char* exact_smem = nullptr;
-  // This thread's copy of the static shared memory section (sanitizer builds).
-  unsigned char* static_smem = nullptr;
-  size_t static_smem_bytes = 0;
+  // This thread's copy of the static shared memory (sanitizer builds).
+  detail::StaticShared static_smem;
   bool static_smem_known = false;
   const Job* job = nullptr;
   Fiber* cur = nullptr;
@@ -523,46 +517,6 @@ Worker& fiber_worker(const char* what) {
   return *w;
 }
 
-// ---------------------------------------------------- static shared memory
-// In sanitizer builds simt.h puts every `__shared__` variable into the TLS
-// section simt_shared. Each OS thread has its own copy at the same offset in
-// the module's TLS block as the section has in the TLS image.
-struct SharedSection {
-  SimtTlsIndex index{0, 0};
-  size_t bytes = 0;
-};
-
-const SharedSection& shared_section() {
-  static const SharedSection section = [] {
-    SharedSection s;
-    const char* begin = __start_simt_shared;
-    const char* end = __stop_simt_shared;
-    if (!begin || end <= begin) return s;
-    struct Probe {
-      uintptr_t start;
-      SharedSection* out;
-    } probe{reinterpret_cast<uintptr_t>(begin), &s};
-    dl_iterate_phdr(
-        [](dl_phdr_info* info, size_t, void* data) -> int {
-          auto* p = static_cast<Probe*>(data);
-          for (int i = 0; i < info->dlpi_phnum; ++i) {
-            const ElfW(Phdr)& ph = info->dlpi_phdr[i];
-            if (ph.p_type != PT_TLS) continue;
-            const uintptr_t image = info->dlpi_addr + ph.p_vaddr;
-            if (p->start < image || p->start >= image + ph.p_memsz) continue;
-            p->out->index.module = info->dlpi_tls_modid;
-            p->out->index.offset = p->start - image;
-            return 1;
-          }
-          return 0;
-        },
-        &probe);
-    if (s.index.module) s.bytes = static_cast<size_t>(end - begin);
-    return s;
-  }();
-  return section;
-}
-
 void Worker::reserve(const Job& j) {
   job = &j;
   while (fibers.size() < j.threads) {
@@ -596,11 +550,7 @@ void Worker::reserve(const Job& j) {
   }
   if (!static_smem_known) {
     static_smem_known = true;
-    SharedSection s = shared_section();
-    if (s.bytes) {
-      static_smem = static_cast<unsigned char*>(__tls_get_addr(&s.index));
-      static_smem_bytes = s.bytes;
-    }
+    static_smem = detail::this_thread_static_shared();
   }
 }
 
@@ -981,8 +931,9 @@ void fill_shared_memory(Worker& w) {
   const bool ignore = job.san & kTsan;
   if (ignore) __tsan_ignore_thread_begin();
   if (job.smem) std::memset(detail::dyn_smem, kSmemPattern, job.smem);
-  if ((job.san & kMemory) && w.static_smem_bytes)
-    std::memset(w.static_smem, kSmemPattern, w.static_smem_bytes);
+  if (job.san & kMemory)
+    for (const detail::StaticShared::Range& r : w.static_smem.sections)
+      if (r.bytes) std::memset(r.begin, kSmemPattern, r.bytes);
   if (ignore) __tsan_ignore_thread_end();
   if (job.san & kRace) __tsan_release(&w.block_start);
 }
@@ -1211,11 +1162,10 @@ void install_report_hooks() {
     __sanitizer_set_death_callback(on_sanitizer_death);
 }
 
-// "shared memory (static)", "shared memory (dynamic)" or "global memory".
+// "static shared memory", "dynamic shared memory" or "global memory".
 const char* memory_space(const Worker* w, const void* addr) {
   const unsigned char* a = static_cast<const unsigned char*>(addr);
-  if (w && w->static_smem && a >= w->static_smem && a < w->static_smem + w->static_smem_bytes)
-    return "static shared memory";
+  if (w && w->static_smem.holds(a)) return "static shared memory";
   if (w && w->job && detail::dyn_smem && a >= detail::dyn_smem && a < detail::dyn_smem + w->job->smem)
     return "dynamic shared memory";
   return "global memory";
@@ -1287,6 +1237,12 @@ void count_launch(const void* kernel, const std::string& name) {
   ++it->second.launches;
 }
 
+// Recorded launches; written and taken under the pool's launch mutex.
+std::vector<LaunchRecord>& launch_records() {
+  static auto* records = new std::vector<LaunchRecord>();
+  return *records;
+}
+
 }  // namespace
 
 // ------------------------------------------------------------------ public API
@@ -1298,6 +1254,24 @@ void set_order(Order o, uint64_t s) {
 void set_num_workers(int n) {
   read_env();
   g_workers = n > 0 ? n : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+}
+void set_recording(bool on) {
+  read_env();
+  g_recording = on;
+}
+void set_dry_run(bool on) {
+  read_env();
+  g_dry_run = on;
+}
+bool dry_run() {
+  read_env();
+  return g_dry_run.load();
+}
+std::vector<LaunchRecord> take_recorded_launches() {
+  std::lock_guard<std::mutex> lk(pool().launch_mutex);
+  std::vector<LaunchRecord> out;
+  out.swap(launch_records());
+  return out;
 }
 std::vector<KernelLaunches> launch_counts() {
   std::lock_guard<std::mutex> lk(pool().launch_mutex);
@@ -1389,6 +1363,9 @@ void launch(const Site& site, const void* kernel, dim3 grid, dim3 block, size_t 
   }
   Pool& p = pool();
   std::lock_guard<std::mutex> lk(p.launch_mutex);
+  const bool dry = g_dry_run.load();
+  if (dry || g_recording.load()) launch_records().push_back({kernel, name.full, grid, block, smem});
+  if (dry) return;
   count_launch(kernel, name.full);
   if (g_san & kAccess) simt_access_launch(kernel, name.full.c_str());
   Job job;

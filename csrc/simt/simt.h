@@ -65,11 +65,20 @@
 // Static shared memory must be per block. One OS thread runs one block at a
 // time (with all of that block's fibers), so a thread_local static is exactly
 // "one copy per resident block". In sanitizer builds the variables also go
-// to one TLS section (simt_shared), which the memory checker refills with a
-// garbage pattern at every block start, as a GPU's shared memory would be, and
-// which lets reports say "shared memory".
+// to TLS sections (simt/static_shared.h) that the memory checker refills with
+// a garbage pattern at every block start, as a GPU's shared memory would be,
+// and that tell race reports and access counters shared memory from global.
+// Two sections, because of two GCC rules: inside a template it drops a section
+// name that does not depend on a template parameter (so the name is a member
+// of a class chosen from __PRETTY_FUNCTION__, which is value-dependent there);
+// and it refuses to mix, in one section of one translation unit, variables of
+// template instantiations (COMDAT groups) with other functions' ("section type
+// conflict"). An instantiation's __PRETTY_FUNCTION__ ends in "[with ...]".
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define __shared__ static thread_local __attribute__((section("simt_shared")))
+#define __shared__                                                                          \
+  static thread_local __attribute__((section(::simt::detail::StaticSharedSection<           \
+                                             ::simt::detail::is_template_instance(          \
+                                                 __PRETTY_FUNCTION__)>::name)))
 #else
 #define __shared__ static thread_local
 #endif
@@ -206,6 +215,26 @@ struct KernelLaunches {
 };
 std::vector<KernelLaunches> launch_counts();
 
+// The launch recorder, for the GPU performance model (python -m bench.cuda_model).
+// While recording, every launch that passes the launch checks is appended to
+// a list: kernel, grid, block, dynamic shared memory. In a dry run a launch is
+// checked and recorded but its body does not run, so a real launcher called
+// by a real op yields the exact launch sequence of any problem size in
+// microseconds; the outputs (and anything computed from them) are garbage
+// then. Dry-run launches are not in launch_counts(), which counts kernels
+// that really ran. FASTCONV_SIMT_DRY_RUN=1 starts a process in a dry run.
+struct LaunchRecord {
+  const void* kernel;
+  std::string name;
+  dim3 grid, block;
+  size_t smem;
+};
+void set_recording(bool on);
+void set_dry_run(bool on);  // a dry run also records
+bool dry_run();
+// The launches recorded since the last call (and clears the list).
+std::vector<LaunchRecord> take_recorded_launches();
+
 cudaError_t get_last_error(bool clear);
 const char* error_string(cudaError_t e);
 
@@ -220,6 +249,27 @@ struct BoundsSection {
   static constexpr char name[] = {'s', 'i', 'm', 't', '_', 'l', 'b', '_', char('0' + N / 1000),
                                   char('0' + N / 100 % 10), char('0' + N / 10 % 10),
                                   char('0' + N % 10), '\0'};
+};
+
+// The section of a __shared__ variable (see __shared__ above); the runtime
+// reads both (static_shared.cpp). `name` is a reference to a string literal
+// because outside templates GCC takes nothing else (not a constexpr array).
+// Other functions with COMDAT statics (inline ones, lambdas in templates) get
+// simt_shared too; a translation unit that mixes them with plain functions'
+// __shared__ variables fails to compile with GCC's conflict, never silently.
+constexpr bool is_template_instance(const char* pretty_function) {
+  for (const char* p = pretty_function; *p; ++p)
+    if (p[0] == '[' && p[1] == 'w' && p[2] == 'i' && p[3] == 't' && p[4] == 'h' && p[5] == ' ')
+      return true;
+  return false;
+}
+template <bool kTemplate>
+struct StaticSharedSection {
+  static constexpr const char (&name)[12] = "simt_shared";
+};
+template <>
+struct StaticSharedSection<true> {
+  static constexpr const char (&name)[21] = "simt_shared_template";
 };
 
 // Where a launch or a collective is written, for messages.

@@ -2,8 +2,10 @@
 //   seeded_bugs CASE      runs one kernel (exit 1 if its launch is rejected)
 //   seeded_bugs --list    prints the cases
 // CTest runs each case under its checker, where it must be reported with the
-// kernel's name and the line marked BUG(case), and under the other checkers,
-// where it must not be. The marker comments are read by expect_output.cmake.
+// kernel's name and the line marked BUG(case) (a read of garbage, which no
+// checker sees, by the case's own check of the result), and under the other
+// checkers, where it must not be. The marker comments are read by
+// expect_output.cmake.
 #include "../../csrc/simt/simt.h"
 
 #include <cstdio>
@@ -21,6 +23,16 @@ __global__ void missing_sync(const int* in, int* out) {
   const int t = threadIdx.x;
   s[t] = in[t];
   out[t] = t > 0 ? s[t - 1] : 0;  // BUG(missing_sync)
+}
+
+// missing_sync in a template kernel, as every kernel of csrc/cuda is: GCC
+// places its shared array by other rules than a plain function's (simt.h).
+template <class T>
+__global__ void missing_sync_template(const T* in, T* out) {
+  __shared__ T s[64];
+  const int t = threadIdx.x;
+  s[t] = in[t];
+  out[t] = t > 0 ? s[t - 1] : T(0);  // BUG(missing_sync_template)
 }
 
 // Every thread increments one shared counter: updates get lost on a GPU.
@@ -67,6 +79,20 @@ __global__ void static_smem_off_by_one(float* out) {
   s[t + 1] = 1.0f;  // BUG(static_smem_off_by_one)
   __syncthreads();
   out[t] = s[t];
+}
+
+// The shared table is filled only when `fill` is set, as if shared memory kept
+// it from an earlier block: on a GPU every block's shared memory starts as
+// garbage. The case launches one block with `fill`, then one without; both
+// run on the launching OS thread, where, without the memory checker's refill,
+// the second finds the first one's table in the thread's static shared memory.
+template <class T>
+__global__ void stale_static_smem(const T* table, T* out, bool fill) {
+  __shared__ T s[64];
+  const int t = threadIdx.x;
+  if (fill) s[t] = table[t];
+  __syncthreads();
+  out[t] = s[t];  // BUG(stale_static_smem)
 }
 
 // The last thread writes one element past the dynamic shared memory.
@@ -149,6 +175,12 @@ const std::vector<std::pair<std::string, std::function<int()>>> kCases = {
        SIMT_LAUNCH(missing_sync, 1, 64, 0, nullptr, in.data(), out.data());
        return launch_result();
      }},
+    {"missing_sync_template",
+     [] {
+       std::vector<int> in(64, 1), out(64);
+       SIMT_LAUNCH(missing_sync_template<int>, 1, 64, 0, nullptr, in.data(), out.data());
+       return launch_result();
+     }},
     {"lost_update",
      [] {
        int out = 0;
@@ -189,6 +221,23 @@ const std::vector<std::pair<std::string, std::function<int()>>> kCases = {
        std::vector<float> out(64);
        SIMT_LAUNCH(static_smem_off_by_one, 1, 64, 0, nullptr, out.data());
        return launch_result();
+     }},
+    {"stale_static_smem",
+     [] {
+       const std::vector<float> table = iota(64);
+       std::vector<float> out(64);
+       SIMT_LAUNCH(stale_static_smem<float>, 1, 64, 0, nullptr, table.data(), out.data(), true);
+       SIMT_LAUNCH(stale_static_smem<float>, 1, 64, 0, nullptr, table.data(), out.data(), false);
+       if (launch_result()) return 1;
+       for (int t = 0; t < 64; ++t)
+         if (!(out[t] == table[t])) {
+           std::fprintf(stderr,
+                        "stale_static_smem<float>: thread %d of the second block read %g from "
+                        "static shared memory, expected %g\n",
+                        t, out[t], table[t]);
+           return 1;
+         }
+       return 0;
      }},
     {"dynamic_smem_off_by_one",
      [] {

@@ -12,7 +12,7 @@
 // are paired by (warp, PC, occurrence)). Per request:
 // - global memory: sectors = distinct 32-byte segments its lanes touch
 //   (4 for 32 coalesced 4-byte loads, 32 when every lane is in its own segment);
-// - shared memory (the static __shared__ section and the dynamic buffer):
+// - shared memory (the static __shared__ sections and the dynamic buffer):
 //   ways = the largest number of distinct 4-byte words the request touches in
 //   one of the 32 banks (bank = word % 32; lanes reading the same word are a
 //   broadcast and count once). Accesses wider than 4 bytes are served as the

@@ -2,7 +2,6 @@
 // the accesses of the running block's CUDA threads in the current barrier
 // interval; at the interval's end they are paired into warp requests and
 // counted per (kernel, PC, space, load or store).
-#include <link.h>
 #include <pthread.h>
 
 #include <algorithm>
@@ -13,14 +12,7 @@
 
 #include "recorder.h"
 #include "../simt.h"
-
-// ld.so: this thread's address of a TLS offset in a module.
-extern "C" {
-struct SimtAccessTlsIndex {
-  unsigned long module, offset;
-};
-void* __tls_get_addr(SimtAccessTlsIndex* ti);
-}
+#include "../static_shared.h"
 
 namespace simt {
 namespace access {
@@ -108,13 +100,10 @@ struct RequestKeyHash {
 struct Recorder {
   std::vector<std::vector<Record>> threads;  // by linear thread index
   unsigned block_threads = 0;
-  // Static __shared__ variables are thread_locals of the kernel's module (see
-  // simt.h); the module's whole TLS block stands for them, less the built-in
-  // variables. (The simt_shared section would be narrower, but GCC ignores
-  // section attributes on the static locals of templates: every kernel of
-  // csrc/cuda.)
-  const void* tls_kernel = nullptr;
-  Range static_smem, dynamic_smem;
+  // This OS thread's copy of the static __shared__ variables (static_shared.h).
+  simt::detail::StaticShared static_smem;
+  bool static_smem_known = false;
+  Range dynamic_smem;
   Range builtins[5];  // threadIdx, blockIdx, blockDim, gridDim, the dynamic smem pointer
   CounterMap* counters = nullptr;
   // Scratch of interval_end, kept to reuse its memory.
@@ -144,34 +133,6 @@ Recorder& this_recorder() {
     tables().push_back(r->counters);
   }
   return *r;
-}
-
-// This thread's TLS block of the module whose code holds `code`.
-Range tls_block_of(const void* code) {
-  struct Probe {
-    uintptr_t code;
-    size_t module = 0, bytes = 0;
-  } probe{reinterpret_cast<uintptr_t>(code)};
-  dl_iterate_phdr(
-      [](dl_phdr_info* info, size_t, void* data) -> int {
-        auto* p = static_cast<Probe*>(data);
-        bool holds = false;
-        size_t tls = 0;
-        for (int i = 0; i < info->dlpi_phnum; ++i) {
-          const ElfW(Phdr)& ph = info->dlpi_phdr[i];
-          const uintptr_t start = info->dlpi_addr + ph.p_vaddr;
-          if (ph.p_type == PT_LOAD && p->code >= start && p->code < start + ph.p_memsz) holds = true;
-          if (ph.p_type == PT_TLS) tls = ph.p_memsz;
-        }
-        if (!holds) return 0;
-        p->module = info->dlpi_tls_modid;
-        p->bytes = tls;
-        return 1;
-      },
-      &probe);
-  if (!probe.module || !probe.bytes) return Range{};
-  SimtAccessTlsIndex index{probe.module, 0};
-  return Range::of(__tls_get_addr(&index), probe.bytes);
 }
 
 // This thread's stack (for a launching thread: where its kernel arguments are).
@@ -317,14 +278,13 @@ void record(const void* pc, const void* addr, unsigned size, bool store) {
   const uintptr_t a = reinterpret_cast<uintptr_t>(addr);
   const Recorder& rec = *run->recorder;
   Space space = Space::Global;
-  if (rec.dynamic_smem.holds(a)) {
-    space = Space::Shared;
-  } else if (rec.static_smem.holds(a)) {
-    for (const Range& b : rec.builtins)
-      if (b.holds(a)) return;  // special registers on a GPU
+  if (rec.dynamic_smem.holds(a) || rec.static_smem.holds(addr)) {
     space = Space::Shared;
   } else if (run->stack.holds(a) || g_launcher_stack.holds(a)) {
     return;  // registers and local memory on a GPU, kernel parameters
+  } else {
+    for (const Range& b : rec.builtins)
+      if (b.holds(a)) return;  // special registers on a GPU
   }
   run->records->push_back(Record{pc, a, size, space, store});
 }
@@ -365,9 +325,9 @@ extern "C" void simt_access_block_begin(unsigned threads, const void* dynamic_sm
   simt::access::Recorder& rec = simt::access::this_recorder();
   if (rec.threads.size() < threads) rec.threads.resize(threads);
   rec.block_threads = threads;
-  if (rec.tls_kernel != simt::access::g_kernel) {
-    rec.tls_kernel = simt::access::g_kernel;
-    rec.static_smem = simt::access::tls_block_of(simt::access::g_kernel);
+  if (!rec.static_smem_known) {
+    rec.static_smem_known = true;
+    rec.static_smem = simt::detail::this_thread_static_shared();
   }
   rec.dynamic_smem = Range::of(dynamic_smem, dynamic_bytes);
   rec.builtins[0] = Range::of(&threadIdx, sizeof threadIdx);

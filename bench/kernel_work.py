@@ -1,0 +1,265 @@
+"""Analytic work of each CUDA kernel launch, by kernel family: FLOPs, minimum DRAM bytes, the
+output elements it could spread over threads, how full its tiles are, and what its inner loop
+can reach of the FP32 peak. bench/README.md ("The GPU model") explains the formulas.
+
+A pass of an op (say the im2col forward of one layer) is a recorded launch sequence; the work of
+each launch follows from the layer's shape, the pass, and the launch's place in the sequence
+(which chunk of images it serves). Two launcher rules are mirrored here, and checked against the
+recorded sequence so that they cannot drift silently: the im2col chunking
+(``im2col_chunk_images``, conv2d_common.cuh) and the direct weight gradient's slices
+(``wgrad_slices``, conv2d_direct.cuh).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass
+from typing import List, Optional, Sequence
+
+from .gpus import Gpu
+
+
+class MirrorError(RuntimeError):
+    """A launcher rule mirrored here no longer matches the launches the launcher made."""
+
+
+@dataclass(frozen=True)
+class Conv:
+    """One convolution layer at one batch size (square stride, padding; dilation 1)."""
+
+    n: int
+    c: int
+    h: int
+    w: int
+    k: int
+    r: int
+    s: int
+    stride: int = 1
+    pad: int = 0
+    groups: int = 1
+
+    @property
+    def p(self) -> int:
+        return (self.h + 2 * self.pad - self.r) // self.stride + 1
+
+    @property
+    def q(self) -> int:
+        return (self.w + 2 * self.pad - self.s) // self.stride + 1
+
+    @property
+    def pq(self) -> int:
+        return self.p * self.q
+
+    @property
+    def cg(self) -> int:
+        return self.c // self.groups
+
+    @property
+    def kg(self) -> int:
+        return self.k // self.groups
+
+    @property
+    def crs_g(self) -> int:
+        return self.cg * self.r * self.s
+
+    @property
+    def crs(self) -> int:
+        return self.c * self.r * self.s
+
+    @property
+    def identity(self) -> bool:
+        """im2col of a 1x1, stride-1, unpadded convolution is the input itself."""
+        return self.r == 1 and self.s == 1 and self.stride == 1 and self.pad == 0
+
+    @property
+    def macs(self) -> int:
+        return self.n * self.k * self.pq * self.crs_g
+
+
+@dataclass(frozen=True)
+class Work:
+    flops: float
+    bytes: float
+    outputs: int                    # independent pieces of work the launch could spread over threads: output
+                                    # elements, times the 1024-long slices a reduction could split into
+    tile_efficiency: float = 1.0    # useful / computed FLOPs of the kernel's tiling
+
+
+def column_buffer_cap() -> int:
+    """Mirrors column_buffer_cap (conv2d_common.cuh): 256 MiB or FASTCONV_COLUMN_BUFFER_BYTES."""
+    value = int(os.environ.get("FASTCONV_COLUMN_BUFFER_BYTES", "0") or 0)
+    return value if value > 0 else 256 << 20
+
+
+def chunk_images(conv: Conv, elem: int) -> int:
+    """Mirrors im2col_chunk_images: images per column buffer of ``elem``-byte elements."""
+    per_image = conv.crs * conv.pq * elem
+    return min(conv.n, max(1, column_buffer_cap() // per_image))
+
+
+def wgrad_slices(conv: Conv) -> int:
+    """Mirrors wgrad_slices: the direct weight gradient's split of the N*P*Q reduction."""
+    tiles = conv.groups * math.ceil(conv.kg / 32) * math.ceil(conv.crs_g / 64)
+    slices = min(math.ceil(512 / tiles), conv.n * conv.pq // 1024, 64)
+    return max(1, slices)
+
+
+def _fill(useful: int, tile: int) -> float:
+    return useful / (math.ceil(useful / tile) * tile)
+
+
+def _template_ints(kernel: str, template: str) -> List[int]:
+    m = re.search(template + r"<([0-9, ]+)>", kernel)
+    return [int(v) for v in m.group(1).split(",")] if m else []
+
+
+def is_gemm(kernel: str) -> bool:
+    """The im2col GEMMs: on CUDA cores (gemm_kernel) or tensor cores (gemm_tensor_core_kernel)."""
+    return kernel.startswith("gemm_kernel") or kernel.startswith("gemm_tensor_core_kernel")
+
+
+def is_tensor_core(kernel: str) -> bool:
+    return kernel.startswith("gemm_tensor_core_kernel")
+
+
+def gemm_tile_efficiency(kernel: str, m: int, n: int, k: int) -> float:
+    bm, bn, bk = _template_ints(kernel, "TensorCoreTile" if is_tensor_core(kernel) else "GemmTile")[:3]
+    return _fill(m, bm) * _fill(n, bn) * _fill(k, bk)
+
+
+def conv_pass_work(conv: Conv, pass_: str, kernels: Sequence[str], elem: int = 4) -> List[Work]:
+    """The work of each launch of one pass (``fwd``, ``bwd_input``, ``bwd_weight``, ``bwd_bias``)
+    of a convolution, given the recorded kernels of that pass in order. fp32 (``elem`` 4)."""
+    acc = 8 if elem == 8 else 4
+    c, flops = conv, 2.0 * conv.macs
+    in_elems, out_elems, w_elems = c.n * c.c * c.h * c.w, c.n * c.k * c.pq, c.k * c.crs_g
+    # A reduction over N*P*Q could be split into slices of 1024 (the direct weight gradient's shortest).
+    splits = max(1, c.n * c.pq // 1024)
+    works: List[Work] = []
+    chunk = chunk_images(c, acc if pass_ == "bwd_input" else elem)
+    done = 0  # images of the batch whose chunk has finished
+
+    def images() -> int:
+        return min(chunk, c.n - done)
+
+    for kernel in kernels:
+        n = images()
+        share = n / c.n
+        if kernel.startswith("im2col_kernel"):
+            works.append(Work(0.0, elem * (share * in_elems + n * c.crs * c.pq), n * c.crs * c.pq))
+        elif is_gemm(kernel):
+            columns = share * in_elems if c.identity else n * c.crs * c.pq
+            if pass_ == "fwd":
+                eff = gemm_tile_efficiency(kernel, c.kg, c.pq, c.crs_g)
+                works.append(Work(flops * share, elem * (w_elems + columns + c.k + share * out_elems),
+                                  int(share * out_elems), eff))
+            elif pass_ == "bwd_input":
+                eff = gemm_tile_efficiency(kernel, c.crs_g, c.pq, c.kg)
+                works.append(Work(flops * share, elem * (w_elems + share * out_elems) + acc * n * c.crs * c.pq,
+                                  n * c.crs * c.pq, eff))
+            else:
+                eff = gemm_tile_efficiency(kernel, c.kg, c.crs_g, n * c.pq)
+                dw = acc * w_elems * (2 if done > 0 else 1)  # later chunks read and add
+                works.append(Work(flops * share, elem * (share * out_elems + columns) + dw, w_elems * splits, eff))
+            if pass_ == "fwd" or pass_ == "bwd_weight":
+                done += n
+        elif kernel.startswith("col2im_kernel"):
+            works.append(Work(float(n * c.crs * c.pq), acc * n * c.crs * c.pq + elem * share * in_elems,
+                              int(share * in_elems)))
+            done += n
+        elif kernel.startswith("conv2d_direct_forward"):
+            eff = direct_tile_efficiency(kernel, c.p, c.q, c.kg)
+            works.append(Work(flops, elem * (in_elems + w_elems + c.k + out_elems), out_elems, eff))
+        elif kernel.startswith("conv2d_direct_backward_input"):
+            eff = direct_tile_efficiency(kernel, c.h, c.w, c.cg)
+            works.append(Work(flops, elem * (out_elems + w_elems + in_elems), in_elems, eff))
+        elif kernel.startswith("conv2d_direct_backward_weight"):
+            slices = wgrad_slices(c)
+            if slices > 1 and not any(k.startswith("conv2d_reduce_partials") for k in kernels):
+                raise MirrorError(f"wgrad_slices gives {slices} slices for {c}, but no partials were reduced")
+            eff = _fill(c.kg, 32) * _fill(c.crs_g, 64)
+            written = acc * slices * w_elems if slices > 1 else elem * w_elems
+            works.append(Work(flops, elem * (out_elems + in_elems) + written, w_elems * splits, eff))
+        elif kernel.startswith("conv2d_reduce_partials"):
+            # Sums of the direct weight gradient's slices (counted), or of a split reduction's ranges
+            # (the weight gradient's split-K, the bias gradient's: counted as one read, see README).
+            n = c.k if pass_ == "bwd_bias" else w_elems
+            slices = wgrad_slices(c) if any(k.startswith("conv2d_direct") for k in kernels) else 1
+            works.append(Work(float((slices - 1) * n), acc * slices * n + elem * n, n))
+        elif kernel.startswith("conv2d_backward_bias"):
+            works.append(Work(float(out_elems), elem * (out_elems + c.k), c.k * splits))
+        else:
+            raise ValueError(f"no work formula for kernel {kernel!r} in a convolution pass")
+    expected = math.ceil(c.n / chunk)
+    gemms = sum(is_gemm(k) for k in kernels)
+    if gemms and gemms != expected:
+        raise MirrorError(f"{pass_} of {c}: {gemms} GEMM launches, but im2col_chunk_images gives {expected} chunks")
+    return works
+
+
+def direct_tile_efficiency(kernel: str, rows: int, cols: int, channels: int) -> float:
+    th, tw, _ppt, slots, cpt = _template_ints(kernel, "DirectTile") or (1, 1, 1, 1, 1)
+    return _fill(rows, th) * _fill(cols, tw) * _fill(channels, slots * cpt)
+
+
+def elementwise_work(op: str, pass_: str, n_in: int, n_out: int, elem: int = 4) -> Work:
+    """Max pooling, ReLU and dropout: the bytes an ideal kernel reads and writes (bench/README.md,
+    "Work"), one operation per output element."""
+    if op == "max_pool2d":
+        if pass_ == "fwd":
+            return Work(float(n_out * 4), elem * n_in + (elem + 8) * n_out, n_out)
+        return Work(float(n_in), (elem + 8) * n_out + elem * n_in, n_in)
+    if op == "relu":
+        return Work(float(n_in), (2 if pass_ == "fwd" else 3) * elem * n_in, n_in)
+    if op == "dropout":
+        return Work(float(n_in), 2 * elem * n_in, n_in)
+    raise ValueError(f"unknown op {op!r}")
+
+
+def inner_loop_ceiling(kernel: str, gpu: Gpu, stride: int = 1) -> Optional[float]:
+    """The share of the FP32 peak a compute kernel's inner loop can issue, from its instruction
+    mix per step of one thread: ``fma`` FMAs, ``lds`` shared-memory wavefronts (128 bytes per
+    clock per SM: a 32-bit load of a warp is one, a 128-bit load four, a broadcast one), ``ldi``
+    load instructions. An SM retires lanes/32 warp FMAs, one wavefront and four instructions per
+    clock; the slowest of the three sets the pace. None for memory-bound families."""
+    if is_tensor_core(kernel):
+        return tensor_core_ceiling(kernel, gpu)
+    fma_per_clock = gpu.fp32_lanes_per_sm / 32
+    if kernel.startswith("gemm_kernel"):
+        _bm, _bn, _bk, tm, tn = _template_ints(kernel, "GemmTile")
+        fma, lds, ldi = tm * tn, tm + tn, (tm + tn) // 4       # 128-bit loads of A and B per k
+    elif kernel.startswith("conv2d_direct_forward_kernel"):
+        ppt, cpt = _template_ints(kernel, "DirectTile")[2], _template_ints(kernel, "DirectTile")[4]
+        fma, lds, ldi = ppt * cpt, ppt * stride + cpt, ppt + cpt  # per tap: inputs (strided), weights
+    elif kernel.startswith("conv2d_direct_backward_input_kernel"):
+        cpt = _template_ints(kernel, "DirectTile")[4]
+        fma, lds, ldi = cpt, 1 + cpt, 1 + cpt                   # per output channel: dY, weights
+    elif kernel.startswith("conv2d_direct_backward_weight_kernel"):
+        fma, lds, ldi = 8, 6, 6                                 # 2 x 4 tile: 2 dY, 4 columns per pixel
+    else:
+        return None
+    fma_clocks = fma / fma_per_clock
+    return fma_clocks / max(fma_clocks, lds, (fma + ldi) / 4)
+
+
+def tensor_peak_tflops(kernel: str, gpu: Gpu) -> float:
+    """The dense tensor-core peak a tensor-core GEMM runs against: TF32 for float operands,
+    FP16/BF16 for 16-bit ones."""
+    return gpu.tf32_tensor_tflops if kernel.startswith("gemm_tensor_core_kernel<float") else gpu.fp16_tensor_tflops
+
+
+def tensor_core_ceiling(kernel: str, gpu: Gpu) -> float:
+    """The share of the tensor-core peak the mma.sync loop can reach, shared memory permitting.
+    Per warp and mma k-step of a WM x WN warp tile: (WM/16) x (WN/8) mma of 16 x 8 x kMma MACs,
+    fed by fragment loads of 32-bit words, conflict-free (the rows are padded): 4 words per lane
+    for each 16-row A fragment and 2 for each 8-column B fragment, one wavefront each. kMma is 8
+    for tf32 and 16 for 16-bit operands (the same words then hold twice the elements)."""
+    bm, bn, _bk, warps_m, warps_n = _template_ints(kernel, "TensorCoreTile")
+    wm, wn = bm // warps_m, bn // warps_n
+    k_mma = 8 if kernel.startswith("gemm_tensor_core_kernel<float") else 16
+    macs = (wm // 16) * (wn // 8) * 16 * 8 * k_mma
+    wavefronts = (wm // 16) * 4 + (wn // 8) * 2
+    peak_macs_per_clock = tensor_peak_tflops(kernel, gpu) * 1e12 / (2 * gpu.sms * gpu.boost_mhz * 1e6)
+    return min(1.0, macs / wavefronts / peak_macs_per_clock)

@@ -1,0 +1,87 @@
+// conv2d's algorithm="auto": one rule for the C++ kernels, measured on a CPU,
+// and one per pass for the CUDA kernels (on a GPU and on the SIMT runtime,
+// which runs them), reasoned from the GPU performance model. Each op of a
+// training step (forward, input gradient, weight gradient) decides for itself.
+#include "conv2d_auto.h"
+
+namespace fastconv {
+namespace {
+
+// CPU: im2col unless each group has a single input channel. Measured on the
+// C++ kernels (python -m bench, bench/results/cpu-amd-epyc-2t.json, 2 threads,
+// 3x3, fwd+bwd, batch 16): on the seed layers im2col + GEMM is 2-12x faster
+// than direct, because the GEMM reuses every loaded value many times;
+// depthwise convolutions have nothing to reuse there, and direct wins (32 ch
+// @74: 6.2 vs 14.9 ms; 128 ch @36: 7.8 vs 15.8 ms), while with 8 input
+// channels per group im2col is already 2.4x faster.
+ConvAlgorithm cpu_rule(const Conv2dParams& p) {
+  return p.in_channels_per_group() == 1 ? ConvAlgorithm::kDirect : ConvAlgorithm::kIm2col;
+}
+
+// CUDA, from the GPU performance model (python -m bench.cuda_model, bench/
+// results/cuda_model_h100.json, "auto_rule": estimates in microseconds on an
+// H100 at batch 32, direct vs im2col; rerun it when a kernel changes).
+//
+// Forward: the GEMM is out_channels_per_group x pixels x patch (patch =
+// in_channels_per_group * kh * kw) on 64- or 128-wide tiles; with 32 output
+// channels or fewer per group, or a patch under 32, most of each tile
+// multiplies zeros, and the column buffer adds kh * kw times the input's
+// traffic. Direct wins there: 3->32 @150 60 vs 111, 32->32 @75 169 vs 267,
+// depthwise 32 @74 34 vs 389, 8 channels per group 51 vs 114; im2col wins
+// from 64 output channels on (32->64 @74 247 vs 305, 512->512 @28 2302 vs 6934).
+//
+// Input gradient: the GEMM is patch x pixels x out_channels_per_group, and
+// col2im gathers; only depthwise-like patches (under 16) make direct faster
+// (depthwise 32 @74 31 vs 226); at 3->32 @150 im2col still wins (111 vs 303).
+//
+// Weight gradient: the im2col GEMM is out_channels_per_group x patch, its
+// N * P * Q reduction split into ranges (split-K) sized from the GPU's SM
+// count, so it fills the GPU even where dW has few tiles, and it wins on
+// every seed layer (3->32 @150: 197 vs 549; 32->64 @74: 268 vs 322;
+// 256->256 @56: 2193 vs 5311). Only depthwise-like patches (under 16) keep
+// the direct kernel on CUDA cores (32 channels @74: direct 978 vs 1364).
+//
+// On tensor cores (TF32, CUDA's default for float32 under torch's rule, and
+// half and bfloat16 from sm_80; python -m bench.cuda_model --tf32,
+// cuda_model_h100_tf32.json) the im2col GEMMs run 2-8x faster: the forward
+// takes direct only under 32 output channels per group (32->32 @75: im2col
+// 138 vs 169), and the weight gradient is im2col throughout (depthwise 32
+// @74: 227 vs 978).
+//
+// On the model's H100 the rule runs the faster algorithm in 113 of the 120
+// passes of the seed, 1x1 and grouped layers at batch 1 and 32 on CUDA cores
+// and in 115 on TF32; on its A100 (cuda_model_a100*.json) in 113 and 117. The
+// misses are within 1.6x (weight gradients of narrow or grouped layers, the
+// 32->32 forward at batch 1, near ties of the 3-channel forwards on TF32),
+// except the forward of 8 channels per group on tensor cores at batch 1
+// (2.9x, 7 vs 2.4 us).
+constexpr int64_t kGpuNarrowGemm = 32;
+constexpr int64_t kGpuDepthwisePatch = 16;
+
+ConvAlgorithm gpu_rule(ConvPass pass, const Conv2dParams& p, bool tensor_cores) {
+  bool direct = false;
+  switch (pass) {
+    case ConvPass::kForward: {
+      const int64_t kg = p.out_channels_per_group();
+      direct = (tensor_cores ? kg < kGpuNarrowGemm : kg <= kGpuNarrowGemm) || p.patch_size() < kGpuNarrowGemm;
+      break;
+    }
+    case ConvPass::kBackwardInput:
+      direct = p.patch_size() < kGpuDepthwisePatch;
+      break;
+    case ConvPass::kBackwardWeight:
+      direct = !tensor_cores && p.patch_size() < kGpuDepthwisePatch;
+      break;
+    case ConvPass::kBackwardBias:
+      break;
+  }
+  return direct ? ConvAlgorithm::kDirect : ConvAlgorithm::kIm2col;
+}
+
+}  // namespace
+
+ConvAlgorithm auto_algorithm(Backend backend, ConvPass pass, const Conv2dParams& p, bool tensor_cores) {
+  return backend == Backend::kCpu ? cpu_rule(p) : gpu_rule(pass, p, tensor_cores);
+}
+
+}  // namespace fastconv

@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# The one command to run the day a GPU is lent, on the GPU machine, from a fresh
+# copy of the repository (with its .venv, or PYTHON=... naming a Python that has
+# the pinned packages):
+#   1. build the extension with its CUDA kernels for this GPU's arch only
+#   2. the test suite on the cuda backend
+#   3. compute-sanitizer memcheck, racecheck and synccheck over every kernel
+#      (scripts/sanitizer_ops.py: each op once per kernel variant, tiny tensors)
+#   4. the benchmark against cuDNN (TF32 off and on), --quick
+#   5. the GPU performance model for the same GPU
+# Everything goes under one folder: --out DIR, else $OUT/gpu_check when OUT is
+# set (the lent machine returns only files under $OUT), else ./gpu_check; the
+# log is gpu_check.log there. Each step has a time budget (465 s in all, so the
+# whole run stays under 8 minutes). Exits non-zero when a step fails or times out.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+usage() {
+  cat <<EOF
+usage: scripts/gpu_check.sh [--out DIR] [--skip STEP]...
+  --out DIR    where results and gpu_check.log go (default: \$OUT/gpu_check, else ./gpu_check)
+  --skip STEP  leave out a step: build, tests, sanitizer, bench, model
+EOF
+}
+
+out=""
+skip=" "
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --out) [ $# -ge 2 ] || { usage >&2; exit 2; }; out="$2"; shift 2 ;;
+    --skip) [ $# -ge 2 ] || { usage >&2; exit 2; }; skip+="$2 "; shift 2 ;;
+    -h | --help) usage; exit 0 ;;
+    *) echo "gpu_check: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
+  esac
+done
+if [ -z "$out" ]; then
+  if [ -n "${OUT:-}" ]; then out="$OUT/gpu_check"; else out="$PWD/gpu_check"; fi
+fi
+mkdir -p "$out" || { echo "gpu_check: cannot create $out" >&2; exit 2; }
+out="$(cd "$out" && pwd)"
+log="$out/gpu_check.log"
+: >"$log"
+say() { echo "gpu_check: $*" | tee -a "$log"; }
+
+# ---------------------------------------------------------------- the GPU, first
+if ! command -v nvidia-smi >/dev/null 2>&1; then
+  say "FAILED: no NVIDIA GPU here (nvidia-smi not found). Run this on the GPU machine."
+  exit 3
+fi
+if ! gpu="$(nvidia-smi --query-gpu=name,compute_cap --format=csv,noheader 2>>"$log" | head -n1)" || [ -z "$gpu" ]; then
+  say "FAILED: nvidia-smi finds no usable GPU (see $log)."
+  exit 3
+fi
+cc="$(echo "${gpu##*,}" | tr -d ' ')"
+say "GPU: ${gpu%,*} (compute capability $cc); results in $out"
+
+python="${PYTHON:-}"
+if [ -z "$python" ]; then
+  if [ -x .venv/bin/python ]; then python=".venv/bin/python"; else python="python3"; fi
+fi
+say "python: $python ($("$python" -c 'import torch; print("torch", torch.__version__, "CUDA", torch.version.cuda)' 2>&1))"
+
+failed=()
+# step NAME SECONDS COMMAND...: runs COMMAND under a time budget, output to the log.
+step() {
+  local name="$1" budget="$2"
+  shift 2
+  case "$skip" in *" $name "*) say "$name: skipped"; return 0 ;; esac
+  say "$name: $* (budget ${budget}s)"
+  local began=$SECONDS rc=0
+  timeout --kill-after=10 "$budget" "$@" >>"$log" 2>&1 || rc=$?
+  local took=$((SECONDS - began))
+  if [ "$rc" -eq 0 ]; then
+    say "$name: ok in ${took}s"
+  elif [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+    say "$name: TIMED OUT after ${took}s"; failed+=("$name")
+  else
+    say "$name: FAILED (exit $rc) after ${took}s"; failed+=("$name")
+  fi
+  return "$rc"
+}
+
+# 1. This GPU's arch only: a build of minutes instead of five archs.
+if ! step build 140 env TORCH_CUDA_ARCH_LIST="$cc" MAX_JOBS="$(nproc)" "$python" setup.py -q build_ext --inplace; then
+  say "the build failed: nothing else can run"; exit 1
+fi
+if ! "$python" -c 'import fastconv, sys; sys.exit(0 if fastconv.cuda_compiled() else 1)' >>"$log" 2>&1; then
+  say "FAILED: the extension was built without its CUDA kernels (nvcc missing or not matching torch's CUDA?)"
+  exit 1
+fi
+
+# 2. The tests that run on the cuda backend (the CPU and SIMT ones ran in CI).
+step tests 80 "$python" -m pytest -q -k cuda tests --junitxml="$out/pytest-cuda.xml"
+
+# 3. Every kernel variant under each of compute-sanitizer's tools.
+#    Only our kernels are instrumented (kns: kernel-name substring), so torch's own
+#    kernels (random inputs, the reference results) run at full speed.
+sanitizer="$(command -v compute-sanitizer || echo "${CUDA_HOME:-/usr/local/cuda}/bin/compute-sanitizer")"
+if [ ! -x "$sanitizer" ]; then
+  say "sanitizer: FAILED: compute-sanitizer not found (on PATH or in \$CUDA_HOME/bin)"; failed+=(sanitizer)
+else
+  for tool in memcheck racecheck synccheck; do
+    step sanitizer 35 "$sanitizer" --tool "$tool" --kernel-name kns=fastconv --error-exitcode 1 \
+      --log-file "$out/sanitizer-$tool.txt" "$python" scripts/sanitizer_ops.py --backend cuda
+  done
+fi
+
+# 4. Against cuDNN (the runner times it with TF32 off and on); the results file is
+#    cuda-<gpu>.json beside the log: commit it under bench/results/.
+step bench 100 "$python" -m bench --device cuda --quick --no-progress --out "$out"
+
+# 5. The model of this GPU, to set beside the measurements.
+if gpu_key="$("$python" -c "from bench.gpus import by_compute_capability as f; print(f('$cc'))" 2>>"$log")"; then
+  step model 40 "$python" -m bench.cuda_model --gpu "$gpu_key" --no-progress --out "$out"
+else
+  say "model: no GPU of compute capability $cc in bench/gpus.py; skipped"
+fi
+
+if [ ${#failed[@]} -gt 0 ]; then
+  say "FAILED steps: ${failed[*]} (details in $log)"
+  exit 1
+fi
+say "all steps passed; results in $out"

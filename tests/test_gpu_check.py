@@ -1,0 +1,97 @@
+"""scripts/gpu_check.sh, the one command for the day a GPU is lent: what can be checked without
+one. It must refuse clearly and at once on a machine without a GPU, parse its arguments, and its
+sanitizer driver (scripts/sanitizer_ops.py) must run every kernel variant and agree with torch
+(here on the SIMT runtime; on the GPU under compute-sanitizer)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from simt_kernels import kernels_built, record_subprocess_launches
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "scripts" / "gpu_check.sh"
+
+
+def run_script(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **(env or {})})
+
+
+@pytest.fixture
+def no_gpu_path(tmp_path):
+    """A PATH without nvidia-smi (the machine may have one; the test must not use it)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("bash", "dirname", "mkdir", "tee", "cat", "head", "tr", "timeout", "nproc", "env"):
+        found = shutil.which(tool)
+        if found:
+            (bin_dir / tool).symlink_to(found)
+    return str(bin_dir)
+
+
+def test_without_a_gpu_it_fails_fast_and_says_why(tmp_path, no_gpu_path):
+    out = tmp_path / "out"
+    result = run_script("--out", str(out), env={"PATH": no_gpu_path})
+    assert result.returncode == 3
+    assert "no NVIDIA GPU here" in result.stdout
+    assert "no NVIDIA GPU here" in (out / "gpu_check.log").read_text()
+
+
+def test_results_go_under_OUT(tmp_path, no_gpu_path):
+    result = run_script(env={"PATH": no_gpu_path, "OUT": str(tmp_path)})
+    assert result.returncode == 3
+    assert (tmp_path / "gpu_check" / "gpu_check.log").exists()
+
+
+def test_arguments(tmp_path):
+    assert run_script("--help").returncode == 0
+    assert "--skip STEP" in run_script("--help").stdout
+    bad = run_script("--frobnicate")
+    assert bad.returncode == 2 and "unknown argument '--frobnicate'" in bad.stderr
+    assert run_script("--out").returncode == 2
+
+
+def test_sanitizer_driver_runs_every_kernel_variant_on_simt():
+    """Every precision as the runtime's default sm_90, then half and bfloat16 as an sm_75 (the
+    CUDA-core GEMMs that GPUs without tensor cores run)."""
+    launched = {}
+    for args in (["--backend", "simt"], ["--backend", "simt", "--sm", "75", "--precision", "float16", "bfloat16"]):
+        code = ("import json, sys; sys.path.insert(0, 'scripts'); import sanitizer_ops; from fastconv import _C; "
+                f"rc = sanitizer_ops.main({args!r}); "
+                "print('launches ' + json.dumps(_C.simt_launch_counts())); sys.exit(rc)")
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "sanitizer_ops: ok" in result.stdout
+        for name, n in record_subprocess_launches(result.stdout).items():
+            launched[name] = launched.get(name, 0) + n
+    missing = sorted(set(kernels_built().values()) - {name for name, n in launched.items() if n > 0})
+    assert not missing, f"scripts/sanitizer_ops.py leaves out: {missing}"
+
+
+def test_sanitizer_driver_refuses_cuda_without_a_gpu():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    result = subprocess.run([sys.executable, "scripts/sanitizer_ops.py", "--backend", "cuda"], capture_output=True,
+                            text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 2 and "needs a GPU" in result.stderr
+
+
+def test_the_step_budgets_fit_in_8_minutes():
+    import re
+
+    text = SCRIPT.read_text()
+    budgets = {name: int(seconds) for name, seconds in re.findall(r"\bstep (\w+) (\d+) ", text)}
+    assert set(budgets) == {"build", "tests", "sanitizer", "bench", "model"}
+    tools = re.search(r"for tool in ([\w ]+); do", text).group(1).split()
+    assert tools == ["memcheck", "racecheck", "synccheck"]
+    total = sum(budgets.values()) + budgets["sanitizer"] * (len(tools) - 1)
+    assert total <= 8 * 60 - 15, f"{total} s of step budgets leave no room under 8 minutes"
