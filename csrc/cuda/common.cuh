@@ -63,6 +63,36 @@ inline bool is_aligned(const void* p, int bytes) {
   return reinterpret_cast<uintptr_t>(p) % static_cast<uintptr_t>(bytes) == 0;
 }
 
+// N elements written to or read from shared memory as one vector access
+// (N * sizeof(A) = 8 or 16 bytes, aligned to that). nvcc turns the Pack copies
+// into ld/st.shared.v2/v4. The host compiler of the SIMT runtime splits a Pack
+// whose elements are used one by one into scalar accesses, which the access
+// counters would count as narrow requests with lanes a vector apart (4-way
+// conflicts the GPU never sees); a GCC vector type keeps each one access of
+// the vector's width, as on the GPU.
+#if defined(__CUDACC__)
+template <typename A, int N>
+using SmemVector = Pack<A, N>;
+template <typename A, int N>
+__device__ __forceinline__ A& smem_vector_lane(SmemVector<A, N>& v, int u) {
+  return v.v[u];
+}
+#else
+template <typename A, int N>
+using SmemVector [[gnu::vector_size(sizeof(A) * N), gnu::aligned(sizeof(A) * N)]] = A;
+template <typename A, int N>
+inline auto smem_vector_lane(SmemVector<A, N>& v, int u) -> decltype(v[u]) {
+  return v[u];
+}
+#endif
+template <int N, typename A>
+__device__ __forceinline__ void smem_store_vector(A* s, const A* in) {
+  SmemVector<A, N> pk = {};
+#pragma unroll
+  for (int u = 0; u < N; ++u) smem_vector_lane<A, N>(pk, u) = in[u];
+  *reinterpret_cast<SmemVector<A, N>*>(s) = pk;
+}
+
 // Four consecutive float or double values (in shared memory: tiles of the
 // accumulation type), moved as 16-byte vectors (one for float, two for
 // double). `s` is 16-byte aligned.
@@ -71,21 +101,16 @@ __device__ __forceinline__ void smem_load4(const A* s, A (&out)[4]) {
   constexpr int W = pack_width<A>();
 #pragma unroll
   for (int c = 0; c < 4 / W; ++c) {
-    const Pack<A, W> pk = *reinterpret_cast<const Pack<A, W>*>(s + c * W);
+    SmemVector<A, W> pk = *reinterpret_cast<const SmemVector<A, W>*>(s + c * W);
 #pragma unroll
-    for (int u = 0; u < W; ++u) out[c * W + u] = pk.v[u];
+    for (int u = 0; u < W; ++u) out[c * W + u] = smem_vector_lane<A, W>(pk, u);
   }
 }
 template <typename A>
 __device__ __forceinline__ void smem_store4(A* s, const A (&in)[4]) {
   constexpr int W = pack_width<A>();
 #pragma unroll
-  for (int c = 0; c < 4 / W; ++c) {
-    Pack<A, W> pk;
-#pragma unroll
-    for (int u = 0; u < W; ++u) pk.v[u] = in[c * W + u];
-    *reinterpret_cast<Pack<A, W>*>(s + c * W) = pk;
-  }
+  for (int c = 0; c < 4 / W; ++c) smem_store_vector<W>(s + c * W, in + c * W);
 }
 
 constexpr int kElementwiseThreads = 256;

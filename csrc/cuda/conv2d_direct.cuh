@@ -112,7 +112,10 @@ __global__ void __launch_bounds__(Tile::kThreads)
     for (int64_t c0 = 0; c0 < Cg; c0 += chunk) {
       const int cn = static_cast<int>(Cg - c0 < chunk ? Cg - c0 : chunk);
       const T* in_plane = input + (n * p.in_channels + g * Cg + c0) * in_hw;
-      for (int e = tid; e < cn * patch_hw; e += Tile::kThreads) {  // coalesced along x
+      // Threads in global order (coalesced along x), so the stores scatter
+      // over the stride phases: up to 3-way at stride 3 in double, accepted
+      // (tests/cpp/access_allow.txt) for coalesced loads and an unpadded patch.
+      for (int e = tid; e < cn * patch_hw; e += Tile::kThreads) {
         const int c = e / patch_hw, rem = e % patch_hw, y = rem / patch_w, x = rem % patch_w;
         const int64_t ih = ih0 + y, iw = iw0 + x;
         const bool inside = ih >= 0 && ih < p.in_h && iw >= 0 && iw < p.in_w;

@@ -77,13 +77,35 @@ __device__ __forceinline__ uint32_t fragment_word(const uint16_t* p) {
 #endif
 }
 
+// Element u of a quad, u chosen per lane: selects rather than an indexed
+// register array, which nvcc would put in local memory.
+template <typename A>
+__device__ __forceinline__ A quad_element(const A (&v)[4], int u) {
+  return u == 0 ? v[0] : u == 1 ? v[1] : u == 2 ? v[2] : v[3];
+}
+
 // Converts one GemmSlice (BR x BK quads in registers) into the [BR][LD]
-// shared-memory slice the fragments are read from.
+// shared-memory slice the fragments are read from. The row pitch is fixed by
+// the fragment loads (20 or 36 words, TensorCoreInput: they run every k-step,
+// the staging once a slice), so the stores are arranged around it:
+// - kVecRed (a quad is 4 consecutive k of one row): one 8-byte (16-bit) or
+//   16-byte (tf32) vector store. A 16-byte phase (8 lanes) covers one whole
+//   row: conflict-free; an 8-byte phase (16 lanes) two rows 20 words apart:
+//   2-way in 4 banks (a pitch of 16 mod 32 words would avoid that but break
+//   the fragment loads).
+// - kVecRows (a quad is 4 consecutive rows at one k): the warp's 16 quads of
+//   one k start 4 rows apart, 16 * (quad % 2) mod 32 banks: written element
+//   by element in the same order, 16 lanes hit 2 banks (8-way). So quad
+//   pair a = (quad / 2) % 4 starts at element a: at each step the lanes
+//   cover every (quad % 2, element) pair, whose rows' offsets 16 * (quad % 2)
+//   + 20 * element (16-bit) or + 4 * element (tf32) mod 32 are 8 distinct
+//   banks (16 with tf32's two k columns): 2-way at most.
 template <typename T, int BR, int BK, int THREADS, int LD>
 __device__ __forceinline__ void stage_tensor_core_slice(const GemmSlice<T, BR, BK, THREADS>& slice,
                                                         typename TensorCoreInput<T>::Stored (*s)[LD],
                                                         const GemmOperand& op, int tid) {
   using In = TensorCoreInput<T>;
+  using Stored = typename In::Stored;
   using Slice = GemmSlice<T, BR, BK, THREADS>;
 #pragma unroll
   for (int t = 0; t < Slice::kPerThread; ++t) {
@@ -91,12 +113,17 @@ __device__ __forceinline__ void stage_tensor_core_slice(const GemmSlice<T, BR, B
     if (q >= Slice::kQuads) break;
     int di, dk;
     Slice::quad_coords(op, q, di, dk);
+    if (op.vec == kVecRed) {
+      Stored staged[4];
 #pragma unroll
-    for (int u = 0; u < 4; ++u) {
-      if (op.vec == kVecRed) {
-        s[di][dk + u] = In::stage(slice.v[t][u]);
-      } else {
-        s[di + u][dk] = In::stage(slice.v[t][u]);
+      for (int u = 0; u < 4; ++u) staged[u] = In::stage(slice.v[t][u]);
+      smem_store_vector<4>(&s[di][dk], staged);
+    } else {
+      const int first = (di / 8) % 4;  // di = 4 * quad
+#pragma unroll
+      for (int step = 0; step < 4; ++step) {
+        const int u = (first + step) % 4;
+        s[di + u][dk] = In::stage(quad_element(slice.v[t], u));
       }
     }
   }
@@ -127,7 +154,8 @@ __device__ __forceinline__ MmaFragB load_fragment_b(const Stored (*s)[LD], int r
 
 // The minimum of one block per SM lifts ptxas' own register target: left to
 // itself it caps this kernel at 128 registers and spills ~56 bytes a thread
-// (sm_80, nvcc 13); with it, 149 registers and no spills (3 blocks per SM).
+// (sm_80, nvcc 13); with it, ~200 registers and no spills (2 blocks per SM;
+// bench/results/ptxas_conv2d.txt).
 template <typename T, typename TC, typename Tile>
 __global__ void __launch_bounds__(Tile::kThreads, 1)
     gemm_tensor_core_kernel(const T* __restrict__ a, GemmOperand va, const T* __restrict__ b, GemmOperand vb,
