@@ -324,7 +324,7 @@ def build_model(gpu_key: str, batches: Sequence[int] = BATCHES, progress: bool =
     work_list = [(layer, batch) for layer in layers() for batch in batches]
     runs: List[PassRun] = []
     # The launchers size split reductions by the device's multiprocessor count: the SIMT device
-    # reports the modelled GPU's while recording (0 restores FASTCONV_SIMT_SMS, else 132).
+    # reports the modelled GPU's while recording (0 restores FASTCONV_SIMT_SM_COUNT, else 132).
     fastconv._C.simt_set_multiprocessor_count(gpu.sms)
     try:
         for layer, batch in tqdm(work_list, desc=f"dry runs ({gpu_key})", unit="layer", file=sys.stderr,

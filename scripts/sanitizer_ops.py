@@ -141,7 +141,7 @@ def main(argv: List[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backend", choices=("cuda", "simt"), default="cuda")
     ap.add_argument("--precision", nargs="+", choices=list(PRECISIONS), default=list(PRECISIONS))
-    ap.add_argument("--sm", type=int, help="simt: the compute capability the runtime stands for (FASTCONV_SIMT_SM; "
+    ap.add_argument("--sm", type=int, help="simt: the compute capability the runtime stands for (FASTCONV_SIMT_ARCH; "
                                            "75 runs half and bfloat16 on the CUDA-core GEMM)")
     ap.add_argument("--sms", type=int, default=4,
                     help="simt: the multiprocessor count the device reports (default 4, so that these small "
@@ -151,7 +151,7 @@ def main(argv: List[str] | None = None) -> int:
         print("sanitizer_ops: the cuda backend needs a GPU and fastconv built with its CUDA kernels", file=sys.stderr)
         return 2
     if args.sm is not None:
-        os.environ["FASTCONV_SIMT_SM"] = str(args.sm)  # read at the first convolution
+        os.environ["FASTCONV_SIMT_ARCH"] = str(args.sm)  # read at the first convolution
     if args.backend == "simt":
         fastconv._C.simt_set_multiprocessor_count(args.sms)
     device = "cuda" if args.backend == "cuda" else "cpu"

@@ -23,8 +23,8 @@ def kernels_built() -> Dict[int, str]:
 
 def simt_has_tensor_cores() -> bool:
     """Whether the SIMT runtime stands for a GPU with tensor cores: the compute capability in
-    FASTCONV_SIMT_SM (default 90), from sm_80 on (csrc/ops/conv2d.cpp reads the same switch)."""
-    return int(os.environ.get("FASTCONV_SIMT_SM", "90")) >= 80
+    FASTCONV_SIMT_ARCH (default 90), from sm_80 on (csrc/ops/conv2d.cpp reads the same switch)."""
+    return int(os.environ.get("FASTCONV_SIMT_ARCH", "90")) >= 80
 
 
 # Launches made by subprocesses of this test run (switches that are read once per process,
@@ -91,7 +91,7 @@ def _kernels_launched(ran: list) -> Iterator[None]:
 @contextlib.contextmanager
 def multiprocessors(count: int) -> Iterator[None]:
     """Makes the SIMT device report `count` multiprocessors (the launchers size split reductions
-    and pick GEMM tiles from it), then restores the default (FASTCONV_SIMT_SMS, else 132)."""
+    and pick GEMM tiles from it), then restores the default (FASTCONV_SIMT_SM_COUNT, else 132)."""
     _C.simt_set_multiprocessor_count(count)
     try:
         yield

@@ -387,8 +387,8 @@ print("launches", json.dumps(fastconv._C.simt_launch_counts()))
 @pytest.mark.parametrize("sm", ["90", "75"], ids=["tensor-cores", "cuda-cores"])
 def test_cuda_im2col_batch_chunks_on_simt(sm):
     # One multiprocessor: the 128 x 128 tile is used whenever both sides fill it.
-    out = _run_with_env(["-c", _CHUNKED_IM2COL_CHECK], FASTCONV_COLUMN_BUFFER_BYTES="8192", FASTCONV_SIMT_SMS="1",
-                        FASTCONV_SIMT_SM=sm)
+    out = _run_with_env(["-c", _CHUNKED_IM2COL_CHECK], FASTCONV_COLUMN_BUFFER_BYTES="8192", FASTCONV_SIMT_SM_COUNT="1",
+                        FASTCONV_SIMT_ARCH=sm)
     assert "chunked im2col ok" in out
     launches = simt_kernels.record_subprocess_launches(out)
     # The switch took effect: one im2col launch per chunk. Without the cap every pass would take

@@ -145,7 +145,7 @@ def test_direct_conv2d_tiles(dtype, channels, tile):
 def test_im2col_gemm_large_tile(dtype):
     # 128 output channels by 144 pixels: the GEMM's 128 x 128 tile, on a device whose one
     # multiprocessor the two tiles fill. float16 and bfloat16 take it only where there are no
-    # tensor cores (FASTCONV_SIMT_SM=75: tests/test_tensor_cores.py).
+    # tensor cores (FASTCONV_SIMT_ARCH=75: tests/test_tensor_cores.py).
     t = KERNEL_TYPE[dtype]
     on_tensor_cores = dtype in (torch.float16, torch.bfloat16) and simt_has_tensor_cores()
     kernel = f"gemm_tensor_core_kernel<{t}, {t}" if on_tensor_cores else f"gemm_kernel<{t}, {t}, GemmTile<128, 128"

@@ -56,6 +56,6 @@ def test_divergent_barrier_aborts_with_message(tmp_path_factory):
 
 
 def test_multiprocessor_count_from_the_environment(test_simt):
-    env = dict(os.environ, FASTCONV_SIMT_SMS="7")
+    env = dict(os.environ, FASTCONV_SIMT_SM_COUNT="7")
     result = subprocess.run([test_simt, "multiprocessors"], capture_output=True, text=True, timeout=60, env=env)
     assert result.returncode == 0 and "PASS multiprocessors" in result.stdout, result.stdout + result.stderr

@@ -237,7 +237,7 @@ sys.exit(code)
 
 def test_half_and_bfloat16_use_the_cuda_core_gemm_before_sm80():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    result = subprocess.run([sys.executable, "-c", _BEFORE_SM80], env=dict(os.environ, FASTCONV_SIMT_SM="75"),
+    result = subprocess.run([sys.executable, "-c", _BEFORE_SM80], env=dict(os.environ, FASTCONV_SIMT_ARCH="75"),
                             capture_output=True, text=True, cwd=root)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     launches = simt_kernels.record_subprocess_launches(result.stdout)

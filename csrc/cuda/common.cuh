@@ -155,7 +155,7 @@ const char* launch_in_pieces(int64_t images, int64_t step, Launch&& launch) {
 }
 
 // Multiprocessors of the current device (the SIMT runtime reports
-// FASTCONV_SIMT_SMS, default 132): launchers that split work to fill the GPU
+// FASTCONV_SIMT_SM_COUNT, default 132): launchers that split work to fill the GPU
 // size the split from it. 1 if the query fails, which only ever under-splits.
 inline int device_multiprocessors() {
   int device = 0, count = 0;

@@ -126,12 +126,12 @@ bool allows_tf32(Backend backend, c10::string_view backend_name) {
 }
 
 // The compute capability the SIMT runtime stands for: 90 (an H100) unless
-// FASTCONV_SIMT_SM names another, read once per process. 75 runs half and
+// FASTCONV_SIMT_ARCH names another, read once per process. 75 runs half and
 // bfloat16 on the CUDA-core GEMM as a Turing GPU would, so the tests reach
 // those kernels too.
 int simt_sm() {
   static const int sm = [] {
-    const char* env = std::getenv("FASTCONV_SIMT_SM");
+    const char* env = std::getenv("FASTCONV_SIMT_ARCH");
     return env != nullptr && *env != '\0' ? std::atoi(env) : 90;
   }();
   return sm;

@@ -178,7 +178,7 @@ PYBIND11_MODULE(_C, m) {
         "(\"fwd\", \"bwd_input\", \"bwd_weight\"); symmetric padding [h, w]; tensor_cores: whether the im2col "
         "GEMMs would run on tensor cores.");
   m.def("simt_set_multiprocessor_count", &simt::set_multiprocessor_count, py::arg("count"),
-        "Sets the multiprocessor count the SIMT device reports (<= 0: FASTCONV_SIMT_SMS, else 132).");
+        "Sets the multiprocessor count the SIMT device reports (<= 0: FASTCONV_SIMT_SM_COUNT, else 132).");
   m.def("parallel_for_threads", &parallel_for_threads,
         "Number of threads an at::parallel_for loop of the CPU kernels runs on.");
 }

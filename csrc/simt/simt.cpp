@@ -258,10 +258,10 @@ void read_env() {
     if (workers <= 0) workers = static_cast<int>(std::thread::hardware_concurrency());
     g_workers = std::max(workers, 1);
     if (const char* s = std::getenv("FASTCONV_SIMT_DRY_RUN"); s && std::atoi(s) != 0) g_dry_run = true;
-    if (const char* s = std::getenv("FASTCONV_SIMT_SMS")) {
+    if (const char* s = std::getenv("FASTCONV_SIMT_SM_COUNT")) {
       const int sms = std::atoi(s);
       if (sms > 0) g_env_sms = sms;
-      else std::fprintf(stderr, "simt: ignoring FASTCONV_SIMT_SMS=%s (want a positive count)\n", s);
+      else std::fprintf(stderr, "simt: ignoring FASTCONV_SIMT_SM_COUNT=%s (want a positive count)\n", s);
     }
     g_sms = g_env_sms.load();
     read_checks();

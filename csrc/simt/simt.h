@@ -165,7 +165,7 @@ enum cudaDeviceAttr {
 // Environment, read at the first launch:
 //   FASTCONV_SIMT_ORDER=forward|reversed|shuffled, FASTCONV_SIMT_SEED=N: see Order.
 //   FASTCONV_SIMT_WORKERS=N: OS threads that run blocks (default: every core).
-//   FASTCONV_SIMT_SMS=N: the multiprocessor count the emulated device reports
+//   FASTCONV_SIMT_SM_COUNT=N: the multiprocessor count the emulated device reports
 //     (cudaDevAttrMultiProcessorCount; default 132, an H100's). Launchers size
 //     their grids from it, so it picks the launch shapes a GPU would get.
 //   FASTCONV_SIMT_CHECK=race,memory,access (or none): the checks a sanitizer
@@ -201,7 +201,7 @@ uint64_t seed();
 void set_num_workers(int n);
 int num_workers();
 // The multiprocessor count cudaDeviceGetAttribute reports; n <= 0 restores
-// the default (FASTCONV_SIMT_SMS, else 132).
+// the default (FASTCONV_SIMT_SM_COUNT, else 132).
 void set_multiprocessor_count(int n);
 int multiprocessor_count();
 

@@ -406,9 +406,9 @@ void test_workers() {
 }
 
 // The device attribute launchers size their grids from: 132 (an H100) unless
-// FASTCONV_SIMT_SMS or set_multiprocessor_count says otherwise.
+// FASTCONV_SIMT_SM_COUNT or set_multiprocessor_count says otherwise.
 void test_multiprocessors() {
-  const char* env = std::getenv("FASTCONV_SIMT_SMS");
+  const char* env = std::getenv("FASTCONV_SIMT_SM_COUNT");
   const int expected_default = env != nullptr && std::atoi(env) > 0 ? std::atoi(env) : 132;
   int device = -1, count = 0;
   CHECK(cudaGetDevice(&device) == cudaSuccess && device == 0);
