@@ -93,19 +93,28 @@ constexpr int gemm_min_blocks() {
 }
 
 // The quads of one BR x BK slice and the per-thread registers that hold them.
-// A thread's quads keep their rows for a whole output tile: `begin` fixes
-// each quad's row pointer once, and every slice's `load` only adds the
-// reduction offset (kin == 0: k * sk; else a FastDivmod of k). Rows and
-// reduction indices are 32-bit (launch_gemm checks M, N < 2^31, K < 2^30);
-// only the products with strides are 64-bit.
+// Quad q covers rows i..i+3 at reduction index k (along i) or row i at
+// k..k+3 (along k). A thread's quads q = tid + t * THREADS share the first
+// one's reduction index (along k) or rows (along i) and lie a fixed number of
+// rows or indices after it, so `begin` fixes only the first quad's row
+// pointer and coordinates for a whole output tile, and the others are a
+// constant step away: per-quad copies would hold 4 registers a quad, which
+// the tensor-core GEMM (4 quads an operand) cannot spare. Every slice's
+// `load` only adds the reduction offset (kin == 0: k * sk; else a FastDivmod
+// of k). Rows and reduction indices are 32-bit (launch_gemm checks M, N <
+// 2^31, K < 2^30); only the products with strides are 64-bit.
 template <typename T, int BR, int BK, int THREADS>
 struct GemmSlice {
   using A = acc_t<T>;
   static constexpr int kQuads = BR * BK / 4;
   static constexpr int kPerThread = (kQuads + THREADS - 1) / THREADS;
+  // Quad t lies t * kRowStep rows (along k) or t * kRedStep reduction indices (along i) after quad 0.
+  static constexpr int kRowStep = THREADS / (BK / 4), kRedStep = THREADS / (BR / 4);
+  static_assert(kPerThread == 1 || (THREADS % (BK / 4) == 0 && THREADS % (BR / 4) == 0),
+                "a thread's quads lie a whole number of rows or reduction indices apart");
   A v[kPerThread][4] = {};  // every quad is loaded before it is stored; this keeps GCC from warning
-  const T* row[kPerThread];  // base + i * si of quad t's (first) row
-  int i[kPerThread], dk[kPerThread];
+  const T* row0;            // base + i0 * si: quad 0's (first) row
+  int i0, dk0;              // quad 0's row and reduction index in the slice
 
   __device__ __forceinline__ static int64_t k_offset(const GemmOperand& op, int k) {
     if (op.kin == 0) return k * op.sk;  // the same for every thread: no divergence
@@ -114,8 +123,6 @@ struct GemmSlice {
     return static_cast<int64_t>(outer) * op.sko + static_cast<int64_t>(inner) * op.sk;
   }
 
-  // Quad q covers rows i..i+3 at reduction index k (along i) or row i at
-  // k..k+3 (along k).
   __device__ __forceinline__ static void quad_coords(const GemmOperand& op, int q, int& qi, int& qk) {
     if (op.vec == kVecRed) {
       qi = q / (BK / 4);
@@ -126,14 +133,37 @@ struct GemmSlice {
     }
   }
 
-  __device__ __forceinline__ void begin(const T* base, const GemmOperand& op, int i0, int tid) {
-#pragma unroll
-    for (int t = 0; t < kPerThread; ++t) {
-      int qi, qk;
-      quad_coords(op, tid + t * THREADS, qi, qk);
-      i[t] = i0 + qi;
-      dk[t] = qk;
-      row[t] = base + i[t] * op.si;
+  __device__ __forceinline__ void begin(const T* base, const GemmOperand& op, int first_row, int tid) {
+    int qi, qk;
+    quad_coords(op, tid, qi, qk);
+    i0 = first_row + qi;
+    dk0 = qk;
+    row0 = base + i0 * op.si;
+  }
+
+  // Quad t's row, reduction index in the slice and row pointer. With one
+  // quad a thread (the CUDA-core tiles) the select is left out at compile
+  // time: folding it later still changes nvcc's code for those kernels, and
+  // ptxas then spills more on sm_90.
+  __device__ __forceinline__ int i(const GemmOperand& op, int t) const {
+    if constexpr (kPerThread == 1) {
+      return i0;
+    } else {
+      return i0 + (op.vec == kVecRed ? t * kRowStep : 0);
+    }
+  }
+  __device__ __forceinline__ int dk(const GemmOperand& op, int t) const {
+    if constexpr (kPerThread == 1) {
+      return dk0;
+    } else {
+      return dk0 + (op.vec == kVecRed ? 0 : t * kRedStep);
+    }
+  }
+  __device__ __forceinline__ const T* row(const GemmOperand& op, int t) const {
+    if constexpr (kPerThread == 1) {
+      return row0;
+    } else {
+      return row0 + (op.vec == kVecRed ? t * kRowStep * op.si : 0);
     }
   }
 
@@ -142,20 +172,20 @@ struct GemmSlice {
 #pragma unroll
     for (int t = 0; t < kPerThread; ++t) {
       if (tid + t * THREADS >= kQuads) break;
-      const int k = k0 + dk[t];
-      const bool whole_vector = op.vec == kVecRows ? (i[t] + 3 < rows && k < K)
-                                                   : (op.vec == kVecRed && i[t] < rows && k + 3 < K);
+      const int k = k0 + dk(op, t);
+      const bool whole_vector = op.vec == kVecRows ? (i(op, t) + 3 < rows && k < K)
+                                                   : (op.vec == kVecRed && i(op, t) < rows && k + 3 < K);
       if (whole_vector) {
-        const Pack<T, 4> pk = *reinterpret_cast<const Pack<T, 4>*>(row[t] + k_offset(op, k));
+        const Pack<T, 4> pk = *reinterpret_cast<const Pack<T, 4>*>(row(op, t) + k_offset(op, k));
 #pragma unroll
         for (int u = 0; u < 4; ++u) v[t][u] = to_acc(pk.v[u]);
       } else if (op.vec == kVecRed) {
 #pragma unroll
-        for (int u = 0; u < 4; ++u) v[t][u] = i[t] < rows && k + u < K ? to_acc(row[t][k_offset(op, k + u)]) : A(0);
+        for (int u = 0; u < 4; ++u) v[t][u] = i(op, t) < rows && k + u < K ? to_acc(row(op, t)[k_offset(op, k + u)]) : A(0);
       } else {
         const int64_t at = k_offset(op, k);
 #pragma unroll
-        for (int u = 0; u < 4; ++u) v[t][u] = i[t] + u < rows && k < K ? to_acc(row[t][u * op.si + at]) : A(0);
+        for (int u = 0; u < 4; ++u) v[t][u] = i(op, t) + u < rows && k < K ? to_acc(row(op, t)[u * op.si + at]) : A(0);
       }
     }
   }

@@ -152,12 +152,12 @@ __device__ __forceinline__ MmaFragB load_fragment_b(const Stored (*s)[LD], int r
   return f;
 }
 
-// The minimum of one block per SM lifts ptxas' own register target: left to
-// itself it caps this kernel at 128 registers and spills ~56 bytes a thread
-// (sm_80, nvcc 13); with it, ~200 registers and no spills (2 blocks per SM;
-// bench/results/ptxas_conv2d.txt).
+// Three blocks per SM (12 warps) cap ptxas at 168 registers, which this
+// kernel meets without spills (~167 on sm_80 and sm_90, nvcc 13). Four (128
+// registers, 25% occupancy) still spill 24-32 bytes a thread; one leaves
+// ptxas at ~170 (sm_80) to ~200 (sm_90) registers: 2 blocks per SM.
 template <typename T, typename TC, typename Tile>
-__global__ void __launch_bounds__(Tile::kThreads, 1)
+__global__ void __launch_bounds__(Tile::kThreads, 3)
     gemm_tensor_core_kernel(const T* __restrict__ a, GemmOperand va, const T* __restrict__ b, GemmOperand vb,
                             TC* c, GemmOutput vc, const T* __restrict__ bias, GemmShape shape) {
   using In = TensorCoreInput<T>;
