@@ -58,6 +58,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--label-smoothing", type=float, default=0.0,
                    help="targets move this far towards uniform (0 and 1 become eps/2 and 1 - eps/2)")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--cache-images", action=argparse.BooleanOptionalAction, default=True,
+                   help="decode and resize each photo once, into memory (image-size^2 * 3 bytes a photo), "
+                        "so that epochs only augment")
     p.add_argument("--early-stopping", type=int, metavar="PATIENCE", default=None,
                    help="stop after PATIENCE epochs without a lower validation loss")
     p.add_argument("--limit", type=int, default=None, help="use at most N images per split")
@@ -227,7 +230,8 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     torch.manual_seed(args.seed + ranks.rank)
 
     train_set, val_set, classes, description = build_datasets(
-        args.data, args.image_size, args.augment, args.limit, args.val_fraction, args.seed)
+        args.data, args.image_size, args.augment, args.limit, args.val_fraction, args.seed, args.cache_images,
+        args.workers)
     if ranks.main:
         print(f"data: {description}")
     train_sampler = DistributedSampler(train_set, seed=args.seed) if ranks.world > 1 else None

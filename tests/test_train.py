@@ -169,6 +169,23 @@ def test_layouts_are_discovered(tmp_path, flat_folder):
         fdata.discover(tmp_path / "missing")
 
 
+@pytest.mark.parametrize("augment", [False, True])
+def test_decoded_images_match_the_files(flat_folder, augment):
+    """The in-memory set gives the same items as decoding every file each time, augmentation
+    included under the same random state."""
+    samples = [s for s in fdata.discover(flat_folder, val_fraction=0.0).train if s[0].name != "cat.999.jpg"]
+    files = fdata.ImageFiles(samples, fdata.train_transform(36, augment))
+    decoded = fdata.DecodedImages(samples, 36, augment, workers=0)
+    assert len(decoded) == len(files) == 24
+    for i in (0, 5, 23):
+        torch.manual_seed(i)
+        a, label_a = files[i]
+        torch.manual_seed(i)
+        b, label_b = decoded[i]
+        assert label_a == label_b and a.shape == (3, 36, 36)
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 def test_unreadable_images_are_skipped_with_one_warning(flat_folder):
     samples = fdata.discover(flat_folder, val_fraction=0.0).train
     with pytest.warns(UserWarning, match="skipped 1 unreadable"):
