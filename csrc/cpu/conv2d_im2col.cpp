@@ -28,10 +28,10 @@ namespace fastconv {
 namespace cpu {
 namespace {
 
-// Elements of one column block at most (1 MiB of float). Measured on the
-// seed layers, forward and input gradient run alike from 32K to 256K; the
-// weight gradient, whose K is the block, prefers large blocks (fewer passes
-// over dW).
+// Elements of one column block at most (1 MiB of float), unless that is
+// under kMinColumnBlockPixels columns. Measured on the seed layers, forward
+// and input gradient run alike from 32K to 256K; the weight gradient, whose
+// K is the block, prefers large blocks (fewer passes over dW).
 constexpr int64_t kColumnBlockElements = 256 * 1024;
 // Output pixels of one column block at least, whatever its patch: the GEMM
 // streams all of A (the weights) once per block, so a deep layer's small
@@ -86,7 +86,9 @@ std::vector<PackedA<T>> pack_weights(const T* weight, const Conv2dParams& p) {
   const int64_t og = p.out_channels_per_group(), kp = p.patch_size();
   std::vector<PackedA<T>> packed;
   packed.reserve(p.groups);
-  for (int64_t g = 0; g < p.groups; ++g) packed.emplace_back(og, kp, MatrixRef<const T>{weight + g * og * kp, kp, 1});
+  for (int64_t g = 0; g < p.groups; ++g) {
+    packed.emplace_back(og, kp, MatrixRef<const T>{weight + g * og * kp, kp, 1});
+  }
   return packed;
 }
 
