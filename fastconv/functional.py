@@ -12,7 +12,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
-from . import _C, _ops
+from . import _C
 from ._backend import current_backend
 
 __all__ = ["relu", "dropout", "conv2d", "conv2d_relu", "max_pool2d"]
@@ -21,22 +21,14 @@ ops = torch.ops.fastconv
 _INT64 = torch.iinfo(torch.int64)
 
 
-def _needs_grad(t: Tensor) -> bool:
-    return torch.is_grad_enabled() and t.requires_grad
-
-
 def relu(input: Tensor, inplace: bool = False) -> Tensor:
     """Rectified linear unit ``max(0, x)``, as :func:`torch.nn.functional.relu`.
 
     NaN propagates, ``relu(-0.0)`` is ``-0.0`` and the gradient at 0 is 0, as in torch.
     """
-    backend = current_backend()
     if not inplace:
-        return ops.relu(input, backend)
-    if _needs_grad(input):
-        return _ops.InplaceRelu.apply(input, backend)
-    ops.relu_(input, backend)
-    torch.autograd.graph.increment_version(input)  # a C++ op doesn't bump it; autograd must see the write
+        return ops.relu(input, current_backend())
+    ops.relu_(input, current_backend())  # its autograd kernel marks input modified, as torch's relu_
     return input
 
 
@@ -68,14 +60,10 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool 
         if not torch.compiler.is_compiling():
             _C.check_dropout_probability(float(p), "dropout")
         return input
-    backend = current_backend()
     seed = _draw_seed(input.device)
     if not inplace:
-        return ops.dropout(input, float(p), seed, backend)
-    if _needs_grad(input):
-        return _ops.InplaceDropout.apply(input, float(p), seed, backend)
-    ops.dropout_(input, float(p), seed, backend)
-    torch.autograd.graph.increment_version(input)  # a C++ op doesn't bump it; autograd must see the write
+        return ops.dropout(input, float(p), seed, current_backend())
+    ops.dropout_(input, float(p), seed, current_backend())  # its autograd kernel marks input modified
     return input
 
 
