@@ -3,8 +3,7 @@
 The fake kernels describe output shapes, dtypes and strides without computing,
 which is what ``torch.compile`` and ``torch.library.opcheck`` need. The autograd
 formulas are C++ kernels for the Autograd dispatch key (csrc/autograd), which
-call our own backward ops on the forward's backend; only max_pool2d_backward's
-gradient, written with torch ops, is registered here.
+call our own backward ops on the forward's backend.
 """
 
 from __future__ import annotations
@@ -167,38 +166,3 @@ def _max_pool2d_backward_fake(
     torch._check(len(input_size) == 4, lambda: "max_pool2d_backward: input_size must have 4 values")
     torch._check(grad_output.shape == indices.shape, lambda: "max_pool2d_backward: shape mismatch")
     return grad_output.new_empty(input_size)
-
-
-def _window_has_taps(out_size, in_size, kernel, stride, pad, dilation, device) -> torch.Tensor:
-    """Along one axis: does output window o hold an input tap? (Not always, with dilation and padding.)"""
-    start = torch.arange(out_size, device=device) * stride - pad
-    first = torch.where(start < 0, start + (-start + dilation - 1) // dilation * dilation, start)
-    end = torch.clamp(start + (kernel - 1) * dilation + 1, max=in_size)
-    return first < end
-
-
-def _max_pool2d_backward_setup(ctx, inputs, output):
-    _, indices, input_size, kernel_size, stride, padding, dilation, _ceil_mode, _ = inputs
-    ctx.save_for_backward(indices)
-    kernel = _pair(kernel_size)
-    strides = _pair(stride) if len(stride) else kernel
-    ctx.axes = list(zip(input_size[2:], kernel, strides, _pair(padding), _pair(dilation)))
-
-
-def _max_pool2d_backward_grad(ctx, grad):
-    # max_pool2d_backward is linear in grad_output: its adjoint reads, for
-    # each output, the incoming gradient at the output's index, except for
-    # windows without an in-bounds tap, which passed nothing.
-    (indices,) = ctx.saved_tensors
-    (in_h, *rows), (in_w, *cols) = ctx.axes
-    has_taps = _window_has_taps(indices.shape[2], in_h, *rows, device=indices.device)[:, None] & _window_has_taps(
-        indices.shape[3], in_w, *cols, device=indices.device
-    )
-    inside = has_taps & (indices >= 0) & (indices < in_h * in_w)
-    picked = torch.gather(grad.flatten(2), 2, torch.where(inside, indices, 0).flatten(2)).view_as(indices)
-    return (torch.where(inside, picked, torch.zeros_like(picked)),) + (None,) * 8
-
-
-torch.library.register_autograd(
-    "fastconv::max_pool2d_backward", _max_pool2d_backward_grad, setup_context=_max_pool2d_backward_setup
-)

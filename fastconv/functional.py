@@ -17,7 +17,13 @@ from ._backend import current_backend
 
 __all__ = ["relu", "dropout", "conv2d", "conv2d_relu", "max_pool2d"]
 
+# The overloads themselves: calling an OpOverloadPacket first resolves the overload, which costs
+# about as much as a small op's autograd glue.
 ops = torch.ops.fastconv
+_relu, _relu_ = ops.relu.default, ops.relu_.default
+_dropout, _dropout_ = ops.dropout.default, ops.dropout_.default
+_conv2d, _conv2d_relu = ops.conv2d.default, ops.conv2d_relu.default
+_max_pool2d = ops.max_pool2d.default
 _INT64 = torch.iinfo(torch.int64)
 
 
@@ -27,8 +33,8 @@ def relu(input: Tensor, inplace: bool = False) -> Tensor:
     NaN propagates, ``relu(-0.0)`` is ``-0.0`` and the gradient at 0 is 0, as in torch.
     """
     if not inplace:
-        return ops.relu(input, current_backend())
-    ops.relu_(input, current_backend())  # its autograd kernel marks input modified, as torch's relu_
+        return _relu(input, current_backend())
+    _relu_(input, current_backend())  # its autograd kernel marks input modified, as torch's relu_
     return input
 
 
@@ -62,8 +68,8 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool 
         return input
     seed = _draw_seed(input.device)
     if not inplace:
-        return ops.dropout(input, float(p), seed, current_backend())
-    ops.dropout_(input, float(p), seed, current_backend())  # its autograd kernel marks input modified
+        return _dropout(input, float(p), seed, current_backend())
+    _dropout_(input, float(p), seed, current_backend())  # its autograd kernel marks input modified
     return input
 
 
@@ -129,7 +135,7 @@ def conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride:
     ``"direct"``, ``"im2col"`` (im2col + our blocked GEMM) or ``"auto"``.
     Gradients run on the same backend and algorithm as the forward pass.
     """
-    return _call_conv(ops.conv2d, input, weight, bias, stride, padding, dilation, groups, algorithm)
+    return _call_conv(_conv2d, input, weight, bias, stride, padding, dilation, groups, algorithm)
 
 
 def conv2d_relu(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride: IntOrPair = 1,
@@ -141,7 +147,7 @@ def conv2d_relu(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, st
     Arguments and results are those of :func:`conv2d` followed by :func:`relu` (torch's ReLU:
     NaN passes, the gradient at 0 is 0).
     """
-    return _call_conv(ops.conv2d_relu, input, weight, bias, stride, padding, dilation, groups, algorithm)
+    return _call_conv(_conv2d_relu, input, weight, bias, stride, padding, dilation, groups, algorithm)
 
 
 def _call_conv(op, input: Tensor, weight: Tensor, bias: Optional[Tensor], stride: IntOrPair,
@@ -208,7 +214,7 @@ def max_pool2d(
         )
     batched = input.dim() == 4
     x = input if batched else input.unsqueeze(0)
-    output, indices = ops.max_pool2d(x, kernel, strides, pads, dilations, bool(ceil_mode), current_backend())
+    output, indices = _max_pool2d(x, kernel, strides, pads, dilations, bool(ceil_mode), current_backend())
     if not batched:
         output, indices = output.squeeze(0), indices.squeeze(0)
     return (output, indices) if return_indices else output

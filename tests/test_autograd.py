@@ -15,9 +15,9 @@ from simt_kernels import launch_counts
 
 ops = torch.ops.fastconv
 
-# The ops whose autograd is written in C++ (max_pool2d_backward's, a gather, is in fastconv/_ops.py).
+# Every op with a gradient; its autograd is written in C++.
 CPP_AUTOGRAD_OPS = ("relu", "relu_", "relu_backward", "dropout", "dropout_", "dropout_backward", "conv2d",
-                    "conv2d_relu", "max_pool2d")
+                    "conv2d_relu", "max_pool2d", "max_pool2d_backward")
 
 # The dtypes each backend's kernels are built for.
 DTYPES = {"cpu": (torch.float32, torch.float64),

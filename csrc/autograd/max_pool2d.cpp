@@ -1,7 +1,16 @@
 // Autograd of max_pool2d: backward scatters the gradient to the saved indices
-// (max_pool2d_backward). The indices output is not differentiable.
-// max_pool2d_backward's own gradient, a gather, is written with torch ops in
-// fastconv/_ops.py.
+// (max_pool2d_backward); the indices output is not differentiable.
+// max_pool2d_backward is linear in grad_output, and its adjoint (double
+// backward) gathers: each output reads the incoming gradient at its index,
+// except windows without an in-bounds tap, which passed nothing.
+#include <ATen/TensorOperators.h>
+#include <ATen/ops/arange.h>
+#include <ATen/ops/clamp_max.h>
+#include <ATen/ops/gather.h>
+#include <ATen/ops/where.h>
+#include <ATen/ops/zeros_like.h>
+
+#include "../ops/max_pool2d.h"
 #include "function.h"
 
 namespace fastconv::autograd {
@@ -42,6 +51,53 @@ struct MaxPool2d : torch::autograd::Function<MaxPool2d> {
   }
 };
 
+// Along one axis: whether output window o holds an input tap (not always, with dilation and padding).
+at::Tensor window_has_taps(int64_t out_size, int64_t in_size, int64_t kernel, int64_t stride, int64_t pad,
+                           int64_t dilation, at::Device device) {
+  const at::Tensor start = at::arange(out_size, at::TensorOptions(at::kLong).device(device)) * stride - pad;
+  // The first tap at or after row 0: start plus whole dilations.
+  const at::Tensor first =
+      at::where(start < 0, start + (dilation - 1 - start).div(dilation, "floor") * dilation, start);
+  const at::Tensor end = at::clamp_max(start + (kernel - 1) * dilation + 1, in_size);
+  return first < end;
+}
+
+// max_pool2d_backward(grad_output, indices, ...): differentiable in grad_output only.
+struct MaxPool2dBackward : torch::autograd::Function<MaxPool2dBackward> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& grad_output, const at::Tensor& indices,
+                            at::IntArrayRef input_size, at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                            at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode,
+                            c10::string_view backend) {
+    at::Tensor grad_input;
+    {
+      const at::AutoDispatchBelowADInplaceOrView below_autograd;
+      grad_input = op_calls::max_pool2d_backward(grad_output, indices, input_size, kernel_size, stride, padding,
+                                                 dilation, ceil_mode, backend);
+    }
+    // The op has checked the arguments, so the geometry is valid here.
+    const Pool2dParams p = max_pool2d_params(input_size, kernel_size, stride, padding, dilation, ceil_mode,
+                                             "max_pool2d_backward");
+    ctx->save_for_backward({indices});
+    save_ints(ctx, "rows", {p.in_h, p.kernel_h, p.stride_h, p.pad_h, p.dilation_h});
+    save_ints(ctx, "cols", {p.in_w, p.kernel_w, p.stride_w, p.pad_w, p.dilation_w});
+    return grad_input;
+  }
+
+  static variable_list backward(AutogradContext* ctx, const variable_list& grad_outputs) {
+    const at::Tensor indices = ctx->get_saved_variables()[0];  // a copy: the list is a temporary
+    const std::vector<int64_t> rows = saved_ints(ctx, "rows"), cols = saved_ints(ctx, "cols");
+    const at::Device device = indices.device();
+    const at::Tensor has_taps =
+        window_has_taps(indices.size(2), rows[0], rows[1], rows[2], rows[3], rows[4], device).unsqueeze(1) &
+        window_has_taps(indices.size(3), cols[0], cols[1], cols[2], cols[3], cols[4], device);
+    const at::Tensor inside = has_taps & (indices >= 0) & (indices < rows[0] * cols[0]);
+    const at::Tensor picked =
+        at::gather(grad_outputs[0].flatten(2), 2, at::where(inside, indices, 0).flatten(2)).view_as(indices);
+    const at::Tensor none;
+    return {at::where(inside, picked, at::zeros_like(picked)), none, none, none, none, none, none, none, none};
+  }
+};
+
 TensorPair max_pool2d(const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
                       at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode, c10::string_view backend) {
   if (needs_recording(input)) {
@@ -53,8 +109,23 @@ TensorPair max_pool2d(const at::Tensor& input, at::IntArrayRef kernel_size, at::
   return op_calls::max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, backend);
 }
 
+at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& indices, at::IntArrayRef input_size,
+                               at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
+                               at::IntArrayRef dilation, bool ceil_mode, c10::string_view backend) {
+  if (needs_recording(grad_output)) {
+    return MaxPool2dBackward::apply(grad_output, indices, input_size, kernel_size, stride, padding, dilation,
+                                    ceil_mode, backend);
+  }
+  const at::AutoDispatchBelowADInplaceOrView below_autograd;
+  return op_calls::max_pool2d_backward(grad_output, indices, input_size, kernel_size, stride, padding, dilation,
+                                       ceil_mode, backend);
+}
+
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fastconv, Autograd, m) { m.impl("max_pool2d", &max_pool2d); }
+TORCH_LIBRARY_IMPL(fastconv, Autograd, m) {
+  m.impl("max_pool2d", &max_pool2d);
+  m.impl("max_pool2d_backward", &max_pool2d_backward);
+}
 
 }  // namespace fastconv::autograd
