@@ -34,7 +34,7 @@ struct Dropout : torch::autograd::Function<Dropout<kMap>> {
   }
 
   static variable_list backward(AutogradContext* ctx, const variable_list& grad_outputs) {
-    const at::Tensor seed = ctx->get_saved_variables()[0];  // a copy: the list is a temporary
+    const at::Tensor seed = saved_tensor(ctx);
     const double p = ctx->saved_data["p"].toDouble();
     return {op_calls::dropout_backward(grad_outputs[0], p, seed, saved_backend(ctx)), at::Tensor(), at::Tensor(),
             at::Tensor()};

@@ -36,6 +36,9 @@ inline void save_backend(AutogradContext* ctx, c10::string_view backend) {
 }
 inline const std::string& saved_backend(AutogradContext* ctx) { return ctx->saved_data["backend"].toStringRef(); }
 
+// The one tensor a forward saved (by value: get_saved_variables() builds a new list on every call).
+inline at::Tensor saved_tensor(AutogradContext* ctx) { return ctx->get_saved_variables()[0]; }
+
 inline void save_ints(AutogradContext* ctx, const char* key, at::IntArrayRef values) {
   ctx->saved_data[key] = values.vec();
 }

@@ -41,7 +41,7 @@ struct MaxPool2d : torch::autograd::Function<MaxPool2d> {
   }
 
   static variable_list backward(AutogradContext* ctx, const variable_list& grad_outputs) {
-    const at::Tensor indices = ctx->get_saved_variables()[0];  // a copy: the list is a temporary
+    const at::Tensor indices = saved_tensor(ctx);
     const at::Tensor grad_input = op_calls::max_pool2d_backward(
         grad_outputs[0], indices, saved_ints(ctx, "input_size"), saved_ints(ctx, "kernel_size"),
         saved_ints(ctx, "stride"), saved_ints(ctx, "padding"), saved_ints(ctx, "dilation"),
@@ -84,7 +84,7 @@ struct MaxPool2dBackward : torch::autograd::Function<MaxPool2dBackward> {
   }
 
   static variable_list backward(AutogradContext* ctx, const variable_list& grad_outputs) {
-    const at::Tensor indices = ctx->get_saved_variables()[0];  // a copy: the list is a temporary
+    const at::Tensor indices = saved_tensor(ctx);
     const std::vector<int64_t> rows = saved_ints(ctx, "rows"), cols = saved_ints(ctx, "cols");
     const at::Device device = indices.device();
     const at::Tensor has_taps =

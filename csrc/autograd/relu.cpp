@@ -30,7 +30,7 @@ struct Relu : torch::autograd::Function<Relu<kInPlace>> {
   }
 
   static variable_list backward(AutogradContext* ctx, const variable_list& grad_outputs) {
-    const at::Tensor output = ctx->get_saved_variables()[0];  // a copy: the list is a temporary
+    const at::Tensor output = saved_tensor(ctx);
     return {op_calls::relu_backward(grad_outputs[0], output, saved_backend(ctx)), at::Tensor()};
   }
 };
@@ -46,7 +46,7 @@ struct ReluBackward : torch::autograd::Function<ReluBackward> {
   }
 
   static variable_list backward(AutogradContext* ctx, const variable_list& grad_outputs) {
-    const at::Tensor output = ctx->get_saved_variables()[0];  // a copy: the list is a temporary
+    const at::Tensor output = saved_tensor(ctx);
     return {op_calls::relu_backward(grad_outputs[0], output, saved_backend(ctx)), at::Tensor(), at::Tensor()};
   }
 };
