@@ -29,6 +29,8 @@ struct MaxPool2d : torch::autograd::Function<MaxPool2d> {
           op_calls::max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, backend);
     }
     ctx->mark_non_differentiable({indices});
+    // No zeros for the indices' gradient, which backward ignores: a tensor allocated and filled per call.
+    ctx->set_materialize_grads(false);
     ctx->save_for_backward({indices});
     save_ints(ctx, "input_size", input.sizes());
     save_ints(ctx, "kernel_size", kernel_size);
@@ -41,12 +43,13 @@ struct MaxPool2d : torch::autograd::Function<MaxPool2d> {
   }
 
   static variable_list backward(AutogradContext* ctx, const variable_list& grad_outputs) {
+    const at::Tensor none;
+    if (!grad_outputs[0].defined()) return {none, none, none, none, none, none, none};
     const at::Tensor indices = saved_tensor(ctx);
     const at::Tensor grad_input = op_calls::max_pool2d_backward(
         grad_outputs[0], indices, saved_ints(ctx, "input_size"), saved_ints(ctx, "kernel_size"),
         saved_ints(ctx, "stride"), saved_ints(ctx, "padding"), saved_ints(ctx, "dilation"),
         ctx->saved_data["ceil_mode"].toBool(), saved_backend(ctx));
-    const at::Tensor none;
     return {grad_input, none, none, none, none, none, none};
   }
 };
