@@ -95,8 +95,8 @@ def extension():
     # (-Wno-unknown-pragmas is for the `#pragma unroll` of the CUDA kernels the
     # SIMT runtime compiles as C++.)
     cxx = ["-std=c++20", *opt, "-fvisibility=hidden", "-fopenmp", "-Wno-unknown-pragmas"]
-    cpp_sources = sources("csrc/*.cpp", "csrc/python/*.cpp", "csrc/ops/*.cpp", "csrc/cpu/*.cpp", "csrc/simt/*.cpp",
-                          "csrc/cuda/*_simt.cpp")
+    cpp_sources = sources("csrc/*.cpp", "csrc/python/*.cpp", "csrc/ops/*.cpp", "csrc/autograd/*.cpp", "csrc/cpu/*.cpp",
+                          "csrc/simt/*.cpp", "csrc/cuda/*_simt.cpp")
     include_dirs = [str(ROOT / "csrc")]
     if want_cuda():
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_ARCHS)

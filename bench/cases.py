@@ -8,6 +8,9 @@ has it, so the cases follow the models if they change. Added to them:
 * ``1x1``: a pointwise convolution, 256->256 @28 (a plain GEMM of 784 x 256 x 256 per image);
 * ``grouped``: the layers behind conv2d's ``algorithm="auto"`` rule (depthwise 32 @74 and
   128 @36, and 8 input channels per group), at batch 16 only;
+* ``overhead``: layers whose kernels take next to no time, so that a call's fixed cost (the
+  dispatcher, autograd, the Python layer) is what is measured: relu on 1,000 elements and a
+  3->8 3x3 convolution of one 8x8 image, at batch 1 only, conv2d and relu only;
 * ``smoke``: tiny layers for the ``simt`` device, which runs the CUDA kernels on the CPU one
   thread at a time.
 """
@@ -32,7 +35,7 @@ NETS: Dict[str, Tuple[Callable[[], nn.Module], int]] = {
     "convnet3": (models.convnet3, 150),
     "vgg16": (models.vgg16, 224),
 }
-EXTRA_NETS = ("1x1", "grouped")
+EXTRA_NETS = ("1x1", "grouped", "overhead")
 
 
 @dataclass
@@ -138,6 +141,13 @@ def seed_layers() -> List[Layer]:
     return list(layers.values()) + extra
 
 
+def overhead_layers() -> List[Layer]:
+    """Tiny layers that time a call's fixed cost rather than its kernels."""
+    return [Layer("conv", "overhead", (3, 8, 8), {"out_channels": 8, "kernel": 3, "stride": 1, "padding": 0,
+                                                  "groups": 1}),
+            Layer("relu", "overhead", (1000,), {})]
+
+
 def smoke_layers() -> List[Layer]:
     """Tiny layers for the simt device."""
     return [Layer("conv", "smoke", (3, 12, 12), {"out_channels": 8, "kernel": 3, "stride": 1, "padding": 0,
@@ -150,12 +160,13 @@ def smoke_layers() -> List[Layer]:
 
 
 # The quick subset: two convnet4 convolutions, VGG16's last, the 1x1 layer; two poolings; two
-# activations for relu and dropout each; at batch 1 and 16; and the whole-model rows.
+# activations for relu and dropout each; at batch 1 and 16; the two overhead layers; and the
+# whole-model rows.
 QUICK_LAYERS = {
     ("conv", "32->64 3x3 @74"), ("conv", "128->128 3x3 @17"), ("conv", "512->512 3x3 p1 @14"),
-    ("conv", "256->256 1x1 @28"),
+    ("conv", "256->256 1x1 @28"), ("conv", "3->8 3x3 @8"),
     ("pool", "2x2 on 64@72"), ("pool", "2x2 on 512@14"),
-    ("relu", "64x72x72"), ("relu", "4096"),
+    ("relu", "64x72x72"), ("relu", "4096"), ("relu", "1000"),
     ("dropout", "6272 p=0.5"), ("dropout", "4096 p=0.5"),
 }
 
@@ -164,9 +175,12 @@ _OP_KIND = {"conv2d": "conv", "conv2d_relu": "conv", "max_pool2d": "pool", "relu
 
 def _runs(op: str, layer: Layer, batch: int) -> bool:
     """Whether ``op`` runs on ``layer`` at ``batch``. The grouped layers run at batch 16 only, and
-    not fused (they back conv2d's "auto" rule; no ReLU follows them)."""
-    if op == "conv2d_relu" and layer.net == "grouped":
+    not fused (they back conv2d's "auto" rule; no ReLU follows them); the overhead layers at
+    batch 1 only, and not fused either."""
+    if op == "conv2d_relu" and layer.net in ("grouped", "overhead"):
         return False
+    if layer.net == "overhead":
+        return batch == 1
     if layer.net == "grouped":
         return batch == 16
     return True
@@ -188,7 +202,7 @@ def select(device: str = "cpu", quick: bool = False, only: Optional[Sequence[str
     """
     ops = [op for op in OPS if not only or op in only]
     smoke = device == "simt"
-    layers = smoke_layers() if smoke else seed_layers()
+    layers = smoke_layers() if smoke else seed_layers() + overhead_layers()
     default_batches = (1, 2) if smoke else QUICK_BATCHES if quick else BATCHES
     wanted = set(batches) if batches else None
     cases: List[Case] = []

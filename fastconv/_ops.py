@@ -1,8 +1,9 @@
 """Fake (meta) kernels and autograd formulas of the ``torch.ops.fastconv`` ops.
 
 The fake kernels describe output shapes, dtypes and strides without computing,
-which is what ``torch.compile`` and ``torch.library.opcheck`` need; the autograd
-formulas call our own backward ops, passing on the forward's backend.
+which is what ``torch.compile`` and ``torch.library.opcheck`` need. The autograd
+formulas are C++ kernels for the Autograd dispatch key (csrc/autograd), which
+call our own backward ops on the forward's backend.
 """
 
 from __future__ import annotations
@@ -42,33 +43,6 @@ def _relu_backward_fake(grad_output, output, backend="auto"):
     return torch.empty_like(output)
 
 
-def _relu_setup(ctx, inputs, output):
-    ctx.backend = inputs[1]
-    ctx.save_for_backward(output)
-
-
-def _relu_grad(ctx, grad_output):
-    (output,) = ctx.saved_tensors
-    return ops.relu_backward(grad_output, output, ctx.backend), None
-
-
-def _relu_backward_setup(ctx, inputs, output):
-    ctx.backend = inputs[2]
-    ctx.save_for_backward(inputs[1])
-
-
-def _relu_backward_grad(ctx, grad):
-    # relu_backward is linear in grad_output with the same mask; output is not differentiable.
-    (output,) = ctx.saved_tensors
-    return ops.relu_backward(grad, output, ctx.backend), None, None
-
-
-torch.library.register_autograd("fastconv::relu", _relu_grad, setup_context=_relu_setup)
-torch.library.register_autograd(
-    "fastconv::relu_backward", _relu_backward_grad, setup_context=_relu_backward_setup
-)
-
-
 # ---------------------------------------------------------------- Dropout
 
 
@@ -85,60 +59,6 @@ def _dropout_inplace_fake(input, p, seed, backend="auto"):
 @torch.library.register_fake("fastconv::dropout_backward")
 def _dropout_backward_fake(grad_output, p, seed, backend="auto"):
     return torch.empty_like(grad_output, memory_format=torch.contiguous_format)
-
-
-def _dropout_setup(ctx, inputs, output):
-    _, ctx.p, seed, ctx.backend = inputs
-    ctx.save_for_backward(seed)
-
-
-def _dropout_grad(ctx, grad_output):
-    (seed,) = ctx.saved_tensors
-    return ops.dropout_backward(grad_output, ctx.p, seed, ctx.backend), None, None, None
-
-
-# forward and backward are the same linear map, so both share one formula.
-torch.library.register_autograd("fastconv::dropout", _dropout_grad, setup_context=_dropout_setup)
-torch.library.register_autograd(
-    "fastconv::dropout_backward", _dropout_grad, setup_context=_dropout_setup
-)
-
-
-# ---------------------------------------------------------------- in-place ops under autograd
-
-
-class InplaceRelu(torch.autograd.Function):
-    """``relu_`` for tensors that need gradients: marks the input dirty, like torch."""
-
-    @staticmethod
-    def forward(ctx, input, backend):
-        ops.relu_(input, backend)
-        ctx.mark_dirty(input)
-        ctx.save_for_backward(input)
-        ctx.backend = backend
-        return input
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        (output,) = ctx.saved_tensors
-        return ops.relu_backward(grad_output, output, ctx.backend), None
-
-
-class InplaceDropout(torch.autograd.Function):
-    """``dropout_`` for tensors that need gradients; backward regenerates the mask from the seed."""
-
-    @staticmethod
-    def forward(ctx, input, p, seed, backend):
-        ops.dropout_(input, p, seed, backend)
-        ctx.mark_dirty(input)
-        ctx.save_for_backward(seed)
-        ctx.p, ctx.backend = p, backend
-        return input
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        (seed,) = ctx.saved_tensors
-        return ops.dropout_backward(grad_output, ctx.p, seed, ctx.backend), None, None, None
 
 
 # ---------------------------------------------------------------- Conv2d
@@ -174,57 +94,8 @@ def _conv2d_backward_bias_fake(grad_output, backend="auto"):
     return grad_output.new_empty((grad_output.shape[1],))
 
 
-def _conv2d_context(ctx, inputs) -> tuple:
-    """Stores the geometry of a conv2d-like op on ``ctx``; returns the (input, weight) the
-    requested gradients read (None for the others, so they are not kept alive)."""
-    input, weight, bias, ctx.stride, ctx.padding, ctx.dilation, ctx.groups, ctx.algorithm, ctx.backend = inputs
-    ctx.input_size = list(input.shape)
-    ctx.weight_size = list(weight.shape)
-    return (input if ctx.needs_input_grad[1] else None, weight if ctx.needs_input_grad[0] else None)
-
-
-def _conv2d_setup(ctx, inputs, output):
-    ctx.save_for_backward(*_conv2d_context(ctx, inputs))
-
-
-def _conv2d_grad(ctx, grad_output):
-    input, weight = ctx.saved_tensors
-    return _conv2d_grads(ctx, grad_output, input, weight)
-
-
-def _conv2d_grads(ctx, grad_output, input, weight) -> tuple:
-    """The gradients of conv2d's nine arguments, on the forward's algorithm and backend."""
-    geometry = (ctx.stride, ctx.padding, ctx.dilation, ctx.groups, ctx.algorithm, ctx.backend)
-    grad_input = grad_weight = grad_bias = None
-    if ctx.needs_input_grad[0]:
-        grad_input = ops.conv2d_backward_input(grad_output, weight, ctx.input_size, *geometry)
-    if ctx.needs_input_grad[1]:
-        grad_weight = ops.conv2d_backward_weight(grad_output, input, ctx.weight_size, *geometry)
-    if ctx.needs_input_grad[2]:
-        grad_bias = ops.conv2d_backward_bias(grad_output, ctx.backend)
-    return grad_input, grad_weight, grad_bias, None, None, None, None, None, None
-
-
-torch.library.register_autograd("fastconv::conv2d", _conv2d_grad, setup_context=_conv2d_setup)
-
-# conv2d_relu: relu(conv2d(...)) fused in the forward kernels' epilogue. Its
-# output is all the ReLU's gradient needs (output <= 0 masks it), so backward
-# is relu_backward followed by conv2d's own gradients.
+# conv2d_relu: relu(conv2d(...)) fused in the forward kernels' epilogue; conv2d's shapes.
 torch.library.register_fake("fastconv::conv2d_relu")(_conv2d_fake)
-
-
-def _conv2d_relu_setup(ctx, inputs, output):
-    ctx.save_for_backward(*_conv2d_context(ctx, inputs), output)
-
-
-def _conv2d_relu_grad(ctx, grad_output):
-    input, weight, output = ctx.saved_tensors
-    grad_pre_activation = ops.relu_backward(grad_output, output, ctx.backend)
-    return _conv2d_grads(ctx, grad_pre_activation, input, weight)
-
-
-torch.library.register_autograd("fastconv::conv2d_relu", _conv2d_relu_grad, setup_context=_conv2d_relu_setup)
-
 
 
 def register_autocast_to_requested_dtype(op_name: str, device_type: str, lib: torch.library.Library) -> None:
@@ -295,55 +166,3 @@ def _max_pool2d_backward_fake(
     torch._check(len(input_size) == 4, lambda: "max_pool2d_backward: input_size must have 4 values")
     torch._check(grad_output.shape == indices.shape, lambda: "max_pool2d_backward: shape mismatch")
     return grad_output.new_empty(input_size)
-
-
-def _max_pool2d_setup(ctx, inputs, output):
-    input, kernel_size, stride, padding, dilation, ceil_mode, backend = inputs
-    indices = output[1]
-    ctx.mark_non_differentiable(indices)
-    ctx.save_for_backward(indices)
-    ctx.input_size = list(input.shape)
-    ctx.geometry = (kernel_size, stride, padding, dilation, ceil_mode)
-    ctx.backend = backend
-
-
-def _max_pool2d_grad(ctx, grad_output, _grad_indices):
-    (indices,) = ctx.saved_tensors
-    grad_input = ops.max_pool2d_backward(grad_output, indices, ctx.input_size, *ctx.geometry, ctx.backend)
-    return grad_input, None, None, None, None, None, None
-
-
-def _window_has_taps(out_size, in_size, kernel, stride, pad, dilation, device) -> torch.Tensor:
-    """Along one axis: does output window o hold an input tap? (Not always, with dilation and padding.)"""
-    start = torch.arange(out_size, device=device) * stride - pad
-    first = torch.where(start < 0, start + (-start + dilation - 1) // dilation * dilation, start)
-    end = torch.clamp(start + (kernel - 1) * dilation + 1, max=in_size)
-    return first < end
-
-
-def _max_pool2d_backward_setup(ctx, inputs, output):
-    _, indices, input_size, kernel_size, stride, padding, dilation, _ceil_mode, _ = inputs
-    ctx.save_for_backward(indices)
-    kernel = _pair(kernel_size)
-    strides = _pair(stride) if len(stride) else kernel
-    ctx.axes = list(zip(input_size[2:], kernel, strides, _pair(padding), _pair(dilation)))
-
-
-def _max_pool2d_backward_grad(ctx, grad):
-    # max_pool2d_backward is linear in grad_output: its adjoint reads, for
-    # each output, the incoming gradient at the output's index, except for
-    # windows without an in-bounds tap, which passed nothing.
-    (indices,) = ctx.saved_tensors
-    (in_h, *rows), (in_w, *cols) = ctx.axes
-    has_taps = _window_has_taps(indices.shape[2], in_h, *rows, device=indices.device)[:, None] & _window_has_taps(
-        indices.shape[3], in_w, *cols, device=indices.device
-    )
-    inside = has_taps & (indices >= 0) & (indices < in_h * in_w)
-    picked = torch.gather(grad.flatten(2), 2, torch.where(inside, indices, 0).flatten(2)).view_as(indices)
-    return (torch.where(inside, picked, torch.zeros_like(picked)),) + (None,) * 8
-
-
-torch.library.register_autograd("fastconv::max_pool2d", _max_pool2d_grad, setup_context=_max_pool2d_setup)
-torch.library.register_autograd(
-    "fastconv::max_pool2d_backward", _max_pool2d_backward_grad, setup_context=_max_pool2d_backward_setup
-)

@@ -12,17 +12,19 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
-from . import _C, _ops
+from . import _C
 from ._backend import current_backend
 
 __all__ = ["relu", "dropout", "conv2d", "conv2d_relu", "max_pool2d"]
 
+# The overloads themselves: calling an OpOverloadPacket first resolves the overload, which costs
+# about as much as a small op's autograd glue.
 ops = torch.ops.fastconv
+_relu, _relu_ = ops.relu.default, ops.relu_.default
+_dropout, _dropout_ = ops.dropout.default, ops.dropout_.default
+_conv2d, _conv2d_relu = ops.conv2d.default, ops.conv2d_relu.default
+_max_pool2d = ops.max_pool2d.default
 _INT64 = torch.iinfo(torch.int64)
-
-
-def _needs_grad(t: Tensor) -> bool:
-    return torch.is_grad_enabled() and t.requires_grad
 
 
 def relu(input: Tensor, inplace: bool = False) -> Tensor:
@@ -30,13 +32,9 @@ def relu(input: Tensor, inplace: bool = False) -> Tensor:
 
     NaN propagates, ``relu(-0.0)`` is ``-0.0`` and the gradient at 0 is 0, as in torch.
     """
-    backend = current_backend()
     if not inplace:
-        return ops.relu(input, backend)
-    if _needs_grad(input):
-        return _ops.InplaceRelu.apply(input, backend)
-    ops.relu_(input, backend)
-    torch.autograd.graph.increment_version(input)  # a C++ op doesn't bump it; autograd must see the write
+        return _relu(input, current_backend())
+    _relu_(input, current_backend())  # its autograd kernel marks input modified, as torch's relu_
     return input
 
 
@@ -68,14 +66,10 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool 
         if not torch.compiler.is_compiling():
             _C.check_dropout_probability(float(p), "dropout")
         return input
-    backend = current_backend()
     seed = _draw_seed(input.device)
     if not inplace:
-        return ops.dropout(input, float(p), seed, backend)
-    if _needs_grad(input):
-        return _ops.InplaceDropout.apply(input, float(p), seed, backend)
-    ops.dropout_(input, float(p), seed, backend)
-    torch.autograd.graph.increment_version(input)  # a C++ op doesn't bump it; autograd must see the write
+        return _dropout(input, float(p), seed, current_backend())
+    _dropout_(input, float(p), seed, current_backend())  # its autograd kernel marks input modified
     return input
 
 
@@ -141,7 +135,7 @@ def conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride:
     ``"direct"``, ``"im2col"`` (im2col + our blocked GEMM) or ``"auto"``.
     Gradients run on the same backend and algorithm as the forward pass.
     """
-    return _call_conv(ops.conv2d, input, weight, bias, stride, padding, dilation, groups, algorithm)
+    return _call_conv(_conv2d, input, weight, bias, stride, padding, dilation, groups, algorithm)
 
 
 def conv2d_relu(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride: IntOrPair = 1,
@@ -153,7 +147,7 @@ def conv2d_relu(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, st
     Arguments and results are those of :func:`conv2d` followed by :func:`relu` (torch's ReLU:
     NaN passes, the gradient at 0 is 0).
     """
-    return _call_conv(ops.conv2d_relu, input, weight, bias, stride, padding, dilation, groups, algorithm)
+    return _call_conv(_conv2d_relu, input, weight, bias, stride, padding, dilation, groups, algorithm)
 
 
 def _call_conv(op, input: Tensor, weight: Tensor, bias: Optional[Tensor], stride: IntOrPair,
@@ -220,7 +214,7 @@ def max_pool2d(
         )
     batched = input.dim() == 4
     x = input if batched else input.unsqueeze(0)
-    output, indices = ops.max_pool2d(x, kernel, strides, pads, dilations, bool(ceil_mode), current_backend())
+    output, indices = _max_pool2d(x, kernel, strides, pads, dilations, bool(ceil_mode), current_backend())
     if not batched:
         output, indices = output.squeeze(0), indices.squeeze(0)
     return (output, indices) if return_indices else output

@@ -13,6 +13,7 @@
 #include "../cpu/max_pool2d.h"
 #include "../cuda/max_pool2d.h"
 #include "dispatch.h"
+#include "max_pool2d.h"
 
 namespace fastconv {
 namespace {
@@ -94,6 +95,17 @@ Pool2dParams make_params(at::IntArrayRef input_sizes, const PoolArgs& a, bool ce
               ") is too small");
   return p;
 }
+
+}  // namespace
+
+Pool2dParams max_pool2d_params(at::IntArrayRef input_size, at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                               at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode, const char* op) {
+  const PoolArgs args = parse_args(kernel_size, stride, padding, dilation);
+  check_input_dims(input_size, op);
+  return make_params(input_size, args, ceil_mode);
+}
+
+namespace {
 
 std::tuple<at::Tensor, at::Tensor> max_pool2d(const at::Tensor& input, at::IntArrayRef kernel_size,
                                               at::IntArrayRef stride, at::IntArrayRef padding,

@@ -1,0 +1,61 @@
+// What the autograd kernels of csrc/autograd share. Each op family registers,
+// for the Autograd dispatch key, a kernel that records a
+// torch::autograd::Function (as torchvision's csrc/ops/autograd do): its
+// forward steps below autograd and calls the op again, its backward calls our
+// backward ops. Autograd glue in C++ costs a few microseconds a call, where a
+// Python autograd.Function costs tens, which is most of a small op's time.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <c10/util/string_view.h>
+#include <torch/autograd.h>
+#include <torch/csrc/autograd/functions/utils.h>
+#include <torch/library.h>
+
+#include <string>
+#include <vector>
+
+#include "op_calls.h"
+
+namespace fastconv::autograd {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// True when the op must be recorded: grad mode is on and an argument requires grad.
+template <typename... Tensors>
+bool needs_recording(const Tensors&... tensors) {
+  return torch::autograd::compute_requires_grad(tensors...);
+}
+
+// The forward's backend, so that backward runs where forward did ("simt" stays
+// "simt" after the `with fastconv.backend(...)` block has closed).
+inline void save_backend(AutogradContext* ctx, c10::string_view backend) {
+  ctx->saved_data["backend"] = std::string(backend);
+}
+inline const std::string& saved_backend(AutogradContext* ctx) { return ctx->saved_data["backend"].toStringRef(); }
+
+// The one tensor a forward saved (by value: get_saved_variables() builds a new list on every call).
+inline at::Tensor saved_tensor(AutogradContext* ctx) { return ctx->get_saved_variables()[0]; }
+
+inline void save_ints(AutogradContext* ctx, const char* key, at::IntArrayRef values) {
+  ctx->saved_data[key] = values.vec();
+}
+inline std::vector<int64_t> saved_ints(AutogradContext* ctx, const char* key) {
+  return ctx->saved_data[key].toIntVector();
+}
+
+// Runs an in-place op below autograd when nothing is recorded. Our ops have no
+// ADInplaceOrView kernel, so the version bump torch's in-place ops get there
+// happens here: a tensor saved for some backward must be seen as modified.
+template <typename Op>
+void run_in_place_unrecorded(const at::Tensor& self, const Op& op) {
+  {
+    const at::AutoDispatchBelowADInplaceOrView below_autograd;
+    op();
+  }
+  torch::autograd::impl::bump_version(self);
+}
+
+}  // namespace fastconv::autograd

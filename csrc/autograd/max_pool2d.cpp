@@ -1,0 +1,134 @@
+// Autograd of max_pool2d: backward scatters the gradient to the saved indices
+// (max_pool2d_backward); the indices output is not differentiable.
+// max_pool2d_backward is linear in grad_output, and its adjoint (double
+// backward) gathers: each output reads the incoming gradient at its index,
+// except windows without an in-bounds tap, which passed nothing.
+#include <ATen/TensorOperators.h>
+#include <ATen/ops/arange.h>
+#include <ATen/ops/clamp_max.h>
+#include <ATen/ops/gather.h>
+#include <ATen/ops/where.h>
+#include <ATen/ops/zeros_like.h>
+
+#include "../ops/max_pool2d.h"
+#include "function.h"
+
+namespace fastconv::autograd {
+namespace {
+
+using TensorPair = std::tuple<at::Tensor, at::Tensor>;
+
+struct MaxPool2d : torch::autograd::Function<MaxPool2d> {
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& input, at::IntArrayRef kernel_size,
+                               at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+                               bool ceil_mode, c10::string_view backend) {
+    at::Tensor output, indices;
+    {
+      const at::AutoDispatchBelowADInplaceOrView below_autograd;
+      std::tie(output, indices) =
+          op_calls::max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, backend);
+    }
+    ctx->mark_non_differentiable({indices});
+    // No zeros for the indices' gradient, which backward ignores: a tensor allocated and filled per call.
+    ctx->set_materialize_grads(false);
+    ctx->save_for_backward({indices});
+    save_ints(ctx, "input_size", input.sizes());
+    save_ints(ctx, "kernel_size", kernel_size);
+    save_ints(ctx, "stride", stride);
+    save_ints(ctx, "padding", padding);
+    save_ints(ctx, "dilation", dilation);
+    ctx->saved_data["ceil_mode"] = ceil_mode;
+    save_backend(ctx, backend);
+    return {output, indices};
+  }
+
+  static variable_list backward(AutogradContext* ctx, const variable_list& grad_outputs) {
+    const at::Tensor none;
+    if (!grad_outputs[0].defined()) return {none, none, none, none, none, none, none};
+    const at::Tensor indices = saved_tensor(ctx);
+    const at::Tensor grad_input = op_calls::max_pool2d_backward(
+        grad_outputs[0], indices, saved_ints(ctx, "input_size"), saved_ints(ctx, "kernel_size"),
+        saved_ints(ctx, "stride"), saved_ints(ctx, "padding"), saved_ints(ctx, "dilation"),
+        ctx->saved_data["ceil_mode"].toBool(), saved_backend(ctx));
+    return {grad_input, none, none, none, none, none, none};
+  }
+};
+
+// Along one axis: whether output window o holds an input tap (not always, with dilation and padding).
+at::Tensor window_has_taps(int64_t out_size, int64_t in_size, int64_t kernel, int64_t stride, int64_t pad,
+                           int64_t dilation, at::Device device) {
+  const at::Tensor start = at::arange(out_size, at::TensorOptions(at::kLong).device(device)) * stride - pad;
+  // The first tap at or after row 0: start plus whole dilations.
+  const at::Tensor first =
+      at::where(start < 0, start + (dilation - 1 - start).div(dilation, "floor") * dilation, start);
+  const at::Tensor end = at::clamp_max(start + (kernel - 1) * dilation + 1, in_size);
+  return first < end;
+}
+
+// max_pool2d_backward(grad_output, indices, ...): differentiable in grad_output only.
+struct MaxPool2dBackward : torch::autograd::Function<MaxPool2dBackward> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& grad_output, const at::Tensor& indices,
+                            at::IntArrayRef input_size, at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                            at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode,
+                            c10::string_view backend) {
+    at::Tensor grad_input;
+    {
+      const at::AutoDispatchBelowADInplaceOrView below_autograd;
+      grad_input = op_calls::max_pool2d_backward(grad_output, indices, input_size, kernel_size, stride, padding,
+                                                 dilation, ceil_mode, backend);
+    }
+    // The op has checked the arguments, so the geometry is valid here.
+    const Pool2dParams p = max_pool2d_params(input_size, kernel_size, stride, padding, dilation, ceil_mode,
+                                             "max_pool2d_backward");
+    ctx->save_for_backward({indices});
+    save_ints(ctx, "rows", {p.in_h, p.kernel_h, p.stride_h, p.pad_h, p.dilation_h});
+    save_ints(ctx, "cols", {p.in_w, p.kernel_w, p.stride_w, p.pad_w, p.dilation_w});
+    return grad_input;
+  }
+
+  static variable_list backward(AutogradContext* ctx, const variable_list& grad_outputs) {
+    const at::Tensor indices = saved_tensor(ctx);
+    const std::vector<int64_t> rows = saved_ints(ctx, "rows"), cols = saved_ints(ctx, "cols");
+    const at::Device device = indices.device();
+    const at::Tensor has_taps =
+        window_has_taps(indices.size(2), rows[0], rows[1], rows[2], rows[3], rows[4], device).unsqueeze(1) &
+        window_has_taps(indices.size(3), cols[0], cols[1], cols[2], cols[3], cols[4], device);
+    const at::Tensor inside = has_taps & (indices >= 0) & (indices < rows[0] * cols[0]);
+    const at::Tensor picked =
+        at::gather(grad_outputs[0].flatten(2), 2, at::where(inside, indices, 0).flatten(2)).view_as(indices);
+    const at::Tensor none;
+    return {at::where(inside, picked, at::zeros_like(picked)), none, none, none, none, none, none, none, none};
+  }
+};
+
+TensorPair max_pool2d(const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                      at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode, c10::string_view backend) {
+  if (needs_recording(input)) {
+    const variable_list outputs =
+        MaxPool2d::apply(input, kernel_size, stride, padding, dilation, ceil_mode, backend);
+    return {outputs[0], outputs[1]};
+  }
+  const at::AutoDispatchBelowADInplaceOrView below_autograd;
+  return op_calls::max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, backend);
+}
+
+at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& indices, at::IntArrayRef input_size,
+                               at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
+                               at::IntArrayRef dilation, bool ceil_mode, c10::string_view backend) {
+  if (needs_recording(grad_output)) {
+    return MaxPool2dBackward::apply(grad_output, indices, input_size, kernel_size, stride, padding, dilation,
+                                    ceil_mode, backend);
+  }
+  const at::AutoDispatchBelowADInplaceOrView below_autograd;
+  return op_calls::max_pool2d_backward(grad_output, indices, input_size, kernel_size, stride, padding, dilation,
+                                       ceil_mode, backend);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastconv, Autograd, m) {
+  m.impl("max_pool2d", &max_pool2d);
+  m.impl("max_pool2d_backward", &max_pool2d_backward);
+}
+
+}  // namespace fastconv::autograd
