@@ -8,6 +8,7 @@
 #include "gemm.h"
 
 #include "../common/index_math.h"
+#include "cpu_isa.h"
 
 #include <algorithm>
 #include <cstdlib>
@@ -69,16 +70,8 @@ int64_t padded_rows(int64_t m) {
 #define FASTCONV_AVX2 __attribute__((target("avx2,fma"), always_inline)) inline
 
 // The AVX2 paths run when the CPU has AVX2 and FMA, unless
-// FASTCONV_CPU_ISA=baseline asks for the portable ones (the tests use it to
-// check them on machines that have AVX2).
-bool cpu_has_avx2_fma() {
-  static const bool has = [] {
-    const char* isa = std::getenv("FASTCONV_CPU_ISA");
-    if (isa != nullptr && std::strcmp(isa, "baseline") == 0) return false;
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  }();
-  return has;
-}
+// FASTCONV_CPU_ISA=baseline asks for the portable ones (cpu_isa.h).
+bool cpu_has_avx2_fma() { return cpu_isa() >= CpuIsa::kAvx2; }
 
 // Transposes an 8 x 8 float block: src row r (8 floats at src + r * stride)
 // becomes dst column r, dst row q being 8 floats at dst + q * dst_stride.
