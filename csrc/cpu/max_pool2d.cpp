@@ -4,6 +4,7 @@
 #include <limits>
 #include <vector>
 
+#include "isa_loops.h"
 #include "parallel.h"
 
 namespace fastconv {
@@ -22,7 +23,7 @@ int64_t plane_grain(const Pool2dParams& p) {
 // to int64 indices. Keeping the first pass free of int64 lets the compiler
 // vectorise it (a mixed float/int64 loop stays scalar and mispredicts).
 template <typename T>
-void pool_plane_2x2(const T* in, T* out, int64_t* idx, const Pool2dParams& p) {
+FASTCONV_LOOP_INLINE void pool_plane_2x2(const T* in, T* out, int64_t* idx, const Pool2dParams& p) {
   constexpr int64_t kChunk = 256;
   int32_t offsets[kChunk];
   const int64_t w = p.in_w;
@@ -170,7 +171,7 @@ std::vector<char> empty_windows(int64_t out_size, int64_t stride, int64_t pad, i
 // compiler vectorises (selects on int64 indices become mispredicted jumps).
 // The rows and the column left over by an odd size belong to no window.
 template <typename T>
-void unpool_plane_2x2(const T* grad_output, const int64_t* idx, T* grad, const Pool2dParams& p) {
+FASTCONV_LOOP_INLINE void unpool_plane_2x2(const T* grad_output, const int64_t* idx, T* grad, const Pool2dParams& p) {
   constexpr int64_t kChunk = 256;
   int32_t offsets[kChunk];
   const int64_t w = p.in_w;
@@ -204,6 +205,30 @@ void unpool_plane_2x2(const T* grad_output, const int64_t* idx, T* grad, const P
   std::fill(grad + 2 * p.out_h * w, grad + p.in_pixels(), T(0));
 }
 
+// Planes [begin, end) of the 2x2 kernels, compiled for the CPU's widest
+// vectors by run_widest (the strided loads and selects gain most from them).
+template <typename T>
+struct Pool2x2Planes {
+  static FASTCONV_LOOP_INLINE void run(const T* input, T* output, int64_t* indices, const Pool2dParams* p,
+                                       int64_t begin, int64_t end) {
+    for (int64_t plane = begin; plane < end; ++plane) {
+      pool_plane_2x2(input + plane * p->in_pixels(), output + plane * p->out_pixels(),
+                     indices + plane * p->out_pixels(), *p);
+    }
+  }
+};
+
+template <typename T>
+struct Unpool2x2Planes {
+  static FASTCONV_LOOP_INLINE void run(const T* grad_output, const int64_t* indices, T* grad_input,
+                                       const Pool2dParams* p, int64_t begin, int64_t end) {
+    for (int64_t plane = begin; plane < end; ++plane) {
+      unpool_plane_2x2(grad_output + plane * p->out_pixels(), indices + plane * p->out_pixels(),
+                       grad_input + plane * p->in_pixels(), *p);
+    }
+  }
+};
+
 }  // namespace
 
 template <typename T>
@@ -212,10 +237,7 @@ void max_pool2d_forward(Target, const T* input, T* output, int64_t* indices, con
   // int32 offsets within a row pair need in_w + 2 * kChunk < 2^31.
   if (p.is_2x2_stride2() && p.in_w < (int64_t{1} << 30)) {
     parallel_chunks(p.planes, plane_grain(p), [&](int64_t begin, int64_t end) {
-      for (int64_t plane = begin; plane < end; ++plane) {
-        pool_plane_2x2(input + plane * p.in_pixels(), output + plane * p.out_pixels(),
-                       indices + plane * p.out_pixels(), p);
-      }
+      run_widest<Pool2x2Planes<T>>(input, output, indices, &p, begin, end);
     });
     return;
   }
@@ -245,14 +267,11 @@ void max_pool2d_backward(Target, const T* grad_output, const int64_t* indices, T
   // (the 15x15 maps of the seed CNN) are faster as fill + scatter.
   const bool stream_2x2 = p.is_2x2_stride2() && p.out_w >= 16 && p.in_w < (int64_t{1} << 30);
   parallel_chunks(p.planes, plane_grain(p), [&](int64_t begin, int64_t end) {
+    if (stream_2x2) return run_widest<Unpool2x2Planes<T>>(grad_output, indices, grad_input, &p, begin, end);
     for (int64_t plane = begin; plane < end; ++plane) {
       T* grad = grad_input + plane * in_plane;
       const T* go = grad_output + plane * out_plane;
       const int64_t* idx = indices + plane * out_plane;
-      if (stream_2x2) {
-        unpool_plane_2x2(go, idx, grad, p);
-        continue;
-      }
       std::fill(grad, grad + in_plane, T(0));
       if (!any_empty) {
         for (int64_t o = 0; o < out_plane; ++o) {
