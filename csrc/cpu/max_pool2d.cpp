@@ -193,7 +193,8 @@ FASTCONV_LOOP_INLINE void unpool_plane_2x2(const T* grad_output, const int64_t* 
       T* __restrict__ b = bottom + 2 * first;
       for (int64_t j = 0; j < count; ++j) {
         const int32_t offset = offsets[j];
-        const T g = go[j];
+        // + 0 turns a -0.0 gradient into +0.0, as torch's zero fill + add does.
+        const T g = go[j] + T(0);
         t[2 * j] = offset == 0 ? g : T(0);
         t[2 * j + 1] = offset == 1 ? g : T(0);
         b[2 * j] = offset == w32 ? g : T(0);
