@@ -127,3 +127,18 @@ def test_cache_can_be_turned_off():
     env = dict(os.environ, FASTCONV_CPU_OUTPUT_CACHE_MB="0", PYTHONPATH=str(root))
     run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=root)
     assert run.returncode == 0 and "ok" in run.stdout, run.stderr[-2000:]
+
+
+def test_buffer_over_the_bound_is_freed_without_evicting_the_others():
+    root = Path(__file__).resolve().parents[1]
+    code = ("import torch, fastconv\n"
+            "relu = lambda x: torch.ops.fastconv.relu(x, 'cpu')\n"
+            "small, large = torch.randn(2, 8, 192, 192), torch.randn(4, 8, 192, 192)\n"
+            "y = relu(small); kept = y.data_ptr(); del y\n"  # 2.25 MiB: a 4 MiB buffer, within the bound
+            "z = relu(large); del z\n"  # 4.5 MiB: a 6 MiB buffer, over the bound, freed at once
+            "y = relu(small)\n"
+            "print('reused', y.data_ptr() == kept)\n")
+    env = dict(os.environ, FASTCONV_CPU_OUTPUT_CACHE_MB="4", PYTHONPATH=str(root))
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=root)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "reused True" in run.stdout

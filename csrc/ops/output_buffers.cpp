@@ -5,7 +5,6 @@
 #include <ATen/ops/empty_like.h>
 #include <c10/core/Allocator.h>
 #include <c10/util/Exception.h>
-#include <sys/mman.h>
 
 #include <cstdlib>
 #include <list>
@@ -14,9 +13,12 @@
 namespace fastconv {
 namespace {
 
-constexpr size_t kHugePage = size_t{2} << 20;
-// Below this, glibc's heap serves outputs without fresh page faults.
-constexpr size_t kMinBytes = kHugePage;
+// Sizes are rounded up to whole buckets, so that outputs of nearly the same
+// size share buffers. Below one bucket, glibc's heap serves outputs without
+// fresh page faults, and the cache leaves them to torch's allocator.
+constexpr size_t kBucket = size_t{2} << 20;
+constexpr size_t kMinBytes = kBucket;
+constexpr size_t kAlignment = 64;  // c10's CPU alignment
 
 size_t cache_limit_bytes() {
   const char* mb = std::getenv("FASTCONV_CPU_OUTPUT_CACHE_MB");
@@ -33,7 +35,7 @@ struct Block {
 class BufferCache final : public c10::Allocator {
  public:
   c10::DataPtr allocate(size_t n) override {
-    const size_t bytes = (n + kHugePage - 1) / kHugePage * kHugePage;
+    const size_t bytes = (n + kBucket - 1) / kBucket * kBucket;
     Block* block = take(bytes);
     if (block == nullptr) block = new Block{fresh(bytes), bytes};
     return {block->ptr, block, &release, c10::Device(c10::DeviceType::CPU)};
@@ -48,12 +50,15 @@ class BufferCache final : public c10::Allocator {
   }
 
  private:
+  // Plain pages, as torch's allocator gives. Transparent huge pages
+  // (MADV_HUGEPAGE) made fresh buffers 4-5x faster to fault in once free
+  // huge pages were at hand, but with the kernel's default defrag=madvise
+  // each such fault may compact memory first: 1.5-2.4 s for a 411 MB buffer
+  // here, on every call when torch's own allocations split the huge pages in
+  // between (VGG16 pooling at batch 32).
   static void* fresh(size_t bytes) {
-    void* ptr = std::aligned_alloc(kHugePage, bytes);
+    void* ptr = std::aligned_alloc(kAlignment, bytes);
     TORCH_CHECK(ptr != nullptr, "fastconv: out of memory allocating ", bytes, " bytes");
-#if defined(MADV_HUGEPAGE)
-    madvise(ptr, bytes, MADV_HUGEPAGE);  // advice only: without THP it changes nothing
-#endif
     return ptr;
   }
 
@@ -73,6 +78,7 @@ class BufferCache final : public c10::Allocator {
   static void release(void* context) { instance().put(static_cast<Block*>(context)); }
 
   void put(Block* block) {
+    if (block->bytes > limit_) return discard(block);  // would evict everything, itself last
     std::list<Block*> evicted;
     {
       const std::lock_guard<std::mutex> lock(mutex_);
@@ -83,10 +89,12 @@ class BufferCache final : public c10::Allocator {
         evicted.splice(evicted.end(), free_, std::prev(free_.end()));
       }
     }
-    for (Block* b : evicted) {
-      std::free(b->ptr);
-      delete b;
-    }
+    for (Block* b : evicted) discard(b);
+  }
+
+  static void discard(Block* block) {
+    std::free(block->ptr);
+    delete block;
   }
 
   const size_t limit_ = cache_limit_bytes();

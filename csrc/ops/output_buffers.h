@@ -7,16 +7,17 @@
 // Large CPU outputs therefore come from a small cache of buffers that earlier
 // outputs released: a network or training loop asks for the same sizes every
 // step, so after the first step they are reused with their pages mapped.
-// Fresh buffers are 2 MiB aligned and advised as transparent huge pages, so
-// even a miss faults once per 2 MiB instead of once per 4 KiB.
+// (A miss allocates plain pages, as torch does: output_buffers.cpp says why
+// not transparent huge pages.)
 //
 // The tensors are ordinary CPU tensors: resizable, storage offset 0, freed by
 // their storage's deleter on any thread; copies (pin_memory, share_memory_)
 // leave the cache. What it may hold: buffers of at least 2 MiB, rounded up
 // to whole 2 MiB, and at most FASTCONV_CPU_OUTPUT_CACHE_MB (default 256) MiB
-// of released buffers in all, least recently released evicted first; 0
-// turns the cache off (fresh aligned buffers are still used). Smaller and
-// non-CPU tensors come from torch's allocator as before.
+// of released buffers in all, least recently released evicted first; a
+// buffer larger than that is freed at once, and 0 turns the cache off.
+// Smaller and non-CPU tensors come from torch's allocator as before. The
+// cached bytes are not reported to torch's memory profiler.
 #pragma once
 
 #include <ATen/core/Tensor.h>
