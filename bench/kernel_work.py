@@ -256,7 +256,7 @@ def tensor_core_ceiling(kernel: str, gpu: Gpu) -> float:
     fed by fragment loads of 32-bit words, conflict-free (the rows are padded): 4 words per lane
     for each 16-row A fragment and 2 for each 8-column B fragment, one wavefront each. kMma is 8
     for tf32 and 16 for 16-bit operands (the same words then hold twice the elements)."""
-    bm, bn, _bk, warps_m, warps_n = _template_ints(kernel, "TensorCoreTile")
+    bm, bn, _bk, warps_m, warps_n = _template_ints(kernel, "TensorCoreTile")[:5]
     wm, wn = bm // warps_m, bn // warps_n
     k_mma = 8 if kernel.startswith("gemm_tensor_core_kernel<float") else 16
     macs = (wm // 16) * (wn // 8) * 16 * 8 * k_mma

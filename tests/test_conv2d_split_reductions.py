@@ -104,8 +104,9 @@ def test_split_reductions_give_the_same_bits_twice(dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_split_k_agrees_with_torch_on_any_device_size(dtype):
-    # One multiprocessor asks for two waves of one tile: two ranges; 132 ask for as many as the
-    # reduction allows (64). Both sum the same terms in different groupings.
+    # One multiprocessor asks for one wave of one tile: a range per block the GEMM keeps on it
+    # (one or two); 132 ask for as many as the reduction allows (64). Both sum the same terms in
+    # different groupings.
     case = SPLIT_K_CASES["many-ranges"]
     operands, (dw_ref, _) = _operands(case, dtype)
     with multiprocessors(1):

@@ -11,26 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import CPU_ISA_FLAGS, cpu_flags
 from philox_reference import dropout_keep_mask
 
 HERE = Path(__file__).resolve().parent
 
 
-def _cpu_flags():
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    line = next((l for l in text.splitlines() if l.startswith("flags")), "")
-    return set(line.split(":", 1)[-1].split())
-
-
-FLAGS = _cpu_flags()
-ISAS = {
-    "baseline": True,
-    "avx2": {"avx2", "fma", "bmi2"} <= FLAGS,
-    "avx512": {"avx2", "fma", "bmi2", "avx512f", "avx512dq", "avx512bw", "avx512vl"} <= FLAGS,
-}
+ISAS = {isa: needs <= cpu_flags() for isa, needs in CPU_ISA_FLAGS.items()}
 
 
 @pytest.fixture(scope="module")

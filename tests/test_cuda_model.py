@@ -184,11 +184,14 @@ def test_inner_loop_ceilings_follow_the_instruction_mix():
     assert inner_loop_ceiling(small, A100) == pytest.approx(1.0)
     assert inner_loop_ceiling(wide, A100) == pytest.approx(4 / 6)
     assert inner_loop_ceiling("im2col_kernel<float>", H100) is None
-    # mma.sync tf32, 32 x 32 per warp: 8 mma of 16x8x8 (8192 MACs) per 16 fragment wavefronts,
-    # 512 MACs a clock against the H100's 946 (494.7 TFLOP/s) and the A100's 512 (156).
-    tensor_core = "gemm_tensor_core_kernel<float, float, TensorCoreTile<64, 64, 32, 2, 2> >"
-    assert inner_loop_ceiling(tensor_core, H100) == pytest.approx(512 / (494.7e12 / (2 * 132 * 1.98e9)))
-    assert inner_loop_ceiling(tensor_core, A100) == pytest.approx(1.0, abs=1e-3)
+    # mma.sync tf32, 32 x 16 per warp: 4 mma of 16x8x8 (4096 MACs) per 2 * 4 + 2 * 2 = 12 fragment
+    # wavefronts, 341 MACs a clock against the H100's 946 (494.7 TFLOP/s) and the A100's 512 (156).
+    tensor_core = "gemm_tensor_core_kernel<float, float, TensorCoreTile<64, 64, 32, 2, 4, 2> >"
+    assert inner_loop_ceiling(tensor_core, H100) == pytest.approx(4096 / 12 / (494.7e12 / (2 * 132 * 1.98e9)))
+    assert inner_loop_ceiling(tensor_core, A100) == pytest.approx(4096 / 12 / 512, abs=1e-3)
+    # 32 x 32 per warp: 8 mma (8192 MACs) per 16 wavefronts, 512 a clock: the A100's whole peak.
+    wide_warps = "gemm_tensor_core_kernel<float, float, TensorCoreTile<64, 64, 32, 2, 2, 3> >"
+    assert inner_loop_ceiling(wide_warps, A100) == pytest.approx(1.0, abs=1e-3)
 
 
 def test_conv_work_per_kernel_family():

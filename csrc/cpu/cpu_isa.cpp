@@ -1,5 +1,6 @@
 #include "cpu_isa.h"
 
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
@@ -7,6 +8,7 @@ namespace fastconv {
 namespace cpu {
 namespace {
 
+// __builtin_cpu_supports also checks that the OS saves the vector state.
 CpuIsa supported_isa() {
 #if defined(__x86_64__) || defined(__i386__)
   const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
@@ -19,11 +21,15 @@ CpuIsa supported_isa() {
   return CpuIsa::kBaseline;
 }
 
+// An unknown value is reported on stderr and ignored, rather than silently
+// taken as some level.
 CpuIsa requested_cap() {
   const char* cap = std::getenv("FASTCONV_CPU_ISA");
-  if (cap == nullptr) return CpuIsa::kAvx512;
+  if (cap == nullptr || *cap == '\0') return CpuIsa::kAvx512;
   if (std::strcmp(cap, "baseline") == 0) return CpuIsa::kBaseline;
   if (std::strcmp(cap, "avx2") == 0) return CpuIsa::kAvx2;
+  if (std::strcmp(cap, "avx512") == 0) return CpuIsa::kAvx512;
+  std::fprintf(stderr, "fastconv: ignoring FASTCONV_CPU_ISA=%s (expected baseline, avx2 or avx512)\n", cap);
   return CpuIsa::kAvx512;
 }
 

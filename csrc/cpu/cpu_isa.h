@@ -2,7 +2,8 @@
 // time, so that one binary runs everywhere and still uses the widest vectors
 // the CPU has. FASTCONV_CPU_ISA=baseline|avx2|avx512 caps the choice (the
 // tests force each path that way and compare it with the portable one); a cap
-// above what the CPU supports falls back to the best it does support.
+// above what the CPU supports falls back to the best it does support; an
+// unknown value is reported on stderr and ignored.
 #pragma once
 
 namespace fastconv {

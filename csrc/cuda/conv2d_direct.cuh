@@ -24,6 +24,10 @@ struct DirectTile {
   static constexpr int kPixSlots = TH * TW / PPT;
   static constexpr int kThreads = kPixSlots * SLOTS;
   static constexpr int kChannels = SLOTS * CPT;
+  // 24 warps per SM (37.5%): a budget of 80 registers a thread. With only
+  // the thread count as a bound, ptxas (nvcc 13) settled below that on its
+  // own (48-72 registers) and spilled 8-40 bytes in some variants.
+  static constexpr int kMinBlocks = 768 / kThreads;
 };
 // 8x16 pixels x 16 channels, 256 threads, 2 pixels x 4 channels per thread.
 using DirectTileWide = DirectTile<8, 16, 2, 4, 4>;
@@ -60,7 +64,7 @@ FASTCONV_HD DirectForwardSmem direct_forward_smem(int chunk, int patch_h, int pa
 }
 
 template <typename T, typename Tile>
-__global__ void __launch_bounds__(Tile::kThreads)
+__global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocks)
     conv2d_direct_forward_kernel(const T* __restrict__ input, const T* __restrict__ weight,
                                  const T* __restrict__ bias, T* __restrict__ output, Conv2dParams p,
                                  MixedRadix<4> item_digits, int chunk, int patch_h, int patch_w, bool relu) {
@@ -204,7 +208,7 @@ __device__ __forceinline__ void phase_major_pixel(int pix, int sh, int sw, int& 
 // the tile can reach (patch_h = (TH - 1 + (R - 1) * dilation_h) / stride_h + 1,
 // starting at oh_lo) and the matching weights.
 template <typename T, typename Tile>
-__global__ void __launch_bounds__(Tile::kThreads)
+__global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocks)
     conv2d_direct_backward_input_kernel(const T* __restrict__ grad_output,
                                         const T* __restrict__ weight, T* __restrict__ grad_input,
                                         Conv2dParams p, MixedRadix<4> item_digits, int chunk, int patch_h,
@@ -418,9 +422,12 @@ inline int64_t reduction_slices_cap(int64_t pixels) {
 // launch configuration, never by scheduling: the result is deterministic, so
 // the `deterministic` flag needs no separate path.
 constexpr int kWgradTileK = 32, kWgradTileC = 64, kWgradPixels = 16, kWgradThreads = 256;
+// Four blocks per SM (50%), 64 registers a thread: with the thread count
+// alone as a bound ptxas (nvcc 13) kept half/bfloat16 at 48 and spilled.
+constexpr int kWgradMinBlocks = 4;
 
 template <typename T>
-__global__ void __launch_bounds__(launch_bound<T>(kWgradThreads))
+__global__ void __launch_bounds__(launch_bound<T>(kWgradThreads), kWgradMinBlocks)
     conv2d_direct_backward_weight_kernel(const T* __restrict__ grad_output,
                                          const T* __restrict__ input, acc_t<T>* __restrict__ partial,
                                          T* __restrict__ grad_weight, Conv2dParams p, int64_t slices,

@@ -95,19 +95,21 @@ inline int64_t im2col_backward_input_workspace(const Conv2dParams& p, int64_t el
 // The weight gradient's GEMM has M = Kg, N = Cg*R*S: few output tiles for
 // the usual layers (64 -> 64 channels, 3x3: 9 tiles on 132 SMs), each with
 // a reduction over a whole chunk of images. It is therefore split into
-// `splits` reduction ranges (split-K), enough for two waves of blocks on
-// the GPU's multiprocessors, but none shorter than kWgradMinSplitLen (16
+// `splits` reduction ranges (split-K), enough for one full wave of the
+// chosen GEMM (blocks_per_sm blocks, gemm_blocks_per_sm, on each of the
+// GPU's multiprocessors), but none shorter than kWgradMinSplitLen (16
 // k-slices of the GEMM: below that, writing and re-reading a tile of
 // partials costs as much as the range's multiply-adds). The partials (fp32
-// for half/bfloat16) are summed in split order. Two waves of 64 x 64 tiles
-// bound the partials to (2 * SMs + tiles) * 64 * 64 values, so the cap on
-// splits only guards tiny-output layers with huge reductions (3 -> 64).
+// for half/bfloat16) are summed in split order. A wave of 64 x 64 tiles
+// bounds the partials to (blocks_per_sm * SMs + tiles) * 64 * 64 values, so
+// the cap on splits only guards tiny-output layers with huge reductions
+// (3 -> 64).
 constexpr int64_t kWgradMinSplitLen = 128, kWgradMaxSplits = 1024;
 
-inline int64_t im2col_wgrad_splits(const Conv2dParams& p, int64_t images, int multiprocessors) {
+inline int64_t im2col_wgrad_splits(const Conv2dParams& p, int64_t images, int multiprocessors, int blocks_per_sm) {
   const int64_t K = images * p.out_pixels();
   const GemmShape one{p.out_channels_per_group(), p.patch_size(), K, 1, p.groups};
-  int64_t splits = ceil_div(2 * int64_t(multiprocessors), gemm_tiles_per_split(one));
+  int64_t splits = ceil_div(int64_t(blocks_per_sm) * multiprocessors, gemm_tiles_per_split(one));
   const int64_t by_length = K / kWgradMinSplitLen;
   if (splits > by_length) splits = by_length;
   if (splits > kWgradMaxSplits) splits = kWgradMaxSplits;
@@ -124,7 +126,8 @@ inline Im2colWgradLayout im2col_wgrad_layout(const Conv2dParams& p, int64_t elem
   Im2colWgradLayout l{};
   const int64_t acc = acc_size_for(element_size), weights = p.out_channels * p.patch_size();
   l.chunk = im2col_chunk_images(p, element_size);
-  l.splits = im2col_wgrad_splits(p, l.chunk, multiprocessors);  // the largest chunk splits the most
+  // The largest chunk, on the GEMM with the most blocks per SM, splits the most.
+  l.splits = im2col_wgrad_splits(p, l.chunk, multiprocessors, gemm_max_blocks_per_sm(element_size));
   l.accumulator_at = im2col_forward_workspace(p, element_size);
   const bool accumulator = element_size < 4 && l.chunk < p.batch;
   l.partials_at = l.accumulator_at + (accumulator ? round_up16(weights * acc) : 0);
@@ -250,7 +253,7 @@ const char* conv2d_im2col_backward_weight(const T* grad_output, const T* input, 
     const GemmOperand cl{PQ, 1, PQ, CRS * PQ, 0, CRSg * PQ, 0};
     const T* dy_chunk = grad_output + n0 * p.out_channels * PQ;
     GemmShape shape{Kg, CRSg, images * PQ, 1, p.groups};
-    shape.splits = im2col_wgrad_splits(p, images, sms);
+    shape.splits = im2col_wgrad_splits(p, images, sms, gemm_blocks_per_sm(sizeof(T), math));
     if (shape.splits > 1) {
       const GemmOutput out{CRSg, 0, Kg * CRSg, 0, false, false, weights};
       err = launch_gemm(dy_chunk, dy, col, cl, partials, out, static_cast<const T*>(nullptr), shape, math,

@@ -87,9 +87,10 @@ constexpr int kGemmSmemPad = 4;
 // Blocks per SM that __launch_bounds__ asks registers for: two 8-warp
 // blocks (at most 128 registers a thread) where the accumulators are fp32;
 // fp64 accumulators alone take 128 registers on the large tile.
+constexpr int gemm_cuda_core_min_blocks(int64_t acc_size) { return acc_size == 8 ? 1 : 2; }
 template <typename T>
 constexpr int gemm_min_blocks() {
-  return sizeof(acc_t<T>) == 8 ? 1 : 2;
+  return gemm_cuda_core_min_blocks(sizeof(acc_t<T>));
 }
 
 // The quads of one BR x BK slice and the per-thread registers that hold them.
@@ -381,7 +382,7 @@ inline bool gemm_large_tile(const GemmShape& shape, int multiprocessors) {
 // Output tiles of one reduction range, for the tile launch_gemm would pick
 // once the problem is split enough to fill the GPU. The tensor-core kernel's
 // 64 x 64 tiles give at least as many blocks, so a split count sized from
-// this fills the GPU on either path (and the workspace does not depend on it).
+// this fills the GPU on either path.
 inline int64_t gemm_tiles_per_split(const GemmShape& shape) {
   const int64_t tile = shape.M >= 128 && shape.N >= 128 ? 128 : 64;
   return shape.nz1 * shape.nz2 * ceil_div(shape.M, tile) * ceil_div(shape.N, tile);

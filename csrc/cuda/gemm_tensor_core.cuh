@@ -7,8 +7,8 @@
 // picks it when the op layer asks for GemmMath::kTensorCore (sm_80 and newer
 // only; never for double).
 //
-// A block of 4 warps computes a 64 x 64 tile of C, each warp a 32 x 32
-// quarter (2 x 4 mma tiles of 16 x 8). BK = 32 deep slices of A and B pass
+// A block of 8 warps computes a 64 x 64 tile of C, each warp a 32 x 16
+// eighth (2 x 2 mma tiles of 16 x 8). BK = 32 deep slices of A and B pass
 // through double-buffered shared memory as the mma's input format (16-bit
 // elements, or tf32 bit patterns), both operands stored k-contiguous
 // ([row][k]) so that every fragment register is one 32-bit word. The global
@@ -54,15 +54,16 @@ struct TensorCoreInput<half_t> : TensorCoreInput16<half_t> {};
 template <>
 struct TensorCoreInput<bfloat16_t> : TensorCoreInput16<bfloat16_t> {};
 
-template <int BM_, int BN_, int BK_, int WARPS_M_, int WARPS_N_>
+template <int BM_, int BN_, int BK_, int WARPS_M_, int WARPS_N_, int MIN_BLOCKS_>
 struct TensorCoreTile {
   static constexpr int BM = BM_, BN = BN_, BK = BK_, WARPS_M = WARPS_M_, WARPS_N = WARPS_N_;
   static constexpr int kThreads = 32 * WARPS_M * WARPS_N;
+  static constexpr int kMinBlocks = MIN_BLOCKS_;  // per SM, for __launch_bounds__
   static constexpr int WM = BM / WARPS_M, WN = BN / WARPS_N;  // one warp's part of the tile
   static constexpr int kTilesM = WM / 16, kTilesN = WN / 8;   // mma tiles per warp
   static_assert(WM % 16 == 0 && WN % 8 == 0 && BK % 16 == 0, "tiles are made of whole mma tiles");
 };
-using GemmTensorCoreTile = TensorCoreTile<64, 64, 32, 2, 2>;  // 128 threads, 32 x 32 per warp
+using GemmTensorCoreTile = TensorCoreTile<64, 64, 32, 2, 4, 2>;  // 256 threads, 32 x 16 per warp
 
 // One 32-bit fragment register: two consecutive 16-bit elements (the smaller
 // k in the low half, as PTX wants) or one tf32 word.
@@ -152,12 +153,13 @@ __device__ __forceinline__ MmaFragB load_fragment_b(const Stored (*s)[LD], int r
   return f;
 }
 
-// Three blocks per SM (12 warps) cap ptxas at 168 registers, which this
-// kernel meets without spills (~167 on sm_80 and sm_90, nvcc 13). Four (128
-// registers, 25% occupancy) still spill 24-32 bytes a thread; one leaves
-// ptxas at ~170 (sm_80) to ~200 (sm_90) registers: 2 blocks per SM.
+// Eight warps of 32 x 16 rather than four of 32 x 32: half the accumulators
+// and half the staged quads a thread, so two blocks per SM (16 warps, 25%
+// occupancy, at most 128 registers) fit without spills (~112-117 registers on
+// sm_80 and sm_90, nvcc 13). Four warps of 32 x 32 needed ~160 registers: 3
+// blocks (18.75%), and spilled when held to 128.
 template <typename T, typename TC, typename Tile>
-__global__ void __launch_bounds__(Tile::kThreads, 3)
+__global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocks)
     gemm_tensor_core_kernel(const T* __restrict__ a, GemmOperand va, const T* __restrict__ b, GemmOperand vb,
                             TC* c, GemmOutput vc, const T* __restrict__ bias, GemmShape shape) {
   using In = TensorCoreInput<T>;
@@ -255,6 +257,20 @@ __global__ void __launch_bounds__(Tile::kThreads, 3)
       }
     }
   }
+}
+
+// Blocks per SM of the GEMM launch_gemm runs for operands of `element_size`
+// bytes and `math` (its __launch_bounds__ minimum, which its registers and
+// shared memory meet): one wave of that GEMM is this many blocks per SM.
+inline int gemm_blocks_per_sm(int64_t element_size, GemmMath math) {
+  if (element_size < 8 && math == GemmMath::kTensorCore) return GemmTensorCoreTile::kMinBlocks;
+  return gemm_cuda_core_min_blocks(acc_size_for(element_size));
+}
+// The most of either GEMM: workspace sized by it fits the splits of both.
+inline int gemm_max_blocks_per_sm(int64_t element_size) {
+  const int cuda_core = gemm_blocks_per_sm(element_size, GemmMath::kCudaCore);
+  const int tensor_core = gemm_blocks_per_sm(element_size, GemmMath::kTensorCore);
+  return cuda_core > tensor_core ? cuda_core : tensor_core;
 }
 
 // Operand vector modes, divisors and splits are settled by launch_gemm, which calls this.
