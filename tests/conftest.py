@@ -32,6 +32,23 @@ def kernels_on(backend: str, *fragments: str):
     return expect_kernels(*fragments) if backend == "simt" else contextlib.nullcontext()
 
 
+def cpu_flags() -> set:
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
+    except OSError:
+        return set()
+
+
+# FASTCONV_CPU_ISA value -> the CPU flags that path needs (csrc/cpu/cpu_isa.h).
+CPU_ISA_FLAGS = {
+    "baseline": set(),
+    "avx2": {"avx2", "fma", "bmi2"},
+    "avx512": {"avx2", "fma", "bmi2", "avx512f", "avx512dq", "avx512bw", "avx512vl"},
+}
+
+
 def device_of(backend: str) -> str:
     return "cuda" if backend == "cuda" else "cpu"
 

@@ -20,7 +20,7 @@ import fastconv.functional as FF
 import fastconv.nn as fnn
 
 import simt_kernels
-from conftest import BACKENDS, device_of, kernels_on
+from conftest import BACKENDS, CPU_ISA_FLAGS, cpu_flags, device_of, kernels_on
 
 ALGORITHMS = ["direct", "im2col"]
 KERNELS = [(1, 1), (2, 2), (3, 3), (5, 5), (3, 1), (1, 7)]
@@ -389,17 +389,9 @@ def test_gemm_edge_tiles_cpu(layer, dtype):
     assert torch.equal(input_gradient(1), input_gradient(2))
 
 
-def _cpu_flags() -> set:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
-    except OSError:
-        return set()
-
-
 # FASTCONV_CPU_ISA value -> the CPU flags it needs and the cpu_isa it reports.
-CPU_ISAS = {"baseline": (set(), "baseline"), "avx2": ({"avx2", "fma"}, "avx2+fma"),
-            "avx512": ({"avx512f", "avx2", "fma"}, "avx512f")}
+CPU_ISAS = {isa: (CPU_ISA_FLAGS[isa], reported)
+            for isa, reported in (("baseline", "baseline"), ("avx2", "avx2+fma"), ("avx512", "avx512f"))}
 
 
 @pytest.mark.parametrize("isa", sorted(CPU_ISAS))
@@ -409,8 +401,8 @@ def test_cpu_gemm_paths_match_torch(isa):
     # FASTCONV_CPU_ISA capping the choice, so every path is checked here
     # (the portable one is what CPUs without AVX2 run).
     needs, reported = CPU_ISAS[isa]
-    if not needs <= _cpu_flags():
-        pytest.skip(f"this CPU lacks {sorted(needs - _cpu_flags())}")
+    if not needs <= cpu_flags():
+        pytest.skip(f"this CPU lacks {sorted(needs - cpu_flags())}")
     tests = [f"{__file__}::{name}" for name in ("test_large_layers_cpu", "test_gemm_edge_tiles_cpu")]
     run = ("import sys, fastconv, pytest; print('cpu_isa', fastconv.build_info()['cpu_isa']); "
            f"sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', *{tests!r}]))")
@@ -423,7 +415,7 @@ def test_unknown_cpu_isa_is_reported_and_ignored():
     out = _run_with_env(["-c", "import fastconv; print('cpu_isa', fastconv.build_info()['cpu_isa'])"],
                         FASTCONV_CPU_ISA="avx-512")
     assert "ignoring FASTCONV_CPU_ISA=avx-512 (expected baseline, avx2 or avx512)" in out
-    assert "cpu_isa baseline" not in out or not {"avx2", "fma"} <= _cpu_flags()
+    assert "cpu_isa baseline" not in out or not {"avx2", "fma"} <= cpu_flags()
 
 
 # Run with an 8 KiB column-buffer cap: a 3x6x6 image's columns take 3,888

@@ -10,12 +10,9 @@
 #include "gemm.h"
 
 #include "../common/index_math.h"
+#include "cpu_isa.h"
 
 #include <algorithm>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
-#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -30,8 +27,7 @@ namespace {
 
 // ------------------------------------------------------- instruction sets
 
-// Ordered: each level's CPUs also run the levels below it.
-enum class Isa { kBaseline, kAvx2, kAvx512 };
+using Isa = CpuIsa;
 
 const char* isa_name(Isa isa) {
   switch (isa) {
@@ -42,36 +38,9 @@ const char* isa_name(Isa isa) {
   return "baseline";
 }
 
-// FASTCONV_CPU_ISA=baseline|avx2|avx512 caps the level used (the tests run
-// every path a machine has this way). An unknown value is reported on stderr
-// and ignored, rather than silently taken as some level.
-Isa isa_cap() {
-  const char* env = std::getenv("FASTCONV_CPU_ISA");
-  if (env == nullptr || *env == '\0') return Isa::kAvx512;
-  const std::string value(env);
-  if (value == "baseline") return Isa::kBaseline;
-  if (value == "avx2") return Isa::kAvx2;
-  if (value == "avx512") return Isa::kAvx512;
-  std::fprintf(stderr, "fastconv: ignoring FASTCONV_CPU_ISA=%s (expected baseline, avx2 or avx512)\n", env);
-  return Isa::kAvx512;
-}
-
-Isa cpu_isa() {
-#if defined(FASTCONV_X86)
-  // __builtin_cpu_supports also checks that the OS saves the vector state.
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-    return Isa::kAvx512;
-  }
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::kAvx2;
-#endif
-  return Isa::kBaseline;
-}
-
-// The level this process runs: the CPU's best, capped by FASTCONV_CPU_ISA.
-Isa selected_isa() {
-  static const Isa isa = std::min(cpu_isa(), isa_cap());
-  return isa;
-}
+// The level this process runs: the CPU's best, capped by FASTCONV_CPU_ISA
+// (cpu_isa.h, the one choice every CPU kernel follows).
+Isa selected_isa() { return cpu_isa(); }
 
 // ------------------------------------------------------------ micro-kernels
 

@@ -4,6 +4,7 @@
 #include <limits>
 #include <vector>
 
+#include "isa_loops.h"
 #include "parallel.h"
 
 namespace fastconv {
@@ -15,6 +16,28 @@ int64_t plane_grain(const Pool2dParams& p) {
   return std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(1, p.in_pixels()));
 }
 
+// The maximum of one 2x2 window by pool_takes, in the generic kernel's scan
+// order (top-left, top-right, bottom-left, bottom-right), with branch-free
+// selects; `at` is the winner's offset from the top-left (0, 1, w or w + 1).
+// Output rows shorter than this (a vector of floats) take the short-row kernel.
+constexpr int64_t kShortRow = 16;
+
+template <typename T>
+FASTCONV_LOOP_INLINE T window_max(T tl, T tr, T bl, T br, int32_t w, int32_t& at) {
+  T best = tl;
+  at = 0;
+  const bool take_tr = pool_takes(tr, best);
+  best = take_tr ? tr : best;
+  at = take_tr ? 1 : at;
+  const bool take_bl = pool_takes(bl, best);
+  best = take_bl ? bl : best;
+  at = take_bl ? w : at;
+  const bool take_br = pool_takes(br, best);
+  best = take_br ? br : best;
+  at = take_br ? w + 1 : at;
+  return best;
+}
+
 // 2x2 windows at stride 2, in two vectorisable passes per chunk of a row:
 // the maxima with branch-free selects (pool_takes, in the generic kernel's
 // scan order: top-left, top-right, bottom-left, bottom-right), recording each
@@ -22,7 +45,7 @@ int64_t plane_grain(const Pool2dParams& p) {
 // to int64 indices. Keeping the first pass free of int64 lets the compiler
 // vectorise it (a mixed float/int64 loop stays scalar and mispredicts).
 template <typename T>
-void pool_plane_2x2(const T* in, T* out, int64_t* idx, const Pool2dParams& p) {
+FASTCONV_LOOP_INLINE void pool_plane_2x2(const T* in, T* out, int64_t* idx, const Pool2dParams& p) {
   constexpr int64_t kChunk = 256;
   int32_t offsets[kChunk];
   const int64_t w = p.in_w;
@@ -39,25 +62,49 @@ void pool_plane_2x2(const T* in, T* out, int64_t* idx, const Pool2dParams& p) {
       const T* __restrict__ b = bottom + 2 * first;
       T* __restrict__ o = out_row + first;
       for (int64_t j = 0; j < count; ++j) {
-        T best = t[2 * j];
-        int32_t at = 0;
-        const T tr = t[2 * j + 1], bl = b[2 * j], br = b[2 * j + 1];
-        const bool take_tr = pool_takes(tr, best);
-        best = take_tr ? tr : best;
-        at = take_tr ? 1 : at;
-        const bool take_bl = pool_takes(bl, best);
-        best = take_bl ? bl : best;
-        at = take_bl ? w32 : at;
-        const bool take_br = pool_takes(br, best);
-        best = take_br ? br : best;
-        at = take_br ? w32 + 1 : at;
-        o[j] = best;
+        int32_t at;
+        o[j] = window_max(t[2 * j], t[2 * j + 1], b[2 * j], b[2 * j + 1], w32, at);
         offsets[j] = at + 2 * static_cast<int32_t>(j);
       }
       const int64_t chunk_at = row_at + 2 * first;
       for (int64_t j = 0; j < count; ++j) {
         idx_row[first + j] = chunk_at + static_cast<int64_t>(static_cast<uint32_t>(offsets[j]));
       }
+    }
+  }
+}
+
+// 2x2 windows at stride 2 on planes whose rows are too short to fill a
+// vector (the 15x15 maps of the seed CNNs: 7 outputs a row, which left the
+// row kernel in its scalar remainder loop, branching on every compare). The
+// windows' columns of several row pairs are first copied end to end into
+// two small buffers (tops and bottoms), so that one vectorised loop covers
+// the windows of all those rows; the indices are rebuilt per row after it.
+template <typename T>
+FASTCONV_LOOP_INLINE void pool_plane_2x2_short_rows(const T* in, T* out, int64_t* idx, const Pool2dParams& p) {
+  constexpr int64_t kChunk = 256;  // outputs per chunk: whole rows of fewer than 16
+  T tops[2 * kChunk], bottoms[2 * kChunk];
+  int32_t offsets[kChunk];
+  const int64_t w = p.in_w, ow_count = p.out_w;
+  const auto w32 = static_cast<int32_t>(w);
+  const int64_t rows_per_chunk = kChunk / ow_count;
+  for (int64_t oh0 = 0; oh0 < p.out_h; oh0 += rows_per_chunk) {
+    const int64_t rows = std::min(rows_per_chunk, p.out_h - oh0);
+    for (int64_t r = 0; r < rows; ++r) {
+      const T* top = in + 2 * (oh0 + r) * w;
+      std::copy(top, top + 2 * ow_count, tops + 2 * r * ow_count);
+      std::copy(top + w, top + w + 2 * ow_count, bottoms + 2 * r * ow_count);
+    }
+    const int64_t count = rows * ow_count;
+    T* __restrict__ o = out + oh0 * ow_count;
+    for (int64_t j = 0; j < count; ++j) {
+      o[j] = window_max(tops[2 * j], tops[2 * j + 1], bottoms[2 * j], bottoms[2 * j + 1], w32, offsets[j]);
+    }
+    for (int64_t r = 0; r < rows; ++r) {
+      int64_t* idx_row = idx + (oh0 + r) * ow_count;
+      const int32_t* at = offsets + r * ow_count;
+      const int64_t row_at = 2 * (oh0 + r) * w;
+      for (int64_t ow = 0; ow < ow_count; ++ow) idx_row[ow] = row_at + 2 * ow + at[ow];
     }
   }
 }
@@ -162,6 +209,27 @@ std::vector<char> empty_windows(int64_t out_size, int64_t stride, int64_t pad, i
   return empty;
 }
 
+// The gradients of one 2x2 window's four inputs: g at the winner's offset
+// (as window_max gives it; -1 for an index outside the window) and 0 elsewhere.
+// (Returned by value: stores through references hid the row's __restrict__
+// from GCC, and the loop stopped vectorising.)
+template <typename T>
+struct WindowGrad {
+  T tl, tr, bl, br;
+};
+
+template <typename T>
+FASTCONV_LOOP_INLINE WindowGrad<T> window_grad(T g, int32_t offset, int32_t w) {
+  g = g + T(0);  // a -0.0 gradient becomes +0.0, as torch's zero fill + add makes it
+  return {offset == 0 ? g : T(0), offset == 1 ? g : T(0), offset == w ? g : T(0), offset == w + 1 ? g : T(0)};
+}
+
+// A stored index's offset from its window's top-left, or -1 outside the window.
+FASTCONV_LOOP_INLINE int32_t window_offset(int64_t index, int64_t corner, int64_t w) {
+  const int64_t offset = index - corner;
+  return offset >= 0 && offset <= w + 1 ? static_cast<int32_t>(offset) : -1;
+}
+
 // Backward of 2x2 / stride 2 pooling: the windows tile the input without
 // overlap, so every input element gets the gradient of its one window or
 // zero. Written in one streaming pass (no zero fill, no scattered adds), in
@@ -170,7 +238,7 @@ std::vector<char> empty_windows(int64_t out_size, int64_t stride, int64_t pad, i
 // compiler vectorises (selects on int64 indices become mispredicted jumps).
 // The rows and the column left over by an odd size belong to no window.
 template <typename T>
-void unpool_plane_2x2(const T* grad_output, const int64_t* idx, T* grad, const Pool2dParams& p) {
+FASTCONV_LOOP_INLINE void unpool_plane_2x2(const T* grad_output, const int64_t* idx, T* grad, const Pool2dParams& p) {
   constexpr int64_t kChunk = 256;
   int32_t offsets[kChunk];
   const int64_t w = p.in_w;
@@ -182,27 +250,54 @@ void unpool_plane_2x2(const T* grad_output, const int64_t* idx, T* grad, const P
       const int64_t count = std::min(kChunk, p.out_w - first);
       const int64_t* __restrict__ at = idx + oh * p.out_w + first;
       const int64_t chunk_at = 2 * oh * w + 2 * first;
-      for (int64_t j = 0; j < count; ++j) {
-        // 0, 1, w or w + 1 for an index inside its window; anything else matches no tap.
-        const int64_t offset = at[j] - chunk_at - 2 * j;
-        offsets[j] = offset >= 0 && offset <= w + 1 ? static_cast<int32_t>(offset) : -1;
-      }
+      for (int64_t j = 0; j < count; ++j) offsets[j] = window_offset(at[j], chunk_at + 2 * j, w);
       const T* __restrict__ go = grad_output + oh * p.out_w + first;
       T* __restrict__ t = top + 2 * first;
       T* __restrict__ b = bottom + 2 * first;
       for (int64_t j = 0; j < count; ++j) {
-        const int32_t offset = offsets[j];
-        const T g = go[j];
-        t[2 * j] = offset == 0 ? g : T(0);
-        t[2 * j + 1] = offset == 1 ? g : T(0);
-        b[2 * j] = offset == w32 ? g : T(0);
-        b[2 * j + 1] = offset == w32 + 1 ? g : T(0);
+        const WindowGrad<T> q = window_grad(go[j], offsets[j], w32);
+        t[2 * j] = q.tl;
+        t[2 * j + 1] = q.tr;
+        b[2 * j] = q.bl;
+        b[2 * j + 1] = q.br;
       }
     }
     for (int64_t iw = 2 * p.out_w; iw < w; ++iw) top[iw] = bottom[iw] = T(0);
   }
   std::fill(grad + 2 * p.out_h * w, grad + p.in_pixels(), T(0));
 }
+
+// Planes [begin, end) of the 2x2 kernels, compiled for the CPU's widest
+// vectors by run_widest (the strided loads and selects gain most from them).
+template <typename T>
+struct Pool2x2Planes {
+  static FASTCONV_LOOP_INLINE void run(const T* input, T* output, int64_t* indices, const Pool2dParams* p,
+                                       int64_t begin, int64_t end) {
+    for (int64_t plane = begin; plane < end; ++plane) {
+      const T* in = input + plane * p->in_pixels();
+      T* out = output + plane * p->out_pixels();
+      int64_t* idx = indices + plane * p->out_pixels();
+      if (p->out_w < kShortRow) {
+        pool_plane_2x2_short_rows(in, out, idx, *p);
+      } else {
+        pool_plane_2x2(in, out, idx, *p);
+      }
+    }
+  }
+};
+
+template <typename T>
+struct Unpool2x2Planes {
+  static FASTCONV_LOOP_INLINE void run(const T* grad_output, const int64_t* indices, T* grad_input,
+                                       const Pool2dParams* p, int64_t begin, int64_t end) {
+    for (int64_t plane = begin; plane < end; ++plane) {
+      const T* go = grad_output + plane * p->out_pixels();
+      const int64_t* idx = indices + plane * p->out_pixels();
+      T* grad = grad_input + plane * p->in_pixels();
+      unpool_plane_2x2(go, idx, grad, *p);
+    }
+  }
+};
 
 }  // namespace
 
@@ -212,10 +307,7 @@ void max_pool2d_forward(Target, const T* input, T* output, int64_t* indices, con
   // int32 offsets within a row pair need in_w + 2 * kChunk < 2^31.
   if (p.is_2x2_stride2() && p.in_w < (int64_t{1} << 30)) {
     parallel_chunks(p.planes, plane_grain(p), [&](int64_t begin, int64_t end) {
-      for (int64_t plane = begin; plane < end; ++plane) {
-        pool_plane_2x2(input + plane * p.in_pixels(), output + plane * p.out_pixels(),
-                       indices + plane * p.out_pixels(), p);
-      }
+      run_widest<Pool2x2Planes<T>>(input, output, indices, &p, begin, end);
     });
     return;
   }
@@ -242,17 +334,15 @@ void max_pool2d_backward(Target, const T* grad_output, const int64_t* indices, T
   const std::vector<char> empty_cols =
       empty_windows(p.out_w, p.stride_w, p.pad_w, p.kernel_w, p.dilation_w, p.in_w, any_empty);
   // Streaming pays off on rows long enough to fill vectors; short rows
-  // (the 15x15 maps of the seed CNN) are faster as fill + scatter.
-  const bool stream_2x2 = p.is_2x2_stride2() && p.out_w >= 16 && p.in_w < (int64_t{1} << 30);
+  // (the 15x15 maps of the seed CNN) are faster as fill + scatter (measured:
+  // a short-row layout like the forward's was 1.6-3x slower here).
+  const bool stream_2x2 = p.is_2x2_stride2() && p.out_w >= kShortRow && p.in_w < (int64_t{1} << 30);
   parallel_chunks(p.planes, plane_grain(p), [&](int64_t begin, int64_t end) {
+    if (stream_2x2) return run_widest<Unpool2x2Planes<T>>(grad_output, indices, grad_input, &p, begin, end);
     for (int64_t plane = begin; plane < end; ++plane) {
       T* grad = grad_input + plane * in_plane;
       const T* go = grad_output + plane * out_plane;
       const int64_t* idx = indices + plane * out_plane;
-      if (stream_2x2) {
-        unpool_plane_2x2(go, idx, grad, p);
-        continue;
-      }
       std::fill(grad, grad + in_plane, T(0));
       if (!any_empty) {
         for (int64_t o = 0; o < out_plane; ++o) {

@@ -11,6 +11,7 @@
 #include "../cpu/dropout.h"
 #include "../cuda/dropout.h"
 #include "dispatch.h"
+#include "output_buffers.h"
 
 namespace fastconv {
 namespace {
@@ -45,7 +46,7 @@ at::Tensor dropout(const at::Tensor& input, double p, const at::Tensor& seed, c1
   const Backend backend = select_backend(input, backend_name, "dropout");
   check_floating(input, backend, "dropout", "input");
   check_dropout_args(input, p, seed, "dropout");
-  at::Tensor output = at::empty_like(input, at::MemoryFormat::Contiguous);
+  at::Tensor output = empty_output_like(input, at::MemoryFormat::Contiguous);
   dropout_into(input, output, p, seed, backend, "dropout");
   return in_layout_of(output, input);
 }
@@ -70,7 +71,7 @@ at::Tensor dropout_backward(const at::Tensor& grad_output, double p, const at::T
   const Backend backend = select_backend(grad_output, backend_name, "dropout_backward");
   check_floating(grad_output, backend, "dropout_backward", "grad_output");
   check_dropout_args(grad_output, p, seed, "dropout_backward");
-  at::Tensor grad_input = at::empty_like(grad_output, at::MemoryFormat::Contiguous);
+  at::Tensor grad_input = empty_output_like(grad_output, at::MemoryFormat::Contiguous);
   dropout_into(grad_output, grad_input, p, seed, backend, "dropout_backward");
   return grad_input;
 }

@@ -3,7 +3,6 @@
 // (csrc/cuda/max_pool2d.cuh) on a GPU or on the SIMT runtime. The ops take
 // 4-D NCHW tensors of any strides and compute on contiguous copies; the
 // Python layer handles unbatched 3-D input.
-#include <ATen/ops/empty.h>
 
 #include <tuple>
 #include <vector>
@@ -14,6 +13,7 @@
 #include "../cuda/max_pool2d.h"
 #include "dispatch.h"
 #include "max_pool2d.h"
+#include "output_buffers.h"
 
 namespace fastconv {
 namespace {
@@ -119,8 +119,8 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d(const at::Tensor& input, at::IntAr
 
   const at::Tensor in = input.contiguous();
   const std::vector<int64_t> out_sizes{input.size(0), input.size(1), p.out_h, p.out_w};
-  at::Tensor output = at::empty(out_sizes, input.options());
-  at::Tensor indices = at::empty(out_sizes, input.options().dtype(at::kLong));
+  at::Tensor output = empty_output(out_sizes, input.options());
+  at::Tensor indices = empty_output(out_sizes, input.options().dtype(at::kLong));
   run_kernels(backend, in, "max_pool2d", [&]<typename T>(auto target) {
     return max_pool2d_forward(target, in_ptr<T>(in), out_ptr<T>(output), indices.data_ptr<int64_t>(), p);
   });
@@ -149,7 +149,7 @@ at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& 
 
   const at::Tensor grad = grad_output.contiguous();
   const at::Tensor idx_t = indices.contiguous();
-  at::Tensor grad_input = at::empty(input_size, grad_output.options());
+  at::Tensor grad_input = empty_output(input_size, grad_output.options());
   run_kernels(backend, grad, "max_pool2d_backward", [&]<typename T>(auto target) {
     return max_pool2d_backward(target, in_ptr<T>(grad), idx_t.const_data_ptr<int64_t>(), out_ptr<T>(grad_input), p);
   });

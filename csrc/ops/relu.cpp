@@ -3,6 +3,7 @@
 #include "../cpu/relu.h"
 #include "../cuda/relu.h"
 #include "dispatch.h"
+#include "output_buffers.h"
 
 namespace fastconv {
 namespace {
@@ -19,7 +20,7 @@ void relu_into(const at::Tensor& input, const at::Tensor& output, Backend backen
 at::Tensor relu(const at::Tensor& input, c10::string_view backend_name) {
   const Backend backend = select_backend(input, backend_name, "relu");
   check_floating(input, backend, "relu", "input");
-  at::Tensor output = at::empty_like(input);
+  at::Tensor output = empty_output_like(input);
   relu_into(input, output, backend, "relu");
   return output;
 }
@@ -45,7 +46,7 @@ at::Tensor relu_backward(const at::Tensor& grad_output, const at::Tensor& output
   check_floating(output, backend, op, "output");
   TORCH_CHECK(grad_output.sizes() == output.sizes(), op, ": grad_output has shape ", grad_output.sizes(),
               " but output has shape ", output.sizes());
-  at::Tensor grad_input = at::empty_like(output);
+  at::Tensor grad_input = empty_output_like(output);
   const at::Tensor out = with_layout_of(output, grad_input);
   const at::Tensor grad = with_layout_of(grad_output, grad_input);
   const int64_t n = grad_input.numel();

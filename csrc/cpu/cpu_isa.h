@@ -1,0 +1,23 @@
+// The x86 vector ISA the CPU kernels may use, chosen once per process at run
+// time, so that one binary runs everywhere and still uses the widest vectors
+// the CPU has. FASTCONV_CPU_ISA=baseline|avx2|avx512 caps the choice (the
+// tests force each path that way and compare it with the portable one); a cap
+// above what the CPU supports falls back to the best it does support; an
+// unknown value is reported on stderr and ignored.
+#pragma once
+
+namespace fastconv {
+namespace cpu {
+
+// Ordered: each level includes the ones before it.
+enum class CpuIsa {
+  kBaseline,  // portable C++ only
+  kAvx2,      // AVX2 + FMA + BMI2
+  kAvx512,    // AVX-512 F, DQ, BW, VL + BMI2
+};
+
+CpuIsa cpu_isa();
+const char* cpu_isa_name(CpuIsa isa);
+
+}  // namespace cpu
+}  // namespace fastconv

@@ -1,0 +1,155 @@
+// Philox4x32-10 on x86 vectors: the keep/drop decisions of 8 (AVX2) or 16
+// (AVX-512) consecutive Philox groups at once, as one bit per element in
+// element order (bit 4 * j + k is word k of group `first + j`, the mapping
+// of philox_group and dropout_keep in csrc/common/philox.h, so masks are
+// bit-identical to the scalar generator's).
+//
+// Lanes hold one group's counter words (structure of arrays), so groups never
+// meet and no shuffles are needed. Functions carry target attributes, so this
+// header compiles without -mavx*; callers check cpu_isa() before calling them.
+#pragma once
+
+#if defined(__x86_64__) || defined(__i386__)
+#define FASTCONV_CPU_X86 1
+
+// GCC 12 reports its own _mm512_undefined_* placeholders as "maybe
+// uninitialized" once they are inlined; the warnings are located in the header.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#include <immintrin.h>
+#pragma GCC diagnostic pop
+
+#include <cstdint>
+
+#include "../common/philox.h"
+
+#define FASTCONV_TARGET_AVX2 __attribute__((target("avx2,fma,bmi2")))
+#define FASTCONV_TARGET_AVX512 __attribute__((target("avx2,fma,bmi2,avx512f,avx512dq,avx512bw,avx512vl")))
+
+namespace fastconv {
+namespace cpu {
+namespace philox_x86 {
+
+// Spreads the four words' per-group keep bits (bit j of keep[k]) into
+// element order: bit 4 * j + k.
+template <typename Bits>
+FASTCONV_TARGET_AVX2 inline Bits interleave4(Bits k0, Bits k1, Bits k2, Bits k3) {
+  if constexpr (sizeof(Bits) == 8) {
+    return _pdep_u64(k0, 0x1111111111111111ull) | _pdep_u64(k1, 0x2222222222222222ull) |
+           _pdep_u64(k2, 0x4444444444444444ull) | _pdep_u64(k3, 0x8888888888888888ull);
+  } else {
+    return _pdep_u32(k0, 0x11111111u) | _pdep_u32(k1, 0x22222222u) | _pdep_u32(k2, 0x44444444u) |
+           _pdep_u32(k3, 0x88888888u);
+  }
+}
+
+// Each 64-bit lane holds one group's counter word in its low half. The
+// 32x32->64 multiply (vpmuludq) reads only low halves, so the high halves may
+// hold anything: the full product is then lo in the low half and, after one
+// shift, hi in the low half, and a round is two multiplies, two shifts and
+// two three-way XORs per lane, with no recombining of even and odd lanes.
+// The key words are XORed in as 32-bit broadcasts for the same reason.
+
+// Eight groups [first, first + 8) per __m512i, two chains for overlap.
+struct Avx512Lanes {
+  __m512i c0, c1, c2, c3;
+};
+
+FASTCONV_TARGET_AVX512 inline Avx512Lanes philox_avx512(uint64_t seed, uint64_t offset, uint64_t first) {
+  using namespace philox_detail;
+  Avx512Lanes s;
+  s.c0 = _mm512_add_epi64(_mm512_set1_epi64(static_cast<long long>(first)), _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7));
+  s.c1 = _mm512_srli_epi64(s.c0, 32);
+  s.c2 = _mm512_set1_epi64(static_cast<long long>(offset));
+  s.c3 = _mm512_set1_epi64(static_cast<long long>(offset >> 32));
+  uint32_t key0 = static_cast<uint32_t>(seed), key1 = static_cast<uint32_t>(seed >> 32);
+  const __m512i mul0 = _mm512_set1_epi64(kMul0);
+  const __m512i mul1 = _mm512_set1_epi64(kMul1);
+  for (int round = 0; round < 10; ++round) {
+    const __m512i p0 = _mm512_mul_epu32(s.c0, mul0);
+    const __m512i p1 = _mm512_mul_epu32(s.c2, mul1);
+    // 0x96: a ^ b ^ c in one instruction.
+    s.c0 = _mm512_ternarylogic_epi32(_mm512_srli_epi64(p1, 32), s.c1, _mm512_set1_epi32(static_cast<int>(key0)), 0x96);
+    s.c1 = p1;
+    s.c2 = _mm512_ternarylogic_epi32(_mm512_srli_epi64(p0, 32), s.c3, _mm512_set1_epi32(static_cast<int>(key1)), 0x96);
+    s.c3 = p0;
+    key0 += kWeyl0;
+    key1 += kWeyl1;
+  }
+  return s;
+}
+
+// dropout_keep on the low halves: (word >> 8) >= t  <=>  (word & ~0xFF) >= t << 8.
+FASTCONV_TARGET_AVX512 inline uint32_t keep8_avx512(__m512i word, __m512i threshold_shifted) {
+  const __m512i top24 = _mm512_and_si512(word, _mm512_set1_epi64(0xFFFFFF00ll));
+  return _mm512_cmpge_epu64_mask(top24, threshold_shifted);
+}
+
+// Keep bits of the 64 elements of groups [first, first + 16).
+FASTCONV_TARGET_AVX512 inline uint64_t keep_bits_avx512(uint64_t seed, uint64_t offset, uint64_t first,
+                                                          uint32_t drop_threshold) {
+  const Avx512Lanes a = philox_avx512(seed, offset, first);
+  const Avx512Lanes b = philox_avx512(seed, offset, first + 8);
+  const __m512i t = _mm512_set1_epi64(static_cast<long long>(drop_threshold) << 8);
+  auto word = [&](__m512i wa, __m512i wb) FASTCONV_TARGET_AVX512 {
+    return static_cast<uint64_t>(keep8_avx512(wa, t) | (keep8_avx512(wb, t) << 8));
+  };
+  return interleave4<uint64_t>(word(a.c0, b.c0), word(a.c1, b.c1), word(a.c2, b.c2), word(a.c3, b.c3));
+}
+
+// Four groups [first, first + 4) per __m256i.
+struct Avx2Lanes {
+  __m256i c0, c1, c2, c3;
+};
+
+FASTCONV_TARGET_AVX2 inline Avx2Lanes philox_avx2(uint64_t seed, uint64_t offset, uint64_t first) {
+  using namespace philox_detail;
+  Avx2Lanes s;
+  s.c0 = _mm256_add_epi64(_mm256_set1_epi64x(static_cast<long long>(first)), _mm256_setr_epi64x(0, 1, 2, 3));
+  s.c1 = _mm256_srli_epi64(s.c0, 32);
+  s.c2 = _mm256_set1_epi64x(static_cast<long long>(offset));
+  s.c3 = _mm256_set1_epi64x(static_cast<long long>(offset >> 32));
+  uint32_t key0 = static_cast<uint32_t>(seed), key1 = static_cast<uint32_t>(seed >> 32);
+  const __m256i mul0 = _mm256_set1_epi64x(kMul0);
+  const __m256i mul1 = _mm256_set1_epi64x(kMul1);
+  for (int round = 0; round < 10; ++round) {
+    const __m256i p0 = _mm256_mul_epu32(s.c0, mul0);
+    const __m256i p1 = _mm256_mul_epu32(s.c2, mul1);
+    s.c0 = _mm256_xor_si256(_mm256_xor_si256(_mm256_srli_epi64(p1, 32), s.c1),
+                            _mm256_set1_epi32(static_cast<int>(key0)));
+    s.c1 = p1;
+    s.c2 = _mm256_xor_si256(_mm256_xor_si256(_mm256_srli_epi64(p0, 32), s.c3),
+                            _mm256_set1_epi32(static_cast<int>(key1)));
+    s.c3 = p0;
+    key0 += kWeyl0;
+    key1 += kWeyl1;
+  }
+  return s;
+}
+
+// As keep8_avx512; both sides are below 2^33, so the signed compare of AVX2
+// is the unsigned one.
+FASTCONV_TARGET_AVX2 inline uint32_t keep4_avx2(__m256i word, __m256i threshold_shifted_minus_1) {
+  const __m256i top24 = _mm256_and_si256(word, _mm256_set1_epi64x(0xFFFFFF00ll));
+  const __m256i kept = _mm256_cmpgt_epi64(top24, threshold_shifted_minus_1);
+  return static_cast<uint32_t>(_mm256_movemask_pd(_mm256_castsi256_pd(kept)));
+}
+
+// Keep bits of the 32 elements of groups [first, first + 8).
+FASTCONV_TARGET_AVX2 inline uint32_t keep_bits_avx2(uint64_t seed, uint64_t offset, uint64_t first,
+                                                      uint32_t drop_threshold) {
+  const Avx2Lanes a = philox_avx2(seed, offset, first);
+  const Avx2Lanes b = philox_avx2(seed, offset, first + 4);
+  const __m256i t = _mm256_set1_epi64x((static_cast<long long>(drop_threshold) << 8) - 1);
+  auto word = [&](__m256i wa, __m256i wb) FASTCONV_TARGET_AVX2 {
+    return keep4_avx2(wa, t) | (keep4_avx2(wb, t) << 4);
+  };
+  return interleave4<uint32_t>(word(a.c0, b.c0), word(a.c1, b.c1), word(a.c2, b.c2), word(a.c3, b.c3));
+}
+
+}  // namespace philox_x86
+}  // namespace cpu
+}  // namespace fastconv
+
+#endif  // x86

@@ -1,0 +1,132 @@
+#include "output_buffers.h"
+
+#include <ATen/EmptyTensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <c10/core/Allocator.h>
+#include <c10/util/Exception.h>
+
+#include <cstdlib>
+#include <list>
+#include <mutex>
+
+namespace fastconv {
+namespace {
+
+// Sizes are rounded up to whole buckets, so that outputs of nearly the same
+// size share buffers. Below one bucket, glibc's heap serves outputs without
+// fresh page faults, and the cache leaves them to torch's allocator.
+constexpr size_t kBucket = size_t{2} << 20;
+constexpr size_t kMinBytes = kBucket;
+constexpr size_t kAlignment = 64;  // c10's CPU alignment
+
+size_t cache_limit_bytes() {
+  const char* mb = std::getenv("FASTCONV_CPU_OUTPUT_CACHE_MB");
+  return mb == nullptr ? size_t{256} << 20 : static_cast<size_t>(std::strtoull(mb, nullptr, 10)) << 20;
+}
+
+struct Block {
+  void* ptr;
+  size_t bytes;
+};
+
+// Released blocks, most recently released first. A handful of sizes repeat
+// in a network, so a linear search is enough.
+class BufferCache final : public c10::Allocator {
+ public:
+  c10::DataPtr allocate(size_t n) override {
+    const size_t bytes = (n + kBucket - 1) / kBucket * kBucket;
+    Block* block = take(bytes);
+    if (block == nullptr) block = new Block{fresh(bytes), bytes};
+    return {block->ptr, block, &release, c10::Device(c10::DeviceType::CPU)};
+  }
+
+  void copy_data(void* dest, const void* src, size_t count) const override { default_copy_data(dest, src, count); }
+
+  static BufferCache& instance() {
+    // Never destroyed: tensors may be freed during static destruction.
+    static BufferCache* cache = new BufferCache();
+    return *cache;
+  }
+
+ private:
+  // Plain pages, as torch's allocator gives. Transparent huge pages
+  // (MADV_HUGEPAGE) made fresh buffers 4-5x faster to fault in once free
+  // huge pages were at hand, but with the kernel's default defrag=madvise
+  // each such fault may compact memory first: 1.5-2.4 s for a 411 MB buffer
+  // here, on every call when torch's own allocations split the huge pages in
+  // between (VGG16 pooling at batch 32).
+  static void* fresh(size_t bytes) {
+    void* ptr = std::aligned_alloc(kAlignment, bytes);
+    TORCH_CHECK(ptr != nullptr, "fastconv: out of memory allocating ", bytes, " bytes");
+    return ptr;
+  }
+
+  Block* take(size_t bytes) {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    for (auto it = free_.begin(); it != free_.end(); ++it) {
+      if ((*it)->bytes == bytes) {
+        Block* block = *it;
+        free_.erase(it);
+        held_ -= bytes;
+        return block;
+      }
+    }
+    return nullptr;
+  }
+
+  static void release(void* context) { instance().put(static_cast<Block*>(context)); }
+
+  void put(Block* block) {
+    if (block->bytes > limit_) return discard(block);  // would evict everything, itself last
+    std::list<Block*> evicted;
+    {
+      const std::lock_guard<std::mutex> lock(mutex_);
+      free_.push_front(block);
+      held_ += block->bytes;
+      while (held_ > limit_) {
+        held_ -= free_.back()->bytes;
+        evicted.splice(evicted.end(), free_, std::prev(free_.end()));
+      }
+    }
+    for (Block* b : evicted) discard(b);
+  }
+
+  static void discard(Block* block) {
+    std::free(block->ptr);
+    delete block;
+  }
+
+  const size_t limit_ = cache_limit_bytes();
+  std::mutex mutex_;
+  std::list<Block*> free_;
+  size_t held_ = 0;
+};
+
+bool use_cache(const at::TensorOptions& options, size_t bytes) {
+  return options.device().is_cpu() && bytes >= kMinBytes;
+}
+
+c10::DispatchKeySet cpu_keys() { return c10::DispatchKeySet(c10::DispatchKey::CPU); }
+
+}  // namespace
+
+at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options, at::MemoryFormat format) {
+  const size_t bytes = static_cast<size_t>(c10::multiply_integers(sizes)) * options.dtype().itemsize();
+  if (!use_cache(options, bytes)) return at::empty(sizes, options.memory_format(format));
+  return at::detail::empty_generic(sizes, &BufferCache::instance(), cpu_keys(), options.dtype().toScalarType(),
+                                   format);
+}
+
+at::Tensor empty_output_like(const at::Tensor& like, at::MemoryFormat format) {
+  const size_t bytes = static_cast<size_t>(like.numel()) * like.dtype().itemsize();
+  if (!use_cache(like.options(), bytes)) return at::empty_like(like, format);
+  if (format != at::MemoryFormat::Preserve) return empty_output(like.sizes(), like.options(), format);
+  if (like.is_non_overlapping_and_dense()) {
+    return at::detail::empty_strided_generic(like.sizes(), like.strides(), &BufferCache::instance(), cpu_keys(),
+                                             like.scalar_type());
+  }
+  return empty_output(like.sizes(), like.options(), like.suggest_memory_format());
+}
+
+}  // namespace fastconv

@@ -1,0 +1,35 @@
+// Outputs of the memory-bound CPU ops (ReLU, dropout, max pooling) without
+// the page-fault cost of a large fresh allocation.
+//
+// A tensor above glibc's largest mmap threshold (32 MiB) is mmapped afresh on
+// every at::empty and unmapped on free, so each call pays a page fault per
+// 4 KiB page; for ReLU on a 45 MB activation that, not the loop, was the time.
+// Large CPU outputs therefore come from a small cache of buffers that earlier
+// outputs released: a network or training loop asks for the same sizes every
+// step, so after the first step they are reused with their pages mapped.
+// (A miss allocates plain pages, as torch does: output_buffers.cpp says why
+// not transparent huge pages.)
+//
+// The tensors are ordinary CPU tensors: resizable, storage offset 0, freed by
+// their storage's deleter on any thread; copies (pin_memory, share_memory_)
+// leave the cache. What it may hold: buffers of at least 2 MiB, rounded up
+// to whole 2 MiB, and at most FASTCONV_CPU_OUTPUT_CACHE_MB (default 256) MiB
+// of released buffers in all, least recently released evicted first; a
+// buffer larger than that is freed at once, and 0 turns the cache off.
+// Smaller and non-CPU tensors come from torch's allocator as before. The
+// cached bytes are not reported to torch's memory profiler.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+namespace fastconv {
+
+// at::empty(sizes, options.memory_format(format)) with the allocation above.
+at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options,
+                        at::MemoryFormat format = at::MemoryFormat::Contiguous);
+
+// at::empty_like(like, format) with the allocation above: Preserve keeps a
+// dense input's strides and otherwise takes its suggested memory format.
+at::Tensor empty_output_like(const at::Tensor& like, at::MemoryFormat format = at::MemoryFormat::Preserve);
+
+}  // namespace fastconv

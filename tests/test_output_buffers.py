@@ -1,0 +1,144 @@
+"""Large CPU outputs of relu, dropout and max_pool2d come from a bounded cache of released
+buffers (csrc/ops/output_buffers.h): they must still be ordinary torch tensors."""
+
+import io
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import fastconv  # noqa: F401  (registers torch.ops.fastconv)
+
+OPS = torch.ops.fastconv
+BIG = (2, 8, 192, 192)  # 2.25 MiB in float32: above the cache's 2 MiB floor
+SEED = torch.tensor([11, 12], dtype=torch.long)
+
+
+def _relu(x):
+    return OPS.relu(x, "cpu")
+
+
+def test_released_buffer_is_reused_for_the_same_size():
+    x = torch.randn(BIG)
+    y = _relu(x)
+    ptr = y.data_ptr()
+    del y
+    y = _relu(x)
+    assert y.data_ptr() == ptr, "the released output came back"
+    torch.testing.assert_close(y, F.relu(x), rtol=0, atol=0)
+
+
+def test_outputs_are_ordinary_tensors():
+    x = torch.randn(BIG)
+    y = _relu(x)
+    assert y.is_contiguous() and y.storage_offset() == 0 and y.device.type == "cpu"
+    assert y.untyped_storage().nbytes() == x.numel() * 4
+    expected = F.relu(x)
+    # Resizable, as torch's outputs are: growing copies into a larger buffer, shrinking keeps it.
+    y.resize_(x.numel() * 2)
+    torch.testing.assert_close(y[: x.numel()], expected.reshape(-1), rtol=0, atol=0)
+    y.resize_(3)
+    y.resize_(0)
+    # Views, in-place ops, sharing, serialisation.
+    z = _relu(x)
+    z[0, 0, 0, :4] = 7.0
+    assert z.view(-1)[:4].tolist() == [7.0] * 4
+    z.share_memory_()
+    assert z.is_shared()
+    buffer = io.BytesIO()
+    torch.save(z, buffer)
+    buffer.seek(0)
+    torch.testing.assert_close(torch.load(buffer), z, rtol=0, atol=0)
+
+
+def test_layouts_follow_torch():
+    x = torch.randn(BIG).contiguous(memory_format=torch.channels_last)
+    y = _relu(x)
+    assert y.is_contiguous(memory_format=torch.channels_last) and y.stride() == x.stride()
+    torch.testing.assert_close(y, F.relu(x), rtol=0, atol=0)
+    d = OPS.dropout(x, 0.5, SEED, "cpu")
+    assert d.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(OPS.dropout(x.contiguous(), 0.5, SEED, "cpu"), d)  # the logical-order mask
+    g = OPS.relu_backward(torch.randn(BIG), F.relu(x), "cpu")
+    assert g.stride() == x.stride()
+
+
+def test_pooling_and_dropout_outputs_match_torch():
+    x = torch.randn(4, 16, 130, 130)  # indices of 4.1 MiB
+    y, idx = OPS.max_pool2d(x, [2, 2], [2, 2], [0, 0], [1, 1], False, "cpu")
+    y_ref, idx_ref = torch.ops.aten.max_pool2d_with_indices(x, [2, 2], [2, 2])
+    assert torch.equal(y, y_ref) and torch.equal(idx, idx_ref) and idx.dtype == torch.long
+    del y, idx
+    y, idx = OPS.max_pool2d(x, [2, 2], [2, 2], [0, 0], [1, 1], False, "cpu")  # reused buffers
+    assert torch.equal(y, y_ref) and torch.equal(idx, idx_ref)
+    go = torch.randn_like(y)
+    gi = OPS.max_pool2d_backward(go, idx, list(x.shape), [2, 2], [2, 2], [0, 0], [1, 1], False, "cpu")
+    ref = torch.ops.aten.max_pool2d_with_indices_backward(go, x, [2, 2], [2, 2], [0, 0], [1, 1], False, idx_ref)
+    assert torch.equal(gi, ref)
+    a = OPS.dropout(x, 0.25, SEED, "cpu")
+    del a
+    b = OPS.dropout(x, 0.25, SEED, "cpu")
+    assert torch.equal(b, OPS.dropout_backward(x, 0.25, SEED, "cpu"))
+
+
+def test_opcheck_on_a_cached_output():
+    x = torch.randn(BIG)
+    torch.library.opcheck(torch.ops.fastconv.relu.default, (x, "cpu"))
+
+
+def test_outputs_freed_on_other_threads():
+    x = torch.randn(BIG)
+    expected = F.relu(x)
+    errors = []
+
+    def work():
+        try:
+            for _ in range(20):
+                y = _relu(x)
+                if not torch.equal(y, expected):
+                    errors.append("wrong values")
+                del y
+        except Exception as e:  # noqa: BLE001  (reported below)
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    kept = [_relu(x) for _ in range(3)]  # outputs alive while others are released
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len({y.data_ptr() for y in kept}) == 3
+    assert all(torch.equal(y, expected) for y in kept)
+
+
+def test_cache_can_be_turned_off():
+    root = Path(__file__).resolve().parents[1]
+    code = ("import torch, fastconv, torch.nn.functional as F\n"
+            "x = torch.randn(2, 8, 192, 192)\n"
+            "for _ in range(3):\n"
+            "    assert torch.equal(torch.ops.fastconv.relu(x, 'cpu'), F.relu(x))\n"
+            "print('ok')\n")
+    env = dict(os.environ, FASTCONV_CPU_OUTPUT_CACHE_MB="0", PYTHONPATH=str(root))
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=root)
+    assert run.returncode == 0 and "ok" in run.stdout, run.stderr[-2000:]
+
+
+def test_buffer_over_the_bound_is_freed_without_evicting_the_others():
+    root = Path(__file__).resolve().parents[1]
+    code = ("import torch, fastconv\n"
+            "relu = lambda x: torch.ops.fastconv.relu(x, 'cpu')\n"
+            "small, large = torch.randn(2, 8, 192, 192), torch.randn(4, 8, 192, 192)\n"
+            "y = relu(small); kept = y.data_ptr(); del y\n"  # 2.25 MiB: a 4 MiB buffer, within the bound
+            "z = relu(large); del z\n"  # 4.5 MiB: a 6 MiB buffer, over the bound, freed at once
+            "y = relu(small)\n"
+            "print('reused', y.data_ptr() == kept)\n")
+    env = dict(os.environ, FASTCONV_CPU_OUTPUT_CACHE_MB="4", PYTHONPATH=str(root))
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=root)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "reused True" in run.stdout
