@@ -77,18 +77,21 @@ void for_each_tile_row(const TileBlocks& blocks, TileRange range, const F& body)
   }
 }
 
-// Copies `width` values of image row `row` from column `col` on into `dst`,
-// zeros where they fall outside the h x w plane (padding).
+// `width` values of image row `row` from column `col` on: the image itself
+// where they lie inside it, else a copy in `scratch` with zeros where they
+// fall outside the h x w plane (padding).
 template <typename T>
-void padded_row(const T* plane, int64_t h, int64_t w, int64_t row, int64_t col, int64_t width, T* dst) {
+const T* padded_row(const T* plane, int64_t h, int64_t w, int64_t row, int64_t col, int64_t width, T* scratch) {
+  if (row >= 0 && row < h && col >= 0 && col + width <= w) return plane + row * w + col;
   if (row < 0 || row >= h) {
-    std::fill_n(dst, width, T(0));
-    return;
+    std::fill_n(scratch, width, T(0));
+    return scratch;
   }
   const int64_t lo = std::clamp<int64_t>(-col, 0, width), hi = std::clamp<int64_t>(w - col, lo, width);
-  std::fill_n(dst, lo, T(0));
-  std::copy(plane + row * w + col + lo, plane + row * w + col + hi, dst + lo);
-  std::fill_n(dst + hi, width - hi, T(0));
+  std::fill_n(scratch, lo, T(0));
+  std::copy(plane + row * w + col + lo, plane + row * w + col + hi, scratch + lo);
+  std::fill_n(scratch + hi, width - hi, T(0));
+  return scratch;
 }
 
 // The geometry the kernels run: a 3x3 stride-1 convolution of `in_channels`
@@ -123,9 +126,8 @@ void transform_inputs(const T* planes, int64_t channels, const Geometry& q, cons
     for_each_tile_row(blocks, range, [&](int64_t th, int64_t tw, int64_t n, int64_t offset) {
       const T* rows[4];
       for (int64_t i = 0; i < 4; ++i) {
-        padded_row(plane, q.in_h, q.in_w, 2 * th - q.pad_h + i, 2 * tw - q.pad_w, 2 * n + 2,
-                   scratch.data() + i * width);
-        rows[i] = scratch.data() + i * width;
+        rows[i] = padded_row(plane, q.in_h, q.in_w, 2 * th - q.pad_h + i, 2 * tw - q.pad_w, 2 * n + 2,
+                             scratch.data() + i * width);
       }
       winograd::transform_input_row(rows, n, scratch.data() + 4 * width, v + c * range.count + offset,
                                     point_stride);
@@ -168,7 +170,7 @@ void winograd_convolve(const T* input, const std::vector<PackedA<T>>& filters, c
       const TileRange range = blocks[unit % blocks.count];
       v.resize(kPoints * cg * range.count);
       m.resize(kPoints * og * range.count);
-      rows.resize(4 * range.count);
+      rows.resize(8 * range.count);  // two output rows, then transform_output_row's corners
       for (int64_t g = 0; g < q.groups; ++g) {
         transform_inputs(input + (n * q.in_channels + g * cg) * q.in_h * q.in_w, cg, q, blocks, range, v.data(),
                          scratch);
@@ -181,11 +183,14 @@ void winograd_convolve(const T* input, const std::vector<PackedA<T>>& filters, c
           T* plane = output + (n * q.out_channels + oc) * q.out_h * q.out_w;
           const T b = bias != nullptr ? bias[oc] : T(0);
           for_each_tile_row(blocks, range, [&](int64_t th, int64_t tw, int64_t tiles, int64_t offset) {
-            T* row0 = rows.data();
-            T* row1 = rows.data() + 2 * tiles;
-            winograd::transform_output_row(m.data() + k * range.count + offset, og * range.count, tiles, b, relu,
-                                           row0, row1);
+            // Straight into the output, unless the tiles overhang its edge.
             const int64_t oh = 2 * th, ow = 2 * tw, width = std::min(2 * tiles, q.out_w - ow);
+            const bool inside = width == 2 * tiles && oh + 1 < q.out_h;
+            T* row0 = inside ? plane + oh * q.out_w + ow : rows.data();
+            T* row1 = inside ? row0 + q.out_w : rows.data() + 2 * tiles;
+            winograd::transform_output_row(m.data() + k * range.count + offset, og * range.count, tiles, b, relu,
+                                           rows.data() + 4 * tiles, row0, row1);
+            if (inside) return;
             std::copy_n(row0, width, plane + oh * q.out_w + ow);
             if (oh + 1 < q.out_h) std::copy_n(row1, width, plane + (oh + 1) * q.out_w + ow);
           });
@@ -206,10 +211,8 @@ void transform_grad_outputs(const T* planes, int64_t channels, const Geometry& q
   for (int64_t k = 0; k < channels; ++k) {
     const T* plane = planes + k * q.out_h * q.out_w;
     for_each_tile_row(blocks, range, [&](int64_t th, int64_t tw, int64_t n, int64_t offset) {
-      T* row0 = scratch.data();
-      T* row1 = scratch.data() + width;
-      padded_row(plane, q.out_h, q.out_w, 2 * th, 2 * tw, 2 * n, row0);
-      padded_row(plane, q.out_h, q.out_w, 2 * th + 1, 2 * tw, 2 * n, row1);
+      const T* row0 = padded_row(plane, q.out_h, q.out_w, 2 * th, 2 * tw, 2 * n, scratch.data());
+      const T* row1 = padded_row(plane, q.out_h, q.out_w, 2 * th + 1, 2 * tw, 2 * n, scratch.data() + width);
       winograd::transform_grad_output_row(row0, row1, n, scratch.data() + 2 * width, e + k * range.count + offset,
                                           point_stride);
     });

@@ -32,88 +32,136 @@ constexpr int64_t kPoints = 16;     // ... multiplied in 16 element-wise product
 // B^T d B for `tiles` tiles side by side: rows[i] holds input row i of the
 // tile row, 2 * tiles + 2 values (zeros where the image is padded); tile j
 // starts at column 2j. `vertical` is 4 rows of the same width, scratch.
+// B^T d, down the columns of a tile row's four input rows (or, with d3
+// null, of two rows of dY for A e: then d2 is unused). Outputs are __restrict
+// parameters because GCC vectorises the loop only then (not with __restrict
+// locals carved from one scratch buffer).
+template <typename T>
+void input_columns(const T* d0, const T* d1, const T* d2, const T* d3, int64_t width, T* __restrict t0,
+                   T* __restrict t1, T* __restrict t2, T* __restrict t3) {
+  for (int64_t x = 0; x < width; ++x) {
+    t0[x] = d0[x] - d2[x];
+    t1[x] = d1[x] + d2[x];
+    t2[x] = d2[x] - d1[x];
+    t3[x] = d1[x] - d3[x];
+  }
+}
+
+// (B^T d) B along one row t of `tiles` tiles, tile j at columns 2j .. 2j + 3.
+template <typename T>
+void input_row(const T* t, int64_t tiles, T* __restrict v0, T* __restrict v1, T* __restrict v2, T* __restrict v3) {
+  for (int64_t j = 0; j < tiles; ++j) {
+    const T a = t[2 * j], b = t[2 * j + 1], c = t[2 * j + 2], d = t[2 * j + 3];
+    v0[j] = a - c;
+    v1[j] = b + c;
+    v2[j] = c - b;
+    v3[j] = b - d;
+  }
+}
+
+// B^T d B for `tiles` tiles side by side: rows[i] holds input row i of the
+// tile row, 2 * tiles + 2 values (zeros where the image is padded); tile j
+// starts at column 2j. `vertical` is 4 rows of the same width, scratch.
 template <typename T>
 void transform_input_row(const T* const rows[4], int64_t tiles, T* vertical, T* v, int64_t point_stride) {
   const int64_t width = 2 * tiles + 2;
-  T* t0 = vertical;
-  T* t1 = vertical + width;
-  T* t2 = vertical + 2 * width;
-  T* t3 = vertical + 3 * width;
-  for (int64_t x = 0; x < width; ++x) {  // B^T d: columns of the four rows
-    const T d0 = rows[0][x], d1 = rows[1][x], d2 = rows[2][x], d3 = rows[3][x];
-    t0[x] = d0 - d2;
-    t1[x] = d1 + d2;
-    t2[x] = d2 - d1;
-    t3[x] = d1 - d3;
-  }
-  for (int64_t i = 0; i < 4; ++i) {  // (B^T d) B: along each row
-    const T* t = vertical + i * width;
-    T* v0 = v + (4 * i + 0) * point_stride;
-    T* v1 = v + (4 * i + 1) * point_stride;
-    T* v2 = v + (4 * i + 2) * point_stride;
-    T* v3 = v + (4 * i + 3) * point_stride;
-    for (int64_t j = 0; j < tiles; ++j) {
-      const T a = t[2 * j], b = t[2 * j + 1], c = t[2 * j + 2], d = t[2 * j + 3];
-      v0[j] = a - c;
-      v1[j] = b + c;
-      v2[j] = c - b;
-      v3[j] = b - d;
-    }
+  input_columns(rows[0], rows[1], rows[2], rows[3], width, vertical, vertical + width, vertical + 2 * width,
+                vertical + 3 * width);
+  for (int64_t i = 0; i < 4; ++i) {
+    T* vi = v + 4 * i * point_stride;
+    input_row(vertical + i * width, tiles, vi, vi + point_stride, vi + 2 * point_stride, vi + 3 * point_stride);
   }
 }
 
 // A e A^T for the 2x2 tiles of two rows of dY (2 * tiles values each, zeros
 // past the output's edge): A = [[1, 0], [1, 1], [1, -1], [0, -1]].
+// A (e) down two rows and along one row, A = [[1, 0], [1, 1], [1, -1], [0, -1]].
+template <typename T>
+void grad_output_columns(const T* e0, const T* e1, int64_t width, T* __restrict t0, T* __restrict t1,
+                         T* __restrict t2, T* __restrict t3) {
+  for (int64_t x = 0; x < width; ++x) {
+    t0[x] = e0[x];
+    t1[x] = e0[x] + e1[x];
+    t2[x] = e0[x] - e1[x];
+    t3[x] = -e1[x];
+  }
+}
+
+template <typename T>
+void grad_output_row(const T* t, int64_t tiles, T* __restrict e0, T* __restrict e1, T* __restrict e2,
+                     T* __restrict e3) {
+  for (int64_t j = 0; j < tiles; ++j) {
+    const T a = t[2 * j], b = t[2 * j + 1];
+    e0[j] = a;
+    e1[j] = a + b;
+    e2[j] = a - b;
+    e3[j] = -b;
+  }
+}
+
+// A e A^T for the 2x2 tiles of two rows of dY (2 * tiles values each, zeros
+// past the output's edge).
 template <typename T>
 void transform_grad_output_row(const T* row0, const T* row1, int64_t tiles, T* vertical, T* e,
                                int64_t point_stride) {
   const int64_t width = 2 * tiles;
-  T* t0 = vertical;
-  T* t1 = vertical + width;
-  T* t2 = vertical + 2 * width;
-  T* t3 = vertical + 3 * width;
-  for (int64_t x = 0; x < width; ++x) {
-    const T a = row0[x], b = row1[x];
-    t0[x] = a;
-    t1[x] = a + b;
-    t2[x] = a - b;
-    t3[x] = -b;
-  }
+  grad_output_columns(row0, row1, width, vertical, vertical + width, vertical + 2 * width, vertical + 3 * width);
   for (int64_t i = 0; i < 4; ++i) {
-    const T* t = vertical + i * width;
-    T* e0 = e + (4 * i + 0) * point_stride;
-    T* e1 = e + (4 * i + 1) * point_stride;
-    T* e2 = e + (4 * i + 2) * point_stride;
-    T* e3 = e + (4 * i + 3) * point_stride;
-    for (int64_t j = 0; j < tiles; ++j) {
-      const T a = t[2 * j], b = t[2 * j + 1];
-      e0[j] = a;
-      e1[j] = a + b;
-      e2[j] = a - b;
-      e3[j] = -b;
+    T* ei = e + 4 * i * point_stride;
+    grad_output_row(vertical + i * width, tiles, ei, ei + point_stride, ei + 2 * point_stride, ei + 3 * point_stride);
+  }
+}
+
+// A^T m A for `tiles` tiles: the four outputs of each tile, each into its
+// own array (so that every access is contiguous and the loop vectorises),
+// bias added.
+template <typename T>
+void output_corners(const T* m, int64_t point_stride, int64_t tiles, T bias, T* __restrict y00, T* __restrict y01,
+                    T* __restrict y10, T* __restrict y11) {
+  const T *m0 = m, *m1 = m0 + point_stride, *m2 = m1 + point_stride, *m3 = m2 + point_stride;
+  const T *m4 = m3 + point_stride, *m5 = m4 + point_stride, *m6 = m5 + point_stride, *m7 = m6 + point_stride;
+  const T *m8 = m7 + point_stride, *m9 = m8 + point_stride, *m10 = m9 + point_stride, *m11 = m10 + point_stride;
+  const T *m12 = m11 + point_stride, *m13 = m12 + point_stride, *m14 = m13 + point_stride,
+          *m15 = m14 + point_stride;
+  for (int64_t t = 0; t < tiles; ++t) {
+    // A^T m: rows 0 + 1 + 2 and 1 - 2 - 3, in each of the 4 columns
+    const T s0 = m0[t] + m4[t] + m8[t], d0 = m4[t] - m8[t] - m12[t];
+    const T s1 = m1[t] + m5[t] + m9[t], d1 = m5[t] - m9[t] - m13[t];
+    const T s2 = m2[t] + m6[t] + m10[t], d2 = m6[t] - m10[t] - m14[t];
+    const T s3 = m3[t] + m7[t] + m11[t], d3 = m7[t] - m11[t] - m15[t];
+    y00[t] = bias + (s0 + s1 + s2);  // then (A^T m) A: columns likewise
+    y01[t] = bias + (s1 - s2 - s3);
+    y10[t] = bias + (d0 + d1 + d2);
+    y11[t] = bias + (d1 - d2 - d3);
+  }
+}
+
+// Interleaves two corner arrays into an output row: row[2t] = left[t],
+// row[2t + 1] = right[t], with torch's ReLU (NaN passes) under `relu`.
+template <typename T>
+void interleave_row(const T* left, const T* right, int64_t tiles, bool relu, T* __restrict row) {
+  if (relu) {
+    for (int64_t t = 0; t < tiles; ++t) {
+      row[2 * t] = left[t] < T(0) ? T(0) : left[t];
+      row[2 * t + 1] = right[t] < T(0) ? T(0) : right[t];
     }
+    return;
+  }
+  for (int64_t t = 0; t < tiles; ++t) {
+    row[2 * t] = left[t];
+    row[2 * t + 1] = right[t];
   }
 }
 
 // A^T m A for `tiles` tiles: the 16 points of GEMM results in, two output
 // rows of 2 * tiles values out (out0, out1), bias added and, with `relu`,
-// torch's ReLU (NaN passes) applied.
+// ReLU applied. `corners` is 4 * tiles of scratch.
 template <typename T>
-void transform_output_row(const T* m, int64_t point_stride, int64_t tiles, T bias, bool relu, T* out0, T* out1) {
-  const auto point = [&](int64_t i, int64_t j) { return m + (4 * i + j) * point_stride; };
-  const auto activate = [relu](T y) { return relu && y < T(0) ? T(0) : y; };
-  for (int64_t t = 0; t < tiles; ++t) {
-    T s[4], d[4];
-    for (int64_t j = 0; j < 4; ++j) {  // A^T m: rows 0 + 1 + 2 and 1 - 2 - 3
-      const T m0 = point(0, j)[t], m1 = point(1, j)[t], m2 = point(2, j)[t], m3 = point(3, j)[t];
-      s[j] = m0 + m1 + m2;
-      d[j] = m1 - m2 - m3;
-    }
-    out0[2 * t] = activate(bias + (s[0] + s[1] + s[2]));
-    out0[2 * t + 1] = activate(bias + (s[1] - s[2] - s[3]));
-    out1[2 * t] = activate(bias + (d[0] + d[1] + d[2]));
-    out1[2 * t + 1] = activate(bias + (d[1] - d[2] - d[3]));
-  }
+void transform_output_row(const T* m, int64_t point_stride, int64_t tiles, T bias, bool relu, T* corners, T* out0,
+                          T* out1) {
+  output_corners(m, point_stride, tiles, bias, corners, corners + tiles, corners + 2 * tiles, corners + 3 * tiles);
+  interleave_row(corners, corners + tiles, tiles, relu, out0);
+  interleave_row(corners + 2 * tiles, corners + 3 * tiles, tiles, relu, out1);
 }
 
 // G g G^T of one 3x3 filter (row-major, rotated by 180 degrees with
