@@ -31,8 +31,9 @@ namespace {
 using winograd::kPoints;
 
 // Elements of V and M (or E) of one block, together, at most: 1 MiB of
-// float, Zen 5's L2 per core. Measured on convnet4's layers, 128K to 512K
-// run alike, and 64K loses to the GEMM's per-call packing of narrow blocks.
+// float, Zen 5's L2 per core. Measured on one thread (convnet4's layers at
+// batch 16 and VGG16's 256 ch @56, every pass): 256K and 1M run alike within
+// the noise of a shared machine, 64K is up to 2x slower (narrow GEMMs).
 constexpr int64_t kBlockElements = 256 * 1024;
 
 struct TileRange {
