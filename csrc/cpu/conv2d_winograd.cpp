@@ -36,6 +36,14 @@ using winograd::kPoints;
 // the noise of a shared machine, 64K is up to 2x slower (narrow GEMMs).
 constexpr int64_t kBlockElements = 256 * 1024;
 
+// Tiles of one block at least, whatever the budget says: each block streams
+// all 16 packed filter matrices (16 * K * C, 16 MiB of float at 512 -> 512)
+// through the GEMM, so a block must be wide enough to reuse each filter value
+// a few dozen times (the budget alone gives 16 tiles at 512 -> 512). On this
+// shared machine 16 and 64 ran alike within the noise on VGG16's 256 and 512
+// channel layers at batch 1.
+constexpr int64_t kMinBlockTiles = 4 * kGemmColumnAlignment;
+
 struct TileRange {
   int64_t begin, count;
 };
@@ -54,7 +62,7 @@ TileBlocks tile_blocks(int64_t out_h, int64_t out_w, int64_t batch, int64_t chan
   const int64_t tiles_h = (out_h + 1) / 2, tiles_w = (out_w + 1) / 2, tiles = tiles_h * tiles_w;
   if (tiles == 0) return {tiles_h, tiles_w, 1, 0};
   const int64_t align = kGemmColumnAlignment;
-  const int64_t fit = std::max(align, kBlockElements / (kPoints * std::max<int64_t>(1, channels_per_tile)));
+  const int64_t fit = std::max(kMinBlockTiles, kBlockElements / (kPoints * std::max<int64_t>(1, channels_per_tile)));
   const int64_t for_threads = (at::get_num_threads() + batch - 1) / std::max<int64_t>(1, batch);
   const int64_t most = (tiles + align - 1) / align;  // blocks of at least `align` tiles
   const int64_t count = std::min(most, std::max((tiles + fit - 1) / fit, for_threads));
