@@ -248,41 +248,29 @@ void winograd_backward_weight(const T* grad_output, const T* input, T* grad_weig
   const int64_t cg = q.in_per_group(), og = q.out_per_group();
   const int64_t sums_numel = q.groups * kPoints * og * cg;  // M[g][xi][k][c]
   const TileBlocks blocks = tile_blocks(q.out_h, q.out_w, q.batch, cg + og);
-  // Units (image, tile block) in chunks, one per thread, each summing into
-  // its own M; the chunks' sums are added in chunk order (deterministic for
-  // a given thread count).
-  const int64_t units = q.batch * blocks.count;
-  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(units, at::get_num_threads()));
-  std::vector<T> sums(chunks * sums_numel);
-  at::parallel_for(0, chunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
+  // Units (image, tile block), summed in chunks, one per thread.
+  std::vector<T> sums(sums_numel);
+  sum_over_chunks(q.batch * blocks.count, sums_numel, sums.data(), [&](T* sum, int64_t unit_begin, int64_t unit_end) {
     std::vector<T> v, e, scratch;
-    for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
-      T* sum = sums.data() + chunk * sums_numel;
-      const int64_t unit_begin = units * chunk / chunks, unit_end = units * (chunk + 1) / chunks;
-      for (int64_t unit = unit_begin; unit < unit_end; ++unit) {
-        const int64_t n = unit / blocks.count;
-        const TileRange range = blocks[unit % blocks.count];
-        v.resize(kPoints * cg * range.count);
-        e.resize(kPoints * og * range.count);
-        for (int64_t g = 0; g < q.groups; ++g) {
-          transform_inputs(input + (n * q.in_channels + g * cg) * q.in_h * q.in_w, cg, q, blocks, range, v.data(),
-                           scratch);
-          transform_grad_outputs(grad_output + (n * q.out_channels + g * og) * q.out_h * q.out_w, og, q, blocks,
-                                 range, e.data(), scratch);
-          for (int64_t xi = 0; xi < kPoints; ++xi) {
-            // M[xi] (og x cg) += E[xi] (og x tiles) * V[xi]^T (tiles x cg)
-            gemm<T>(og, cg, range.count, {e.data() + xi * og * range.count, range.count, 1},
-                    {v.data() + xi * cg * range.count, 1, range.count},
-                    {sum + (g * kPoints + xi) * og * cg, cg, 1}, unit != unit_begin);
-          }
+    for (int64_t unit = unit_begin; unit < unit_end; ++unit) {
+      const int64_t n = unit / blocks.count;
+      const TileRange range = blocks[unit % blocks.count];
+      v.resize(kPoints * cg * range.count);
+      e.resize(kPoints * og * range.count);
+      for (int64_t g = 0; g < q.groups; ++g) {
+        transform_inputs(input + (n * q.in_channels + g * cg) * q.in_h * q.in_w, cg, q, blocks, range, v.data(),
+                         scratch);
+        transform_grad_outputs(grad_output + (n * q.out_channels + g * og) * q.out_h * q.out_w, og, q, blocks, range,
+                               e.data(), scratch);
+        for (int64_t xi = 0; xi < kPoints; ++xi) {
+          // M[xi] (og x cg) += E[xi] (og x tiles) * V[xi]^T (tiles x cg)
+          gemm<T>(og, cg, range.count, {e.data() + xi * og * range.count, range.count, 1},
+                  {v.data() + xi * cg * range.count, 1, range.count}, {sum + (g * kPoints + xi) * og * cg, cg, 1},
+                  unit != unit_begin);
         }
       }
     }
   });
-  for (int64_t chunk = 1; chunk < chunks; ++chunk) {
-    const T* part = sums.data() + chunk * sums_numel;
-    for (int64_t i = 0; i < sums_numel; ++i) sums[i] += part[i];
-  }
   for (int64_t g = 0; g < q.groups; ++g)
     for (int64_t k = 0; k < og; ++k)
       for (int64_t c = 0; c < cg; ++c)
