@@ -223,3 +223,17 @@ def test_cpu_only():
 def test_unknown_algorithm_names_winograd():
     with pytest.raises(ValueError, match="'winograd'"):
         FF.conv2d(torch.randn(1, 3, 8, 8), torch.randn(4, 3, 3, 3), algorithm="winograd4")
+
+
+def test_opcheck():
+    x = torch.randn(2, 4, 7, 6, dtype=torch.float64)
+    w = torch.randn(6, 2, 3, 3, dtype=torch.float64)
+    b = torch.randn(6, dtype=torch.float64)
+    geometry = ([1, 1], [1, 0, 2, 1], [1, 1], 2, "winograd", "cpu")  # asymmetric padding, two groups
+    y = ops.conv2d(x, w, b, *geometry)
+    torch.testing.assert_close(y, F.conv2d(F.pad(x, [2, 1, 1, 0]), w, b, groups=2))
+    g = torch.randn_like(y)
+    torch.library.opcheck(ops.conv2d.default, (x.requires_grad_(), w.requires_grad_(), b.requires_grad_(), *geometry))
+    torch.library.opcheck(ops.conv2d_relu.default, (x.detach(), w.detach(), None, *geometry))
+    torch.library.opcheck(ops.conv2d_backward_input.default, (g, w.detach(), list(x.shape), *geometry))
+    torch.library.opcheck(ops.conv2d_backward_weight.default, (g, x.detach(), list(w.shape), *geometry))
