@@ -1,6 +1,7 @@
 """Accuracy, per-class accuracy and confusion matrix of a checkpoint on an image folder.
 
-    python -m fastconv.evaluate --checkpoint runs/latest/best.pt --data DIR [--json]
+    python -m fastconv.evaluate --checkpoint runs/latest/best.pt --data DIR [--json] [--flip]
+    python -m fastconv.evaluate --pretrained cats-vs-dogs --data DIR --json
 
 For a split layout the validation split is used; for class folders or Kaggle-named files
 without a split, every image.
@@ -20,9 +21,12 @@ from . import checkpoint
 from .data import ImageFiles, discover, drop_unreadable, eval_transform
 
 
-def evaluate(ckpt_path: str, data: str, batch_size: int = 32, workers: int = 2,
-             device: str = "cpu", progress: bool = True) -> Dict:
-    model, meta, _ = checkpoint.load(ckpt_path, map_location=device)
+def evaluate(ckpt_path: Optional[str], data: str, batch_size: int = 32, workers: int = 2,
+             device: str = "cpu", progress: bool = True, pretrained: Optional[str] = None,
+             flip: bool = False) -> Dict:
+    """Accuracy of a checkpoint (or of the shipped model ``pretrained``) on ``data``; ``flip``
+    averages each image's prediction with its mirror image's (test-time augmentation)."""
+    model, meta, _ = checkpoint.load_source(ckpt_path, pretrained, map_location=device)
     model.to(device)
     splits = discover(data, val_fraction=0.0)
     samples = splits.val if splits.layout == "split" else splits.train + splits.val
@@ -35,27 +39,30 @@ def evaluate(ckpt_path: str, data: str, batch_size: int = 32, workers: int = 2,
     confusion = torch.zeros(k, k, dtype=torch.long)
     with torch.no_grad():
         for images, labels in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
-            predicted = checkpoint.predict_proba(model, images.to(device)).argmax(1).cpu()
+            predicted = checkpoint.predict_proba(model, images.to(device), flip).argmax(1).cpu()
             for t, p in zip(labels.tolist(), predicted.tolist()):
                 confusion[t, p] += 1
     n = int(confusion.sum())
     per_class = {name: (confusion[i, i].item() / max(1, int(confusion[i].sum())))
                  for i, name in enumerate(meta["classes"])}
     return {"accuracy": confusion.diag().sum().item() / max(n, 1), "n": n, "per_class_accuracy": per_class,
-            "classes": meta["classes"], "confusion_matrix": confusion.tolist()}
+            "classes": meta["classes"], "confusion_matrix": confusion.tolist(), "flip": flip}
 
 
 def main(argv: Optional[List[str]] = None) -> Dict:
     p = argparse.ArgumentParser(prog="python -m fastconv.evaluate", description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", required=True)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="a checkpoint written by fastconv.train")
+    source.add_argument("--pretrained", help="a shipped model, e.g. cats-vs-dogs")
     p.add_argument("--data", required=True)
+    p.add_argument("--flip", action="store_true", help="test-time augmentation: average with the mirror image")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     args = p.parse_args(argv)
     result = evaluate(args.checkpoint, args.data, args.batch_size, args.workers, args.device,
-                      progress=not args.json)
+                      progress=not args.json, pretrained=args.pretrained, flip=args.flip)
     if args.json:
         print(json.dumps(result))
     else:

@@ -1,13 +1,15 @@
 """The seed networks, built from fastconv layers.
 
 * :func:`convnet4` — the classic 150x150 cats-vs-dogs CNN (four conv blocks, one logit).
+* :func:`convnet4_bn` — convnet4 with batch normalisation after each convolution.
 * :func:`convnet3` — a smaller three-block CNN with "same" padding and two logits.
 * :func:`vgg16` — VGG16 (configuration D), loading torchvision's ``vgg16`` state_dict unchanged.
 """
 
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple, Union
+import copy
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -21,9 +23,25 @@ def _pair(size: Size) -> Tuple[int, int]:
     return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
-def _conv_block(in_channels: int, out_channels: int, padding: Union[int, str]) -> List[nn.Module]:
+def _conv_block(in_channels: int, out_channels: int, padding: Union[int, str],
+                batch_norm: bool = False) -> List[nn.Module]:
+    if batch_norm:  # the normalisation's shift makes the convolution's bias redundant
+        return [fnn.Conv2d(in_channels, out_channels, 3, padding=padding, bias=False),
+                nn.BatchNorm2d(out_channels), fnn.ReLU(inplace=True), fnn.MaxPool2d(2)]
     return [fnn.Conv2d(in_channels, out_channels, 3, padding=padding), fnn.ReLU(inplace=True),
             fnn.MaxPool2d(2)]
+
+
+def _pretrained(builder: str, name: str) -> nn.Module:
+    """The shipped model ``name`` (fastconv.checkpoint.PRETRAINED), which must be a ``builder``
+    network; returned in training mode, as torchvision returns its pretrained models."""
+    from .checkpoint import load_pretrained  # checkpoint builds models: import it late
+
+    model, meta, _ = load_pretrained(name)
+    if meta["model"] != builder:
+        raise ValueError(f"pretrained model {name!r} is a {meta['model']}, not a {builder}; "
+                         f"use fastconv.models.{meta['model']}(pretrained={name!r})")
+    return model.train()
 
 
 def _features_out(features: nn.Module, channels: int, image_size: Size) -> int:
@@ -31,8 +49,8 @@ def _features_out(features: nn.Module, channels: int, image_size: Size) -> int:
     h, w = _pair(image_size)
     too_small = ValueError(f"image size {image_size} is too small for this network")
     try:
-        with torch.device("meta"):
-            out = features(torch.empty(1, channels, h, w))
+        # A meta copy: its parameters and buffers (BatchNorm's statistics) must be on meta too.
+        out = copy.deepcopy(features).to("meta")(torch.empty(1, channels, h, w, device="meta"))
     except RuntimeError as error:  # a layer's output size went below one pixel
         raise too_small from error
     if out.numel() == 0:
@@ -40,20 +58,37 @@ def _features_out(features: nn.Module, channels: int, image_size: Size) -> int:
     return out.numel()
 
 
-def convnet4(num_classes: int = 1, image_size: Size = 150) -> nn.Sequential:
-    """Four blocks of 3x3 conv (32, 64, 128, 128 channels, no padding) + ReLU + 2x2 max pooling,
-    then flatten, Dropout(0.5), Linear(512) + ReLU and a linear head with ``num_classes`` outputs
-    (one logit for binary classification with ``BCEWithLogitsLoss``)."""
-    features = nn.Sequential(*_conv_block(3, 32, 0), *_conv_block(32, 64, 0),
-                             *_conv_block(64, 128, 0), *_conv_block(128, 128, 0))
+def _convnet4(num_classes: int, image_size: Size, batch_norm: bool) -> nn.Sequential:
+    features = nn.Sequential(*_conv_block(3, 32, 0, batch_norm), *_conv_block(32, 64, 0, batch_norm),
+                             *_conv_block(64, 128, 0, batch_norm), *_conv_block(128, 128, 0, batch_norm))
     flat = _features_out(features, 3, image_size)
     return nn.Sequential(*features, nn.Flatten(), fnn.Dropout(0.5), nn.Linear(flat, 512),
                          fnn.ReLU(inplace=True), nn.Linear(512, num_classes))
 
 
-def convnet3(num_classes: int = 2, image_size: Size = 150) -> nn.Sequential:
+def convnet4(num_classes: int = 1, image_size: Size = 150, pretrained: Optional[str] = None) -> nn.Sequential:
+    """Four blocks of 3x3 conv (32, 64, 128, 128 channels, no padding) + ReLU + 2x2 max pooling,
+    then flatten, Dropout(0.5), Linear(512) + ReLU and a linear head with ``num_classes`` outputs
+    (one logit for binary classification with ``BCEWithLogitsLoss``). ``pretrained`` names a
+    shipped model of this architecture (its class count and image size then come with it)."""
+    if pretrained is not None:
+        return _pretrained("convnet4", pretrained)
+    return _convnet4(num_classes, image_size, batch_norm=False)
+
+
+def convnet4_bn(num_classes: int = 1, image_size: Size = 150, pretrained: Optional[str] = None) -> nn.Sequential:
+    """:func:`convnet4` with ``torch.nn.BatchNorm2d`` between each convolution (then without
+    bias) and its ReLU; convolutions, ReLUs, pooling and dropout stay fastconv's."""
+    if pretrained is not None:
+        return _pretrained("convnet4_bn", pretrained)
+    return _convnet4(num_classes, image_size, batch_norm=True)
+
+
+def convnet3(num_classes: int = 2, image_size: Size = 150, pretrained: Optional[str] = None) -> nn.Sequential:
     """Three blocks of 3x3 conv (32, 32, 64 channels, "same" padding) + ReLU + 2x2 max pooling,
     Dropout(0.25), flatten, Linear(64) + ReLU, Dropout(0.5) and a linear head."""
+    if pretrained is not None:
+        return _pretrained("convnet3", pretrained)
     features = nn.Sequential(*_conv_block(3, 32, "same"), *_conv_block(32, 32, "same"),
                              *_conv_block(32, 64, "same"))
     flat = _features_out(features, 3, image_size)
@@ -98,4 +133,4 @@ def vgg16(num_classes: int = 1000, dropout: float = 0.5) -> VGG16:
     return VGG16(num_classes, dropout)
 
 
-MODELS = {"convnet4": convnet4, "convnet3": convnet3, "vgg16": vgg16}
+MODELS = {"convnet4": convnet4, "convnet4_bn": convnet4_bn, "convnet3": convnet3, "vgg16": vgg16}

@@ -19,6 +19,7 @@ import random
 import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -31,14 +32,18 @@ from tqdm import tqdm
 
 from . import checkpoint
 from .data import build_datasets
+from .models import MODELS
 from .plots import plot_history
+
+# Models with a single-logit head for two classes (BCEWithLogitsLoss, as the seeds).
+ONE_LOGIT_MODELS = ("convnet4", "convnet4_bn")
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="fastconv-train", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", help="image folder (see fastconv.data); omit for the synthetic demo set")
-    p.add_argument("--model", default="convnet4", choices=["convnet4", "convnet3", "vgg16"])
+    p.add_argument("--model", default="convnet4", choices=sorted(MODELS))
     p.add_argument("--image-size", type=int, default=None, help="default 150 (64 for the demo set)")
     p.add_argument("--epochs", type=int, default=None, help="default 30 (5 for the demo set)")
     p.add_argument("--batch-size", type=int, default=32)
@@ -46,7 +51,16 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=None, help="default 1e-3 (adam), 1e-2 (sgd), 1e-4 (rmsprop)")
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--schedule", default="constant", choices=["constant", "cosine", "onecycle"],
+                   help="learning rate per batch: constant, cosine decay to 0 after --warmup-epochs of "
+                        "linear warm-up, or one-cycle (torch's OneCycleLR, peak --lr)")
+    p.add_argument("--warmup-epochs", type=float, default=0.0, help="linear warm-up for --schedule cosine")
+    p.add_argument("--label-smoothing", type=float, default=0.0,
+                   help="targets move this far towards uniform (0 and 1 become eps/2 and 1 - eps/2)")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--cache-images", action=argparse.BooleanOptionalAction, default=True,
+                   help="decode and resize each photo once, into memory (image-size^2 * 3 bytes a photo), "
+                        "so that epochs only augment")
     p.add_argument("--early-stopping", type=int, metavar="PATIENCE", default=None,
                    help="stop after PATIENCE epochs without a lower validation loss")
     p.add_argument("--limit", type=int, default=None, help="use at most N images per split")
@@ -64,6 +78,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     args.lr = args.lr or {"adam": 1e-3, "sgd": 1e-2, "rmsprop": 1e-4}[args.optimizer]
     if args.amp and args.device != "cuda":
         p.error("--amp needs --device cuda")
+    if not 0.0 <= args.label_smoothing < 1.0:
+        p.error("--label-smoothing must be in [0, 1)")
     return args
 
 
@@ -109,13 +125,43 @@ def make_optimizer(args, params):
     return torch.optim.Adam(params, lr=args.lr, weight_decay=args.weight_decay)
 
 
-def loss_and_correct(logits: torch.Tensor, labels: torch.Tensor):
-    """Summed loss and number of correct predictions for a one-logit or multi-logit head."""
+def make_schedule(args, optimizer, steps_per_epoch: int):
+    """The per-batch learning-rate schedule of ``--schedule`` (None for a constant rate)."""
+    total = max(1, args.epochs * steps_per_epoch)
+    if args.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=total)
+    if args.schedule == "cosine":
+        warmup = int(args.warmup_epochs * steps_per_epoch)
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return None
+
+
+def fast_forward(schedule, steps: int) -> None:
+    """Moves a fresh schedule to where ``steps`` finished batches left it. Resuming this way,
+    rather than from a saved state, keeps it on whole epochs: an epoch cut short by Ctrl-C runs
+    again in full, and its batches must not count twice."""
+    if schedule is None:
+        return
+    with warnings.catch_warnings():  # stepping a schedule without optimizer steps is the point here
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(steps):
+            schedule.step()
+
+
+def loss_and_correct(logits: torch.Tensor, labels: torch.Tensor, smoothing: float = 0.0):
+    """Summed loss and number of correct predictions for a one-logit or multi-logit head, with
+    targets smoothed by ``smoothing`` (torch's rule for cross-entropy, its two-class twin for BCE)."""
     if logits.shape[1] == 1:
-        loss = nn.functional.binary_cross_entropy_with_logits(logits[:, 0], labels.float(), reduction="sum")
+        targets = labels.float() * (1 - smoothing) + smoothing / 2
+        loss = nn.functional.binary_cross_entropy_with_logits(logits[:, 0], targets, reduction="sum")
         correct = ((logits[:, 0] > 0).long() == labels).sum()
     else:
-        loss = nn.functional.cross_entropy(logits, labels, reduction="sum")
+        loss = nn.functional.cross_entropy(logits, labels, reduction="sum", label_smoothing=smoothing)
         correct = (logits.argmax(1) == labels).sum()
     return loss, correct
 
@@ -139,7 +185,7 @@ class StopRequest:
 
 
 def run_epoch(model, loader, device, ranks: Distributed, optimizer=None, desc="", amp=False, stop=None,
-              scaler=None):
+              scaler=None, schedule=None, smoothing: float = 0.0):
     """One pass over ``loader``; trains when an optimizer is given.
 
     Returns (mean loss, accuracy, completed): ``completed`` is False when a stop request
@@ -153,7 +199,7 @@ def run_epoch(model, loader, device, ranks: Distributed, optimizer=None, desc=""
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
                 logits = model(images)
-            loss, correct = loss_and_correct(logits.float(), labels)
+            loss, correct = loss_and_correct(logits.float(), labels, smoothing if training else 0.0)
             if training:
                 optimizer.zero_grad(set_to_none=True)
                 # The scaler keeps small float16 gradients from underflowing under --amp; disabled,
@@ -161,6 +207,8 @@ def run_epoch(model, loader, device, ranks: Distributed, optimizer=None, desc=""
                 scaler.scale(loss / len(labels)).backward()
                 scaler.step(optimizer)
                 scaler.update()
+                if schedule is not None:
+                    schedule.step()
             total_loss += loss.item()
             total_correct += int(correct)
             total_n += len(labels)
@@ -182,7 +230,8 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     torch.manual_seed(args.seed + ranks.rank)
 
     train_set, val_set, classes, description = build_datasets(
-        args.data, args.image_size, args.augment, args.limit, args.val_fraction, args.seed)
+        args.data, args.image_size, args.augment, args.limit, args.val_fraction, args.seed, args.cache_images,
+        args.workers)
     if ranks.main:
         print(f"data: {description}")
     train_sampler = DistributedSampler(train_set, seed=args.seed) if ranks.world > 1 else None
@@ -196,11 +245,12 @@ def main(argv: Optional[List[str]] = None) -> Dict:
                               generator=loader_rng, **loader_args)
     val_loader = DataLoader(val_set, shuffle=False, **loader_args)
 
-    num_classes = 1 if args.model == "convnet4" and len(classes) == 2 else len(classes)
+    num_classes = 1 if args.model in ONE_LOGIT_MODELS and len(classes) == 2 else len(classes)
     meta = {"model": args.model, "num_classes": num_classes, "image_size": args.image_size,
             "classes": classes, "preprocessing": "resize to image_size x image_size, RGB, pixels / 255"}
     model = checkpoint.build_model(args.model, num_classes, args.image_size).to(device)
     optimizer = make_optimizer(args, model.parameters())
+    schedule = make_schedule(args, optimizer, len(train_loader))
     scaler = torch.amp.GradScaler("cuda", enabled=args.amp)
     history: List[Dict] = []
     start_epoch, best_loss, stale = 0, math.inf, 0
@@ -218,6 +268,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
             torch.cuda.set_rng_state(ckpt["rng"]["cuda"], device)
         if ranks.world > 1:  # the checkpoint holds rank 0's generator: give each rank its own again
             torch.manual_seed(args.seed + ranks.rank + 1000 * start_epoch)
+        fast_forward(schedule, start_epoch * len(train_loader))
         if ranks.main:
             print(f"resumed from {args.resume} after epoch {start_epoch}")
     if ranks.world > 1:
@@ -244,7 +295,8 @@ def main(argv: Optional[List[str]] = None) -> Dict:
             began = time.perf_counter()
             label = f"epoch {epoch + 1}/{args.epochs}"
             train_loss, train_acc, completed = run_epoch(model, train_loader, device, ranks, optimizer,
-                                                         f"{label} train", args.amp, stop, scaler)
+                                                         f"{label} train", args.amp, stop, scaler, schedule,
+                                                         args.label_smoothing)
             if not completed:
                 # Ctrl-C mid-epoch: keep the weights, but count only finished epochs, so that
                 # --resume runs this epoch again in full.
@@ -256,7 +308,8 @@ def main(argv: Optional[List[str]] = None) -> Dict:
             val_loss, val_acc, _ = run_epoch(model, val_loader, device, ranks, None, f"{label} val", args.amp)
             seconds = time.perf_counter() - began
             history.append({"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
-                            "val_loss": val_loss, "val_acc": val_acc, "seconds": seconds})
+                            "val_loss": val_loss, "val_acc": val_acc, "seconds": seconds,
+                            "lr": optimizer.param_groups[0]["lr"]})
             improved = val_loss < best_loss
             best_loss, stale = (val_loss, 0) if improved else (best_loss, stale + 1)
             if ranks.main:

@@ -292,10 +292,12 @@ def test_auto_algorithm_and_unknown_names(backend):
         ops.conv2d(x, w, None, [1, 1], [0, 0, 0, 0], [1, 1], 4, "auto", "tpu")
 
 
-# Shapes of the seed CNN's class, big enough to cross every block boundary of
-# the CPU GEMM and of the im2col pixel blocks: K past one 320-step block
-# (patch 288, 540), M past one 144-row block (150 output channels), N past
-# one 512-column block, pixel blocks that start mid-row, stride 2, groups.
+# Shapes of the seed CNN's class, big enough to cross the block boundaries of
+# the CPU GEMM's kernels and of the im2col pixel blocks: K past one 256- or
+# 320-step block (patch 288, 540), M past one 128- or 144-row block (150
+# output channels), N past one 512-column block (the 1024-column blocks of
+# the AVX-512 kernel: EDGE_LAYERS), pixel blocks that start mid-row, stride
+# 2, groups.
 LARGE_LAYERS = {
     "seed_like": dict(x=(3, 32, 40, 37), w=(70, 32, 3, 3), padding=1),
     "wide_and_deep": dict(x=(2, 60, 23, 29), w=(150, 60, 3, 3), padding=2, stride=2),
@@ -305,16 +307,16 @@ LARGE_LAYERS = {
 }
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("layer", sorted(LARGE_LAYERS))
-def test_large_layers_cpu(layer, dtype):
-    spec = dict(LARGE_LAYERS[layer])
+def _check_cpu_layer(spec: dict, dtype, algorithms, tol: dict, weight_tol: dict):
+    """Runs the layer `spec` (shapes x, w; bias; conv2d keywords) on the CPU backend with each
+    algorithm, plain and with fused ReLU, and compares output and gradients with torch's.
+    Returns the input, weight, bias and keywords."""
+    spec = dict(spec)
     x = torch.randn(spec.pop("x"), dtype=dtype)
     w = torch.randn(spec.pop("w"), dtype=dtype) / 10
     b = torch.randn(w.shape[0], dtype=dtype) if spec.pop("bias", False) else None
-    tol = dict(rtol=1e-4, atol=1e-3) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
-    for algorithm in ALGORITHMS:
-        for fused in (False, True):
+    for algorithm in algorithms:
+        for fused in (False, True):  # the GEMM's ReLU epilogue
             x_, w_ = x.clone().requires_grad_(), w.clone().requires_grad_()
             with fastconv.backend("cpu"):
                 conv = FF.conv2d_relu if fused else FF.conv2d
@@ -327,7 +329,15 @@ def test_large_layers_cpu(layer, dtype):
             gx, gw = torch.autograd.grad(y, (x_, w_), g)
             ex, ew = torch.autograd.grad(expected, (x_, w_), g)
             torch.testing.assert_close(gx, ex, **tol)
-            torch.testing.assert_close(gw, ew, rtol=tol["rtol"], atol=10 * tol["atol"])
+            torch.testing.assert_close(gw, ew, **weight_tol)
+    return x, w, b, spec
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("layer", sorted(LARGE_LAYERS))
+def test_large_layers_cpu(layer, dtype):
+    tol = dict(rtol=1e-4, atol=1e-3) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
+    _check_cpu_layer(LARGE_LAYERS[layer], dtype, ALGORITHMS, tol, dict(rtol=tol["rtol"], atol=10 * tol["atol"]))
 
 
 def _run_with_env(python_args: list, **env: str) -> str:
@@ -341,15 +351,80 @@ def _run_with_env(python_args: list, **env: str) -> str:
     return result.stdout + result.stderr
 
 
-def test_large_layers_on_the_portable_cpu_kernels():
-    # The CPU GEMM picks its AVX2 micro-kernel and packing at run time; rerun
-    # the large layers with FASTCONV_CPU_ISA=baseline so the portable code,
-    # which CPUs without AVX2 run, is checked here too.
+# Layers whose GEMMs have M, N and K that are multiples of no micro-kernel
+# tile (6 x 16, 8 x 32 floats; 6 x 8, 8 x 16 doubles) nor of the column
+# alignment: forward M = 37 output channels, N = pixels, K = patch 19 * 9;
+# input gradient M = the patch rows of a channel range; weight gradient N =
+# the patch, K = pixels. With bias the forward GEMM accumulates into C.
+# Batch 1 splits each image over the threads.
+EDGE_LAYERS = {
+    "odd_batch1": dict(x=(1, 19, 23, 21), w=(37, 19, 3, 3), padding=1, bias=True),
+    "stride2_dilated": dict(x=(2, 13, 25, 19), w=(29, 13, 3, 3), stride=2, dilation=2, padding=(2, 1)),
+    "groups_batch1": dict(x=(1, 18, 15, 17), w=(22, 9, 3, 3), groups=2, padding=1, bias=True),
+    "pointwise_batch1": dict(x=(1, 43, 9, 11), w=(35, 43, 1, 1), bias=True),
+    # a small patch: pixel blocks of over 1024 columns cross the GEMM's column blocks
+    "many_pixels_batch1": dict(x=(1, 3, 70, 61), w=(10, 3, 3, 3), bias=True),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("layer", sorted(EDGE_LAYERS))
+def test_gemm_edge_tiles_cpu(layer, dtype):
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
+    x, w, b, spec = _check_cpu_layer(EDGE_LAYERS[layer], dtype, ["im2col"], tol, tol)
+    # The input gradient splits an image by channel ranges over the threads;
+    # each element is computed alike whatever the split, so the result does
+    # not depend on the thread count.
+    x.requires_grad_()
+    g = torch.randn_like(F.conv2d(x, w, b, **spec))
+
+    def input_gradient(threads: int):
+        saved = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            with fastconv.backend("cpu"):
+                return torch.autograd.grad(FF.conv2d(x, w, b, algorithm="im2col", **spec), x, g)[0]
+        finally:
+            torch.set_num_threads(saved)
+
+    assert torch.equal(input_gradient(1), input_gradient(2))
+
+
+def _cpu_flags() -> set:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
+    except OSError:
+        return set()
+
+
+# FASTCONV_CPU_ISA value -> the CPU flags it needs and the cpu_isa it reports.
+CPU_ISAS = {"baseline": (set(), "baseline"), "avx2": ({"avx2", "fma"}, "avx2+fma"),
+            "avx512": ({"avx512f", "avx2", "fma"}, "avx512f")}
+
+
+@pytest.mark.parametrize("isa", sorted(CPU_ISAS))
+def test_cpu_gemm_paths_match_torch(isa):
+    # The CPU GEMM picks its micro-kernel, tile shape and packing at run time;
+    # rerun the large and edge-tile layers with each path this CPU has,
+    # FASTCONV_CPU_ISA capping the choice, so every path is checked here
+    # (the portable one is what CPUs without AVX2 run).
+    needs, reported = CPU_ISAS[isa]
+    if not needs <= _cpu_flags():
+        pytest.skip(f"this CPU lacks {sorted(needs - _cpu_flags())}")
+    tests = [f"{__file__}::{name}" for name in ("test_large_layers_cpu", "test_gemm_edge_tiles_cpu")]
     run = ("import sys, fastconv, pytest; print('cpu_isa', fastconv.build_info()['cpu_isa']); "
-           f"sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', {__file__ + '::test_large_layers_cpu'!r}]))")
-    out = _run_with_env(["-c", run], FASTCONV_CPU_ISA="baseline")
-    assert "cpu_isa baseline" in out, "the switch took effect"
-    assert " passed" in out and "skipped" not in out
+           f"sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', *{tests!r}]))")
+    out = _run_with_env(["-c", run], FASTCONV_CPU_ISA=isa)
+    assert f"cpu_isa {reported}\n" in out, "the switch took effect"
+    assert " passed" in out and "skipped" not in out and "failed" not in out
+
+
+def test_unknown_cpu_isa_is_reported_and_ignored():
+    out = _run_with_env(["-c", "import fastconv; print('cpu_isa', fastconv.build_info()['cpu_isa'])"],
+                        FASTCONV_CPU_ISA="avx-512")
+    assert "ignoring FASTCONV_CPU_ISA=avx-512 (expected baseline, avx2 or avx512)" in out
+    assert "cpu_isa baseline" not in out or not {"avx2", "fma"} <= _cpu_flags()
 
 
 # Run with an 8 KiB column-buffer cap: a 3x6x6 image's columns take 3,888

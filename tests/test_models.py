@@ -1,5 +1,7 @@
 """The seed networks, convert(), summary() and torch.compile on converted models."""
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -8,7 +10,7 @@ from torch import nn
 
 import fastconv
 import fastconv.nn as fnn
-from fastconv.models import convnet3, convnet4, vgg16
+from fastconv.models import convnet3, convnet4, convnet4_bn, vgg16
 
 TORCH_KERNELS = ("aten::convolution", "aten::_convolution", "aten::convolution_backward", "aten::mkldnn_convolution",
                  "aten::max_pool2d", "aten::max_pool2d_with_indices", "aten::max_pool2d_with_indices_backward",
@@ -143,6 +145,30 @@ def test_convnet4_shapes(size):
     assert [c.out_channels for c in convs] == [32, 64, 128, 128]
     assert all(type(m).__module__ == "fastconv.nn" for m in model.modules()
                if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.ReLU, nn.Dropout)))
+
+
+def test_convnet4_bn_matches_torch_layers():
+    """convnet4_bn is convnet4 with BatchNorm after each bias-free conv: the same network built
+    from torch.nn layers with its weights gives the same outputs, in training and eval mode."""
+    model = convnet4_bn(image_size=64)
+    reference = nn.Sequential(*[
+        type(m).__bases__[0](**{k: getattr(m, k) for k in ("in_channels", "out_channels", "kernel_size")},
+                             bias=False) if isinstance(m, nn.Conv2d)
+        else nn.MaxPool2d(2) if isinstance(m, nn.MaxPool2d)
+        else nn.ReLU() if isinstance(m, nn.ReLU)
+        else nn.Dropout(m.p) if isinstance(m, nn.Dropout)
+        else copy.deepcopy(m)
+        for m in model])
+    reference.load_state_dict(model.state_dict())
+    assert [type(m).__name__ for m in model[:4]] == ["Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d"]
+    assert all(m.bias is None for m in model.modules() if isinstance(m, nn.Conv2d))
+    x = torch.randn(4, 3, 64, 64)
+    model.eval(), reference.eval()
+    torch.testing.assert_close(model(x), reference(x), rtol=1e-4, atol=1e-4)
+    model.train(), reference.train()
+    for layer in (model, reference):  # dropout's masks differ: compare the features only
+        layer[-4].p = 0.0
+    torch.testing.assert_close(model(x), reference(x), rtol=1e-4, atol=1e-4)
 
 
 def test_convnet3_shapes():

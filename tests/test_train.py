@@ -45,7 +45,7 @@ def test_synthetic_demo_run_writes_everything(tmp_path):
     history = json.loads((out / "history.json").read_text())
     assert len(history) == 2 and result["history"] == history
     assert history[-1]["val_acc"] >= 0.9  # the demo set is learnable in moments: the pipeline works
-    assert set(history[0]) == {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seconds"}
+    assert set(history[0]) == {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seconds", "lr"}
     for name in ("curves.png", "best.pt", "last.pt"):
         assert (out / name).stat().st_size > 0
     ckpt = torch.load(out / "last.pt", weights_only=False)
@@ -63,6 +63,74 @@ def test_resume_continues_exactly(tmp_path):
     weights = [torch.load(d / "last.pt", weights_only=False)["state_dict"] for d in (tmp_path / "straight", out)]
     for name in weights[0]:
         assert torch.equal(weights[0][name], weights[1][name]), name
+
+
+RECIPES = {
+    "default": [],
+    # BatchNorm, a one-cycle schedule and label smoothing: the schedule must resume where it was.
+    "bn-onecycle-smoothing": ["--model", "convnet4_bn", "--schedule", "onecycle", "--label-smoothing", "0.1"],
+    "cosine-warmup": ["--schedule", "cosine", "--warmup-epochs", "0.5", "--optimizer", "sgd"],
+}
+
+
+@pytest.mark.parametrize("recipe", list(RECIPES))
+def test_resume_after_an_interruption_continues_exactly(tmp_path, monkeypatch, recipe):
+    """A run stopped (as by Ctrl-C) as epoch 2 begins, then resumed, matches one that ran
+    straight through: weights, losses and the learning-rate schedule."""
+    extra = ["--epochs", "2", "--limit", "32", *QUICK, *RECIPES[recipe]]
+    straight = train.main([*extra, "--out", str(tmp_path / "straight")])
+    real_run_epoch, training_calls = train.run_epoch, []
+
+    def stopped_at_epoch_two(model, loader, device, ranks, optimizer=None, *args, **kwargs):
+        if optimizer is not None:
+            training_calls.append(1)
+            if len(training_calls) == 2:
+                return 0.0, 0.0, False  # the stop request came before the first batch
+        return real_run_epoch(model, loader, device, ranks, optimizer, *args, **kwargs)
+
+    out = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        patch.setattr(train, "run_epoch", stopped_at_epoch_two)
+        stopped = train.main([*extra, "--out", str(out)])
+    assert [h["epoch"] for h in stopped["history"]] == [1]
+    resumed = train.main([*extra, "--out", str(out), "--resume", str(out / "last.pt")])
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2]
+    for a, b in zip(straight["history"], resumed["history"]):
+        assert (a["train_loss"], a["val_loss"], a["lr"]) == (b["train_loss"], b["val_loss"], b["lr"])
+    weights = [torch.load(d / "last.pt", weights_only=False)["state_dict"] for d in (tmp_path / "straight", out)]
+    for name in weights[0]:
+        assert torch.equal(weights[0][name], weights[1][name]), name
+
+
+def test_learning_rate_schedules(tmp_path):
+    """Cosine warms up linearly, then decays to 0 at the last batch; one-cycle ends near 0."""
+    args = train.parse_args(["--epochs", "4", "--lr", "0.1", "--schedule", "cosine", "--warmup-epochs", "1"])
+    model = torch.nn.Linear(2, 1)
+    optimizer = train.make_optimizer(args, model.parameters())
+    schedule = train.make_schedule(args, optimizer, steps_per_epoch=10)
+    rates = []
+    for _ in range(40):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert rates[0] == pytest.approx(0.01) and rates[9] == pytest.approx(0.1)
+    assert rates[10] == pytest.approx(0.1) and rates[-1] < 0.001
+    assert all(a >= b for a, b in zip(rates[10:], rates[11:]))
+    assert train.make_schedule(train.parse_args([]), optimizer, 10) is None
+
+
+def test_label_smoothing_moves_the_targets():
+    logits, labels = torch.tensor([[2.0], [-1.0]]), torch.tensor([1, 0])
+    loss, correct = train.loss_and_correct(logits, labels, smoothing=0.2)
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits[:, 0], torch.tensor([0.9, 0.1]),
+                                                                     reduction="sum")
+    assert loss.item() == pytest.approx(expected.item()) and correct.item() == 2
+    two = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    loss, _ = train.loss_and_correct(two, labels, smoothing=0.2)
+    expected = torch.nn.functional.cross_entropy(two, labels, reduction="sum", label_smoothing=0.2)
+    assert loss.item() == pytest.approx(expected.item())
+    with pytest.raises(SystemExit):
+        train.parse_args(["--label-smoothing", "1.0"])
 
 
 def test_ctrl_c_ends_the_epoch_and_saves(tmp_path):
@@ -101,6 +169,23 @@ def test_layouts_are_discovered(tmp_path, flat_folder):
         fdata.discover(tmp_path / "missing")
 
 
+@pytest.mark.parametrize("augment", [False, True])
+def test_decoded_images_match_the_files(flat_folder, augment):
+    """The in-memory set gives the same items as decoding every file each time, augmentation
+    included under the same random state."""
+    samples = [s for s in fdata.discover(flat_folder, val_fraction=0.0).train if s[0].name != "cat.999.jpg"]
+    files = fdata.ImageFiles(samples, fdata.train_transform(36, augment))
+    decoded = fdata.DecodedImages(samples, 36, augment, workers=0)
+    assert len(decoded) == len(files) == 24
+    for i in (0, 5, 23):
+        torch.manual_seed(i)
+        a, label_a = files[i]
+        torch.manual_seed(i)
+        b, label_b = decoded[i]
+        assert label_a == label_b and a.shape == (3, 36, 36)
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 def test_unreadable_images_are_skipped_with_one_warning(flat_folder):
     samples = fdata.discover(flat_folder, val_fraction=0.0).train
     with pytest.warns(UserWarning, match="skipped 1 unreadable"):
@@ -129,6 +214,32 @@ def test_train_evaluate_predict_on_a_folder(tmp_path, flat_folder, capsys):
     for (path, name, prob), row, image in zip(preds, probs, images):
         assert path == image and name == meta["classes"][row.argmax().item()]
         assert prob == pytest.approx(row.max().item())
+
+
+def test_pretrained_and_flip_options(tmp_path, flat_folder, monkeypatch, capsys):
+    out = tmp_path / "run"
+    with pytest.warns(UserWarning, match="unreadable"):
+        train.main(["--data", str(flat_folder), "--epochs", "1", "--out", str(out), "--no-augment", *QUICK])
+    monkeypatch.setattr(checkpoint, "WEIGHTS_DIR", tmp_path / "weights")
+    checkpoint.export_weights(out / "best.pt", tmp_path / "weights" / checkpoint.PRETRAINED["cats-vs-dogs"],
+                              half=False)
+    common = ["--data", str(flat_folder), "--json", "--workers", "0"]
+    plain = evaluate.main(["--checkpoint", str(out / "best.pt"), *common])
+    shipped = evaluate.main(["--pretrained", "cats-vs-dogs", *common])
+    assert shipped == plain
+    flipped = evaluate.main(["--pretrained", "cats-vs-dogs", "--flip", *common])
+    assert flipped["flip"] and flipped["n"] == plain["n"]
+    with pytest.raises(SystemExit):  # one model source, not two
+        evaluate.main(["--pretrained", "cats-vs-dogs", "--checkpoint", str(out / "best.pt"), *common])
+    image = str(flat_folder / "cat.0.jpg")
+    (_, _, p_plain), = predict.main(["--pretrained", "cats-vs-dogs", image])
+    (_, name, p_flip), = predict.main(["--pretrained", "cats-vs-dogs", "--flip", image])
+    model, meta, _ = checkpoint.load(str(out / "best.pt"))
+    x = fdata.eval_transform(meta["image_size"])(fdata.load_rgb(image))[None]
+    with torch.no_grad():
+        expected = (checkpoint.predict_proba(model, x) + checkpoint.predict_proba(model, x.flip(3))) / 2
+    assert name == meta["classes"][expected.argmax().item()] and p_flip == pytest.approx(expected.max().item())
+    assert p_plain == pytest.approx(checkpoint.predict_proba(model, x).max().item())
 
 
 def test_distributed_two_cpu_processes(tmp_path):

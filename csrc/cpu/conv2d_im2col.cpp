@@ -10,11 +10,15 @@
 // The weights are packed for the GEMM once per call and shared by all
 // threads. The GEMM is single-threaded; parallelism is over (image, pixel
 // block) units (forward; backward weight, in chunks with private partial
-// sums) or over images (backward input, whose blocks' col2im halos
-// overlap), so no two threads ever write the same element.
+// sums) or over (image, input channel range) units (backward input: the
+// pixel blocks' col2im halos overlap, but the col rows of channel c only
+// scatter into plane c), so no two threads ever write the same element.
+// When the batch is smaller than the thread count, images are cut into
+// enough units for every thread.
 #include <algorithm>
 #include <vector>
 
+#include "../common/index_math.h"
 #include "conv2d_algorithms.h"
 #include "gemm.h"
 #include "im2col.h"
@@ -24,11 +28,17 @@ namespace fastconv {
 namespace cpu {
 namespace {
 
-// Elements of one column block at most (1 MiB of float). Measured on the
-// seed layers, forward and input gradient run alike from 32K to 256K; the
-// weight gradient, whose K is the block, prefers large blocks (fewer passes
-// over dW).
+// Elements of one column block at most (1 MiB of float), unless that is
+// under kMinColumnBlockPixels columns. Measured on the seed layers, forward
+// and input gradient run alike from 32K to 256K; the weight gradient, whose
+// K is the block, prefers large blocks (fewer passes over dW).
 constexpr int64_t kColumnBlockElements = 256 * 1024;
+// Output pixels of one column block at least, whatever its patch: the GEMM
+// streams all of A (the weights) once per block, so a deep layer's small
+// blocks (64 pixels for 512 channels) would make it memory-bound. On VGG16's
+// 512-channel layers 256 pixels ran 1.1-1.25x faster than the 1 MiB cap's
+// 64, and 512 no faster than 256.
+constexpr int64_t kMinColumnBlockPixels = 256;
 
 // An image's output pixels cut into equal blocks (a multiple of
 // kGemmColumnAlignment) that fit the budget, so that only the last block can
@@ -39,14 +49,23 @@ struct PixelBlocks {
   PixelRange operator[](int64_t i) const { return {i * size, std::min(size, pixels - i * size)}; }
 };
 
-PixelBlocks pixel_blocks(const Conv2dParams& p) {
+// How many units each image is cut into so that a batch smaller than the
+// thread count still gives every thread work (1 when the batch suffices).
+int64_t units_per_image(int64_t batch) {
+  const int64_t threads = at::get_num_threads();
+  return batch >= threads ? 1 : ceil_div(threads, std::max<int64_t>(1, batch));
+}
+
+// At least `split` blocks, a multiple of it, so that a small batch splits
+// evenly over the threads (alignment permitting).
+PixelBlocks pixel_blocks(const Conv2dParams& p, int64_t split) {
   const int64_t pixels = p.out_pixels();
   if (pixels <= 0) return {0, 1, 0};
   const int64_t align = kGemmColumnAlignment;
-  const int64_t fit = std::max(align, kColumnBlockElements / std::max<int64_t>(1, p.patch_size()));
-  const int64_t count = (pixels + fit - 1) / fit, even = (pixels + count - 1) / count;
-  const int64_t size = std::min(pixels, (even + align - 1) / align * align);
-  return {pixels, size, (pixels + size - 1) / size};
+  const int64_t fit = std::max(kMinColumnBlockPixels, kColumnBlockElements / std::max<int64_t>(1, p.patch_size()));
+  const int64_t count = ceil_div(ceil_div(pixels, fit), split) * split, even = ceil_div(pixels, count);
+  const int64_t size = std::min(pixels, ceil_div(even, align) * align);
+  return {pixels, size, ceil_div(pixels, size)};
 }
 
 // The column block of one image and group: the image itself for 1x1
@@ -61,15 +80,14 @@ MatrixRef<const T> columns_of(const T* group_input, PixelRange range, std::vecto
   return {scratch.data(), range.count, 1};
 }
 
-// W_g (forward) or W_g^T (backward input) of every group, packed once.
+// W_g of every group, packed once.
 template <typename T>
-std::vector<PackedA<T>> pack_weights(const T* weight, const Conv2dParams& p, bool transposed) {
+std::vector<PackedA<T>> pack_weights(const T* weight, const Conv2dParams& p) {
   const int64_t og = p.out_channels_per_group(), kp = p.patch_size();
   std::vector<PackedA<T>> packed;
   packed.reserve(p.groups);
   for (int64_t g = 0; g < p.groups; ++g) {
-    const T* w = weight + g * og * kp;
-    packed.push_back(transposed ? PackedA<T>(kp, og, {w, 1, kp}) : PackedA<T>(og, kp, {w, kp, 1}));
+    packed.emplace_back(og, kp, MatrixRef<const T>{weight + g * og * kp, kp, 1});
   }
   return packed;
 }
@@ -80,8 +98,8 @@ template <typename T>
 void im2col_forward(const T* input, const T* weight, const T* bias, T* output, const Conv2dParams& p,
                     bool relu) {
   const int64_t cg = p.in_channels_per_group(), og = p.out_channels_per_group(), pixels = p.out_pixels();
-  const std::vector<PackedA<T>> packed_weights = pack_weights(weight, p, /*transposed=*/false);
-  const PixelBlocks blocks = pixel_blocks(p);
+  const std::vector<PackedA<T>> packed_weights = pack_weights(weight, p);
+  const PixelBlocks blocks = pixel_blocks(p, units_per_image(p.batch));
   // Units (image, pixel block) write disjoint output columns.
   at::parallel_for(0, p.batch * blocks.count, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> scratch;
@@ -101,33 +119,55 @@ void im2col_forward(const T* input, const T* weight, const T* bias, T* output, c
   });
 }
 
+// The input channels of a group cut into `count` near-equal ranges, so that
+// a small batch's input gradient splits over the threads.
+struct ChannelParts {
+  int64_t channels, count;
+  int64_t begin(int64_t i) const { return channels * i / count; }
+  int64_t size(int64_t i) const { return begin(i + 1) - begin(i); }
+};
+
 template <typename T>
 void im2col_backward_input(const T* grad_output, const T* weight, T* grad_input, const Conv2dParams& p) {
   const int64_t cg = p.in_channels_per_group(), og = p.out_channels_per_group();
-  const int64_t pixels = p.out_pixels(), plane = p.in_h * p.in_w;
+  const int64_t pixels = p.out_pixels(), plane = p.in_h * p.in_w, taps = p.kernel_h * p.kernel_w;
+  const int64_t kp = p.patch_size();
   const bool identity = p.im2col_is_identity();
-  const std::vector<PackedA<T>> packed_weights = pack_weights(weight, p, /*transposed=*/true);
-  const PixelBlocks blocks = pixel_blocks(p);
-  // Per image: the blocks' col2im halos overlap, so one thread owns an image.
-  at::parallel_for(0, p.batch, 1, [&](int64_t begin, int64_t end) {
+  const ChannelParts parts{cg, std::min(cg, ceil_div(units_per_image(p.batch), p.groups))};
+  // W_g^T's rows of each channel range, packed once: the GEMM computes each
+  // row of col alike whichever range it falls in, so the result does not
+  // depend on the split.
+  std::vector<PackedA<T>> packed_weights;
+  packed_weights.reserve(p.groups * parts.count);
+  for (int64_t g = 0; g < p.groups; ++g) {
+    for (int64_t part = 0; part < parts.count; ++part) {
+      const T* w_t = weight + g * og * kp + parts.begin(part) * taps;
+      packed_weights.emplace_back(parts.size(part) * taps, og, MatrixRef<const T>{w_t, 1, kp});
+    }
+  }
+  // Blocks independent of the thread count: col2im sums each block's
+  // halo into the planes, so the blocks set the order of the additions.
+  const PixelBlocks blocks = pixel_blocks(p, 1);
+  // Units (image, group, channel range) write disjoint channel planes.
+  at::parallel_for(0, p.batch * p.groups * parts.count, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> col;
-    for (int64_t n = begin; n < end; ++n) {
-      T* grad_image = grad_input + n * p.in_channels * plane;
-      if (!identity) std::fill_n(grad_image, p.in_channels * plane, T(0));
-      for (int64_t g = 0; g < p.groups; ++g) {
-        T* grad_group = grad_image + g * cg * plane;
-        const T* dy = grad_output + (n * p.out_channels + g * og) * pixels;
-        for (int64_t b = 0; b < blocks.count; ++b) {
-          const PixelRange range = blocks[b];
-          const MatrixRef<const T> dy_block{dy + range.begin, pixels, 1};
-          if (identity) {
-            gemm<T>(packed_weights[g], range.count, dy_block, {grad_group + range.begin, pixels, 1}, false);
-            continue;
-          }
-          col.resize(p.patch_size() * range.count);
-          gemm<T>(packed_weights[g], range.count, dy_block, {col.data(), range.count, 1}, false);
-          col2im(col.data(), grad_group, cg, p, range);
+    for (int64_t unit = begin; unit < end; ++unit) {
+      const int64_t part = unit % parts.count, g = unit / parts.count % p.groups;
+      const int64_t n = unit / parts.count / p.groups, channels = parts.size(part);
+      const PackedA<T>& w_t = packed_weights[g * parts.count + part];
+      T* grad_planes = grad_input + (n * p.in_channels + g * cg + parts.begin(part)) * plane;
+      const T* dy = grad_output + (n * p.out_channels + g * og) * pixels;
+      if (!identity) std::fill_n(grad_planes, channels * plane, T(0));
+      for (int64_t b = 0; b < blocks.count; ++b) {
+        const PixelRange range = blocks[b];
+        const MatrixRef<const T> dy_block{dy + range.begin, pixels, 1};
+        if (identity) {
+          gemm<T>(w_t, range.count, dy_block, {grad_planes + range.begin, pixels, 1}, false);
+          continue;
         }
+        col.resize(channels * taps * range.count);
+        gemm<T>(w_t, range.count, dy_block, {col.data(), range.count, 1}, false);
+        col2im(col.data(), grad_planes, channels, p, range);
       }
     }
   });
@@ -139,7 +179,7 @@ void im2col_backward_weight(const T* grad_output, const T* input, T* grad_weight
   const int64_t kp = p.patch_size(), pixels = p.out_pixels();
   const int64_t weight_numel = p.out_channels * kp;
   // Units (image, pixel block), summed in chunks, one per thread.
-  const PixelBlocks blocks = pixel_blocks(p);
+  const PixelBlocks blocks = pixel_blocks(p, units_per_image(p.batch));
   sum_over_chunks(p.batch * blocks.count, weight_numel, grad_weight,
                   [&](T* sum, int64_t unit_begin, int64_t unit_end) {
     std::vector<T> scratch;

@@ -2,16 +2,20 @@
 // panel stays in L1 while it is reused by every row panel), A into MC x KC
 // blocks of MR-row panels (kept in L2), and a register-tiled micro-kernel
 // computes an MR x NR tile over KC steps and adds it straight into C. The
-// micro-kernel has an AVX2+FMA version chosen at run time and a portable
-// version that any CPU runs, so the binary needs nothing beyond the baseline
-// ISA.
+// micro-kernel has AVX-512 and AVX2+FMA versions chosen at run time and a
+// portable version that any CPU runs, so the binary needs nothing beyond the
+// baseline ISA. Each version brings its own tile shape and block sizes; the
+// packing, blocking and edge handling below are shared and read them from
+// the selected Kernel.
 #include "gemm.h"
 
 #include "../common/index_math.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -24,62 +28,276 @@ namespace fastconv {
 namespace cpu {
 namespace {
 
-// Tile shapes: 6 rows x two 256-bit vectors uses 12 of the 16 ymm registers
-// for accumulators, leaving room for two B vectors and an A broadcast.
-template <typename T>
-struct Tile;
-template <>
-struct Tile<float> {
-  static constexpr int64_t kMr = 6, kNr = 16;
-};
-template <>
-struct Tile<double> {
-  static constexpr int64_t kMr = 6, kNr = 8;
-};
-static_assert(kGemmColumnAlignment % Tile<float>::kNr == 0 && kGemmColumnAlignment % Tile<double>::kNr == 0,
-              "column blocks aligned to kGemmColumnAlignment must hold whole tiles");
+// ------------------------------------------------------- instruction sets
 
-// Block sizes (elements): KC x NR of B (16 KiB for float) fits L1, MC x KC of
-// A (~150 KiB) fits L2, KC x NC of B (~512 KiB) fits L2/L3. K is cut into
-// equal blocks of at most kKc (288 = 256 + 32 would waste a pass over C on a
-// 32-step block).
-constexpr int64_t kKc = 320;
-constexpr int64_t kMc = 144;  // a multiple of kMr
-constexpr int64_t kNc = 512;  // a multiple of kNr
+// Ordered: each level's CPUs also run the levels below it.
+enum class Isa { kBaseline, kAvx2, kAvx512 };
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::kAvx512: return "avx512f";
+    case Isa::kAvx2: return "avx2+fma";
+    case Isa::kBaseline: break;
+  }
+  return "baseline";
+}
+
+// FASTCONV_CPU_ISA=baseline|avx2|avx512 caps the level used (the tests run
+// every path a machine has this way). An unknown value is reported on stderr
+// and ignored, rather than silently taken as some level.
+Isa isa_cap() {
+  const char* env = std::getenv("FASTCONV_CPU_ISA");
+  if (env == nullptr || *env == '\0') return Isa::kAvx512;
+  const std::string value(env);
+  if (value == "baseline") return Isa::kBaseline;
+  if (value == "avx2") return Isa::kAvx2;
+  if (value == "avx512") return Isa::kAvx512;
+  std::fprintf(stderr, "fastconv: ignoring FASTCONV_CPU_ISA=%s (expected baseline, avx2 or avx512)\n", env);
+  return Isa::kAvx512;
+}
+
+Isa cpu_isa() {
+#if defined(FASTCONV_X86)
+  // __builtin_cpu_supports also checks that the OS saves the vector state.
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    return Isa::kAvx512;
+  }
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::kAvx2;
+#endif
+  return Isa::kBaseline;
+}
+
+// The level this process runs: the CPU's best, capped by FASTCONV_CPU_ISA.
+Isa selected_isa() {
+  static const Isa isa = std::min(cpu_isa(), isa_cap());
+  return isa;
+}
+
+// ------------------------------------------------------------ micro-kernels
+
+// torch's ReLU (NaN passes) when `relu`, else the identity.
+template <typename T>
+inline T epilogue(T v, bool relu) {
+  return relu && v < T(0) ? T(0) : v;
+}
+
+// Every micro-kernel computes one full MR x NR tile of C (row r at
+// c + r * rs, unit column stride): tile = A panel * B panel over kc steps,
+// C = (add ? C : 0) + tile, clamped by ReLU when `relu`.
+template <typename T>
+using MicroKernel = void (*)(int64_t kc, const T* a, const T* b, T* c, int64_t rs, bool add, bool relu);
+
+template <typename T, int64_t kMr, int64_t kNr>
+void micro_kernel_portable(int64_t kc, const T* a, const T* b, T* c, int64_t rs, bool add, bool relu) {
+  T acc[kMr][kNr] = {};
+  for (int64_t p = 0; p < kc; ++p) {
+    for (int64_t i = 0; i < kMr; ++i) {
+      const T ai = a[i];
+      for (int64_t j = 0; j < kNr; ++j) acc[i][j] += ai * b[j];
+    }
+    a += kMr;
+    b += kNr;
+  }
+  for (int64_t i = 0; i < kMr; ++i)
+    for (int64_t j = 0; j < kNr; ++j) c[i * rs + j] = epilogue((add ? c[i * rs + j] : T(0)) + acc[i][j], relu);
+}
+
+#if defined(FASTCONV_X86)
+#define FASTCONV_AVX2 __attribute__((target("avx2,fma"), always_inline)) inline
+#define FASTCONV_AVX512 __attribute__((target("avx512f,avx2,fma"), always_inline)) inline
+
+// The vector operations the SIMD micro-kernel needs, per ISA and element type.
+template <typename T>
+struct Avx2;
+template <>
+struct Avx2<float> {
+  using Vec = __m256;
+  static constexpr int64_t kLanes = 8;
+  static FASTCONV_AVX2 Vec zero() { return _mm256_setzero_ps(); }
+  static FASTCONV_AVX2 Vec load(const float* p) { return _mm256_loadu_ps(p); }
+  static FASTCONV_AVX2 Vec broadcast(const float* p) { return _mm256_broadcast_ss(p); }
+  static FASTCONV_AVX2 Vec fma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
+  static FASTCONV_AVX2 Vec add(Vec a, Vec b) { return _mm256_add_ps(a, b); }
+  // max(0, v) returns v when v is NaN, as torch's ReLU does.
+  static FASTCONV_AVX2 Vec relu(Vec v) { return _mm256_max_ps(_mm256_setzero_ps(), v); }
+  static FASTCONV_AVX2 void store(float* p, Vec v) { _mm256_storeu_ps(p, v); }
+};
+template <>
+struct Avx2<double> {
+  using Vec = __m256d;
+  static constexpr int64_t kLanes = 4;
+  static FASTCONV_AVX2 Vec zero() { return _mm256_setzero_pd(); }
+  static FASTCONV_AVX2 Vec load(const double* p) { return _mm256_loadu_pd(p); }
+  static FASTCONV_AVX2 Vec broadcast(const double* p) { return _mm256_broadcast_sd(p); }
+  static FASTCONV_AVX2 Vec fma(Vec a, Vec b, Vec c) { return _mm256_fmadd_pd(a, b, c); }
+  static FASTCONV_AVX2 Vec add(Vec a, Vec b) { return _mm256_add_pd(a, b); }
+  static FASTCONV_AVX2 Vec relu(Vec v) { return _mm256_max_pd(_mm256_setzero_pd(), v); }
+  static FASTCONV_AVX2 void store(double* p, Vec v) { _mm256_storeu_pd(p, v); }
+};
+template <typename T>
+struct Avx512;
+template <>
+struct Avx512<float> {
+  using Vec = __m512;
+  static constexpr int64_t kLanes = 16;
+  static FASTCONV_AVX512 Vec zero() { return _mm512_setzero_ps(); }
+  static FASTCONV_AVX512 Vec load(const float* p) { return _mm512_loadu_ps(p); }
+  static FASTCONV_AVX512 Vec broadcast(const float* p) { return _mm512_set1_ps(*p); }
+  static FASTCONV_AVX512 Vec fma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
+  static FASTCONV_AVX512 Vec add(Vec a, Vec b) { return _mm512_add_ps(a, b); }
+  // Zeroes the lanes below zero (an ordered compare: NaN passes, as in
+  // torch's ReLU). Not _mm512_max_ps: GCC 12 warns about its undefined
+  // pass-through operand (-Wmaybe-uninitialized, a false positive).
+  static FASTCONV_AVX512 Vec relu(Vec v) {
+    const Vec zero = _mm512_setzero_ps();
+    return _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(v, zero, _CMP_LT_OQ), zero);
+  }
+  static FASTCONV_AVX512 void store(float* p, Vec v) { _mm512_storeu_ps(p, v); }
+};
+template <>
+struct Avx512<double> {
+  using Vec = __m512d;
+  static constexpr int64_t kLanes = 8;
+  static FASTCONV_AVX512 Vec zero() { return _mm512_setzero_pd(); }
+  static FASTCONV_AVX512 Vec load(const double* p) { return _mm512_loadu_pd(p); }
+  static FASTCONV_AVX512 Vec broadcast(const double* p) { return _mm512_set1_pd(*p); }
+  static FASTCONV_AVX512 Vec fma(Vec a, Vec b, Vec c) { return _mm512_fmadd_pd(a, b, c); }
+  static FASTCONV_AVX512 Vec add(Vec a, Vec b) { return _mm512_add_pd(a, b); }
+  static FASTCONV_AVX512 Vec relu(Vec v) {
+    const Vec zero = _mm512_setzero_pd();
+    return _mm512_mask_mov_pd(v, _mm512_cmp_pd_mask(v, zero, _CMP_LT_OQ), zero);
+  }
+  static FASTCONV_AVX512 void store(double* p, Vec v) { _mm512_storeu_pd(p, v); }
+};
+
+// The SIMD micro-kernel: kMr rows x two vectors (NR = 2 * V::kLanes), so
+// 2 * kMr accumulators, two B vectors and one A broadcast per step. Written
+// once and stamped out per target: a function's target attribute cannot
+// depend on a template parameter, and the vector operations only inline
+// into a function compiled for their ISA. The loops are fully unrolled so
+// that the accumulator array lives in registers (without the pragmas GCC
+// keeps it in memory and stores it on every step, which halves the speed);
+// `objdump -d` of gemm.o shows the FMA loop with no stack traffic. Each A
+// element feeds two FMAs, so it is broadcast once into a register rather
+// than embedded ({1to16}) in both.
+#define FASTCONV_DEFINE_SIMD_MICRO_KERNEL(NAME, TARGET)                                                  \
+  template <typename V, int64_t kMr, typename T>                                                          \
+  __attribute__((target(TARGET))) void NAME(int64_t kc, const T* a, const T* b, T* c, int64_t rs, bool add, \
+                                            bool relu) {                                                  \
+    using Vec = typename V::Vec;                                                                          \
+    constexpr int64_t lanes = V::kLanes;                                                                  \
+    Vec acc[kMr][2];                                                                                      \
+    _Pragma("GCC unroll 16") for (int64_t i = 0; i < kMr; ++i) acc[i][0] = acc[i][1] = V::zero();         \
+    for (int64_t p = 0; p < kc; ++p) {                                                                    \
+      const Vec b0 = V::load(b), b1 = V::load(b + lanes);                                                 \
+      _Pragma("GCC unroll 16") for (int64_t i = 0; i < kMr; ++i) {                                        \
+        const Vec ai = V::broadcast(a + i);                                                               \
+        acc[i][0] = V::fma(ai, b0, acc[i][0]);                                                            \
+        acc[i][1] = V::fma(ai, b1, acc[i][1]);                                                            \
+      }                                                                                                   \
+      a += kMr;                                                                                           \
+      b += 2 * lanes;                                                                                     \
+    }                                                                                                     \
+    _Pragma("GCC unroll 16") for (int64_t i = 0; i < kMr; ++i) {                                          \
+      _Pragma("GCC unroll 2") for (int64_t v = 0; v < 2; ++v) {                                           \
+        T* out = c + i * rs + v * lanes;                                                                  \
+        Vec x = acc[i][v];                                                                                \
+        if (add) x = V::add(V::load(out), x);                                                             \
+        if (relu) x = V::relu(x);                                                                         \
+        V::store(out, x);                                                                                 \
+      }                                                                                                   \
+    }                                                                                                     \
+  }
+
+FASTCONV_DEFINE_SIMD_MICRO_KERNEL(micro_kernel_avx2, "avx2,fma")
+FASTCONV_DEFINE_SIMD_MICRO_KERNEL(micro_kernel_avx512, "avx512f,avx2,fma")
+#undef FASTCONV_DEFINE_SIMD_MICRO_KERNEL
+#endif
+
+// ----------------------------------------------------------------- kernels
+
+// A micro-kernel with its tile shape and the block sizes (elements) tuned
+// for it. kc: the K block, so that a KC x NR panel of B stays in L1 while
+// every row panel streams past it. mc (a multiple of mr): the rows of A
+// packed at a time, an MC x KC block kept in L2. nc (a multiple of nr): the
+// columns of B packed at a time.
+template <typename T>
+struct Kernel {
+  int64_t mr, nr;
+  int64_t kc, mc, nc;
+  MicroKernel<T> tile;
+};
+
+// The largest tile of any kernel, for edge_tile's scratch.
+constexpr int64_t kMaxTileElements = 8 * 32;
+
+template <typename T>
+Kernel<T> make_kernel(Isa isa) {
+#if defined(FASTCONV_X86)
+  // AVX-512: 8 rows x two 512-bit vectors, 16 of the 32 zmm registers as
+  // accumulators. 8 rows divide the convolutions' M (output channels 32, 64,
+  // 128; patches C * 9 with C a multiple of 8) where 6 or 12 waste up to
+  // 12% on padding, and on this CPU's L1-resident throughput test 8 x 32
+  // ran as fast as 12 x 32, 14 x 32 and 6 x 64 (and twice the AVX2 tile).
+  // Blocks for a 48 KiB L1 and a 1 MiB L2: a 256-step B panel is 32 KiB
+  // (float and double alike: both tiles are 128 bytes wide), a 128 x 256 A
+  // block 128 KiB; nc 1024 takes a convolution's whole pixel block in one
+  // pass. On the convnet4 layers kc 192 or 384, mc 64 or 256 and nc 512 or
+  // 2048 ran no faster.
+  if (isa == Isa::kAvx512) {
+    constexpr int64_t mr = 8, nr = 2 * Avx512<T>::kLanes;
+    static_assert(mr * nr <= kMaxTileElements);
+    return {mr, nr, 256, 128, 1024, &micro_kernel_avx512<Avx512<T>, mr, T>};
+  }
+  // AVX2: 6 rows x two 256-bit vectors, 12 of the 16 ymm registers, which
+  // leaves room for two B vectors and an A broadcast.
+  if (isa == Isa::kAvx2) {
+    constexpr int64_t mr = 6, nr = 2 * Avx2<T>::kLanes;
+    static_assert(mr * nr <= kMaxTileElements);
+    return {mr, nr, 320, 144, 512, &micro_kernel_avx2<Avx2<T>, mr, T>};
+  }
+#endif
+  constexpr int64_t mr = 6, nr = 64 / sizeof(T);
+  static_assert(mr * nr <= kMaxTileElements);
+  return {mr, nr, 320, 144, 512, &micro_kernel_portable<T, mr, nr>};
+}
+
+template <typename T>
+const Kernel<T>& kernel() {
+  static const Kernel<T> selected = make_kernel<T>(selected_isa());
+  return selected;
+}
+
+// Column blocks aligned to kGemmColumnAlignment hold whole tiles of every
+// kernel: the widest tile is 32 floats (AVX-512), and every NR is a power
+// of two no larger.
+static_assert(kGemmColumnAlignment % 32 == 0, "column blocks must hold whole tiles of every kernel");
+
 // A is packed whole, once for every column block, up to this many elements.
 constexpr int64_t kPackAllAMax = int64_t(1) << 20;
 
 // Elements of slack after each packed buffer, for transpose_8x8's wide stores.
 constexpr int64_t kPackSlack = 8;
 
-
-// The K block: K cut into equal blocks of at most kKc. pack_whole_a and
-// gemm_blocks must cut K alike, so both ask here.
-int64_t k_block(int64_t k) { return ceil_div(k, ceil_div(k, kKc)); }
+// The K block: K cut into equal blocks of at most kc (288 = 256 + 32 would
+// waste a pass over C on a 32-step block). pack_whole_a and gemm_blocks must
+// cut K alike, so both ask here.
+template <typename T>
+int64_t k_block(int64_t k) {
+  const int64_t kc = kernel<T>().kc;
+  return ceil_div(k, ceil_div(k, kc));
+}
 
 // m rounded up to whole MR-row panels.
 template <typename T>
 int64_t padded_rows(int64_t m) {
-  return ceil_div(m, Tile<T>::kMr) * Tile<T>::kMr;
+  const int64_t mr = kernel<T>().mr;
+  return ceil_div(m, mr) * mr;
 }
 
 // ------------------------------------------------------------------ packing
 
 #if defined(FASTCONV_X86)
-#define FASTCONV_AVX2 __attribute__((target("avx2,fma"), always_inline)) inline
-
-// The AVX2 paths run when the CPU has AVX2 and FMA, unless
-// FASTCONV_CPU_ISA=baseline asks for the portable ones (the tests use it to
-// check them on machines that have AVX2).
-bool cpu_has_avx2_fma() {
-  static const bool has = [] {
-    const char* isa = std::getenv("FASTCONV_CPU_ISA");
-    if (isa != nullptr && std::strcmp(isa, "baseline") == 0) return false;
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  }();
-  return has;
-}
-
 // Transposes an 8 x 8 float block: src row r (8 floats at src + r * stride)
 // becomes dst column r, dst row q being 8 floats at dst + q * dst_stride.
 // Rows past `rows` read as zero. Stores are 8 wide even when the caller only
@@ -117,7 +335,7 @@ void pack_panel(const T* src, int64_t step, int64_t lane, int64_t count, int64_t
   int64_t p = 0;
 #if defined(FASTCONV_X86)
   if constexpr (std::is_same_v<T, float>) {
-    if (step == 1 && lane != 1 && cpu_has_avx2_fma()) {
+    if (step == 1 && lane != 1 && selected_isa() >= Isa::kAvx2) {
       for (; p + 8 <= count; p += 8) {
         for (int64_t j0 = 0; j0 < width; j0 += 8) {
           // A block past the last lane reads nothing and stores zeros.
@@ -144,7 +362,7 @@ void pack_panel(const T* src, int64_t step, int64_t lane, int64_t count, int64_t
 // panel; rows past mc are zero so the micro-kernel never needs edge cases.
 template <typename T>
 void pack_a(int64_t mc, int64_t kc, const MatrixRef<const T>& a, T* packed) {
-  constexpr int64_t mr = Tile<T>::kMr;
+  const int64_t mr = kernel<T>().mr;
   for (int64_t i0 = 0; i0 < mc; i0 += mr) {
     pack_panel(&a.at(i0, 0), a.col_stride, a.row_stride, kc, std::min(mr, mc - i0), mr, packed + i0 * kc);
   }
@@ -153,133 +371,26 @@ void pack_a(int64_t mc, int64_t kc, const MatrixRef<const T>& a, T* packed) {
 // Packs rows [0, kc) x cols [0, nc) of B into NR-column panels, k-major.
 template <typename T>
 void pack_b(int64_t kc, int64_t nc, const MatrixRef<const T>& b, T* packed) {
-  constexpr int64_t nr = Tile<T>::kNr;
+  const int64_t nr = kernel<T>().nr;
   for (int64_t j0 = 0; j0 < nc; j0 += nr) {
     pack_panel(&b.at(0, j0), b.row_stride, b.col_stride, kc, std::min(nr, nc - j0), nr, packed + j0 * kc);
   }
 }
 
-// ------------------------------------------------------------ micro-kernels
-
-// torch's ReLU (NaN passes) when `relu`, else the identity.
-template <typename T>
-inline T epilogue(T v, bool relu) {
-  return relu && v < T(0) ? T(0) : v;
-}
-
-// A full MR x NR tile of C: row r at c + r * rs, unit column stride.
-// tile = A panel * B panel over kc steps; C = (add ? C : 0) + tile, clamped
-// by ReLU when `relu`.
-template <typename T>
-void micro_kernel_portable(int64_t kc, const T* a, const T* b, T* c, int64_t rs, bool add, bool relu) {
-  constexpr int64_t mr = Tile<T>::kMr, nr = Tile<T>::kNr;
-  T acc[mr][nr] = {};
-  for (int64_t p = 0; p < kc; ++p) {
-    for (int64_t i = 0; i < mr; ++i) {
-      const T ai = a[i];
-      for (int64_t j = 0; j < nr; ++j) acc[i][j] += ai * b[j];
-    }
-    a += mr;
-    b += nr;
-  }
-  for (int64_t i = 0; i < mr; ++i)
-    for (int64_t j = 0; j < nr; ++j) c[i * rs + j] = epilogue((add ? c[i * rs + j] : T(0)) + acc[i][j], relu);
-}
-
-#if defined(FASTCONV_X86)
-// The 256-bit operations the AVX2 micro-kernel needs, per element type.
-template <typename T>
-struct Avx2;
-template <>
-struct Avx2<float> {
-  using Vec = __m256;
-  static FASTCONV_AVX2 Vec zero() { return _mm256_setzero_ps(); }
-  static FASTCONV_AVX2 Vec load(const float* p) { return _mm256_loadu_ps(p); }
-  static FASTCONV_AVX2 Vec broadcast(const float* p) { return _mm256_broadcast_ss(p); }
-  static FASTCONV_AVX2 Vec fma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
-  static FASTCONV_AVX2 Vec add(Vec a, Vec b) { return _mm256_add_ps(a, b); }
-  // max(0, v) returns v when v is NaN, as torch's ReLU does.
-  static FASTCONV_AVX2 Vec relu(Vec v) { return _mm256_max_ps(_mm256_setzero_ps(), v); }
-  static FASTCONV_AVX2 void store(float* p, Vec v) { _mm256_storeu_ps(p, v); }
-};
-template <>
-struct Avx2<double> {
-  using Vec = __m256d;
-  static FASTCONV_AVX2 Vec zero() { return _mm256_setzero_pd(); }
-  static FASTCONV_AVX2 Vec load(const double* p) { return _mm256_loadu_pd(p); }
-  static FASTCONV_AVX2 Vec broadcast(const double* p) { return _mm256_broadcast_sd(p); }
-  static FASTCONV_AVX2 Vec fma(Vec a, Vec b, Vec c) { return _mm256_fmadd_pd(a, b, c); }
-  static FASTCONV_AVX2 Vec add(Vec a, Vec b) { return _mm256_add_pd(a, b); }
-  static FASTCONV_AVX2 Vec relu(Vec v) { return _mm256_max_pd(_mm256_setzero_pd(), v); }
-  static FASTCONV_AVX2 void store(double* p, Vec v) { _mm256_storeu_pd(p, v); }
-};
-
-template <typename T>
-FASTCONV_AVX2 void store_vec(typename Avx2<T>::Vec v, T* c, bool add, bool relu) {
-  using V = Avx2<T>;
-  if (add) v = V::add(V::load(c), v);
-  if (relu) v = V::relu(v);
-  V::store(c, v);
-}
-
-// MR (6) rows x two vectors: 12 accumulators held in registers over kc
-// steps. They are named variables, not an array: GCC keeps an array in
-// memory too and stores it on every step, which halves the speed.
-template <typename T>
-__attribute__((target("avx2,fma"))) void micro_kernel_avx2(int64_t kc, const T* a, const T* b, T* c, int64_t rs,
-                                                           bool add, bool relu) {
-  using V = Avx2<T>;
-  using Vec = typename V::Vec;
-  constexpr int64_t mr = Tile<T>::kMr, nr = Tile<T>::kNr, lanes = nr / 2;
-  static_assert(mr == 6, "the AVX2 micro-kernel is unrolled for 6 rows");
-  Vec c00 = V::zero(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
-  Vec c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
-  for (int64_t p = 0; p < kc; ++p) {
-    const Vec b0 = V::load(b), b1 = V::load(b + lanes);
-    Vec ai = V::broadcast(a + 0);
-    c00 = V::fma(ai, b0, c00), c01 = V::fma(ai, b1, c01);
-    ai = V::broadcast(a + 1);
-    c10 = V::fma(ai, b0, c10), c11 = V::fma(ai, b1, c11);
-    ai = V::broadcast(a + 2);
-    c20 = V::fma(ai, b0, c20), c21 = V::fma(ai, b1, c21);
-    ai = V::broadcast(a + 3);
-    c30 = V::fma(ai, b0, c30), c31 = V::fma(ai, b1, c31);
-    ai = V::broadcast(a + 4);
-    c40 = V::fma(ai, b0, c40), c41 = V::fma(ai, b1, c41);
-    ai = V::broadcast(a + 5);
-    c50 = V::fma(ai, b0, c50), c51 = V::fma(ai, b1, c51);
-    a += mr;
-    b += nr;
-  }
-  store_vec(c00, c + 0 * rs, add, relu), store_vec(c01, c + 0 * rs + lanes, add, relu);
-  store_vec(c10, c + 1 * rs, add, relu), store_vec(c11, c + 1 * rs + lanes, add, relu);
-  store_vec(c20, c + 2 * rs, add, relu), store_vec(c21, c + 2 * rs + lanes, add, relu);
-  store_vec(c30, c + 3 * rs, add, relu), store_vec(c31, c + 3 * rs + lanes, add, relu);
-  store_vec(c40, c + 4 * rs, add, relu), store_vec(c41, c + 4 * rs + lanes, add, relu);
-  store_vec(c50, c + 5 * rs, add, relu), store_vec(c51, c + 5 * rs + lanes, add, relu);
-}
-#endif
-
-template <typename T>
-void micro_kernel(int64_t kc, const T* a, const T* b, T* c, int64_t rs, bool add, bool relu) {
-#if defined(FASTCONV_X86)
-  if (cpu_has_avx2_fma()) return micro_kernel_avx2(kc, a, b, c, rs, add, relu);
-#endif
-  micro_kernel_portable(kc, a, b, c, rs, add, relu);
-}
+// ---------------------------------------------------------------- blocking
 
 // An edge tile (or one of a C with non-unit column stride): computed into a
 // scratch tile, then its valid rows x cols corner goes into C.
 template <typename T>
 void edge_tile(int64_t kc, const T* a, const T* b, int64_t rows, int64_t cols, const MatrixRef<T>& c, bool add,
                bool relu) {
-  constexpr int64_t mr = Tile<T>::kMr, nr = Tile<T>::kNr;
-  alignas(64) T tile[mr * nr];
-  micro_kernel(kc, a, b, tile, nr, false, false);
+  const Kernel<T>& kern = kernel<T>();
+  alignas(64) T tile[kMaxTileElements];
+  kern.tile(kc, a, b, tile, kern.nr, false, false);
   for (int64_t i = 0; i < rows; ++i)
     for (int64_t j = 0; j < cols; ++j) {
       T& out = c.at(i, j);
-      out = epilogue((add ? out : T(0)) + tile[i * nr + j], relu);
+      out = epilogue((add ? out : T(0)) + tile[i * kern.nr + j], relu);
     }
 }
 
@@ -288,7 +399,7 @@ void edge_tile(int64_t kc, const T* a, const T* b, int64_t rows, int64_t cols, c
 template <typename T>
 void pack_whole_a(int64_t m, int64_t k, const MatrixRef<const T>& a, T* packed) {
   if (m <= 0 || k <= 0) return;
-  const int64_t kc_max = k_block(k), m_padded = padded_rows<T>(m);
+  const int64_t kc_max = k_block<T>(k), m_padded = padded_rows<T>(m);
   for (int64_t pc = 0; pc < k; pc += kc_max) {
     pack_a(m, std::min(kc_max, k - pc), MatrixRef<const T>{&a.at(0, pc), a.row_stride, a.col_stride},
            packed + pc * m_padded);
@@ -300,28 +411,29 @@ void pack_whole_a(int64_t m, int64_t k, const MatrixRef<const T>& a, T* packed) 
 template <typename T>
 void gemm_blocks(int64_t m, int64_t n, int64_t k, const T* packed_whole_a, const MatrixRef<const T>& a,
                  const MatrixRef<const T>& b, const MatrixRef<T>& c, bool accumulate, bool relu) {
-  constexpr int64_t mr = Tile<T>::kMr, nr = Tile<T>::kNr;
+  const Kernel<T>& kern = kernel<T>();
+  const int64_t mr = kern.mr, nr = kern.nr;
   if (m <= 0 || n <= 0) return;
   if (k <= 0) {
     for (int64_t i = 0; i < m; ++i)
       for (int64_t j = 0; j < n; ++j) c.at(i, j) = epilogue(accumulate ? c.at(i, j) : T(0), relu);
     return;
   }
-  const int64_t kc_max = k_block(k), m_padded = padded_rows<T>(m);
+  const int64_t kc_max = k_block<T>(k), m_padded = padded_rows<T>(m);
   // Per-thread scratch, reused across calls (callers run gemm inside parallel_for).
   thread_local std::vector<T> packed_a, packed_b;
-  if (packed_whole_a == nullptr) packed_a.resize(kMc * kc_max + kPackSlack);
-  packed_b.resize(kNc * kc_max + kPackSlack);
+  if (packed_whole_a == nullptr) packed_a.resize(kern.mc * kc_max + kPackSlack);
+  packed_b.resize(kern.nc * kc_max + kPackSlack);
 
-  for (int64_t jc = 0; jc < n; jc += kNc) {
-    const int64_t nc = std::min(kNc, n - jc);
+  for (int64_t jc = 0; jc < n; jc += kern.nc) {
+    const int64_t nc = std::min(kern.nc, n - jc);
     for (int64_t pc = 0; pc < k; pc += kc_max) {
       const int64_t kc = std::min(kc_max, k - pc);
       const bool add = accumulate || pc > 0;
       const bool clamp = relu && pc + kc == k;  // the tiles stored now are final
       pack_b(kc, nc, MatrixRef<const T>{&b.at(pc, jc), b.row_stride, b.col_stride}, packed_b.data());
-      for (int64_t ic = 0; ic < m; ic += kMc) {
-        const int64_t mc = std::min(kMc, m - ic);
+      for (int64_t ic = 0; ic < m; ic += kern.mc) {
+        const int64_t mc = std::min(kern.mc, m - ic);
         const T* a_block = packed_a.data();
         if (packed_whole_a != nullptr) {
           a_block = packed_whole_a + pc * m_padded + ic * kc;
@@ -336,7 +448,7 @@ void gemm_blocks(int64_t m, int64_t n, int64_t k, const T* packed_whole_a, const
             const T* a_panel = a_block + ir * kc;
             T* dst = &c.at(ic + ir, jc + jr);
             if (rows == mr && cols == nr && c.col_stride == 1) {
-              micro_kernel(kc, a_panel, b_panel, dst, c.row_stride, add, clamp);
+              kern.tile(kc, a_panel, b_panel, dst, c.row_stride, add, clamp);
             } else {
               edge_tile(kc, a_panel, b_panel, rows, cols, MatrixRef<T>{dst, c.row_stride, c.col_stride}, add,
                         clamp);
@@ -350,12 +462,7 @@ void gemm_blocks(int64_t m, int64_t n, int64_t k, const T* packed_whole_a, const
 
 }  // namespace
 
-const char* gemm_isa() {
-#if defined(FASTCONV_X86)
-  if (cpu_has_avx2_fma()) return "avx2+fma";
-#endif
-  return "baseline";
-}
+const char* gemm_isa() { return isa_name(selected_isa()); }
 
 template <typename T>
 PackedA<T>::PackedA(int64_t m, int64_t k, MatrixRef<const T> a)
@@ -374,7 +481,7 @@ void gemm(int64_t m, int64_t n, int64_t k, MatrixRef<const T> a, MatrixRef<const
   // With several column blocks, A is packed once for all of them (when that
   // is not too big); else block by block, so each packed block is used while
   // it is still in L2.
-  if (n > kNc && k > 0 && padded_rows<T>(m) * k <= kPackAllAMax) {
+  if (n > kernel<T>().nc && k > 0 && padded_rows<T>(m) * k <= kPackAllAMax) {
     return gemm(PackedA<T>(m, k, a), n, b, c, accumulate, relu);
   }
   gemm_blocks(m, n, k, static_cast<const T*>(nullptr), a, b, c, accumulate, relu);

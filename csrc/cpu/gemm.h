@@ -14,7 +14,7 @@ namespace cpu {
 // Column counts that are multiples of this fill whole micro-kernel tiles
 // (for every element type), so a caller that cuts N into such blocks keeps
 // partial tiles to its last block.
-constexpr int64_t kGemmColumnAlignment = 16;
+constexpr int64_t kGemmColumnAlignment = 32;
 
 template <typename T>
 struct MatrixRef {
@@ -24,7 +24,7 @@ struct MatrixRef {
   T& at(int64_t r, int64_t c) const { return data[r * row_stride + c * col_stride]; }
 };
 
-// A, packed once into the micro-kernel's panel layout, for many GEMMs that
+// A, packed once into the selected micro-kernel's panel layout, for many GEMMs that
 // share it: a convolution's weights, for every image and column block.
 // Read-only once built, so threads can share one.
 template <typename T>
@@ -40,9 +40,11 @@ class PackedA {
   std::vector<T> data_;
 };
 
-// The instruction set of the micro-kernel and packing this process runs:
-// "avx2+fma" where the CPU has both (unless FASTCONV_CPU_ISA=baseline), else
-// "baseline", the portable C++ path.
+// The instruction set of the micro-kernel and packing this process runs, the
+// best the CPU has unless FASTCONV_CPU_ISA=baseline|avx2|avx512 caps it:
+// "avx512f" (with AVX2 and FMA), "avx2+fma", or "baseline", the portable C++
+// path. Each has its own tile shape, so data packed by PackedA is only good
+// for the process that packed it.
 const char* gemm_isa();
 
 // C[m x n] (+)= A[m x k] * B[k x n] with A packed beforehand.
