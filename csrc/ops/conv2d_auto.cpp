@@ -22,15 +22,17 @@ namespace {
 // 15.8 ms), while with 8 input channels per group im2col is already 2.4x faster.
 //
 // Winograd F(2x2, 3x3) vs im2col, per pass (fwd / input grad / weight grad),
-// im2col's time over Winograd's, measured interleaved on one thread of a
-// shared 2-core Zen 5 (noisy: +-30%): with 16 or more channels per group on
-// both sides it wins, 1.1-2.4x, on convnet4's 32->64 @74, 64->128 @36 (batch
-// 1 and 16) and 128->128 @17 (batch 16), convnet3's 32->32 @75, VGG16's 64 @224,
-// 256 @56 and 512 @28 (batch 1), 16->32 and 64->16 @74; it loses or ties with
-// 3 or 8 input channels (3->32 @150: 0.4-0.9; 8->32 @74: 0.9-1.0 fwd and dW),
-// and where a call has few tiles to spread the filter transform over (128 @17,
-// 64 tiles: 0.6-0.8; 512 @14, 49 tiles: 0.6-0.8; 128 @9 at batch 4, 100 tiles:
-// 0.8-1.3; at batch 8, 200 tiles: 1.0-1.4).
+// im2col's time over Winograd's, both on the AVX-512 GEMM, measured
+// interleaved on one thread of a shared 2-core Zen 5 (noisy: +-20%): with 16
+// or more channels per group on both sides it wins or ties on convnet4's
+// 32->64 @74 (batch 16: 2.2 / 1.16 / 1.19; batch 1: 1.4 / 1.1 / 1.3), 64->128
+// @36 (batch 16: 1.36 / 1.10 / 1.18) and 128->128 @17 (batch 16: 1.47 / 1.12 /
+// 1.15), VGG16's 64 @224 (batch 1: 1.48 / 1.18 / 1.52) and 16->32 @74 (1.33 /
+// 1.04 / 0.96); it loses with 3 or 8 input channels (3->32 @150: 0.3-0.9;
+// 8->32 @74: 0.6-1.0) and where a call has few tiles to spread the filter
+// transform over (128 @17 at batch 1, 64 tiles: 0.5-0.85; VGG16's 512 @14 at
+// batch 1, 49 tiles: 0.35-0.55; 128 @9, 25 tiles: 0.3-0.6). Before the GEMM
+// had its AVX-512 kernel, 200 tiles (128 @9 at batch 8) already won 1.0-1.4x.
 //
 // Its float32 error (max |error| / max |output| against float64) grows slowly
 // with the channels summed: 1.6e-7 at 3 to 6.3e-7 at 512 input channels
