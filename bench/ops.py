@@ -103,14 +103,17 @@ def conv_flops(case: Case) -> float:
 def variants(case: Case, direct_max_gflop: float = float("inf"), device: str = "cpu") -> List[str]:
     """fastconv's contenders on ``case``.
 
-    conv2d's ``direct`` variant is left out where the forward pass exceeds ``direct_max_gflop``
+    conv2d's ``winograd`` variant runs where it can (3x3, stride 1, on the CPU); its ``direct``
+    variant is left out where the forward pass exceeds ``direct_max_gflop``
     (unless "auto" would pick it): it is the simple reference kernel, several times slower
     than im2col off the first layers, and would take minutes per case on VGG16's big layers.
     """
     if case.op == "conv2d":
+        # winograd: 3x3 stride-1 layers (the cases are undilated), on the C++ kernels only
+        winograd = ["winograd"] if device == "cpu" and case.params["kernel"] == 3 and case.params["stride"] == 1 else []
         if conv_flops(case) / 1e9 > direct_max_gflop and auto_algorithm(case, device) != "direct":
-            return ["im2col"]
-        return ["direct", "im2col"]
+            return ["im2col", *winograd]
+        return ["direct", "im2col", *winograd]
     if case.op == "conv2d_relu":
         return ["fused", "unfused"]
     return ["fastconv"]

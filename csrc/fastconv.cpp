@@ -21,7 +21,7 @@ TORCH_LIBRARY(fastconv, m) {
   m.def("dropout_(Tensor(a!) input, float p, Tensor seed, str backend=\"auto\") -> ()");
   m.def("dropout_backward(Tensor grad_output, float p, Tensor seed, str backend=\"auto\") -> Tensor");
 
-  // padding = [top, bottom, left, right]; algorithm: "auto", "direct", "im2col".
+  // padding = [top, bottom, left, right]; algorithm: "auto", "direct", "im2col", "winograd".
   m.def("conv2d(Tensor input, Tensor weight, Tensor? bias, int[2] stride, int[4] padding, int[2] dilation, "
         "int groups, str algorithm=\"auto\", str backend=\"auto\") -> Tensor");
   m.def("conv2d_backward_input(Tensor grad_output, Tensor weight, int[] input_size, int[2] stride, "

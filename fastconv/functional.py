@@ -132,7 +132,8 @@ def conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride:
 
     ``input`` is ``[N, C, H, W]`` or unbatched ``[C, H, W]``; ``padding`` is an
     int, a pair, ``"valid"`` or ``"same"``. ``algorithm`` picks the kernels:
-    ``"direct"``, ``"im2col"`` (im2col + our blocked GEMM) or ``"auto"``.
+    ``"direct"``, ``"im2col"`` (im2col + our blocked GEMM), ``"winograd"`` (F(2x2, 3x3), CPU
+    only: 3x3 kernels, stride 1, dilation 1; ValueError elsewhere) or ``"auto"``.
     Gradients run on the same backend and algorithm as the forward pass.
     """
     return _call_conv(_conv2d, input, weight, bias, stride, padding, dilation, groups, algorithm)

@@ -34,7 +34,7 @@ class Conv2d(torch.nn.Conv2d):
     """:class:`torch.nn.Conv2d` on fastconv's convolution kernels.
 
     Takes every argument of ``torch.nn.Conv2d`` plus ``algorithm`` (``"auto"``,
-    ``"direct"`` or ``"im2col"``); parameters, ``state_dict`` keys and
+    ``"direct"``, ``"im2col"`` or ``"winograd"``); parameters, ``state_dict`` keys and
     initialisation are torch's. Non-zero ``padding_mode`` pads with
     :func:`torch.nn.functional.pad` first, exactly as torch does.
     """

@@ -202,13 +202,14 @@ def test_conv_work_and_the_auto_variant():
     case = cases.Case("conv2d", "convnet4", "32->64 3x3 @74", 16, (32, 74, 74),
                       {"out_channels": 64, "kernel": 3, "stride": 1, "padding": 0, "groups": 1})
     assert ops.conv_flops(case) == 2 * 16 * 64 * 72 * 72 * 32 * 9
-    assert ops.auto_algorithm(case) == "im2col"
-    assert ops.variants(case) == ["direct", "im2col"]
-    assert ops.variants(case, direct_max_gflop=1.0) == ["im2col"]
+    assert ops.auto_algorithm(case) == "winograd"
+    assert ops.variants(case) == ["direct", "im2col", "winograd"]
+    assert ops.variants(case, direct_max_gflop=1.0) == ["im2col", "winograd"]
+    assert ops.variants(case, device="simt") == ["direct", "im2col"]
     depthwise = cases.Case("conv2d", "grouped", "", 16, (32, 74, 74),
                            {"out_channels": 32, "kernel": 3, "stride": 1, "padding": 0, "groups": 32})
     assert ops.auto_algorithm(depthwise) == "direct"
-    assert ops.variants(depthwise, direct_max_gflop=0.0) == ["direct", "im2col"]
+    assert ops.variants(depthwise, direct_max_gflop=0.0) == ["direct", "im2col", "winograd"]
 
 
 def test_torch_twin_has_the_same_weights_and_torch_layers():

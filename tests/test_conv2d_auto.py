@@ -36,7 +36,8 @@ def test_the_extension_reports_the_rule(case):
     picked = tuple(_C.conv2d_auto_algorithm("cuda", p, list(xs), list(ws), [1, 1], [pad, pad], [1, 1], groups)
                    for p in ("fwd", "bwd_input", "bwd_weight"))
     assert picked == expected
-    # The CPU keeps its own rule: im2col unless a group has one input channel.
+    # The CPU keeps its own rule: direct where a group has one input channel, and none of these
+    # is wide enough for winograd (tests/test_conv2d_winograd.py), so im2col otherwise.
     cpu = _C.conv2d_auto_algorithm("cpu", "fwd", list(xs), list(ws), [1, 1], [pad, pad], [1, 1], groups)
     assert cpu == ("direct" if ws[1] == 1 else "im2col")
     with pytest.raises(ValueError, match="pass must be"):

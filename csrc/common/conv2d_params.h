@@ -18,7 +18,9 @@
 
 namespace fastconv {
 
-enum class ConvAlgorithm : int { kDirect = 0, kIm2col = 1 };
+// kWinograd is CPU-only (csrc/cpu/conv2d_winograd.cpp); the op layer never
+// hands it to the CUDA launchers.
+enum class ConvAlgorithm : int { kDirect = 0, kIm2col = 1, kWinograd = 2 };
 
 // How the im2col GEMMs multiply: FMAs on CUDA cores, or mma.sync on tensor
 // cores (half/bfloat16 as f16/bf16, float as tf32; double has none). The op

@@ -1,5 +1,5 @@
 // Entry points of the CPU convolution: dispatch on the algorithm, and the
-// bias gradient, which is the same for both algorithms.
+// bias gradient, which is the same for every algorithm.
 #include "conv2d.h"
 
 #include "conv2d_algorithms.h"
@@ -12,6 +12,7 @@ template <typename T>
 void conv2d_forward(Target, ConvAlgorithm algorithm, const T* input, const T* weight, const T* bias, T* output,
                     const Conv2dParams& p, bool relu) {
   if (algorithm == ConvAlgorithm::kDirect) return direct_forward(input, weight, bias, output, p, relu);
+  if (algorithm == ConvAlgorithm::kWinograd) return winograd_forward(input, weight, bias, output, p, relu);
   im2col_forward(input, weight, bias, output, p, relu);
 }
 
@@ -19,6 +20,7 @@ template <typename T>
 void conv2d_backward_input(Target, ConvAlgorithm algorithm, const T* grad_output, const T* weight, T* grad_input,
                            const Conv2dParams& p) {
   if (algorithm == ConvAlgorithm::kDirect) return direct_backward_input(grad_output, weight, grad_input, p);
+  if (algorithm == ConvAlgorithm::kWinograd) return winograd_backward_input(grad_output, weight, grad_input, p);
   im2col_backward_input(grad_output, weight, grad_input, p);
 }
 
@@ -26,6 +28,7 @@ template <typename T>
 void conv2d_backward_weight(Target, ConvAlgorithm algorithm, const T* grad_output, const T* input, T* grad_weight,
                             const Conv2dParams& p) {
   if (algorithm == ConvAlgorithm::kDirect) return direct_backward_weight(grad_output, input, grad_weight, p);
+  if (algorithm == ConvAlgorithm::kWinograd) return winograd_backward_weight(grad_output, input, grad_weight, p);
   im2col_backward_weight(grad_output, input, grad_weight, p);
 }
 

@@ -12,6 +12,16 @@
 namespace fastconv {
 namespace cpu {
 
+// Why algorithm "winograd" (F(2x2, 3x3)) cannot run this geometry, or nullptr
+// when it can: the transforms are those of a 3x3 kernel sliding one pixel at
+// a time. Padding and groups are free.
+inline const char* winograd_ineligibility(const Conv2dParams& p) {
+  if (p.kernel_h != 3 || p.kernel_w != 3) return "it needs a 3x3 kernel";
+  if (p.stride_h != 1 || p.stride_w != 1) return "it needs stride 1";
+  if (p.dilation_h != 1 || p.dilation_w != 1) return "it needs dilation 1";
+  return nullptr;
+}
+
 // relu: conv2d_relu's epilogue (torch's ReLU after the bias, before the
 // output leaves the kernel); false for plain conv2d.
 template <typename T>

@@ -1,4 +1,4 @@
-// The two CPU convolution algorithms behind csrc/cpu/conv2d.h, which
+// The three CPU convolution algorithms behind csrc/cpu/conv2d.h, which
 // dispatches on ConvAlgorithm. Same tensor layouts and contracts.
 #pragma once
 
@@ -25,6 +25,16 @@ template <typename T>
 void im2col_backward_input(const T* grad_output, const T* weight, T* grad_input, const Conv2dParams& p);
 template <typename T>
 void im2col_backward_weight(const T* grad_output, const T* input, T* grad_weight, const Conv2dParams& p);
+
+// Winograd F(2x2, 3x3): 16 batched GEMMs over channels (csrc/cpu/gemm.h) on
+// transformed tiles. Only for geometries winograd_ineligibility() accepts.
+template <typename T>
+void winograd_forward(const T* input, const T* weight, const T* bias, T* output, const Conv2dParams& p,
+                      bool relu);
+template <typename T>
+void winograd_backward_input(const T* grad_output, const T* weight, T* grad_input, const Conv2dParams& p);
+template <typename T>
+void winograd_backward_weight(const T* grad_output, const T* input, T* grad_weight, const Conv2dParams& p);
 
 }  // namespace cpu
 }  // namespace fastconv

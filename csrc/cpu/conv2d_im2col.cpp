@@ -178,39 +178,26 @@ void im2col_backward_weight(const T* grad_output, const T* input, T* grad_weight
   const int64_t cg = p.in_channels_per_group(), og = p.out_channels_per_group();
   const int64_t kp = p.patch_size(), pixels = p.out_pixels();
   const int64_t weight_numel = p.out_channels * kp;
-  // Units (image, pixel block) in chunks, one per thread: chunk 0 sums into
-  // grad_weight, the others into private buffers that are added afterwards
-  // in chunk order (deterministic for a given thread count).
+  // Units (image, pixel block), summed in chunks, one per thread.
   const PixelBlocks blocks = pixel_blocks(p, units_per_image(p.batch));
-  const int64_t units = p.batch * blocks.count;
-  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(units, at::get_num_threads()));
-  std::vector<T> partials((chunks - 1) * weight_numel);
-  at::parallel_for(0, chunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
+  sum_over_chunks(p.batch * blocks.count, weight_numel, grad_weight,
+                  [&](T* sum, int64_t unit_begin, int64_t unit_end) {
     std::vector<T> scratch;
-    for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
-      T* sum = chunk == 0 ? grad_weight : partials.data() + (chunk - 1) * weight_numel;
-      const int64_t unit_begin = units * chunk / chunks, unit_end = units * (chunk + 1) / chunks;
-      if (unit_begin == unit_end) std::fill_n(sum, weight_numel, T(0));
-      for (int64_t unit = unit_begin; unit < unit_end; ++unit) {
-        const int64_t n = unit / blocks.count;
-        const PixelRange range = blocks[unit % blocks.count];
-        for (int64_t g = 0; g < p.groups; ++g) {
-          const T* group_input = input + (n * p.in_channels + g * cg) * p.in_h * p.in_w;
-          const T* dy = grad_output + (n * p.out_channels + g * og) * pixels;
-          // dW_g (og x kp) += dY_g (og x pixels) * col^T (pixels x kp): both
-          // operands are packed transposed (vectorised), and dW_g, the
-          // output, is row-major so its tiles are stored whole.
-          const MatrixRef<const T> col = columns_of(group_input, range, scratch, p);
-          gemm<T>(og, kp, range.count, {dy + range.begin, pixels, 1}, {col.data, col.col_stride, col.row_stride},
-                  {sum + g * og * kp, kp, 1}, unit != unit_begin);
-        }
+    for (int64_t unit = unit_begin; unit < unit_end; ++unit) {
+      const int64_t n = unit / blocks.count;
+      const PixelRange range = blocks[unit % blocks.count];
+      for (int64_t g = 0; g < p.groups; ++g) {
+        const T* group_input = input + (n * p.in_channels + g * cg) * p.in_h * p.in_w;
+        const T* dy = grad_output + (n * p.out_channels + g * og) * pixels;
+        // dW_g (og x kp) += dY_g (og x pixels) * col^T (pixels x kp): both
+        // operands are packed transposed (vectorised), and dW_g, the
+        // output, is row-major so its tiles are stored whole.
+        const MatrixRef<const T> col = columns_of(group_input, range, scratch, p);
+        gemm<T>(og, kp, range.count, {dy + range.begin, pixels, 1}, {col.data, col.col_stride, col.row_stride},
+                {sum + g * og * kp, kp, 1}, unit != unit_begin);
       }
     }
   });
-  for (int64_t chunk = 1; chunk < chunks; ++chunk) {
-    const T* part = partials.data() + (chunk - 1) * weight_numel;
-    for (int64_t i = 0; i < weight_numel; ++i) grad_weight[i] += part[i];
-  }
 }
 
 #define FASTCONV_INSTANTIATE_IM2COL(T)                                                                 \

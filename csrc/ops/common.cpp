@@ -12,8 +12,8 @@ void check_backend_name(c10::string_view name, const char* op) {
 }
 
 void check_algorithm_name(c10::string_view name, const char* op) {
-  TORCH_CHECK_VALUE(name == "auto" || name == "direct" || name == "im2col", op, ": unknown algorithm '", name,
-                    "' (expected 'auto', 'direct' or 'im2col')");
+  TORCH_CHECK_VALUE(name == "auto" || name == "direct" || name == "im2col" || name == "winograd", op,
+                    ": unknown algorithm '", name, "' (expected 'auto', 'direct', 'im2col' or 'winograd')");
 }
 
 void check_dropout_probability(double p, const char* op) {

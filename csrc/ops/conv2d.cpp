@@ -100,6 +100,17 @@ ConvAlgorithm parse_algorithm(c10::string_view name, Backend backend, ConvPass p
   check_algorithm_name(name, op);
   if (name == "direct") return ConvAlgorithm::kDirect;
   if (name == "im2col") return ConvAlgorithm::kIm2col;
+  if (name == "winograd") {
+    // A CPU algorithm: the CUDA kernels (on a GPU or the SIMT runtime) have
+    // no Winograd path, and running another one silently would hide that.
+    TORCH_CHECK_VALUE(backend == Backend::kCpu, op, ": algorithm 'winograd' runs on the 'cpu' backend only, but got the '",
+                      backend == Backend::kCuda ? "cuda" : "simt", "' backend");
+    const char* why_not = cpu::winograd_ineligibility(p);
+    TORCH_CHECK_VALUE(why_not == nullptr, op, ": algorithm 'winograd' cannot run this convolution: ", why_not,
+                      " (got kernel ", p.kernel_h, "x", p.kernel_w, ", stride (", p.stride_h, ", ", p.stride_w,
+                      "), dilation (", p.dilation_h, ", ", p.dilation_w, "))");
+    return ConvAlgorithm::kWinograd;
+  }
   return auto_algorithm(backend, pass, p, math == GemmMath::kTensorCore);
 }
 

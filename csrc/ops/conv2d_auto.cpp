@@ -4,18 +4,55 @@
 // training step (forward, input gradient, weight gradient) decides for itself.
 #include "conv2d_auto.h"
 
+#include <algorithm>
+
+#include "../cpu/conv2d.h"
+
 namespace fastconv {
 namespace {
 
-// CPU: im2col unless each group has a single input channel. Measured on the
-// C++ kernels (python -m bench, bench/results/cpu-amd-epyc-2t.json, 2 threads,
-// 3x3, fwd+bwd, batch 16): on the seed layers im2col + GEMM is 2-12x faster
-// than direct, because the GEMM reuses every loaded value many times;
-// depthwise convolutions have nothing to reuse there, and direct wins (32 ch
-// @74: 6.2 vs 14.9 ms; 128 ch @36: 7.8 vs 15.8 ms), while with 8 input
-// channels per group im2col is already 2.4x faster.
+// CPU: direct where each group has a single input channel, Winograd where it
+// runs, is accurate enough and is faster, else im2col.
+//
+// im2col vs direct, measured on the C++ kernels (python -m bench,
+// bench/results/cpu-amd-epyc-2t.json, 2 threads, 3x3, fwd+bwd, batch 16): on
+// the seed layers im2col + GEMM is 2-12x faster than direct, because the GEMM
+// reuses every loaded value many times; depthwise convolutions have nothing to
+// reuse there, and direct wins (32 ch @74: 6.2 vs 14.9 ms; 128 ch @36: 7.8 vs
+// 15.8 ms), while with 8 input channels per group im2col is already 2.4x faster.
+//
+// Winograd F(2x2, 3x3) vs im2col, per pass (fwd / input grad / weight grad),
+// im2col's time over Winograd's, both on the AVX-512 GEMM, measured
+// interleaved on one thread of a shared 2-core Zen 5 (noisy: +-20%): with 16
+// or more channels per group on both sides it wins or ties on convnet4's
+// 32->64 @74 (batch 16: 2.2 / 1.16 / 1.19; batch 1: 1.4 / 1.1 / 1.3), 64->128
+// @36 (batch 16: 1.36 / 1.10 / 1.18) and 128->128 @17 (batch 16: 1.47 / 1.12 /
+// 1.15), VGG16's 64 @224 (batch 1: 1.48 / 1.18 / 1.52) and 16->32 @74 (1.33 /
+// 1.04 / 0.96); it loses with 3 or 8 input channels (3->32 @150: 0.3-0.9;
+// 8->32 @74: 0.6-1.0) and where a call has few tiles to spread the filter
+// transform over (128 @17 at batch 1, 64 tiles: 0.5-0.85; VGG16's 512 @14 at
+// batch 1, 49 tiles: 0.35-0.55; 128 @9, 25 tiles: 0.3-0.6). Before the GEMM
+// had its AVX-512 kernel, 200 tiles (128 @9 at batch 8) already won 1.0-1.4x.
+//
+// Its float32 error (max |error| / max |output| against float64) grows slowly
+// with the channels summed: 1.6e-7 at 3 to 6.3e-7 at 512 input channels
+// (im2col 1.7e-7 .. 5.7e-7; oneDNN's 1.5e-7 .. 1.1e-6), bounded at 2e-6 up to
+// kWinogradMaxChannels by tests/test_conv2d_winograd.py; wider layers, not
+// measured, stay on im2col.
+constexpr int64_t kWinogradMinChannels = 16;
+constexpr int64_t kWinogradMaxChannels = 1024;
+constexpr int64_t kWinogradMinTiles = 128;
+
+bool winograd_pays(const Conv2dParams& p) {
+  const int64_t cg = p.in_channels_per_group(), og = p.out_channels_per_group();
+  const int64_t tiles = p.batch * ((p.out_h + 1) / 2) * ((p.out_w + 1) / 2);
+  return cpu::winograd_ineligibility(p) == nullptr && std::min(cg, og) >= kWinogradMinChannels &&
+         cg <= kWinogradMaxChannels && tiles >= kWinogradMinTiles;
+}
+
 ConvAlgorithm cpu_rule(const Conv2dParams& p) {
-  return p.in_channels_per_group() == 1 ? ConvAlgorithm::kDirect : ConvAlgorithm::kIm2col;
+  if (p.in_channels_per_group() == 1) return ConvAlgorithm::kDirect;
+  return winograd_pays(p) ? ConvAlgorithm::kWinograd : ConvAlgorithm::kIm2col;
 }
 
 // CUDA, from the GPU performance model (python -m bench.cuda_model, bench/

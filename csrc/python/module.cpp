@@ -136,7 +136,11 @@ std::string conv2d_auto_algorithm(const std::string& backend, const std::string&
     throw py::value_error(e.what_without_backtrace());
   }
   const fastconv::Backend b = backend == "cpu" ? fastconv::Backend::kCpu : fastconv::Backend::kCuda;
-  return fastconv::auto_algorithm(b, conv_pass, p, tensor_cores) == fastconv::ConvAlgorithm::kDirect ? "direct" : "im2col";
+  switch (fastconv::auto_algorithm(b, conv_pass, p, tensor_cores)) {
+    case fastconv::ConvAlgorithm::kDirect: return "direct";
+    case fastconv::ConvAlgorithm::kWinograd: return "winograd";
+    default: return "im2col";
+  }
 }
 
 // The ops' own argument checks, for the Python layer (fastconv.backend(...),

@@ -1,0 +1,290 @@
+// Winograd F(2x2, 3x3) convolution for 3x3, stride-1, undilated kernels
+// (csrc/cpu/winograd_transforms.h has the transforms). Each 2x2 output tile
+// costs 16 multiplications per channel pair instead of 36: the products are
+// 16 GEMMs over channels, one per point of the 4x4 transformed tile,
+//   forward          M[xi] (K x tiles) = U[xi] (K x C) * V[xi] (C x tiles),  Y = A^T M A
+//   backward input   the same forward on dY, with the filters rotated by 180
+//                    degrees and transposed (in and out channels swapped) and
+//                    padding 2 - pad ("full" correlation; negative padding
+//                    crops, and the gathers handle it like any other offset)
+//   backward weight  M[xi] (K x C) += E[xi] (K x tiles) * V[xi]^T, over every
+//                    tile of the batch, then dW = G^T M G once at the end
+//                    (F(3x3, 2x2): E the transformed 2x2 tiles of dY)
+// through our GEMM (csrc/cpu/gemm.h). Like im2col, an image's tiles are cut
+// into blocks whose transformed data (V and M) fit in L2, each block
+// transformed right before its GEMMs and consumed right after; work is split
+// over (image, tile block) units, so a single image still uses every thread,
+// and no two threads write the same element (the weight gradient sums
+// per-thread partials in a fixed order, as im2col's does).
+#include <algorithm>
+#include <vector>
+
+#include "conv2d_algorithms.h"
+#include "gemm.h"
+#include "parallel.h"
+#include "winograd_transforms.h"
+
+namespace fastconv {
+namespace cpu {
+namespace {
+
+using winograd::kPoints;
+
+// Elements of V and M (or E) of one block, together, at most: 1 MiB of
+// float, Zen 5's L2 per core. Measured on one thread (convnet4's layers at
+// batch 16 and VGG16's 256 ch @56, every pass): 256K and 1M run alike within
+// the noise of a shared machine, 64K is up to 2x slower (narrow GEMMs).
+constexpr int64_t kBlockElements = 256 * 1024;
+
+// Tiles of one block at least, whatever the budget says: each block streams
+// all 16 packed filter matrices (16 * K * C, 16 MiB of float at 512 -> 512)
+// through the GEMM, so a block must be wide enough to reuse each filter value
+// a few dozen times (the budget alone gives 16 tiles at 512 -> 512). On this
+// shared machine 16 and 64 ran alike within the noise on VGG16's 256 and 512
+// channel layers at batch 1.
+constexpr int64_t kMinBlockTiles = 4 * kGemmColumnAlignment;
+
+struct TileRange {
+  int64_t begin, count;
+};
+
+// The 2x2 output tiles of a convolution whose output is out_h x out_w (the
+// last row and column partial when odd), numbered row-major and cut into
+// equal blocks that fit the budget, with enough of them that every thread
+// has work even at batch 1.
+struct TileBlocks {
+  int64_t tiles_h, tiles_w, size, count;
+  int64_t tiles() const { return tiles_h * tiles_w; }
+  TileRange operator[](int64_t i) const { return {i * size, std::min(size, tiles() - i * size)}; }
+};
+
+TileBlocks tile_blocks(int64_t out_h, int64_t out_w, int64_t batch, int64_t channels_per_tile) {
+  const int64_t tiles_h = (out_h + 1) / 2, tiles_w = (out_w + 1) / 2, tiles = tiles_h * tiles_w;
+  if (tiles == 0) return {tiles_h, tiles_w, 1, 0};
+  const int64_t align = kGemmColumnAlignment;
+  const int64_t fit = std::max(kMinBlockTiles, kBlockElements / (kPoints * std::max<int64_t>(1, channels_per_tile)));
+  const int64_t for_threads = (at::get_num_threads() + batch - 1) / std::max<int64_t>(1, batch);
+  const int64_t most = (tiles + align - 1) / align;  // blocks of at least `align` tiles
+  const int64_t count = std::min(most, std::max((tiles + fit - 1) / fit, for_threads));
+  const int64_t even = (tiles + count - 1) / count;
+  const int64_t size = std::min(tiles, (even + align - 1) / align * align);
+  return {tiles_h, tiles_w, size, (tiles + size - 1) / size};
+}
+
+// Calls body(th, tw_begin, tiles, offset) for each tile row that `range`
+// crosses: tiles tw_begin .. tw_begin + tiles - 1 of tile row th, which are
+// tiles offset .. offset + tiles - 1 of the range.
+template <typename F>
+void for_each_tile_row(const TileBlocks& blocks, TileRange range, const F& body) {
+  int64_t t = range.begin;
+  const int64_t end = range.begin + range.count;
+  while (t < end) {
+    const int64_t th = t / blocks.tiles_w, tw = t % blocks.tiles_w;
+    const int64_t n = std::min(blocks.tiles_w - tw, end - t);
+    body(th, tw, n, t - range.begin);
+    t += n;
+  }
+}
+
+// `width` values of image row `row` from column `col` on: the image itself
+// where they lie inside it, else a copy in `scratch` with zeros where they
+// fall outside the h x w plane (padding).
+template <typename T>
+const T* padded_row(const T* plane, int64_t h, int64_t w, int64_t row, int64_t col, int64_t width, T* scratch) {
+  if (row >= 0 && row < h && col >= 0 && col + width <= w) return plane + row * w + col;
+  if (row < 0 || row >= h) {
+    std::fill_n(scratch, width, T(0));
+    return scratch;
+  }
+  const int64_t lo = std::clamp<int64_t>(-col, 0, width), hi = std::clamp<int64_t>(w - col, lo, width);
+  std::fill_n(scratch, lo, T(0));
+  std::copy(plane + row * w + col + lo, plane + row * w + col + hi, scratch + lo);
+  std::fill_n(scratch + hi, width - hi, T(0));
+  return scratch;
+}
+
+// The geometry the kernels run: a 3x3 stride-1 convolution of `in_channels`
+// planes of in_h x in_w into `out_channels` planes of out_h x out_w, reading
+// input row 2 * th - pad_h + i for tile row th (pad may be negative).
+struct Geometry {
+  int64_t batch, groups, in_channels, in_h, in_w, out_channels, out_h, out_w, pad_h, pad_w;
+  int64_t in_per_group() const { return in_channels / groups; }
+  int64_t out_per_group() const { return out_channels / groups; }
+};
+
+Geometry forward_geometry(const Conv2dParams& p) {
+  return {p.batch, p.groups, p.in_channels, p.in_h, p.in_w, p.out_channels, p.out_h, p.out_w, p.pad_h, p.pad_w};
+}
+
+// dX is the forward convolution of dY, padded by 2 - pad, with the rotated
+// and transposed filters.
+Geometry backward_input_geometry(const Conv2dParams& p) {
+  return {p.batch, p.groups, p.out_channels, p.out_h, p.out_w, p.in_channels, p.in_h, p.in_w, 2 - p.pad_h,
+          2 - p.pad_w};
+}
+
+// V[xi][c][t] for the `channels` planes at `planes` over the tiles of `range`.
+template <typename T>
+void transform_inputs(const T* planes, int64_t channels, const Geometry& q, const TileBlocks& blocks,
+                      TileRange range, T* v, std::vector<T>& scratch) {
+  const int64_t point_stride = channels * range.count;
+  const int64_t width = 2 * blocks.tiles_w + 2;
+  scratch.resize(8 * width);
+  for (int64_t c = 0; c < channels; ++c) {
+    const T* plane = planes + c * q.in_h * q.in_w;
+    for_each_tile_row(blocks, range, [&](int64_t th, int64_t tw, int64_t n, int64_t offset) {
+      const T* rows[4];
+      for (int64_t i = 0; i < 4; ++i) {
+        rows[i] = padded_row(plane, q.in_h, q.in_w, 2 * th - q.pad_h + i, 2 * tw - q.pad_w, 2 * n + 2,
+                             scratch.data() + i * width);
+      }
+      winograd::transform_input_row(rows, n, scratch.data() + 4 * width, v + c * range.count + offset,
+                                    point_stride);
+    });
+  }
+}
+
+// U[xi] of every group, packed for the GEMM: K x C (forward), or C x K of the
+// rotated filters (backward input, whose "input channels" are the forward's
+// outputs).
+template <typename T>
+std::vector<PackedA<T>> pack_filters(const T* weight, const Conv2dParams& p, bool backward) {
+  const int64_t og = p.out_channels_per_group(), cg = p.in_channels_per_group();
+  std::vector<T> u(kPoints * og * cg);
+  std::vector<PackedA<T>> packed;
+  packed.reserve(p.groups * kPoints);
+  for (int64_t g = 0; g < p.groups; ++g) {
+    for (int64_t k = 0; k < og; ++k)  // u[xi][k][c]
+      for (int64_t c = 0; c < cg; ++c)
+        winograd::transform_filter(weight + ((g * og + k) * cg + c) * 9, backward, u.data() + k * cg + c, og * cg);
+    for (int64_t xi = 0; xi < kPoints; ++xi) {
+      const T* point = u.data() + xi * og * cg;
+      packed.push_back(backward ? PackedA<T>(cg, og, {point, 1, cg}) : PackedA<T>(og, cg, {point, cg, 1}));
+    }
+  }
+  return packed;
+}
+
+// Y = conv(X) + bias (then ReLU) over q, with the filters packed per group and
+// point (pack_filters).
+template <typename T>
+void winograd_convolve(const T* input, const std::vector<PackedA<T>>& filters, const T* bias, T* output,
+                       const Geometry& q, bool relu) {
+  const int64_t cg = q.in_per_group(), og = q.out_per_group();
+  const TileBlocks blocks = tile_blocks(q.out_h, q.out_w, q.batch, cg + og);
+  at::parallel_for(0, q.batch * blocks.count, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> v, m, scratch, rows;
+    for (int64_t unit = begin; unit < end; ++unit) {
+      const int64_t n = unit / blocks.count;
+      const TileRange range = blocks[unit % blocks.count];
+      v.resize(kPoints * cg * range.count);
+      m.resize(kPoints * og * range.count);
+      rows.resize(8 * range.count);  // two output rows, then transform_output_row's corners
+      for (int64_t g = 0; g < q.groups; ++g) {
+        transform_inputs(input + (n * q.in_channels + g * cg) * q.in_h * q.in_w, cg, q, blocks, range, v.data(),
+                         scratch);
+        for (int64_t xi = 0; xi < kPoints; ++xi) {
+          gemm<T>(filters[g * kPoints + xi], range.count, {v.data() + xi * cg * range.count, range.count, 1},
+                  {m.data() + xi * og * range.count, range.count, 1}, false);
+        }
+        for (int64_t k = 0; k < og; ++k) {
+          const int64_t oc = g * og + k;
+          T* plane = output + (n * q.out_channels + oc) * q.out_h * q.out_w;
+          const T b = bias != nullptr ? bias[oc] : T(0);
+          for_each_tile_row(blocks, range, [&](int64_t th, int64_t tw, int64_t tiles, int64_t offset) {
+            // Straight into the output, unless the tiles overhang its edge.
+            const int64_t oh = 2 * th, ow = 2 * tw, width = std::min(2 * tiles, q.out_w - ow);
+            const bool inside = width == 2 * tiles && oh + 1 < q.out_h;
+            T* row0 = inside ? plane + oh * q.out_w + ow : rows.data();
+            T* row1 = inside ? row0 + q.out_w : rows.data() + 2 * tiles;
+            winograd::transform_output_row(m.data() + k * range.count + offset, og * range.count, tiles, b, relu,
+                                           rows.data() + 4 * tiles, row0, row1);
+            if (inside) return;
+            std::copy_n(row0, width, plane + oh * q.out_w + ow);
+            if (oh + 1 < q.out_h) std::copy_n(row1, width, plane + (oh + 1) * q.out_w + ow);
+          });
+        }
+      }
+    }
+  });
+}
+
+// E[xi][k][t]: the transformed 2x2 tiles of dY's `channels` planes (zeros
+// past the output's edge) over `range`.
+template <typename T>
+void transform_grad_outputs(const T* planes, int64_t channels, const Geometry& q, const TileBlocks& blocks,
+                            TileRange range, T* e, std::vector<T>& scratch) {
+  const int64_t point_stride = channels * range.count;
+  const int64_t width = 2 * blocks.tiles_w;
+  scratch.resize(6 * width);
+  for (int64_t k = 0; k < channels; ++k) {
+    const T* plane = planes + k * q.out_h * q.out_w;
+    for_each_tile_row(blocks, range, [&](int64_t th, int64_t tw, int64_t n, int64_t offset) {
+      const T* row0 = padded_row(plane, q.out_h, q.out_w, 2 * th, 2 * tw, 2 * n, scratch.data());
+      const T* row1 = padded_row(plane, q.out_h, q.out_w, 2 * th + 1, 2 * tw, 2 * n, scratch.data() + width);
+      winograd::transform_grad_output_row(row0, row1, n, scratch.data() + 2 * width, e + k * range.count + offset,
+                                          point_stride);
+    });
+  }
+}
+
+}  // namespace
+
+template <typename T>
+void winograd_forward(const T* input, const T* weight, const T* bias, T* output, const Conv2dParams& p,
+                      bool relu) {
+  winograd_convolve(input, pack_filters(weight, p, /*backward=*/false), bias, output, forward_geometry(p), relu);
+}
+
+template <typename T>
+void winograd_backward_input(const T* grad_output, const T* weight, T* grad_input, const Conv2dParams& p) {
+  winograd_convolve(grad_output, pack_filters(weight, p, /*backward=*/true), static_cast<const T*>(nullptr),
+                    grad_input, backward_input_geometry(p), /*relu=*/false);
+}
+
+template <typename T>
+void winograd_backward_weight(const T* grad_output, const T* input, T* grad_weight, const Conv2dParams& p) {
+  const Geometry q = forward_geometry(p);
+  const int64_t cg = q.in_per_group(), og = q.out_per_group();
+  const int64_t sums_numel = q.groups * kPoints * og * cg;  // M[g][xi][k][c]
+  const TileBlocks blocks = tile_blocks(q.out_h, q.out_w, q.batch, cg + og);
+  // Units (image, tile block), summed in chunks, one per thread.
+  std::vector<T> sums(sums_numel);
+  sum_over_chunks(q.batch * blocks.count, sums_numel, sums.data(), [&](T* sum, int64_t unit_begin, int64_t unit_end) {
+    std::vector<T> v, e, scratch;
+    for (int64_t unit = unit_begin; unit < unit_end; ++unit) {
+      const int64_t n = unit / blocks.count;
+      const TileRange range = blocks[unit % blocks.count];
+      v.resize(kPoints * cg * range.count);
+      e.resize(kPoints * og * range.count);
+      for (int64_t g = 0; g < q.groups; ++g) {
+        transform_inputs(input + (n * q.in_channels + g * cg) * q.in_h * q.in_w, cg, q, blocks, range, v.data(),
+                         scratch);
+        transform_grad_outputs(grad_output + (n * q.out_channels + g * og) * q.out_h * q.out_w, og, q, blocks, range,
+                               e.data(), scratch);
+        for (int64_t xi = 0; xi < kPoints; ++xi) {
+          // M[xi] (og x cg) += E[xi] (og x tiles) * V[xi]^T (tiles x cg)
+          gemm<T>(og, cg, range.count, {e.data() + xi * og * range.count, range.count, 1},
+                  {v.data() + xi * cg * range.count, 1, range.count}, {sum + (g * kPoints + xi) * og * cg, cg, 1},
+                  unit != unit_begin);
+        }
+      }
+    }
+  });
+  for (int64_t g = 0; g < q.groups; ++g)
+    for (int64_t k = 0; k < og; ++k)
+      for (int64_t c = 0; c < cg; ++c)
+        winograd::transform_weight_gradient(sums.data() + g * kPoints * og * cg + k * cg + c, og * cg,
+                                            grad_weight + ((g * og + k) * cg + c) * 9);
+}
+
+#define FASTCONV_INSTANTIATE_WINOGRAD(T)                                                               \
+  template void winograd_forward<T>(const T*, const T*, const T*, T*, const Conv2dParams&, bool);      \
+  template void winograd_backward_input<T>(const T*, const T*, T*, const Conv2dParams&);               \
+  template void winograd_backward_weight<T>(const T*, const T*, T*, const Conv2dParams&);
+
+FASTCONV_INSTANTIATE_WINOGRAD(float)
+FASTCONV_INSTANTIATE_WINOGRAD(double)
+
+}  // namespace cpu
+}  // namespace fastconv

@@ -1,0 +1,212 @@
+// The transforms of Winograd's minimal filtering F(2x2, 3x3) (Lavin & Gray,
+// "Fast Algorithms for Convolutional Neural Networks", 2015) and of its
+// transpose F(3x3, 2x2), which computes the weight gradient:
+//
+//   forward   Y  = A^T [ (G g G^T) . (B^T d B) ] A      4x4 input tile d -> 2x2 output tile
+//   dW        dW = G^T [ (A e A^T) . (B^T d B) ] G      4x4 input tile d, 2x2 dY tile e -> 3x3
+//
+//   B^T = | 1  0 -1  0 |   G = | 1    0    0  |   A^T = | 1  1  1  0 |
+//         | 0  1  1  0 |       | 1/2  1/2  1/2|         | 0  1 -1 -1 |
+//         | 0 -1  1  0 |       | 1/2 -1/2  1/2|
+//         | 0  1  0 -1 |       | 0    0    1  |
+//
+// (The dW form follows from the forward one: the trilinear form
+// sum e_i g_r d_{i+r} = sum_xi (A e)_xi (G g)_xi (B^T d)_xi, differentiated
+// by g.) Every coefficient is 0, +-1 or +-1/2, so the transforms themselves
+// round no more than the additions they do. Each function transforms one row
+// of tiles at a time, innermost over the tiles, so the loops vectorise; the
+// 16 results of a tile go to 16 "points" `point_stride` apart, each point a
+// row of consecutive tiles (the B operand of one of the 16 GEMMs).
+#pragma once
+
+#include <cstdint>
+
+namespace fastconv {
+namespace cpu {
+namespace winograd {
+
+constexpr int64_t kOutputTile = 2;  // F(2x2, 3x3): a tile is 2x2 outputs ...
+constexpr int64_t kInputTile = 4;   // ... read from 4x4 inputs,
+constexpr int64_t kPoints = 16;     // ... multiplied in 16 element-wise products.
+
+// B^T d B for `tiles` tiles side by side: rows[i] holds input row i of the
+// tile row, 2 * tiles + 2 values (zeros where the image is padded); tile j
+// starts at column 2j. `vertical` is 4 rows of the same width, scratch.
+// B^T d, down the columns of a tile row's four input rows (or, with d3
+// null, of two rows of dY for A e: then d2 is unused). Outputs are __restrict
+// parameters because GCC vectorises the loop only then (not with __restrict
+// locals carved from one scratch buffer).
+template <typename T>
+void input_columns(const T* d0, const T* d1, const T* d2, const T* d3, int64_t width, T* __restrict t0,
+                   T* __restrict t1, T* __restrict t2, T* __restrict t3) {
+  for (int64_t x = 0; x < width; ++x) {
+    t0[x] = d0[x] - d2[x];
+    t1[x] = d1[x] + d2[x];
+    t2[x] = d2[x] - d1[x];
+    t3[x] = d1[x] - d3[x];
+  }
+}
+
+// (B^T d) B along one row t of `tiles` tiles, tile j at columns 2j .. 2j + 3.
+template <typename T>
+void input_row(const T* t, int64_t tiles, T* __restrict v0, T* __restrict v1, T* __restrict v2, T* __restrict v3) {
+  for (int64_t j = 0; j < tiles; ++j) {
+    const T a = t[2 * j], b = t[2 * j + 1], c = t[2 * j + 2], d = t[2 * j + 3];
+    v0[j] = a - c;
+    v1[j] = b + c;
+    v2[j] = c - b;
+    v3[j] = b - d;
+  }
+}
+
+// B^T d B for `tiles` tiles side by side: rows[i] holds input row i of the
+// tile row, 2 * tiles + 2 values (zeros where the image is padded); tile j
+// starts at column 2j. `vertical` is 4 rows of the same width, scratch.
+template <typename T>
+void transform_input_row(const T* const rows[4], int64_t tiles, T* vertical, T* v, int64_t point_stride) {
+  const int64_t width = 2 * tiles + 2;
+  input_columns(rows[0], rows[1], rows[2], rows[3], width, vertical, vertical + width, vertical + 2 * width,
+                vertical + 3 * width);
+  for (int64_t i = 0; i < 4; ++i) {
+    T* vi = v + 4 * i * point_stride;
+    input_row(vertical + i * width, tiles, vi, vi + point_stride, vi + 2 * point_stride, vi + 3 * point_stride);
+  }
+}
+
+// A e A^T for the 2x2 tiles of two rows of dY (2 * tiles values each, zeros
+// past the output's edge): A = [[1, 0], [1, 1], [1, -1], [0, -1]].
+// A (e) down two rows and along one row, A = [[1, 0], [1, 1], [1, -1], [0, -1]].
+template <typename T>
+void grad_output_columns(const T* e0, const T* e1, int64_t width, T* __restrict t0, T* __restrict t1,
+                         T* __restrict t2, T* __restrict t3) {
+  for (int64_t x = 0; x < width; ++x) {
+    t0[x] = e0[x];
+    t1[x] = e0[x] + e1[x];
+    t2[x] = e0[x] - e1[x];
+    t3[x] = -e1[x];
+  }
+}
+
+template <typename T>
+void grad_output_row(const T* t, int64_t tiles, T* __restrict e0, T* __restrict e1, T* __restrict e2,
+                     T* __restrict e3) {
+  for (int64_t j = 0; j < tiles; ++j) {
+    const T a = t[2 * j], b = t[2 * j + 1];
+    e0[j] = a;
+    e1[j] = a + b;
+    e2[j] = a - b;
+    e3[j] = -b;
+  }
+}
+
+// A e A^T for the 2x2 tiles of two rows of dY (2 * tiles values each, zeros
+// past the output's edge).
+template <typename T>
+void transform_grad_output_row(const T* row0, const T* row1, int64_t tiles, T* vertical, T* e,
+                               int64_t point_stride) {
+  const int64_t width = 2 * tiles;
+  grad_output_columns(row0, row1, width, vertical, vertical + width, vertical + 2 * width, vertical + 3 * width);
+  for (int64_t i = 0; i < 4; ++i) {
+    T* ei = e + 4 * i * point_stride;
+    grad_output_row(vertical + i * width, tiles, ei, ei + point_stride, ei + 2 * point_stride, ei + 3 * point_stride);
+  }
+}
+
+// A^T m A for `tiles` tiles: the four outputs of each tile, each into its
+// own array (so that every access is contiguous and the loop vectorises),
+// bias added.
+template <typename T>
+void output_corners(const T* m, int64_t point_stride, int64_t tiles, T bias, T* __restrict y00, T* __restrict y01,
+                    T* __restrict y10, T* __restrict y11) {
+  const T *m0 = m, *m1 = m0 + point_stride, *m2 = m1 + point_stride, *m3 = m2 + point_stride;
+  const T *m4 = m3 + point_stride, *m5 = m4 + point_stride, *m6 = m5 + point_stride, *m7 = m6 + point_stride;
+  const T *m8 = m7 + point_stride, *m9 = m8 + point_stride, *m10 = m9 + point_stride, *m11 = m10 + point_stride;
+  const T *m12 = m11 + point_stride, *m13 = m12 + point_stride, *m14 = m13 + point_stride,
+          *m15 = m14 + point_stride;
+  for (int64_t t = 0; t < tiles; ++t) {
+    // A^T m: rows 0 + 1 + 2 and 1 - 2 - 3, in each of the 4 columns
+    const T s0 = m0[t] + m4[t] + m8[t], d0 = m4[t] - m8[t] - m12[t];
+    const T s1 = m1[t] + m5[t] + m9[t], d1 = m5[t] - m9[t] - m13[t];
+    const T s2 = m2[t] + m6[t] + m10[t], d2 = m6[t] - m10[t] - m14[t];
+    const T s3 = m3[t] + m7[t] + m11[t], d3 = m7[t] - m11[t] - m15[t];
+    y00[t] = bias + (s0 + s1 + s2);  // then (A^T m) A: columns likewise
+    y01[t] = bias + (s1 - s2 - s3);
+    y10[t] = bias + (d0 + d1 + d2);
+    y11[t] = bias + (d1 - d2 - d3);
+  }
+}
+
+// Interleaves two corner arrays into an output row: row[2t] = left[t],
+// row[2t + 1] = right[t], with torch's ReLU (NaN passes) under `relu`.
+template <typename T>
+void interleave_row(const T* left, const T* right, int64_t tiles, bool relu, T* __restrict row) {
+  if (relu) {
+    for (int64_t t = 0; t < tiles; ++t) {
+      row[2 * t] = left[t] < T(0) ? T(0) : left[t];
+      row[2 * t + 1] = right[t] < T(0) ? T(0) : right[t];
+    }
+    return;
+  }
+  for (int64_t t = 0; t < tiles; ++t) {
+    row[2 * t] = left[t];
+    row[2 * t + 1] = right[t];
+  }
+}
+
+// A^T m A for `tiles` tiles: the 16 points of GEMM results in, two output
+// rows of 2 * tiles values out (out0, out1), bias added and, with `relu`,
+// ReLU applied. `corners` is 4 * tiles of scratch.
+template <typename T>
+void transform_output_row(const T* m, int64_t point_stride, int64_t tiles, T bias, bool relu, T* corners, T* out0,
+                          T* out1) {
+  output_corners(m, point_stride, tiles, bias, corners, corners + tiles, corners + 2 * tiles, corners + 3 * tiles);
+  interleave_row(corners, corners + tiles, tiles, relu, out0);
+  interleave_row(corners + 2 * tiles, corners + 3 * tiles, tiles, relu, out1);
+}
+
+// G g G^T of one 3x3 filter (row-major, rotated by 180 degrees with
+// `rotate`), into u[point * point_stride].
+template <typename T>
+void transform_filter(const T* g, bool rotate, T* u, int64_t point_stride) {
+  T f[3][3];
+  for (int r = 0; r < 3; ++r)
+    for (int s = 0; s < 3; ++s) f[r][s] = rotate ? g[(2 - r) * 3 + (2 - s)] : g[r * 3 + s];
+  const T half = T(0.5);
+  T gg[4][3];  // G g
+  for (int s = 0; s < 3; ++s) {
+    gg[0][s] = f[0][s];
+    gg[1][s] = half * (f[0][s] + f[1][s] + f[2][s]);
+    gg[2][s] = half * (f[0][s] - f[1][s] + f[2][s]);
+    gg[3][s] = f[2][s];
+  }
+  for (int i = 0; i < 4; ++i) {  // (G g) G^T
+    u[(4 * i + 0) * point_stride] = gg[i][0];
+    u[(4 * i + 1) * point_stride] = half * (gg[i][0] + gg[i][1] + gg[i][2]);
+    u[(4 * i + 2) * point_stride] = half * (gg[i][0] - gg[i][1] + gg[i][2]);
+    u[(4 * i + 3) * point_stride] = gg[i][2];
+  }
+}
+
+// G^T m G of one filter's 16 summed products (m[point * point_stride]) into
+// its 3x3 gradient: G^T = [[1, 1/2, 1/2, 0], [0, 1/2, -1/2, 0], [0, 1/2, 1/2, 1]].
+template <typename T>
+void transform_weight_gradient(const T* m, int64_t point_stride, T* dw) {
+  const T half = T(0.5);
+  T r[3][4];  // G^T m
+  for (int j = 0; j < 4; ++j) {
+    const T m0 = m[j * point_stride], m1 = m[(4 + j) * point_stride], m2 = m[(8 + j) * point_stride],
+            m3 = m[(12 + j) * point_stride];
+    r[0][j] = m0 + half * (m1 + m2);
+    r[1][j] = half * (m1 - m2);
+    r[2][j] = half * (m1 + m2) + m3;
+  }
+  for (int i = 0; i < 3; ++i) {  // (G^T m) G
+    dw[i * 3 + 0] = r[i][0] + half * (r[i][1] + r[i][2]);
+    dw[i * 3 + 1] = half * (r[i][1] - r[i][2]);
+    dw[i * 3 + 2] = half * (r[i][1] + r[i][2]) + r[i][3];
+  }
+}
+
+}  // namespace winograd
+}  // namespace cpu
+}  // namespace fastconv
