@@ -56,7 +56,7 @@ if _BUILT_TORCH is not None and _release(_BUILT_TORCH) != _release(torch.__versi
     raise _torch_mismatch("fastconv's compiled extension (fastconv._C) does not match the installed torch.",
                           _BUILT_TORCH, _BUILT_CUDA)
 
-from . import _ops  # noqa: F401  (fake kernels and autograd formulas)
+from . import _ops  # noqa: F401  (fake kernels; autograd is registered by _C)
 from . import functional, models, nn
 from ._backend import available_backends, backend, cuda_compiled, current_backend
 from .convert import convert

@@ -1,4 +1,4 @@
-"""Fake (meta) kernels and autograd formulas of the ``torch.ops.fastconv`` ops.
+"""Fake (meta) kernels of the ``torch.ops.fastconv`` ops, and where their autograd lives.
 
 The fake kernels describe output shapes, dtypes and strides without computing,
 which is what ``torch.compile`` and ``torch.library.opcheck`` need. The autograd

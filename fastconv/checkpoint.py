@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
@@ -25,10 +26,13 @@ def save(path: Path, model: nn.Module, meta: Dict[str, Any], **extra: Any) -> No
     torch.save({"state_dict": module.state_dict(), "meta": meta, **extra}, path)
 
 
-def load(path: str | Path, map_location: str | torch.device = "cpu") -> Tuple[nn.Module, Dict[str, Any], Dict]:
+def load(path: str | Path, map_location: str | torch.device = "cpu",
+         weights_only: bool = False) -> Tuple[nn.Module, Dict[str, Any], Dict]:
     """(model in eval mode, meta, the whole checkpoint dict) from a file written by :func:`save`
-    or :func:`export_weights` (float16 weights load into the float32 model)."""
-    ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    or :func:`export_weights` (float16 weights load into the float32 model). Training
+    checkpoints hold random-number-generator states, which need ``weights_only=False``: load
+    only files you trust."""
+    ckpt = torch.load(path, map_location=map_location, weights_only=weights_only)
     meta = ckpt["meta"]
     model = build_model(meta["model"], meta["num_classes"], meta["image_size"])
     model.load_state_dict(ckpt["state_dict"])
@@ -54,7 +58,14 @@ def pretrained_path(name: str) -> Path:
 
 def load_pretrained(name: str, map_location: str | torch.device = "cpu") -> Tuple[nn.Module, Dict[str, Any], Dict]:
     """:func:`load` for a shipped model, by name (see :data:`PRETRAINED`)."""
-    return load(pretrained_path(name), map_location)
+    return load(pretrained_path(name), map_location, weights_only=True)
+
+
+def add_source_arguments(parser: argparse.ArgumentParser) -> None:
+    """The command lines' model source: ``--checkpoint FILE`` or ``--pretrained NAME``, exactly one."""
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="a checkpoint written by fastconv.train")
+    source.add_argument("--pretrained", choices=sorted(PRETRAINED), help="a model shipped with fastconv")
 
 
 def load_source(checkpoint: Optional[str], pretrained: Optional[str],
@@ -66,11 +77,16 @@ def load_source(checkpoint: Optional[str], pretrained: Optional[str],
 
 
 def export_weights(checkpoint: str | Path, path: str | Path, half: bool = True, **record: Any) -> Path:
-    """Writes the weights and meta of a training checkpoint (no optimizer state), in float16 with
-    ``half``, plus ``record`` (e.g. the validation accuracy it reached) in its meta: the format
-    the shipped models use."""
+    """Writes the weights and meta of a training checkpoint (no optimizer state), its parameters
+    in float16 with ``half`` (buffers such as BatchNorm's running statistics stay as they are),
+    plus ``record`` (e.g. the validation accuracy it reaches) in its meta: the format the shipped
+    models use."""
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in ckpt["state_dict"].items()}
+    meta = ckpt["meta"]
+    parameters = {name for name, _ in build_model(meta["model"], meta["num_classes"],
+                                                  meta["image_size"]).named_parameters()}
+    state = {k: (v.half() if half and k in parameters and v.is_floating_point() else v)
+             for k, v in ckpt["state_dict"].items()}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": state, "meta": {**ckpt["meta"], **record}}, path)

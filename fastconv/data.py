@@ -167,16 +167,19 @@ class DecodedImages(Dataset):
     step of the transform makes."""
 
     def __init__(self, samples: List[Sample], image_size: int, augment: bool, workers: int = 0,
-                 desc: str = "decoding images") -> None:
+                 desc: str = "decoding images", progress: bool = True) -> None:
         from torch.utils.data import DataLoader
         from tqdm import tqdm
 
         self.labels = [label for _, label in samples]
         self.after_resize = _after_resize(augment)
         self.pixels = torch.empty(len(samples), image_size, image_size, 3, dtype=torch.uint8)
-        loader = DataLoader(_ResizedFiles(samples, image_size), batch_size=32, num_workers=workers)
+        # Its own generator: a loader draws a seed, which must not move torch's global one (the
+        # run would then depend on whether photos are cached).
+        loader = DataLoader(_ResizedFiles(samples, image_size), batch_size=32, num_workers=workers,
+                            generator=torch.Generator())
         at = 0
-        for batch in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True):
+        for batch in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True, disable=not progress):
             self.pixels[at:at + len(batch)] = batch
             at += len(batch)
 
@@ -218,7 +221,8 @@ class SyntheticStripes(Dataset):
 
 
 def build_datasets(data: Optional[str], image_size: int, augment: bool, limit: Optional[int] = None,
-                   val_fraction: float = 0.2, seed: int = 0, cache: bool = False, workers: int = 0):
+                   val_fraction: float = 0.2, seed: int = 0, cache: bool = False, workers: int = 0,
+                   progress: bool = True):
     """(train set, validation set, class names, description) for a data folder, or the synthetic
     demo set when ``data`` is None. ``cache`` decodes and resizes every photo once, up front
     (with ``workers`` processes), into memory (:class:`DecodedImages`)."""
@@ -237,8 +241,8 @@ def build_datasets(data: Optional[str], image_size: int, augment: bool, limit: O
     description = (f"{data} ({splits.layout} layout): {len(train)} train / {len(val)} validation images, "
                    f"classes {splits.classes}")
     if cache:
-        return (DecodedImages(train, image_size, augment, workers, "decoding training images"),
-                DecodedImages(val, image_size, False, workers, "decoding validation images"),
+        return (DecodedImages(train, image_size, augment, workers, "decoding training images", progress),
+                DecodedImages(val, image_size, False, workers, "decoding validation images", progress),
                 splits.classes, description + " (decoded once, kept in memory)")
     return (ImageFiles(train, train_transform(image_size, augment)),
             ImageFiles(val, eval_transform(image_size)), splits.classes, description)

@@ -51,9 +51,7 @@ def evaluate(ckpt_path: Optional[str], data: str, batch_size: int = 32, workers:
 
 def main(argv: Optional[List[str]] = None) -> Dict:
     p = argparse.ArgumentParser(prog="python -m fastconv.evaluate", description=__doc__.split("\n\n")[0])
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", help="a checkpoint written by fastconv.train")
-    source.add_argument("--pretrained", help="a shipped model, e.g. cats-vs-dogs")
+    checkpoint.add_source_arguments(p)
     p.add_argument("--data", required=True)
     p.add_argument("--flip", action="store_true", help="test-time augmentation: average with the mirror image")
     p.add_argument("--batch-size", type=int, default=32)

@@ -32,15 +32,20 @@ def _conv_block(in_channels: int, out_channels: int, padding: Union[int, str],
             fnn.MaxPool2d(2)]
 
 
-def _pretrained(builder: str, name: str) -> nn.Module:
+def _pretrained(builder: str, name: str, num_classes: int, image_size: Size) -> nn.Module:
     """The shipped model ``name`` (fastconv.checkpoint.PRETRAINED), which must be a ``builder``
-    network; returned in training mode, as torchvision returns its pretrained models."""
+    network with ``num_classes`` outputs for ``image_size`` images; returned in training mode, as
+    torchvision returns its pretrained models."""
     from .checkpoint import load_pretrained  # checkpoint builds models: import it late
 
     model, meta, _ = load_pretrained(name)
     if meta["model"] != builder:
         raise ValueError(f"pretrained model {name!r} is a {meta['model']}, not a {builder}; "
                          f"use fastconv.models.{meta['model']}(pretrained={name!r})")
+    if num_classes != meta["num_classes"] or _pair(image_size) != _pair(meta["image_size"]):
+        raise ValueError(f"pretrained model {name!r} has {meta['num_classes']} output(s) for "
+                         f"{meta['image_size']}x{meta['image_size']} images, not num_classes={num_classes}, "
+                         f"image_size={image_size}")
     return model.train()
 
 
@@ -72,7 +77,7 @@ def convnet4(num_classes: int = 1, image_size: Size = 150, pretrained: Optional[
     (one logit for binary classification with ``BCEWithLogitsLoss``). ``pretrained`` names a
     shipped model of this architecture (its class count and image size then come with it)."""
     if pretrained is not None:
-        return _pretrained("convnet4", pretrained)
+        return _pretrained("convnet4", pretrained, num_classes, image_size)
     return _convnet4(num_classes, image_size, batch_norm=False)
 
 
@@ -80,7 +85,7 @@ def convnet4_bn(num_classes: int = 1, image_size: Size = 150, pretrained: Option
     """:func:`convnet4` with ``torch.nn.BatchNorm2d`` between each convolution (then without
     bias) and its ReLU; convolutions, ReLUs, pooling and dropout stay fastconv's."""
     if pretrained is not None:
-        return _pretrained("convnet4_bn", pretrained)
+        return _pretrained("convnet4_bn", pretrained, num_classes, image_size)
     return _convnet4(num_classes, image_size, batch_norm=True)
 
 
@@ -88,7 +93,7 @@ def convnet3(num_classes: int = 2, image_size: Size = 150, pretrained: Optional[
     """Three blocks of 3x3 conv (32, 32, 64 channels, "same" padding) + ReLU + 2x2 max pooling,
     Dropout(0.25), flatten, Linear(64) + ReLU, Dropout(0.5) and a linear head."""
     if pretrained is not None:
-        return _pretrained("convnet3", pretrained)
+        return _pretrained("convnet3", pretrained, num_classes, image_size)
     features = nn.Sequential(*_conv_block(3, 32, "same"), *_conv_block(32, 32, "same"),
                              *_conv_block(32, 64, "same"))
     flat = _features_out(features, 3, image_size)

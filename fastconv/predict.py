@@ -31,9 +31,7 @@ def predict(ckpt_path: Optional[str], images: List[str], device: str = "cpu", pr
 
 def main(argv: Optional[List[str]] = None):
     p = argparse.ArgumentParser(prog="python -m fastconv.predict", description=__doc__.split("\n\n")[0])
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", help="a checkpoint written by fastconv.train")
-    source.add_argument("--pretrained", help="a shipped model, e.g. cats-vs-dogs")
+    checkpoint.add_source_arguments(p)
     p.add_argument("--flip", action="store_true", help="test-time augmentation: average with the mirror image")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("images", nargs="+")

@@ -4,9 +4,11 @@
     python -m fastconv.train --data ../shared/data/cats_and_dogs_filtered --epochs 30
     torchrun --nproc_per_node=2 -m fastconv.train --data DIR    # DistributedDataParallel
 
-Writes into --out: history.json, curves.png, best.pt (lowest validation loss) and last.pt.
-Ctrl-C stops after the current batch and saves last.pt (an epoch cut short is not counted, so
---resume runs it again in full); --resume continues a run from last.pt.
+Writes into --out: history.json (per epoch: training and validation loss and accuracy, seconds,
+and lr, the learning rate after the epoch's last step), curves.png, best.pt (lowest validation
+loss) and last.pt. Ctrl-C stops after the current batch and saves last.pt (an epoch cut short is
+not counted, so --resume runs it again in full); --resume continues a run from last.pt, with the
+settings its learning-rate schedule was built from.
 """
 
 from __future__ import annotations
@@ -52,8 +54,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--schedule", default="constant", choices=["constant", "cosine", "onecycle"],
-                   help="learning rate per batch: constant, cosine decay to 0 after --warmup-epochs of "
-                        "linear warm-up, or one-cycle (torch's OneCycleLR, peak --lr)")
+                   help="learning rate per batch: constant; cosine decay towards 0 after --warmup-epochs of "
+                        "linear warm-up; or one-cycle (torch's OneCycleLR with peak --lr, which also cycles "
+                        "SGD's momentum and Adam's beta1 between 0.95 and 0.85; not RMSprop's)")
     p.add_argument("--warmup-epochs", type=float, default=0.0, help="linear warm-up for --schedule cosine")
     p.add_argument("--label-smoothing", type=float, default=0.0,
                    help="targets move this far towards uniform (0 and 1 become eps/2 and 1 - eps/2)")
@@ -80,6 +83,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         p.error("--amp needs --device cuda")
     if not 0.0 <= args.label_smoothing < 1.0:
         p.error("--label-smoothing must be in [0, 1)")
+    if args.warmup_epochs and args.schedule != "cosine":
+        p.error("--warmup-epochs goes with --schedule cosine")
+    if not 0.0 <= args.warmup_epochs < max(args.epochs, 1):
+        p.error("--warmup-epochs must be at least 0 and less than --epochs")
     return args
 
 
@@ -129,7 +136,9 @@ def make_schedule(args, optimizer, steps_per_epoch: int):
     """The per-batch learning-rate schedule of ``--schedule`` (None for a constant rate)."""
     total = max(1, args.epochs * steps_per_epoch)
     if args.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=total)
+        # RMSprop's momentum is 0 by default: cycling it would switch momentum on.
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=total,
+                                                   cycle_momentum=args.optimizer != "rmsprop")
     if args.schedule == "cosine":
         warmup = int(args.warmup_epochs * steps_per_epoch)
 
@@ -139,6 +148,22 @@ def make_schedule(args, optimizer, steps_per_epoch: int):
             return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
         return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     return None
+
+
+# What the learning-rate schedule is made from: a resumed run must keep them.
+SCHEDULE_ARGS = ("schedule", "epochs", "lr", "warmup_epochs", "batch_size", "limit", "optimizer")
+
+
+def check_schedule_unchanged(args, saved_args: Dict) -> None:
+    """A scheduled run resumes only with the settings its schedule was built from (the schedule
+    is rebuilt from them, then moved on to where the run stopped)."""
+    if args.schedule == "constant" and saved_args.get("schedule", "constant") == "constant":
+        return  # a constant rate: more epochs, or another --lr, simply apply from here on
+    changed = [f"--{k.replace('_', '-')} {saved_args.get(k)!r} -> {getattr(args, k)!r}"
+               for k in SCHEDULE_ARGS if saved_args.get(k) != getattr(args, k)]
+    if changed:
+        raise ValueError("--resume with a learning-rate schedule needs the settings it started with; changed: "
+                         + ", ".join(changed))
 
 
 def fast_forward(schedule, steps: int) -> None:
@@ -231,7 +256,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
 
     train_set, val_set, classes, description = build_datasets(
         args.data, args.image_size, args.augment, args.limit, args.val_fraction, args.seed, args.cache_images,
-        args.workers)
+        args.workers, progress=ranks.main)
     if ranks.main:
         print(f"data: {description}")
     train_sampler = DistributedSampler(train_set, seed=args.seed) if ranks.world > 1 else None
@@ -256,6 +281,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     start_epoch, best_loss, stale = 0, math.inf, 0
     if args.resume:
         ckpt = torch.load(args.resume, map_location=device, weights_only=False)
+        check_schedule_unchanged(args, ckpt.get("args", {}))
         model.load_state_dict(ckpt["state_dict"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scaler.load_state_dict(ckpt["scaler"])

@@ -44,23 +44,46 @@ def _leaves(model: nn.Module) -> List[Tuple[str, nn.Module]]:
     return [(name, m) for name, m in model.named_modules() if name and not list(m.children())]
 
 
+# Per-channel affine layers that sit between a convolution and its activation.
+_CHANNEL_AFFINE = (nn.BatchNorm2d, nn.Identity)
+_POOLING = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+
+
+def _conv_stages(model: nn.Module) -> Dict[str, Tuple[nn.Module, nn.Module]]:
+    """For each convolution (by name): (the module whose output is its pre-activation, the module
+    whose output is its activation). Walking the leaves in registration order past batch
+    normalisation: conv, BatchNorm, ReLU gives (BatchNorm, ReLU); conv, ReLU gives (conv, ReLU);
+    a convolution with no ReLU after it gives (last of them, last of them)."""
+    leaves = _leaves(model)
+    stages = {}
+    for i, (name, module) in enumerate(leaves):
+        if not isinstance(module, nn.Conv2d):
+            continue
+        pre, j = module, i + 1
+        while j < len(leaves) and isinstance(leaves[j][1], _CHANNEL_AFFINE):
+            pre, j = leaves[j][1], j + 1
+        post = leaves[j][1] if j < len(leaves) and isinstance(leaves[j][1], nn.ReLU) else pre
+        stages[name] = (pre, post)
+    return stages
+
+
 def visual_layers(model: nn.Module) -> Dict[str, nn.Module]:
     """The convolution and pooling layers by name, each mapped to the module whose output shows
-    it: the ReLU right after a convolution (in registration order) where there is one, else the
+    it: for a convolution, its activation (the ReLU that follows it, past any batch
+    normalisation, in registration order), as the seeds' Keras layers carry theirs; else the
     layer itself."""
-    leaves = _leaves(model)
-    shown: Dict[str, nn.Module] = {}
-    for i, (name, module) in enumerate(leaves):
-        if isinstance(module, nn.Conv2d):
-            follower = leaves[i + 1][1] if i + 1 < len(leaves) else None
-            shown[name] = follower if isinstance(follower, nn.ReLU) else module
-        elif isinstance(module, (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
-            shown[name] = module
-    return shown
+    stages = _conv_stages(model)
+    return {name: stages[name][1] if name in stages else module for name, module in model.named_modules()
+            if name in stages or isinstance(module, _POOLING)}
 
 
 def _conv_layers(model: nn.Module) -> Dict[str, nn.Conv2d]:
     return {name: m for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+
+
+def _check_conv(model: nn.Module, layer: str) -> None:
+    if layer not in _conv_layers(model):
+        raise ValueError(f"{layer!r} is not a convolution; choose from {list(_conv_layers(model))}")
 
 
 def _batched(image: Tensor) -> Tensor:
@@ -167,11 +190,11 @@ def _filter_indices(layer: nn.Conv2d, filters: Union[int, Sequence[int]]) -> Lis
 
 
 def filter_activation(model: nn.Module, layer: str, images: Tensor, filters: Sequence[int]) -> Tensor:
-    """Mean activation of filter ``filters[i]`` of conv layer ``layer`` on ``images[i]``, shape [N]."""
-    conv = _conv_layers(model).get(layer)
-    if conv is None:
-        raise ValueError(f"{layer!r} is not a convolution; choose from {list(_conv_layers(model))}")
-    out = _layer_output(model, conv, images)
+    """Mean pre-activation of filter ``filters[i]`` of conv layer ``layer`` on ``images[i]``,
+    shape [N]: the convolution's output, after its batch normalisation where it has one (what
+    the ReLU then sees; the ReLU itself would give no gradient where a filter is negative)."""
+    _check_conv(model, layer)
+    out = _layer_output(model, _conv_stages(model)[layer][0], images)
     index = torch.as_tensor(list(filters), device=out.device)
     return out[torch.arange(len(index), device=out.device), index].mean(dim=(1, 2))
 
@@ -180,13 +203,11 @@ def ascend_filters(model: nn.Module, layer: str, filters: Union[int, Sequence[in
                    image_size: Union[int, Tuple[int, int]] = 150, steps: int = 40, step_size: float = 0.01,
                    seed: int = 0) -> Tuple[Tensor, List[int]]:
     """Gradient ascent on the input: for each filter, ``steps`` steps of ``step_size`` along the
-    gradient of its mean activation (the convolution's output) divided by the gradient's root mean
+    gradient of its mean pre-activation (:func:`filter_activation`) divided by the gradient's root mean
     square, from grey noise (0.5 plus up to 0.08, in the [0, 1] pixels the models take). All
     filters run as one batch. Returns the raw inputs ``[N, 3, H, W]`` and the filter indices."""
-    conv = _conv_layers(model).get(layer)
-    if conv is None:
-        raise ValueError(f"{layer!r} is not a convolution; choose from {list(_conv_layers(model))}")
-    indices = _filter_indices(conv, filters)
+    _check_conv(model, layer)
+    indices = _filter_indices(_conv_layers(model)[layer], filters)
     h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
     device, dtype = _model_device_dtype(model)
     generator = torch.Generator().manual_seed(seed)
@@ -247,7 +268,7 @@ def plot_filter_patterns(patterns: Tensor, layer: str, filters: Optional[Sequenc
 class GradCam:
     """A Grad-CAM result: ``heatmap`` [H, W] in [0, 1] at the image's size, for class
     ``class_index`` (its name where known) predicted with ``probability``; ``layer`` is the name
-    of the module whose activation was used."""
+    of the convolution whose activation (after its batch normalisation and ReLU) was used."""
 
     heatmap: Tensor
     class_index: int
@@ -265,18 +286,18 @@ def _class_scores(model: nn.Module):
     return forward
 
 
-def _last_conv_activation(model: nn.Module) -> Tuple[str, nn.Module]:
-    shown = visual_layers(model)
-    convs = [name for name in shown if isinstance(dict(model.named_modules())[name], nn.Conv2d)]
+def _last_conv(model: nn.Module) -> str:
+    convs = list(_conv_layers(model))
     if not convs:
         raise ValueError("the model has no convolution layer")
-    return convs[-1], shown[convs[-1]]
+    return convs[-1]
 
 
 def grad_cam(model: nn.Module, image: Tensor, target: Optional[int] = None, layer: Optional[str] = None,
              classes: Optional[Sequence[str]] = None) -> GradCam:
     """Grad-CAM of one preprocessed image ``[3, H, W]`` for class ``target`` (default: the
-    predicted one), on the activation of the last convolution (or of conv layer ``layer``),
+    predicted one), on the activation of the last convolution (or of conv layer ``layer``; the
+    activation is the ReLU's output that follows it, past any batch normalisation),
     with captum's ``LayerGradCam``: the activation channels weighted by the mean gradient of the
     class score, summed, ReLU'd, upsampled bilinearly to the image and scaled to [0, 1]."""
     from captum.attr import LayerAttribution, LayerGradCam
@@ -284,22 +305,17 @@ def grad_cam(model: nn.Module, image: Tensor, target: Optional[int] = None, laye
     x = _batched(image)
     device, dtype = _model_device_dtype(model)
     x = x.to(device, dtype)
-    if layer is None:
-        layer, module = _last_conv_activation(model)
-    else:
-        shown = visual_layers(model)
-        if layer not in shown or not isinstance(dict(model.named_modules())[layer], nn.Conv2d):
-            raise ValueError(f"{layer!r} is not a convolution; choose from {list(_conv_layers(model))}")
-        module = shown[layer]
+    from .checkpoint import predict_proba
+
+    layer = _last_conv(model) if layer is None else layer
+    _check_conv(model, layer)
+    module = _conv_stages(model)[layer][1]
     was_training = model.training
     model.eval()
     try:
         scores = _class_scores(model)
         with torch.no_grad():
-            logits = model(x)
-            probs = torch.sigmoid(logits[0, 0]).reshape(1) if logits.shape[1] == 1 else torch.softmax(logits[0], 0)
-            if logits.shape[1] == 1:
-                probs = torch.cat([1 - probs, probs])
+            probs = predict_proba(model, x)[0]
         index = int(probs.argmax()) if target is None else int(target)
         if not 0 <= index < probs.numel():
             raise ValueError(f"target {index} out of range for {probs.numel()} classes")
@@ -333,8 +349,8 @@ def plot_grad_cam(image: Tensor, cam: GradCam, alpha: float = 0.45, cmap: str = 
 # ---------------------------------------------------------------- command line
 
 
-def _save(fig: Figure, path: Path, written: List[Path]) -> None:
-    fig.savefig(path, dpi=100)
+def _save(fig: Figure, path: Path, written: List[Path], dpi: int) -> None:
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     written.append(path)
 
@@ -345,43 +361,54 @@ def _file_name(layer: str) -> str:
 
 def visualize(model: nn.Module, meta: Dict, image_path: str, out: Union[str, Path],
               conv_layers: Optional[Sequence[str]] = None, filters: int = 8, channels: int = 32,
-              steps: int = 40) -> List[Path]:
-    """Writes feature maps, filter patterns and Grad-CAM for one photo into ``out``; returns the
-    PNG paths."""
+              steps: int = 40, dpi: int = 100) -> List[Path]:
+    """Writes feature maps, filter patterns and Grad-CAM for one photo into ``out`` as PNG files
+    at ``dpi`` dots per inch; returns their paths."""
     from .data import eval_transform, load_rgb
 
+    names = list(_conv_layers(model)) if conv_layers is None else list(conv_layers)
+    for name in names:  # checked before anything is written
+        _check_conv(model, name)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     image = eval_transform(meta["image_size"])(load_rgb(Path(image_path)))
     written: List[Path] = []
     maps = feature_maps(model, image)
     for i, (name, fig) in enumerate(plot_feature_maps(maps, max_channels=channels).items()):
-        _save(fig, out / f"feature_maps_{i:02d}_{_file_name(name)}.png", written)
-    for name in conv_layers if conv_layers is not None else list(_conv_layers(model)):
-        indices = _filter_indices(_conv_layers(model)[name], filters) if name in _conv_layers(model) else []
+        _save(fig, out / f"feature_maps_{i:02d}_{_file_name(name)}.png", written, dpi)
+    for name in names:
+        indices = _filter_indices(_conv_layers(model)[name], filters)
         patterns = filter_patterns(model, name, filters, meta["image_size"], steps)
-        _save(plot_filter_patterns(patterns, name, indices), out / f"filters_{_file_name(name)}.png", written)
+        _save(plot_filter_patterns(patterns, name, indices), out / f"filters_{_file_name(name)}.png", written, dpi)
     cam = grad_cam(model, image, classes=meta.get("classes"))
-    _save(plot_grad_cam(image, cam), out / "grad_cam.png", written)
+    _save(plot_grad_cam(image, cam), out / "grad_cam.png", written, dpi)
     return written
 
 
 def main(argv: Optional[List[str]] = None) -> List[Path]:
     p = argparse.ArgumentParser(prog="python -m fastconv.visualize", description=__doc__.split("\n\n")[0])
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", help="a checkpoint written by fastconv.train")
-    source.add_argument("--pretrained", help="a shipped model, e.g. cats-vs-dogs")
+    from . import checkpoint
+
+    checkpoint.add_source_arguments(p)
     p.add_argument("--image", required=True, help="the photo to look at")
     p.add_argument("--out", default="viz", help="folder for the PNG files")
     p.add_argument("--layers", nargs="+", help="conv layers for the filter patterns (default: all)")
     p.add_argument("--filters", type=int, default=8, help="filter patterns per layer (the first N)")
     p.add_argument("--channels", type=int, default=32, help="feature-map channels per layer (the first N)")
     p.add_argument("--steps", type=int, default=40, help="gradient-ascent steps per filter pattern")
+    p.add_argument("--dpi", type=int, default=100, help="resolution of the PNG files")
     args = p.parse_args(argv)
-    from . import checkpoint
-
+    for name, value in (("--filters", args.filters), ("--channels", args.channels), ("--dpi", args.dpi)):
+        if value < 1:
+            p.error(f"{name} must be at least 1")
+    if args.steps < 0:
+        p.error("--steps must be at least 0")
     model, meta, _ = checkpoint.load_source(args.checkpoint, args.pretrained)
-    written = visualize(model, meta, args.image, args.out, args.layers, args.filters, args.channels, args.steps)
+    unknown = [name for name in args.layers or [] if name not in _conv_layers(model)]
+    if unknown:
+        p.error(f"--layers: not convolutions of this model: {unknown}; choose from {list(_conv_layers(model))}")
+    written = visualize(model, meta, args.image, args.out, args.layers, args.filters, args.channels, args.steps,
+                        args.dpi)
     for path in written:
         print(path)
     return written

@@ -171,8 +171,14 @@ def test_inplace_without_grad_bumps_the_version(op):
         call()
     assert x._version == version + 1
     leaf = torch.randn(5, requires_grad=True)
+    before = leaf.detach().clone()
     with pytest.raises(RuntimeError, match="leaf Variable"):
         {"relu_": lambda: ops.relu_(leaf), "dropout_": lambda: ops.dropout_(leaf, 0.5, seed)}[op]()
+    assert torch.equal(leaf.detach(), before), "refused before the data changed, as torch does"
+    view = leaf[1:]
+    with pytest.raises(RuntimeError, match="view of a leaf Variable"):
+        {"relu_": lambda: ops.relu_(view), "dropout_": lambda: ops.dropout_(view, 0.5, seed)}[op]()
+    assert torch.equal(leaf.detach(), before)
 
 
 @pytest.mark.parametrize("backend_name", BACKENDS)
@@ -185,3 +191,42 @@ def test_double_backward(backend_name):
         assert torch.autograd.gradgradcheck(FF.relu, (x,))
         assert torch.autograd.gradgradcheck(lambda t: FF.max_pool2d(t, 2, padding=1), (x,))
         assert torch.autograd.gradgradcheck(lambda t: ops.dropout(t, 0.3, seed, backend_name), (x,))
+
+
+# Geometries for second derivatives through a convolution: stride 2 with asymmetric padding,
+# dilation with groups, and a 3x3 stride-1 layer that every algorithm runs.
+CONV_DOUBLE_BACKWARD = [
+    dict(x=(2, 4, 7, 6), w=(6, 4, 3, 2), stride=2, padding=(1, 0), dilation=1, groups=1),
+    dict(x=(1, 4, 8, 8), w=(4, 2, 3, 3), stride=1, padding=2, dilation=2, groups=2),
+    dict(x=(2, 3, 6, 6), w=(5, 3, 3, 3), stride=1, padding=1, dilation=1, groups=1),
+]
+
+
+@pytest.mark.parametrize("case", range(len(CONV_DOUBLE_BACKWARD)))
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_conv2d_double_backward(backend_name, case):
+    """gradgradcheck through conv2d and conv2d_relu (the backward ops have autograd of their
+    own), and second derivatives equal to torch's, e.g. for a gradient penalty."""
+    c = CONV_DOUBLE_BACKWARD[case]
+    device = device_of(backend_name)
+    g = torch.Generator().manual_seed(case)
+    x = torch.randn(c["x"], generator=g, dtype=torch.float64).to(device).requires_grad_()
+    w = torch.randn(c["w"], generator=g, dtype=torch.float64).to(device).requires_grad_()
+    b = torch.randn(c["w"][0], generator=g, dtype=torch.float64).to(device).requires_grad_()
+    geometry = {k: c[k] for k in ("stride", "padding", "dilation", "groups")}
+    eligible = c["stride"] == 1 and c["dilation"] == 1 and c["w"][2:] == (3, 3) and backend_name == "cpu"
+    algorithms = ["direct", "im2col"] + (["winograd"] if eligible else [])
+    with fastconv.backend(backend_name):
+        for algorithm in algorithms:
+            conv = lambda *t: FF.conv2d(*t, **geometry, algorithm=algorithm)  # noqa: E731
+            assert torch.autograd.gradgradcheck(conv, (x, w, b))
+        fused = lambda *t: FF.conv2d_relu(*t, **geometry)  # noqa: E731
+        assert torch.autograd.gradgradcheck(fused, (x, w, b))
+
+        def penalty(conv2d):  # the squared norm of the input gradient, differentiated again
+            y = conv2d(x, w, b, **geometry)
+            (gx,) = torch.autograd.grad(y.square().sum(), x, create_graph=True)
+            return torch.autograd.grad(gx.square().sum(), (x, w, b))
+
+        for ours, expected in zip(penalty(FF.conv2d), penalty(F.conv2d)):
+            torch.testing.assert_close(ours, expected)

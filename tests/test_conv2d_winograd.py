@@ -132,16 +132,19 @@ def test_deterministic():
 # 1.1e-6 on the same tensors. F(4x4, 3x3), emulated in float32 with torch ops (forward, 64
 # outputs, 26x26, no padding), reaches 3.0e-6 .. 1.2e-5, 15-45x a float32 direct convolution's
 # on the same tensors: too close to the 1e-5 these tests allow, so it is not used. csrc/ops/conv2d_auto.cpp lets "auto" pick winograd only up to
-# WINOGRAD_AUTO_MAX_CHANNELS input channels per group, the width bounded here.
+# WINOGRAD_AUTO_MAX_CHANNELS input and output channels per group, the widths bounded here.
 WINOGRAD_AUTO_MAX_CHANNELS = 1024
 ERROR_BOUND = 2e-6
 
 
-@pytest.mark.parametrize("channels", [256, WINOGRAD_AUTO_MAX_CHANNELS])
-def test_float32_error_bound_on_wide_layers(channels):
-    g = torch.Generator().manual_seed(channels)
+# The forward and the weight gradient sum over the input channels, the input gradient over the
+# output channels: both widths are bounded.
+@pytest.mark.parametrize("channels,out_channels", [(256, 32), (WINOGRAD_AUTO_MAX_CHANNELS, 32),
+                                                   (32, WINOGRAD_AUTO_MAX_CHANNELS)])
+def test_float32_error_bound_on_wide_layers(channels, out_channels):
+    g = torch.Generator().manual_seed(channels + out_channels)
     x = torch.randn(1, channels, 12, 12, generator=g)
-    w = torch.randn(32, channels, 3, 3, generator=g) / (9 * channels) ** 0.5
+    w = torch.randn(out_channels, channels, 3, 3, generator=g) / (9 * channels) ** 0.5
     xd, wd = x.double().requires_grad_(), w.double().requires_grad_()
     expected = F.conv2d(xd, wd, padding=1)
     dy = torch.randn(expected.shape, generator=g)
@@ -189,6 +192,7 @@ def test_auto_runs_winograd_and_matches_torch():
 
 def test_auto_stays_within_the_bounded_width():
     assert _auto((1, WINOGRAD_AUTO_MAX_CHANNELS * 2, 14, 14), (64, WINOGRAD_AUTO_MAX_CHANNELS * 2, 3, 3)) != "winograd"
+    assert _auto((4, 16, 24, 24), (WINOGRAD_AUTO_MAX_CHANNELS * 2, 16, 3, 3)) != "winograd"
     # and never where winograd cannot run
     assert _auto((16, 64, 36, 36), (128, 64, 3, 3), stride=2) != "winograd"
     assert _auto((16, 64, 36, 36), (128, 64, 3, 3), dilation=2) != "winograd"

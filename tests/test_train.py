@@ -73,33 +73,55 @@ RECIPES = {
 }
 
 
+class _Requested:
+    requested = True  # a stop request (Ctrl-C) already pending: run_epoch stops after one batch
+
+
+@pytest.mark.parametrize("where", ["before-epoch-2", "in-epoch-2"])
 @pytest.mark.parametrize("recipe", list(RECIPES))
-def test_resume_after_an_interruption_continues_exactly(tmp_path, monkeypatch, recipe):
+def test_resume_after_an_interruption_continues_exactly(tmp_path, monkeypatch, recipe, where):
     """A run stopped (as by Ctrl-C) as epoch 2 begins, then resumed, matches one that ran
-    straight through: weights, losses and the learning-rate schedule."""
+    straight through: weights, losses and the learning-rate schedule. Stopped after epoch 2's
+    first batch, the resumed run keeps that batch's weights (so losses differ) but runs epoch 2
+    again in full on the same schedule."""
     extra = ["--epochs", "2", "--limit", "32", *QUICK, *RECIPES[recipe]]
     straight = train.main([*extra, "--out", str(tmp_path / "straight")])
     real_run_epoch, training_calls = train.run_epoch, []
 
-    def stopped_at_epoch_two(model, loader, device, ranks, optimizer=None, *args, **kwargs):
+    def stopped_in_epoch_two(model, loader, device, ranks, optimizer=None, *args, **kwargs):
         if optimizer is not None:
             training_calls.append(1)
             if len(training_calls) == 2:
-                return 0.0, 0.0, False  # the stop request came before the first batch
+                if where == "before-epoch-2":
+                    return 0.0, 0.0, False  # the stop request came before the first batch
+                desc, amp, _, *rest = args
+                return real_run_epoch(model, loader, device, ranks, optimizer, desc, amp, _Requested(), *rest)
         return real_run_epoch(model, loader, device, ranks, optimizer, *args, **kwargs)
 
     out = tmp_path / "run"
     with monkeypatch.context() as patch:
-        patch.setattr(train, "run_epoch", stopped_at_epoch_two)
+        patch.setattr(train, "run_epoch", stopped_in_epoch_two)
         stopped = train.main([*extra, "--out", str(out)])
     assert [h["epoch"] for h in stopped["history"]] == [1]
     resumed = train.main([*extra, "--out", str(out), "--resume", str(out / "last.pt")])
     assert [h["epoch"] for h in resumed["history"]] == [1, 2]
+    assert [h["lr"] for h in straight["history"]] == [h["lr"] for h in resumed["history"]]
+    if where == "in-epoch-2":
+        return
     for a, b in zip(straight["history"], resumed["history"]):
-        assert (a["train_loss"], a["val_loss"], a["lr"]) == (b["train_loss"], b["val_loss"], b["lr"])
+        assert (a["train_loss"], a["val_loss"]) == (b["train_loss"], b["val_loss"])
     weights = [torch.load(d / "last.pt", weights_only=False)["state_dict"] for d in (tmp_path / "straight", out)]
     for name in weights[0]:
         assert torch.equal(weights[0][name], weights[1][name]), name
+
+
+def test_caching_photos_leaves_the_random_state_alone(flat_folder):
+    samples = [s for s in fdata.discover(flat_folder, val_fraction=0.0).train if s[0].name != "cat.999.jpg"]
+    torch.manual_seed(5)
+    fdata.DecodedImages(samples, 24, augment=True, workers=0, progress=False)
+    after = torch.rand(3)
+    torch.manual_seed(5)
+    assert torch.equal(after, torch.rand(3))
 
 
 def test_learning_rate_schedules(tmp_path):
@@ -122,8 +144,10 @@ def test_learning_rate_schedules(tmp_path):
 def test_label_smoothing_moves_the_targets():
     logits, labels = torch.tensor([[2.0], [-1.0]]), torch.tensor([1, 0])
     loss, correct = train.loss_and_correct(logits, labels, smoothing=0.2)
-    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits[:, 0], torch.tensor([0.9, 0.1]),
-                                                                     reduction="sum")
+    # A one-logit head z is the two-class head (0, z): softmax([0, z])[1] = sigmoid(z), so torch's
+    # smoothed cross-entropy on (0, z) is the smoothed binary loss.
+    two_class = torch.cat([torch.zeros_like(logits), logits], dim=1)
+    expected = torch.nn.functional.cross_entropy(two_class, labels, reduction="sum", label_smoothing=0.2)
     assert loss.item() == pytest.approx(expected.item()) and correct.item() == 2
     two = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
     loss, _ = train.loss_and_correct(two, labels, smoothing=0.2)
@@ -131,6 +155,29 @@ def test_label_smoothing_moves_the_targets():
     assert loss.item() == pytest.approx(expected.item())
     with pytest.raises(SystemExit):
         train.parse_args(["--label-smoothing", "1.0"])
+
+
+@pytest.mark.parametrize("argv", [["--warmup-epochs", "1"],  # only with cosine
+                                  ["--schedule", "cosine", "--epochs", "3", "--warmup-epochs", "3"],
+                                  ["--schedule", "cosine", "--warmup-epochs", "-1"]])
+def test_bad_warmup_is_refused(argv):
+    with pytest.raises(SystemExit):
+        train.parse_args(argv)
+
+
+def test_onecycle_leaves_rmsprop_without_momentum():
+    args = train.parse_args(["--optimizer", "rmsprop", "--schedule", "onecycle", "--epochs", "2"])
+    optimizer = train.make_optimizer(args, torch.nn.Linear(2, 1).parameters())
+    train.make_schedule(args, optimizer, steps_per_epoch=5)
+    assert optimizer.param_groups[0]["momentum"] == 0
+
+
+def test_resume_refuses_a_changed_schedule(tmp_path):
+    extra = ["--limit", "32", *QUICK, "--schedule", "onecycle"]
+    out = tmp_path / "run"
+    train.main(["--epochs", "1", "--out", str(out), *extra])
+    with pytest.raises(ValueError, match="--epochs 1 -> 2"):
+        train.main(["--epochs", "2", "--out", str(out), "--resume", str(out / "last.pt"), *extra])
 
 
 def test_ctrl_c_ends_the_epoch_and_saves(tmp_path):

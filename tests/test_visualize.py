@@ -26,8 +26,11 @@ def test_visual_layers_show_each_conv_after_its_relu():
     assert list(shown) == ["0", "2", "3", "5", "6", "8", "9", "11"]
     assert shown["0"] is model[1] and shown["2"] is model[2]
     bn = fastconv.models.convnet4_bn(image_size=64)
-    # conv, BatchNorm, ReLU: the conv is shown as it is (its follower is not a ReLU)
-    assert visualize.visual_layers(bn)["0"] is bn[0]
+    # conv, BatchNorm, ReLU: shown after the ReLU; the ascent's objective is the BatchNorm output
+    assert list(visualize.visual_layers(bn)) == ["0", "3", "4", "7", "8", "11", "12", "15"]
+    assert visualize.visual_layers(bn)["0"] is bn[2] and visualize._conv_stages(bn)["0"] == (bn[1], bn[2])
+    plain = nn.Sequential(fnn.Conv2d(3, 4, 3), nn.Flatten())
+    assert visualize._conv_stages(plain)["0"] == (plain[0], plain[0])
 
 
 def test_feature_maps_match_the_layers_outputs():
@@ -56,6 +59,17 @@ def test_gradient_ascent_raises_each_filters_mean_activation():
             before = visualize.filter_activation(model, layer, start, filters)
             after = visualize.filter_activation(model, layer, end, filters)
         assert (after > before).all(), (layer, before, after)
+    bn = fastconv.models.convnet4_bn(image_size=64)
+    bn.train()(torch.rand(8, 3, 64, 64))  # running statistics away from their defaults
+    start, filters = visualize.ascend_filters(bn, "4", filters=[1, 9], image_size=64, steps=0)
+    end, _ = visualize.ascend_filters(bn, "4", filters=[1, 9], image_size=64, steps=15)
+    bn.eval()
+    with torch.no_grad():
+        before, after = (visualize.filter_activation(bn, "4", x, filters) for x in (start, end))
+        # the objective is what the ReLU sees: the BatchNorm's output, in eval mode
+        reference = bn[5](bn[4](bn[3](bn[2](bn[1](bn[0](end))))))
+    assert (after > before).all()
+    torch.testing.assert_close(after, reference[[0, 1], [1, 9]].mean(dim=(1, 2)))
     patterns = visualize.filter_patterns(model, "0", filters=4, image_size=64, steps=3)
     assert patterns.shape == (4, 3, 64, 64) and patterns.min() >= 0 and patterns.max() <= 1
     assert model.training, "the model's mode is restored"
@@ -133,6 +147,29 @@ def test_grad_cam_heat_lies_in_the_quadrant_with_the_evidence():
     assert wins >= 0.9 * len(positives), f"top-left strongest in {wins} of {len(positives)}"
 
 
+def test_grad_cam_matches_the_definition():
+    """Against Grad-CAM computed by hand with torch: channel weights = the spatial mean of the
+    class score's gradient at the activation; heat = ReLU of the weighted channel sum,
+    upsampled bilinearly and scaled to [0, 1]."""
+    torch.manual_seed(3)
+    model = fastconv.models.convnet4_bn(num_classes=2, image_size=64)
+    model.train()(torch.rand(8, 3, 64, 64))
+    model.eval()
+    image = torch.rand(3, 64, 64)
+    cam = visualize.grad_cam(model, image, target=1)
+    x = image[None]
+    head = model[:15]  # up to the last conv block's ReLU (index 14)
+    activation = head(x).detach().requires_grad_(True)
+    score = model[15:](activation)[0, 1]
+    (gradient,) = torch.autograd.grad(score, activation)
+    weights = gradient.mean(dim=(2, 3), keepdim=True)
+    heat = torch.relu((weights * activation).sum(dim=1, keepdim=True)).detach()
+    heat = torch.nn.functional.interpolate(heat, size=(64, 64), mode="bilinear")[0, 0]
+    heat = heat / heat.max()
+    assert cam.layer == "12" and cam.class_index == 1
+    torch.testing.assert_close(cam.heatmap, heat, rtol=1e-4, atol=1e-5)
+
+
 def test_grad_cam_explains_either_class_of_a_one_logit_head():
     model = _small_cnn(num_classes=1).eval()
     image = torch.rand(3, 32, 32)
@@ -159,20 +196,22 @@ def test_cli_writes_every_picture(tmp_path):
     Image.fromarray((torch.rand(80, 100, 3) * 255).byte().numpy()).save(photo)
     written = visualize.main(["--checkpoint", str(tmp_path / "model.pt"), "--image", str(photo),
                               "--out", str(tmp_path / "viz"), "--filters", "4", "--channels", "16",
-                              "--steps", "2", "--layers", "0", "9"])
+                              "--steps", "2", "--layers", "0", "9", "--dpi", "50"])
     names = sorted(p.name for p in written)
     assert names == sorted([f"feature_maps_{i:02d}_{n}.png" for i, n in enumerate(["0", "2", "3", "5", "6", "8", "9", "11"])]
                            + ["filters_0.png", "filters_9.png", "grad_cam.png"])
-    # Figure sizes at 100 dpi: feature maps 8 columns x 2 rows of 1.6 in (+0.5 in title); filter
+    # Figure sizes at 50 dpi: feature maps 8 columns x 2 rows of 1.6 in (+0.5 in title); filter
     # patterns 4 x 1 of 1.8 in (+0.5); Grad-CAM 8 x 4.3 in.
-    assert _png_size(tmp_path / "viz" / "feature_maps_00_0.png") == (1280, 370)
-    assert _png_size(tmp_path / "viz" / "filters_9.png") == (720, 230)
-    assert _png_size(tmp_path / "viz" / "grad_cam.png") == (800, 430)
+    assert _png_size(tmp_path / "viz" / "feature_maps_00_0.png") == (640, 185)
+    assert _png_size(tmp_path / "viz" / "filters_9.png") == (360, 115)
+    assert _png_size(tmp_path / "viz" / "grad_cam.png") == (400, 215)
 
 
 def test_pretrained_names_are_checked(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="unknown pretrained model"):
         checkpoint.load_pretrained("imagenet")
+    with pytest.raises(SystemExit):  # argparse: not one of the shipped names
+        visualize.main(["--pretrained", "imagenet", "--image", "x.jpg"])
     monkeypatch.setattr(checkpoint, "WEIGHTS_DIR", tmp_path / "missing")
     with pytest.raises(FileNotFoundError, match="not in this installation"):
         fastconv.models.convnet4(pretrained="cats-vs-dogs")
@@ -190,11 +229,14 @@ def test_exported_weights_load_as_a_pretrained_model(tmp_path, monkeypatch):
     saved = torch.load(weights, weights_only=False)
     assert set(saved) == {"state_dict", "meta"} and saved["meta"]["val_accuracy"] == 0.5
     assert saved["state_dict"]["0.weight"].dtype == torch.float16
+    assert saved["state_dict"]["1.running_var"].dtype == torch.float32  # buffers stay as they were
     monkeypatch.setattr(checkpoint, "WEIGHTS_DIR", tmp_path / "weights")
-    loaded = fastconv.models.convnet4_bn(pretrained="cats-vs-dogs")
+    loaded = fastconv.models.convnet4_bn(image_size=64, pretrained="cats-vs-dogs")
     assert loaded.training and loaded[0].weight.dtype == torch.float32
     x = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(loaded.eval()(x), model.eval()(x), rtol=2e-2, atol=2e-2)
     with pytest.raises(ValueError, match="is a convnet4_bn, not a convnet4"):
-        fastconv.models.convnet4(pretrained="cats-vs-dogs")
+        fastconv.models.convnet4(image_size=64, pretrained="cats-vs-dogs")
+    with pytest.raises(ValueError, match="not num_classes=2, image_size=64"):
+        fastconv.models.convnet4_bn(num_classes=2, image_size=64, pretrained="cats-vs-dogs")

@@ -49,7 +49,7 @@ at::Tensor dropout(const at::Tensor& input, double p, const at::Tensor& seed, c1
 
 void dropout_(at::Tensor& self, double p, const at::Tensor& seed, c10::string_view backend) {
   if (needs_recording(self)) {
-    Dropout<Map::kDropoutInPlace>::apply(self, p, seed, backend);
+    record_in_place<Dropout<Map::kDropoutInPlace>>(self, p, seed, backend);
   } else {
     run_in_place_unrecorded(self, [&] { op_calls::dropout_(self, p, seed, backend); });
   }

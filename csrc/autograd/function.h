@@ -10,10 +10,12 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/util/string_view.h>
 #include <torch/autograd.h>
+#include <torch/csrc/autograd/VariableTypeUtils.h>
 #include <torch/csrc/autograd/functions/utils.h>
 #include <torch/library.h>
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "op_calls.h"
@@ -44,6 +46,16 @@ inline void save_ints(AutogradContext* ctx, const char* key, at::IntArrayRef val
 }
 inline std::vector<int64_t> saved_ints(AutogradContext* ctx, const char* key) {
   return ctx->saved_data[key].toIntVector();
+}
+
+// Records an in-place op: torch's checks first (a leaf that requires grad, or
+// a view of one, may not be overwritten), so that, as with torch's own
+// in-place ops, a refused call leaves the data untouched; Function::apply
+// alone would check only after the kernel had run.
+template <typename Function, typename... Args>
+void record_in_place(at::Tensor& self, Args&&... args) {
+  torch::autograd::check_inplace(self, /*requires_grad=*/true);
+  Function::apply(self, std::forward<Args>(args)...);
 }
 
 // Runs an in-place op below autograd when nothing is recorded. Our ops have no

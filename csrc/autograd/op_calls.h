@@ -2,7 +2,10 @@
 // not straight into csrc/ops. A forward that has stepped below autograd then
 // reaches the device kernels (or, while torch.compile traces, the fake ones),
 // and a backward run with create_graph=True reaches the backward ops' own
-// autograd kernels, which is what makes double backward work.
+// autograd kernels where they have one: relu_backward, dropout_backward and
+// max_pool2d_backward do (double backward works through them); the conv2d
+// backward ops do not, so second derivatives through a convolution are not
+// supported.
 #pragma once
 
 #include <ATen/core/Tensor.h>

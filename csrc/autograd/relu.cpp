@@ -59,7 +59,7 @@ at::Tensor relu(const at::Tensor& input, c10::string_view backend) {
 
 void relu_(at::Tensor& self, c10::string_view backend) {
   if (needs_recording(self)) {
-    Relu<true>::apply(self, backend);
+    record_in_place<Relu<true>>(self, backend);
   } else {
     run_in_place_unrecorded(self, [&] { op_calls::relu_(self, backend); });
   }

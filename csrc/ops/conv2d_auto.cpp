@@ -37,8 +37,9 @@ namespace {
 // Its float32 error (max |error| / max |output| against float64) grows slowly
 // with the channels summed: 1.6e-7 at 3 to 6.3e-7 at 512 input channels
 // (im2col 1.7e-7 .. 5.7e-7; oneDNN's 1.5e-7 .. 1.1e-6), bounded at 2e-6 up to
-// kWinogradMaxChannels by tests/test_conv2d_winograd.py; wider layers, not
-// measured, stay on im2col.
+// kWinogradMaxChannels by tests/test_conv2d_winograd.py, on both widths (the
+// input gradient sums over the output channels); wider layers, not measured,
+// stay on im2col.
 constexpr int64_t kWinogradMinChannels = 16;
 constexpr int64_t kWinogradMaxChannels = 1024;
 constexpr int64_t kWinogradMinTiles = 128;
@@ -47,7 +48,7 @@ bool winograd_pays(const Conv2dParams& p) {
   const int64_t cg = p.in_channels_per_group(), og = p.out_channels_per_group();
   const int64_t tiles = p.batch * ((p.out_h + 1) / 2) * ((p.out_w + 1) / 2);
   return cpu::winograd_ineligibility(p) == nullptr && std::min(cg, og) >= kWinogradMinChannels &&
-         cg <= kWinogradMaxChannels && tiles >= kWinogradMinTiles;
+         std::max(cg, og) <= kWinogradMaxChannels && tiles >= kWinogradMinTiles;
 }
 
 ConvAlgorithm cpu_rule(const Conv2dParams& p) {

@@ -6,6 +6,7 @@
 #include <c10/core/Allocator.h>
 #include <c10/util/Exception.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <list>
 #include <mutex>
@@ -20,9 +21,24 @@ constexpr size_t kBucket = size_t{2} << 20;
 constexpr size_t kMinBytes = kBucket;
 constexpr size_t kAlignment = 64;  // c10's CPU alignment
 
-size_t cache_limit_bytes() {
+// FASTCONV_CPU_OUTPUT_CACHE_MB: a whole number of MiB; anything else is
+// reported on stderr and the default kept.
+size_t read_cache_limit_bytes() {
+  constexpr size_t kDefault = size_t{256} << 20;
   const char* mb = std::getenv("FASTCONV_CPU_OUTPUT_CACHE_MB");
-  return mb == nullptr ? size_t{256} << 20 : static_cast<size_t>(std::strtoull(mb, nullptr, 10)) << 20;
+  if (mb == nullptr || *mb == '\0') return kDefault;
+  char* end = nullptr;
+  const unsigned long long value = std::strtoull(mb, &end, 10);
+  if (*end != '\0' || *mb == '-' || value > (size_t{1} << 40 >> 20)) {
+    std::fprintf(stderr, "fastconv: ignoring FASTCONV_CPU_OUTPUT_CACHE_MB=%s (expected a number of MiB)\n", mb);
+    return kDefault;
+  }
+  return static_cast<size_t>(value) << 20;
+}
+
+size_t cache_limit_bytes() {
+  static const size_t limit = read_cache_limit_bytes();
+  return limit;
 }
 
 struct Block {
@@ -104,7 +120,8 @@ class BufferCache final : public c10::Allocator {
 };
 
 bool use_cache(const at::TensorOptions& options, size_t bytes) {
-  return options.device().is_cpu() && bytes >= kMinBytes;
+  static const bool enabled = cache_limit_bytes() > 0;  // 0: every output from torch's allocator
+  return enabled && options.device().is_cpu() && bytes >= kMinBytes;
 }
 
 c10::DispatchKeySet cpu_keys() { return c10::DispatchKeySet(c10::DispatchKey::CPU); }

@@ -17,7 +17,11 @@
 // of released buffers in all, least recently released evicted first; a
 // buffer larger than that is freed at once, and 0 turns the cache off.
 // Smaller and non-CPU tensors come from torch's allocator as before. The
-// cached bytes are not reported to torch's memory profiler.
+// cached bytes are not reported to torch's memory profiler. The cache's lock
+// is held only around a list operation, by the thread that creates or frees
+// an output; a process forked while another of its threads held it (not
+// torch's DataLoader, which forks from the thread that runs the model) would
+// find it locked.
 #pragma once
 
 #include <ATen/core/Tensor.h>
