@@ -20,6 +20,12 @@ TORCH_LIBRARY(fastconv, m) {
   m.def("dropout(Tensor input, float p, Tensor seed, str backend=\"auto\") -> Tensor");
   m.def("dropout_(Tensor(a!) input, float p, Tensor seed, str backend=\"auto\") -> ()");
   m.def("dropout_backward(Tensor grad_output, float p, Tensor seed, str backend=\"auto\") -> Tensor");
+  // The same, storing the mask for backward (the cpu backend only): mask is
+  // uint8[ceil(n / 8)], bit i % 8 of byte i / 8 set when element i (row-major
+  // order) is kept, the padding bits zero. dropout_backward_from_mask reads it.
+  m.def("dropout_with_mask(Tensor input, float p, Tensor seed, str backend=\"auto\") -> (Tensor, Tensor)");
+  m.def("dropout_with_mask_(Tensor(a!) input, float p, Tensor seed, str backend=\"auto\") -> Tensor");
+  m.def("dropout_backward_from_mask(Tensor grad_output, float p, Tensor mask, str backend=\"auto\") -> Tensor");
 
   // padding = [top, bottom, left, right]; algorithm: "auto", "direct", "im2col", "winograd".
   m.def("conv2d(Tensor input, Tensor weight, Tensor? bias, int[2] stride, int[4] padding, int[2] dilation, "

@@ -61,6 +61,38 @@ def _dropout_backward_fake(grad_output, p, seed, backend="auto"):
     return torch.empty_like(grad_output, memory_format=torch.contiguous_format)
 
 
+def _mask_bytes(numel):
+    """The stored mask's size: one bit per element, whole bytes."""
+    return (numel + 7) // 8
+
+
+def _empty_mask(input):
+    return input.new_empty((_mask_bytes(input.numel()),), dtype=torch.uint8)
+
+
+@torch.library.register_fake("fastconv::dropout_with_mask")
+def _dropout_with_mask_fake(input, p, seed, backend="auto"):
+    return _output_like(input, input.shape), _empty_mask(input)
+
+
+@torch.library.register_fake("fastconv::dropout_with_mask_")
+def _dropout_with_mask_inplace_fake(input, p, seed, backend="auto"):
+    return _empty_mask(input)
+
+
+@torch.library.register_fake("fastconv::dropout_backward_from_mask")
+def _dropout_backward_from_mask_fake(grad_output, p, mask, backend="auto"):
+    # The C++ op's checks, for tensors that reach only this kernel (a mask on the meta device).
+    op = "dropout_backward_from_mask"
+    torch._check(mask.dtype == torch.uint8, lambda: f"{op}: mask must be a uint8 tensor, got {mask.dtype}")
+    torch._check(mask.device == grad_output.device,
+                 lambda: f"{op}: mask must be on grad_output's device ({grad_output.device}), got {mask.device}")
+    bytes_ = _mask_bytes(grad_output.numel())
+    torch._check(mask.shape == (bytes_,), lambda: f"{op}: mask must hold one bit per element of grad_output, "
+                 f"a 1-D tensor of {bytes_} bytes, got shape {list(mask.shape)}")
+    return torch.empty_like(grad_output, memory_format=torch.contiguous_format)
+
+
 # ---------------------------------------------------------------- Conv2d
 
 

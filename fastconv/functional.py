@@ -57,7 +57,9 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool 
     generator for CUDA tensors. Those two generators differ, so a CPU and a
     CUDA call after the same ``torch.manual_seed`` get different masks; pass an
     explicit pair to ``torch.ops.fastconv.dropout`` for one mask on both.
-    The mask is not stored: backward regenerates it from the pair.
+    When autograd records the call, the cpu backend also stores the mask, one
+    bit per element, and backward reads it; the cuda and simt backends
+    regenerate it from the pair (the same mask either way).
     """
     if not training or p == 0.0:
         # The op checks p; where it does not run, its check runs alone, as torch raises either

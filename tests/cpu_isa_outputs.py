@@ -12,8 +12,8 @@ import torch.nn.functional as F
 import fastconv
 
 OPS = torch.ops.fastconv
-# Element counts around the vector widths (16 floats, 64 per AVX-512 dropout step, 32 per AVX2
-# step) and tensors above the output cache's 2 MiB.
+# Element counts around the vector widths (16 floats, 64 per dropout block: one keep word) and
+# tensors above the output cache's 2 MiB.
 SIZES = [0, 1, 3, 4, 5, 15, 16, 17, 31, 33, 63, 64, 65, 127, 129, 1000, 6272 * 3 + 1, 1 << 20 | 5]
 SPECIALS = [0.0, -0.0, float("nan"), float("inf"), float("-inf"), -1e-30, 1e-30, -3.0]
 
@@ -52,6 +52,11 @@ def main(path):
                     db = OPS.dropout_backward(x, p, pair, "cpu")
                     same(d, db)  # the same map with the same mask
                     out[f"dropout_{tag}_{n}_{p}_{seed}_{offset}"] = d.numpy()
+                    # The stored mask: the same output, and backward from it the same map.
+                    dm, mask = OPS.dropout_with_mask(x, p, pair, "cpu")
+                    same(dm, d)
+                    same(OPS.dropout_backward_from_mask(x, p, mask, "cpu"), d)
+                    out[f"keepbits_{tag}_{n}_{p}_{seed}_{offset}"] = mask.numpy()
         # Non-contiguous and channels_last views, odd sizes.
         base = sample(3 * 5 * 9 * 11, dtype, 7).reshape(3, 5, 9, 11)
         for name, v in (("transposed", base.transpose(1, 3)), ("strided", base[:, :, ::2, 1::3]),

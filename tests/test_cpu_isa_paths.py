@@ -71,6 +71,24 @@ def test_dropout_masks_are_philox(outputs, isa):
     assert checked > 50
 
 
+@pytest.mark.parametrize("isa", [i for i, ok in ISAS.items() if ok])
+def test_stored_masks_are_philox(outputs, isa):
+    checked = 0
+    for key, mask in outputs[isa].items():
+        if not key.startswith("keepbits_"):
+            continue
+        _, _, n, p, seed, offset = key.split("_")
+        n = int(n)
+        assert mask.dtype == np.uint8 and mask.shape == ((n + 7) // 8,), key
+        if n > 20000:  # larger ones: compared with the portable path
+            continue
+        bits = np.unpackbits(mask, bitorder="little")
+        assert np.array_equal(bits[:n].astype(bool), dropout_keep_mask(n, int(seed), int(offset), float(p))), key
+        assert not bits[n:].any(), "the padding bits are zero"
+        checked += 1
+    assert checked > 50
+
+
 @pytest.mark.skipif(not ISAS["avx512"], reason="the CPU has no AVX-512")
 def test_unset_switch_picks_the_widest_path():
     env = {k: v for k, v in os.environ.items() if k != "FASTCONV_CPU_ISA"}

@@ -241,3 +241,181 @@ def test_channels_last_input_gives_channels_last_output(backend):
     y = FF.dropout(x, 0.5)
     assert y.is_contiguous(memory_format=torch.channels_last)
     assert y.stride() == F.dropout(x, 0.5).stride()
+
+
+# ---------------------------------------------------------------- the stored mask (cpu backend)
+
+OPS = torch.ops.fastconv
+
+
+def _unpack(mask, n):
+    """The stored keep bits as n booleans (bit i % 8 of byte i / 8), and the padding bits."""
+    bits = np.unpackbits(mask.numpy(), bitorder="little").astype(bool)
+    return torch.from_numpy(bits[:n].copy()), bits[n:]
+
+
+def _ops_called(run):
+    """The fastconv ops that ``run`` dispatched, in order (forward and backward alike)."""
+    with torch.autograd.profiler.profile() as prof:
+        run()
+    return [e.name for e in prof.function_events if e.name.startswith("fastconv::")]
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 63, 64, 65, 127, 128, 1000, 4099])
+@pytest.mark.parametrize("seed,offset", [(0, 0), (2**64 - 1, 2**63 + 5)])
+@pytest.mark.parametrize("p", [0.0, 0.3, 0.77, 1.0])
+def test_stored_mask_is_the_philox_mask(n, seed, offset, p):
+    x = torch.randn(n, dtype=torch.float64)
+    pair = _seed(seed, offset)
+    y, mask = OPS.dropout_with_mask(x, p, pair, "cpu")
+    assert mask.dtype == torch.uint8 and mask.shape == ((n + 7) // 8,)
+    keep, padding = _unpack(mask, n)
+    assert torch.equal(keep, torch.from_numpy(dropout_keep_mask(n, seed, offset, p)))
+    assert not padding.any()
+    assert torch.equal(y, OPS.dropout(x, p, pair, "cpu"))
+
+
+def test_stored_mask_matches_every_backends_mask():
+    x = torch.ones(5, 7, 11)
+    pair = _seed(42, 3)
+    _, mask = OPS.dropout_with_mask(x, 0.3, pair, "cpu")
+    keep, _ = _unpack(mask, x.numel())
+    assert torch.equal(keep, OPS.dropout(x, 0.3, pair, "simt").flatten() != 0)
+    if "cuda" in fastconv.available_backends():
+        assert torch.equal(keep, OPS.dropout(x.cuda(), 0.3, pair.cuda(), "cuda").cpu().flatten() != 0)
+
+
+def _layouts(shape, dtype):
+    """The same values contiguous, channels_last, transposed and strided."""
+    base = torch.randn(shape, dtype=dtype)
+    views = {"contiguous": base}
+    if base.dim() == 4:
+        views["channels_last"] = base.contiguous(memory_format=torch.channels_last)
+        views["transposed"] = base.transpose(1, 3).contiguous().transpose(1, 3)
+    if base.dim() >= 2 and base.numel():
+        views["strided"] = torch.randn(*shape[:-1], 2 * shape[-1], dtype=dtype)[..., ::2]
+    return views
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(0,), (3, 0, 5), (1,), (13,), (3, 67), (16, 6272), (1, 3, 7, 9), (2, 5, 9, 11),
+                                   (16, 64, 18, 18)], ids=str)
+def test_backward_from_mask_equals_the_regenerated_backward(dtype, shape):
+    pair = _seed(123456789, 7)
+    for name, x in _layouts(shape, dtype).items():
+        y, mask = OPS.dropout_with_mask(x, 0.4, pair, "cpu")
+        assert torch.equal(y, OPS.dropout(x, 0.4, pair, "cpu")), name
+        assert y.stride() == OPS.dropout(x, 0.4, pair, "cpu").stride(), name
+        for g in _layouts(shape, dtype).values():  # gradients of any layout, the mask in logical order
+            grad = OPS.dropout_backward_from_mask(g, 0.4, mask, "cpu")
+            assert torch.equal(grad, OPS.dropout_backward(g, 0.4, pair, "cpu")), name
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+def test_autograd_stores_the_mask_on_cpu_and_regenerates_on_simt(inplace):
+    x = torch.randn(4, 33, dtype=torch.float64, requires_grad=True)
+
+    def run(backend_name):
+        with fastconv.backend(backend_name):
+            torch.manual_seed(5)
+            y = FF.dropout(x * 1, 0.4, inplace=inplace)
+        y.backward(torch.arange(y.numel(), dtype=y.dtype).view_as(y))
+
+    on_cpu = _ops_called(lambda: run("cpu"))
+    grad_cpu, x.grad = x.grad, None
+    on_simt = _ops_called(lambda: run("simt"))
+    forward = "fastconv::dropout_with_mask_" if inplace else "fastconv::dropout_with_mask"
+    assert forward in on_cpu and "fastconv::dropout_backward_from_mask" in on_cpu
+    assert "fastconv::dropout_backward" not in on_cpu
+    assert "fastconv::dropout_backward" in on_simt and "fastconv::dropout_backward_from_mask" not in on_simt
+    torch.testing.assert_close(grad_cpu, x.grad, rtol=0, atol=0)  # the same mask on both
+
+
+def test_no_mask_is_stored_without_autograd():
+    x = torch.randn(100)
+    assert "fastconv::dropout_with_mask" not in _ops_called(lambda: FF.dropout(x, 0.5))
+    x.requires_grad_()
+    with torch.no_grad():
+        assert "fastconv::dropout_with_mask" not in _ops_called(lambda: FF.dropout(x, 0.5))
+
+
+@pytest.mark.parametrize("shape", [(5,), (2, 3, 5, 7)], ids=str)
+def test_stored_mask_gradcheck_and_double_backward(shape):
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    pair = _seed(5, 1)
+    assert torch.autograd.gradcheck(lambda t: OPS.dropout_with_mask(t, 0.4, pair, "cpu")[0], (x,))
+    assert torch.autograd.gradgradcheck(lambda t: OPS.dropout_with_mask(t, 0.4, pair, "cpu")[0], (x,))
+    _, mask = OPS.dropout_with_mask(x.detach(), 0.4, pair, "cpu")
+    g = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: OPS.dropout_backward_from_mask(t, 0.4, mask, "cpu"), (g,))
+    assert torch.autograd.gradgradcheck(lambda t: OPS.dropout_backward_from_mask(t, 0.4, mask, "cpu"), (g,))
+    # Double backward by hand: the gradient of the backward map is the map itself.
+    y = OPS.dropout(x, 0.4, pair, "cpu")
+    (gx,) = torch.autograd.grad(y, x, g, create_graph=True)
+    assert "fastconv::dropout_backward_from_mask" in _ops_called(lambda: gx.backward(torch.ones_like(gx)))
+    keep = (y.detach() != 0) | (x.detach() == 0)
+    torch.testing.assert_close(g.grad, torch.where(keep, 1 / 0.6, 0.0).to(g.dtype))
+
+
+def test_stored_mask_opcheck():
+    x = torch.randn(3, 19, requires_grad=True)
+    pair = _seed(11, 2)
+    _, mask = OPS.dropout_with_mask(x.detach(), 0.25, pair, "cpu")
+    torch.library.opcheck(OPS.dropout_with_mask.default, (x, 0.25, pair, "cpu"))
+    torch.library.opcheck(OPS.dropout_with_mask_.default, (x.detach().clone(), 0.25, pair, "cpu"))
+    torch.library.opcheck(OPS.dropout_backward_from_mask.default, (x, 0.25, mask, "cpu"))
+    torch.library.opcheck(OPS.dropout_backward_from_mask.default, (x.detach(), 0.25, mask, "auto"))
+
+
+def test_stored_mask_inplace_matches_out_of_place():
+    pair = _seed(8, 8)
+    for x in _layouts((2, 3, 5, 7), torch.float32).values():
+        expected, expected_mask = OPS.dropout_with_mask(x, 0.5, pair, "cpu")
+        y = x.clone()
+        mask = OPS.dropout_with_mask_(y, 0.5, pair, "cpu")
+        assert torch.equal(y, expected) and torch.equal(mask, expected_mask)
+    # Under autograd, through a view: the base's gradient is the view's masked one.
+    base = torch.randn(3, 8, dtype=torch.float64, requires_grad=True)
+    y = base * 1
+    mask = OPS.dropout_with_mask_(y[:, 2:7], 0.5, pair, "cpu")
+    y.sum().backward()
+    keep, _ = _unpack(mask, 15)
+    expected = torch.ones(3, 8, dtype=torch.float64)
+    expected[:, 2:7] = torch.where(keep.view(3, 5), 2.0, 0.0)
+    torch.testing.assert_close(base.grad, expected)
+
+
+def test_stored_mask_compiles_with_inplace_dropout():
+    model = torch.nn.Sequential(torch.nn.Linear(16, 16), fnn.Dropout(0.3, inplace=True), fnn.ReLU())
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    x = torch.randn(8, 16, requires_grad=True)
+    grads = []
+    for run in (model, compiled):
+        torch.manual_seed(3)
+        out = run(x)
+        out.backward(torch.arange(out.numel(), dtype=out.dtype).view_as(out))
+        grads.append((out.detach(), x.grad))
+        x.grad = None
+    torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_bad_masks_are_refused():
+    g = torch.randn(20)
+    _, mask = OPS.dropout_with_mask(g, 0.5, _seed(1, 2), "cpu")
+    with pytest.raises(RuntimeError, match="mask must be a uint8 tensor"):
+        OPS.dropout_backward_from_mask(g, 0.5, mask.to(torch.int32), "cpu")
+    with pytest.raises(RuntimeError, match="1-D tensor of 3 bytes for 20 elements, got shape \\[4\\]"):
+        OPS.dropout_backward_from_mask(g, 0.5, torch.zeros(4, dtype=torch.uint8), "cpu")
+    with pytest.raises(RuntimeError, match="1-D tensor of 3 bytes"):
+        OPS.dropout_backward_from_mask(g, 0.5, mask.view(1, 3), "cpu")
+    with pytest.raises(RuntimeError, match="mask must be on grad_output's device"):
+        OPS.dropout_backward_from_mask(g, 0.5, mask.to("meta"), "cpu")
+    with pytest.raises(TypeError, match="dtype"):
+        OPS.dropout_backward_from_mask(g.to(torch.float16), 0.5, mask, "cpu")
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        OPS.dropout_backward_from_mask(g, 1.5, mask, "cpu")
+    for op in (lambda: OPS.dropout_with_mask(g, 0.5, _seed(1, 2), "simt"),
+               lambda: OPS.dropout_with_mask_(g.clone(), 0.5, _seed(1, 2), "simt"),
+               lambda: OPS.dropout_backward_from_mask(g, 0.5, mask, "simt")):
+        with pytest.raises(RuntimeError, match="only the 'cpu' backend stores dropout masks"):
+            op()

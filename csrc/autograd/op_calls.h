@@ -2,10 +2,10 @@
 // not straight into csrc/ops. A forward that has stepped below autograd then
 // reaches the device kernels (or, while torch.compile traces, the fake ones),
 // and a backward run with create_graph=True reaches the backward ops' own
-// autograd kernels where they have one: relu_backward, dropout_backward and
-// max_pool2d_backward do (double backward works through them); the conv2d
-// backward ops do not, so second derivatives through a convolution are not
-// supported.
+// autograd kernels where they have one: relu_backward, both dropout backward
+// ops and max_pool2d_backward do (double backward works through them); the
+// conv2d backward ops do not, so second derivatives through a convolution are
+// not supported.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -43,9 +43,14 @@ FASTCONV_OP_CALL(relu, at::Tensor, T, Str)
 FASTCONV_OP_CALL(relu_, void, at::Tensor&, Str)
 FASTCONV_OP_CALL(relu_backward, at::Tensor, T, T, Str)
 
+using TensorPair = std::tuple<at::Tensor, at::Tensor>;
+
 FASTCONV_OP_CALL(dropout, at::Tensor, T, double, T, Str)
 FASTCONV_OP_CALL(dropout_, void, at::Tensor&, double, T, Str)
 FASTCONV_OP_CALL(dropout_backward, at::Tensor, T, double, T, Str)
+FASTCONV_OP_CALL(dropout_with_mask, TensorPair, T, double, T, Str)
+FASTCONV_OP_CALL(dropout_with_mask_, at::Tensor, at::Tensor&, double, T, Str)
+FASTCONV_OP_CALL(dropout_backward_from_mask, at::Tensor, T, double, T, Str)
 
 FASTCONV_OP_CALL(conv2d, at::Tensor, T, T, OptionalTensor, Ints, Ints, Ints, int64_t, Str, Str)
 FASTCONV_OP_CALL(conv2d_relu, at::Tensor, T, T, OptionalTensor, Ints, Ints, Ints, int64_t, Str, Str)
@@ -53,7 +58,6 @@ FASTCONV_OP_CALL(conv2d_backward_input, at::Tensor, T, T, Ints, Ints, Ints, Ints
 FASTCONV_OP_CALL(conv2d_backward_weight, at::Tensor, T, T, Ints, Ints, Ints, Ints, int64_t, Str, Str)
 FASTCONV_OP_CALL(conv2d_backward_bias, at::Tensor, T, Str)
 
-using TensorPair = std::tuple<at::Tensor, at::Tensor>;
 FASTCONV_OP_CALL(max_pool2d, TensorPair, T, Ints, Ints, Ints, Ints, bool, Str)
 FASTCONV_OP_CALL(max_pool2d_backward, at::Tensor, T, T, Ints, Ints, Ints, Ints, Ints, bool, Str)
 

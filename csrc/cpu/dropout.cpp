@@ -1,14 +1,24 @@
 // Dropout on the CPU: output = input * (keep ? scale : 0), the keep bit of
 // element i coming from word i % 4 of Philox group i / 4 (csrc/common/philox.h).
-// Backward regenerates the mask, so generating it is most of the work: the
-// AVX-512 and AVX2 paths run Philox on 16 or 8 groups at once
-// (philox_x86.h) and apply 64 or 32 elements per step; the portable path
-// does one group at a time. All give bit-identical outputs: the factor is
-// the same value and the product the same single rounding.
+//
+// The work goes in blocks of 64 elements, one 64-bit word of keep bits each
+// (16 Philox groups). Forward generates a block's word, stores it when the
+// caller keeps the mask for backward, and applies it; backward from a stored
+// mask loads the word and applies it, so it streams like ReLU instead of
+// paying for Philox again. Per ISA only those two steps differ: generating a
+// word (philox_x86.h runs 16 or 8 groups at once, the portable path one) and
+// applying one (AVX-512 mask registers, AVX2 compares, a scalar loop). All
+// paths give bit-identical outputs and masks: the factor is the same value and
+// the product the same single rounding.
 #include "dropout.h"
+
+#include <algorithm>
+#include <bit>
+#include <cstring>
 
 #include "../common/philox.h"
 #include "cpu_isa.h"
+#include "isa_loops.h"
 #include "parallel.h"
 #include "philox_x86.h"
 
@@ -16,121 +26,201 @@ namespace fastconv {
 namespace cpu {
 namespace {
 
+constexpr int64_t kBlock = 64;  // elements per keep word
+constexpr int64_t kGroupsPerBlock = kBlock / 4;
+
 struct DropoutArgs {
   uint64_t seed;
   uint64_t offset;
   uint32_t drop_threshold;
 };
 
-// Groups [begin, end) one at a time; the last group of the tensor may be partial.
-template <typename T>
-void dropout_groups_portable(const T* input, T* output, int64_t n, const DropoutArgs& a, acc_t<T> scale,
-                             int64_t begin, int64_t end) {
-  for (int64_t g = begin; g < end; ++g) {
-    const Philox4x32 r = philox_group(a.seed, a.offset, static_cast<uint64_t>(g));
-    const int64_t base = g * 4;
-    const int count = base + 4 <= n ? 4 : static_cast<int>(n - base);
-    for (int k = 0; k < count; ++k) {
-      const T factor = dropout_keep(r.v[k], a.drop_threshold) ? scale : T(0);
-      output[base + k] = input[base + k] * factor;
-    }
+// A keep word's bytes are little-endian: byte k holds elements [8k, 8k + 8).
+// `bytes` is 8 except in the tensor's last block.
+inline uint64_t load_word(const uint8_t* keep_bits, int64_t bytes) {
+  uint64_t word = 0;
+  if (bytes == 8 && std::endian::native == std::endian::little) {
+    std::memcpy(&word, keep_bits, 8);
+    return word;
   }
+  for (int64_t k = 0; k < bytes; ++k) word |= static_cast<uint64_t>(keep_bits[k]) << (8 * k);
+  return word;
 }
+
+inline void store_word(uint8_t* keep_bits, uint64_t word, int64_t bytes) {
+  if (bytes == 8 && std::endian::native == std::endian::little) {
+    std::memcpy(keep_bits, &word, 8);
+    return;
+  }
+  for (int64_t k = 0; k < bytes; ++k) keep_bits[k] = static_cast<uint8_t>(word >> (8 * k));
+}
+
+// The two steps of a block, per ISA: keep_word(args, block) and apply(in,
+// out, word, scale) on 64 elements. The portable apply also takes the
+// element count, for the tensor's last block.
+template <CpuIsa>
+struct Steps;
+
+template <>
+struct Steps<CpuIsa::kBaseline> {
+  static uint64_t keep_word(const DropoutArgs& a, int64_t block) {
+    uint64_t word = 0;
+    for (int j = 0; j < kGroupsPerBlock; ++j) {
+      const Philox4x32 r = philox_group(a.seed, a.offset, static_cast<uint64_t>(block * kGroupsPerBlock + j));
+      for (int k = 0; k < 4; ++k) {
+        word |= static_cast<uint64_t>(dropout_keep(r.v[k], a.drop_threshold)) << (4 * j + k);
+      }
+    }
+    return word;
+  }
+
+  template <typename T>
+  static void apply(const T* in, T* out, uint64_t word, T scale, int64_t count = kBlock) {
+    for (int64_t j = 0; j < count; ++j) out[j] = in[j] * ((word >> j) & 1 ? scale : T(0));
+  }
+};
 
 #if defined(FASTCONV_CPU_X86)
 
-// Multiplies kBytes / sizeof(T) elements by scale where their keep bit is
-// set and by zero elsewhere (not a plain zero store: NaN, inf and the sign of
-// zero behave as in input * 0, like the portable path and torch).
-template <typename T>
-FASTCONV_TARGET_AVX512 inline void apply_avx512(const T* in, T* out, uint64_t bits, T scale) {
-  if constexpr (sizeof(T) == 4) {
-    const __m512 s = _mm512_set1_ps(scale);
-    for (int q = 0; q < 4; ++q) {
-      const __m512 factor = _mm512_maskz_mov_ps(static_cast<__mmask16>(bits >> (16 * q)), s);
-      _mm512_storeu_ps(out + 16 * q, _mm512_mul_ps(_mm512_loadu_ps(in + 16 * q), factor));
-    }
-  } else {
-    const __m512d s = _mm512_set1_pd(scale);
-    for (int q = 0; q < 8; ++q) {
-      const __m512d factor = _mm512_maskz_mov_pd(static_cast<__mmask8>(bits >> (8 * q)), s);
-      _mm512_storeu_pd(out + 8 * q, _mm512_mul_pd(_mm512_loadu_pd(in + 8 * q), factor));
-    }
+// Dropped elements are multiplied by zero, not stored as zero: NaN, inf and
+// the sign of zero behave as in input * 0, like the portable path and torch.
+template <>
+struct Steps<CpuIsa::kAvx512> {
+  FASTCONV_TARGET_AVX512 static uint64_t keep_word(const DropoutArgs& a, int64_t block) {
+    return philox_x86::keep_bits_avx512(a.seed, a.offset, static_cast<uint64_t>(block * kGroupsPerBlock),
+                                        a.drop_threshold);
   }
-}
 
-template <typename T>
-FASTCONV_TARGET_AVX512 void dropout_groups_avx512(const T* input, T* output, int64_t n, const DropoutArgs& a,
-                                                  acc_t<T> scale, int64_t begin, int64_t end) {
-  constexpr int64_t kGroups = 16;
-  int64_t g = begin;
-  for (; g + kGroups <= end && (g + kGroups) * 4 <= n; g += kGroups) {
-    const uint64_t bits = philox_x86::keep_bits_avx512(a.seed, a.offset, static_cast<uint64_t>(g), a.drop_threshold);
-    apply_avx512<T>(input + 4 * g, output + 4 * g, bits, scale);
-  }
-  dropout_groups_portable(input, output, n, a, scale, g, end);
-}
-
-template <typename T>
-FASTCONV_TARGET_AVX2 inline void apply_avx2(const T* in, T* out, uint32_t bits, T scale) {
-  if constexpr (sizeof(T) == 4) {
-    const __m256 s = _mm256_set1_ps(scale);
-    const __m256i lane_bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
-    for (int q = 0; q < 4; ++q) {
-      const __m256i set = _mm256_and_si256(_mm256_set1_epi32(static_cast<int>(bits >> (8 * q))), lane_bit);
-      const __m256 factor = _mm256_and_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(set, lane_bit)), s);
-      _mm256_storeu_ps(out + 8 * q, _mm256_mul_ps(_mm256_loadu_ps(in + 8 * q), factor));
-    }
-  } else {
-    const __m256d s = _mm256_set1_pd(scale);
-    const __m256i lane_bit = _mm256_setr_epi64x(1, 2, 4, 8);
-    for (int q = 0; q < 8; ++q) {
-      const __m256i set = _mm256_and_si256(_mm256_set1_epi64x(static_cast<int64_t>(bits >> (4 * q))), lane_bit);
-      const __m256d factor = _mm256_and_pd(_mm256_castsi256_pd(_mm256_cmpeq_epi64(set, lane_bit)), s);
-      _mm256_storeu_pd(out + 4 * q, _mm256_mul_pd(_mm256_loadu_pd(in + 4 * q), factor));
+  template <typename T>
+  FASTCONV_TARGET_AVX512 static void apply(const T* in, T* out, uint64_t word, T scale) {
+    if constexpr (sizeof(T) == 4) {
+      const __m512 s = _mm512_set1_ps(scale);
+      for (int q = 0; q < 4; ++q) {
+        const __m512 factor = _mm512_maskz_mov_ps(static_cast<__mmask16>(word >> (16 * q)), s);
+        _mm512_storeu_ps(out + 16 * q, _mm512_mul_ps(_mm512_loadu_ps(in + 16 * q), factor));
+      }
+    } else {
+      const __m512d s = _mm512_set1_pd(scale);
+      for (int q = 0; q < 8; ++q) {
+        const __m512d factor = _mm512_maskz_mov_pd(static_cast<__mmask8>(word >> (8 * q)), s);
+        _mm512_storeu_pd(out + 8 * q, _mm512_mul_pd(_mm512_loadu_pd(in + 8 * q), factor));
+      }
     }
   }
-}
+};
 
-template <typename T>
-FASTCONV_TARGET_AVX2 void dropout_groups_avx2(const T* input, T* output, int64_t n, const DropoutArgs& a,
-                                              acc_t<T> scale, int64_t begin, int64_t end) {
-  constexpr int64_t kGroups = 8;
-  int64_t g = begin;
-  for (; g + kGroups <= end && (g + kGroups) * 4 <= n; g += kGroups) {
-    const uint32_t bits = philox_x86::keep_bits_avx2(a.seed, a.offset, static_cast<uint64_t>(g), a.drop_threshold);
-    apply_avx2<T>(input + 4 * g, output + 4 * g, bits, scale);
+template <>
+struct Steps<CpuIsa::kAvx2> {
+  FASTCONV_TARGET_AVX2 static uint64_t keep_word(const DropoutArgs& a, int64_t block) {
+    const uint64_t first = static_cast<uint64_t>(block * kGroupsPerBlock);
+    const uint64_t low = philox_x86::keep_bits_avx2(a.seed, a.offset, first, a.drop_threshold);
+    const uint64_t high = philox_x86::keep_bits_avx2(a.seed, a.offset, first + 8, a.drop_threshold);
+    return low | (high << 32);
   }
-  dropout_groups_portable(input, output, n, a, scale, g, end);
-}
+
+  template <typename T>
+  FASTCONV_TARGET_AVX2 static void apply(const T* in, T* out, uint64_t word, T scale) {
+    if constexpr (sizeof(T) == 4) {
+      const __m256 s = _mm256_set1_ps(scale);
+      const __m256i lane_bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+      for (int q = 0; q < 8; ++q) {
+        const __m256i set = _mm256_and_si256(_mm256_set1_epi32(static_cast<int>(word >> (8 * q))), lane_bit);
+        const __m256 factor = _mm256_and_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(set, lane_bit)), s);
+        _mm256_storeu_ps(out + 8 * q, _mm256_mul_ps(_mm256_loadu_ps(in + 8 * q), factor));
+      }
+    } else {
+      const __m256d s = _mm256_set1_pd(scale);
+      const __m256i lane_bit = _mm256_setr_epi64x(1, 2, 4, 8);
+      for (int q = 0; q < 16; ++q) {
+        const __m256i set = _mm256_and_si256(_mm256_set1_epi64x(static_cast<int64_t>(word >> (4 * q))), lane_bit);
+        const __m256d factor = _mm256_and_pd(_mm256_castsi256_pd(_mm256_cmpeq_epi64(set, lane_bit)), s);
+        _mm256_storeu_pd(out + 4 * q, _mm256_mul_pd(_mm256_loadu_pd(in + 4 * q), factor));
+      }
+    }
+  }
+};
 
 #endif  // FASTCONV_CPU_X86
+
+// Blocks [begin, end) of the n elements; only the tensor's last block may be
+// partial. word_of(block, count) gives the keep word of a block of `count`
+// elements: generated or loaded.
+template <CpuIsa isa, typename T, typename Word>
+FASTCONV_LOOP_INLINE void apply_blocks(const T* input, T* output, int64_t n, T scale, int64_t begin, int64_t end,
+                                       const Word& word_of) {
+  const int64_t full_end = std::min(end, n / kBlock);
+  for (int64_t b = begin; b < full_end; ++b) {
+    Steps<isa>::apply(input + b * kBlock, output + b * kBlock, word_of(b, kBlock), scale);
+  }
+  if (full_end < end) {
+    const int64_t first = full_end * kBlock;
+    Steps<CpuIsa::kBaseline>::apply(input + first, output + first, word_of(full_end, n - first), scale, n - first);
+  }
+}
+
+// Forward: each block's word from Philox, stored when keep_bits is given.
+template <CpuIsa isa>
+struct GeneratedMaskBlocks {
+  template <typename T>
+  static FASTCONV_LOOP_INLINE void run(const T* input, T* output, int64_t n, DropoutArgs a, T scale,
+                                       uint8_t* keep_bits, int64_t begin, int64_t end) {
+    struct Generate {
+      const DropoutArgs& a;
+      uint8_t* keep_bits;
+      FASTCONV_LOOP_INLINE uint64_t operator()(int64_t block, int64_t count) const {
+        uint64_t word = Steps<isa>::keep_word(a, block);
+        if (count < kBlock) word &= (uint64_t(1) << count) - 1;  // the stored padding bits are zero
+        if (keep_bits) store_word(keep_bits + block * 8, word, dropout_mask_bytes(count));
+        return word;
+      }
+    };
+    apply_blocks<isa>(input, output, n, scale, begin, end, Generate{a, keep_bits});
+  }
+};
+
+// Backward: each block's word from the stored mask.
+template <CpuIsa isa>
+struct StoredMaskBlocks {
+  template <typename T>
+  static FASTCONV_LOOP_INLINE void run(const T* input, T* output, int64_t n, const uint8_t* keep_bits, T scale,
+                                       int64_t begin, int64_t end) {
+    struct Load {
+      const uint8_t* keep_bits;
+      FASTCONV_LOOP_INLINE uint64_t operator()(int64_t block, int64_t count) const {
+        return load_word(keep_bits + block * 8, dropout_mask_bytes(count));
+      }
+    };
+    apply_blocks<isa>(input, output, n, scale, begin, end, Load{keep_bits});
+  }
+};
+
+int64_t blocks_of(int64_t n) { return (n + kBlock - 1) / kBlock; }
 
 }  // namespace
 
 template <typename T>
 void dropout_apply(Target, const T* input, T* output, int64_t n, const int64_t* seed_offset,
-                   uint32_t drop_threshold, acc_t<T> scale) {
+                   uint32_t drop_threshold, acc_t<T> scale, uint8_t* keep_bits) {
   const DropoutArgs a{static_cast<uint64_t>(seed_offset[0]), static_cast<uint64_t>(seed_offset[1]), drop_threshold};
-  const int64_t groups = (n + 3) / 4;
-  auto run = [&](auto groups_kernel) {
-    // Chunks are whole Philox groups, so no group is split between threads.
-    // Generating the mask costs more than moving the data, so threads pay
-    // off on smaller tensors than for the other elementwise kernels.
-    parallel_chunks(groups, kElementwiseGrain / 16, [&](int64_t begin, int64_t end) {
-      groups_kernel(input, output, n, a, scale, begin, end);
-    });
-  };
-#if defined(FASTCONV_CPU_X86)
-  const CpuIsa isa = cpu_isa();
-  if (isa >= CpuIsa::kAvx512) return run(dropout_groups_avx512<T>);
-  if (isa >= CpuIsa::kAvx2) return run(dropout_groups_avx2<T>);
-#endif
-  run(dropout_groups_portable<T>);
+  // Generating the mask costs more than moving the data, so threads pay off
+  // on smaller tensors than for the other elementwise kernels.
+  parallel_chunks(blocks_of(n), kElementwiseGrain / 4 / kBlock, [&](int64_t begin, int64_t end) {
+    run_widest_isa<GeneratedMaskBlocks>(input, output, n, a, scale, keep_bits, begin, end);
+  });
 }
 
-template void dropout_apply<float>(Target, const float*, float*, int64_t, const int64_t*, uint32_t, float);
-template void dropout_apply<double>(Target, const double*, double*, int64_t, const int64_t*, uint32_t, double);
+template <typename T>
+void dropout_apply_mask(Target, const T* input, T* output, int64_t n, const uint8_t* keep_bits, acc_t<T> scale) {
+  parallel_chunks(blocks_of(n), kElementwiseGrain / kBlock, [&](int64_t begin, int64_t end) {
+    run_widest_isa<StoredMaskBlocks>(input, output, n, keep_bits, scale, begin, end);
+  });
+}
+
+template void dropout_apply<float>(Target, const float*, float*, int64_t, const int64_t*, uint32_t, float, uint8_t*);
+template void dropout_apply<double>(Target, const double*, double*, int64_t, const int64_t*, uint32_t, double,
+                                    uint8_t*);
+template void dropout_apply_mask<float>(Target, const float*, float*, int64_t, const uint8_t*, float);
+template void dropout_apply_mask<double>(Target, const double*, double*, int64_t, const uint8_t*, double);
 
 }  // namespace cpu
 }  // namespace fastconv

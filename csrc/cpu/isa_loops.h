@@ -5,7 +5,13 @@
 //
 // A loop is a struct with a static, always-inline `run(args...)`; each clone
 // below inlines it into a function compiled for one ISA, where the compiler
-// vectorises it at that width.
+// vectorises it at that width (run_widest). A loop the compiler cannot
+// vectorise is written with intrinsics as a template Loop<isa>, whose run
+// picks its vector helpers by the clone's ISA (run_widest_isa). Those helpers
+// carry their target attributes and must be plain `inline`, not
+// always_inline: GCC inlines them once Loop<isa>::run sits inside the clone,
+// whose target allows them; before that, the attribute-less run would refuse
+// an always_inline one with an error.
 #pragma once
 
 #include "cpu_isa.h"
@@ -20,30 +26,42 @@ namespace fastconv {
 namespace cpu {
 
 #if defined(FASTCONV_ISA_CLONES)
-template <typename Loop, typename... Args>
+template <template <CpuIsa> class Loop, typename... Args>
 __attribute__((target("avx2,fma,bmi2,avx512f,avx512dq,avx512bw,avx512vl"))) void run_avx512(Args... args) {
-  Loop::run(args...);
+  Loop<CpuIsa::kAvx512>::run(args...);
 }
 
-template <typename Loop, typename... Args>
+template <template <CpuIsa> class Loop, typename... Args>
 __attribute__((target("avx2,fma,bmi2"))) void run_avx2(Args... args) {
-  Loop::run(args...);
+  Loop<CpuIsa::kAvx2>::run(args...);
 }
 #endif
 
-template <typename Loop, typename... Args>
-void run_portable(Args... args) {
-  Loop::run(args...);
-}
-
-template <typename Loop, typename... Args>
-void run_widest(Args... args) {
+template <template <CpuIsa> class Loop, typename... Args>
+void run_widest_isa(Args... args) {
 #if defined(FASTCONV_ISA_CLONES)
   const CpuIsa isa = cpu_isa();
   if (isa >= CpuIsa::kAvx512) return run_avx512<Loop>(args...);
   if (isa >= CpuIsa::kAvx2) return run_avx2<Loop>(args...);
 #endif
-  run_portable<Loop>(args...);
+  Loop<CpuIsa::kBaseline>::run(args...);
+}
+
+// A portable loop: the same source in every clone.
+template <typename Loop>
+struct SameInEveryIsa {
+  template <CpuIsa>
+  struct Clone {
+    template <typename... Args>
+    static FASTCONV_LOOP_INLINE void run(Args... args) {
+      Loop::run(args...);
+    }
+  };
+};
+
+template <typename Loop, typename... Args>
+void run_widest(Args... args) {
+  run_widest_isa<SameInEveryIsa<Loop>::template Clone>(args...);
 }
 
 }  // namespace cpu

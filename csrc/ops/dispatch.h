@@ -52,13 +52,21 @@ void call_kernels(const Launch& launch, Target target, const char* op) {
 // The dtypes each backend's kernels are built for are listed here and in
 // check_floating (which reports the others before anything is allocated).
 // CUDA launches guard the tensor's device and use its current stream.
+//
+// run_cpu_kernels is the CPU case alone, for CPU-only kernels (ADL then needs
+// no CUDA or SIMT overload of the call).
+template <typename Launch>
+void run_cpu_kernels(const at::Tensor& like, const char* op, const Launch& launch) {
+  AT_DISPATCH_FLOATING_TYPES(like.scalar_type(), "fastconv_cpu", [&] {
+    detail::call_kernels<kernel_t<scalar_t>>(launch, cpu::Target{}, op);
+  });
+}
+
 template <typename Launch>
 void run_kernels(Backend backend, const at::Tensor& like, const char* op, const Launch& launch) {
   switch (backend) {
     case Backend::kCpu:
-      AT_DISPATCH_FLOATING_TYPES(like.scalar_type(), "fastconv_cpu", [&] {
-        detail::call_kernels<kernel_t<scalar_t>>(launch, cpu::Target{}, op);
-      });
+      run_cpu_kernels(like, op, launch);
       return;
     case Backend::kSimt:
       AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, like.scalar_type(), "fastconv_simt", [&] {
