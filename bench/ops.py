@@ -15,8 +15,8 @@ The work that turns a time into a rate:
   op             forward                    backward
   =============  =========================  ================================================
   relu           read n, write n: ``8n``    read grad and output, write grad: ``12n``
-  dropout        read n, write n: ``8n``    read grad, write grad (the mask is regenerated
-                                            from its seed): ``8n``
+  dropout        read n, write n: ``8n``    read grad, write grad (the mask, regenerated or
+                                            read as n/8 bytes of bits, is not counted): ``8n``
   max_pool2d     read n, write m: ``4n+4m`` read grad and int64 indices, write the input
                                             grad: ``4m + 8m + 4n``
   =============  =========================  ================================================

@@ -121,22 +121,16 @@ at::Tensor dropout_with_mask_(at::Tensor& self, double p, const at::Tensor& seed
   return mask;
 }
 
-at::Tensor dropout_backward(const at::Tensor& grad_output, double p, const at::Tensor& seed,
+// dropout_backward (kRegenerated, key: the seed pair) and
+// dropout_backward_from_mask (kStored, key: the mask).
+template <Mask kMask>
+at::Tensor dropout_backward(const at::Tensor& grad_output, double p, const at::Tensor& key,
                             c10::string_view backend) {
   if (needs_recording(grad_output)) {
-    return Dropout<Map::kDropoutBackward, Mask::kRegenerated>::apply(grad_output, p, seed, backend);
+    return Dropout<Map::kDropoutBackward, kMask>::apply(grad_output, p, key, backend);
   }
   const at::AutoDispatchBelowADInplaceOrView below_autograd;
-  return op_calls::dropout_backward(grad_output, p, seed, backend);
-}
-
-at::Tensor dropout_backward_from_mask(const at::Tensor& grad_output, double p, const at::Tensor& mask,
-                                      c10::string_view backend) {
-  if (needs_recording(grad_output)) {
-    return Dropout<Map::kDropoutBackward, Mask::kStored>::apply(grad_output, p, mask, backend);
-  }
-  const at::AutoDispatchBelowADInplaceOrView below_autograd;
-  return op_calls::dropout_backward_from_mask(grad_output, p, mask, backend);
+  return apply_to_gradient<kMask>(grad_output, p, key, backend);
 }
 
 }  // namespace
@@ -144,10 +138,10 @@ at::Tensor dropout_backward_from_mask(const at::Tensor& grad_output, double p, c
 TORCH_LIBRARY_IMPL(fastconv, Autograd, m) {
   m.impl("dropout", &dropout);
   m.impl("dropout_", &dropout_);
-  m.impl("dropout_backward", &dropout_backward);
+  m.impl("dropout_backward", &dropout_backward<Mask::kRegenerated>);
   m.impl("dropout_with_mask", &dropout_with_mask);
   m.impl("dropout_with_mask_", &dropout_with_mask_);
-  m.impl("dropout_backward_from_mask", &dropout_backward_from_mask);
+  m.impl("dropout_backward_from_mask", &dropout_backward<Mask::kStored>);
 }
 
 }  // namespace fastconv::autograd
