@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -139,3 +140,11 @@ def vgg16(num_classes: int = 1000, dropout: float = 0.5) -> VGG16:
 
 
 MODELS = {"convnet4": convnet4, "convnet4_bn": convnet4_bn, "convnet3": convnet3, "vgg16": vgg16}
+
+
+def num_outputs(name: str, classes: int) -> int:
+    """The head size that model ``name`` gets for ``classes`` classes: one logit for two classes
+    where its builder's default head is one logit (convnet4 and convnet4_bn, trained with
+    BCEWithLogitsLoss as the seeds were), else one output per class."""
+    one_logit = inspect.signature(MODELS[name]).parameters["num_classes"].default == 1
+    return 1 if one_logit and classes == 2 else classes

@@ -34,11 +34,8 @@ from tqdm import tqdm
 
 from . import checkpoint
 from .data import build_datasets
-from .models import MODELS
+from .models import MODELS, num_outputs
 from .plots import plot_history
-
-# Models with a single-logit head for two classes (BCEWithLogitsLoss, as the seeds).
-ONE_LOGIT_MODELS = ("convnet4", "convnet4_bn")
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -270,7 +267,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
                               generator=loader_rng, **loader_args)
     val_loader = DataLoader(val_set, shuffle=False, **loader_args)
 
-    num_classes = 1 if args.model in ONE_LOGIT_MODELS and len(classes) == 2 else len(classes)
+    num_classes = num_outputs(args.model, len(classes))
     meta = {"model": args.model, "num_classes": num_classes, "image_size": args.image_size,
             "classes": classes, "preprocessing": "resize to image_size x image_size, RGB, pixels / 255"}
     model = checkpoint.build_model(args.model, num_classes, args.image_size).to(device)

@@ -80,7 +80,7 @@ def main(path):
             out[f"pool_{tag}_{key}"], out[f"pool_idx_{tag}_{key}"] = y.numpy(), idx.numpy()
             out[f"pool_bwd_{tag}_{key}"] = gi.numpy()
     np.savez(path, **out)
-    print("cpu_vector_isa", fastconv.build_info()["cpu_vector_isa"])
+    print("cpu_isa", fastconv.build_info()["cpu_isa"])
 
 
 if __name__ == "__main__":

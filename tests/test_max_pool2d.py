@@ -219,6 +219,28 @@ def test_gradcheck(backend_name):
             assert torch.autograd.gradgradcheck(fn, (x,))
 
 
+@pytest.mark.parametrize("shape, geometry", [
+    ((2, 3, 7, 6), ((3, 2), (2, 1), (1, 0), (1, 2), True)),  # padding, dilation, ceil_mode; every window has taps
+    ((2, 3, 5, 1), ((1, 2), 1, (0, 1), (1, 2), False)),  # no window has a tap, yet most indices lie in the plane
+])
+@pytest.mark.parametrize("backend_name", ["cpu", "simt"])
+def test_double_backward_matches_torch(backend_name, shape, geometry):
+    """The gradient of the input gradient with respect to grad_output: the incoming gradient
+    gathered at the indices, and nothing for windows without an input tap, whose gradient the
+    backward dropped (their stored index points at some other input)."""
+    x = torch.randperm(torch.Size(shape).numel(), dtype=torch.float64).view(shape).requires_grad_()
+    with fastconv.backend(backend_name):
+        y, idx = FF.max_pool2d(x, *geometry, return_indices=True)
+        grad = torch.randn_like(y, requires_grad=True)
+        (grad_input,) = torch.autograd.grad(y, x, grad, create_graph=True)
+        incoming = torch.randn_like(grad_input)
+        (ours,) = torch.autograd.grad(grad_input, grad, incoming)
+    grad_ref = grad.detach().requires_grad_()
+    _, idx_ref = F.max_pool2d(x.detach(), *geometry, return_indices=True)
+    (expected,) = torch.autograd.grad(_reference_grad(x.detach(), idx_ref, grad_ref, geometry), grad_ref, incoming)
+    torch.testing.assert_close(ours, expected, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("backend_name", ["cpu", "simt"])
 def test_opcheck(backend_name):
     x = torch.randn(2, 3, 7, 8, requires_grad=True)

@@ -10,7 +10,7 @@ from torch import nn
 
 import fastconv
 import fastconv.nn as fnn
-from fastconv.models import convnet3, convnet4, convnet4_bn, vgg16
+from fastconv.models import convnet3, convnet4, convnet4_bn, num_outputs, vgg16
 
 TORCH_KERNELS = ("aten::convolution", "aten::_convolution", "aten::convolution_backward", "aten::mkldnn_convolution",
                  "aten::max_pool2d", "aten::max_pool2d_with_indices", "aten::max_pool2d_with_indices_backward",
@@ -145,6 +145,16 @@ def test_convnet4_shapes(size):
     assert [c.out_channels for c in convs] == [32, 64, 128, 128]
     assert all(type(m).__module__ == "fastconv.nn" for m in model.modules()
                if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.ReLU, nn.Dropout)))
+
+
+@pytest.mark.parametrize("name, two_classes", [("convnet4", 1), ("convnet4_bn", 1), ("convnet3", 2), ("vgg16", 2)])
+def test_num_outputs_keeps_a_one_logit_head_for_two_classes(name, two_classes):
+    """Two classes get one logit where the model's default head is one logit (the seeds' convnet4
+    and convnet4_bn); otherwise, and for more classes, one output per class."""
+    assert num_outputs(name, 2) == two_classes
+    assert num_outputs(name, 3) == 3 and num_outputs(name, 10) == 10
+    if name != "vgg16":  # 138M parameters: not built here
+        assert fastconv.models.MODELS[name](image_size=64)[-1].out_features == two_classes, "the default head"
 
 
 def test_convnet4_bn_matches_torch_layers():

@@ -11,6 +11,26 @@
 namespace fastconv::autograd {
 namespace {
 
+// Which gradient a backward op computes. Its second tensor is the other
+// operand of the forward: backward_input takes the weight, backward_weight
+// the input.
+enum class Grad { kInput, kWeight };
+
+// backward_input(grad_output, weight, input_size) or
+// backward_weight(grad_output, input, weight_size).
+template <Grad kGrad>
+at::Tensor call_backward(const at::Tensor& grad_output, const at::Tensor& other, at::IntArrayRef size,
+                         at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+                         c10::string_view algorithm, c10::string_view backend) {
+  if constexpr (kGrad == Grad::kInput) {
+    return op_calls::conv2d_backward_input(grad_output, other, size, stride, padding, dilation, groups, algorithm,
+                                           backend);
+  } else {
+    return op_calls::conv2d_backward_weight(grad_output, other, size, stride, padding, dilation, groups, algorithm,
+                                            backend);
+  }
+}
+
 // The geometry every convolution op of one layer shares.
 struct Geometry {
   std::vector<int64_t> stride, padding, dilation;
@@ -35,64 +55,41 @@ struct Geometry {
   at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight) const {
     return op_calls::conv2d(input, weight, std::nullopt, stride, padding, dilation, groups, algorithm, backend);
   }
-  at::Tensor backward_input(const at::Tensor& grad_output, const at::Tensor& weight, at::IntArrayRef size) const {
-    return op_calls::conv2d_backward_input(grad_output, weight, size, stride, padding, dilation, groups, algorithm,
-                                           backend);
-  }
-  at::Tensor backward_weight(const at::Tensor& grad_output, const at::Tensor& input, at::IntArrayRef size) const {
-    return op_calls::conv2d_backward_weight(grad_output, input, size, stride, padding, dilation, groups, algorithm,
-                                            backend);
+  template <Grad kGrad>
+  at::Tensor backward(const at::Tensor& grad_output, const at::Tensor& other, at::IntArrayRef size) const {
+    return call_backward<kGrad>(grad_output, other, size, stride, padding, dilation, groups, algorithm, backend);
   }
 };
 
-Geometry geometry(at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
-                  c10::string_view algorithm, c10::string_view backend) {
-  return {stride.vec(), padding.vec(), dilation.vec(), groups, std::string(algorithm), std::string(backend)};
-}
+// backward_input (kGrad = kInput) or backward_weight (kWeight), recorded, with
+// the gradients listed at the top of this file: conv2d with g in the place of
+// the op's result, and the other backward op on (gO, g).
+template <Grad kGrad>
+struct ConvBackward : torch::autograd::Function<ConvBackward<kGrad>> {
+  static constexpr Grad kOther = kGrad == Grad::kInput ? Grad::kWeight : Grad::kInput;
 
-struct BackwardInput : torch::autograd::Function<BackwardInput> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& grad_output, const at::Tensor& weight,
-                            at::IntArrayRef input_size, at::IntArrayRef stride, at::IntArrayRef padding,
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& grad_output, const at::Tensor& other,
+                            at::IntArrayRef size, at::IntArrayRef stride, at::IntArrayRef padding,
                             at::IntArrayRef dilation, int64_t groups, c10::string_view algorithm,
                             c10::string_view backend) {
-    const Geometry g = geometry(stride, padding, dilation, groups, algorithm, backend);
-    ctx->save_for_backward({grad_output, weight});
-    g.save(ctx);
+    ctx->save_for_backward({grad_output, other});
+    Geometry{stride.vec(), padding.vec(), dilation.vec(), groups, std::string(algorithm), std::string(backend)}
+        .save(ctx);
     const at::AutoDispatchBelowADInplaceOrView below_autograd;
-    return g.backward_input(grad_output, weight, input_size);
+    return call_backward<kGrad>(grad_output, other, size, stride, padding, dilation, groups, algorithm, backend);
   }
 
   static variable_list backward(AutogradContext* ctx, const variable_list& grads) {
     const variable_list saved = ctx->get_saved_variables();
+    const at::Tensor &grad_output = saved[0], &other = saved[1];
     const Geometry g = Geometry::saved(ctx);
-    at::Tensor grad_grad_output, grad_weight;
-    if (ctx->needs_input_grad(0)) grad_grad_output = g.conv2d(grads[0], saved[1]);
-    if (ctx->needs_input_grad(1)) grad_weight = g.backward_weight(saved[0], grads[0], saved[1].sizes());
+    at::Tensor grad_grad_output, grad_other;
+    if (ctx->needs_input_grad(0)) {
+      grad_grad_output = kGrad == Grad::kInput ? g.conv2d(grads[0], other) : g.conv2d(other, grads[0]);
+    }
+    if (ctx->needs_input_grad(1)) grad_other = g.backward<kOther>(grad_output, grads[0], other.sizes());
     const at::Tensor none;
-    return {grad_grad_output, grad_weight, none, none, none, none, none, none, none};
-  }
-};
-
-struct BackwardWeight : torch::autograd::Function<BackwardWeight> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& grad_output, const at::Tensor& input,
-                            at::IntArrayRef weight_size, at::IntArrayRef stride, at::IntArrayRef padding,
-                            at::IntArrayRef dilation, int64_t groups, c10::string_view algorithm,
-                            c10::string_view backend) {
-    const Geometry g = geometry(stride, padding, dilation, groups, algorithm, backend);
-    ctx->save_for_backward({grad_output, input});
-    g.save(ctx);
-    const at::AutoDispatchBelowADInplaceOrView below_autograd;
-    return g.backward_weight(grad_output, input, weight_size);
-  }
-
-  static variable_list backward(AutogradContext* ctx, const variable_list& grads) {
-    const variable_list saved = ctx->get_saved_variables();
-    const Geometry g = Geometry::saved(ctx);
-    at::Tensor grad_grad_output, grad_input;
-    if (ctx->needs_input_grad(0)) grad_grad_output = g.conv2d(saved[1], grads[0]);
-    if (ctx->needs_input_grad(1)) grad_input = g.backward_input(saved[0], grads[0], saved[1].sizes());
-    const at::Tensor none;
-    return {grad_grad_output, grad_input, none, none, none, none, none, none, none};
+    return {grad_grad_output, grad_other, none, none, none, none, none, none, none};
   }
 };
 
@@ -109,28 +106,17 @@ struct BackwardBias : torch::autograd::Function<BackwardBias> {
   }
 };
 
-at::Tensor conv2d_backward_input(const at::Tensor& grad_output, const at::Tensor& weight, at::IntArrayRef input_size,
-                                 at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
-                                 int64_t groups, c10::string_view algorithm, c10::string_view backend) {
-  if (needs_recording(grad_output, weight)) {
-    return BackwardInput::apply(grad_output, weight, input_size, stride, padding, dilation, groups, algorithm,
-                                backend);
+// The Autograd kernel of conv2d_backward_input (kInput) or conv2d_backward_weight (kWeight).
+template <Grad kGrad>
+at::Tensor conv2d_backward(const at::Tensor& grad_output, const at::Tensor& other, at::IntArrayRef size,
+                           at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+                           c10::string_view algorithm, c10::string_view backend) {
+  if (needs_recording(grad_output, other)) {
+    return ConvBackward<kGrad>::apply(grad_output, other, size, stride, padding, dilation, groups, algorithm,
+                                      backend);
   }
   const at::AutoDispatchBelowADInplaceOrView below_autograd;
-  return op_calls::conv2d_backward_input(grad_output, weight, input_size, stride, padding, dilation, groups,
-                                         algorithm, backend);
-}
-
-at::Tensor conv2d_backward_weight(const at::Tensor& grad_output, const at::Tensor& input, at::IntArrayRef weight_size,
-                                  at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
-                                  int64_t groups, c10::string_view algorithm, c10::string_view backend) {
-  if (needs_recording(grad_output, input)) {
-    return BackwardWeight::apply(grad_output, input, weight_size, stride, padding, dilation, groups, algorithm,
-                                 backend);
-  }
-  const at::AutoDispatchBelowADInplaceOrView below_autograd;
-  return op_calls::conv2d_backward_weight(grad_output, input, weight_size, stride, padding, dilation, groups,
-                                          algorithm, backend);
+  return call_backward<kGrad>(grad_output, other, size, stride, padding, dilation, groups, algorithm, backend);
 }
 
 at::Tensor conv2d_backward_bias(const at::Tensor& grad_output, c10::string_view backend) {
@@ -142,8 +128,8 @@ at::Tensor conv2d_backward_bias(const at::Tensor& grad_output, c10::string_view 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastconv, Autograd, m) {
-  m.impl("conv2d_backward_input", &conv2d_backward_input);
-  m.impl("conv2d_backward_weight", &conv2d_backward_weight);
+  m.impl("conv2d_backward_input", &conv2d_backward<Grad::kInput>);
+  m.impl("conv2d_backward_weight", &conv2d_backward<Grad::kWeight>);
   m.impl("conv2d_backward_bias", &conv2d_backward_bias);
 }
 

@@ -4,12 +4,12 @@
 // backward) gathers: each output reads the incoming gradient at its index,
 // except windows without an in-bounds tap, which passed nothing.
 #include <ATen/TensorOperators.h>
-#include <ATen/ops/arange.h>
-#include <ATen/ops/clamp_max.h>
 #include <ATen/ops/gather.h>
 #include <ATen/ops/where.h>
+#include <ATen/ops/zeros.h>
 #include <ATen/ops/zeros_like.h>
 
+#include "../common/index_math.h"
 #include "../ops/max_pool2d.h"
 #include "function.h"
 
@@ -54,15 +54,24 @@ struct MaxPool2d : torch::autograd::Function<MaxPool2d> {
   }
 };
 
-// Along one axis: whether output window o holds an input tap (not always, with dilation and padding).
+// Along one axis: whether output window o holds an input tap (not always, with dilation and padding),
+// by the kernels' rule (taps_inside). Filled a run of windows at a time (usually one run: all of them)
+// with ATen ops, not through a host pointer, so that torch.compile traces it with fake tensors.
 at::Tensor window_has_taps(int64_t out_size, int64_t in_size, int64_t kernel, int64_t stride, int64_t pad,
                            int64_t dilation, at::Device device) {
-  const at::Tensor start = at::arange(out_size, at::TensorOptions(at::kLong).device(device)) * stride - pad;
-  // The first tap at or after row 0: start plus whole dilations.
-  const at::Tensor first =
-      at::where(start < 0, start + (dilation - 1 - start).div(dilation, "floor") * dilation, start);
-  const at::Tensor end = at::clamp_max(start + (kernel - 1) * dilation + 1, in_size);
-  return first < end;
+  const auto has_taps = [&](int64_t o) {
+    const IndexRange taps = taps_inside(o, stride, pad, kernel, dilation, in_size);
+    return taps.begin < taps.end;
+  };
+  at::Tensor mask = at::zeros({out_size}, at::TensorOptions(at::kBool).device(device));
+  for (int64_t begin = 0; begin < out_size; ++begin) {
+    if (!has_taps(begin)) continue;
+    int64_t end = begin + 1;
+    while (end < out_size && has_taps(end)) ++end;
+    mask.slice(0, begin, end).fill_(true);
+    begin = end;  // window `end` has no taps (or is past the last)
+  }
+  return mask;
 }
 
 // max_pool2d_backward(grad_output, indices, ...): differentiable in grad_output only.

@@ -2,10 +2,8 @@
 // not straight into csrc/ops. A forward that has stepped below autograd then
 // reaches the device kernels (or, while torch.compile traces, the fake ones),
 // and a backward run with create_graph=True reaches the backward ops' own
-// autograd kernels where they have one: relu_backward, both dropout backward
-// ops and max_pool2d_backward do (double backward works through them); the
-// conv2d backward ops do not, so second derivatives through a convolution are
-// not supported.
+// autograd kernels (every backward op has one), so double backward works
+// through them.
 #pragma once
 
 #include <ATen/core/Tensor.h>

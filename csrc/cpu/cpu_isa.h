@@ -6,6 +6,15 @@
 // unknown value is reported on stderr and ignored.
 #pragma once
 
+// Function attributes that compile one function for a level above the
+// baseline, so the build needs no -mavx*; callers check cpu_isa() first. Each
+// names exactly the features cpu_isa() checks for its level, so code under it
+// may use any of them.
+#if defined(__x86_64__) || defined(__i386__)
+#define FASTCONV_TARGET_AVX2 __attribute__((target("avx2,fma,bmi2")))
+#define FASTCONV_TARGET_AVX512 __attribute__((target("avx2,fma,bmi2,avx512f,avx512dq,avx512bw,avx512vl")))
+#endif
+
 namespace fastconv {
 namespace cpu {
 
@@ -17,6 +26,7 @@ enum class CpuIsa {
 };
 
 CpuIsa cpu_isa();
+// "baseline", "avx2" or "avx512": the FASTCONV_CPU_ISA value that selects `isa`.
 const char* cpu_isa_name(CpuIsa isa);
 
 }  // namespace cpu

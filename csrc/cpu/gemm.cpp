@@ -25,23 +25,6 @@ namespace fastconv {
 namespace cpu {
 namespace {
 
-// ------------------------------------------------------- instruction sets
-
-using Isa = CpuIsa;
-
-const char* isa_name(Isa isa) {
-  switch (isa) {
-    case Isa::kAvx512: return "avx512f";
-    case Isa::kAvx2: return "avx2+fma";
-    case Isa::kBaseline: break;
-  }
-  return "baseline";
-}
-
-// The level this process runs: the CPU's best, capped by FASTCONV_CPU_ISA
-// (cpu_isa.h, the one choice every CPU kernel follows).
-Isa selected_isa() { return cpu_isa(); }
-
 // ------------------------------------------------------------ micro-kernels
 
 // torch's ReLU (NaN passes) when `relu`, else the identity.
@@ -72,8 +55,8 @@ void micro_kernel_portable(int64_t kc, const T* a, const T* b, T* c, int64_t rs,
 }
 
 #if defined(FASTCONV_X86)
-#define FASTCONV_AVX2 __attribute__((target("avx2,fma"), always_inline)) inline
-#define FASTCONV_AVX512 __attribute__((target("avx512f,avx2,fma"), always_inline)) inline
+#define FASTCONV_AVX2 FASTCONV_TARGET_AVX2 __attribute__((always_inline)) inline
+#define FASTCONV_AVX512 FASTCONV_TARGET_AVX512 __attribute__((always_inline)) inline
 
 // The vector operations the SIMD micro-kernel needs, per ISA and element type.
 template <typename T>
@@ -151,8 +134,7 @@ struct Avx512<double> {
 // than embedded ({1to16}) in both.
 #define FASTCONV_DEFINE_SIMD_MICRO_KERNEL(NAME, TARGET)                                                  \
   template <typename V, int64_t kMr, typename T>                                                          \
-  __attribute__((target(TARGET))) void NAME(int64_t kc, const T* a, const T* b, T* c, int64_t rs, bool add, \
-                                            bool relu) {                                                  \
+  TARGET void NAME(int64_t kc, const T* a, const T* b, T* c, int64_t rs, bool add, bool relu) {          \
     using Vec = typename V::Vec;                                                                          \
     constexpr int64_t lanes = V::kLanes;                                                                  \
     Vec acc[kMr][2];                                                                                      \
@@ -178,8 +160,8 @@ struct Avx512<double> {
     }                                                                                                     \
   }
 
-FASTCONV_DEFINE_SIMD_MICRO_KERNEL(micro_kernel_avx2, "avx2,fma")
-FASTCONV_DEFINE_SIMD_MICRO_KERNEL(micro_kernel_avx512, "avx512f,avx2,fma")
+FASTCONV_DEFINE_SIMD_MICRO_KERNEL(micro_kernel_avx2, FASTCONV_TARGET_AVX2)
+FASTCONV_DEFINE_SIMD_MICRO_KERNEL(micro_kernel_avx512, FASTCONV_TARGET_AVX512)
 #undef FASTCONV_DEFINE_SIMD_MICRO_KERNEL
 #endif
 
@@ -201,7 +183,7 @@ struct Kernel {
 constexpr int64_t kMaxTileElements = 8 * 32;
 
 template <typename T>
-Kernel<T> make_kernel(Isa isa) {
+Kernel<T> make_kernel(CpuIsa isa) {
 #if defined(FASTCONV_X86)
   // AVX-512: 8 rows x two 512-bit vectors, 16 of the 32 zmm registers as
   // accumulators. 8 rows divide the convolutions' M (output channels 32, 64,
@@ -213,14 +195,14 @@ Kernel<T> make_kernel(Isa isa) {
   // block 128 KiB; nc 1024 takes a convolution's whole pixel block in one
   // pass. On the convnet4 layers kc 192 or 384, mc 64 or 256 and nc 512 or
   // 2048 ran no faster.
-  if (isa == Isa::kAvx512) {
+  if (isa == CpuIsa::kAvx512) {
     constexpr int64_t mr = 8, nr = 2 * Avx512<T>::kLanes;
     static_assert(mr * nr <= kMaxTileElements);
     return {mr, nr, 256, 128, 1024, &micro_kernel_avx512<Avx512<T>, mr, T>};
   }
   // AVX2: 6 rows x two 256-bit vectors, 12 of the 16 ymm registers, which
   // leaves room for two B vectors and an A broadcast.
-  if (isa == Isa::kAvx2) {
+  if (isa == CpuIsa::kAvx2) {
     constexpr int64_t mr = 6, nr = 2 * Avx2<T>::kLanes;
     static_assert(mr * nr <= kMaxTileElements);
     return {mr, nr, 320, 144, 512, &micro_kernel_avx2<Avx2<T>, mr, T>};
@@ -233,7 +215,7 @@ Kernel<T> make_kernel(Isa isa) {
 
 template <typename T>
 const Kernel<T>& kernel() {
-  static const Kernel<T> selected = make_kernel<T>(selected_isa());
+  static const Kernel<T> selected = make_kernel<T>(cpu_isa());
   return selected;
 }
 
@@ -272,8 +254,8 @@ int64_t padded_rows(int64_t m) {
 // Rows past `rows` read as zero. Stores are 8 wide even when the caller only
 // needs fewer lanes per row (pack_a's 6-row panels): each row's spare lanes
 // are overwritten by the next row, and the buffers keep 8 floats of slack.
-__attribute__((target("avx2,fma"))) void transpose_8x8(const float* src, int64_t stride, int64_t rows,
-                                                       float* dst, int64_t dst_stride) {
+FASTCONV_TARGET_AVX2 void transpose_8x8(const float* src, int64_t stride, int64_t rows, float* dst,
+                                         int64_t dst_stride) {
   __m256 r[8];
   for (int64_t i = 0; i < 8; ++i) r[i] = i < rows ? _mm256_loadu_ps(src + i * stride) : _mm256_setzero_ps();
   const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
@@ -304,7 +286,7 @@ void pack_panel(const T* src, int64_t step, int64_t lane, int64_t count, int64_t
   int64_t p = 0;
 #if defined(FASTCONV_X86)
   if constexpr (std::is_same_v<T, float>) {
-    if (step == 1 && lane != 1 && selected_isa() >= Isa::kAvx2) {
+    if (step == 1 && lane != 1 && cpu_isa() >= CpuIsa::kAvx2) {
       for (; p + 8 <= count; p += 8) {
         for (int64_t j0 = 0; j0 < width; j0 += 8) {
           // A block past the last lane reads nothing and stores zeros.
@@ -430,8 +412,6 @@ void gemm_blocks(int64_t m, int64_t n, int64_t k, const T* packed_whole_a, const
 }
 
 }  // namespace
-
-const char* gemm_isa() { return isa_name(selected_isa()); }
 
 template <typename T>
 PackedA<T>::PackedA(int64_t m, int64_t k, MatrixRef<const T> a)

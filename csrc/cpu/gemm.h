@@ -26,7 +26,9 @@ struct MatrixRef {
 
 // A, packed once into the selected micro-kernel's panel layout, for many GEMMs that
 // share it: a convolution's weights, for every image and column block.
-// Read-only once built, so threads can share one.
+// Read-only once built, so threads can share one. The micro-kernel follows
+// cpu_isa() (cpu_isa.h), and each has its own tile shape, so data packed here
+// is only good for the process that packed it.
 template <typename T>
 class PackedA {
  public:
@@ -39,13 +41,6 @@ class PackedA {
   int64_t m_, k_;
   std::vector<T> data_;
 };
-
-// The instruction set of the micro-kernel and packing this process runs, the
-// best the CPU has unless FASTCONV_CPU_ISA=baseline|avx2|avx512 caps it:
-// "avx512f" (with AVX2 and FMA), "avx2+fma", or "baseline", the portable C++
-// path. Each has its own tile shape, so data packed by PackedA is only good
-// for the process that packed it.
-const char* gemm_isa();
 
 // C[m x n] (+)= A[m x k] * B[k x n] with A packed beforehand.
 template <typename T>

@@ -27,12 +27,12 @@ namespace cpu {
 
 #if defined(FASTCONV_ISA_CLONES)
 template <template <CpuIsa> class Loop, typename... Args>
-__attribute__((target("avx2,fma,bmi2,avx512f,avx512dq,avx512bw,avx512vl"))) void run_avx512(Args... args) {
+FASTCONV_TARGET_AVX512 void run_avx512(Args... args) {
   Loop<CpuIsa::kAvx512>::run(args...);
 }
 
 template <template <CpuIsa> class Loop, typename... Args>
-__attribute__((target("avx2,fma,bmi2"))) void run_avx2(Args... args) {
+FASTCONV_TARGET_AVX2 void run_avx2(Args... args) {
   Loop<CpuIsa::kAvx2>::run(args...);
 }
 #endif

@@ -24,8 +24,7 @@
 
 #include "../common/philox.h"
 
-#define FASTCONV_TARGET_AVX2 __attribute__((target("avx2,fma,bmi2")))
-#define FASTCONV_TARGET_AVX512 __attribute__((target("avx2,fma,bmi2,avx512f,avx512dq,avx512bw,avx512vl")))
+#include "cpu_isa.h"  // FASTCONV_TARGET_AVX2, FASTCONV_TARGET_AVX512
 
 namespace fastconv {
 namespace cpu {

@@ -13,7 +13,6 @@
 #include <vector>
 
 #include "../cpu/cpu_isa.h"
-#include "../cpu/gemm.h"
 #include "../ops/common.h"
 #include "../ops/conv2d.h"
 #include "../ops/conv2d_auto.h"
@@ -65,9 +64,8 @@ py::dict build_info() {
 #else
   info["compiler"] = "unknown";
 #endif
-  info["cpu_isa"] = fastconv::cpu::gemm_isa();
-  // The widest vectors the elementwise and pooling kernels use (csrc/cpu/cpu_isa.h).
-  info["cpu_vector_isa"] = fastconv::cpu::cpu_isa_name(fastconv::cpu::cpu_isa());
+  // The instruction set every CPU kernel with vector paths runs (csrc/cpu/cpu_isa.h).
+  info["cpu_isa"] = fastconv::cpu::cpu_isa_name(fastconv::cpu::cpu_isa());
   info["threads"] = at::get_num_threads();
   info["parallel_for_threads"] = parallel_for_threads();
   py::dict simt_settings;
