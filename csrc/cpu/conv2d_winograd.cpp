@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "../common/index_math.h"
 #include "conv2d_algorithms.h"
 #include "gemm.h"
 #include "parallel.h"
@@ -44,38 +45,29 @@ constexpr int64_t kBlockElements = 256 * 1024;
 // channel layers at batch 1.
 constexpr int64_t kMinBlockTiles = 4 * kGemmColumnAlignment;
 
-struct TileRange {
-  int64_t begin, count;
-};
-
 // The 2x2 output tiles of a convolution whose output is out_h x out_w (the
 // last row and column partial when odd), numbered row-major and cut into
-// equal blocks that fit the budget, with enough of them that every thread
-// has work even at batch 1.
+// blocks that fit the budget, with enough of them that every thread has work
+// even at batch 1 (csrc/cpu/parallel.h).
 struct TileBlocks {
-  int64_t tiles_h, tiles_w, size, count;
-  int64_t tiles() const { return tiles_h * tiles_w; }
-  TileRange operator[](int64_t i) const { return {i * size, std::min(size, tiles() - i * size)}; }
+  int64_t tiles_h, tiles_w;
+  Blocks blocks;
+  int64_t count() const { return blocks.count; }
+  ItemRange operator[](int64_t i) const { return blocks[i]; }
 };
 
 TileBlocks tile_blocks(int64_t out_h, int64_t out_w, int64_t batch, int64_t channels_per_tile) {
-  const int64_t tiles_h = (out_h + 1) / 2, tiles_w = (out_w + 1) / 2, tiles = tiles_h * tiles_w;
-  if (tiles == 0) return {tiles_h, tiles_w, 1, 0};
-  const int64_t align = kGemmColumnAlignment;
+  const int64_t tiles_h = ceil_div(out_h, 2), tiles_w = ceil_div(out_w, 2);
   const int64_t fit = std::max(kMinBlockTiles, kBlockElements / (kPoints * std::max<int64_t>(1, channels_per_tile)));
-  const int64_t for_threads = (at::get_num_threads() + batch - 1) / std::max<int64_t>(1, batch);
-  const int64_t most = (tiles + align - 1) / align;  // blocks of at least `align` tiles
-  const int64_t count = std::min(most, std::max((tiles + fit - 1) / fit, for_threads));
-  const int64_t even = (tiles + count - 1) / count;
-  const int64_t size = std::min(tiles, (even + align - 1) / align * align);
-  return {tiles_h, tiles_w, size, (tiles + size - 1) / size};
+  return {tiles_h, tiles_w,
+          balanced_blocks(tiles_h * tiles_w, fit, kGemmColumnAlignment, batch, at::get_num_threads())};
 }
 
 // Calls body(th, tw_begin, tiles, offset) for each tile row that `range`
 // crosses: tiles tw_begin .. tw_begin + tiles - 1 of tile row th, which are
 // tiles offset .. offset + tiles - 1 of the range.
 template <typename F>
-void for_each_tile_row(const TileBlocks& blocks, TileRange range, const F& body) {
+void for_each_tile_row(const TileBlocks& blocks, ItemRange range, const F& body) {
   int64_t t = range.begin;
   const int64_t end = range.begin + range.count;
   while (t < end) {
@@ -126,7 +118,7 @@ Geometry backward_input_geometry(const Conv2dParams& p) {
 // V[xi][c][t] for the `channels` planes at `planes` over the tiles of `range`.
 template <typename T>
 void transform_inputs(const T* planes, int64_t channels, const Geometry& q, const TileBlocks& blocks,
-                      TileRange range, T* v, std::vector<T>& scratch) {
+                      ItemRange range, T* v, std::vector<T>& scratch) {
   const int64_t point_stride = channels * range.count;
   const int64_t width = 2 * blocks.tiles_w + 2;
   scratch.resize(8 * width);
@@ -172,11 +164,11 @@ void winograd_convolve(const T* input, const std::vector<PackedA<T>>& filters, c
                        const Geometry& q, bool relu) {
   const int64_t cg = q.in_per_group(), og = q.out_per_group();
   const TileBlocks blocks = tile_blocks(q.out_h, q.out_w, q.batch, cg + og);
-  at::parallel_for(0, q.batch * blocks.count, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, q.batch * blocks.count(), 1, [&](int64_t begin, int64_t end) {
     std::vector<T> v, m, scratch, rows;
     for (int64_t unit = begin; unit < end; ++unit) {
-      const int64_t n = unit / blocks.count;
-      const TileRange range = blocks[unit % blocks.count];
+      const int64_t n = unit / blocks.count();
+      const ItemRange range = blocks[unit % blocks.count()];
       v.resize(kPoints * cg * range.count);
       m.resize(kPoints * og * range.count);
       rows.resize(8 * range.count);  // two output rows, then transform_output_row's corners
@@ -213,7 +205,7 @@ void winograd_convolve(const T* input, const std::vector<PackedA<T>>& filters, c
 // past the output's edge) over `range`.
 template <typename T>
 void transform_grad_outputs(const T* planes, int64_t channels, const Geometry& q, const TileBlocks& blocks,
-                            TileRange range, T* e, std::vector<T>& scratch) {
+                            ItemRange range, T* e, std::vector<T>& scratch) {
   const int64_t point_stride = channels * range.count;
   const int64_t width = 2 * blocks.tiles_w;
   scratch.resize(6 * width);
@@ -250,11 +242,11 @@ void winograd_backward_weight(const T* grad_output, const T* input, T* grad_weig
   const TileBlocks blocks = tile_blocks(q.out_h, q.out_w, q.batch, cg + og);
   // Units (image, tile block), summed in chunks, one per thread.
   std::vector<T> sums(sums_numel);
-  sum_over_chunks(q.batch * blocks.count, sums_numel, sums.data(), [&](T* sum, int64_t unit_begin, int64_t unit_end) {
+  sum_over_chunks(q.batch * blocks.count(), sums_numel, sums.data(), [&](T* sum, int64_t unit_begin, int64_t unit_end) {
     std::vector<T> v, e, scratch;
     for (int64_t unit = unit_begin; unit < unit_end; ++unit) {
-      const int64_t n = unit / blocks.count;
-      const TileRange range = blocks[unit % blocks.count];
+      const int64_t n = unit / blocks.count();
+      const ItemRange range = blocks[unit % blocks.count()];
       v.resize(kPoints * cg * range.count);
       e.resize(kPoints * og * range.count);
       for (int64_t g = 0; g < q.groups; ++g) {

@@ -8,12 +8,64 @@
 #include <cstdint>
 #include <vector>
 
+#include "../common/index_math.h"
+
 namespace fastconv {
 namespace cpu {
 
 // Elementwise loops are memory-bound: split only when each thread gets at
 // least this many elements.
 constexpr int64_t kElementwiseGrain = 32768;
+
+// Items [begin, begin + count): output pixels, Winograd tiles.
+struct ItemRange {
+  int64_t begin;
+  int64_t count;
+};
+
+// How many parts to cut each of `images` images into when the work is split
+// over (image, part) units on `threads` threads: at least `at_least` (what the
+// cache allows) and one unit per thread at least; then more, up to
+// `at_most`, until the units spread evenly: at::parallel_for gives each
+// thread ceil(units / threads) of them, and with few threads one unit more is
+// a large share of the time (3 units on 2 threads: one thread does 2). Within
+// 1/8 of even is even enough, which any count that makes `units` a multiple
+// of `threads` reaches.
+inline int64_t parts_per_image(int64_t images, int64_t at_least, int64_t at_most, int64_t threads) {
+  images = std::max<int64_t>(1, images);
+  at_most = std::max<int64_t>(1, at_most);
+  const int64_t wanted = std::clamp(std::max(at_least, ceil_div(threads, images)), int64_t{1}, at_most);
+  for (int64_t parts = wanted; parts <= at_most; ++parts) {
+    const int64_t units = images * parts;
+    if (8 * ceil_div(units, threads) * threads <= 9 * units) return parts;
+  }
+  return wanted;
+}
+
+// An image's `items` cut into `count` blocks made of whole `align`-item
+// chunks (the GEMM's column tiles: a partial tile costs as much as a full
+// one), spread as evenly as the chunks allow: block sizes differ by one chunk
+// at most, and only the last block ends on a partial chunk. Even blocks keep
+// the threads even when the units are few (289 tiles in blocks of 128: 128 +
+// 128 + 33, one thread doing 2 of the 3; in 4 blocks: 64 + 96 + 64 + 65).
+struct Blocks {
+  int64_t items, align, count;
+  int64_t chunks() const { return ceil_div(items, align); }
+  ItemRange operator[](int64_t i) const {
+    const int64_t begin = std::min(items, align * (chunks() * i / count));
+    return {begin, std::min(items, align * (chunks() * (i + 1) / count)) - begin};
+  }
+};
+
+// `items` per image cut into blocks of about `fit` items at most (what fits
+// the cache) for work split over (image, block) units of `images` images on
+// `threads` threads (parts_per_image); pass threads = 1 for blocks that must
+// not depend on the thread count.
+inline Blocks balanced_blocks(int64_t items, int64_t fit, int64_t align, int64_t images, int64_t threads) {
+  if (items <= 0) return {0, align, 0};
+  const int64_t chunks = ceil_div(items, align);
+  return {items, align, parts_per_image(images, ceil_div(items, std::max<int64_t>(1, fit)), chunks, threads)};
+}
 
 template <typename F>
 void parallel_chunks(int64_t n, int64_t grain, const F& body) {
