@@ -115,6 +115,29 @@ Geometry backward_input_geometry(const Conv2dParams& p) {
           2 - p.pad_w};
 }
 
+// The tiles [0, n) of a tile row, tile j reading columns col + 2j ..
+// col + 2j + span - 1 of a w-wide plane, split where they cross its edges:
+// [0, lo) overhang the left edge, [lo, hi) lie inside, [hi, n) overhang the
+// right edge (at most one tile each way for a 3x3 filter).
+struct EdgeSplit {
+  int64_t lo, hi;
+};
+
+EdgeSplit edge_split(int64_t col, int64_t span, int64_t n, int64_t w) {
+  const int64_t lo = std::min(n, ceil_div(std::max<int64_t>(0, -col), 2));
+  return {lo, std::clamp(floor_div(w - span - col, int64_t{2}) + 1, lo, n)};
+}
+
+// Calls run(j, count) for the runs of tiles of edge_split: only the tiles
+// that overhang an edge need the zero-padded copies of padded_row; the
+// others read the image in place.
+template <typename F>
+void for_each_edge_run(EdgeSplit split, int64_t n, const F& run) {
+  if (split.lo > 0) run(0, split.lo);
+  if (split.hi > split.lo) run(split.lo, split.hi - split.lo);
+  if (n > split.hi) run(split.hi, n - split.hi);
+}
+
 // V[xi][c][t] for the `channels` planes at `planes` over the tiles of `range`.
 template <typename T>
 void transform_inputs(const T* planes, int64_t channels, const Geometry& q, const TileBlocks& blocks,
@@ -125,13 +148,16 @@ void transform_inputs(const T* planes, int64_t channels, const Geometry& q, cons
   for (int64_t c = 0; c < channels; ++c) {
     const T* plane = planes + c * q.in_h * q.in_w;
     for_each_tile_row(blocks, range, [&](int64_t th, int64_t tw, int64_t n, int64_t offset) {
-      const T* rows[4];
-      for (int64_t i = 0; i < 4; ++i) {
-        rows[i] = padded_row(plane, q.in_h, q.in_w, 2 * th - q.pad_h + i, 2 * tw - q.pad_w, 2 * n + 2,
-                             scratch.data() + i * width);
-      }
-      winograd::transform_input_row(rows, n, scratch.data() + 4 * width, v + c * range.count + offset,
-                                    point_stride);
+      const int64_t col = 2 * tw - q.pad_w;
+      for_each_edge_run(edge_split(col, 4, n, q.in_w), n, [&](int64_t j, int64_t count) {
+        const T* rows[4];
+        for (int64_t i = 0; i < 4; ++i) {
+          rows[i] = padded_row(plane, q.in_h, q.in_w, 2 * th - q.pad_h + i, col + 2 * j, 2 * count + 2,
+                               scratch.data() + i * width);
+        }
+        winograd::transform_input_row(rows, count, scratch.data() + 4 * width, v + c * range.count + offset + j,
+                                      point_stride);
+      });
     });
   }
 }
@@ -165,13 +191,13 @@ void winograd_convolve(const T* input, const std::vector<PackedA<T>>& filters, c
   const int64_t cg = q.in_per_group(), og = q.out_per_group();
   const TileBlocks blocks = tile_blocks(q.out_h, q.out_w, q.batch, cg + og);
   at::parallel_for(0, q.batch * blocks.count(), 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> v, m, scratch, rows;
+    std::vector<T> v, m, scratch, corners;
     for (int64_t unit = begin; unit < end; ++unit) {
       const int64_t n = unit / blocks.count();
       const ItemRange range = blocks[unit % blocks.count()];
       v.resize(kPoints * cg * range.count);
       m.resize(kPoints * og * range.count);
-      rows.resize(8 * range.count);  // two output rows, then transform_output_row's corners
+      corners.resize(4 * range.count);
       for (int64_t g = 0; g < q.groups; ++g) {
         transform_inputs(input + (n * q.in_channels + g * cg) * q.in_h * q.in_w, cg, q, blocks, range, v.data(),
                          scratch);
@@ -184,16 +210,13 @@ void winograd_convolve(const T* input, const std::vector<PackedA<T>>& filters, c
           T* plane = output + (n * q.out_channels + oc) * q.out_h * q.out_w;
           const T b = bias != nullptr ? bias[oc] : T(0);
           for_each_tile_row(blocks, range, [&](int64_t th, int64_t tw, int64_t tiles, int64_t offset) {
-            // Straight into the output, unless the tiles overhang its edge.
-            const int64_t oh = 2 * th, ow = 2 * tw, width = std::min(2 * tiles, q.out_w - ow);
-            const bool inside = width == 2 * tiles && oh + 1 < q.out_h;
-            T* row0 = inside ? plane + oh * q.out_w + ow : rows.data();
-            T* row1 = inside ? row0 + q.out_w : rows.data() + 2 * tiles;
+            // Straight into the output; an odd width or height leaves out
+            // the overhanging column or row.
+            const int64_t oh = 2 * th, ow = 2 * tw;
+            T* row0 = plane + oh * q.out_w + ow;
             winograd::transform_output_row(m.data() + k * range.count + offset, og * range.count, tiles, b, relu,
-                                           rows.data() + 4 * tiles, row0, row1);
-            if (inside) return;
-            std::copy_n(row0, width, plane + oh * q.out_w + ow);
-            if (oh + 1 < q.out_h) std::copy_n(row1, width, plane + (oh + 1) * q.out_w + ow);
+                                           corners.data(), std::min(2 * tiles, q.out_w - ow), row0,
+                                           oh + 1 < q.out_h ? row0 + q.out_w : nullptr);
           });
         }
       }
@@ -212,10 +235,13 @@ void transform_grad_outputs(const T* planes, int64_t channels, const Geometry& q
   for (int64_t k = 0; k < channels; ++k) {
     const T* plane = planes + k * q.out_h * q.out_w;
     for_each_tile_row(blocks, range, [&](int64_t th, int64_t tw, int64_t n, int64_t offset) {
-      const T* row0 = padded_row(plane, q.out_h, q.out_w, 2 * th, 2 * tw, 2 * n, scratch.data());
-      const T* row1 = padded_row(plane, q.out_h, q.out_w, 2 * th + 1, 2 * tw, 2 * n, scratch.data() + width);
-      winograd::transform_grad_output_row(row0, row1, n, scratch.data() + 2 * width, e + k * range.count + offset,
-                                          point_stride);
+      for_each_edge_run(edge_split(2 * tw, 2, n, q.out_w), n, [&](int64_t j, int64_t count) {
+        const int64_t col = 2 * (tw + j);
+        const T* row0 = padded_row(plane, q.out_h, q.out_w, 2 * th, col, 2 * count, scratch.data());
+        const T* row1 = padded_row(plane, q.out_h, q.out_w, 2 * th + 1, col, 2 * count, scratch.data() + width);
+        winograd::transform_grad_output_row(row0, row1, count, scratch.data() + 2 * width,
+                                            e + k * range.count + offset + j, point_stride);
+      });
     });
   }
 }

@@ -136,32 +136,38 @@ void output_corners(const T* m, int64_t point_stride, int64_t tiles, T bias, T* 
   }
 }
 
-// Interleaves two corner arrays into an output row: row[2t] = left[t],
-// row[2t + 1] = right[t], with torch's ReLU (NaN passes) under `relu`.
+// Interleaves two corner arrays into the first `width` values of an output
+// row (2 * tiles, or one less where the last tile overhangs an odd edge):
+// row[2t] = left[t], row[2t + 1] = right[t], with torch's ReLU (NaN passes)
+// under `relu`.
 template <typename T>
-void interleave_row(const T* left, const T* right, int64_t tiles, bool relu, T* __restrict row) {
+void interleave_row(const T* left, const T* right, int64_t width, bool relu, T* __restrict row) {
+  const int64_t pairs = width / 2;
   if (relu) {
-    for (int64_t t = 0; t < tiles; ++t) {
+    for (int64_t t = 0; t < pairs; ++t) {
       row[2 * t] = left[t] < T(0) ? T(0) : left[t];
       row[2 * t + 1] = right[t] < T(0) ? T(0) : right[t];
     }
-    return;
+  } else {
+    for (int64_t t = 0; t < pairs; ++t) {
+      row[2 * t] = left[t];
+      row[2 * t + 1] = right[t];
+    }
   }
-  for (int64_t t = 0; t < tiles; ++t) {
-    row[2 * t] = left[t];
-    row[2 * t + 1] = right[t];
-  }
+  if (width % 2 != 0) row[width - 1] = relu && left[pairs] < T(0) ? T(0) : left[pairs];
 }
 
-// A^T m A for `tiles` tiles: the 16 points of GEMM results in, two output
-// rows of 2 * tiles values out (out0, out1), bias added and, with `relu`,
-// ReLU applied. `corners` is 4 * tiles of scratch.
+// A^T m A for `tiles` tiles: the 16 points of GEMM results in, the first
+// `width` values of two output rows out (out0, and out1 unless it is null:
+// the last row of an odd height), bias added and, with `relu`, ReLU applied.
+// Written in place, so an odd edge costs no copy. `corners` is 4 * tiles of
+// scratch.
 template <typename T>
-void transform_output_row(const T* m, int64_t point_stride, int64_t tiles, T bias, bool relu, T* corners, T* out0,
-                          T* out1) {
+void transform_output_row(const T* m, int64_t point_stride, int64_t tiles, T bias, bool relu, T* corners,
+                          int64_t width, T* out0, T* out1) {
   output_corners(m, point_stride, tiles, bias, corners, corners + tiles, corners + 2 * tiles, corners + 3 * tiles);
-  interleave_row(corners, corners + tiles, tiles, relu, out0);
-  interleave_row(corners + 2 * tiles, corners + 3 * tiles, tiles, relu, out1);
+  interleave_row(corners, corners + tiles, width, relu, out0);
+  if (out1 != nullptr) interleave_row(corners + 2 * tiles, corners + 3 * tiles, width, relu, out1);
 }
 
 // G g G^T of one 3x3 filter (row-major, rotated by 180 degrees with
