@@ -17,6 +17,7 @@
 // and no two threads write the same element (the weight gradient sums
 // per-thread partials in a fixed order, as im2col's does).
 #include <algorithm>
+#include <memory>
 #include <vector>
 
 #include "../common/index_math.h"
@@ -162,24 +163,33 @@ void transform_inputs(const T* planes, int64_t channels, const Geometry& q, cons
   }
 }
 
+// Filters per parallel task of the transforms of filters and of the summed
+// weight gradient (about 50 flops each): enough to outweigh a task's start.
+constexpr int64_t kFilterGrain = 256;
+
 // U[xi] of every group, packed for the GEMM: K x C (forward), or C x K of the
 // rotated filters (backward input, whose "input channels" are the forward's
-// outputs).
+// outputs). Both steps run on every thread: on small images and batches the
+// filters cost as much as the tiles, and a serial step leaves the other
+// threads waiting.
 template <typename T>
 std::vector<PackedA<T>> pack_filters(const T* weight, const Conv2dParams& p, bool backward) {
-  const int64_t og = p.out_channels_per_group(), cg = p.in_channels_per_group();
-  std::vector<T> u(kPoints * og * cg);
-  std::vector<PackedA<T>> packed;
-  packed.reserve(p.groups * kPoints);
-  for (int64_t g = 0; g < p.groups; ++g) {
-    for (int64_t k = 0; k < og; ++k)  // u[xi][k][c]
-      for (int64_t c = 0; c < cg; ++c)
-        winograd::transform_filter(weight + ((g * og + k) * cg + c) * 9, backward, u.data() + k * cg + c, og * cg);
-    for (int64_t xi = 0; xi < kPoints; ++xi) {
-      const T* point = u.data() + xi * og * cg;
-      packed.push_back(backward ? PackedA<T>(cg, og, {point, 1, cg}) : PackedA<T>(og, cg, {point, cg, 1}));
+  const int64_t og = p.out_channels_per_group(), cg = p.in_channels_per_group(), filters = og * cg;
+  // u[g][xi][k][c], written whole before it is read: no need to zero it.
+  const std::unique_ptr<T[]> u(new T[p.groups * kPoints * filters]);
+  parallel_chunks(p.groups * filters, kFilterGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t f = begin; f < end; ++f) {  // f = (g * og + k) * cg + c
+      winograd::transform_filter(weight + f * 9, backward, u.get() + f / filters * kPoints * filters + f % filters,
+                                 filters);
     }
-  }
+  });
+  std::vector<PackedA<T>> packed(p.groups * kPoints);
+  at::parallel_for(0, p.groups * kPoints, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {  // i = g * kPoints + xi
+      const T* point = u.get() + i * filters;
+      packed[i] = backward ? PackedA<T>(cg, og, {point, 1, cg}) : PackedA<T>(og, cg, {point, cg, 1});
+    }
+  });
   return packed;
 }
 
@@ -267,8 +277,9 @@ void winograd_backward_weight(const T* grad_output, const T* input, T* grad_weig
   const int64_t sums_numel = q.groups * kPoints * og * cg;  // M[g][xi][k][c]
   const TileBlocks blocks = tile_blocks(q.out_h, q.out_w, q.batch, cg + og);
   // Units (image, tile block), summed in chunks, one per thread.
-  std::vector<T> sums(sums_numel);
-  sum_over_chunks(q.batch * blocks.count(), sums_numel, sums.data(), [&](T* sum, int64_t unit_begin, int64_t unit_end) {
+  // Overwritten by the first chunk's first unit: no need to zero it.
+  const std::unique_ptr<T[]> sums(new T[sums_numel]);
+  sum_over_chunks(q.batch * blocks.count(), sums_numel, sums.get(), [&](T* sum, int64_t unit_begin, int64_t unit_end) {
     std::vector<T> v, e, scratch;
     for (int64_t unit = unit_begin; unit < unit_end; ++unit) {
       const int64_t n = unit / blocks.count();
@@ -289,11 +300,13 @@ void winograd_backward_weight(const T* grad_output, const T* input, T* grad_weig
       }
     }
   });
-  for (int64_t g = 0; g < q.groups; ++g)
-    for (int64_t k = 0; k < og; ++k)
-      for (int64_t c = 0; c < cg; ++c)
-        winograd::transform_weight_gradient(sums.data() + g * kPoints * og * cg + k * cg + c, og * cg,
-                                            grad_weight + ((g * og + k) * cg + c) * 9);
+  const int64_t filters = og * cg;
+  parallel_chunks(q.groups * filters, kFilterGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t f = begin; f < end; ++f) {  // f = (g * og + k) * cg + c
+      winograd::transform_weight_gradient(sums.get() + f / filters * kPoints * filters + f % filters, filters,
+                                          grad_weight + f * 9);
+    }
+  });
 }
 
 #define FASTCONV_INSTANTIATE_WINOGRAD(T)                                                               \

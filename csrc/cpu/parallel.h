@@ -6,7 +6,7 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <vector>
+#include <memory>
 
 #include "../common/index_math.h"
 
@@ -81,10 +81,11 @@ void parallel_chunks(int64_t n, int64_t grain, const F& body) {
 template <typename T, typename F>
 void sum_over_chunks(int64_t units, int64_t numel, T* result, const F& body) {
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(units, at::get_num_threads()));
-  std::vector<T> partials((chunks - 1) * numel);
+  // Each chunk overwrites its buffer whole: no need to zero it.
+  const std::unique_ptr<T[]> partials(new T[(chunks - 1) * numel]);
   at::parallel_for(0, chunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
     for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
-      T* sum = chunk == 0 ? result : partials.data() + (chunk - 1) * numel;
+      T* sum = chunk == 0 ? result : partials.get() + (chunk - 1) * numel;
       const int64_t unit_begin = units * chunk / chunks, unit_end = units * (chunk + 1) / chunks;
       if (unit_begin == unit_end) {
         std::fill_n(sum, numel, T(0));
@@ -93,10 +94,14 @@ void sum_over_chunks(int64_t units, int64_t numel, T* result, const F& body) {
       }
     }
   });
-  for (int64_t chunk = 1; chunk < chunks; ++chunk) {
-    const T* part = partials.data() + (chunk - 1) * numel;
-    for (int64_t i = 0; i < numel; ++i) result[i] += part[i];
-  }
+  if (chunks == 1) return;
+  // Each element in chunk order, whichever thread adds it.
+  parallel_chunks(numel, kElementwiseGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t chunk = 1; chunk < chunks; ++chunk) {
+      const T* part = partials.get() + (chunk - 1) * numel;
+      for (int64_t i = begin; i < end; ++i) result[i] += part[i];
+    }
+  });
 }
 
 }  // namespace cpu
