@@ -116,29 +116,6 @@ Geometry backward_input_geometry(const Conv2dParams& p) {
           2 - p.pad_w};
 }
 
-// The tiles [0, n) of a tile row, tile j reading columns col + 2j ..
-// col + 2j + span - 1 of a w-wide plane, split where they cross its edges:
-// [0, lo) overhang the left edge, [lo, hi) lie inside, [hi, n) overhang the
-// right edge (at most one tile each way for a 3x3 filter).
-struct EdgeSplit {
-  int64_t lo, hi;
-};
-
-EdgeSplit edge_split(int64_t col, int64_t span, int64_t n, int64_t w) {
-  const int64_t lo = std::min(n, ceil_div(std::max<int64_t>(0, -col), 2));
-  return {lo, std::clamp(floor_div(w - span - col, int64_t{2}) + 1, lo, n)};
-}
-
-// Calls run(j, count) for the runs of tiles of edge_split: only the tiles
-// that overhang an edge need the zero-padded copies of padded_row; the
-// others read the image in place.
-template <typename F>
-void for_each_edge_run(EdgeSplit split, int64_t n, const F& run) {
-  if (split.lo > 0) run(0, split.lo);
-  if (split.hi > split.lo) run(split.lo, split.hi - split.lo);
-  if (n > split.hi) run(split.hi, n - split.hi);
-}
-
 // V[xi][c][t] for the `channels` planes at `planes` over the tiles of `range`.
 template <typename T>
 void transform_inputs(const T* planes, int64_t channels, const Geometry& q, const TileBlocks& blocks,
@@ -149,16 +126,13 @@ void transform_inputs(const T* planes, int64_t channels, const Geometry& q, cons
   for (int64_t c = 0; c < channels; ++c) {
     const T* plane = planes + c * q.in_h * q.in_w;
     for_each_tile_row(blocks, range, [&](int64_t th, int64_t tw, int64_t n, int64_t offset) {
-      const int64_t col = 2 * tw - q.pad_w;
-      for_each_edge_run(edge_split(col, 4, n, q.in_w), n, [&](int64_t j, int64_t count) {
-        const T* rows[4];
-        for (int64_t i = 0; i < 4; ++i) {
-          rows[i] = padded_row(plane, q.in_h, q.in_w, 2 * th - q.pad_h + i, col + 2 * j, 2 * count + 2,
-                               scratch.data() + i * width);
-        }
-        winograd::transform_input_row(rows, count, scratch.data() + 4 * width, v + c * range.count + offset + j,
-                                      point_stride);
-      });
+      const T* rows[4];
+      for (int64_t i = 0; i < 4; ++i) {
+        rows[i] = padded_row(plane, q.in_h, q.in_w, 2 * th - q.pad_h + i, 2 * tw - q.pad_w, 2 * n + 2,
+                             scratch.data() + i * width);
+      }
+      run_widest<winograd::InputRow>(rows, n, scratch.data() + 4 * width, v + c * range.count + offset,
+                                     point_stride);
     });
   }
 }
@@ -166,6 +140,19 @@ void transform_inputs(const T* planes, int64_t channels, const Geometry& q, cons
 // Filters per parallel task of the transforms of filters and of the summed
 // weight gradient (about 50 flops each): enough to outweigh a task's start.
 constexpr int64_t kFilterGrain = 256;
+
+// Calls body(g, first, count) for runs of filters first .. first + count - 1
+// of group g (of `filters` each) on every thread, no run across groups.
+template <typename F>
+void for_each_filter_run(int64_t groups, int64_t filters, const F& body) {
+  parallel_chunks(groups * filters, kFilterGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t f = begin; f < end;) {
+      const int64_t g = f / filters, first = f % filters, count = std::min(filters - first, end - f);
+      body(g, first, count);
+      f += count;
+    }
+  });
+}
 
 // U[xi] of every group, packed for the GEMM: K x C (forward), or C x K of the
 // rotated filters (backward input, whose "input channels" are the forward's
@@ -177,11 +164,9 @@ std::vector<PackedA<T>> pack_filters(const T* weight, const Conv2dParams& p, boo
   const int64_t og = p.out_channels_per_group(), cg = p.in_channels_per_group(), filters = og * cg;
   // u[g][xi][k][c], written whole before it is read: no need to zero it.
   const std::unique_ptr<T[]> u(new T[p.groups * kPoints * filters]);
-  parallel_chunks(p.groups * filters, kFilterGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t f = begin; f < end; ++f) {  // f = (g * og + k) * cg + c
-      winograd::transform_filter(weight + f * 9, backward, u.get() + f / filters * kPoints * filters + f % filters,
-                                 filters);
-    }
+  for_each_filter_run(p.groups, filters, [&](int64_t g, int64_t first, int64_t count) {
+    run_widest<winograd::Filters>(weight + (g * filters + first) * 9, count, backward,
+                                  u.get() + g * kPoints * filters + first, filters);
   });
   std::vector<PackedA<T>> packed(p.groups * kPoints);
   at::parallel_for(0, p.groups * kPoints, 1, [&](int64_t begin, int64_t end) {
@@ -224,9 +209,10 @@ void winograd_convolve(const T* input, const std::vector<PackedA<T>>& filters, c
             // the overhanging column or row.
             const int64_t oh = 2 * th, ow = 2 * tw;
             T* row0 = plane + oh * q.out_w + ow;
-            winograd::transform_output_row(m.data() + k * range.count + offset, og * range.count, tiles, b, relu,
-                                           corners.data(), std::min(2 * tiles, q.out_w - ow), row0,
-                                           oh + 1 < q.out_h ? row0 + q.out_w : nullptr);
+            run_widest<winograd::OutputRow>(static_cast<const T*>(m.data() + k * range.count + offset),
+                                            og * range.count, tiles, b, relu, corners.data(),
+                                            std::min(2 * tiles, q.out_w - ow), row0,
+                                            oh + 1 < q.out_h ? row0 + q.out_w : nullptr);
           });
         }
       }
@@ -245,13 +231,10 @@ void transform_grad_outputs(const T* planes, int64_t channels, const Geometry& q
   for (int64_t k = 0; k < channels; ++k) {
     const T* plane = planes + k * q.out_h * q.out_w;
     for_each_tile_row(blocks, range, [&](int64_t th, int64_t tw, int64_t n, int64_t offset) {
-      for_each_edge_run(edge_split(2 * tw, 2, n, q.out_w), n, [&](int64_t j, int64_t count) {
-        const int64_t col = 2 * (tw + j);
-        const T* row0 = padded_row(plane, q.out_h, q.out_w, 2 * th, col, 2 * count, scratch.data());
-        const T* row1 = padded_row(plane, q.out_h, q.out_w, 2 * th + 1, col, 2 * count, scratch.data() + width);
-        winograd::transform_grad_output_row(row0, row1, count, scratch.data() + 2 * width,
-                                            e + k * range.count + offset + j, point_stride);
-      });
+      const T* row0 = padded_row(plane, q.out_h, q.out_w, 2 * th, 2 * tw, 2 * n, scratch.data());
+      const T* row1 = padded_row(plane, q.out_h, q.out_w, 2 * th + 1, 2 * tw, 2 * n, scratch.data() + width);
+      run_widest<winograd::GradOutputRow>(row0, row1, n, scratch.data() + 2 * width, e + k * range.count + offset,
+                                          point_stride);
     });
   }
 }
@@ -301,11 +284,9 @@ void winograd_backward_weight(const T* grad_output, const T* input, T* grad_weig
     }
   });
   const int64_t filters = og * cg;
-  parallel_chunks(q.groups * filters, kFilterGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t f = begin; f < end; ++f) {  // f = (g * og + k) * cg + c
-      winograd::transform_weight_gradient(sums.get() + f / filters * kPoints * filters + f % filters, filters,
-                                          grad_weight + f * 9);
-    }
+  for_each_filter_run(q.groups, filters, [&](int64_t g, int64_t first, int64_t count) {
+    run_widest<winograd::WeightGradients>(static_cast<const T*>(sums.get() + g * kPoints * filters + first), count,
+                                          filters, grad_weight + (g * filters + first) * 9);
   });
 }
 

@@ -16,10 +16,15 @@
 // round no more than the additions they do. Each function transforms one row
 // of tiles at a time, innermost over the tiles, so the loops vectorise; the
 // 16 results of a tile go to 16 "points" `point_stride` apart, each point a
-// row of consecutive tiles (the B operand of one of the 16 GEMMs).
+// row of consecutive tiles (the B operand of one of the 16 GEMMs). All of
+// them are always inlined, so that the loops at the end, run through
+// run_widest (csrc/cpu/isa_loops.h), vectorise at the CPU's full width: the
+// build's baseline ISA would make them 128 bits wide.
 #pragma once
 
 #include <cstdint>
+
+#include "isa_loops.h"
 
 namespace fastconv {
 namespace cpu {
@@ -37,7 +42,7 @@ constexpr int64_t kPoints = 16;     // ... multiplied in 16 element-wise product
 // parameters because GCC vectorises the loop only then (not with __restrict
 // locals carved from one scratch buffer).
 template <typename T>
-void input_columns(const T* d0, const T* d1, const T* d2, const T* d3, int64_t width, T* __restrict t0,
+FASTCONV_LOOP_INLINE void input_columns(const T* d0, const T* d1, const T* d2, const T* d3, int64_t width, T* __restrict t0,
                    T* __restrict t1, T* __restrict t2, T* __restrict t3) {
   for (int64_t x = 0; x < width; ++x) {
     t0[x] = d0[x] - d2[x];
@@ -49,7 +54,7 @@ void input_columns(const T* d0, const T* d1, const T* d2, const T* d3, int64_t w
 
 // (B^T d) B along one row t of `tiles` tiles, tile j at columns 2j .. 2j + 3.
 template <typename T>
-void input_row(const T* t, int64_t tiles, T* __restrict v0, T* __restrict v1, T* __restrict v2, T* __restrict v3) {
+FASTCONV_LOOP_INLINE void input_row(const T* t, int64_t tiles, T* __restrict v0, T* __restrict v1, T* __restrict v2, T* __restrict v3) {
   for (int64_t j = 0; j < tiles; ++j) {
     const T a = t[2 * j], b = t[2 * j + 1], c = t[2 * j + 2], d = t[2 * j + 3];
     v0[j] = a - c;
@@ -63,7 +68,7 @@ void input_row(const T* t, int64_t tiles, T* __restrict v0, T* __restrict v1, T*
 // tile row, 2 * tiles + 2 values (zeros where the image is padded); tile j
 // starts at column 2j. `vertical` is 4 rows of the same width, scratch.
 template <typename T>
-void transform_input_row(const T* const rows[4], int64_t tiles, T* vertical, T* v, int64_t point_stride) {
+FASTCONV_LOOP_INLINE void transform_input_row(const T* const rows[4], int64_t tiles, T* vertical, T* v, int64_t point_stride) {
   const int64_t width = 2 * tiles + 2;
   input_columns(rows[0], rows[1], rows[2], rows[3], width, vertical, vertical + width, vertical + 2 * width,
                 vertical + 3 * width);
@@ -77,7 +82,7 @@ void transform_input_row(const T* const rows[4], int64_t tiles, T* vertical, T* 
 // past the output's edge): A = [[1, 0], [1, 1], [1, -1], [0, -1]].
 // A (e) down two rows and along one row, A = [[1, 0], [1, 1], [1, -1], [0, -1]].
 template <typename T>
-void grad_output_columns(const T* e0, const T* e1, int64_t width, T* __restrict t0, T* __restrict t1,
+FASTCONV_LOOP_INLINE void grad_output_columns(const T* e0, const T* e1, int64_t width, T* __restrict t0, T* __restrict t1,
                          T* __restrict t2, T* __restrict t3) {
   for (int64_t x = 0; x < width; ++x) {
     t0[x] = e0[x];
@@ -88,7 +93,7 @@ void grad_output_columns(const T* e0, const T* e1, int64_t width, T* __restrict 
 }
 
 template <typename T>
-void grad_output_row(const T* t, int64_t tiles, T* __restrict e0, T* __restrict e1, T* __restrict e2,
+FASTCONV_LOOP_INLINE void grad_output_row(const T* t, int64_t tiles, T* __restrict e0, T* __restrict e1, T* __restrict e2,
                      T* __restrict e3) {
   for (int64_t j = 0; j < tiles; ++j) {
     const T a = t[2 * j], b = t[2 * j + 1];
@@ -102,7 +107,7 @@ void grad_output_row(const T* t, int64_t tiles, T* __restrict e0, T* __restrict 
 // A e A^T for the 2x2 tiles of two rows of dY (2 * tiles values each, zeros
 // past the output's edge).
 template <typename T>
-void transform_grad_output_row(const T* row0, const T* row1, int64_t tiles, T* vertical, T* e,
+FASTCONV_LOOP_INLINE void transform_grad_output_row(const T* row0, const T* row1, int64_t tiles, T* vertical, T* e,
                                int64_t point_stride) {
   const int64_t width = 2 * tiles;
   grad_output_columns(row0, row1, width, vertical, vertical + width, vertical + 2 * width, vertical + 3 * width);
@@ -116,7 +121,7 @@ void transform_grad_output_row(const T* row0, const T* row1, int64_t tiles, T* v
 // own array (so that every access is contiguous and the loop vectorises),
 // bias added.
 template <typename T>
-void output_corners(const T* m, int64_t point_stride, int64_t tiles, T bias, T* __restrict y00, T* __restrict y01,
+FASTCONV_LOOP_INLINE void output_corners(const T* m, int64_t point_stride, int64_t tiles, T bias, T* __restrict y00, T* __restrict y01,
                     T* __restrict y10, T* __restrict y11) {
   const T *m0 = m, *m1 = m0 + point_stride, *m2 = m1 + point_stride, *m3 = m2 + point_stride;
   const T *m4 = m3 + point_stride, *m5 = m4 + point_stride, *m6 = m5 + point_stride, *m7 = m6 + point_stride;
@@ -141,7 +146,7 @@ void output_corners(const T* m, int64_t point_stride, int64_t tiles, T bias, T* 
 // row[2t] = left[t], row[2t + 1] = right[t], with torch's ReLU (NaN passes)
 // under `relu`.
 template <typename T>
-void interleave_row(const T* left, const T* right, int64_t width, bool relu, T* __restrict row) {
+FASTCONV_LOOP_INLINE void interleave_row(const T* left, const T* right, int64_t width, bool relu, T* __restrict row) {
   const int64_t pairs = width / 2;
   if (relu) {
     for (int64_t t = 0; t < pairs; ++t) {
@@ -163,7 +168,7 @@ void interleave_row(const T* left, const T* right, int64_t width, bool relu, T* 
 // Written in place, so an odd edge costs no copy. `corners` is 4 * tiles of
 // scratch.
 template <typename T>
-void transform_output_row(const T* m, int64_t point_stride, int64_t tiles, T bias, bool relu, T* corners,
+FASTCONV_LOOP_INLINE void transform_output_row(const T* m, int64_t point_stride, int64_t tiles, T bias, bool relu, T* corners,
                           int64_t width, T* out0, T* out1) {
   output_corners(m, point_stride, tiles, bias, corners, corners + tiles, corners + 2 * tiles, corners + 3 * tiles);
   interleave_row(corners, corners + tiles, width, relu, out0);
@@ -173,7 +178,7 @@ void transform_output_row(const T* m, int64_t point_stride, int64_t tiles, T bia
 // G g G^T of one 3x3 filter (row-major, rotated by 180 degrees with
 // `rotate`), into u[point * point_stride].
 template <typename T>
-void transform_filter(const T* g, bool rotate, T* u, int64_t point_stride) {
+FASTCONV_LOOP_INLINE void transform_filter(const T* g, bool rotate, T* u, int64_t point_stride) {
   T f[3][3];
   for (int r = 0; r < 3; ++r)
     for (int s = 0; s < 3; ++s) f[r][s] = rotate ? g[(2 - r) * 3 + (2 - s)] : g[r * 3 + s];
@@ -196,7 +201,7 @@ void transform_filter(const T* g, bool rotate, T* u, int64_t point_stride) {
 // G^T m G of one filter's 16 summed products (m[point * point_stride]) into
 // its 3x3 gradient: G^T = [[1, 1/2, 1/2, 0], [0, 1/2, -1/2, 0], [0, 1/2, 1/2, 1]].
 template <typename T>
-void transform_weight_gradient(const T* m, int64_t point_stride, T* dw) {
+FASTCONV_LOOP_INLINE void transform_weight_gradient(const T* m, int64_t point_stride, T* dw) {
   const T half = T(0.5);
   T r[3][4];  // G^T m
   for (int j = 0; j < 4; ++j) {
@@ -212,6 +217,47 @@ void transform_weight_gradient(const T* m, int64_t point_stride, T* dw) {
     dw[i * 3 + 2] = half * (r[i][1] + r[i][2]) + r[i][3];
   }
 }
+
+// The transforms as loops for run_widest.
+struct InputRow {
+  template <typename T>
+  static FASTCONV_LOOP_INLINE void run(const T* const* rows, int64_t tiles, T* vertical, T* v, int64_t point_stride) {
+    transform_input_row(rows, tiles, vertical, v, point_stride);
+  }
+};
+
+struct GradOutputRow {
+  template <typename T>
+  static FASTCONV_LOOP_INLINE void run(const T* row0, const T* row1, int64_t tiles, T* vertical, T* e,
+                                       int64_t point_stride) {
+    transform_grad_output_row(row0, row1, tiles, vertical, e, point_stride);
+  }
+};
+
+struct OutputRow {
+  template <typename T>
+  static FASTCONV_LOOP_INLINE void run(const T* m, int64_t point_stride, int64_t tiles, T bias, bool relu, T* corners,
+                                       int64_t width, T* out0, T* out1) {
+    transform_output_row(m, point_stride, tiles, bias, relu, corners, width, out0, out1);
+  }
+};
+
+// `count` consecutive filters g[f * 9] into u[point * point_stride + f].
+struct Filters {
+  template <typename T>
+  static FASTCONV_LOOP_INLINE void run(const T* g, int64_t count, bool rotate, T* u, int64_t point_stride) {
+    for (int64_t f = 0; f < count; ++f) transform_filter(g + f * 9, rotate, u + f, point_stride);
+  }
+};
+
+// `count` consecutive filters' sums m[point * point_stride + f] into their
+// gradients dw[f * 9].
+struct WeightGradients {
+  template <typename T>
+  static FASTCONV_LOOP_INLINE void run(const T* m, int64_t count, int64_t point_stride, T* dw) {
+    for (int64_t f = 0; f < count; ++f) transform_weight_gradient(m + f, point_stride, dw + f * 9);
+  }
+};
 
 }  // namespace winograd
 }  // namespace cpu
