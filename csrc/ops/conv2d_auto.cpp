@@ -34,6 +34,14 @@ namespace {
 // batch 1, 49 tiles: 0.35-0.55; 128 @9, 25 tiles: 0.3-0.6). Before the GEMM
 // had its AVX-512 kernel, 200 tiles (128 @9 at batch 8) already won 1.0-1.4x.
 //
+// The tile threshold, measured against torch interleaved on 2 threads of the
+// shared machine (ratios to torch, fwd / input grad / weight grad), after the
+// filter transform went parallel: 64->128 @36 at batch 1 (289 tiles) runs
+// im2col 1.05 / 0.89 / 0.96 and Winograd 1.12 / 1.15 / 0.93, so a call needs
+// more tiles than that to repay its filter transforms; 32->64 @74 at batch 1
+// (1296 tiles) and 128 @17 at batch 16 (1024) stay on Winograd. One threshold
+// for every pass, independent of the thread count, so the choice is too.
+//
 // Its float32 error (max |error| / max |output| against float64) grows slowly
 // with the channels summed: 1.6e-7 at 3 to 6.3e-7 at 512 input channels
 // (im2col 1.7e-7 .. 5.7e-7; oneDNN's 1.5e-7 .. 1.1e-6), bounded at 2e-6 up to
@@ -42,7 +50,7 @@ namespace {
 // stay on im2col.
 constexpr int64_t kWinogradMinChannels = 16;
 constexpr int64_t kWinogradMaxChannels = 1024;
-constexpr int64_t kWinogradMinTiles = 128;
+constexpr int64_t kWinogradMinTiles = 512;
 
 bool winograd_pays(const Conv2dParams& p) {
   const int64_t cg = p.in_channels_per_group(), og = p.out_channels_per_group();
