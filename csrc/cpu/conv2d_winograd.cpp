@@ -50,6 +50,15 @@ constexpr int64_t kMinBlockTiles = 4 * kGemmColumnAlignment;
 // last row and column partial when odd), numbered row-major and cut into
 // blocks that fit the budget, with enough of them that every thread has work
 // even at batch 1 (csrc/cpu/parallel.h).
+// The distance between the 16 points of U, V, M and E: a point's `values`
+// and one cache line more. The transforms write (or read) all 16 points
+// together, and at a multiple of 4 KiB apart (128 channels x 64 tiles: 32
+// KiB) the 16 streams would all fall in the same L1 sets.
+template <typename T>
+int64_t point_stride(int64_t values) {
+  return values + 64 / static_cast<int64_t>(sizeof(T));
+}
+
 struct TileBlocks {
   int64_t tiles_h, tiles_w;
   Blocks blocks;
@@ -105,8 +114,7 @@ Geometry backward_input_geometry(const Conv2dParams& p) {
 // (its padding is 2).
 template <typename T>
 void transform_inputs(const T* planes, int64_t channels, const Geometry& q, const TileBlocks& blocks,
-                      ItemRange range, T* v, std::vector<T>& scratch) {
-  const int64_t point_stride = channels * range.count;
+                      ItemRange range, T* v, int64_t v_stride, std::vector<T>& scratch) {
   const int64_t width = 2 * blocks.tiles_w + 2;
   scratch.assign(5 * width, T(0));  // 4 rows for the transform, then a row of zeros
   const T* zeros = scratch.data() + 4 * width;
@@ -120,7 +128,7 @@ void transform_inputs(const T* planes, int64_t channels, const Geometry& q, cons
         const int64_t row = 2 * th - q.pad_h + i;
         rows[i] = hi > lo && row >= 0 && row < q.in_h ? plane + row * q.in_w + col + lo : zeros;
       }
-      winograd::transform_input_row(rows, n, lo, hi, scratch.data(), v + c * range.count + offset, point_stride);
+      winograd::transform_input_row(rows, n, lo, hi, scratch.data(), v + c * range.count + offset, v_stride);
     });
   }
 }
@@ -128,6 +136,8 @@ void transform_inputs(const T* planes, int64_t channels, const Geometry& q, cons
 // Filters per parallel task of the transforms of filters and of the summed
 // weight gradient (about 50 flops each): enough to outweigh a task's start.
 constexpr int64_t kFilterGrain = 256;
+// Filters per transposed batch of pack_filters: 9 rows of taps on the stack.
+constexpr int64_t kFilterBatch = 64;
 
 // Calls body(g, first, count) for runs of filters first .. first + count - 1
 // of group g (of `filters` each) on every thread, no run across groups.
@@ -151,15 +161,26 @@ template <typename T>
 std::vector<PackedA<T>> pack_filters(const T* weight, const Conv2dParams& p, bool backward) {
   const int64_t og = p.out_channels_per_group(), cg = p.in_channels_per_group(), filters = og * cg;
   // u[g][xi][k][c], written whole before it is read: no need to zero it.
-  const std::unique_ptr<T[]> u(new T[p.groups * kPoints * filters]);
+  const int64_t stride = point_stride<T>(filters);
+  const std::unique_ptr<T[]> u(new T[p.groups * kPoints * stride]);
   for_each_filter_run(p.groups, filters, [&](int64_t g, int64_t first, int64_t count) {
-    run_widest<winograd::Filters>(weight + (g * filters + first) * 9, count, backward,
-                                  u.get() + g * kPoints * filters + first, filters);
+    // Tap-major batches for the transform, rotated by 180 degrees for the
+    // input gradient; transposed here, at the baseline width, where the
+    // compiler does not turn the stride-9 loads into gathers.
+    T taps[9 * kFilterBatch];
+    for (int64_t f0 = 0; f0 < count; f0 += kFilterBatch) {
+      const int64_t batch = std::min(kFilterBatch, count - f0);
+      const T* w = weight + (g * filters + first + f0) * 9;
+      for (int64_t f = 0; f < batch; ++f)
+        for (int64_t t = 0; t < 9; ++t) taps[(backward ? 8 - t : t) * kFilterBatch + f] = w[f * 9 + t];
+      run_widest<winograd::Filters>(static_cast<const T*>(taps), kFilterBatch, batch,
+                                    u.get() + g * kPoints * stride + first + f0, stride);
+    }
   });
   std::vector<PackedA<T>> packed(p.groups * kPoints);
   at::parallel_for(0, p.groups * kPoints, 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {  // i = g * kPoints + xi
-      const T* point = u.get() + i * filters;
+      const T* point = u.get() + i * stride;
       packed[i] = backward ? PackedA<T>(cg, og, {point, 1, cg}) : PackedA<T>(og, cg, {point, cg, 1});
     }
   });
@@ -178,15 +199,16 @@ void winograd_convolve(const T* input, const std::vector<PackedA<T>>& filters, c
     for (int64_t unit = begin; unit < end; ++unit) {
       const int64_t n = unit / blocks.count();
       const ItemRange range = blocks[unit % blocks.count()];
-      v.resize(kPoints * cg * range.count);
-      m.resize(kPoints * og * range.count);
+      const int64_t v_stride = point_stride<T>(cg * range.count), m_stride = point_stride<T>(og * range.count);
+      v.resize(kPoints * v_stride);
+      m.resize(kPoints * m_stride);
       corners.resize(4 * range.count);
       for (int64_t g = 0; g < q.groups; ++g) {
         transform_inputs(input + (n * q.in_channels + g * cg) * q.in_h * q.in_w, cg, q, blocks, range, v.data(),
-                         scratch);
+                         v_stride, scratch);
         for (int64_t xi = 0; xi < kPoints; ++xi) {
-          gemm<T>(filters[g * kPoints + xi], range.count, {v.data() + xi * cg * range.count, range.count, 1},
-                  {m.data() + xi * og * range.count, range.count, 1}, false);
+          gemm<T>(filters[g * kPoints + xi], range.count, {v.data() + xi * v_stride, range.count, 1},
+                  {m.data() + xi * m_stride, range.count, 1}, false);
         }
         for (int64_t k = 0; k < og; ++k) {
           const int64_t oc = g * og + k;
@@ -198,7 +220,7 @@ void winograd_convolve(const T* input, const std::vector<PackedA<T>>& filters, c
             const int64_t oh = 2 * th, ow = 2 * tw;
             T* row0 = plane + oh * q.out_w + ow;
             run_widest<winograd::OutputRow>(static_cast<const T*>(m.data() + k * range.count + offset),
-                                            og * range.count, tiles, b, relu, corners.data(),
+                                            m_stride, tiles, b, relu, corners.data(),
                                             std::min(2 * tiles, q.out_w - ow), row0,
                                             oh + 1 < q.out_h ? row0 + q.out_w : nullptr);
           });
@@ -212,8 +234,7 @@ void winograd_convolve(const T* input, const std::vector<PackedA<T>>& filters, c
 // past the output's edge) over `range`, read in place.
 template <typename T>
 void transform_grad_outputs(const T* planes, int64_t channels, const Geometry& q, const TileBlocks& blocks,
-                            ItemRange range, T* e, std::vector<T>& scratch) {
-  const int64_t point_stride = channels * range.count;
+                            ItemRange range, T* e, int64_t e_stride, std::vector<T>& scratch) {
   const int64_t width = 2 * blocks.tiles_w;
   scratch.assign(5 * width, T(0));  // 4 rows for the transform, then a row of zeros
   const T* zeros = scratch.data() + 4 * width;
@@ -223,7 +244,7 @@ void transform_grad_outputs(const T* planes, int64_t channels, const Geometry& q
       const T* row0 = plane + 2 * th * q.out_w + 2 * tw;
       const T* row1 = 2 * th + 1 < q.out_h ? row0 + q.out_w : zeros;
       winograd::transform_grad_output_row(row0, row1, n, std::min(2 * n, q.out_w - 2 * tw), scratch.data(),
-                                          e + k * range.count + offset, point_stride);
+                                          e + k * range.count + offset, e_stride);
     });
   }
 }
@@ -256,17 +277,18 @@ void winograd_backward_weight(const T* grad_output, const T* input, T* grad_weig
     for (int64_t unit = unit_begin; unit < unit_end; ++unit) {
       const int64_t n = unit / blocks.count();
       const ItemRange range = blocks[unit % blocks.count()];
-      v.resize(kPoints * cg * range.count);
-      e.resize(kPoints * og * range.count);
+      const int64_t v_stride = point_stride<T>(cg * range.count), e_stride = point_stride<T>(og * range.count);
+      v.resize(kPoints * v_stride);
+      e.resize(kPoints * e_stride);
       for (int64_t g = 0; g < q.groups; ++g) {
         transform_inputs(input + (n * q.in_channels + g * cg) * q.in_h * q.in_w, cg, q, blocks, range, v.data(),
-                         scratch);
+                         v_stride, scratch);
         transform_grad_outputs(grad_output + (n * q.out_channels + g * og) * q.out_h * q.out_w, og, q, blocks, range,
-                               e.data(), scratch);
+                               e.data(), e_stride, scratch);
         for (int64_t xi = 0; xi < kPoints; ++xi) {
           // M[xi] (og x cg) += E[xi] (og x tiles) * V[xi]^T (tiles x cg)
-          gemm<T>(og, cg, range.count, {e.data() + xi * og * range.count, range.count, 1},
-                  {v.data() + xi * cg * range.count, 1, range.count}, {sum + (g * kPoints + xi) * og * cg, cg, 1},
+          gemm<T>(og, cg, range.count, {e.data() + xi * e_stride, range.count, 1},
+                  {v.data() + xi * v_stride, 1, range.count}, {sum + (g * kPoints + xi) * og * cg, cg, 1},
                   unit != unit_begin);
         }
       }

@@ -186,26 +186,30 @@ FASTCONV_LOOP_INLINE void transform_output_row(const T* m, int64_t point_stride,
   if (out1 != nullptr) interleave_row(corners + 2 * tiles, corners + 3 * tiles, width, relu, out1);
 }
 
-// G g G^T of one 3x3 filter (row-major, rotated by 180 degrees with
-// `rotate`), into u[point * point_stride].
+// G g G^T of `count` filters given tap by tap: taps[t * tap_stride + f] is
+// tap t (row-major 3x3) of filter f; into u[point * point_stride + f].
+// Tap-major, so that the loop reads and writes contiguous rows and
+// vectorises across filters (a filter's own 9 taps would be strided loads,
+// gathers at full width).
 template <typename T>
-FASTCONV_LOOP_INLINE void transform_filter(const T* g, bool rotate, T* u, int64_t point_stride) {
-  T f[3][3];
-  for (int r = 0; r < 3; ++r)
-    for (int s = 0; s < 3; ++s) f[r][s] = rotate ? g[(2 - r) * 3 + (2 - s)] : g[r * 3 + s];
+FASTCONV_LOOP_INLINE void transform_filters(const T* taps, int64_t tap_stride, int64_t count, T* u,
+                                            int64_t point_stride) {
   const T half = T(0.5);
-  T gg[4][3];  // G g
-  for (int s = 0; s < 3; ++s) {
-    gg[0][s] = f[0][s];
-    gg[1][s] = half * (f[0][s] + f[1][s] + f[2][s]);
-    gg[2][s] = half * (f[0][s] - f[1][s] + f[2][s]);
-    gg[3][s] = f[2][s];
-  }
-  for (int i = 0; i < 4; ++i) {  // (G g) G^T
-    u[(4 * i + 0) * point_stride] = gg[i][0];
-    u[(4 * i + 1) * point_stride] = half * (gg[i][0] + gg[i][1] + gg[i][2]);
-    u[(4 * i + 2) * point_stride] = half * (gg[i][0] - gg[i][1] + gg[i][2]);
-    u[(4 * i + 3) * point_stride] = gg[i][2];
+  for (int64_t f = 0; f < count; ++f) {
+    T gg[4][3];  // G g
+    for (int s = 0; s < 3; ++s) {
+      const T f0 = taps[s * tap_stride + f], f1 = taps[(3 + s) * tap_stride + f], f2 = taps[(6 + s) * tap_stride + f];
+      gg[0][s] = f0;
+      gg[1][s] = half * (f0 + f1 + f2);
+      gg[2][s] = half * (f0 - f1 + f2);
+      gg[3][s] = f2;
+    }
+    for (int i = 0; i < 4; ++i) {  // (G g) G^T
+      u[(4 * i + 0) * point_stride + f] = gg[i][0];
+      u[(4 * i + 1) * point_stride + f] = half * (gg[i][0] + gg[i][1] + gg[i][2]);
+      u[(4 * i + 2) * point_stride + f] = half * (gg[i][0] - gg[i][1] + gg[i][2]);
+      u[(4 * i + 3) * point_stride + f] = gg[i][2];
+    }
   }
 }
 
@@ -242,11 +246,10 @@ struct OutputRow {
   }
 };
 
-// `count` consecutive filters g[f * 9] into u[point * point_stride + f].
 struct Filters {
   template <typename T>
-  static FASTCONV_LOOP_INLINE void run(const T* g, int64_t count, bool rotate, T* u, int64_t point_stride) {
-    for (int64_t f = 0; f < count; ++f) transform_filter(g + f * 9, rotate, u + f, point_stride);
+  static FASTCONV_LOOP_INLINE void run(const T* taps, int64_t tap_stride, int64_t count, T* u, int64_t point_stride) {
+    transform_filters(taps, tap_stride, count, u, point_stride);
   }
 };
 
