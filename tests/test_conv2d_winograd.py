@@ -165,11 +165,12 @@ def _auto(xs, ws, padding=1, conv_pass="fwd", stride=1, dilation=1):
 @pytest.mark.parametrize("conv_pass", ["fwd", "bwd_input", "bwd_weight"])
 def test_auto_picks_winograd_where_it_measured_faster(conv_pass):
     picks = lambda xs, ws, padding=0: _auto(xs, ws, padding, conv_pass)  # noqa: E731
-    # convnet4's layers: not the RGB one, not 128 @17 at batch 1 (64 tiles), the others
+    # convnet4's layers: not the RGB one, the others down to 128 @17 at batch 1 (64 tiles)
     assert picks((16, 3, 150, 150), (32, 3, 3, 3)) == "im2col"
     assert picks((1, 32, 74, 74), (64, 32, 3, 3)) == "winograd"
+    assert picks((1, 64, 36, 36), (128, 64, 3, 3)) == "winograd"
     assert picks((16, 64, 36, 36), (128, 64, 3, 3)) == "winograd"
-    assert picks((1, 128, 17, 17), (128, 128, 3, 3)) == "im2col"
+    assert picks((1, 128, 17, 17), (128, 128, 3, 3)) == "winograd"
     assert picks((16, 128, 17, 17), (128, 128, 3, 3)) == "winograd"
     # VGG16: 64 @224 yes, 512 @14 at batch 1 (49 tiles) no
     assert picks((1, 64, 224, 224), (64, 64, 3, 3), 1) == "winograd"

@@ -18,7 +18,6 @@
 #include <algorithm>
 #include <vector>
 
-#include "../common/index_math.h"
 #include "conv2d_algorithms.h"
 #include "gemm.h"
 #include "im2col.h"
@@ -40,32 +39,13 @@ constexpr int64_t kColumnBlockElements = 256 * 1024;
 // 64, and 512 no faster than 256.
 constexpr int64_t kMinColumnBlockPixels = 256;
 
-// An image's output pixels cut into equal blocks (a multiple of
-// kGemmColumnAlignment) that fit the budget, so that only the last block can
-// have partial GEMM tiles. Blocks are numbered, so that work can be split over
-// (image, block) units and a single image still uses every thread.
-struct PixelBlocks {
-  int64_t pixels, size, count;
-  PixelRange operator[](int64_t i) const { return {i * size, std::min(size, pixels - i * size)}; }
-};
-
-// How many units each image is cut into so that a batch smaller than the
-// thread count still gives every thread work (1 when the batch suffices).
-int64_t units_per_image(int64_t batch) {
-  const int64_t threads = at::get_num_threads();
-  return batch >= threads ? 1 : ceil_div(threads, std::max<int64_t>(1, batch));
-}
-
-// At least `split` blocks, a multiple of it, so that a small batch splits
-// evenly over the threads (alignment permitting).
-PixelBlocks pixel_blocks(const Conv2dParams& p, int64_t split) {
-  const int64_t pixels = p.out_pixels();
-  if (pixels <= 0) return {0, 1, 0};
-  const int64_t align = kGemmColumnAlignment;
+// An image's output pixels cut into blocks that fit the budget, numbered so
+// that work can be split over (image, block) units of `images` images and a
+// single image still uses every thread (csrc/cpu/parallel.h). Only the last
+// block can have partial GEMM tiles.
+Blocks pixel_blocks(const Conv2dParams& p, int64_t images, int64_t threads) {
   const int64_t fit = std::max(kMinColumnBlockPixels, kColumnBlockElements / std::max<int64_t>(1, p.patch_size()));
-  const int64_t count = ceil_div(ceil_div(pixels, fit), split) * split, even = ceil_div(pixels, count);
-  const int64_t size = std::min(pixels, ceil_div(even, align) * align);
-  return {pixels, size, ceil_div(pixels, size)};
+  return balanced_blocks(p.out_pixels(), fit, kGemmColumnAlignment, images, threads);
 }
 
 // The column block of one image and group: the image itself for 1x1
@@ -99,7 +79,7 @@ void im2col_forward(const T* input, const T* weight, const T* bias, T* output, c
                     bool relu) {
   const int64_t cg = p.in_channels_per_group(), og = p.out_channels_per_group(), pixels = p.out_pixels();
   const std::vector<PackedA<T>> packed_weights = pack_weights(weight, p);
-  const PixelBlocks blocks = pixel_blocks(p, units_per_image(p.batch));
+  const Blocks blocks = pixel_blocks(p, p.batch, at::get_num_threads());
   // Units (image, pixel block) write disjoint output columns.
   at::parallel_for(0, p.batch * blocks.count, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> scratch;
@@ -133,7 +113,7 @@ void im2col_backward_input(const T* grad_output, const T* weight, T* grad_input,
   const int64_t pixels = p.out_pixels(), plane = p.in_h * p.in_w, taps = p.kernel_h * p.kernel_w;
   const int64_t kp = p.patch_size();
   const bool identity = p.im2col_is_identity();
-  const ChannelParts parts{cg, std::min(cg, ceil_div(units_per_image(p.batch), p.groups))};
+  const ChannelParts parts{cg, parts_per_image(p.batch * p.groups, 1, cg, at::get_num_threads())};
   // W_g^T's rows of each channel range, packed once: the GEMM computes each
   // row of col alike whichever range it falls in, so the result does not
   // depend on the split.
@@ -147,7 +127,7 @@ void im2col_backward_input(const T* grad_output, const T* weight, T* grad_input,
   }
   // Blocks independent of the thread count: col2im sums each block's
   // halo into the planes, so the blocks set the order of the additions.
-  const PixelBlocks blocks = pixel_blocks(p, 1);
+  const Blocks blocks = pixel_blocks(p, 1, /*threads=*/1);
   // Units (image, group, channel range) write disjoint channel planes.
   at::parallel_for(0, p.batch * p.groups * parts.count, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> col;
@@ -179,7 +159,7 @@ void im2col_backward_weight(const T* grad_output, const T* input, T* grad_weight
   const int64_t kp = p.patch_size(), pixels = p.out_pixels();
   const int64_t weight_numel = p.out_channels * kp;
   // Units (image, pixel block), summed in chunks, one per thread.
-  const PixelBlocks blocks = pixel_blocks(p, units_per_image(p.batch));
+  const Blocks blocks = pixel_blocks(p, p.batch, at::get_num_threads());
   sum_over_chunks(p.batch * blocks.count, weight_numel, grad_weight,
                   [&](T* sum, int64_t unit_begin, int64_t unit_end) {
     std::vector<T> scratch;

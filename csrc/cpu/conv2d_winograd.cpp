@@ -17,8 +17,10 @@
 // and no two threads write the same element (the weight gradient sums
 // per-thread partials in a fixed order, as im2col's does).
 #include <algorithm>
+#include <memory>
 #include <vector>
 
+#include "../common/index_math.h"
 #include "conv2d_algorithms.h"
 #include "gemm.h"
 #include "parallel.h"
@@ -44,38 +46,38 @@ constexpr int64_t kBlockElements = 256 * 1024;
 // channel layers at batch 1.
 constexpr int64_t kMinBlockTiles = 4 * kGemmColumnAlignment;
 
-struct TileRange {
-  int64_t begin, count;
-};
-
 // The 2x2 output tiles of a convolution whose output is out_h x out_w (the
 // last row and column partial when odd), numbered row-major and cut into
-// equal blocks that fit the budget, with enough of them that every thread
-// has work even at batch 1.
+// blocks that fit the budget, with enough of them that every thread has work
+// even at batch 1 (csrc/cpu/parallel.h).
+// The distance between the 16 points of U, V, M and E: a point's `values`
+// and one cache line more. The transforms write (or read) all 16 points
+// together, and at a multiple of 4 KiB apart (128 channels x 64 tiles: 32
+// KiB) the 16 streams would all fall in the same L1 sets.
+template <typename T>
+int64_t point_stride(int64_t values) {
+  return values + 64 / static_cast<int64_t>(sizeof(T));
+}
+
 struct TileBlocks {
-  int64_t tiles_h, tiles_w, size, count;
-  int64_t tiles() const { return tiles_h * tiles_w; }
-  TileRange operator[](int64_t i) const { return {i * size, std::min(size, tiles() - i * size)}; }
+  int64_t tiles_h, tiles_w;
+  Blocks blocks;
+  int64_t count() const { return blocks.count; }
+  ItemRange operator[](int64_t i) const { return blocks[i]; }
 };
 
 TileBlocks tile_blocks(int64_t out_h, int64_t out_w, int64_t batch, int64_t channels_per_tile) {
-  const int64_t tiles_h = (out_h + 1) / 2, tiles_w = (out_w + 1) / 2, tiles = tiles_h * tiles_w;
-  if (tiles == 0) return {tiles_h, tiles_w, 1, 0};
-  const int64_t align = kGemmColumnAlignment;
+  const int64_t tiles_h = ceil_div(out_h, 2), tiles_w = ceil_div(out_w, 2);
   const int64_t fit = std::max(kMinBlockTiles, kBlockElements / (kPoints * std::max<int64_t>(1, channels_per_tile)));
-  const int64_t for_threads = (at::get_num_threads() + batch - 1) / std::max<int64_t>(1, batch);
-  const int64_t most = (tiles + align - 1) / align;  // blocks of at least `align` tiles
-  const int64_t count = std::min(most, std::max((tiles + fit - 1) / fit, for_threads));
-  const int64_t even = (tiles + count - 1) / count;
-  const int64_t size = std::min(tiles, (even + align - 1) / align * align);
-  return {tiles_h, tiles_w, size, (tiles + size - 1) / size};
+  return {tiles_h, tiles_w,
+          balanced_blocks(tiles_h * tiles_w, fit, kGemmColumnAlignment, batch, at::get_num_threads())};
 }
 
 // Calls body(th, tw_begin, tiles, offset) for each tile row that `range`
 // crosses: tiles tw_begin .. tw_begin + tiles - 1 of tile row th, which are
 // tiles offset .. offset + tiles - 1 of the range.
 template <typename F>
-void for_each_tile_row(const TileBlocks& blocks, TileRange range, const F& body) {
+void for_each_tile_row(const TileBlocks& blocks, ItemRange range, const F& body) {
   int64_t t = range.begin;
   const int64_t end = range.begin + range.count;
   while (t < end) {
@@ -84,23 +86,6 @@ void for_each_tile_row(const TileBlocks& blocks, TileRange range, const F& body)
     body(th, tw, n, t - range.begin);
     t += n;
   }
-}
-
-// `width` values of image row `row` from column `col` on: the image itself
-// where they lie inside it, else a copy in `scratch` with zeros where they
-// fall outside the h x w plane (padding).
-template <typename T>
-const T* padded_row(const T* plane, int64_t h, int64_t w, int64_t row, int64_t col, int64_t width, T* scratch) {
-  if (row >= 0 && row < h && col >= 0 && col + width <= w) return plane + row * w + col;
-  if (row < 0 || row >= h) {
-    std::fill_n(scratch, width, T(0));
-    return scratch;
-  }
-  const int64_t lo = std::clamp<int64_t>(-col, 0, width), hi = std::clamp<int64_t>(w - col, lo, width);
-  std::fill_n(scratch, lo, T(0));
-  std::copy(plane + row * w + col + lo, plane + row * w + col + hi, scratch + lo);
-  std::fill_n(scratch + hi, width - hi, T(0));
-  return scratch;
 }
 
 // The geometry the kernels run: a 3x3 stride-1 convolution of `in_channels`
@@ -124,44 +109,81 @@ Geometry backward_input_geometry(const Conv2dParams& p) {
 }
 
 // V[xi][c][t] for the `channels` planes at `planes` over the tiles of `range`.
+// The transform reads the planes in place and treats what lies outside them
+// as zeros: copying padded rows cost a quarter of the input gradient's time
+// (its padding is 2).
 template <typename T>
 void transform_inputs(const T* planes, int64_t channels, const Geometry& q, const TileBlocks& blocks,
-                      TileRange range, T* v, std::vector<T>& scratch) {
-  const int64_t point_stride = channels * range.count;
+                      ItemRange range, T* v, int64_t v_stride, std::vector<T>& scratch) {
   const int64_t width = 2 * blocks.tiles_w + 2;
-  scratch.resize(8 * width);
+  scratch.assign(5 * width, T(0));  // 4 rows for the transform, then a row of zeros
+  const T* zeros = scratch.data() + 4 * width;
   for (int64_t c = 0; c < channels; ++c) {
     const T* plane = planes + c * q.in_h * q.in_w;
     for_each_tile_row(blocks, range, [&](int64_t th, int64_t tw, int64_t n, int64_t offset) {
+      const int64_t col = 2 * tw - q.pad_w;
+      const int64_t lo = std::clamp<int64_t>(-col, 0, 2 * n + 2), hi = std::clamp<int64_t>(q.in_w - col, lo, 2 * n + 2);
       const T* rows[4];
       for (int64_t i = 0; i < 4; ++i) {
-        rows[i] = padded_row(plane, q.in_h, q.in_w, 2 * th - q.pad_h + i, 2 * tw - q.pad_w, 2 * n + 2,
-                             scratch.data() + i * width);
+        const int64_t row = 2 * th - q.pad_h + i;
+        rows[i] = hi > lo && row >= 0 && row < q.in_h ? plane + row * q.in_w + col + lo : zeros;
       }
-      winograd::transform_input_row(rows, n, scratch.data() + 4 * width, v + c * range.count + offset,
-                                    point_stride);
+      winograd::transform_input_row(rows, n, lo, hi, scratch.data(), v + c * range.count + offset, v_stride);
     });
   }
 }
 
+// Filters per parallel task of the transforms of filters and of the summed
+// weight gradient (about 50 flops each): enough to outweigh a task's start.
+constexpr int64_t kFilterGrain = 256;
+// Filters per transposed batch of pack_filters: 9 rows of taps on the stack.
+constexpr int64_t kFilterBatch = 64;
+
+// Calls body(g, first, count) for runs of filters first .. first + count - 1
+// of group g (of `filters` each) on every thread, no run across groups.
+template <typename F>
+void for_each_filter_run(int64_t groups, int64_t filters, const F& body) {
+  parallel_chunks(groups * filters, kFilterGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t f = begin; f < end;) {
+      const int64_t g = f / filters, first = f % filters, count = std::min(filters - first, end - f);
+      body(g, first, count);
+      f += count;
+    }
+  });
+}
+
 // U[xi] of every group, packed for the GEMM: K x C (forward), or C x K of the
 // rotated filters (backward input, whose "input channels" are the forward's
-// outputs).
+// outputs). Both steps run on every thread: on small images and batches the
+// filters cost as much as the tiles, and a serial step leaves the other
+// threads waiting.
 template <typename T>
 std::vector<PackedA<T>> pack_filters(const T* weight, const Conv2dParams& p, bool backward) {
-  const int64_t og = p.out_channels_per_group(), cg = p.in_channels_per_group();
-  std::vector<T> u(kPoints * og * cg);
-  std::vector<PackedA<T>> packed;
-  packed.reserve(p.groups * kPoints);
-  for (int64_t g = 0; g < p.groups; ++g) {
-    for (int64_t k = 0; k < og; ++k)  // u[xi][k][c]
-      for (int64_t c = 0; c < cg; ++c)
-        winograd::transform_filter(weight + ((g * og + k) * cg + c) * 9, backward, u.data() + k * cg + c, og * cg);
-    for (int64_t xi = 0; xi < kPoints; ++xi) {
-      const T* point = u.data() + xi * og * cg;
-      packed.push_back(backward ? PackedA<T>(cg, og, {point, 1, cg}) : PackedA<T>(og, cg, {point, cg, 1}));
+  const int64_t og = p.out_channels_per_group(), cg = p.in_channels_per_group(), filters = og * cg;
+  // u[g][xi][k][c], written whole before it is read: no need to zero it.
+  const int64_t stride = point_stride<T>(filters);
+  const std::unique_ptr<T[]> u(new T[p.groups * kPoints * stride]);
+  for_each_filter_run(p.groups, filters, [&](int64_t g, int64_t first, int64_t count) {
+    // Tap-major batches for the transform, rotated by 180 degrees for the
+    // input gradient; transposed here, at the baseline width, where the
+    // compiler does not turn the stride-9 loads into gathers.
+    T taps[9 * kFilterBatch];
+    for (int64_t f0 = 0; f0 < count; f0 += kFilterBatch) {
+      const int64_t batch = std::min(kFilterBatch, count - f0);
+      const T* w = weight + (g * filters + first + f0) * 9;
+      for (int64_t f = 0; f < batch; ++f)
+        for (int64_t t = 0; t < 9; ++t) taps[(backward ? 8 - t : t) * kFilterBatch + f] = w[f * 9 + t];
+      run_widest<winograd::Filters>(static_cast<const T*>(taps), kFilterBatch, batch,
+                                    u.get() + g * kPoints * stride + first + f0, stride);
     }
-  }
+  });
+  std::vector<PackedA<T>> packed(p.groups * kPoints);
+  at::parallel_for(0, p.groups * kPoints, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {  // i = g * kPoints + xi
+      const T* point = u.get() + i * stride;
+      packed[i] = backward ? PackedA<T>(cg, og, {point, 1, cg}) : PackedA<T>(og, cg, {point, cg, 1});
+    }
+  });
   return packed;
 }
 
@@ -172,36 +194,35 @@ void winograd_convolve(const T* input, const std::vector<PackedA<T>>& filters, c
                        const Geometry& q, bool relu) {
   const int64_t cg = q.in_per_group(), og = q.out_per_group();
   const TileBlocks blocks = tile_blocks(q.out_h, q.out_w, q.batch, cg + og);
-  at::parallel_for(0, q.batch * blocks.count, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> v, m, scratch, rows;
+  at::parallel_for(0, q.batch * blocks.count(), 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> v, m, scratch, corners;
     for (int64_t unit = begin; unit < end; ++unit) {
-      const int64_t n = unit / blocks.count;
-      const TileRange range = blocks[unit % blocks.count];
-      v.resize(kPoints * cg * range.count);
-      m.resize(kPoints * og * range.count);
-      rows.resize(8 * range.count);  // two output rows, then transform_output_row's corners
+      const int64_t n = unit / blocks.count();
+      const ItemRange range = blocks[unit % blocks.count()];
+      const int64_t v_stride = point_stride<T>(cg * range.count), m_stride = point_stride<T>(og * range.count);
+      v.resize(kPoints * v_stride);
+      m.resize(kPoints * m_stride);
+      corners.resize(4 * range.count);
       for (int64_t g = 0; g < q.groups; ++g) {
         transform_inputs(input + (n * q.in_channels + g * cg) * q.in_h * q.in_w, cg, q, blocks, range, v.data(),
-                         scratch);
+                         v_stride, scratch);
         for (int64_t xi = 0; xi < kPoints; ++xi) {
-          gemm<T>(filters[g * kPoints + xi], range.count, {v.data() + xi * cg * range.count, range.count, 1},
-                  {m.data() + xi * og * range.count, range.count, 1}, false);
+          gemm<T>(filters[g * kPoints + xi], range.count, {v.data() + xi * v_stride, range.count, 1},
+                  {m.data() + xi * m_stride, range.count, 1}, false);
         }
         for (int64_t k = 0; k < og; ++k) {
           const int64_t oc = g * og + k;
           T* plane = output + (n * q.out_channels + oc) * q.out_h * q.out_w;
           const T b = bias != nullptr ? bias[oc] : T(0);
           for_each_tile_row(blocks, range, [&](int64_t th, int64_t tw, int64_t tiles, int64_t offset) {
-            // Straight into the output, unless the tiles overhang its edge.
-            const int64_t oh = 2 * th, ow = 2 * tw, width = std::min(2 * tiles, q.out_w - ow);
-            const bool inside = width == 2 * tiles && oh + 1 < q.out_h;
-            T* row0 = inside ? plane + oh * q.out_w + ow : rows.data();
-            T* row1 = inside ? row0 + q.out_w : rows.data() + 2 * tiles;
-            winograd::transform_output_row(m.data() + k * range.count + offset, og * range.count, tiles, b, relu,
-                                           rows.data() + 4 * tiles, row0, row1);
-            if (inside) return;
-            std::copy_n(row0, width, plane + oh * q.out_w + ow);
-            if (oh + 1 < q.out_h) std::copy_n(row1, width, plane + (oh + 1) * q.out_w + ow);
+            // Straight into the output; an odd width or height leaves out
+            // the overhanging column or row.
+            const int64_t oh = 2 * th, ow = 2 * tw;
+            T* row0 = plane + oh * q.out_w + ow;
+            run_widest<winograd::OutputRow>(static_cast<const T*>(m.data() + k * range.count + offset),
+                                            m_stride, tiles, b, relu, corners.data(),
+                                            std::min(2 * tiles, q.out_w - ow), row0,
+                                            oh + 1 < q.out_h ? row0 + q.out_w : nullptr);
           });
         }
       }
@@ -210,20 +231,20 @@ void winograd_convolve(const T* input, const std::vector<PackedA<T>>& filters, c
 }
 
 // E[xi][k][t]: the transformed 2x2 tiles of dY's `channels` planes (zeros
-// past the output's edge) over `range`.
+// past the output's edge) over `range`, read in place.
 template <typename T>
 void transform_grad_outputs(const T* planes, int64_t channels, const Geometry& q, const TileBlocks& blocks,
-                            TileRange range, T* e, std::vector<T>& scratch) {
-  const int64_t point_stride = channels * range.count;
+                            ItemRange range, T* e, int64_t e_stride, std::vector<T>& scratch) {
   const int64_t width = 2 * blocks.tiles_w;
-  scratch.resize(6 * width);
+  scratch.assign(5 * width, T(0));  // 4 rows for the transform, then a row of zeros
+  const T* zeros = scratch.data() + 4 * width;
   for (int64_t k = 0; k < channels; ++k) {
     const T* plane = planes + k * q.out_h * q.out_w;
     for_each_tile_row(blocks, range, [&](int64_t th, int64_t tw, int64_t n, int64_t offset) {
-      const T* row0 = padded_row(plane, q.out_h, q.out_w, 2 * th, 2 * tw, 2 * n, scratch.data());
-      const T* row1 = padded_row(plane, q.out_h, q.out_w, 2 * th + 1, 2 * tw, 2 * n, scratch.data() + width);
-      winograd::transform_grad_output_row(row0, row1, n, scratch.data() + 2 * width, e + k * range.count + offset,
-                                          point_stride);
+      const T* row0 = plane + 2 * th * q.out_w + 2 * tw;
+      const T* row1 = 2 * th + 1 < q.out_h ? row0 + q.out_w : zeros;
+      winograd::transform_grad_output_row(row0, row1, n, std::min(2 * n, q.out_w - 2 * tw), scratch.data(),
+                                          e + k * range.count + offset, e_stride);
     });
   }
 }
@@ -249,33 +270,35 @@ void winograd_backward_weight(const T* grad_output, const T* input, T* grad_weig
   const int64_t sums_numel = q.groups * kPoints * og * cg;  // M[g][xi][k][c]
   const TileBlocks blocks = tile_blocks(q.out_h, q.out_w, q.batch, cg + og);
   // Units (image, tile block), summed in chunks, one per thread.
-  std::vector<T> sums(sums_numel);
-  sum_over_chunks(q.batch * blocks.count, sums_numel, sums.data(), [&](T* sum, int64_t unit_begin, int64_t unit_end) {
+  // Overwritten by the first chunk's first unit: no need to zero it.
+  const std::unique_ptr<T[]> sums(new T[sums_numel]);
+  sum_over_chunks(q.batch * blocks.count(), sums_numel, sums.get(), [&](T* sum, int64_t unit_begin, int64_t unit_end) {
     std::vector<T> v, e, scratch;
     for (int64_t unit = unit_begin; unit < unit_end; ++unit) {
-      const int64_t n = unit / blocks.count;
-      const TileRange range = blocks[unit % blocks.count];
-      v.resize(kPoints * cg * range.count);
-      e.resize(kPoints * og * range.count);
+      const int64_t n = unit / blocks.count();
+      const ItemRange range = blocks[unit % blocks.count()];
+      const int64_t v_stride = point_stride<T>(cg * range.count), e_stride = point_stride<T>(og * range.count);
+      v.resize(kPoints * v_stride);
+      e.resize(kPoints * e_stride);
       for (int64_t g = 0; g < q.groups; ++g) {
         transform_inputs(input + (n * q.in_channels + g * cg) * q.in_h * q.in_w, cg, q, blocks, range, v.data(),
-                         scratch);
+                         v_stride, scratch);
         transform_grad_outputs(grad_output + (n * q.out_channels + g * og) * q.out_h * q.out_w, og, q, blocks, range,
-                               e.data(), scratch);
+                               e.data(), e_stride, scratch);
         for (int64_t xi = 0; xi < kPoints; ++xi) {
           // M[xi] (og x cg) += E[xi] (og x tiles) * V[xi]^T (tiles x cg)
-          gemm<T>(og, cg, range.count, {e.data() + xi * og * range.count, range.count, 1},
-                  {v.data() + xi * cg * range.count, 1, range.count}, {sum + (g * kPoints + xi) * og * cg, cg, 1},
+          gemm<T>(og, cg, range.count, {e.data() + xi * e_stride, range.count, 1},
+                  {v.data() + xi * v_stride, 1, range.count}, {sum + (g * kPoints + xi) * og * cg, cg, 1},
                   unit != unit_begin);
         }
       }
     }
   });
-  for (int64_t g = 0; g < q.groups; ++g)
-    for (int64_t k = 0; k < og; ++k)
-      for (int64_t c = 0; c < cg; ++c)
-        winograd::transform_weight_gradient(sums.data() + g * kPoints * og * cg + k * cg + c, og * cg,
-                                            grad_weight + ((g * og + k) * cg + c) * 9);
+  const int64_t filters = og * cg;
+  for_each_filter_run(q.groups, filters, [&](int64_t g, int64_t first, int64_t count) {
+    run_widest<winograd::WeightGradients>(static_cast<const T*>(sums.get() + g * kPoints * filters + first), count,
+                                          filters, grad_weight + (g * filters + first) * 9);
+  });
 }
 
 #define FASTCONV_INSTANTIATE_WINOGRAD(T)                                                               \

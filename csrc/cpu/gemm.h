@@ -32,6 +32,9 @@ struct MatrixRef {
 template <typename T>
 class PackedA {
  public:
+  // An empty matrix, to be assigned: lets threads pack the elements of a
+  // vector of them in parallel.
+  PackedA() : m_(0), k_(0) {}
   PackedA(int64_t m, int64_t k, MatrixRef<const T> a);
   int64_t rows() const { return m_; }
   int64_t depth() const { return k_; }

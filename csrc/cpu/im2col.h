@@ -7,15 +7,13 @@
 #include <cstdint>
 
 #include "../common/conv2d_params.h"
+#include "parallel.h"
 
 namespace fastconv {
 namespace cpu {
 
 // Output pixels [begin, begin + count) in row-major (oh, ow) order.
-struct PixelRange {
-  int64_t begin;
-  int64_t count;
-};
+using PixelRange = ItemRange;
 
 // col[(c, kh, kw)][j] = image[c][ih][iw] for output pixel begin + j, zero
 // outside the image. `image` points at the group's first channel of one image.

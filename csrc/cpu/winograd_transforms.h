@@ -16,10 +16,15 @@
 // round no more than the additions they do. Each function transforms one row
 // of tiles at a time, innermost over the tiles, so the loops vectorise; the
 // 16 results of a tile go to 16 "points" `point_stride` apart, each point a
-// row of consecutive tiles (the B operand of one of the 16 GEMMs).
+// row of consecutive tiles (the B operand of one of the 16 GEMMs). All of
+// them are always inlined, so that the loops at the end, run through
+// run_widest (csrc/cpu/isa_loops.h), vectorise at the CPU's full width (the
+// build's baseline ISA makes them 128 bits wide).
 #pragma once
 
 #include <cstdint>
+
+#include "isa_loops.h"
 
 namespace fastconv {
 namespace cpu {
@@ -29,16 +34,12 @@ constexpr int64_t kOutputTile = 2;  // F(2x2, 3x3): a tile is 2x2 outputs ...
 constexpr int64_t kInputTile = 4;   // ... read from 4x4 inputs,
 constexpr int64_t kPoints = 16;     // ... multiplied in 16 element-wise products.
 
-// B^T d B for `tiles` tiles side by side: rows[i] holds input row i of the
-// tile row, 2 * tiles + 2 values (zeros where the image is padded); tile j
-// starts at column 2j. `vertical` is 4 rows of the same width, scratch.
-// B^T d, down the columns of a tile row's four input rows (or, with d3
-// null, of two rows of dY for A e: then d2 is unused). Outputs are __restrict
+// B^T d, down the columns of a tile row's four input rows. Outputs are __restrict
 // parameters because GCC vectorises the loop only then (not with __restrict
 // locals carved from one scratch buffer).
 template <typename T>
-void input_columns(const T* d0, const T* d1, const T* d2, const T* d3, int64_t width, T* __restrict t0,
-                   T* __restrict t1, T* __restrict t2, T* __restrict t3) {
+FASTCONV_LOOP_INLINE void input_columns(const T* d0, const T* d1, const T* d2, const T* d3, int64_t width,
+                                        T* __restrict t0, T* __restrict t1, T* __restrict t2, T* __restrict t3) {
   for (int64_t x = 0; x < width; ++x) {
     t0[x] = d0[x] - d2[x];
     t1[x] = d1[x] + d2[x];
@@ -49,7 +50,8 @@ void input_columns(const T* d0, const T* d1, const T* d2, const T* d3, int64_t w
 
 // (B^T d) B along one row t of `tiles` tiles, tile j at columns 2j .. 2j + 3.
 template <typename T>
-void input_row(const T* t, int64_t tiles, T* __restrict v0, T* __restrict v1, T* __restrict v2, T* __restrict v3) {
+FASTCONV_LOOP_INLINE void input_row(const T* t, int64_t tiles, T* __restrict v0, T* __restrict v1, T* __restrict v2,
+                                    T* __restrict v3) {
   for (int64_t j = 0; j < tiles; ++j) {
     const T a = t[2 * j], b = t[2 * j + 1], c = t[2 * j + 2], d = t[2 * j + 3];
     v0[j] = a - c;
@@ -59,26 +61,38 @@ void input_row(const T* t, int64_t tiles, T* __restrict v0, T* __restrict v1, T*
   }
 }
 
-// B^T d B for `tiles` tiles side by side: rows[i] holds input row i of the
-// tile row, 2 * tiles + 2 values (zeros where the image is padded); tile j
-// starts at column 2j. `vertical` is 4 rows of the same width, scratch.
+// Zeroes columns [0, lo) and [hi, width) of `rows` rows of `width` values:
+// the columns a tile row reads outside the plane (its padding).
 template <typename T>
-void transform_input_row(const T* const rows[4], int64_t tiles, T* vertical, T* v, int64_t point_stride) {
+FASTCONV_LOOP_INLINE void zero_outside(T* rows, int64_t count, int64_t width, int64_t lo, int64_t hi) {
+  for (int64_t i = 0; i < count; ++i) {
+    for (int64_t x = 0; x < lo; ++x) rows[i * width + x] = T(0);
+    for (int64_t x = hi; x < width; ++x) rows[i * width + x] = T(0);
+  }
+}
+
+// B^T d B for `tiles` tiles side by side, tile j at columns 2j .. 2j + 3 of
+// the tile row's 2 * tiles + 2 columns, of which only [lo, hi) lie inside the
+// plane: rows[i] points at column lo of input row i (or at zeros where the
+// row is padding), the columns outside are zeros, so no padded copy of the
+// input is needed. `vertical` is 4 rows of 2 * tiles + 2 values, scratch.
+template <typename T>
+FASTCONV_LOOP_INLINE void transform_input_row(const T* const rows[4], int64_t tiles, int64_t lo, int64_t hi,
+                                              T* vertical, T* v, int64_t point_stride) {
   const int64_t width = 2 * tiles + 2;
-  input_columns(rows[0], rows[1], rows[2], rows[3], width, vertical, vertical + width, vertical + 2 * width,
-                vertical + 3 * width);
+  zero_outside(vertical, 4, width, lo, hi);
+  input_columns(rows[0], rows[1], rows[2], rows[3], hi - lo, vertical + lo, vertical + width + lo,
+                vertical + 2 * width + lo, vertical + 3 * width + lo);
   for (int64_t i = 0; i < 4; ++i) {
     T* vi = v + 4 * i * point_stride;
     input_row(vertical + i * width, tiles, vi, vi + point_stride, vi + 2 * point_stride, vi + 3 * point_stride);
   }
 }
 
-// A e A^T for the 2x2 tiles of two rows of dY (2 * tiles values each, zeros
-// past the output's edge): A = [[1, 0], [1, 1], [1, -1], [0, -1]].
 // A (e) down two rows and along one row, A = [[1, 0], [1, 1], [1, -1], [0, -1]].
 template <typename T>
-void grad_output_columns(const T* e0, const T* e1, int64_t width, T* __restrict t0, T* __restrict t1,
-                         T* __restrict t2, T* __restrict t3) {
+FASTCONV_LOOP_INLINE void grad_output_columns(const T* e0, const T* e1, int64_t width, T* __restrict t0,
+                                              T* __restrict t1, T* __restrict t2, T* __restrict t3) {
   for (int64_t x = 0; x < width; ++x) {
     t0[x] = e0[x];
     t1[x] = e0[x] + e1[x];
@@ -88,8 +102,8 @@ void grad_output_columns(const T* e0, const T* e1, int64_t width, T* __restrict 
 }
 
 template <typename T>
-void grad_output_row(const T* t, int64_t tiles, T* __restrict e0, T* __restrict e1, T* __restrict e2,
-                     T* __restrict e3) {
+FASTCONV_LOOP_INLINE void grad_output_row(const T* t, int64_t tiles, T* __restrict e0, T* __restrict e1,
+                                          T* __restrict e2, T* __restrict e3) {
   for (int64_t j = 0; j < tiles; ++j) {
     const T a = t[2 * j], b = t[2 * j + 1];
     e0[j] = a;
@@ -99,13 +113,15 @@ void grad_output_row(const T* t, int64_t tiles, T* __restrict e0, T* __restrict 
   }
 }
 
-// A e A^T for the 2x2 tiles of two rows of dY (2 * tiles values each, zeros
-// past the output's edge).
+// A e A^T for the 2x2 tiles of two rows of dY, 2 * tiles columns of which the
+// first `valid` lie inside dY (row0 and row1 point at them, or at zeros past
+// dY's last row); the others are taken as zeros.
 template <typename T>
-void transform_grad_output_row(const T* row0, const T* row1, int64_t tiles, T* vertical, T* e,
-                               int64_t point_stride) {
+FASTCONV_LOOP_INLINE void transform_grad_output_row(const T* row0, const T* row1, int64_t tiles, int64_t valid,
+                                                    T* vertical, T* e, int64_t point_stride) {
   const int64_t width = 2 * tiles;
-  grad_output_columns(row0, row1, width, vertical, vertical + width, vertical + 2 * width, vertical + 3 * width);
+  zero_outside(vertical, 4, width, 0, valid);
+  grad_output_columns(row0, row1, valid, vertical, vertical + width, vertical + 2 * width, vertical + 3 * width);
   for (int64_t i = 0; i < 4; ++i) {
     T* ei = e + 4 * i * point_stride;
     grad_output_row(vertical + i * width, tiles, ei, ei + point_stride, ei + 2 * point_stride, ei + 3 * point_stride);
@@ -116,8 +132,8 @@ void transform_grad_output_row(const T* row0, const T* row1, int64_t tiles, T* v
 // own array (so that every access is contiguous and the loop vectorises),
 // bias added.
 template <typename T>
-void output_corners(const T* m, int64_t point_stride, int64_t tiles, T bias, T* __restrict y00, T* __restrict y01,
-                    T* __restrict y10, T* __restrict y11) {
+FASTCONV_LOOP_INLINE void output_corners(const T* m, int64_t point_stride, int64_t tiles, T bias, T* __restrict y00,
+                                         T* __restrict y01, T* __restrict y10, T* __restrict y11) {
   const T *m0 = m, *m1 = m0 + point_stride, *m2 = m1 + point_stride, *m3 = m2 + point_stride;
   const T *m4 = m3 + point_stride, *m5 = m4 + point_stride, *m6 = m5 + point_stride, *m7 = m6 + point_stride;
   const T *m8 = m7 + point_stride, *m9 = m8 + point_stride, *m10 = m9 + point_stride, *m11 = m10 + point_stride;
@@ -136,61 +152,71 @@ void output_corners(const T* m, int64_t point_stride, int64_t tiles, T bias, T* 
   }
 }
 
-// Interleaves two corner arrays into an output row: row[2t] = left[t],
-// row[2t + 1] = right[t], with torch's ReLU (NaN passes) under `relu`.
+// Interleaves two corner arrays into the first `width` values of an output
+// row (2 * tiles, or one less where the last tile overhangs an odd edge):
+// row[2t] = left[t], row[2t + 1] = right[t], with torch's ReLU (NaN passes)
+// under `relu`.
 template <typename T>
-void interleave_row(const T* left, const T* right, int64_t tiles, bool relu, T* __restrict row) {
+FASTCONV_LOOP_INLINE void interleave_row(const T* left, const T* right, int64_t width, bool relu, T* __restrict row) {
+  const int64_t pairs = width / 2;
   if (relu) {
-    for (int64_t t = 0; t < tiles; ++t) {
+    for (int64_t t = 0; t < pairs; ++t) {
       row[2 * t] = left[t] < T(0) ? T(0) : left[t];
       row[2 * t + 1] = right[t] < T(0) ? T(0) : right[t];
     }
-    return;
+  } else {
+    for (int64_t t = 0; t < pairs; ++t) {
+      row[2 * t] = left[t];
+      row[2 * t + 1] = right[t];
+    }
   }
-  for (int64_t t = 0; t < tiles; ++t) {
-    row[2 * t] = left[t];
-    row[2 * t + 1] = right[t];
-  }
+  if (width % 2 != 0) row[width - 1] = relu && left[pairs] < T(0) ? T(0) : left[pairs];
 }
 
-// A^T m A for `tiles` tiles: the 16 points of GEMM results in, two output
-// rows of 2 * tiles values out (out0, out1), bias added and, with `relu`,
-// ReLU applied. `corners` is 4 * tiles of scratch.
+// A^T m A for `tiles` tiles: the 16 points of GEMM results in, the first
+// `width` values of two output rows out (out0, and out1 unless it is null:
+// the last row of an odd height), bias added and, with `relu`, ReLU applied.
+// Written in place, so an odd edge costs no copy. `corners` is 4 * tiles of
+// scratch.
 template <typename T>
-void transform_output_row(const T* m, int64_t point_stride, int64_t tiles, T bias, bool relu, T* corners, T* out0,
-                          T* out1) {
+FASTCONV_LOOP_INLINE void transform_output_row(const T* m, int64_t point_stride, int64_t tiles, T bias, bool relu,
+                                               T* corners, int64_t width, T* out0, T* out1) {
   output_corners(m, point_stride, tiles, bias, corners, corners + tiles, corners + 2 * tiles, corners + 3 * tiles);
-  interleave_row(corners, corners + tiles, tiles, relu, out0);
-  interleave_row(corners + 2 * tiles, corners + 3 * tiles, tiles, relu, out1);
+  interleave_row(corners, corners + tiles, width, relu, out0);
+  if (out1 != nullptr) interleave_row(corners + 2 * tiles, corners + 3 * tiles, width, relu, out1);
 }
 
-// G g G^T of one 3x3 filter (row-major, rotated by 180 degrees with
-// `rotate`), into u[point * point_stride].
+// G g G^T of `count` filters given tap by tap: taps[t * tap_stride + f] is
+// tap t (row-major 3x3) of filter f; into u[point * point_stride + f].
+// Tap-major, so that the loop reads and writes contiguous rows and
+// vectorises across filters (a filter's own 9 taps would be strided loads,
+// gathers at full width).
 template <typename T>
-void transform_filter(const T* g, bool rotate, T* u, int64_t point_stride) {
-  T f[3][3];
-  for (int r = 0; r < 3; ++r)
-    for (int s = 0; s < 3; ++s) f[r][s] = rotate ? g[(2 - r) * 3 + (2 - s)] : g[r * 3 + s];
+FASTCONV_LOOP_INLINE void transform_filters(const T* taps, int64_t tap_stride, int64_t count, T* u,
+                                            int64_t point_stride) {
   const T half = T(0.5);
-  T gg[4][3];  // G g
-  for (int s = 0; s < 3; ++s) {
-    gg[0][s] = f[0][s];
-    gg[1][s] = half * (f[0][s] + f[1][s] + f[2][s]);
-    gg[2][s] = half * (f[0][s] - f[1][s] + f[2][s]);
-    gg[3][s] = f[2][s];
-  }
-  for (int i = 0; i < 4; ++i) {  // (G g) G^T
-    u[(4 * i + 0) * point_stride] = gg[i][0];
-    u[(4 * i + 1) * point_stride] = half * (gg[i][0] + gg[i][1] + gg[i][2]);
-    u[(4 * i + 2) * point_stride] = half * (gg[i][0] - gg[i][1] + gg[i][2]);
-    u[(4 * i + 3) * point_stride] = gg[i][2];
+  for (int64_t f = 0; f < count; ++f) {
+    T gg[4][3];  // G g
+    for (int s = 0; s < 3; ++s) {
+      const T f0 = taps[s * tap_stride + f], f1 = taps[(3 + s) * tap_stride + f], f2 = taps[(6 + s) * tap_stride + f];
+      gg[0][s] = f0;
+      gg[1][s] = half * (f0 + f1 + f2);
+      gg[2][s] = half * (f0 - f1 + f2);
+      gg[3][s] = f2;
+    }
+    for (int i = 0; i < 4; ++i) {  // (G g) G^T
+      u[(4 * i + 0) * point_stride + f] = gg[i][0];
+      u[(4 * i + 1) * point_stride + f] = half * (gg[i][0] + gg[i][1] + gg[i][2]);
+      u[(4 * i + 2) * point_stride + f] = half * (gg[i][0] - gg[i][1] + gg[i][2]);
+      u[(4 * i + 3) * point_stride + f] = gg[i][2];
+    }
   }
 }
 
 // G^T m G of one filter's 16 summed products (m[point * point_stride]) into
 // its 3x3 gradient: G^T = [[1, 1/2, 1/2, 0], [0, 1/2, -1/2, 0], [0, 1/2, 1/2, 1]].
 template <typename T>
-void transform_weight_gradient(const T* m, int64_t point_stride, T* dw) {
+FASTCONV_LOOP_INLINE void transform_weight_gradient(const T* m, int64_t point_stride, T* dw) {
   const T half = T(0.5);
   T r[3][4];  // G^T m
   for (int j = 0; j < 4; ++j) {
@@ -206,6 +232,35 @@ void transform_weight_gradient(const T* m, int64_t point_stride, T* dw) {
     dw[i * 3 + 2] = half * (r[i][1] + r[i][2]) + r[i][3];
   }
 }
+
+// The transforms as loops for run_widest. Measured interleaved with torch on
+// one thread (convnet4's layers, batch 16), the output and filter transforms
+// gain from the full width; the input and dY transforms, whose stride-2 loads
+// the compiler turns into permutes, ran no faster or slower there (the input
+// gradient of 32->64 @74 took 5% longer), so they run at the baseline width.
+struct OutputRow {
+  template <typename T>
+  static FASTCONV_LOOP_INLINE void run(const T* m, int64_t point_stride, int64_t tiles, T bias, bool relu, T* corners,
+                                       int64_t width, T* out0, T* out1) {
+    transform_output_row(m, point_stride, tiles, bias, relu, corners, width, out0, out1);
+  }
+};
+
+struct Filters {
+  template <typename T>
+  static FASTCONV_LOOP_INLINE void run(const T* taps, int64_t tap_stride, int64_t count, T* u, int64_t point_stride) {
+    transform_filters(taps, tap_stride, count, u, point_stride);
+  }
+};
+
+// `count` consecutive filters' sums m[point * point_stride + f] into their
+// gradients dw[f * 9].
+struct WeightGradients {
+  template <typename T>
+  static FASTCONV_LOOP_INLINE void run(const T* m, int64_t count, int64_t point_stride, T* dw) {
+    for (int64_t f = 0; f < count; ++f) transform_weight_gradient(m + f, point_stride, dw + f * 9);
+  }
+};
 
 }  // namespace winograd
 }  // namespace cpu
