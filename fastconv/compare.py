@@ -21,6 +21,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def load_history(run: Path) -> List[Dict]:
@@ -70,6 +71,7 @@ def plot_runs(labels: Sequence[str], histories: Sequence[Sequence[Dict]], path: 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for label, history in zip(labels, histories):
         ax.plot([h["epoch"] for h in history], [h["val_acc"] for h in history], label=label)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation accuracy")
     ax.set_title("Validation accuracy per epoch")
