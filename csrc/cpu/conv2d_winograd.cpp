@@ -46,10 +46,6 @@ constexpr int64_t kBlockElements = 256 * 1024;
 // channel layers at batch 1.
 constexpr int64_t kMinBlockTiles = 4 * kGemmColumnAlignment;
 
-// The 2x2 output tiles of a convolution whose output is out_h x out_w (the
-// last row and column partial when odd), numbered row-major and cut into
-// blocks that fit the budget, with enough of them that every thread has work
-// even at batch 1 (csrc/cpu/parallel.h).
 // The distance between the 16 points of U, V, M and E: a point's `values`
 // and one cache line more. The transforms write (or read) all 16 points
 // together, and at a multiple of 4 KiB apart (128 channels x 64 tiles: 32
@@ -59,6 +55,10 @@ int64_t point_stride(int64_t values) {
   return values + 64 / static_cast<int64_t>(sizeof(T));
 }
 
+// The 2x2 output tiles of a convolution whose output is out_h x out_w (the
+// last row and column partial when odd), numbered row-major and cut into
+// blocks that fit the budget, with enough of them that every thread has work
+// even at batch 1 (csrc/cpu/parallel.h).
 struct TileBlocks {
   int64_t tiles_h, tiles_w;
   Blocks blocks;
