@@ -15,6 +15,11 @@ TORCH_LIBRARY(fastconv, m) {
   m.def("relu(Tensor input, str backend=\"auto\") -> Tensor");
   m.def("relu_(Tensor(a!) input, str backend=\"auto\") -> ()");
   m.def("relu_backward(Tensor grad_output, Tensor output, str backend=\"auto\") -> Tensor");
+  // The same, storing the keep bits for backward in place of the output (the
+  // cpu backend only; the mask as dropout_with_mask's, below).
+  m.def("relu_with_mask(Tensor input, str backend=\"auto\") -> (Tensor, Tensor)");
+  m.def("relu_with_mask_(Tensor(a!) input, str backend=\"auto\") -> Tensor");
+  m.def("relu_backward_from_mask(Tensor grad_output, Tensor mask, str backend=\"auto\") -> Tensor");
 
   // seed: int64[2] = (Philox seed, counter offset), on the input's device.
   m.def("dropout(Tensor input, float p, Tensor seed, str backend=\"auto\") -> Tensor");

@@ -24,6 +24,31 @@ def _output_like(input, shape, dtype=None):
     return input.new_empty(shape, dtype=dtype).contiguous(memory_format=layout)
 
 
+# ---------------------------------------------------------------- stored masks
+# One bit per element, whole bytes (dropout_with_mask, relu_with_mask).
+
+
+def _mask_bytes(numel):
+    """The stored mask's size: one bit per element, whole bytes."""
+    return (numel + 7) // 8
+
+
+def _empty_mask(input):
+    return input.new_empty((_mask_bytes(input.numel()),), dtype=torch.uint8)
+
+
+def _backward_from_mask_fake(op, grad_output, mask):
+    """The C++ backward ops' mask checks, for tensors that reach only the fake kernel (a mask
+    on the meta device), and their contiguous gradient."""
+    torch._check(mask.dtype == torch.uint8, lambda: f"{op}: mask must be a uint8 tensor, got {mask.dtype}")
+    torch._check(mask.device == grad_output.device,
+                 lambda: f"{op}: mask must be on grad_output's device ({grad_output.device}), got {mask.device}")
+    bytes_ = _mask_bytes(grad_output.numel())
+    torch._check(mask.shape == (bytes_,), lambda: f"{op}: mask must hold one bit per element of grad_output, "
+                 f"a 1-D tensor of {bytes_} bytes, got shape {list(mask.shape)}")
+    return torch.empty_like(grad_output, memory_format=torch.contiguous_format)
+
+
 # ---------------------------------------------------------------- ReLU
 
 
@@ -41,6 +66,21 @@ def _relu_inplace_fake(input, backend="auto"):
 def _relu_backward_fake(grad_output, output, backend="auto"):
     torch._check(grad_output.shape == output.shape, lambda: "relu_backward: shape mismatch")
     return torch.empty_like(output)
+
+
+@torch.library.register_fake("fastconv::relu_with_mask")
+def _relu_with_mask_fake(input, backend="auto"):
+    return torch.empty_like(input), _empty_mask(input)
+
+
+@torch.library.register_fake("fastconv::relu_with_mask_")
+def _relu_with_mask_inplace_fake(input, backend="auto"):
+    return _empty_mask(input)
+
+
+@torch.library.register_fake("fastconv::relu_backward_from_mask")
+def _relu_backward_from_mask_fake(grad_output, mask, backend="auto"):
+    return _backward_from_mask_fake("relu_backward_from_mask", grad_output, mask)
 
 
 # ---------------------------------------------------------------- Dropout
@@ -61,15 +101,6 @@ def _dropout_backward_fake(grad_output, p, seed, backend="auto"):
     return torch.empty_like(grad_output, memory_format=torch.contiguous_format)
 
 
-def _mask_bytes(numel):
-    """The stored mask's size: one bit per element, whole bytes."""
-    return (numel + 7) // 8
-
-
-def _empty_mask(input):
-    return input.new_empty((_mask_bytes(input.numel()),), dtype=torch.uint8)
-
-
 @torch.library.register_fake("fastconv::dropout_with_mask")
 def _dropout_with_mask_fake(input, p, seed, backend="auto"):
     return _output_like(input, input.shape), _empty_mask(input)
@@ -82,15 +113,7 @@ def _dropout_with_mask_inplace_fake(input, p, seed, backend="auto"):
 
 @torch.library.register_fake("fastconv::dropout_backward_from_mask")
 def _dropout_backward_from_mask_fake(grad_output, p, mask, backend="auto"):
-    # The C++ op's checks, for tensors that reach only this kernel (a mask on the meta device).
-    op = "dropout_backward_from_mask"
-    torch._check(mask.dtype == torch.uint8, lambda: f"{op}: mask must be a uint8 tensor, got {mask.dtype}")
-    torch._check(mask.device == grad_output.device,
-                 lambda: f"{op}: mask must be on grad_output's device ({grad_output.device}), got {mask.device}")
-    bytes_ = _mask_bytes(grad_output.numel())
-    torch._check(mask.shape == (bytes_,), lambda: f"{op}: mask must hold one bit per element of grad_output, "
-                 f"a 1-D tensor of {bytes_} bytes, got shape {list(mask.shape)}")
-    return torch.empty_like(grad_output, memory_format=torch.contiguous_format)
+    return _backward_from_mask_fake("dropout_backward_from_mask", grad_output, mask)
 
 
 # ---------------------------------------------------------------- Conv2d

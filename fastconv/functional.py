@@ -31,6 +31,8 @@ def relu(input: Tensor, inplace: bool = False) -> Tensor:
     """Rectified linear unit ``max(0, x)``, as :func:`torch.nn.functional.relu`.
 
     NaN propagates, ``relu(-0.0)`` is ``-0.0`` and the gradient at 0 is 0, as in torch.
+    When autograd records the call on a contiguous CPU tensor, the cpu backend stores the
+    mask of kept elements, one bit each, for backward instead of keeping the output.
     """
     if not inplace:
         return _relu(input, current_backend())

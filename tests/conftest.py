@@ -7,6 +7,7 @@ import contextlib
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -47,6 +48,33 @@ CPU_ISA_FLAGS = {
     "avx2": {"avx2", "fma", "bmi2"},
     "avx512": {"avx2", "fma", "bmi2", "avx512f", "avx512dq", "avx512bw", "avx512vl"},
 }
+
+
+def unpack_keep_bits(mask, n):
+    """A stored mask (dropout_with_mask, relu_with_mask) as n booleans (bit i % 8 of byte i / 8),
+    and its padding bits."""
+    bits = np.unpackbits(mask.numpy(), bitorder="little").astype(bool)
+    return torch.from_numpy(bits[:n].copy()), bits[n:]
+
+
+def ops_called(run):
+    """The fastconv ops that ``run`` dispatched, in order (forward and backward alike)."""
+    with torch.autograd.profiler.profile() as prof:
+        run()
+    return [e.name for e in prof.function_events if e.name.startswith("fastconv::")]
+
+
+def layouts(base):
+    """``base``'s values contiguous, channels_last and transposed (4-D), and strided (2-D and up)."""
+    views = {"contiguous": base}
+    if base.dim() == 4:
+        views["channels_last"] = base.contiguous(memory_format=torch.channels_last)
+        views["transposed"] = base.transpose(1, 3).contiguous().transpose(1, 3)
+    if base.dim() >= 2 and base.numel():
+        wide = base.new_empty(*base.shape[:-1], 2 * base.shape[-1])
+        wide[..., ::2] = base
+        views["strided"] = wide[..., ::2]
+    return views
 
 
 def device_of(backend: str) -> str:

@@ -1,4 +1,4 @@
-"""Run as a script under FASTCONV_CPU_ISA=<isa>: checks the CPU ReLU, dropout and 2x2 max
+"""Run as a script under FASTCONV_CPU_ISA=<isa>: checks the CPU ReLU (with and without its stored mask), dropout and 2x2 max
 pooling against torch on awkward inputs, and saves every output to the .npz named by argv[1],
 so that tests/test_cpu_isa_paths.py can compare the vector paths with the portable one bit for
 bit. Prints the ISA the kernels used."""
@@ -45,6 +45,13 @@ def main(path):
             gi = OPS.relu_backward(g, y, "cpu")
             same(gi, torch.ops.aten.threshold_backward(g, y, 0))
             out[f"relu_{tag}_{n}"], out[f"relu_bwd_{tag}_{n}"] = y.numpy(), gi.numpy()
+            # The stored mask: the same output, and backward from it the same gradient.
+            ym, mask = OPS.relu_with_mask(x, "cpu")
+            same(ym, y)
+            same(OPS.relu_backward_from_mask(g, mask, "cpu"), gi)
+            bits = np.unpackbits(mask.numpy(), bitorder="little").astype(bool)
+            assert np.array_equal(bits[:n], (~(x <= 0)).numpy()) and not bits[n:].any(), f"relu mask, {n}"
+            out[f"relumask_{tag}_{n}"] = mask.numpy()
             for p in (0.0, 0.3, 0.5, 1.0):
                 for seed, offset in ((0, 0), (123456789, 42), (2**63 - 1, 2**40 + 3)):
                     pair = torch.tensor([seed, offset], dtype=torch.long)

@@ -16,7 +16,8 @@ from simt_kernels import launch_counts
 ops = torch.ops.fastconv
 
 # Every op with a gradient; its autograd is written in C++.
-CPP_AUTOGRAD_OPS = ("relu", "relu_", "relu_backward", "dropout", "dropout_", "dropout_backward",
+CPP_AUTOGRAD_OPS = ("relu", "relu_", "relu_backward", "relu_with_mask", "relu_with_mask_",
+                    "relu_backward_from_mask", "dropout", "dropout_", "dropout_backward",
                     "dropout_with_mask", "dropout_with_mask_", "dropout_backward_from_mask", "conv2d",
                     "conv2d_relu", "max_pool2d", "max_pool2d_backward")
 

@@ -11,7 +11,7 @@ import fastconv
 import fastconv.functional as FF
 import fastconv.nn as fnn
 
-from conftest import device_of, kernels_on, with_empty_marked
+from conftest import device_of, kernels_on, layouts, ops_called, unpack_keep_bits, with_empty_marked
 from philox_reference import dropout_keep_mask, philox4x32_10
 
 # Random123's kat_vectors for philox4x32 with 10 rounds: counter, key, expected output.
@@ -248,19 +248,6 @@ def test_channels_last_input_gives_channels_last_output(backend):
 OPS = torch.ops.fastconv
 
 
-def _unpack(mask, n):
-    """The stored keep bits as n booleans (bit i % 8 of byte i / 8), and the padding bits."""
-    bits = np.unpackbits(mask.numpy(), bitorder="little").astype(bool)
-    return torch.from_numpy(bits[:n].copy()), bits[n:]
-
-
-def _ops_called(run):
-    """The fastconv ops that ``run`` dispatched, in order (forward and backward alike)."""
-    with torch.autograd.profiler.profile() as prof:
-        run()
-    return [e.name for e in prof.function_events if e.name.startswith("fastconv::")]
-
-
 @pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 63, 64, 65, 127, 128, 1000, 4099])
 @pytest.mark.parametrize("seed,offset", [(0, 0), (2**64 - 1, 2**63 + 5)])
 @pytest.mark.parametrize("p", [0.0, 0.3, 0.77, 1.0])
@@ -269,7 +256,7 @@ def test_stored_mask_is_the_philox_mask(n, seed, offset, p):
     pair = _seed(seed, offset)
     y, mask = OPS.dropout_with_mask(x, p, pair, "cpu")
     assert mask.dtype == torch.uint8 and mask.shape == ((n + 7) // 8,)
-    keep, padding = _unpack(mask, n)
+    keep, padding = unpack_keep_bits(mask, n)
     assert torch.equal(keep, torch.from_numpy(dropout_keep_mask(n, seed, offset, p)))
     assert not padding.any()
     assert torch.equal(y, OPS.dropout(x, p, pair, "cpu"))
@@ -279,22 +266,14 @@ def test_stored_mask_matches_every_backends_mask():
     x = torch.ones(5, 7, 11)
     pair = _seed(42, 3)
     _, mask = OPS.dropout_with_mask(x, 0.3, pair, "cpu")
-    keep, _ = _unpack(mask, x.numel())
+    keep, _ = unpack_keep_bits(mask, x.numel())
     assert torch.equal(keep, OPS.dropout(x, 0.3, pair, "simt").flatten() != 0)
     if "cuda" in fastconv.available_backends():
         assert torch.equal(keep, OPS.dropout(x.cuda(), 0.3, pair.cuda(), "cuda").cpu().flatten() != 0)
 
 
 def _layouts(shape, dtype):
-    """The same values contiguous, channels_last, transposed and strided."""
-    base = torch.randn(shape, dtype=dtype)
-    views = {"contiguous": base}
-    if base.dim() == 4:
-        views["channels_last"] = base.contiguous(memory_format=torch.channels_last)
-        views["transposed"] = base.transpose(1, 3).contiguous().transpose(1, 3)
-    if base.dim() >= 2 and base.numel():
-        views["strided"] = torch.randn(*shape[:-1], 2 * shape[-1], dtype=dtype)[..., ::2]
-    return views
+    return layouts(torch.randn(shape, dtype=dtype))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -321,9 +300,9 @@ def test_autograd_stores_the_mask_on_cpu_and_regenerates_on_simt(inplace):
             y = FF.dropout(x * 1, 0.4, inplace=inplace)
         y.backward(torch.arange(y.numel(), dtype=y.dtype).view_as(y))
 
-    on_cpu = _ops_called(lambda: run("cpu"))
+    on_cpu = ops_called(lambda: run("cpu"))
     grad_cpu, x.grad = x.grad, None
-    on_simt = _ops_called(lambda: run("simt"))
+    on_simt = ops_called(lambda: run("simt"))
     forward = "fastconv::dropout_with_mask_" if inplace else "fastconv::dropout_with_mask"
     assert forward in on_cpu and "fastconv::dropout_backward_from_mask" in on_cpu
     assert "fastconv::dropout_backward" not in on_cpu
@@ -333,10 +312,10 @@ def test_autograd_stores_the_mask_on_cpu_and_regenerates_on_simt(inplace):
 
 def test_no_mask_is_stored_without_autograd():
     x = torch.randn(100)
-    assert "fastconv::dropout_with_mask" not in _ops_called(lambda: FF.dropout(x, 0.5))
+    assert "fastconv::dropout_with_mask" not in ops_called(lambda: FF.dropout(x, 0.5))
     x.requires_grad_()
     with torch.no_grad():
-        assert "fastconv::dropout_with_mask" not in _ops_called(lambda: FF.dropout(x, 0.5))
+        assert "fastconv::dropout_with_mask" not in ops_called(lambda: FF.dropout(x, 0.5))
 
 
 @pytest.mark.parametrize("shape", [(5,), (2, 3, 5, 7)], ids=str)
@@ -352,7 +331,7 @@ def test_stored_mask_gradcheck_and_double_backward(shape):
     # Double backward by hand: the gradient of the backward map is the map itself.
     y = OPS.dropout(x, 0.4, pair, "cpu")
     (gx,) = torch.autograd.grad(y, x, g, create_graph=True)
-    assert "fastconv::dropout_backward_from_mask" in _ops_called(lambda: gx.backward(torch.ones_like(gx)))
+    assert "fastconv::dropout_backward_from_mask" in ops_called(lambda: gx.backward(torch.ones_like(gx)))
     keep = (y.detach() != 0) | (x.detach() == 0)
     torch.testing.assert_close(g.grad, torch.where(keep, 1 / 0.6, 0.0).to(g.dtype))
 
@@ -379,7 +358,7 @@ def test_stored_mask_inplace_matches_out_of_place():
     y = base * 1
     mask = OPS.dropout_with_mask_(y[:, 2:7], 0.5, pair, "cpu")
     y.sum().backward()
-    keep, _ = _unpack(mask, 15)
+    keep, _ = unpack_keep_bits(mask, 15)
     expected = torch.ones(3, 8, dtype=torch.float64)
     expected[:, 2:7] = torch.where(keep.view(3, 5), 2.0, 0.0)
     torch.testing.assert_close(base.grad, expected)

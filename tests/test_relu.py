@@ -1,4 +1,6 @@
-"""fastconv ReLU against torch.nn.functional.relu, forward and backward, on every backend."""
+"""fastconv ReLU against torch.nn.functional.relu, forward and backward, on every backend; and
+the cpu backend's stored mask (relu_with_mask, relu_backward_from_mask) against torch's
+threshold_backward."""
 
 import contextlib
 
@@ -10,7 +12,7 @@ import fastconv
 import fastconv.functional as FF
 import fastconv.nn as fnn
 
-from conftest import device_of, kernels_on, with_empty_marked
+from conftest import device_of, kernels_on, layouts, ops_called, unpack_keep_bits, with_empty_marked
 
 SHAPES = [(), (0,), (1,), (7,), (3, 5), (2, 3, 4, 5), (1, 1, 1, 1), (0, 3, 4, 4), (1000,), (4, 33, 17)]
 
@@ -168,3 +170,161 @@ def test_inplace_write_is_seen_by_autograd(backend_name):
     assert y._version > version
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         z.backward()
+
+
+# ---------------------------------------------------------------- the stored mask (cpu backend)
+
+OPS = torch.ops.fastconv
+
+
+def _torch_backward(grad, x):
+    return torch.ops.aten.threshold_backward(grad, F.relu(x), 0)
+
+
+def _layouts(shape, dtype):
+    return layouts(_sample(shape, dtype, "cpu"))
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 63, 64, 65, 127, 128, 1000, 4099])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_stored_mask_is_where_torch_passes_the_gradient(n, dtype):
+    x = _sample((n,), dtype, "cpu")
+    y, mask = OPS.relu_with_mask(x, "cpu")
+    torch.testing.assert_close(y, F.relu(x), equal_nan=True, rtol=0, atol=0)
+    assert torch.equal(torch.signbit(y), torch.signbit(F.relu(x)))
+    assert mask.dtype == torch.uint8 and mask.shape == ((n + 7) // 8,)
+    keep, padding = unpack_keep_bits(mask, n)
+    assert torch.equal(keep, ~(F.relu(x) <= 0))  # NaN kept, +-0 dropped, as threshold_backward
+    assert not padding.any()
+    grad = torch.randn(n, dtype=dtype)
+    grad[::3] = float("inf")  # a dropped inf must give 0, not NaN
+    torch.testing.assert_close(OPS.relu_backward_from_mask(grad, mask, "cpu"), _torch_backward(grad, x),
+                               rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(0,), (3, 0, 5), (1,), (3, 67), (1, 3, 7, 9), (2, 5, 9, 11), (16, 64, 18, 18)],
+                         ids=str)
+def test_stored_mask_on_every_layout(dtype, shape):
+    for name, x in _layouts(shape, dtype).items():
+        y, mask = OPS.relu_with_mask(x, "cpu")
+        torch.testing.assert_close(y, F.relu(x), equal_nan=True, rtol=0, atol=0)
+        assert y.stride() == F.relu(x).stride(), name
+        for g in _layouts(shape, dtype).values():  # gradients of any layout, the mask in logical order
+            torch.testing.assert_close(OPS.relu_backward_from_mask(g, mask, "cpu"), _torch_backward(g, x),
+                                       equal_nan=True, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+def test_autograd_stores_the_mask_for_contiguous_cpu_tensors(inplace):
+    x = torch.randn(4, 6, 8, 10, dtype=torch.float64, requires_grad=True)
+
+    def run(backend_name, layout=torch.contiguous_format):
+        x.grad = None
+        with fastconv.backend(backend_name):
+            y = FF.relu((x * 1).contiguous(memory_format=layout), inplace=inplace)
+        y.backward(torch.arange(y.numel(), dtype=y.dtype).view_as(y))
+        return x.grad
+
+    expected = torch.where(x > 0, torch.arange(x.numel(), dtype=x.dtype).view_as(x), 0.0)
+    forward = "fastconv::relu_with_mask_" if inplace else "fastconv::relu_with_mask"
+    called = ops_called(lambda: run("cpu"))
+    assert forward in called and "fastconv::relu_backward_from_mask" in called
+    assert "fastconv::relu_backward" not in called
+    torch.testing.assert_close(x.grad, expected, rtol=0, atol=0)
+    # Other layouts and backends keep the output instead.
+    for backend_name, layout in (("cpu", torch.channels_last), ("simt", torch.contiguous_format)):
+        called = ops_called(lambda: run(backend_name, layout))
+        assert "fastconv::relu_backward" in called and "fastconv::relu_backward_from_mask" not in called
+        assert not any(name.startswith("fastconv::relu_with_mask") for name in called)
+        torch.testing.assert_close(x.grad, expected, rtol=0, atol=0)
+
+
+def test_no_mask_is_stored_without_autograd():
+    x = torch.randn(100)
+    assert "fastconv::relu_with_mask" not in ops_called(lambda: FF.relu(x))
+    x.requires_grad_()
+    with torch.no_grad():
+        assert "fastconv::relu_with_mask" not in ops_called(lambda: FF.relu(x))
+
+
+@pytest.mark.parametrize("shape", [(5,), (2, 3, 5, 7)], ids=str)
+def test_stored_mask_gradcheck_and_double_backward(shape):
+    x = torch.randn(shape, dtype=torch.float64)
+    x = torch.where(x.abs() < 1e-3, torch.full_like(x, 0.5), x).requires_grad_()  # away from the kink
+    assert torch.autograd.gradcheck(lambda t: OPS.relu_with_mask(t, "cpu")[0], (x,))
+    assert torch.autograd.gradgradcheck(lambda t: OPS.relu_with_mask(t, "cpu")[0], (x,))
+    _, mask = OPS.relu_with_mask(x.detach(), "cpu")
+    g = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: OPS.relu_backward_from_mask(t, mask, "cpu"), (g,))
+    assert torch.autograd.gradgradcheck(lambda t: OPS.relu_backward_from_mask(t, mask, "cpu"), (g,))
+    # Double backward by hand: the gradient of the backward map is the map itself.
+    y = OPS.relu(x, "cpu")
+    (gx,) = torch.autograd.grad(y, x, g, create_graph=True)
+    assert "fastconv::relu_backward_from_mask" in ops_called(lambda: gx.backward(torch.ones_like(gx)))
+    torch.testing.assert_close(g.grad, (x.detach() > 0).to(g.dtype))
+
+
+def test_stored_mask_opcheck():
+    x = torch.randn(3, 19, requires_grad=True)
+    _, mask = OPS.relu_with_mask(x.detach(), "cpu")
+    torch.library.opcheck(OPS.relu_with_mask.default, (x, "cpu"))
+    torch.library.opcheck(OPS.relu_with_mask_.default, (x.detach().clone(), "cpu"))
+    torch.library.opcheck(OPS.relu_backward_from_mask.default, (x, mask, "cpu"))
+    torch.library.opcheck(OPS.relu_backward_from_mask.default, (x.detach(), mask, "auto"))
+
+
+def test_stored_mask_inplace_matches_out_of_place():
+    for x in _layouts((2, 3, 5, 7), torch.float32).values():
+        expected, expected_mask = OPS.relu_with_mask(x, "cpu")
+        y = x.clone()
+        mask = OPS.relu_with_mask_(y, "cpu")
+        torch.testing.assert_close(y, expected, equal_nan=True, rtol=0, atol=0)
+        assert torch.equal(mask, expected_mask)
+    # Under autograd, through a view: the base's gradient is the view's masked one.
+    base = torch.randn(3, 8, dtype=torch.float64, requires_grad=True)
+    y = base * 1
+    mask = OPS.relu_with_mask_(y[:, 2:7], "cpu")
+    y.sum().backward()
+    keep, _ = unpack_keep_bits(mask, 15)
+    expected = torch.ones(3, 8, dtype=torch.float64)
+    expected[:, 2:7] = keep.view(3, 5).to(torch.float64)
+    torch.testing.assert_close(base.grad, expected)
+    torch.testing.assert_close(keep.view(3, 5), base.detach()[:, 2:7] > 0)
+
+
+def test_stored_mask_compiles_with_inplace_relu():
+    model = torch.nn.Sequential(torch.nn.Linear(16, 16), fnn.ReLU(inplace=True), torch.nn.Linear(16, 4))
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    x = torch.randn(8, 16, requires_grad=True)
+    results = []
+    for run in (model, compiled):
+        out = run(x)
+        out.backward(torch.arange(out.numel(), dtype=out.dtype).view_as(out))
+        results.append((out.detach(), x.grad, model[0].weight.grad))
+        x.grad = None
+        model.zero_grad()
+    torch.testing.assert_close(results[0], results[1])
+
+
+def test_bad_masks_are_refused():
+    g = torch.randn(20)
+    _, mask = OPS.relu_with_mask(g, "cpu")
+    with pytest.raises(RuntimeError, match="mask must be a uint8 tensor"):
+        OPS.relu_backward_from_mask(g, mask.to(torch.int32), "cpu")
+    with pytest.raises(RuntimeError, match="1-D tensor of 3 bytes for 20 elements, got shape \\[4\\]"):
+        OPS.relu_backward_from_mask(g, torch.zeros(4, dtype=torch.uint8), "cpu")
+    with pytest.raises(RuntimeError, match="1-D tensor of 3 bytes"):
+        OPS.relu_backward_from_mask(g, mask.view(1, 3), "cpu")
+    with pytest.raises(RuntimeError, match="mask must be on grad_output's device"):
+        OPS.relu_backward_from_mask(g, mask.to("meta"), "cpu")
+    with pytest.raises(TypeError, match="dtype"):
+        OPS.relu_backward_from_mask(g.to(torch.float16), mask, "cpu")
+    with pytest.raises(TypeError, match="dtype"):
+        OPS.relu_with_mask(torch.arange(5), "cpu")
+    with pytest.raises(ValueError, match="unknown backend"):
+        OPS.relu_with_mask(g, "tpu")
+    for op in (lambda: OPS.relu_with_mask(g, "simt"), lambda: OPS.relu_with_mask_(g.clone(), "simt"),
+               lambda: OPS.relu_backward_from_mask(g, mask, "simt")):
+        with pytest.raises(RuntimeError, match="only the 'cpu' backend stores relu masks"):
+            op()

@@ -37,11 +37,14 @@ using Ints = at::IntArrayRef;
 using OptionalTensor = const std::optional<at::Tensor>&;
 using T = const at::Tensor&;
 
+using TensorPair = std::tuple<at::Tensor, at::Tensor>;
+
 FASTCONV_OP_CALL(relu, at::Tensor, T, Str)
 FASTCONV_OP_CALL(relu_, void, at::Tensor&, Str)
 FASTCONV_OP_CALL(relu_backward, at::Tensor, T, T, Str)
-
-using TensorPair = std::tuple<at::Tensor, at::Tensor>;
+FASTCONV_OP_CALL(relu_with_mask, TensorPair, T, Str)
+FASTCONV_OP_CALL(relu_with_mask_, at::Tensor, at::Tensor&, Str)
+FASTCONV_OP_CALL(relu_backward_from_mask, at::Tensor, T, T, Str)
 
 FASTCONV_OP_CALL(dropout, at::Tensor, T, double, T, Str)
 FASTCONV_OP_CALL(dropout_, void, at::Tensor&, double, T, Str)

@@ -1,74 +1,144 @@
-// Autograd of the ReLU ops. The gradient of relu is relu_backward(grad,
-// output), which reads only the output, so the in-place op needs nothing the
-// write destroys. relu_backward is linear in grad_output with the same mask,
-// so its own gradient is relu_backward again: that gives double backward.
+// Autograd of the ReLU ops. The gradient of relu is grad where the output is
+// not <= 0 and 0 elsewhere, so backward needs only that mask; the in-place op
+// needs nothing its write destroys. Backward is linear in the incoming
+// gradient with the same mask, so its own gradient is the same backward map:
+// that gives double backward.
+//
+// Backward finds the mask in one of two ways, chosen when the forward is
+// recorded (stores_mask):
+//  - on the cpu backend, for a contiguous input, the forward stores it, one
+//    bit per element (relu_with_mask, relu_with_mask_), and backward reads it
+//    (relu_backward_from_mask): n / 8 bytes instead of the output's 4n or 8n,
+//    and the output need not outlive the forward for autograd's sake;
+//  - otherwise the forward saves the output and backward compares it with 0
+//    (relu_backward). The stored mask is in row-major order, which other
+//    layouts would reach only through copies.
+#include "../ops/common.h"
 #include "function.h"
 
 namespace fastconv::autograd {
 namespace {
 
-// relu and relu_ (kInPlace): the forward saves the output for the mask.
-template <bool kInPlace>
-struct Relu : torch::autograd::Function<Relu<kInPlace>> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input, c10::string_view backend) {
-    at::Tensor output;
+// CPU tensors only: others (meta ones, while a model's shapes are traced)
+// reach the op unchanged, which runs or refuses them itself.
+bool stores_mask(const at::Tensor& input, c10::string_view backend, const char* op) {
+  return input.is_cpu() && input.is_contiguous() && select_backend(input, backend, op) == Backend::kCpu;
+}
+
+enum class Mask { kOutput, kStored };
+
+// The backward map on a gradient; `key` is the saved output or the stored keep bits.
+template <Mask kMask>
+at::Tensor apply_to_gradient(const at::Tensor& grad, const at::Tensor& key, c10::string_view backend) {
+  if constexpr (kMask == Mask::kStored) {
+    return op_calls::relu_backward_from_mask(grad, key, backend);
+  } else {
+    return op_calls::relu_backward(grad, key, backend);
+  }
+}
+
+// relu and relu_ (kInPlace). Where the forward stores the mask, `stored_mask`
+// (when given) receives it; it is not an output of the Function (no gradient,
+// and autograd refuses an in-place Function on a view that returns more than
+// the view).
+template <bool kInPlace, Mask kMask>
+struct Relu : torch::autograd::Function<Relu<kInPlace, kMask>> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input, c10::string_view backend,
+                            at::Tensor* stored_mask = nullptr) {
+    at::Tensor output, mask;
     {
       const at::AutoDispatchBelowADInplaceOrView below_autograd;
       if constexpr (kInPlace) {
         at::Tensor self = input;
-        op_calls::relu_(self, backend);
+        if constexpr (kMask == Mask::kStored) {
+          mask = op_calls::relu_with_mask_(self, backend);
+        } else {
+          op_calls::relu_(self, backend);
+        }
         output = input;
+      } else if constexpr (kMask == Mask::kStored) {
+        std::tie(output, mask) = op_calls::relu_with_mask(input, backend);
       } else {
         output = op_calls::relu(input, backend);
       }
     }
     // mark_dirty makes autograd bump the version and rebase input's history on this node.
     if constexpr (kInPlace) ctx->mark_dirty({input});
-    ctx->save_for_backward({output});
+    if (stored_mask != nullptr) *stored_mask = mask;
+    ctx->save_for_backward({kMask == Mask::kStored ? mask : output});
     save_backend(ctx, backend);
     return output;
   }
 
   static variable_list backward(AutogradContext* ctx, const variable_list& grad_outputs) {
-    const at::Tensor output = saved_tensor(ctx);
-    return {op_calls::relu_backward(grad_outputs[0], output, saved_backend(ctx)), at::Tensor()};
+    return {apply_to_gradient<kMask>(grad_outputs[0], saved_tensor(ctx), saved_backend(ctx)), at::Tensor(),
+            at::Tensor()};
   }
 };
 
-// relu_backward(grad_output, output): differentiable in grad_output only.
-struct ReluBackward : torch::autograd::Function<ReluBackward> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& grad_output, const at::Tensor& output,
+// relu_backward(grad_output, output) and relu_backward_from_mask(grad_output,
+// mask): differentiable in grad_output only.
+template <Mask kMask>
+struct ReluBackward : torch::autograd::Function<ReluBackward<kMask>> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& grad_output, const at::Tensor& key,
                             c10::string_view backend) {
-    ctx->save_for_backward({output});
+    ctx->save_for_backward({key});
     save_backend(ctx, backend);
     const at::AutoDispatchBelowADInplaceOrView below_autograd;
-    return op_calls::relu_backward(grad_output, output, backend);
+    return apply_to_gradient<kMask>(grad_output, key, backend);
   }
 
   static variable_list backward(AutogradContext* ctx, const variable_list& grad_outputs) {
-    const at::Tensor output = saved_tensor(ctx);
-    return {op_calls::relu_backward(grad_outputs[0], output, saved_backend(ctx)), at::Tensor(), at::Tensor()};
+    return {apply_to_gradient<kMask>(grad_outputs[0], saved_tensor(ctx), saved_backend(ctx)), at::Tensor(),
+            at::Tensor()};
   }
 };
 
 at::Tensor relu(const at::Tensor& input, c10::string_view backend) {
-  if (needs_recording(input)) return Relu<false>::apply(input, backend);
+  if (needs_recording(input)) {
+    return stores_mask(input, backend, "relu") ? Relu<false, Mask::kStored>::apply(input, backend)
+                                               : Relu<false, Mask::kOutput>::apply(input, backend);
+  }
   const at::AutoDispatchBelowADInplaceOrView below_autograd;
   return op_calls::relu(input, backend);
 }
 
 void relu_(at::Tensor& self, c10::string_view backend) {
-  if (needs_recording(self)) {
-    record_in_place<Relu<true>>(self, backend);
-  } else {
+  if (!needs_recording(self)) {
     run_in_place_unrecorded(self, [&] { op_calls::relu_(self, backend); });
+  } else if (stores_mask(self, backend, "relu_")) {
+    record_in_place<Relu<true, Mask::kStored>>(self, backend);
+  } else {
+    record_in_place<Relu<true, Mask::kOutput>>(self, backend);
   }
 }
 
-at::Tensor relu_backward(const at::Tensor& grad_output, const at::Tensor& output, c10::string_view backend) {
-  if (needs_recording(grad_output, output)) return ReluBackward::apply(grad_output, output, backend);
+std::tuple<at::Tensor, at::Tensor> relu_with_mask(const at::Tensor& input, c10::string_view backend) {
+  if (needs_recording(input)) {
+    at::Tensor mask;
+    at::Tensor output = Relu<false, Mask::kStored>::apply(input, backend, &mask);
+    return {output, mask};
+  }
   const at::AutoDispatchBelowADInplaceOrView below_autograd;
-  return op_calls::relu_backward(grad_output, output, backend);
+  return op_calls::relu_with_mask(input, backend);
+}
+
+at::Tensor relu_with_mask_(at::Tensor& self, c10::string_view backend) {
+  at::Tensor mask;
+  if (needs_recording(self)) {
+    record_in_place<Relu<true, Mask::kStored>>(self, backend, &mask);
+  } else {
+    run_in_place_unrecorded(self, [&] { mask = op_calls::relu_with_mask_(self, backend); });
+  }
+  return mask;
+}
+
+// relu_backward (kOutput, key: the output) and relu_backward_from_mask (kStored, key: the mask).
+template <Mask kMask>
+at::Tensor relu_backward(const at::Tensor& grad_output, const at::Tensor& key, c10::string_view backend) {
+  if (needs_recording(grad_output, key)) return ReluBackward<kMask>::apply(grad_output, key, backend);
+  const at::AutoDispatchBelowADInplaceOrView below_autograd;
+  return apply_to_gradient<kMask>(grad_output, key, backend);
 }
 
 }  // namespace
@@ -76,7 +146,10 @@ at::Tensor relu_backward(const at::Tensor& grad_output, const at::Tensor& output
 TORCH_LIBRARY_IMPL(fastconv, Autograd, m) {
   m.impl("relu", &relu);
   m.impl("relu_", &relu_);
-  m.impl("relu_backward", &relu_backward);
+  m.impl("relu_backward", &relu_backward<Mask::kOutput>);
+  m.impl("relu_with_mask", &relu_with_mask);
+  m.impl("relu_with_mask_", &relu_with_mask_);
+  m.impl("relu_backward_from_mask", &relu_backward<Mask::kStored>);
 }
 
 }  // namespace fastconv::autograd

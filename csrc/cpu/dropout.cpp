@@ -12,13 +12,10 @@
 // the product the same single rounding.
 #include "dropout.h"
 
-#include <algorithm>
-#include <bit>
-#include <cstring>
-
 #include "../common/philox.h"
 #include "cpu_isa.h"
 #include "isa_loops.h"
+#include "keep_bits.h"
 #include "parallel.h"
 #include "philox_x86.h"
 
@@ -26,7 +23,7 @@ namespace fastconv {
 namespace cpu {
 namespace {
 
-constexpr int64_t kBlock = 64;  // elements per keep word
+constexpr int64_t kBlock = kKeepBlock;
 constexpr int64_t kGroupsPerBlock = kBlock / 4;
 
 struct DropoutArgs {
@@ -34,26 +31,6 @@ struct DropoutArgs {
   uint64_t offset;
   uint32_t drop_threshold;
 };
-
-// A keep word's bytes are little-endian: byte k holds elements [8k, 8k + 8).
-// `bytes` is 8 except in the tensor's last block.
-inline uint64_t load_word(const uint8_t* keep_bits, int64_t bytes) {
-  uint64_t word = 0;
-  if (bytes == 8 && std::endian::native == std::endian::little) {
-    std::memcpy(&word, keep_bits, 8);
-    return word;
-  }
-  for (int64_t k = 0; k < bytes; ++k) word |= static_cast<uint64_t>(keep_bits[k]) << (8 * k);
-  return word;
-}
-
-inline void store_word(uint8_t* keep_bits, uint64_t word, int64_t bytes) {
-  if (bytes == 8 && std::endian::native == std::endian::little) {
-    std::memcpy(keep_bits, &word, 8);
-    return;
-  }
-  for (int64_t k = 0; k < bytes; ++k) keep_bits[k] = static_cast<uint8_t>(word >> (8 * k));
-}
 
 // The two steps of a block, per ISA: keep_word(args, block) and apply(in,
 // out, word, scale) on 64 elements. The portable apply also takes the
@@ -122,18 +99,14 @@ struct Steps<CpuIsa::kAvx2> {
   FASTCONV_TARGET_AVX2 static void apply(const T* in, T* out, uint64_t word, T scale) {
     if constexpr (sizeof(T) == 4) {
       const __m256 s = _mm256_set1_ps(scale);
-      const __m256i lane_bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
       for (int q = 0; q < 8; ++q) {
-        const __m256i set = _mm256_and_si256(_mm256_set1_epi32(static_cast<int>(word >> (8 * q))), lane_bit);
-        const __m256 factor = _mm256_and_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(set, lane_bit)), s);
+        const __m256 factor = _mm256_and_ps(keep_lanes_ps(word >> (8 * q)), s);
         _mm256_storeu_ps(out + 8 * q, _mm256_mul_ps(_mm256_loadu_ps(in + 8 * q), factor));
       }
     } else {
       const __m256d s = _mm256_set1_pd(scale);
-      const __m256i lane_bit = _mm256_setr_epi64x(1, 2, 4, 8);
       for (int q = 0; q < 16; ++q) {
-        const __m256i set = _mm256_and_si256(_mm256_set1_epi64x(static_cast<int64_t>(word >> (4 * q))), lane_bit);
-        const __m256d factor = _mm256_and_pd(_mm256_castsi256_pd(_mm256_cmpeq_epi64(set, lane_bit)), s);
+        const __m256d factor = _mm256_and_pd(keep_lanes_pd(word >> (4 * q)), s);
         _mm256_storeu_pd(out + 4 * q, _mm256_mul_pd(_mm256_loadu_pd(in + 4 * q), factor));
       }
     }
@@ -142,20 +115,17 @@ struct Steps<CpuIsa::kAvx2> {
 
 #endif  // FASTCONV_CPU_X86
 
-// Blocks [begin, end) of the n elements; only the tensor's last block may be
-// partial. word_of(block, count) gives the keep word of a block of `count`
-// elements: generated or loaded.
+// word_of(block, count) gives the keep word of a block of `count` elements:
+// generated or loaded.
 template <CpuIsa isa, typename T, typename Word>
 FASTCONV_LOOP_INLINE void apply_blocks(const T* input, T* output, int64_t n, T scale, int64_t begin, int64_t end,
                                        const Word& word_of) {
-  const int64_t full_end = std::min(end, n / kBlock);
-  for (int64_t b = begin; b < full_end; ++b) {
-    Steps<isa>::apply(input + b * kBlock, output + b * kBlock, word_of(b, kBlock), scale);
-  }
-  if (full_end < end) {
-    const int64_t first = full_end * kBlock;
-    Steps<CpuIsa::kBaseline>::apply(input + first, output + first, word_of(full_end, n - first), scale, n - first);
-  }
+  for_each_keep_block(
+      n, begin, end,
+      [&](int64_t b) { Steps<isa>::apply(input + b * kBlock, output + b * kBlock, word_of(b, kBlock), scale); },
+      [&](int64_t b, int64_t count) {
+        Steps<CpuIsa::kBaseline>::apply(input + b * kBlock, output + b * kBlock, word_of(b, count), scale, count);
+      });
 }
 
 // Forward: each block's word from Philox, stored when keep_bits is given.
@@ -170,7 +140,7 @@ struct GeneratedMaskBlocks {
       FASTCONV_LOOP_INLINE uint64_t operator()(int64_t block, int64_t count) const {
         uint64_t word = Steps<isa>::keep_word(a, block);
         if (count < kBlock) word &= (uint64_t(1) << count) - 1;  // the stored padding bits are zero
-        if (keep_bits) store_word(keep_bits + block * 8, word, dropout_mask_bytes(count));
+        if (keep_bits) store_keep_word(keep_bits + block * 8, word, keep_bits_bytes(count));
         return word;
       }
     };
@@ -187,14 +157,12 @@ struct StoredMaskBlocks {
     struct Load {
       const uint8_t* keep_bits;
       FASTCONV_LOOP_INLINE uint64_t operator()(int64_t block, int64_t count) const {
-        return load_word(keep_bits + block * 8, dropout_mask_bytes(count));
+        return load_keep_word(keep_bits + block * 8, keep_bits_bytes(count));
       }
     };
     apply_blocks<isa>(input, output, n, scale, begin, end, Load{keep_bits});
   }
 };
-
-int64_t blocks_of(int64_t n) { return (n + kBlock - 1) / kBlock; }
 
 }  // namespace
 
@@ -204,14 +172,14 @@ void dropout_apply(Target, const T* input, T* output, int64_t n, const int64_t* 
   const DropoutArgs a{static_cast<uint64_t>(seed_offset[0]), static_cast<uint64_t>(seed_offset[1]), drop_threshold};
   // Generating the mask costs more than moving the data, so threads pay off
   // on smaller tensors than for the other elementwise kernels.
-  parallel_chunks(blocks_of(n), kElementwiseGrain / 4 / kBlock, [&](int64_t begin, int64_t end) {
+  parallel_chunks(keep_blocks(n), kElementwiseGrain / 4 / kBlock, [&](int64_t begin, int64_t end) {
     run_widest_isa<GeneratedMaskBlocks>(input, output, n, a, scale, keep_bits, begin, end);
   });
 }
 
 template <typename T>
 void dropout_apply_mask(Target, const T* input, T* output, int64_t n, const uint8_t* keep_bits, acc_t<T> scale) {
-  parallel_chunks(blocks_of(n), kElementwiseGrain / kBlock, [&](int64_t begin, int64_t end) {
+  parallel_chunks(keep_blocks(n), kElementwiseGrain / kBlock, [&](int64_t begin, int64_t end) {
     run_widest_isa<StoredMaskBlocks>(input, output, n, keep_bits, scale, begin, end);
   });
 }

@@ -6,17 +6,14 @@
 
 #include "../common/dtypes.h"
 #include "../common/target.h"
+#include "keep_bits.h"
 
 namespace fastconv {
 namespace cpu {
 
-// The stored mask ("keep bits"): bit i % 8 of byte i / 8 is set when element
-// i, in row-major order, is kept; the unused high bits of the last byte are zero.
-constexpr int64_t dropout_mask_bytes(int64_t n) { return (n + 7) / 8; }
-
 // output = input * (keep ? scale : 0), keep from the Philox pair `seed_offset`
 // (seed, counter offset), as the CUDA launcher takes it. With `keep_bits`
-// (dropout_mask_bytes(n) bytes) the mask is also stored there.
+// (keep_bits_bytes(n) bytes, keep_bits.h) the mask is also stored there.
 template <typename T>
 void dropout_apply(Target, const T* input, T* output, int64_t n, const int64_t* seed_offset,
                    uint32_t drop_threshold, acc_t<T> scale, uint8_t* keep_bits = nullptr);

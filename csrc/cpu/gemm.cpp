@@ -16,10 +16,7 @@
 #include <type_traits>
 #include <vector>
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#define FASTCONV_X86 1
-#endif
+#include "x86_intrinsics.h"
 
 namespace fastconv {
 namespace cpu {
@@ -54,7 +51,7 @@ void micro_kernel_portable(int64_t kc, const T* a, const T* b, T* c, int64_t rs,
     for (int64_t j = 0; j < kNr; ++j) c[i * rs + j] = epilogue((add ? c[i * rs + j] : T(0)) + acc[i][j], relu);
 }
 
-#if defined(FASTCONV_X86)
+#if defined(FASTCONV_CPU_X86)
 #define FASTCONV_AVX2 FASTCONV_TARGET_AVX2 __attribute__((always_inline)) inline
 #define FASTCONV_AVX512 FASTCONV_TARGET_AVX512 __attribute__((always_inline)) inline
 
@@ -184,7 +181,7 @@ constexpr int64_t kMaxTileElements = 8 * 32;
 
 template <typename T>
 Kernel<T> make_kernel(CpuIsa isa) {
-#if defined(FASTCONV_X86)
+#if defined(FASTCONV_CPU_X86)
   // AVX-512: 8 rows x two 512-bit vectors, 16 of the 32 zmm registers as
   // accumulators. 8 rows divide the convolutions' M (output channels 32, 64,
   // 128; patches C * 9 with C a multiple of 8) where 6 or 12 waste up to
@@ -248,7 +245,7 @@ int64_t padded_rows(int64_t m) {
 
 // ------------------------------------------------------------------ packing
 
-#if defined(FASTCONV_X86)
+#if defined(FASTCONV_CPU_X86)
 // Transposes an 8 x 8 float block: src row r (8 floats at src + r * stride)
 // becomes dst column r, dst row q being 8 floats at dst + q * dst_stride.
 // Rows past `rows` read as zero. Stores are 8 wide even when the caller only
@@ -284,7 +281,7 @@ template <typename T>
 void pack_panel(const T* src, int64_t step, int64_t lane, int64_t count, int64_t lanes, int64_t width,
                 T* panel) {
   int64_t p = 0;
-#if defined(FASTCONV_X86)
+#if defined(FASTCONV_CPU_X86)
   if constexpr (std::is_same_v<T, float>) {
     if (step == 1 && lane != 1 && cpu_isa() >= CpuIsa::kAvx2) {
       for (; p + 8 <= count; p += 8) {

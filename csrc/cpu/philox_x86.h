@@ -9,17 +9,9 @@
 // header compiles without -mavx*; callers check cpu_isa() before calling them.
 #pragma once
 
-#if defined(__x86_64__) || defined(__i386__)
-#define FASTCONV_CPU_X86 1
+#include "x86_intrinsics.h"
 
-// GCC 12 reports its own _mm512_undefined_* placeholders as "maybe
-// uninitialized" once they are inlined; the warnings are located in the header.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#include <immintrin.h>
-#pragma GCC diagnostic pop
-
+#if defined(FASTCONV_CPU_X86)
 #include <cstdint>
 
 #include "../common/philox.h"

@@ -1,6 +1,7 @@
 #include "relu.h"
 
 #include "isa_loops.h"
+#include "keep_bits.h"
 #include "parallel.h"
 
 namespace fastconv {
@@ -30,6 +31,152 @@ struct ReluBackward {
   }
 };
 
+// With a stored mask: element i is kept when !(input[i] <= 0), the
+// elements whose output threshold_backward passes the gradient for (NaN
+// included: relu(NaN) is NaN). Per 64-element block, the forward computes the
+// outputs and the block's keep word; the backward selects the gradient by it.
+template <CpuIsa>
+struct MaskSteps;
+
+template <>
+struct MaskSteps<CpuIsa::kBaseline> {
+  template <typename T>
+  static uint64_t forward(const T* in, T* out, int64_t count = kKeepBlock) {
+    uint64_t word = 0;
+    for (int64_t j = 0; j < count; ++j) {
+      const T x = in[j];
+      out[j] = x < T(0) ? T(0) : x;
+      word |= static_cast<uint64_t>(!(x <= T(0))) << j;
+    }
+    return word;
+  }
+
+  template <typename T>
+  static void backward(const T* grad, uint64_t word, T* grad_in, int64_t count = kKeepBlock) {
+    for (int64_t j = 0; j < count; ++j) grad_in[j] = (word >> j) & 1 ? grad[j] : T(0);
+  }
+};
+
+#if defined(FASTCONV_CPU_X86)
+
+// NLE_UQ ("not <=", true for NaN) is the keep test; the output keeps x
+// unless x < 0, so -0.0 and NaN pass through as in the portable select.
+template <>
+struct MaskSteps<CpuIsa::kAvx512> {
+  template <typename T>
+  FASTCONV_TARGET_AVX512 static uint64_t forward(const T* in, T* out) {
+    uint64_t word = 0;
+    if constexpr (sizeof(T) == 4) {
+      const __m512 zero = _mm512_setzero_ps();
+      for (int q = 0; q < 4; ++q) {
+        const __m512 x = _mm512_loadu_ps(in + 16 * q);
+        _mm512_storeu_ps(out + 16 * q, _mm512_mask_mov_ps(x, _mm512_cmp_ps_mask(x, zero, _CMP_LT_OQ), zero));
+        word |= static_cast<uint64_t>(_mm512_cmp_ps_mask(x, zero, _CMP_NLE_UQ)) << (16 * q);
+      }
+    } else {
+      const __m512d zero = _mm512_setzero_pd();
+      for (int q = 0; q < 8; ++q) {
+        const __m512d x = _mm512_loadu_pd(in + 8 * q);
+        _mm512_storeu_pd(out + 8 * q, _mm512_mask_mov_pd(x, _mm512_cmp_pd_mask(x, zero, _CMP_LT_OQ), zero));
+        word |= static_cast<uint64_t>(_mm512_cmp_pd_mask(x, zero, _CMP_NLE_UQ)) << (8 * q);
+      }
+    }
+    return word;
+  }
+
+  template <typename T>
+  FASTCONV_TARGET_AVX512 static void backward(const T* grad, uint64_t word, T* grad_in) {
+    if constexpr (sizeof(T) == 4) {
+      for (int q = 0; q < 4; ++q) {
+        const __mmask16 keep = static_cast<__mmask16>(word >> (16 * q));
+        _mm512_storeu_ps(grad_in + 16 * q, _mm512_maskz_mov_ps(keep, _mm512_loadu_ps(grad + 16 * q)));
+      }
+    } else {
+      for (int q = 0; q < 8; ++q) {
+        const __mmask8 keep = static_cast<__mmask8>(word >> (8 * q));
+        _mm512_storeu_pd(grad_in + 8 * q, _mm512_maskz_mov_pd(keep, _mm512_loadu_pd(grad + 8 * q)));
+      }
+    }
+  }
+};
+
+template <>
+struct MaskSteps<CpuIsa::kAvx2> {
+  template <typename T>
+  FASTCONV_TARGET_AVX2 static uint64_t forward(const T* in, T* out) {
+    uint64_t word = 0;
+    if constexpr (sizeof(T) == 4) {
+      const __m256 zero = _mm256_setzero_ps();
+      for (int q = 0; q < 8; ++q) {
+        const __m256 x = _mm256_loadu_ps(in + 8 * q);
+        _mm256_storeu_ps(out + 8 * q, _mm256_andnot_ps(_mm256_cmp_ps(x, zero, _CMP_LT_OQ), x));
+        word |= static_cast<uint64_t>(_mm256_movemask_ps(_mm256_cmp_ps(x, zero, _CMP_NLE_UQ))) << (8 * q);
+      }
+    } else {
+      const __m256d zero = _mm256_setzero_pd();
+      for (int q = 0; q < 16; ++q) {
+        const __m256d x = _mm256_loadu_pd(in + 4 * q);
+        _mm256_storeu_pd(out + 4 * q, _mm256_andnot_pd(_mm256_cmp_pd(x, zero, _CMP_LT_OQ), x));
+        word |= static_cast<uint64_t>(_mm256_movemask_pd(_mm256_cmp_pd(x, zero, _CMP_NLE_UQ))) << (4 * q);
+      }
+    }
+    return word;
+  }
+
+  template <typename T>
+  FASTCONV_TARGET_AVX2 static void backward(const T* grad, uint64_t word, T* grad_in) {
+    if constexpr (sizeof(T) == 4) {
+      for (int q = 0; q < 8; ++q) {
+        _mm256_storeu_ps(grad_in + 8 * q, _mm256_and_ps(keep_lanes_ps(word >> (8 * q)), _mm256_loadu_ps(grad + 8 * q)));
+      }
+    } else {
+      for (int q = 0; q < 16; ++q) {
+        _mm256_storeu_pd(grad_in + 4 * q, _mm256_and_pd(keep_lanes_pd(word >> (4 * q)), _mm256_loadu_pd(grad + 4 * q)));
+      }
+    }
+  }
+};
+
+#endif  // FASTCONV_CPU_X86
+
+template <CpuIsa isa>
+struct ForwardStoringMask {
+  template <typename T>
+  static FASTCONV_LOOP_INLINE void run(const T* input, T* output, uint8_t* keep_bits, int64_t n, int64_t begin,
+                                       int64_t end) {
+    for_each_keep_block(
+        n, begin, end,
+        [&](int64_t b) {
+          store_keep_word(keep_bits + 8 * b, MaskSteps<isa>::forward(input + kKeepBlock * b, output + kKeepBlock * b),
+                          8);
+        },
+        [&](int64_t b, int64_t count) {
+          const uint64_t word =
+              MaskSteps<CpuIsa::kBaseline>::forward(input + kKeepBlock * b, output + kKeepBlock * b, count);
+          store_keep_word(keep_bits + 8 * b, word, keep_bits_bytes(count));
+        });
+  }
+};
+
+template <CpuIsa isa>
+struct BackwardFromMask {
+  template <typename T>
+  static FASTCONV_LOOP_INLINE void run(const T* grad_output, const uint8_t* keep_bits, T* grad_input, int64_t n,
+                                       int64_t begin, int64_t end) {
+    for_each_keep_block(
+        n, begin, end,
+        [&](int64_t b) {
+          MaskSteps<isa>::backward(grad_output + kKeepBlock * b, load_keep_word(keep_bits + 8 * b, 8),
+                                   grad_input + kKeepBlock * b);
+        },
+        [&](int64_t b, int64_t count) {
+          MaskSteps<CpuIsa::kBaseline>::backward(grad_output + kKeepBlock * b,
+                                                 load_keep_word(keep_bits + 8 * b, keep_bits_bytes(count)),
+                                                 grad_input + kKeepBlock * b, count);
+        });
+  }
+};
+
 }  // namespace
 
 template <typename T>
@@ -46,10 +193,28 @@ void relu_backward(Target, const T* grad_output, const T* output, T* grad_input,
   });
 }
 
+template <typename T>
+void relu_forward_storing_mask(Target, const T* input, T* output, uint8_t* keep_bits, int64_t n) {
+  parallel_chunks(keep_blocks(n), kElementwiseGrain / kKeepBlock, [&](int64_t begin, int64_t end) {
+    run_widest_isa<ForwardStoringMask>(input, output, keep_bits, n, begin, end);
+  });
+}
+
+template <typename T>
+void relu_backward_from_mask(Target, const T* grad_output, const uint8_t* keep_bits, T* grad_input, int64_t n) {
+  parallel_chunks(keep_blocks(n), kElementwiseGrain / kKeepBlock, [&](int64_t begin, int64_t end) {
+    run_widest_isa<BackwardFromMask>(grad_output, keep_bits, grad_input, n, begin, end);
+  });
+}
+
 template void relu_forward<float>(Target, const float*, float*, int64_t);
 template void relu_forward<double>(Target, const double*, double*, int64_t);
 template void relu_backward<float>(Target, const float*, const float*, float*, int64_t);
 template void relu_backward<double>(Target, const double*, const double*, double*, int64_t);
+template void relu_forward_storing_mask<float>(Target, const float*, float*, uint8_t*, int64_t);
+template void relu_forward_storing_mask<double>(Target, const double*, double*, uint8_t*, int64_t);
+template void relu_backward_from_mask<float>(Target, const float*, const uint8_t*, float*, int64_t);
+template void relu_backward_from_mask<double>(Target, const double*, const uint8_t*, double*, int64_t);
 
 }  // namespace cpu
 }  // namespace fastconv

@@ -18,6 +18,7 @@
 #include "../cpu/dropout.h"
 #include "../cuda/dropout.h"
 #include "dispatch.h"
+#include "keep_bits.h"
 #include "output_buffers.h"
 
 namespace fastconv {
@@ -34,23 +35,9 @@ void check_dropout_args(const at::Tensor& input, double p, const at::Tensor& see
 
 // Stored masks are the cpu backend's: its Philox costs as much as the data
 // movement, where on a GPU it is nearly free (the CUDA and SIMT kernels regenerate).
-Backend select_mask_backend(const at::Tensor& input, c10::string_view backend_name, const char* op) {
-  const Backend backend = select_backend(input, backend_name, op);
-  TORCH_CHECK(backend == Backend::kCpu, op, ": only the 'cpu' backend stores dropout masks, got backend '",
-              backend_name, "' for a tensor on ", input.device(),
-              " (the other backends regenerate the mask: use dropout and dropout_backward)");
-  return backend;
-}
-
-void check_mask(const at::Tensor& mask, const at::Tensor& grad_output, const char* op) {
-  const int64_t bytes = cpu::dropout_mask_bytes(grad_output.numel());
-  TORCH_CHECK(mask.scalar_type() == at::kByte, op, ": mask must be a uint8 tensor (the keep bits ",
-              "dropout_with_mask returned), got ", mask.scalar_type());
-  TORCH_CHECK(mask.device() == grad_output.device(), op, ": mask must be on grad_output's device (",
-              grad_output.device(), "), got ", mask.device());
-  TORCH_CHECK(mask.dim() == 1 && mask.numel() == bytes, op, ": mask must hold one bit per element of ",
-              "grad_output, a 1-D tensor of ", bytes, " bytes for ", grad_output.numel(), " elements, got shape ",
-              mask.sizes());
+Backend select_dropout_mask_backend(const at::Tensor& input, c10::string_view backend_name, const char* op) {
+  return select_mask_backend(input, backend_name, op, "dropout",
+                             "the other backends regenerate the mask: use dropout and dropout_backward");
 }
 
 // ceil(p * 2^24): an element is kept when the top 24 bits of its Philox word reach it.
@@ -81,10 +68,6 @@ void dropout_into(const at::Tensor& input, const at::Tensor& output, double p, c
   });
 }
 
-at::Tensor empty_mask_for(const at::Tensor& input) {
-  return at::empty({cpu::dropout_mask_bytes(input.numel())}, input.options().dtype(at::kByte));
-}
-
 at::Tensor dropout(const at::Tensor& input, double p, const at::Tensor& seed, c10::string_view backend_name) {
   const Backend backend = select_backend(input, backend_name, "dropout");
   check_floating(input, backend, "dropout", "input");
@@ -97,7 +80,7 @@ at::Tensor dropout(const at::Tensor& input, double p, const at::Tensor& seed, c1
 std::tuple<at::Tensor, at::Tensor> dropout_with_mask(const at::Tensor& input, double p, const at::Tensor& seed,
                                                      c10::string_view backend_name) {
   const char* op = "dropout_with_mask";
-  const Backend backend = select_mask_backend(input, backend_name, op);
+  const Backend backend = select_dropout_mask_backend(input, backend_name, op);
   check_floating(input, backend, op, "input");
   check_dropout_args(input, p, seed, op);
   at::Tensor output = empty_output_like(input, at::MemoryFormat::Contiguous);
@@ -127,7 +110,7 @@ void dropout_(at::Tensor& self, double p, const at::Tensor& seed, c10::string_vi
 
 at::Tensor dropout_with_mask_(at::Tensor& self, double p, const at::Tensor& seed, c10::string_view backend_name) {
   const char* op = "dropout_with_mask_";
-  const Backend backend = select_mask_backend(self, backend_name, op);
+  const Backend backend = select_dropout_mask_backend(self, backend_name, op);
   check_floating(self, backend, op, "input");
   check_dropout_args(self, p, seed, op);
   at::Tensor mask = empty_mask_for(self);
@@ -150,7 +133,7 @@ at::Tensor dropout_backward(const at::Tensor& grad_output, double p, const at::T
 at::Tensor dropout_backward_from_mask(const at::Tensor& grad_output, double p, const at::Tensor& mask,
                                       c10::string_view backend_name) {
   const char* op = "dropout_backward_from_mask";
-  const Backend backend = select_mask_backend(grad_output, backend_name, op);
+  const Backend backend = select_dropout_mask_backend(grad_output, backend_name, op);
   check_floating(grad_output, backend, op, "grad_output");
   check_dropout_probability(p, op);
   check_mask(mask, grad_output, op);

@@ -1,0 +1,32 @@
+#include "keep_bits.h"
+
+#include <ATen/ops/empty.h>
+
+#include "../cpu/keep_bits.h"
+
+namespace fastconv {
+
+Backend select_mask_backend(const at::Tensor& input, c10::string_view backend_name, const char* op,
+                            const char* family, const char* alternative) {
+  const Backend backend = select_backend(input, backend_name, op);
+  TORCH_CHECK(backend == Backend::kCpu, op, ": only the 'cpu' backend stores ", family, " masks, got backend '",
+              backend_name, "' for a tensor on ", input.device(), " (", alternative, ")");
+  return backend;
+}
+
+at::Tensor empty_mask_for(const at::Tensor& input) {
+  return at::empty({cpu::keep_bits_bytes(input.numel())}, input.options().dtype(at::kByte));
+}
+
+void check_mask(const at::Tensor& mask, const at::Tensor& grad_output, const char* op) {
+  const int64_t bytes = cpu::keep_bits_bytes(grad_output.numel());
+  TORCH_CHECK(mask.scalar_type() == at::kByte, op, ": mask must be a uint8 tensor (the keep bits its ",
+              "forward returned), got ", mask.scalar_type());
+  TORCH_CHECK(mask.device() == grad_output.device(), op, ": mask must be on grad_output's device (",
+              grad_output.device(), "), got ", mask.device());
+  TORCH_CHECK(mask.dim() == 1 && mask.numel() == bytes, op, ": mask must hold one bit per element of ",
+              "grad_output, a 1-D tensor of ", bytes, " bytes for ", grad_output.numel(), " elements, got shape ",
+              mask.sizes());
+}
+
+}  // namespace fastconv
