@@ -1,4 +1,5 @@
-"""Run as a script under FASTCONV_CPU_ISA=<isa>: checks the CPU ReLU (with and without its stored mask), dropout and 2x2 max
+"""Run as a script under FASTCONV_CPU_ISA=<isa>: checks the CPU ReLU (with and without its stored
+mask, and above the last-level cache, where it writes with streaming stores), dropout and 2x2 max
 pooling against torch on awkward inputs, and saves every output to the .npz named by argv[1],
 so that tests/test_cpu_isa_paths.py can compare the vector paths with the portable one bit for
 bit. Prints the ISA the kernels used."""
@@ -86,8 +87,32 @@ def main(path):
             key = "x".join(map(str, shape))
             out[f"pool_{tag}_{key}"], out[f"pool_idx_{tag}_{key}"] = y.numpy(), idx.numpy()
             out[f"pool_bwd_{tag}_{key}"] = gi.numpy()
+        # Above the last-level cache the ReLU kernels write with streaming stores: checked
+        # against torch here, not saved (the tensors are large).
+        n = last_level_cache_bytes() // (2 * torch.finfo(dtype).bits // 8) + 77
+        x, g = sample(n, dtype, 5), sample(n, dtype, 6)
+        y_ref = F.relu(x)
+        same(OPS.relu(x, "cpu"), y_ref)
+        y, mask = OPS.relu_with_mask(x, "cpu")
+        same(y, y_ref)
+        same(OPS.relu_backward_from_mask(g, mask, "cpu"), torch.ops.aten.threshold_backward(g, y_ref, 0))
     np.savez(path, **out)
     print("cpu_isa", fastconv.build_info()["cpu_isa"])
+
+
+def last_level_cache_bytes():
+    """The largest cache of CPU 0 in sysfs, as csrc/cpu/streaming_stores.cpp reads it (32 MiB
+    where sysfs says nothing)."""
+    sizes = []
+    for index in range(8):
+        try:
+            with open(f"/sys/devices/system/cpu/cpu0/cache/index{index}/size") as f:
+                text = f.read().strip()
+        except OSError:
+            continue
+        if text.endswith("K"):
+            sizes.append(int(text[:-1]) << 10)
+    return max(sizes, default=32 << 20)
 
 
 if __name__ == "__main__":
