@@ -310,6 +310,21 @@ def test_autograd_stores_the_mask_on_cpu_and_regenerates_on_simt(inplace):
     torch.testing.assert_close(grad_cpu, x.grad, rtol=0, atol=0)  # the same mask on both
 
 
+def test_recorded_calls_refuse_an_unknown_backend_as_the_op_does():
+    x = torch.randn(8, requires_grad=True)
+    with pytest.raises(ValueError, match="^dropout: unknown backend 'tpu'"):
+        OPS.dropout(x, 0.5, _seed(1, 2), "tpu")
+    with pytest.raises(ValueError, match="^dropout_: unknown backend 'tpu'"):
+        OPS.dropout_(x * 1, 0.5, _seed(1, 2), "tpu")
+
+
+def test_recorded_meta_calls_reach_the_fake_kernels():
+    x = torch.empty(2, 9, device="meta", requires_grad=True)
+    y = OPS.dropout(x, 0.5, torch.empty(2, dtype=torch.int64, device="meta"), "auto")
+    y.sum().backward()
+    assert y.shape == x.grad.shape == x.shape and x.grad.device.type == "meta"
+
+
 def test_no_mask_is_stored_without_autograd():
     x = torch.randn(100)
     assert "fastconv::dropout_with_mask" not in ops_called(lambda: FF.dropout(x, 0.5))

@@ -12,14 +12,17 @@
 //  - the cuda and simt backends regenerate the mask from the (seed, offset)
 //    pair (dropout_backward): Philox is cheap on a GPU, and no mask is kept.
 // Both give the same mask for the same pair, so the choice changes no result.
+#include "../ops/common.h"
 #include "function.h"
 
 namespace fastconv::autograd {
 namespace {
 
-// The backend that stores masks: "cpu", or "auto" on a CPU tensor.
+// Whether the forward runs on the backend that stores masks. Not
+// select_backend: which op a bad name's error names, and what meta tensors
+// do, stay the op's business (requested_backend in csrc/ops/common.h).
 bool stores_mask(const at::Tensor& input, c10::string_view backend) {
-  return backend == "cpu" || (backend == "auto" && input.is_cpu());
+  return requested_backend(input, backend) == Backend::kCpu;
 }
 
 enum class Map { kDropout, kDropoutInPlace, kDropoutBackward };

@@ -52,7 +52,7 @@ Blocks pixel_blocks(const Conv2dParams& p, int64_t images, int64_t threads) {
 // stride-1 unpadded kernels (a view with row stride out_pixels()), else
 // im2col into `scratch` (row stride range.count).
 template <typename T>
-MatrixRef<const T> columns_of(const T* group_input, PixelRange range, std::vector<T>& scratch,
+MatrixRef<const T> columns_of(const T* group_input, ItemRange range, std::vector<T>& scratch,
                               const Conv2dParams& p) {
   if (p.im2col_is_identity()) return {group_input + range.begin, p.out_pixels(), 1};
   scratch.resize(p.patch_size() * range.count);
@@ -85,7 +85,7 @@ void im2col_forward(const T* input, const T* weight, const T* bias, T* output, c
     std::vector<T> scratch;
     for (int64_t unit = begin; unit < end; ++unit) {
       const int64_t n = unit / blocks.count;
-      const PixelRange range = blocks[unit % blocks.count];
+      const ItemRange range = blocks[unit % blocks.count];
       for (int64_t g = 0; g < p.groups; ++g) {
         const T* group_input = input + (n * p.in_channels + g * cg) * p.in_h * p.in_w;
         T* out = output + (n * p.out_channels + g * og) * pixels + range.begin;
@@ -139,7 +139,7 @@ void im2col_backward_input(const T* grad_output, const T* weight, T* grad_input,
       const T* dy = grad_output + (n * p.out_channels + g * og) * pixels;
       if (!identity) std::fill_n(grad_planes, channels * plane, T(0));
       for (int64_t b = 0; b < blocks.count; ++b) {
-        const PixelRange range = blocks[b];
+        const ItemRange range = blocks[b];
         const MatrixRef<const T> dy_block{dy + range.begin, pixels, 1};
         if (identity) {
           gemm<T>(w_t, range.count, dy_block, {grad_planes + range.begin, pixels, 1}, false);
@@ -165,7 +165,7 @@ void im2col_backward_weight(const T* grad_output, const T* input, T* grad_weight
     std::vector<T> scratch;
     for (int64_t unit = unit_begin; unit < unit_end; ++unit) {
       const int64_t n = unit / blocks.count;
-      const PixelRange range = blocks[unit % blocks.count];
+      const ItemRange range = blocks[unit % blocks.count];
       for (int64_t g = 0; g < p.groups; ++g) {
         const T* group_input = input + (n * p.in_channels + g * cg) * p.in_h * p.in_w;
         const T* dy = grad_output + (n * p.out_channels + g * og) * pixels;

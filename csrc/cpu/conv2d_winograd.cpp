@@ -58,19 +58,16 @@ int64_t point_stride(int64_t values) {
 // The 2x2 output tiles of a convolution whose output is out_h x out_w (the
 // last row and column partial when odd), numbered row-major and cut into
 // blocks that fit the budget, with enough of them that every thread has work
-// even at batch 1 (csrc/cpu/parallel.h).
-struct TileBlocks {
-  int64_t tiles_h, tiles_w;
-  Blocks blocks;
-  int64_t count() const { return blocks.count; }
-  ItemRange operator[](int64_t i) const { return blocks[i]; }
+// even at batch 1 (csrc/cpu/parallel.h). `tiles_w`, the tiles per row, turns
+// a tile's number into its row and column.
+struct TileBlocks : Blocks {
+  int64_t tiles_w;
 };
 
 TileBlocks tile_blocks(int64_t out_h, int64_t out_w, int64_t batch, int64_t channels_per_tile) {
   const int64_t tiles_h = ceil_div(out_h, 2), tiles_w = ceil_div(out_w, 2);
   const int64_t fit = std::max(kMinBlockTiles, kBlockElements / (kPoints * std::max<int64_t>(1, channels_per_tile)));
-  return {tiles_h, tiles_w,
-          balanced_blocks(tiles_h * tiles_w, fit, kGemmColumnAlignment, batch, at::get_num_threads())};
+  return {balanced_blocks(tiles_h * tiles_w, fit, kGemmColumnAlignment, batch, at::get_num_threads()), tiles_w};
 }
 
 // Calls body(th, tw_begin, tiles, offset) for each tile row that `range`
@@ -194,11 +191,11 @@ void winograd_convolve(const T* input, const std::vector<PackedA<T>>& filters, c
                        const Geometry& q, bool relu) {
   const int64_t cg = q.in_per_group(), og = q.out_per_group();
   const TileBlocks blocks = tile_blocks(q.out_h, q.out_w, q.batch, cg + og);
-  at::parallel_for(0, q.batch * blocks.count(), 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, q.batch * blocks.count, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> v, m, scratch, corners;
     for (int64_t unit = begin; unit < end; ++unit) {
-      const int64_t n = unit / blocks.count();
-      const ItemRange range = blocks[unit % blocks.count()];
+      const int64_t n = unit / blocks.count;
+      const ItemRange range = blocks[unit % blocks.count];
       const int64_t v_stride = point_stride<T>(cg * range.count), m_stride = point_stride<T>(og * range.count);
       v.resize(kPoints * v_stride);
       m.resize(kPoints * m_stride);
@@ -272,11 +269,11 @@ void winograd_backward_weight(const T* grad_output, const T* input, T* grad_weig
   // Units (image, tile block), summed in chunks, one per thread.
   // Overwritten by the first chunk's first unit: no need to zero it.
   const std::unique_ptr<T[]> sums(new T[sums_numel]);
-  sum_over_chunks(q.batch * blocks.count(), sums_numel, sums.get(), [&](T* sum, int64_t unit_begin, int64_t unit_end) {
+  sum_over_chunks(q.batch * blocks.count, sums_numel, sums.get(), [&](T* sum, int64_t unit_begin, int64_t unit_end) {
     std::vector<T> v, e, scratch;
     for (int64_t unit = unit_begin; unit < unit_end; ++unit) {
-      const int64_t n = unit / blocks.count();
-      const ItemRange range = blocks[unit % blocks.count()];
+      const int64_t n = unit / blocks.count;
+      const ItemRange range = blocks[unit % blocks.count];
       const int64_t v_stride = point_stride<T>(cg * range.count), e_stride = point_stride<T>(og * range.count);
       v.resize(kPoints * v_stride);
       e.resize(kPoints * e_stride);

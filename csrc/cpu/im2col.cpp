@@ -12,7 +12,7 @@ namespace {
 // column row, ih, ow_begin, ow_end, shift_w, valid ow range) for every output
 // row segment of the pixel range: the walk im2col and col2im share.
 template <typename Visit>
-void for_each_row_segment(int64_t channels, const Conv2dParams& p, PixelRange pixels, const Visit& visit) {
+void for_each_row_segment(int64_t channels, const Conv2dParams& p, ItemRange pixels, const Visit& visit) {
   const int64_t first = pixels.begin, last = pixels.begin + pixels.count;
   if (pixels.count <= 0) return;
   const int64_t oh_begin = first / p.out_w, oh_end = (last - 1) / p.out_w + 1;
@@ -41,7 +41,7 @@ void for_each_row_segment(int64_t channels, const Conv2dParams& p, PixelRange pi
 // column offset is negative for ow < ow_begin, and its image offset for
 // ow < valid.begin.
 template <typename T>
-void im2col(const T* image, T* col, int64_t channels, const Conv2dParams& p, PixelRange pixels) {
+void im2col(const T* image, T* col, int64_t channels, const Conv2dParams& p, ItemRange pixels) {
   for_each_row_segment(channels, p, pixels, [&](int64_t c, int64_t dst_offset, int64_t ih, int64_t ow_begin,
                                                 int64_t ow_end, int64_t shift_w, IndexRange valid) {
     T* dst = col + dst_offset + ow_begin;  // column of ow_begin
@@ -63,7 +63,7 @@ void im2col(const T* image, T* col, int64_t channels, const Conv2dParams& p, Pix
 }
 
 template <typename T>
-void col2im(const T* col, T* image, int64_t channels, const Conv2dParams& p, PixelRange pixels) {
+void col2im(const T* col, T* image, int64_t channels, const Conv2dParams& p, ItemRange pixels) {
   for_each_row_segment(channels, p, pixels, [&](int64_t c, int64_t src_offset, int64_t ih, int64_t ow_begin,
                                                 int64_t ow_end, int64_t shift_w, IndexRange valid) {
     if (ih < 0 || ih >= p.in_h) return;
@@ -74,10 +74,10 @@ void col2im(const T* col, T* image, int64_t channels, const Conv2dParams& p, Pix
   });
 }
 
-template void im2col<float>(const float*, float*, int64_t, const Conv2dParams&, PixelRange);
-template void im2col<double>(const double*, double*, int64_t, const Conv2dParams&, PixelRange);
-template void col2im<float>(const float*, float*, int64_t, const Conv2dParams&, PixelRange);
-template void col2im<double>(const double*, double*, int64_t, const Conv2dParams&, PixelRange);
+template void im2col<float>(const float*, float*, int64_t, const Conv2dParams&, ItemRange);
+template void im2col<double>(const double*, double*, int64_t, const Conv2dParams&, ItemRange);
+template void col2im<float>(const float*, float*, int64_t, const Conv2dParams&, ItemRange);
+template void col2im<double>(const double*, double*, int64_t, const Conv2dParams&, ItemRange);
 
 }  // namespace cpu
 }  // namespace fastconv

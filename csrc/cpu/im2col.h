@@ -12,18 +12,16 @@
 namespace fastconv {
 namespace cpu {
 
-// Output pixels [begin, begin + count) in row-major (oh, ow) order.
-using PixelRange = ItemRange;
-
-// col[(c, kh, kw)][j] = image[c][ih][iw] for output pixel begin + j, zero
-// outside the image. `image` points at the group's first channel of one image.
+// col[(c, kh, kw)][j] = image[c][ih][iw] for output pixel pixels.begin + j,
+// numbered row-major (oh, ow), zero outside the image. `image` points at the
+// group's first channel of one image.
 template <typename T>
-void im2col(const T* image, T* col, int64_t channels, const Conv2dParams& p, PixelRange pixels);
+void im2col(const T* image, T* col, int64_t channels, const Conv2dParams& p, ItemRange pixels);
 
 // The adjoint: image[c][ih][iw] += col[(c, kh, kw)][j]. The caller zeroes
 // `image` before the first range.
 template <typename T>
-void col2im(const T* col, T* image, int64_t channels, const Conv2dParams& p, PixelRange pixels);
+void col2im(const T* col, T* image, int64_t channels, const Conv2dParams& p, ItemRange pixels);
 
 }  // namespace cpu
 }  // namespace fastconv

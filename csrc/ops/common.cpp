@@ -20,19 +20,26 @@ void check_dropout_probability(double p, const char* op) {
   TORCH_CHECK_VALUE(p >= 0 && p <= 1, op, ": dropout probability has to be between 0 and 1, but got ", p);
 }
 
+Backend requested_backend(const at::Tensor& like, c10::string_view requested) {
+  if (requested == "auto") return like.is_cpu() ? Backend::kCpu : Backend::kCuda;
+  if (requested == "cpu") return Backend::kCpu;
+  if (requested == "cuda") return Backend::kCuda;
+  return Backend::kSimt;
+}
+
 Backend select_backend(const at::Tensor& like, c10::string_view requested, const char* op) {
   check_backend_name(requested, op);
   const bool on_cuda = like.is_cuda();
   TORCH_CHECK(on_cuda || like.is_cpu(), op, ": tensors on ", like.device(),
               " are not supported (only cpu and cuda)");
-  if (requested == "auto") return on_cuda ? Backend::kCuda : Backend::kCpu;
-  if (requested == "cpu" || requested == "simt" || requested == "simt:tf32") {
+  const Backend backend = requested_backend(like, requested);
+  if (backend == Backend::kCuda) {
+    TORCH_CHECK(on_cuda, op, ": backend 'cuda' needs CUDA tensors, but got a tensor on ", like.device());
+  } else {
     TORCH_CHECK(!on_cuda, op, ": backend '", requested, "' runs CPU tensors, but got a tensor on ",
                 like.device());
-    return requested == "cpu" ? Backend::kCpu : Backend::kSimt;
   }
-  TORCH_CHECK(on_cuda, op, ": backend 'cuda' needs CUDA tensors, but got a tensor on ", like.device());
-  return Backend::kCuda;
+  return backend;
 }
 
 void check_floating(const at::Tensor& t, Backend backend, const char* op, const char* arg) {

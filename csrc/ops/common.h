@@ -30,6 +30,13 @@ void check_dropout_probability(double p, const char* op);
 // that cannot serve the device raises RuntimeError.
 Backend select_backend(const at::Tensor& like, c10::string_view requested, const char* op);
 
+// The backend a name picks for `like`, unchecked: "auto" is cpu for CPU
+// tensors and cuda for the others. For the autograd kernels, which choose how
+// to record an op before the op checks its arguments: an unknown name gives
+// kSimt, and the op then refuses it; a meta tensor (no kernels of ours) goes
+// the cuda way, to the op's fake kernel.
+Backend requested_backend(const at::Tensor& like, c10::string_view requested);
+
 // float32/float64 everywhere, plus float16/bfloat16 on the CUDA and SIMT backends (TypeError otherwise).
 void check_floating(const at::Tensor& t, Backend backend, const char* op, const char* arg);
 
