@@ -4,7 +4,7 @@
 // backward included.
 //
 // Backward finds the mask in one of two ways, chosen when the forward is
-// recorded (stores_mask):
+// recorded (on_mask_storing_backend):
 //  - on the cpu backend the forward stores the keep bits, one bit per element
 //    (dropout_with_mask, dropout_with_mask_), and backward reads them
 //    (dropout_backward_from_mask): Philox costs the CPU as much as the data
@@ -12,18 +12,10 @@
 //  - the cuda and simt backends regenerate the mask from the (seed, offset)
 //    pair (dropout_backward): Philox is cheap on a GPU, and no mask is kept.
 // Both give the same mask for the same pair, so the choice changes no result.
-#include "../ops/common.h"
 #include "function.h"
 
 namespace fastconv::autograd {
 namespace {
-
-// Whether the forward runs on the backend that stores masks. Not
-// select_backend: which op a bad name's error names, and what meta tensors
-// do, stay the op's business (requested_backend in csrc/ops/common.h).
-bool stores_mask(const at::Tensor& input, c10::string_view backend) {
-  return requested_backend(input, backend) == Backend::kCpu;
-}
 
 enum class Map { kDropout, kDropoutInPlace, kDropoutBackward };
 enum class Mask { kRegenerated, kStored };
@@ -86,7 +78,7 @@ struct Dropout : torch::autograd::Function<Dropout<kMap, kMask>> {
 
 at::Tensor dropout(const at::Tensor& input, double p, const at::Tensor& seed, c10::string_view backend) {
   if (needs_recording(input)) {
-    return stores_mask(input, backend) ? Dropout<Map::kDropout, Mask::kStored>::apply(input, p, seed, backend)
+    return on_mask_storing_backend(input, backend) ? Dropout<Map::kDropout, Mask::kStored>::apply(input, p, seed, backend)
                                        : Dropout<Map::kDropout, Mask::kRegenerated>::apply(input, p, seed, backend);
   }
   const at::AutoDispatchBelowADInplaceOrView below_autograd;
@@ -96,7 +88,7 @@ at::Tensor dropout(const at::Tensor& input, double p, const at::Tensor& seed, c1
 void dropout_(at::Tensor& self, double p, const at::Tensor& seed, c10::string_view backend) {
   if (!needs_recording(self)) {
     run_in_place_unrecorded(self, [&] { op_calls::dropout_(self, p, seed, backend); });
-  } else if (stores_mask(self, backend)) {
+  } else if (on_mask_storing_backend(self, backend)) {
     record_in_place<Dropout<Map::kDropoutInPlace, Mask::kStored>>(self, p, seed, backend);
   } else {
     record_in_place<Dropout<Map::kDropoutInPlace, Mask::kRegenerated>>(self, p, seed, backend);

@@ -18,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "../ops/common.h"
 #include "op_calls.h"
 
 namespace fastconv::autograd {
@@ -37,6 +38,14 @@ inline void save_backend(AutogradContext* ctx, c10::string_view backend) {
   ctx->saved_data["backend"] = std::string(backend);
 }
 inline const std::string& saved_backend(AutogradContext* ctx) { return ctx->saved_data["backend"].toStringRef(); }
+
+// Whether the forward of a dropout or ReLU runs on the backend that stores
+// masks for backward (the cpu one: csrc/ops/keep_bits.h). Not select_backend:
+// which op a bad name's error names, and what meta tensors do, stay the op's
+// business (requested_backend in csrc/ops/common.h).
+inline bool on_mask_storing_backend(const at::Tensor& input, c10::string_view backend) {
+  return requested_backend(input, backend) == Backend::kCpu;
+}
 
 // The one tensor a forward saved (by value: get_saved_variables() builds a new list on every call).
 inline at::Tensor saved_tensor(AutogradContext* ctx) { return ctx->get_saved_variables()[0]; }

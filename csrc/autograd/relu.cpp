@@ -13,16 +13,13 @@
 //  - otherwise the forward saves the output and backward compares it with 0
 //    (relu_backward). The stored mask is in row-major order, which other
 //    layouts would reach only through copies.
-#include "../ops/common.h"
 #include "function.h"
 
 namespace fastconv::autograd {
 namespace {
 
-// CPU tensors only: others (meta ones, while a model's shapes are traced)
-// reach the op unchanged, which runs or refuses them itself.
-bool stores_mask(const at::Tensor& input, c10::string_view backend, const char* op) {
-  return input.is_cpu() && input.is_contiguous() && select_backend(input, backend, op) == Backend::kCpu;
+bool stores_mask(const at::Tensor& input, c10::string_view backend) {
+  return input.is_contiguous() && on_mask_storing_backend(input, backend);
 }
 
 enum class Mask { kOutput, kStored };
@@ -96,7 +93,7 @@ struct ReluBackward : torch::autograd::Function<ReluBackward<kMask>> {
 
 at::Tensor relu(const at::Tensor& input, c10::string_view backend) {
   if (needs_recording(input)) {
-    return stores_mask(input, backend, "relu") ? Relu<false, Mask::kStored>::apply(input, backend)
+    return stores_mask(input, backend) ? Relu<false, Mask::kStored>::apply(input, backend)
                                                : Relu<false, Mask::kOutput>::apply(input, backend);
   }
   const at::AutoDispatchBelowADInplaceOrView below_autograd;
@@ -106,7 +103,7 @@ at::Tensor relu(const at::Tensor& input, c10::string_view backend) {
 void relu_(at::Tensor& self, c10::string_view backend) {
   if (!needs_recording(self)) {
     run_in_place_unrecorded(self, [&] { op_calls::relu_(self, backend); });
-  } else if (stores_mask(self, backend, "relu_")) {
+  } else if (stores_mask(self, backend)) {
     record_in_place<Relu<true, Mask::kStored>>(self, backend);
   } else {
     record_in_place<Relu<true, Mask::kOutput>>(self, backend);
