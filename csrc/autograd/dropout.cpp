@@ -78,8 +78,9 @@ struct Dropout : torch::autograd::Function<Dropout<kMap, kMask>> {
 
 at::Tensor dropout(const at::Tensor& input, double p, const at::Tensor& seed, c10::string_view backend) {
   if (needs_recording(input)) {
-    return on_mask_storing_backend(input, backend) ? Dropout<Map::kDropout, Mask::kStored>::apply(input, p, seed, backend)
-                                       : Dropout<Map::kDropout, Mask::kRegenerated>::apply(input, p, seed, backend);
+    return on_mask_storing_backend(input, backend)
+               ? Dropout<Map::kDropout, Mask::kStored>::apply(input, p, seed, backend)
+               : Dropout<Map::kDropout, Mask::kRegenerated>::apply(input, p, seed, backend);
   }
   const at::AutoDispatchBelowADInplaceOrView below_autograd;
   return op_calls::dropout(input, p, seed, backend);

@@ -127,11 +127,13 @@ struct Steps<CpuIsa::kAvx2> {
   FASTCONV_TARGET_AVX2 static void backward(const T* grad, uint64_t word, T* grad_in) {
     if constexpr (sizeof(T) == 4) {
       for (int q = 0; q < 8; ++q) {
-        store_vector<kStream>(grad_in + 8 * q, _mm256_and_ps(keep_lanes_ps(word >> (8 * q)), _mm256_loadu_ps(grad + 8 * q)));
+        const __m256 g = _mm256_loadu_ps(grad + 8 * q);
+        store_vector<kStream>(grad_in + 8 * q, _mm256_and_ps(keep_lanes_ps(word >> (8 * q)), g));
       }
     } else {
       for (int q = 0; q < 16; ++q) {
-        store_vector<kStream>(grad_in + 4 * q, _mm256_and_pd(keep_lanes_pd(word >> (4 * q)), _mm256_loadu_pd(grad + 4 * q)));
+        const __m256d g = _mm256_loadu_pd(grad + 4 * q);
+        store_vector<kStream>(grad_in + 4 * q, _mm256_and_pd(keep_lanes_pd(word >> (4 * q)), g));
       }
     }
   }
