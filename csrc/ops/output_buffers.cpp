@@ -4,6 +4,7 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 #include <c10/core/Allocator.h>
+#include <c10/core/CPUAllocator.h>
 #include <c10/util/Exception.h>
 
 #include <cstdio>
@@ -119,9 +120,16 @@ class BufferCache final : public c10::Allocator {
   size_t held_ = 0;
 };
 
-bool use_cache(const at::TensorOptions& options, size_t bytes) {
+bool use_cache(size_t bytes) {
   static const bool enabled = cache_limit_bytes() > 0;  // 0: every output from torch's allocator
-  return enabled && options.device().is_cpu() && bytes >= kMinBytes;
+  return enabled && bytes >= kMinBytes;
+}
+
+// Where a CPU output of `bytes` comes from: the cache, or torch's CPU
+// allocator, called here directly: at::empty_like would reach it through two
+// dispatcher passes, a measurable share of a small op's time.
+c10::Allocator* cpu_allocator_for(size_t bytes) {
+  return use_cache(bytes) ? &BufferCache::instance() : c10::GetCPUAllocator();
 }
 
 c10::DispatchKeySet cpu_keys() { return c10::DispatchKeySet(c10::DispatchKey::CPU); }
@@ -129,21 +137,26 @@ c10::DispatchKeySet cpu_keys() { return c10::DispatchKeySet(c10::DispatchKey::CP
 }  // namespace
 
 at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options, at::MemoryFormat format) {
+  if (!options.device().is_cpu()) return at::empty(sizes, options.memory_format(format));
   const size_t bytes = static_cast<size_t>(c10::multiply_integers(sizes)) * options.dtype().itemsize();
-  if (!use_cache(options, bytes)) return at::empty(sizes, options.memory_format(format));
-  return at::detail::empty_generic(sizes, &BufferCache::instance(), cpu_keys(), options.dtype().toScalarType(),
+  return at::detail::empty_generic(sizes, cpu_allocator_for(bytes), cpu_keys(), options.dtype().toScalarType(),
                                    format);
 }
 
+// As at::empty_like: Preserve keeps a dense input's strides and otherwise
+// takes its suggested memory format.
 at::Tensor empty_output_like(const at::Tensor& like, at::MemoryFormat format) {
-  const size_t bytes = static_cast<size_t>(like.numel()) * like.dtype().itemsize();
-  if (!use_cache(like.options(), bytes)) return at::empty_like(like, format);
-  if (format != at::MemoryFormat::Preserve) return empty_output(like.sizes(), like.options(), format);
+  if (!like.is_cpu()) return at::empty_like(like, format);
+  c10::Allocator* allocator = cpu_allocator_for(static_cast<size_t>(like.numel()) * like.dtype().itemsize());
+  if (format != at::MemoryFormat::Preserve) {
+    return at::detail::empty_generic(like.sizes(), allocator, cpu_keys(), like.scalar_type(), format);
+  }
   if (like.is_non_overlapping_and_dense()) {
-    return at::detail::empty_strided_generic(like.sizes(), like.strides(), &BufferCache::instance(), cpu_keys(),
+    return at::detail::empty_strided_generic(like.sizes(), like.strides(), allocator, cpu_keys(),
                                              like.scalar_type());
   }
-  return empty_output(like.sizes(), like.options(), like.suggest_memory_format());
+  return at::detail::empty_generic(like.sizes(), allocator, cpu_keys(), like.scalar_type(),
+                                   like.suggest_memory_format());
 }
 
 }  // namespace fastconv
