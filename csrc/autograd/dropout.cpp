@@ -71,8 +71,9 @@ struct Dropout : torch::autograd::Function<Dropout<kMap, kMask>> {
   static variable_list backward(AutogradContext* ctx, const variable_list& grad_outputs) {
     const at::Tensor key = saved_tensor(ctx);
     const double p = ctx->saved_data["p"].toDouble();
-    return {apply_to_gradient<kMask>(grad_outputs[0], p, key, saved_backend(ctx)), at::Tensor(), at::Tensor(),
-            at::Tensor(), at::Tensor()};
+    const std::string& backend = saved_backend(ctx);
+    return {call_backward_op([&] { return apply_to_gradient<kMask>(grad_outputs[0], p, key, backend); }),
+            at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
