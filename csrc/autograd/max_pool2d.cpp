@@ -46,10 +46,12 @@ struct MaxPool2d : torch::autograd::Function<MaxPool2d> {
     const at::Tensor none;
     if (!grad_outputs[0].defined()) return {none, none, none, none, none, none, none};
     const at::Tensor indices = saved_tensor(ctx);
-    const at::Tensor grad_input = op_calls::max_pool2d_backward(
-        grad_outputs[0], indices, saved_ints(ctx, "input_size"), saved_ints(ctx, "kernel_size"),
-        saved_ints(ctx, "stride"), saved_ints(ctx, "padding"), saved_ints(ctx, "dilation"),
-        ctx->saved_data["ceil_mode"].toBool(), saved_backend(ctx));
+    const at::Tensor grad_input = call_backward_op([&] {
+      return op_calls::max_pool2d_backward(
+          grad_outputs[0], indices, saved_ints(ctx, "input_size"), saved_ints(ctx, "kernel_size"),
+          saved_ints(ctx, "stride"), saved_ints(ctx, "padding"), saved_ints(ctx, "dilation"),
+          ctx->saved_data["ceil_mode"].toBool(), saved_backend(ctx));
+    });
     return {grad_input, none, none, none, none, none, none};
   }
 };

@@ -68,7 +68,9 @@ struct Relu : torch::autograd::Function<Relu<kInPlace, kMask>> {
   }
 
   static variable_list backward(AutogradContext* ctx, const variable_list& grad_outputs) {
-    return {apply_to_gradient<kMask>(grad_outputs[0], saved_tensor(ctx), saved_backend(ctx)), at::Tensor(),
+    const at::Tensor key = saved_tensor(ctx);
+    const std::string& backend = saved_backend(ctx);
+    return {call_backward_op([&] { return apply_to_gradient<kMask>(grad_outputs[0], key, backend); }), at::Tensor(),
             at::Tensor()};
   }
 };
@@ -86,7 +88,9 @@ struct ReluBackward : torch::autograd::Function<ReluBackward<kMask>> {
   }
 
   static variable_list backward(AutogradContext* ctx, const variable_list& grad_outputs) {
-    return {apply_to_gradient<kMask>(grad_outputs[0], saved_tensor(ctx), saved_backend(ctx)), at::Tensor(),
+    const at::Tensor key = saved_tensor(ctx);
+    const std::string& backend = saved_backend(ctx);
+    return {call_backward_op([&] { return apply_to_gradient<kMask>(grad_outputs[0], key, backend); }), at::Tensor(),
             at::Tensor()};
   }
 };

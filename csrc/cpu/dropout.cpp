@@ -122,8 +122,10 @@ FASTCONV_LOOP_INLINE void apply_blocks(const T* input, T* output, int64_t n, T s
                                        const Word& word_of) {
   for_each_keep_block(
       n, begin, end,
-      [&](int64_t b) { Steps<isa>::apply(input + b * kBlock, output + b * kBlock, word_of(b, kBlock), scale); },
-      [&](int64_t b, int64_t count) {
+      [&](int64_t b) FASTCONV_LAMBDA_INLINE {
+        Steps<isa>::apply(input + b * kBlock, output + b * kBlock, word_of(b, kBlock), scale);
+      },
+      [&](int64_t b, int64_t count) FASTCONV_LAMBDA_INLINE {
         Steps<CpuIsa::kBaseline>::apply(input + b * kBlock, output + b * kBlock, word_of(b, count), scale, count);
       });
 }

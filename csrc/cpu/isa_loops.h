@@ -21,6 +21,9 @@
 #endif
 
 #define FASTCONV_LOOP_INLINE __attribute__((always_inline)) inline
+// The same for a lambda a loop passes on, `[&](...) FASTCONV_LAMBDA_INLINE {...}`:
+// a lambda left out of line would keep the vector helpers it calls out of line too.
+#define FASTCONV_LAMBDA_INLINE __attribute__((always_inline))
 
 namespace fastconv {
 namespace cpu {

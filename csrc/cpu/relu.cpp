@@ -65,23 +65,29 @@ template <>
 struct Steps<CpuIsa::kAvx512> {
   template <bool kStream, typename T>
   FASTCONV_TARGET_AVX512 static uint64_t forward(const T* in, T* out) {
-    uint64_t word = 0;
+    // The keep masks are joined in mask registers (kunpack), one move to a
+    // general register per block.
     if constexpr (sizeof(T) == 4) {
       const __m512 zero = _mm512_setzero_ps();
+      __mmask16 keep[4];
       for (int q = 0; q < 4; ++q) {
         const __m512 x = _mm512_loadu_ps(in + 16 * q);
         store_vector<kStream>(out + 16 * q, _mm512_mask_mov_ps(x, _mm512_cmp_ps_mask(x, zero, _CMP_LT_OQ), zero));
-        word |= static_cast<uint64_t>(_mm512_cmp_ps_mask(x, zero, _CMP_NLE_UQ)) << (16 * q);
+        keep[q] = _mm512_cmp_ps_mask(x, zero, _CMP_NLE_UQ);
       }
+      return _cvtmask64_u64(_mm512_kunpackd(_mm512_kunpackw(keep[3], keep[2]), _mm512_kunpackw(keep[1], keep[0])));
     } else {
       const __m512d zero = _mm512_setzero_pd();
+      __mmask8 keep[8];
       for (int q = 0; q < 8; ++q) {
         const __m512d x = _mm512_loadu_pd(in + 8 * q);
         store_vector<kStream>(out + 8 * q, _mm512_mask_mov_pd(x, _mm512_cmp_pd_mask(x, zero, _CMP_LT_OQ), zero));
-        word |= static_cast<uint64_t>(_mm512_cmp_pd_mask(x, zero, _CMP_NLE_UQ)) << (8 * q);
+        keep[q] = _mm512_cmp_pd_mask(x, zero, _CMP_NLE_UQ);
       }
+      const __mmask32 low = _mm512_kunpackw(_mm512_kunpackb(keep[3], keep[2]), _mm512_kunpackb(keep[1], keep[0]));
+      const __mmask32 high = _mm512_kunpackw(_mm512_kunpackb(keep[7], keep[6]), _mm512_kunpackb(keep[5], keep[4]));
+      return _cvtmask64_u64(_mm512_kunpackd(high, low));
     }
-    return word;
   }
 
   template <bool kStream, typename T>
@@ -144,62 +150,44 @@ struct Steps<CpuIsa::kAvx2> {
 // Blocks [begin, end); keep_bits may be null (nothing recorded).
 template <CpuIsa isa>
 struct ForwardBlocks {
-  template <bool kStream, typename T>
-  static FASTCONV_LOOP_INLINE void blocks(const T* input, T* output, uint8_t* keep_bits, int64_t n, int64_t begin,
-                                          int64_t end) {
-    for_each_keep_block(
-        n, begin, end,
-        [&](int64_t b) {
-          const uint64_t word =
-              Steps<isa>::template forward<kStream>(input + kKeepBlock * b, output + kKeepBlock * b);
-          if (keep_bits) store_keep_word(keep_bits + 8 * b, word, 8);
-        },
-        [&](int64_t b, int64_t count) {
-          const uint64_t word =
-              Steps<CpuIsa::kBaseline>::forward<false>(input + kKeepBlock * b, output + kKeepBlock * b, count);
-          if (keep_bits) store_keep_word(keep_bits + 8 * b, word, keep_bits_bytes(count));
-        });
-  }
-
   template <typename T>
   static FASTCONV_LOOP_INLINE void run(const T* input, T* output, uint8_t* keep_bits, int64_t n, bool stream,
                                        int64_t begin, int64_t end) {
-    if (stream) {
-      blocks<true>(input, output, keep_bits, n, begin, end);
-      end_streaming_stores();
-    } else {
-      blocks<false>(input, output, keep_bits, n, begin, end);
-    }
+    with_stores(stream, [&](auto streamed) FASTCONV_LAMBDA_INLINE {
+      for_each_keep_block(
+          n, begin, end,
+          [&](int64_t b) FASTCONV_LAMBDA_INLINE {
+            const uint64_t word = Steps<isa>::template forward<streamed.value>(input + kKeepBlock * b,
+                                                                               output + kKeepBlock * b);
+            if (keep_bits) store_keep_word(keep_bits + 8 * b, word, 8);
+          },
+          [&](int64_t b, int64_t count) FASTCONV_LAMBDA_INLINE {
+            const uint64_t word =
+                Steps<CpuIsa::kBaseline>::forward<false>(input + kKeepBlock * b, output + kKeepBlock * b, count);
+            if (keep_bits) store_keep_word(keep_bits + 8 * b, word, keep_bits_bytes(count));
+          });
+    });
   }
 };
 
 template <CpuIsa isa>
 struct BackwardFromMaskBlocks {
-  template <bool kStream, typename T>
-  static FASTCONV_LOOP_INLINE void blocks(const T* grad_output, const uint8_t* keep_bits, T* grad_input, int64_t n,
-                                          int64_t begin, int64_t end) {
-    for_each_keep_block(
-        n, begin, end,
-        [&](int64_t b) {
-          Steps<isa>::template backward<kStream>(grad_output + kKeepBlock * b, load_keep_word(keep_bits + 8 * b, 8),
-                                                 grad_input + kKeepBlock * b);
-        },
-        [&](int64_t b, int64_t count) {
-          Steps<CpuIsa::kBaseline>::backward<false>(grad_output + kKeepBlock * b,
-                                                    load_keep_word(keep_bits + 8 * b, keep_bits_bytes(count)),
-                                                    grad_input + kKeepBlock * b, count);
-        });
-  }
-
   template <typename T>
   static FASTCONV_LOOP_INLINE void run(const T* grad_output, const uint8_t* keep_bits, T* grad_input, int64_t n,
                                        bool stream, int64_t begin, int64_t end) {
-    if (stream) {
-      blocks<true>(grad_output, keep_bits, grad_input, n, begin, end);
-      end_streaming_stores();
-    } else {
-      blocks<false>(grad_output, keep_bits, grad_input, n, begin, end);
-    }
+    with_stores(stream, [&](auto streamed) FASTCONV_LAMBDA_INLINE {
+      for_each_keep_block(
+          n, begin, end,
+          [&](int64_t b) FASTCONV_LAMBDA_INLINE {
+            Steps<isa>::template backward<streamed.value>(
+                grad_output + kKeepBlock * b, load_keep_word(keep_bits + 8 * b, 8), grad_input + kKeepBlock * b);
+          },
+          [&](int64_t b, int64_t count) FASTCONV_LAMBDA_INLINE {
+            Steps<CpuIsa::kBaseline>::backward<false>(grad_output + kKeepBlock * b,
+                                                      load_keep_word(keep_bits + 8 * b, keep_bits_bytes(count)),
+                                                      grad_input + kKeepBlock * b, count);
+          });
+    });
   }
 };
 

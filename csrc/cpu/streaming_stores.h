@@ -9,8 +9,10 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 #include "cpu_isa.h"  // FASTCONV_TARGET_AVX2, FASTCONV_TARGET_AVX512
+#include "isa_loops.h"
 #include "x86_intrinsics.h"
 
 namespace fastconv {
@@ -43,8 +45,20 @@ FASTCONV_TARGET_AVX2 inline void store_vector(double* p, __m256d v) {
 #endif
 
 // Orders a thread's streaming stores before whatever it does next (they are
-// weakly ordered): call at the end of each thread's share of a kernel.
+// weakly ordered).
 void end_streaming_stores();
+
+// A thread's share of a kernel, body(std::bool_constant<kStream>{}), with
+// streaming stores (then fenced) or ordinary ones.
+template <typename Body>
+FASTCONV_LOOP_INLINE void with_stores(bool stream, const Body& body) {
+  if (stream) {
+    body(std::true_type{});
+    end_streaming_stores();
+  } else {
+    body(std::false_type{});
+  }
+}
 
 }  // namespace cpu
 }  // namespace fastconv

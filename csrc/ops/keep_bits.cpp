@@ -1,8 +1,8 @@
 #include "keep_bits.h"
 
-#include <ATen/ops/empty.h>
 
 #include "../cpu/keep_bits.h"
+#include "output_buffers.h"
 
 namespace fastconv {
 
@@ -15,7 +15,7 @@ Backend select_mask_backend(const at::Tensor& input, c10::string_view backend_na
 }
 
 at::Tensor empty_mask_for(const at::Tensor& input) {
-  return at::empty({cpu::keep_bits_bytes(input.numel())}, input.options().dtype(at::kByte));
+  return empty_output({cpu::keep_bits_bytes(input.numel())}, input.options().dtype(at::kByte));
 }
 
 void check_mask(const at::Tensor& mask, const at::Tensor& grad_output, const char* op) {
