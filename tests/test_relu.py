@@ -217,7 +217,7 @@ def test_stored_mask_on_every_layout(dtype, shape):
 
 @pytest.mark.parametrize("inplace", [False, True])
 def test_autograd_stores_the_mask_for_contiguous_cpu_tensors(inplace):
-    x = torch.randn(4, 6, 8, 10, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(4, 16, 32, 32, dtype=torch.float64, requires_grad=True)  # 64 Ki elements: the smallest
 
     def run(backend_name, layout=torch.contiguous_format):
         x.grad = None
@@ -240,12 +240,16 @@ def test_autograd_stores_the_mask_for_contiguous_cpu_tensors(inplace):
         torch.testing.assert_close(x.grad, expected, rtol=0, atol=0)
 
 
-def test_no_mask_is_stored_without_autograd():
-    x = torch.randn(100)
+def test_no_mask_is_stored_without_autograd_or_below_64ki_elements():
+    x = torch.randn(1 << 16)
     assert "fastconv::relu_with_mask" not in ops_called(lambda: FF.relu(x))
     x.requires_grad_()
     with torch.no_grad():
         assert "fastconv::relu_with_mask" not in ops_called(lambda: FF.relu(x))
+    assert "fastconv::relu_with_mask" in ops_called(lambda: FF.relu(x))
+    small = torch.randn((1 << 16) - 1, requires_grad=True)
+    called = ops_called(lambda: FF.relu(small).sum().backward())
+    assert "fastconv::relu_backward" in called and "fastconv::relu_with_mask" not in called
 
 
 @pytest.mark.parametrize("shape", [(5,), (2, 3, 5, 7)], ids=str)
@@ -259,7 +263,7 @@ def test_stored_mask_gradcheck_and_double_backward(shape):
     assert torch.autograd.gradcheck(lambda t: OPS.relu_backward_from_mask(t, mask, "cpu"), (g,))
     assert torch.autograd.gradgradcheck(lambda t: OPS.relu_backward_from_mask(t, mask, "cpu"), (g,))
     # Double backward by hand: the gradient of the backward map is the map itself.
-    y = OPS.relu(x, "cpu")
+    y, _ = OPS.relu_with_mask(x, "cpu")
     (gx,) = torch.autograd.grad(y, x, g, create_graph=True)
     assert "fastconv::relu_backward_from_mask" in ops_called(lambda: gx.backward(torch.ones_like(gx)))
     torch.testing.assert_close(g.grad, (x.detach() > 0).to(g.dtype))
@@ -296,7 +300,8 @@ def test_stored_mask_inplace_matches_out_of_place():
 def test_stored_mask_compiles_with_inplace_relu():
     model = torch.nn.Sequential(torch.nn.Linear(16, 16), fnn.ReLU(inplace=True), torch.nn.Linear(16, 4))
     compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
-    x = torch.randn(8, 16, requires_grad=True)
+    x = torch.randn(4096, 16, requires_grad=True)  # 64 Ki activations: the mask is stored
+    assert "fastconv::relu_with_mask_" in ops_called(lambda: model(x))
     results = []
     for run in (model, compiled):
         out = run(x)
