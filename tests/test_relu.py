@@ -240,6 +240,18 @@ def test_autograd_stores_the_mask_for_contiguous_cpu_tensors(inplace):
         torch.testing.assert_close(x.grad, expected, rtol=0, atol=0)
 
 
+def test_recorded_relu_keeps_only_its_mask_for_backward():
+    x = torch.randn(2, 8, 64, 64, requires_grad=True)
+    for inplace in (False, True):
+        saved = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+            y = FF.relu(x * 1, inplace=inplace)
+        assert [(t.dtype, t.numel()) for t in saved] == [(torch.uint8, x.numel() // 8)]
+        y.backward(torch.ones_like(y))
+        torch.testing.assert_close(x.grad, (x > 0).to(x.dtype))
+        x.grad = None
+
+
 def test_no_mask_is_stored_without_autograd_or_below_64ki_elements():
     x = torch.randn(1 << 16)
     assert "fastconv::relu_with_mask" not in ops_called(lambda: FF.relu(x))
