@@ -87,10 +87,12 @@ def main(path):
             key = "x".join(map(str, shape))
             out[f"pool_{tag}_{key}"], out[f"pool_idx_{tag}_{key}"] = y.numpy(), idx.numpy()
             out[f"pool_bwd_{tag}_{key}"] = gi.numpy()
-        # Above the last-level cache the ReLU kernels write with streaming stores: checked
-        # against torch here, not saved (the tensors are large).
-        n = last_level_cache_bytes() // (2 * torch.finfo(dtype).bits // 8) + 77
-        x, g = sample(n, dtype, 5), sample(n, dtype, 6)
+        # Above the last-level cache the ReLU kernels write with streaming stores (from the
+        # threshold build_info reports): checked against torch here, not saved (they are large).
+        x = sample(fastconv.build_info()["cpu_streaming_stores_from_bytes"] // (2 * dtype.itemsize) + 77, dtype, 5)
+        g = sample(x.numel(), dtype, 6)
+        assert 2 * x.numel() * x.element_size() > fastconv.build_info()["cpu_streaming_stores_from_bytes"]
+        assert x.data_ptr() % 64 == 0 and g.data_ptr() % 64 == 0  # the outputs are aligned like these
         y_ref = F.relu(x)
         same(OPS.relu(x, "cpu"), y_ref)
         y, mask = OPS.relu_with_mask(x, "cpu")
@@ -98,21 +100,6 @@ def main(path):
         same(OPS.relu_backward_from_mask(g, mask, "cpu"), torch.ops.aten.threshold_backward(g, y_ref, 0))
     np.savez(path, **out)
     print("cpu_isa", fastconv.build_info()["cpu_isa"])
-
-
-def last_level_cache_bytes():
-    """The largest cache of CPU 0 in sysfs, as csrc/cpu/streaming_stores.cpp reads it (32 MiB
-    where sysfs says nothing)."""
-    sizes = []
-    for index in range(8):
-        try:
-            with open(f"/sys/devices/system/cpu/cpu0/cache/index{index}/size") as f:
-                text = f.read().strip()
-        except OSError:
-            continue
-        if text.endswith("K"):
-            sizes.append(int(text[:-1]) << 10)
-    return max(sizes, default=32 << 20)
 
 
 if __name__ == "__main__":

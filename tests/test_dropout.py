@@ -393,6 +393,14 @@ def test_stored_mask_compiles_with_inplace_dropout():
     torch.testing.assert_close(grads[0], grads[1])
 
 
+@pytest.mark.parametrize("inplace", [False, True])
+def test_recorded_errors_name_the_op_called(inplace):
+    # Tensors the mask ops do not take reach dropout itself, whose error names it.
+    x = torch.randn(100, dtype=torch.float16, requires_grad=True)
+    with pytest.raises(TypeError, match="^dropout_?: input has dtype"):
+        FF.dropout(x * 1, 0.5, inplace=inplace)
+
+
 def test_bad_masks_are_refused():
     g = torch.randn(20)
     _, mask = OPS.dropout_with_mask(g, 0.5, _seed(1, 2), "cpu")

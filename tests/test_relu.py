@@ -19,9 +19,14 @@ SHAPES = [(), (0,), (1,), (7,), (3, 5), (2, 3, 4, 5), (1, 1, 1, 1), (0, 3, 4, 4)
 
 def _sample(shape, dtype, device):
     x = torch.randn(shape, dtype=dtype, device=device)
-    if x.numel() >= 4:  # the corner cases torch defines: exact zeros, -0.0, NaN, inf
-        flat = x.view(-1)
-        flat[:4] = torch.tensor([0.0, -0.0, float("nan"), float("-inf")], dtype=dtype)
+    flat = x.view(-1)
+    # The corner cases torch defines (exact zeros, -0.0, NaN, inf) at the start and scattered
+    # over the vector lanes and 64-element blocks of the CPU kernels.
+    specials = torch.tensor([0.0, -0.0, float("nan"), float("-inf"), float("inf")], dtype=dtype, device=device)
+    for start in (0, 17, 35, 50, 64 + 13, 64 + 61):
+        count = min(len(specials), flat.numel() - start)
+        if count > 0:
+            flat[start:start + count] = specials[:count]
     return x
 
 
@@ -217,7 +222,7 @@ def test_stored_mask_on_every_layout(dtype, shape):
 
 @pytest.mark.parametrize("inplace", [False, True])
 def test_autograd_stores_the_mask_for_contiguous_cpu_tensors(inplace):
-    x = torch.randn(4, 16, 32, 32, dtype=torch.float64, requires_grad=True)  # 64 Ki elements: the smallest
+    x = torch.randn(4, 16, 32, 32, dtype=torch.float64, requires_grad=True)  # 512 KiB: stored from 256 KiB
 
     def run(backend_name, layout=torch.contiguous_format):
         x.grad = None
@@ -252,7 +257,7 @@ def test_recorded_relu_keeps_only_its_mask_for_backward():
         x.grad = None
 
 
-def test_no_mask_is_stored_without_autograd_or_below_64ki_elements():
+def test_no_mask_is_stored_without_autograd_or_below_256_kib():
     x = torch.randn(1 << 16)
     assert "fastconv::relu_with_mask" not in ops_called(lambda: FF.relu(x))
     x.requires_grad_()
@@ -309,19 +314,34 @@ def test_stored_mask_inplace_matches_out_of_place():
     torch.testing.assert_close(keep.view(3, 5), base.detach()[:, 2:7] > 0)
 
 
-def test_stored_mask_compiles_with_inplace_relu():
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_stored_mask_compiles_with_inplace_relu(dynamic):
     model = torch.nn.Sequential(torch.nn.Linear(16, 16), fnn.ReLU(inplace=True), torch.nn.Linear(16, 4))
-    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
-    x = torch.randn(4096, 16, requires_grad=True)  # 64 Ki activations: the mask is stored
-    assert "fastconv::relu_with_mask_" in ops_called(lambda: model(x))
+    reference = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.ReLU(inplace=True), torch.nn.Linear(16, 4))
+    reference.load_state_dict(model.state_dict())
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager", dynamic=dynamic)
+    x = torch.randn(4096, 16)  # 256 KiB of activations: the mask is stored
     results = []
-    for run in (model, compiled):
-        out = run(x)
-        out.backward(torch.arange(out.numel(), dtype=out.dtype).view_as(out))
-        results.append((out.detach(), x.grad, model[0].weight.grad))
-        x.grad = None
-        model.zero_grad()
-    torch.testing.assert_close(results[0], results[1])
+    for run, first in ((reference, reference[0]), (compiled, model[0])):
+        xx = x.clone().requires_grad_()
+
+        def step():
+            out = run(xx)
+            out.backward(torch.arange(out.numel(), dtype=out.dtype).view_as(out))
+            results.append((out.detach(), xx.grad, first.weight.grad))
+
+        called = ops_called(step)
+        if run is compiled:
+            assert "fastconv::relu_with_mask_" in called and "fastconv::relu_backward_from_mask" in called
+    torch.testing.assert_close(results[0], results[1], rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+def test_recorded_errors_name_the_op_called(inplace):
+    # Tensors the mask ops do not take reach relu itself, whose error names it.
+    x = torch.randn(1 << 17, dtype=torch.float16, requires_grad=True)
+    with pytest.raises(TypeError, match="^relu_?: input has dtype"):
+        FF.relu(x * 1, inplace=inplace)
 
 
 def test_bad_masks_are_refused():

@@ -40,11 +40,14 @@ inline void save_backend(AutogradContext* ctx, c10::string_view backend) {
 inline const std::string& saved_backend(AutogradContext* ctx) { return ctx->saved_data["backend"].toStringRef(); }
 
 // Whether the forward of a dropout or ReLU runs on the backend that stores
-// masks for backward (the cpu one: csrc/ops/keep_bits.h). Not select_backend:
-// which op a bad name's error names, and what meta tensors do, stay the op's
-// business (requested_backend in csrc/ops/common.h).
+// masks for backward (the cpu one: csrc/ops/keep_bits.h), on a tensor it
+// accepts. Anything else goes to the plain op, which runs it or refuses it
+// with an error naming that op: not select_backend here, and no mask op for
+// a CUDA, meta or float16 tensor (requested_backend in csrc/ops/common.h).
 inline bool on_mask_storing_backend(const at::Tensor& input, c10::string_view backend) {
-  return requested_backend(input, backend) == Backend::kCpu;
+  const at::ScalarType type = input.scalar_type();
+  return input.is_cpu() && (type == at::kFloat || type == at::kDouble) &&
+         requested_backend(input, backend) == Backend::kCpu;
 }
 
 // Calls a backward op from a Function's backward. When no graph is being

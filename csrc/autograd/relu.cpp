@@ -6,7 +6,7 @@
 //
 // Backward finds the mask in one of two ways, chosen when the forward is
 // recorded (stores_mask):
-//  - on the cpu backend, for a contiguous input of 64 Ki elements or more,
+//  - on the cpu backend, for a contiguous input of 256 KiB or more,
 //    the forward stores it, one bit per element (relu_with_mask,
 //    relu_with_mask_), and backward reads it (relu_backward_from_mask): n / 8
 //    bytes instead of the output's 4n or 8n, and the output need not outlive
@@ -14,23 +14,26 @@
 //  - otherwise the forward saves the output and backward compares it with 0
 //    (relu_backward). The stored mask is in row-major order, which other
 //    layouts would reach only through copies; smaller tensors sit in L2
-//    (kMaskFromElements).
+//    (kMaskFromBytes).
 #include "function.h"
 
 namespace fastconv::autograd {
 namespace {
 
-// From 64 Ki elements. Below that, input, output and gradients stay in L2,
-// where reading the output costs little, and the mask's allocation and
-// packing cost more than they save: on 16x4096 a forward and backward took
-// 7.6 us either way, on 16x512 3.8 with the mask and 3.7 without; on
-// 16x6272 10.6 without and 9.4 with.
-constexpr int64_t kMaskFromElements = int64_t{1} << 16;
+// From 256 KiB (64 Ki float32 elements). Below that, input, output and
+// gradients stay in L2, where reading the output costs little, and the mask's
+// allocation and packing cost as much as they save. float32 forward and
+// backward on the 2-core AMD EPYC (Zen 5) of bench/results: 16x512 3.8 us with
+// the mask and 3.7 without, 16x4096 7.6 either way, 16x6272 9.4 with and 10.6
+// without.
+constexpr int64_t kMaskFromBytes = int64_t{256} << 10;
 
-// sym_numel: sizes may be symbolic while torch.compile traces; the comparison then guards on them.
+// sym_numel: sizes may be symbolic while torch.compile traces; the comparison
+// then guards on them, and a size without a hint (data-dependent) keeps the output.
 bool stores_mask(const at::Tensor& input, c10::string_view backend) {
-  return input.is_contiguous() && on_mask_storing_backend(input, backend) &&
-         input.sym_numel() >= kMaskFromElements;
+  if (!input.is_contiguous() || !on_mask_storing_backend(input, backend)) return false;
+  const c10::SymInt bytes = input.sym_numel() * static_cast<int64_t>(input.element_size());
+  return bytes.has_hint() && bytes >= kMaskFromBytes;
 }
 
 enum class Mask { kOutput, kStored };

@@ -199,7 +199,8 @@ int64_t streamed_bytes(int64_t n) {
 
 template <typename T>
 void forward_blocks(const T* input, T* output, uint8_t* keep_bits, int64_t n) {
-  const bool stream = stream_output(streamed_bytes<T>(n), output);
+  // In place, the loads have brought each output line in already: nothing to skip.
+  const bool stream = input != output && stream_output(streamed_bytes<T>(n), output);
   parallel_chunks(keep_blocks(n), kElementwiseGrain / kKeepBlock, [&](int64_t begin, int64_t end) {
     run_widest_isa<ForwardBlocks>(input, output, keep_bits, n, stream, begin, end);
   });

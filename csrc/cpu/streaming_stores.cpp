@@ -29,6 +29,8 @@ int64_t last_level_cache_bytes() {
 
 }  // namespace
 
+int64_t streaming_threshold_bytes() { return last_level_cache_bytes(); }
+
 bool stream_output(int64_t bytes_touched, const void* output) {
 #if defined(FASTCONV_CPU_X86)
   return bytes_touched > last_level_cache_bytes() && reinterpret_cast<uintptr_t>(output) % 64 == 0;

@@ -24,6 +24,9 @@ namespace cpu {
 // storing in 64-element blocks from an aligned start stay aligned).
 bool stream_output(int64_t bytes_touched, const void* output);
 
+// The threshold on bytes_touched: the last-level cache of CPU 0 (sysfs).
+int64_t streaming_threshold_bytes();
+
 #if defined(FASTCONV_CPU_X86)
 // One vector store: streaming or ordinary (unaligned allowed).
 template <bool kStream>

@@ -1,6 +1,5 @@
 #include "keep_bits.h"
 
-
 #include "../cpu/keep_bits.h"
 #include "output_buffers.h"
 

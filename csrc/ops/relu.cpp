@@ -71,12 +71,13 @@ Backend select_relu_mask_backend(const at::Tensor& input, c10::string_view backe
 }
 
 // relu(input) into `output` (input's shape; input itself for the in-place
-// op), the keep bits into `mask`. A non-contiguous output is computed beside
-// and copied in: the mask is in row-major order.
+// op), the keep bits into `mask`. A non-contiguous output (only ever beside a
+// non-contiguous input, whose contiguous copy is ours) is computed in that
+// copy and copied in: the mask is in row-major order.
 void relu_storing_mask_into(const at::Tensor& input, const at::Tensor& output, const at::Tensor& mask,
                             const char* op) {
   const at::Tensor in = input.contiguous();
-  const at::Tensor dense = output.is_contiguous() ? output : at::empty_like(in);
+  const at::Tensor dense = output.is_contiguous() ? output : in;
   run_cpu_kernels(in, op, [&]<typename T>(auto target) {
     relu_forward_storing_mask(target, in_ptr<T>(in), out_ptr<T>(dense), mask.mutable_data_ptr<uint8_t>(),
                               in.numel());

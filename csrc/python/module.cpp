@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "../cpu/cpu_isa.h"
+#include "../cpu/streaming_stores.h"
 #include "../ops/common.h"
 #include "../ops/conv2d.h"
 #include "../ops/conv2d_auto.h"
@@ -66,6 +67,8 @@ py::dict build_info() {
 #endif
   // The instruction set every CPU kernel with vector paths runs (csrc/cpu/cpu_isa.h).
   info["cpu_isa"] = fastconv::cpu::cpu_isa_name(fastconv::cpu::cpu_isa());
+  // Elementwise kernels touching more bytes than this write with streaming stores (streaming_stores.h).
+  info["cpu_streaming_stores_from_bytes"] = fastconv::cpu::streaming_threshold_bytes();
   info["threads"] = at::get_num_threads();
   info["parallel_for_threads"] = parallel_for_threads();
   py::dict simt_settings;
