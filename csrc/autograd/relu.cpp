@@ -48,6 +48,16 @@ at::Tensor apply_to_gradient(const at::Tensor& grad, const at::Tensor& key, c10:
   }
 }
 
+// The backward of every ReLU Function: the backward map, with the key its
+// forward saved, on the incoming gradient; its other two arguments get none.
+template <Mask kMask>
+variable_list gradient_of(AutogradContext* ctx, const variable_list& grad_outputs) {
+  const at::Tensor key = saved_tensor(ctx);
+  const std::string& backend = saved_backend(ctx);
+  return {call_backward_op([&] { return apply_to_gradient<kMask>(grad_outputs[0], key, backend); }), at::Tensor(),
+          at::Tensor()};
+}
+
 // relu and relu_ (kInPlace). Where the forward stores the mask, `stored_mask`
 // (when given) receives it; it is not an output of the Function (no gradient,
 // and autograd refuses an in-place Function on a view that returns more than
@@ -82,10 +92,7 @@ struct Relu : torch::autograd::Function<Relu<kInPlace, kMask>> {
   }
 
   static variable_list backward(AutogradContext* ctx, const variable_list& grad_outputs) {
-    const at::Tensor key = saved_tensor(ctx);
-    const std::string& backend = saved_backend(ctx);
-    return {call_backward_op([&] { return apply_to_gradient<kMask>(grad_outputs[0], key, backend); }), at::Tensor(),
-            at::Tensor()};
+    return gradient_of<kMask>(ctx, grad_outputs);
   }
 };
 
@@ -102,17 +109,14 @@ struct ReluBackward : torch::autograd::Function<ReluBackward<kMask>> {
   }
 
   static variable_list backward(AutogradContext* ctx, const variable_list& grad_outputs) {
-    const at::Tensor key = saved_tensor(ctx);
-    const std::string& backend = saved_backend(ctx);
-    return {call_backward_op([&] { return apply_to_gradient<kMask>(grad_outputs[0], key, backend); }), at::Tensor(),
-            at::Tensor()};
+    return gradient_of<kMask>(ctx, grad_outputs);
   }
 };
 
 at::Tensor relu(const at::Tensor& input, c10::string_view backend) {
   if (needs_recording(input)) {
     return stores_mask(input, backend) ? Relu<false, Mask::kStored>::apply(input, backend)
-                                               : Relu<false, Mask::kOutput>::apply(input, backend);
+                                       : Relu<false, Mask::kOutput>::apply(input, backend);
   }
   const at::AutoDispatchBelowADInplaceOrView below_autograd;
   return op_calls::relu(input, backend);

@@ -10,8 +10,6 @@
 // order, whatever the memory layout, so that backward sees the forward mask
 // even when grad_output arrives with other strides. Kernels therefore run on
 // contiguous buffers; a channels_last input gets a channels_last output, as in torch.
-#include <ATen/ops/empty.h>
-
 #include <cmath>
 #include <tuple>
 
@@ -89,16 +87,12 @@ std::tuple<at::Tensor, at::Tensor> dropout_with_mask(const at::Tensor& input, do
   return {in_layout_of(output, input), mask};
 }
 
-// In place; a non-contiguous `self` runs on a dense copy that is copied back.
+// In place; a non-contiguous `self` runs in place on a contiguous copy that is copied back.
 void dropout_in_place(at::Tensor& self, double p, const at::Tensor& seed, Backend backend, const char* op,
                       const at::Tensor& mask = {}) {
-  if (self.is_contiguous()) {
-    dropout_into(self, self, p, seed, backend, op, mask);
-  } else {
-    at::Tensor dense = at::empty_like(self, at::MemoryFormat::Contiguous);
-    dropout_into(self, dense, p, seed, backend, op, mask);
-    self.copy_(dense);
-  }
+  const at::Tensor dense = self.contiguous();
+  dropout_into(dense, dense, p, seed, backend, op, mask);
+  if (!dense.is_same(self)) self.copy_(dense);
 }
 
 void dropout_(at::Tensor& self, double p, const at::Tensor& seed, c10::string_view backend_name) {
