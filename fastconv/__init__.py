@@ -61,6 +61,7 @@ from . import functional, models, nn
 from ._backend import available_backends, backend, cuda_compiled, current_backend
 from .convert import convert
 from .info import build_info
+from .memory import cpu_output_cache_stats, empty_cpu_output_cache
 from .summary import summary
 
 __version__ = "0.1.0"
@@ -70,8 +71,10 @@ __all__ = [
     "backend",
     "build_info",
     "convert",
+    "cpu_output_cache_stats",
     "cuda_compiled",
     "current_backend",
+    "empty_cpu_output_cache",
     "functional",
     "models",
     "nn",

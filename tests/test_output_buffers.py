@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import fastconv  # noqa: F401  (registers torch.ops.fastconv)
+import fastconv
 
 OPS = torch.ops.fastconv
 BIG = (2, 8, 192, 192)  # 2.25 MiB in float32: above the cache's 2 MiB floor
@@ -137,8 +137,37 @@ def test_buffer_over_the_bound_is_freed_without_evicting_the_others():
             "y = relu(small); kept = y.data_ptr(); del y\n"  # 2.25 MiB: a 4 MiB buffer, within the bound
             "z = relu(large); del z\n"  # 4.5 MiB: a 6 MiB buffer, over the bound, freed at once
             "y = relu(small)\n"
-            "print('reused', y.data_ptr() == kept)\n")
+            "print('reused', y.data_ptr() == kept)\n"
+            "print('limit', fastconv.cpu_output_cache_stats()['limit_bytes'])\n")
     env = dict(os.environ, FASTCONV_CPU_OUTPUT_CACHE_MB="4", PYTHONPATH=str(root))
     run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=root)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "reused True" in run.stdout
+    assert f"limit {4 << 20}" in run.stdout
+
+
+def test_default_bound_is_an_eighth_of_physical_memory():
+    if os.environ.get("FASTCONV_CPU_OUTPUT_CACHE_MB"):
+        pytest.skip("FASTCONV_CPU_OUTPUT_CACHE_MB is set")
+    physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    bucket = 2 << 20
+    expected = max(256 << 20, physical // 8 // bucket * bucket)
+    assert fastconv.cpu_output_cache_stats()["limit_bytes"] == expected
+
+
+def test_empty_cache_frees_what_it_holds():
+    x = torch.randn(BIG)
+    y = _relu(x)
+    before = fastconv.cpu_output_cache_stats()
+    del y
+    held = fastconv.cpu_output_cache_stats()
+    assert held["held_bytes"] >= before["held_bytes"] + x.numel() * 4
+    assert held["held_buffers"] == before["held_buffers"] + 1
+    alive = _relu(x)  # from the cache; emptying must leave it alone
+    fastconv.empty_cpu_output_cache()
+    assert fastconv.cpu_output_cache_stats()["held_bytes"] == 0
+    assert fastconv.cpu_output_cache_stats()["held_buffers"] == 0
+    torch.testing.assert_close(alive, F.relu(x), rtol=0, atol=0)
+    del alive  # released into the emptied cache
+    assert fastconv.cpu_output_cache_stats()["held_buffers"] == 1
+    torch.testing.assert_close(_relu(x), F.relu(x), rtol=0, atol=0)

@@ -7,6 +7,9 @@
 #include <c10/core/CPUAllocator.h>
 #include <c10/util/Exception.h>
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <list>
@@ -22,17 +25,29 @@ constexpr size_t kBucket = size_t{2} << 20;
 constexpr size_t kMinBytes = kBucket;
 constexpr size_t kAlignment = 64;  // c10's CPU alignment
 
+// Unset, the cache may hold an eighth of physical memory (at least 256 MiB):
+// enough for the activations a training step releases at the sizes where a
+// fresh mapping costs most (VGG16's first ReLU at batch 32 is 411 MB, and its
+// forward output and input gradient are both released every step).
+size_t default_cache_limit_bytes() {
+  constexpr size_t kFloor = size_t{256} << 20;
+  const long pages = sysconf(_SC_PHYS_PAGES);
+  const long page_bytes = sysconf(_SC_PAGESIZE);
+  if (pages <= 0 || page_bytes <= 0) return kFloor;
+  const size_t eighth = static_cast<size_t>(pages) * static_cast<size_t>(page_bytes) / 8;
+  return std::max(kFloor, eighth / kBucket * kBucket);
+}
+
 // FASTCONV_CPU_OUTPUT_CACHE_MB: a whole number of MiB; anything else is
 // reported on stderr and the default kept.
 size_t read_cache_limit_bytes() {
-  constexpr size_t kDefault = size_t{256} << 20;
   const char* mb = std::getenv("FASTCONV_CPU_OUTPUT_CACHE_MB");
-  if (mb == nullptr || *mb == '\0') return kDefault;
+  if (mb == nullptr || *mb == '\0') return default_cache_limit_bytes();
   char* end = nullptr;
   const unsigned long long value = std::strtoull(mb, &end, 10);
   if (*end != '\0' || *mb == '-' || value > (size_t{1} << 40 >> 20)) {
     std::fprintf(stderr, "fastconv: ignoring FASTCONV_CPU_OUTPUT_CACHE_MB=%s (expected a number of MiB)\n", mb);
-    return kDefault;
+    return default_cache_limit_bytes();
   }
   return static_cast<size_t>(value) << 20;
 }
@@ -64,6 +79,21 @@ class BufferCache final : public c10::Allocator {
     // Never destroyed: tensors may be freed during static destruction.
     static BufferCache* cache = new BufferCache();
     return *cache;
+  }
+
+  OutputCacheStats stats() {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    return {limit_, held_, free_.size()};
+  }
+
+  void empty() {
+    std::list<Block*> released;
+    {
+      const std::lock_guard<std::mutex> lock(mutex_);
+      released.swap(free_);
+      held_ = 0;
+    }
+    for (Block* b : released) discard(b);
   }
 
  private:
@@ -135,6 +165,10 @@ c10::Allocator* cpu_allocator_for(size_t bytes) {
 c10::DispatchKeySet cpu_keys() { return c10::DispatchKeySet(c10::DispatchKey::CPU); }
 
 }  // namespace
+
+OutputCacheStats output_cache_stats() { return BufferCache::instance().stats(); }
+
+void empty_output_cache() { BufferCache::instance().empty(); }
 
 at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options, at::MemoryFormat format) {
   if (!options.device().is_cpu()) return at::empty(sizes, options.memory_format(format));

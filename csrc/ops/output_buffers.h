@@ -13,9 +13,11 @@
 // The tensors are ordinary CPU tensors: resizable, storage offset 0, freed by
 // their storage's deleter on any thread; copies (pin_memory, share_memory_)
 // leave the cache. What it may hold: buffers of at least 2 MiB, rounded up
-// to whole 2 MiB, and at most FASTCONV_CPU_OUTPUT_CACHE_MB (default 256) MiB
-// of released buffers in all, least recently released evicted first; a
-// buffer larger than that is freed at once, and 0 turns the cache off.
+// to whole 2 MiB, and at most FASTCONV_CPU_OUTPUT_CACHE_MB MiB of released
+// buffers in all (default: an eighth of physical memory, at least 256 MiB),
+// least recently released evicted first; a buffer larger than that is freed
+// at once, and 0 turns the cache off. empty_output_cache() frees what it
+// holds, as torch.cuda.empty_cache() does for CUDA.
 // Smaller and non-CPU tensors come from torch's allocator as before. The
 // cached bytes are not reported to torch's memory profiler. The cache's lock
 // is held only around a list operation, by the thread that creates or frees
@@ -27,6 +29,18 @@
 #include <ATen/core/Tensor.h>
 
 namespace fastconv {
+
+struct OutputCacheStats {
+  size_t limit_bytes;   // the most released bytes the cache keeps
+  size_t held_bytes;    // released bytes it keeps now
+  size_t held_buffers;  // and in how many buffers
+};
+
+OutputCacheStats output_cache_stats();
+
+// Frees every released buffer the cache holds; outputs still alive are
+// unaffected and return to the cache when released.
+void empty_output_cache();
 
 // at::empty(sizes, options.memory_format(format)) with the allocation above.
 at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options,

@@ -17,6 +17,7 @@
 #include "../ops/common.h"
 #include "../ops/conv2d.h"
 #include "../ops/conv2d_auto.h"
+#include "../ops/output_buffers.h"
 #include "../simt/simt.h"
 
 namespace py = pybind11;
@@ -144,6 +145,15 @@ std::string conv2d_auto_algorithm(const std::string& backend, const std::string&
   }
 }
 
+py::dict cpu_output_cache_stats() {
+  const fastconv::OutputCacheStats stats = fastconv::output_cache_stats();
+  py::dict out;
+  out["limit_bytes"] = stats.limit_bytes;
+  out["held_bytes"] = stats.held_bytes;
+  out["held_buffers"] = stats.held_buffers;
+  return out;
+}
+
 // The ops' own argument checks, for the Python layer (fastconv.backend(...),
 // fastconv.nn.Conv2d(algorithm=...), dropout's p where the op does not run):
 // ValueError with the ops' message.
@@ -187,6 +197,10 @@ PYBIND11_MODULE(_C, m) {
         "GEMMs would run on tensor cores.");
   m.def("simt_set_multiprocessor_count", &simt::set_multiprocessor_count, py::arg("count"),
         "Sets the multiprocessor count the SIMT device reports (<= 0: FASTCONV_SIMT_SM_COUNT, else 132).");
+  m.def("cpu_output_cache_stats", &cpu_output_cache_stats,
+        "limit_bytes, held_bytes and held_buffers of the cache of released large CPU outputs.");
+  m.def("empty_cpu_output_cache", &fastconv::empty_output_cache,
+        "Frees the released CPU output buffers the cache holds.");
   m.def("parallel_for_threads", &parallel_for_threads,
         "Number of threads an at::parallel_for loop of the CPU kernels runs on.");
 }
