@@ -53,4 +53,14 @@ TORCH_LIBRARY(fastconv, m) {
   m.def(
       "max_pool2d_backward(Tensor grad_output, Tensor indices, int[] input_size, int[2] kernel_size, "
       "int[2] stride, int[2] padding, int[2] dilation, bool ceil_mode, str backend=\"auto\") -> Tensor");
+  // What training saves instead of indices (csrc/cpu/max_pool2d.h): (output,
+  // taps), taps uint8, the maximum's position kh * kernel_w + kw within its
+  // window (255: a window with no input in it). CPU only, windows of up to
+  // 255 taps.
+  m.def(
+      "max_pool2d_with_taps(Tensor input, int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation, "
+      "bool ceil_mode, str backend=\"auto\") -> (Tensor, Tensor)");
+  m.def(
+      "max_pool2d_backward_from_taps(Tensor grad_output, Tensor taps, int[] input_size, int[2] kernel_size, "
+      "int[2] stride, int[2] padding, int[2] dilation, bool ceil_mode, str backend=\"auto\") -> Tensor");
 }

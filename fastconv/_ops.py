@@ -214,6 +214,21 @@ def _max_pool2d_fake(input, kernel_size, stride, padding, dilation, ceil_mode, b
     return _output_like(input, shape), _output_like(input, shape, torch.int64)
 
 
+@torch.library.register_fake("fastconv::max_pool2d_with_taps")
+def _max_pool2d_with_taps_fake(input, kernel_size, stride, padding, dilation, ceil_mode, backend="auto"):
+    output, indices = _max_pool2d_fake(input, kernel_size, stride, padding, dilation, ceil_mode, backend)
+    return output, torch.empty_like(indices, dtype=torch.uint8)
+
+
+@torch.library.register_fake("fastconv::max_pool2d_backward_from_taps")
+def _max_pool2d_backward_from_taps_fake(
+    grad_output, taps, input_size, kernel_size, stride, padding, dilation, ceil_mode, backend="auto"
+):
+    torch._check(taps.dtype == torch.uint8, lambda: "max_pool2d_backward_from_taps: taps must be uint8")
+    return _max_pool2d_backward_fake(grad_output, taps, input_size, kernel_size, stride, padding, dilation,
+                                     ceil_mode, backend)
+
+
 @torch.library.register_fake("fastconv::max_pool2d_backward")
 def _max_pool2d_backward_fake(
     grad_output, indices, input_size, kernel_size, stride, padding, dilation, ceil_mode, backend="auto"

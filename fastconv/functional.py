@@ -23,7 +23,7 @@ ops = torch.ops.fastconv
 _relu, _relu_ = ops.relu.default, ops.relu_.default
 _dropout, _dropout_ = ops.dropout.default, ops.dropout_.default
 _conv2d, _conv2d_relu = ops.conv2d.default, ops.conv2d_relu.default
-_max_pool2d = ops.max_pool2d.default
+_max_pool2d, _max_pool2d_with_taps = ops.max_pool2d.default, ops.max_pool2d_with_taps.default
 _INT64 = torch.iinfo(torch.int64)
 
 
@@ -188,6 +188,13 @@ def _int_pair(value: _IntPair, message: str) -> Tuple[int, int]:
     raise TypeError(f"max_pool2d: expected an int or a tuple of ints, but got {type(value).__name__}")
 
 
+def _stores_taps(x: Tensor, kernel: Tuple[int, int], backend: str) -> bool:
+    """Whether max_pool2d_with_taps serves a call: the cpu backend on a CPU tensor of its
+    dtypes, windows of up to 255 taps (csrc/cpu/max_pool2d.h)."""
+    return (x.device.type == "cpu" and backend in ("auto", "cpu") and x.dtype in (torch.float32, torch.float64)
+            and kernel[0] * kernel[1] <= 255)
+
+
 def max_pool2d(
     input: Tensor,
     kernel_size: _IntPair,
@@ -204,7 +211,9 @@ def max_pool2d(
     at most half the kernel. Ties keep the first maximum in scan order and a
     NaN wins its window, as in torch. With ``return_indices`` it also returns
     the int64 flat positions (``h * W + w`` within the input plane) of the
-    maxima, which are not differentiable.
+    maxima, which are not differentiable. Without, the cpu backend keeps each
+    maximum's position within its window in one byte for backward (float32 and
+    float64, windows of up to 255 taps) instead of torch's eight-byte index.
     """
     kernel = _int_pair(kernel_size, "max_pool2d: kernel_size must either be a single int, or a tuple of two ints")
     if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0):
@@ -219,7 +228,11 @@ def max_pool2d(
         )
     batched = input.dim() == 4
     x = input if batched else input.unsqueeze(0)
-    output, indices = _max_pool2d(x, kernel, strides, pads, dilations, bool(ceil_mode), current_backend())
+    backend = current_backend()
+    if not return_indices and _stores_taps(x, kernel, backend):
+        output, _ = _max_pool2d_with_taps(x, kernel, strides, pads, dilations, bool(ceil_mode), backend)
+        return output if batched else output.squeeze(0)
+    output, indices = _max_pool2d(x, kernel, strides, pads, dilations, bool(ceil_mode), backend)
     if not batched:
         output, indices = output.squeeze(0), indices.squeeze(0)
     return (output, indices) if return_indices else output

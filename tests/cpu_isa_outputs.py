@@ -84,9 +84,18 @@ def main(path):
             gi = OPS.max_pool2d_backward(go, idx, list(shape), [2, 2], [2, 2], [0, 0], [1, 1], False, "cpu")
             same(gi, torch.ops.aten.max_pool2d_with_indices_backward(go, x, [2, 2], [2, 2], [0, 0], [1, 1], False,
                                                                       idx_ref))
+            # The one-byte taps training saves: the same maxima, and the same gradient from them.
+            yt, taps = OPS.max_pool2d_with_taps(x, [2, 2], [2, 2], [0, 0], [1, 1], False, "cpu")
+            same(yt, y_ref)
+            oh, ow = torch.arange(y.shape[2]).view(-1, 1), torch.arange(y.shape[3])
+            offset = idx_ref - (2 * oh * shape[3] + 2 * ow)  # 0, 1, W or W + 1 from each window's corner
+            assert torch.equal(taps.long(), (offset >= shape[3]).long() * 2 + offset % shape[3])
+            same(OPS.max_pool2d_backward_from_taps(go, taps, list(shape), [2, 2], [2, 2], [0, 0], [1, 1], False, "cpu"),
+                 gi)
             key = "x".join(map(str, shape))
             out[f"pool_{tag}_{key}"], out[f"pool_idx_{tag}_{key}"] = y.numpy(), idx.numpy()
             out[f"pool_bwd_{tag}_{key}"] = gi.numpy()
+            out[f"pool_taps_{tag}_{key}"] = taps.numpy()
         # Above the last-level cache the ReLU kernels write with streaming stores (from the
         # threshold build_info reports): checked against torch here, not saved (they are large).
         x = sample(fastconv.build_info()["cpu_streaming_stores_from_bytes"] // (2 * dtype.itemsize) + 77, dtype, 5)

@@ -58,6 +58,12 @@ def check_against_torch(x, kernel_size, stride=None, padding=0, dilation=1, ceil
         F.max_pool2d(x_ref, *geometry).backward(grad)
         # Same summation order as torch's CPU scatter, so equal to the last bit.
         torch.testing.assert_close(grad_input, x_ref.grad, rtol=0, atol=0)
+    # Without indices the cpu backend saves one-byte taps (max_pool2d_with_taps): the same
+    # output and gradient.
+    y_taps = FF.max_pool2d(x, *geometry)
+    torch.testing.assert_close(y_taps, y_ref, rtol=0, atol=0, equal_nan=True)
+    (grad_from_taps,) = torch.autograd.grad(y_taps, x, grad)
+    torch.testing.assert_close(grad_from_taps, grad_input, rtol=0, atol=0)
 
 
 def _random_geometry(rng):

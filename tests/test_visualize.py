@@ -96,7 +96,7 @@ def test_gradient_ascent_runs_on_fastconvs_backward_kernels():
     x = (0.5 + 0.08 * torch.rand(1, 3, 32, 32)).requires_grad_(True)
     with _OpRecorder() as ops:
         (grad,) = torch.autograd.grad(visualize.filter_activation(model, "3", x, [2]).sum(), x)
-    assert {"fastconv.conv2d_backward_input", "fastconv.max_pool2d_backward", "fastconv.relu_backward"} <= ops.names
+    assert {"fastconv.conv2d_backward_input", "fastconv.max_pool2d_backward_from_taps", "fastconv.relu_backward"} <= ops.names
     reference = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 16, 3, padding=1))
     reference.load_state_dict({"0.weight": model[0].weight, "0.bias": model[0].bias,
                                "3.weight": model[3].weight, "3.bias": model[3].bias})

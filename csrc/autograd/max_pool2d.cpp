@@ -1,9 +1,12 @@
 // Autograd of max_pool2d: backward scatters the gradient to the saved indices
-// (max_pool2d_backward); the indices output is not differentiable.
+// (max_pool2d_backward) or taps (max_pool2d_backward_from_taps); the indices
+// or taps output is not differentiable.
 // max_pool2d_backward is linear in grad_output, and its adjoint (double
 // backward) gathers: each output reads the incoming gradient at its index,
 // except windows without an in-bounds tap, which passed nothing.
 #include <ATen/TensorOperators.h>
+#include <ATen/ops/arange.h>
+#include <ATen/ops/floor_divide.h>
 #include <ATen/ops/gather.h>
 #include <ATen/ops/where.h>
 #include <ATen/ops/zeros.h>
@@ -18,20 +21,44 @@ namespace {
 
 using TensorPair = std::tuple<at::Tensor, at::Tensor>;
 
-struct MaxPool2d : torch::autograd::Function<MaxPool2d> {
+// Forward saves what its second output is: int64 indices (max_pool2d) or
+// one-byte taps (max_pool2d_with_taps, what fastconv.functional.max_pool2d
+// uses on the cpu backend when the indices are not asked for).
+enum class Stored { kIndices, kTaps };
+
+template <Stored kStored>
+struct MaxPool2d : torch::autograd::Function<MaxPool2d<kStored>> {
+  static TensorPair pool(const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                         at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode,
+                         c10::string_view backend) {
+    if constexpr (kStored == Stored::kTaps) {
+      return op_calls::max_pool2d_with_taps(input, kernel_size, stride, padding, dilation, ceil_mode, backend);
+    } else {
+      return op_calls::max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, backend);
+    }
+  }
+
+  template <typename... Args>
+  static at::Tensor unpool(Args&&... args) {
+    if constexpr (kStored == Stored::kTaps) {
+      return op_calls::max_pool2d_backward_from_taps(std::forward<Args>(args)...);
+    } else {
+      return op_calls::max_pool2d_backward(std::forward<Args>(args)...);
+    }
+  }
+
   static variable_list forward(AutogradContext* ctx, const at::Tensor& input, at::IntArrayRef kernel_size,
                                at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
                                bool ceil_mode, c10::string_view backend) {
-    at::Tensor output, indices;
+    at::Tensor output, stored;
     {
       const at::AutoDispatchBelowADInplaceOrView below_autograd;
-      std::tie(output, indices) =
-          op_calls::max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, backend);
+      std::tie(output, stored) = pool(input, kernel_size, stride, padding, dilation, ceil_mode, backend);
     }
-    ctx->mark_non_differentiable({indices});
+    ctx->mark_non_differentiable({stored});
     // No zeros for the indices' gradient, which backward ignores: a tensor allocated and filled per call.
     ctx->set_materialize_grads(false);
-    ctx->save_for_backward({indices});
+    ctx->save_for_backward({stored});
     save_ints(ctx, "input_size", input.sizes());
     save_ints(ctx, "kernel_size", kernel_size);
     save_ints(ctx, "stride", stride);
@@ -39,18 +66,17 @@ struct MaxPool2d : torch::autograd::Function<MaxPool2d> {
     save_ints(ctx, "dilation", dilation);
     ctx->saved_data["ceil_mode"] = ceil_mode;
     save_backend(ctx, backend);
-    return {output, indices};
+    return {output, stored};
   }
 
   static variable_list backward(AutogradContext* ctx, const variable_list& grad_outputs) {
     const at::Tensor none;
     if (!grad_outputs[0].defined()) return {none, none, none, none, none, none, none};
-    const at::Tensor indices = saved_tensor(ctx);
+    const at::Tensor stored = saved_tensor(ctx);
     const at::Tensor grad_input = call_backward_op([&] {
-      return op_calls::max_pool2d_backward(
-          grad_outputs[0], indices, saved_ints(ctx, "input_size"), saved_ints(ctx, "kernel_size"),
-          saved_ints(ctx, "stride"), saved_ints(ctx, "padding"), saved_ints(ctx, "dilation"),
-          ctx->saved_data["ceil_mode"].toBool(), saved_backend(ctx));
+      return unpool(grad_outputs[0], stored, saved_ints(ctx, "input_size"), saved_ints(ctx, "kernel_size"),
+                    saved_ints(ctx, "stride"), saved_ints(ctx, "padding"), saved_ints(ctx, "dilation"),
+                    ctx->saved_data["ceil_mode"].toBool(), saved_backend(ctx));
     });
     return {grad_input, none, none, none, none, none, none};
   }
@@ -112,15 +138,48 @@ struct MaxPool2dBackward : torch::autograd::Function<MaxPool2dBackward> {
   }
 };
 
-TensorPair max_pool2d(const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
+template <Stored kStored>
+TensorPair pool_entry(const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
                       at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode, c10::string_view backend) {
   if (needs_recording(input)) {
     const variable_list outputs =
-        MaxPool2d::apply(input, kernel_size, stride, padding, dilation, ceil_mode, backend);
+        MaxPool2d<kStored>::apply(input, kernel_size, stride, padding, dilation, ceil_mode, backend);
     return {outputs[0], outputs[1]};
   }
   const at::AutoDispatchBelowADInplaceOrView below_autograd;
-  return op_calls::max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, backend);
+  return MaxPool2d<kStored>::pool(input, kernel_size, stride, padding, dilation, ceil_mode, backend);
+}
+
+// The indices that taps name, with ATen ops (so that torch.compile traces
+// them): -1 for kNoTap, taps past the window and positions outside the
+// input, which the index kernels ignore as the tap kernels do.
+at::Tensor indices_of_taps(const at::Tensor& taps, const Pool2dParams& p) {
+  const at::TensorOptions longs = taps.options().dtype(at::kLong);
+  const at::Tensor tap = taps.to(at::kLong);
+  const at::Tensor ih = (at::arange(p.out_h, longs) * p.stride_h - p.pad_h).view({-1, 1}) +
+                        at::floor_divide(tap, p.kernel_w) * p.dilation_h;
+  const at::Tensor iw = at::arange(p.out_w, longs) * p.stride_w - p.pad_w + tap.remainder(p.kernel_w) * p.dilation_w;
+  const at::Tensor valid = (tap < p.kernel_h * p.kernel_w) & (ih >= 0) & (ih < p.in_h) & (iw >= 0) & (iw < p.in_w);
+  return at::where(valid, ih * p.in_w + iw, -1);
+}
+
+// Recorded, backward from taps is backward from the indices they name, whose
+// autograd (MaxPool2dBackward) gives the double backward; the taps' memory
+// saving is the first backward's.
+at::Tensor max_pool2d_backward_from_taps(const at::Tensor& grad_output, const at::Tensor& taps,
+                                         at::IntArrayRef input_size, at::IntArrayRef kernel_size,
+                                         at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+                                         bool ceil_mode, c10::string_view backend) {
+  if (needs_recording(grad_output)) {
+    const char* op = "max_pool2d_backward_from_taps";
+    check_taps(taps, grad_output, op);
+    const Pool2dParams p = max_pool2d_params(input_size, kernel_size, stride, padding, dilation, ceil_mode, op);
+    return op_calls::max_pool2d_backward(grad_output, indices_of_taps(taps, p), input_size, kernel_size, stride,
+                                         padding, dilation, ceil_mode, backend);
+  }
+  const at::AutoDispatchBelowADInplaceOrView below_autograd;
+  return op_calls::max_pool2d_backward_from_taps(grad_output, taps, input_size, kernel_size, stride, padding,
+                                                 dilation, ceil_mode, backend);
 }
 
 at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& indices, at::IntArrayRef input_size,
@@ -138,8 +197,10 @@ at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastconv, Autograd, m) {
-  m.impl("max_pool2d", &max_pool2d);
+  m.impl("max_pool2d", &pool_entry<Stored::kIndices>);
   m.impl("max_pool2d_backward", &max_pool2d_backward);
+  m.impl("max_pool2d_with_taps", &pool_entry<Stored::kTaps>);
+  m.impl("max_pool2d_backward_from_taps", &max_pool2d_backward_from_taps);
 }
 
 }  // namespace fastconv::autograd

@@ -61,6 +61,8 @@ FASTCONV_OP_CALL(conv2d_backward_bias, at::Tensor, T, Str)
 
 FASTCONV_OP_CALL(max_pool2d, TensorPair, T, Ints, Ints, Ints, Ints, bool, Str)
 FASTCONV_OP_CALL(max_pool2d_backward, at::Tensor, T, T, Ints, Ints, Ints, Ints, Ints, bool, Str)
+FASTCONV_OP_CALL(max_pool2d_with_taps, TensorPair, T, Ints, Ints, Ints, Ints, bool, Str)
+FASTCONV_OP_CALL(max_pool2d_backward_from_taps, at::Tensor, T, T, Ints, Ints, Ints, Ints, Ints, bool, Str)
 
 #undef FASTCONV_OP_CALL
 

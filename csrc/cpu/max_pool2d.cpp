@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "isa_loops.h"
@@ -18,7 +19,8 @@ int64_t plane_grain(const Pool2dParams& p) {
 
 // The maximum of one 2x2 window by pool_takes, in the generic kernel's scan
 // order (top-left, top-right, bottom-left, bottom-right), with branch-free
-// selects; `at` is the winner's offset from the top-left (0, 1, w or w + 1).
+// selects; `at` is the winner's offset from the top-left (0, 1, w or w + 1:
+// with w = 2, its tap).
 // Output rows shorter than this (a vector of floats) take the short-row kernel.
 constexpr int64_t kShortRow = 16;
 
@@ -38,38 +40,51 @@ FASTCONV_LOOP_INLINE T window_max(T tl, T tr, T bl, T br, int32_t w, int32_t& at
   return best;
 }
 
+// Where the 2x2 kernels put each window's winner, given its tap (0 top-left,
+// 1 top-right, 2 bottom-left, 3 bottom-right) for outputs first .. first +
+// count - 1 of output row oh: its int64 index in the plane, or the tap itself.
+struct IndexSink {
+  int64_t* indices;
+  FASTCONV_LOOP_INLINE void put(int64_t oh, int64_t first, int64_t count, const int32_t* tap,
+                                const Pool2dParams& p) const {
+    int64_t* __restrict__ row = indices + oh * p.out_w + first;
+    const int64_t corner = 2 * oh * p.in_w + 2 * first, w = p.in_w;
+    for (int64_t j = 0; j < count; ++j) row[j] = corner + 2 * j + (tap[j] & 1) + ((tap[j] & 2) != 0 ? w : 0);
+  }
+};
+
+struct TapSink {
+  uint8_t* taps;
+  FASTCONV_LOOP_INLINE void put(int64_t oh, int64_t first, int64_t count, const int32_t* tap,
+                                const Pool2dParams& p) const {
+    uint8_t* __restrict__ row = taps + oh * p.out_w + first;
+    for (int64_t j = 0; j < count; ++j) row[j] = static_cast<uint8_t>(tap[j]);
+  }
+};
+
 // 2x2 windows at stride 2, in two vectorisable passes per chunk of a row:
 // the maxima with branch-free selects (pool_takes, in the generic kernel's
 // scan order: top-left, top-right, bottom-left, bottom-right), recording each
-// winner's int32 offset from the row pair's start; then the offsets widened
-// to int64 indices. Keeping the first pass free of int64 lets the compiler
-// vectorise it (a mixed float/int64 loop stays scalar and mispredicts).
-template <typename T>
-FASTCONV_LOOP_INLINE void pool_plane_2x2(const T* in, T* out, int64_t* idx, const Pool2dParams& p) {
+// winner's int32 tap; then the taps handed to the sink (widened to int64
+// indices, or narrowed to bytes). Keeping the first pass free of int64 lets
+// the compiler vectorise it (a mixed float/int64 loop stays scalar and
+// mispredicts).
+template <typename T, typename Sink>
+FASTCONV_LOOP_INLINE void pool_plane_2x2(const T* in, T* out, const Sink& sink, const Pool2dParams& p) {
   constexpr int64_t kChunk = 256;
-  int32_t offsets[kChunk];
+  int32_t tap[kChunk];
   const int64_t w = p.in_w;
-  const auto w32 = static_cast<int32_t>(w);
   for (int64_t oh = 0; oh < p.out_h; ++oh) {
     const T* __restrict__ top = in + 2 * oh * w;
     const T* __restrict__ bottom = top + w;
     T* __restrict__ out_row = out + oh * p.out_w;
-    int64_t* __restrict__ idx_row = idx + oh * p.out_w;
-    const int64_t row_at = 2 * oh * w;
     for (int64_t first = 0; first < p.out_w; first += kChunk) {
       const int64_t count = std::min(kChunk, p.out_w - first);
       const T* __restrict__ t = top + 2 * first;
       const T* __restrict__ b = bottom + 2 * first;
       T* __restrict__ o = out_row + first;
-      for (int64_t j = 0; j < count; ++j) {
-        int32_t at;
-        o[j] = window_max(t[2 * j], t[2 * j + 1], b[2 * j], b[2 * j + 1], w32, at);
-        offsets[j] = at + 2 * static_cast<int32_t>(j);
-      }
-      const int64_t chunk_at = row_at + 2 * first;
-      for (int64_t j = 0; j < count; ++j) {
-        idx_row[first + j] = chunk_at + static_cast<int64_t>(static_cast<uint32_t>(offsets[j]));
-      }
+      for (int64_t j = 0; j < count; ++j) o[j] = window_max(t[2 * j], t[2 * j + 1], b[2 * j], b[2 * j + 1], 2, tap[j]);
+      sink.put(oh, first, count, tap, p);
     }
   }
 }
@@ -79,14 +94,13 @@ FASTCONV_LOOP_INLINE void pool_plane_2x2(const T* in, T* out, int64_t* idx, cons
 // row kernel in its scalar remainder loop, branching on every compare). The
 // windows' columns of several row pairs are first copied end to end into
 // two small buffers (tops and bottoms), so that one vectorised loop covers
-// the windows of all those rows; the indices are rebuilt per row after it.
-template <typename T>
-FASTCONV_LOOP_INLINE void pool_plane_2x2_short_rows(const T* in, T* out, int64_t* idx, const Pool2dParams& p) {
+// the windows of all those rows; the sink takes the taps row by row after it.
+template <typename T, typename Sink>
+FASTCONV_LOOP_INLINE void pool_plane_2x2_short_rows(const T* in, T* out, const Sink& sink, const Pool2dParams& p) {
   constexpr int64_t kChunk = 256;  // outputs per chunk: whole rows of fewer than 16
   T tops[2 * kChunk], bottoms[2 * kChunk];
-  int32_t offsets[kChunk];
+  int32_t tap[kChunk];
   const int64_t w = p.in_w, ow_count = p.out_w;
-  const auto w32 = static_cast<int32_t>(w);
   const int64_t rows_per_chunk = kChunk / ow_count;
   for (int64_t oh0 = 0; oh0 < p.out_h; oh0 += rows_per_chunk) {
     const int64_t rows = std::min(rows_per_chunk, p.out_h - oh0);
@@ -98,14 +112,9 @@ FASTCONV_LOOP_INLINE void pool_plane_2x2_short_rows(const T* in, T* out, int64_t
     const int64_t count = rows * ow_count;
     T* __restrict__ o = out + oh0 * ow_count;
     for (int64_t j = 0; j < count; ++j) {
-      o[j] = window_max(tops[2 * j], tops[2 * j + 1], bottoms[2 * j], bottoms[2 * j + 1], w32, offsets[j]);
+      o[j] = window_max(tops[2 * j], tops[2 * j + 1], bottoms[2 * j], bottoms[2 * j + 1], 2, tap[j]);
     }
-    for (int64_t r = 0; r < rows; ++r) {
-      int64_t* idx_row = idx + (oh0 + r) * ow_count;
-      const int32_t* at = offsets + r * ow_count;
-      const int64_t row_at = 2 * (oh0 + r) * w;
-      for (int64_t ow = 0; ow < ow_count; ++ow) idx_row[ow] = row_at + 2 * ow + at[ow];
-    }
+    for (int64_t r = 0; r < rows; ++r) sink.put(oh0 + r, 0, ow_count, tap + r * ow_count, p);
   }
 }
 
@@ -210,9 +219,11 @@ std::vector<char> empty_windows(int64_t out_size, int64_t stride, int64_t pad, i
 }
 
 // The gradients of one 2x2 window's four inputs: g at the winner's offset
-// (as window_max gives it; -1 for an index outside the window) and 0 elsewhere.
-// (Returned by value: stores through references hid the row's __restrict__
-// from GCC, and the loop stopped vectorising.)
+// from the top-left (0, 1, w or w + 1; -1: none) and 0 elsewhere. (Compared
+// with the run-time w: against the constants 0-3, GCC turned the selects into
+// jumps, and the loop ran 8x slower. Returned by value: stores through
+// references hid the row's __restrict__ from GCC, and the loop stopped
+// vectorising.)
 template <typename T>
 struct WindowGrad {
   T tl, tr, bl, br;
@@ -224,93 +235,155 @@ FASTCONV_LOOP_INLINE WindowGrad<T> window_grad(T g, int32_t offset, int32_t w) {
   return {offset == 0 ? g : T(0), offset == 1 ? g : T(0), offset == w ? g : T(0), offset == w + 1 ? g : T(0)};
 }
 
-// A stored index's offset from its window's top-left, or -1 outside the window.
-FASTCONV_LOOP_INLINE int32_t window_offset(int64_t index, int64_t corner, int64_t w) {
+// The winner's offset from the top-left of a 2x2 window at `corner` (0, 1, w
+// or w + 1; -1 for none), from what the forward stored: an index, or a tap.
+FASTCONV_LOOP_INLINE int32_t stored_offset(int64_t index, int64_t corner, int64_t w) {
   const int64_t offset = index - corner;
   return offset >= 0 && offset <= w + 1 ? static_cast<int32_t>(offset) : -1;
+}
+FASTCONV_LOOP_INLINE int32_t stored_offset(uint8_t tap, int64_t, int64_t w) {
+  const auto w32 = static_cast<int32_t>(w);
+  return tap < 4 ? (tap & 1) + ((tap & 2) != 0 ? w32 : 0) : -1;
 }
 
 // Backward of 2x2 / stride 2 pooling: the windows tile the input without
 // overlap, so every input element gets the gradient of its one window or
 // zero. Written in one streaming pass (no zero fill, no scattered adds), in
-// two loops per chunk of a row: the winners' int32 offsets within their
-// windows, then four selects per window on float/int32 lanes, which the
-// compiler vectorises (selects on int64 indices become mispredicted jumps).
-// The rows and the column left over by an odd size belong to no window.
-template <typename T>
-FASTCONV_LOOP_INLINE void unpool_plane_2x2(const T* grad_output, const int64_t* idx, T* grad, const Pool2dParams& p) {
+// two loops per chunk of a row: the winners' int32 offsets, then four selects
+// per window on float/int32 lanes, which the compiler vectorises (selects on
+// int64 indices become mispredicted jumps). The rows and the column left
+// over by an odd size belong to no window. `Stored` is int64_t (indices) or
+// uint8_t (taps).
+template <typename T, typename Stored>
+FASTCONV_LOOP_INLINE void unpool_plane_2x2(const T* grad_output, const Stored* stored, T* grad,
+                                           const Pool2dParams& p) {
   constexpr int64_t kChunk = 256;
   int32_t offsets[kChunk];
   const int64_t w = p.in_w;
   const auto w32 = static_cast<int32_t>(w);
-  for (int64_t oh = 0; oh < p.out_h; ++oh) {
-    T* top = grad + 2 * oh * w;
-    T* bottom = top + w;
-    for (int64_t first = 0; first < p.out_w; first += kChunk) {
-      const int64_t count = std::min(kChunk, p.out_w - first);
-      const int64_t* __restrict__ at = idx + oh * p.out_w + first;
-      const int64_t chunk_at = 2 * oh * w + 2 * first;
-      for (int64_t j = 0; j < count; ++j) offsets[j] = window_offset(at[j], chunk_at + 2 * j, w);
-      const T* __restrict__ go = grad_output + oh * p.out_w + first;
-      T* __restrict__ t = top + 2 * first;
-      T* __restrict__ b = bottom + 2 * first;
-      for (int64_t j = 0; j < count; ++j) {
-        const WindowGrad<T> q = window_grad(go[j], offsets[j], w32);
-        t[2 * j] = q.tl;
-        t[2 * j + 1] = q.tr;
-        b[2 * j] = q.bl;
-        b[2 * j + 1] = q.br;
-      }
+  // Taps give offsets without their window's position, so the taps of
+  // several short rows convert in one loop (one row's 17 bytes would leave
+  // a loop over bytes in its scalar remainder).
+  const int64_t rows_per_pass = std::is_same_v<Stored, uint8_t> && p.out_w < kChunk ? kChunk / p.out_w : 1;
+  for (int64_t oh0 = 0; oh0 < p.out_h; oh0 += rows_per_pass) {
+    const int64_t rows = std::min(rows_per_pass, p.out_h - oh0);
+    if (rows_per_pass > 1) {
+      const Stored* __restrict__ at = stored + oh0 * p.out_w;
+      for (int64_t j = 0; j < rows * p.out_w; ++j) offsets[j] = stored_offset(at[j], 0, w);
     }
-    for (int64_t iw = 2 * p.out_w; iw < w; ++iw) top[iw] = bottom[iw] = T(0);
+    for (int64_t oh = oh0; oh < oh0 + rows; ++oh) {
+      T* top = grad + 2 * oh * w;
+      T* bottom = top + w;
+      for (int64_t first = 0; first < p.out_w; first += kChunk) {
+        const int64_t count = std::min(kChunk, p.out_w - first);
+        const int32_t* __restrict__ offset = offsets + (oh - oh0) * p.out_w;
+        if (rows_per_pass == 1) {
+          const Stored* __restrict__ at = stored + oh * p.out_w + first;
+          const int64_t chunk_at = 2 * oh * w + 2 * first;
+          for (int64_t j = 0; j < count; ++j) offsets[j] = stored_offset(at[j], chunk_at + 2 * j, w);
+          offset = offsets;
+        }
+        const T* __restrict__ go = grad_output + oh * p.out_w + first;
+        T* __restrict__ t = top + 2 * first;
+        T* __restrict__ b = bottom + 2 * first;
+        for (int64_t j = 0; j < count; ++j) {
+          const WindowGrad<T> q = window_grad(go[j], offset[j], w32);
+          t[2 * j] = q.tl;
+          t[2 * j + 1] = q.tr;
+          b[2 * j] = q.bl;
+          b[2 * j + 1] = q.br;
+        }
+      }
+      for (int64_t iw = 2 * p.out_w; iw < w; ++iw) top[iw] = bottom[iw] = T(0);
+    }
   }
   std::fill(grad + 2 * p.out_h * w, grad + p.in_pixels(), T(0));
 }
 
+// The sink of the forward's 2x2 kernels for what they store (Stored).
+template <typename Stored>
+using SinkFor = std::conditional_t<std::is_same_v<Stored, uint8_t>, TapSink, IndexSink>;
+
 // Planes [begin, end) of the 2x2 kernels, compiled for the CPU's widest
 // vectors by run_widest (the strided loads and selects gain most from them).
-template <typename T>
+template <typename T, typename Stored>
 struct Pool2x2Planes {
-  static FASTCONV_LOOP_INLINE void run(const T* input, T* output, int64_t* indices, const Pool2dParams* p,
+  static FASTCONV_LOOP_INLINE void run(const T* input, T* output, Stored* stored, const Pool2dParams* p,
                                        int64_t begin, int64_t end) {
     for (int64_t plane = begin; plane < end; ++plane) {
       const T* in = input + plane * p->in_pixels();
       T* out = output + plane * p->out_pixels();
-      int64_t* idx = indices + plane * p->out_pixels();
+      const SinkFor<Stored> sink{stored + plane * p->out_pixels()};
       if (p->out_w < kShortRow) {
-        pool_plane_2x2_short_rows(in, out, idx, *p);
+        pool_plane_2x2_short_rows(in, out, sink, *p);
       } else {
-        pool_plane_2x2(in, out, idx, *p);
+        pool_plane_2x2(in, out, sink, *p);
       }
     }
   }
 };
 
-template <typename T>
+template <typename T, typename Stored>
 struct Unpool2x2Planes {
-  static FASTCONV_LOOP_INLINE void run(const T* grad_output, const int64_t* indices, T* grad_input,
+  static FASTCONV_LOOP_INLINE void run(const T* grad_output, const Stored* stored, T* grad_input,
                                        const Pool2dParams* p, int64_t begin, int64_t end) {
     for (int64_t plane = begin; plane < end; ++plane) {
-      const T* go = grad_output + plane * p->out_pixels();
-      const int64_t* idx = indices + plane * p->out_pixels();
-      T* grad = grad_input + plane * p->in_pixels();
-      unpool_plane_2x2(go, idx, grad, *p);
+      unpool_plane_2x2(grad_output + plane * p->out_pixels(), stored + plane * p->out_pixels(),
+                       grad_input + plane * p->in_pixels(), *p);
     }
   }
 };
+
+// int32 taps and offsets within a row pair need in_w + 2 * kChunk < 2^31.
+bool runs_2x2_kernels(const Pool2dParams& p) { return p.is_2x2_stride2() && p.in_w < (int64_t{1} << 30); }
+
+template <typename T, typename Stored>
+void pool_2x2(const T* input, T* output, Stored* stored, const Pool2dParams& p) {
+  parallel_chunks(p.planes, plane_grain(p), [&](int64_t begin, int64_t end) {
+    run_widest<Pool2x2Planes<T, Stored>>(input, output, stored, &p, begin, end);
+  });
+}
+
+template <typename T, typename Stored>
+void unpool_2x2(const T* grad_output, const Stored* stored, T* grad_input, const Pool2dParams& p) {
+  parallel_chunks(p.planes, plane_grain(p), [&](int64_t begin, int64_t end) {
+    run_widest<Unpool2x2Planes<T, Stored>>(grad_output, stored, grad_input, &p, begin, end);
+  });
+}
+
+// The windows of each axis with no in-bounds tap (empty_windows), for
+// generic geometries.
+struct EmptyWindows {
+  bool any = false;  // first: the constructors of rows and cols set it
+  std::vector<char> rows, cols;
+  explicit EmptyWindows(const Pool2dParams& p)
+      : rows(empty_windows(p.out_h, p.stride_h, p.pad_h, p.kernel_h, p.dilation_h, p.in_h, any)),
+        cols(empty_windows(p.out_w, p.stride_w, p.pad_w, p.kernel_w, p.dilation_w, p.in_w, any)) {}
+};
+
+// One plane's taps from the generic kernel's indices: each window's maximum
+// lies inside it, at a whole number of dilations from its first tap.
+void taps_of_indices(const int64_t* idx, uint8_t* taps, const Pool2dParams& p, const EmptyWindows& empty) {
+  for (int64_t oh = 0; oh < p.out_h; ++oh) {
+    for (int64_t ow = 0; ow < p.out_w; ++ow) {
+      const int64_t o = oh * p.out_w + ow;
+      if (empty.rows[oh] || empty.cols[ow]) {
+        taps[o] = kNoTap;
+        continue;
+      }
+      const int64_t kh = (idx[o] / p.in_w - (oh * p.stride_h - p.pad_h)) / p.dilation_h;
+      const int64_t kw = (idx[o] % p.in_w - (ow * p.stride_w - p.pad_w)) / p.dilation_w;
+      taps[o] = static_cast<uint8_t>(kh * p.kernel_w + kw);
+    }
+  }
+}
 
 }  // namespace
 
 template <typename T>
 void max_pool2d_forward(Target, const T* input, T* output, int64_t* indices, const Pool2dParams& p) {
   if (p.planes * p.out_pixels() == 0) return;
-  // int32 offsets within a row pair need in_w + 2 * kChunk < 2^31.
-  if (p.is_2x2_stride2() && p.in_w < (int64_t{1} << 30)) {
-    parallel_chunks(p.planes, plane_grain(p), [&](int64_t begin, int64_t end) {
-      run_widest<Pool2x2Planes<T>>(input, output, indices, &p, begin, end);
-    });
-    return;
-  }
+  if (runs_2x2_kernels(p)) return pool_2x2(input, output, indices, p);
   const GenericPlanePooler<T> pool(p);
   parallel_chunks(p.planes, plane_grain(p), [&](int64_t begin, int64_t end) {
     for (int64_t plane = begin; plane < end; ++plane) {
@@ -319,6 +392,21 @@ void max_pool2d_forward(Target, const T* input, T* output, int64_t* indices, con
   });
 }
 
+template <typename T>
+void max_pool2d_forward_taps(Target, const T* input, T* output, uint8_t* taps, const Pool2dParams& p) {
+  if (p.planes * p.out_pixels() == 0) return;
+  if (runs_2x2_kernels(p)) return pool_2x2(input, output, taps, p);
+  // Other geometries pool by index, one plane's worth at a time, and keep the taps.
+  const GenericPlanePooler<T> pool(p);
+  const EmptyWindows empty(p);
+  parallel_chunks(p.planes, plane_grain(p), [&](int64_t begin, int64_t end) {
+    std::vector<int64_t> indices(p.out_pixels());
+    for (int64_t plane = begin; plane < end; ++plane) {
+      pool(input + plane * p.in_pixels(), output + plane * p.out_pixels(), indices.data());
+      taps_of_indices(indices.data(), taps + plane * p.out_pixels(), p, empty);
+    }
+  });
+}
 
 // A scatter per plane: each plane belongs to one task, so no two threads
 // write the same gradient, and outputs are added in ascending order (the
@@ -326,25 +414,20 @@ void max_pool2d_forward(Target, const T* input, T* output, int64_t* indices, con
 template <typename T>
 void max_pool2d_backward(Target, const T* grad_output, const int64_t* indices, T* grad_input,
                          const Pool2dParams& p) {
-  const int64_t in_plane = p.in_pixels();
-  const int64_t out_plane = p.out_pixels();
-  bool any_empty = false;
-  const std::vector<char> empty_rows =
-      empty_windows(p.out_h, p.stride_h, p.pad_h, p.kernel_h, p.dilation_h, p.in_h, any_empty);
-  const std::vector<char> empty_cols =
-      empty_windows(p.out_w, p.stride_w, p.pad_w, p.kernel_w, p.dilation_w, p.in_w, any_empty);
   // Streaming pays off on rows long enough to fill vectors; short rows
   // (the 15x15 maps of the seed CNN) are faster as fill + scatter (measured:
   // a short-row layout like the forward's was 1.6-3x slower here).
-  const bool stream_2x2 = p.is_2x2_stride2() && p.out_w >= kShortRow && p.in_w < (int64_t{1} << 30);
+  if (runs_2x2_kernels(p) && p.out_w >= kShortRow) return unpool_2x2(grad_output, indices, grad_input, p);
+  const int64_t in_plane = p.in_pixels();
+  const int64_t out_plane = p.out_pixels();
+  const EmptyWindows empty(p);
   parallel_chunks(p.planes, plane_grain(p), [&](int64_t begin, int64_t end) {
-    if (stream_2x2) return run_widest<Unpool2x2Planes<T>>(grad_output, indices, grad_input, &p, begin, end);
     for (int64_t plane = begin; plane < end; ++plane) {
       T* grad = grad_input + plane * in_plane;
       const T* go = grad_output + plane * out_plane;
       const int64_t* idx = indices + plane * out_plane;
       std::fill(grad, grad + in_plane, T(0));
-      if (!any_empty) {
+      if (!empty.any) {
         for (int64_t o = 0; o < out_plane; ++o) {
           const int64_t at = idx[o];
           if (at >= 0 && at < in_plane) grad[at] += go[o];
@@ -355,7 +438,53 @@ void max_pool2d_backward(Target, const T* grad_output, const int64_t* indices, T
         for (int64_t ow = 0; ow < p.out_w; ++ow) {
           const int64_t o = oh * p.out_w + ow;
           const int64_t at = idx[o];
-          if (!empty_rows[oh] && !empty_cols[ow] && at >= 0 && at < in_plane) grad[at] += go[o];
+          if (!empty.rows[oh] && !empty.cols[ow] && at >= 0 && at < in_plane) grad[at] += go[o];
+        }
+      }
+    }
+  });
+}
+
+// As max_pool2d_backward, from taps: a tap names an input by its window, so
+// a stored value can only reach an input inside the plane (kNoTap and taps
+// past the window reach none). Long rows of 2x2 windows stream; the rest is a
+// zero fill and a scatter, each tap's row and column offsets looked up (no
+// division per output).
+template <typename T>
+void max_pool2d_backward_from_taps(Target, const T* grad_output, const uint8_t* taps, T* grad_input,
+                                   const Pool2dParams& p) {
+  if (runs_2x2_kernels(p) && p.out_w >= kShortRow) return unpool_2x2(grad_output, taps, grad_input, p);
+  // Row and column offsets of every byte value from its window's first tap;
+  // values that are no tap point far outside the plane.
+  constexpr int64_t kOutside = int64_t{1} << 62;
+  std::vector<int64_t> tap_row(256, kOutside), tap_col(256, 0);
+  for (int64_t t = 0; t < p.kernel_h * p.kernel_w; ++t) {
+    tap_row[t] = t / p.kernel_w * p.dilation_h;
+    tap_col[t] = t % p.kernel_w * p.dilation_w;
+  }
+  parallel_chunks(p.planes, plane_grain(p), [&](int64_t begin, int64_t end) {
+    for (int64_t plane = begin; plane < end; ++plane) {
+      T* grad = grad_input + plane * p.in_pixels();
+      const T* go = grad_output + plane * p.out_pixels();
+      const uint8_t* tap = taps + plane * p.out_pixels();
+      std::fill(grad, grad + p.in_pixels(), T(0));
+      if (p.is_2x2_stride2()) {  // the short rows of the seed CNNs' pooling: every window inside
+        for (int64_t oh = 0; oh < p.out_h; ++oh) {
+          for (int64_t ow = 0; ow < p.out_w; ++ow) {
+            const int64_t o = oh * p.out_w + ow;
+            // Branch-free: a stray tap adds zero inside its own window, which no other output writes.
+            const T g = tap[o] < 4 ? go[o] : T(0);
+            grad[(2 * oh + ((tap[o] >> 1) & 1)) * p.in_w + 2 * ow + (tap[o] & 1)] += g;
+          }
+        }
+        continue;
+      }
+      for (int64_t oh = 0; oh < p.out_h; ++oh) {
+        for (int64_t ow = 0; ow < p.out_w; ++ow) {
+          const int64_t o = oh * p.out_w + ow;
+          const int64_t ih = oh * p.stride_h - p.pad_h + tap_row[tap[o]];
+          const int64_t iw = ow * p.stride_w - p.pad_w + tap_col[tap[o]];
+          if (ih >= 0 && ih < p.in_h && iw >= 0 && iw < p.in_w) grad[ih * p.in_w + iw] += go[o];
         }
       }
     }
@@ -366,6 +495,12 @@ template void max_pool2d_forward<float>(Target, const float*, float*, int64_t*, 
 template void max_pool2d_forward<double>(Target, const double*, double*, int64_t*, const Pool2dParams&);
 template void max_pool2d_backward<float>(Target, const float*, const int64_t*, float*, const Pool2dParams&);
 template void max_pool2d_backward<double>(Target, const double*, const int64_t*, double*, const Pool2dParams&);
+template void max_pool2d_forward_taps<float>(Target, const float*, float*, uint8_t*, const Pool2dParams&);
+template void max_pool2d_forward_taps<double>(Target, const double*, double*, uint8_t*, const Pool2dParams&);
+template void max_pool2d_backward_from_taps<float>(Target, const float*, const uint8_t*, float*,
+                                                   const Pool2dParams&);
+template void max_pool2d_backward_from_taps<double>(Target, const double*, const uint8_t*, double*,
+                                                    const Pool2dParams&);
 
 }  // namespace cpu
 }  // namespace fastconv

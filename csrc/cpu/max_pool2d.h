@@ -23,5 +23,21 @@ template <typename T>
 void max_pool2d_backward(Target, const T* grad_output, const int64_t* indices, T* grad_input,
                          const Pool2dParams& p);
 
+// What autograd saves instead of int64 indices (8x less memory): each
+// output's tap, the position of its maximum within its window,
+// kh * kernel_w + kw, as one byte. kNoTap marks a window with no in-bounds
+// tap (its -inf came from padding alone). For windows of up to kMaxTaps taps.
+constexpr uint8_t kNoTap = 255;
+constexpr int64_t kMaxTaps = 255;
+
+template <typename T>
+void max_pool2d_forward_taps(Target, const T* input, T* output, uint8_t* taps, const Pool2dParams& p);
+
+// grad_input from each output's gradient at its tap; kNoTap and taps past
+// the window's last pass nothing.
+template <typename T>
+void max_pool2d_backward_from_taps(Target, const T* grad_output, const uint8_t* taps, T* grad_input,
+                                   const Pool2dParams& p);
+
 }  // namespace cpu
 }  // namespace fastconv

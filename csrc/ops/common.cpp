@@ -27,6 +27,14 @@ Backend requested_backend(const at::Tensor& like, c10::string_view requested) {
   return Backend::kSimt;
 }
 
+Backend select_state_storing_backend(const at::Tensor& like, c10::string_view requested, const char* op,
+                                     const char* stored, const char* alternative) {
+  const Backend backend = select_backend(like, requested, op);
+  TORCH_CHECK(backend == Backend::kCpu, op, ": only the 'cpu' backend stores ", stored, ", got backend '",
+              requested, "' for a tensor on ", like.device(), " (", alternative, ")");
+  return backend;
+}
+
 Backend select_backend(const at::Tensor& like, c10::string_view requested, const char* op) {
   check_backend_name(requested, op);
   const bool on_cuda = like.is_cuda();

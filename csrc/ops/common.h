@@ -37,6 +37,13 @@ Backend select_backend(const at::Tensor& like, c10::string_view requested, const
 // the cuda way, to the op's fake kernel.
 Backend requested_backend(const at::Tensor& like, c10::string_view requested);
 
+// select_backend for the ops that store compact state for backward (masks,
+// pooling taps), which only the cpu backend has: RuntimeError for any other,
+// naming what is stored (`stored`: "relu masks") and, in `alternative`, the
+// ops to use instead.
+Backend select_state_storing_backend(const at::Tensor& like, c10::string_view requested, const char* op,
+                                     const char* stored, const char* alternative);
+
 // float32/float64 everywhere, plus float16/bfloat16 on the CUDA and SIMT backends (TypeError otherwise).
 void check_floating(const at::Tensor& t, Backend backend, const char* op, const char* arg);
 

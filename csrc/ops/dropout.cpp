@@ -34,8 +34,8 @@ void check_dropout_args(const at::Tensor& input, double p, const at::Tensor& see
 // Stored masks are the cpu backend's: its Philox costs as much as the data
 // movement, where on a GPU it is nearly free (the CUDA and SIMT kernels regenerate).
 Backend select_dropout_mask_backend(const at::Tensor& input, c10::string_view backend_name, const char* op) {
-  return select_mask_backend(input, backend_name, op, "dropout",
-                             "the other backends regenerate the mask: use dropout and dropout_backward");
+  return select_state_storing_backend(input, backend_name, op, "dropout masks",
+                                      "the other backends regenerate the mask: use dropout and dropout_backward");
 }
 
 // ceil(p * 2^24): an element is kept when the top 24 bits of its Philox word reach it.

@@ -5,14 +5,6 @@
 
 namespace fastconv {
 
-Backend select_mask_backend(const at::Tensor& input, c10::string_view backend_name, const char* op,
-                            const char* family, const char* alternative) {
-  const Backend backend = select_backend(input, backend_name, op);
-  TORCH_CHECK(backend == Backend::kCpu, op, ": only the 'cpu' backend stores ", family, " masks, got backend '",
-              backend_name, "' for a tensor on ", input.device(), " (", alternative, ")");
-  return backend;
-}
-
 at::Tensor empty_mask_for(const at::Tensor& input) {
   return empty_output({cpu::keep_bits_bytes(input.numel())}, input.options().dtype(at::kByte));
 }

@@ -10,11 +10,6 @@
 
 namespace fastconv {
 
-// Only the cpu backend stores masks: RuntimeError for any other, naming
-// `family` ("dropout", "relu") and, in `alternative`, what to use instead.
-Backend select_mask_backend(const at::Tensor& input, c10::string_view backend_name, const char* op,
-                            const char* family, const char* alternative);
-
 // An uninitialised mask for `input`'s elements.
 at::Tensor empty_mask_for(const at::Tensor& input);
 

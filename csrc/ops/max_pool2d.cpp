@@ -105,6 +105,13 @@ Pool2dParams max_pool2d_params(at::IntArrayRef input_size, at::IntArrayRef kerne
   return make_params(input_size, args, ceil_mode);
 }
 
+void check_taps(const at::Tensor& taps, const at::Tensor& grad_output, const char* op) {
+  TORCH_CHECK(taps.scalar_type() == at::kByte, op, ": taps must be uint8 (what max_pool2d_with_taps returned), ",
+              "but got ", taps.scalar_type());
+  TORCH_CHECK(taps.device() == grad_output.device(), op, ": expected taps on the same device as grad_output (",
+              grad_output.device(), "), but got ", taps.device());
+}
+
 namespace {
 
 std::tuple<at::Tensor, at::Tensor> max_pool2d(const at::Tensor& input, at::IntArrayRef kernel_size,
@@ -156,9 +163,71 @@ at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& 
   return grad_input;
 }
 
+// Taps are the cpu backend's: on a GPU, int64 indices cost no more to gather.
+Backend select_taps_backend(const at::Tensor& like, c10::string_view backend_name, const char* op) {
+  return select_state_storing_backend(like, backend_name, op, "max_pool2d taps",
+                                      "the other backends use indices: use max_pool2d and max_pool2d_backward");
+}
+
+void check_window_taps(const Pool2dParams& p, const char* op) {
+  TORCH_CHECK(p.kernel_h * p.kernel_w <= cpu::kMaxTaps, op, ": taps fit windows of up to ", cpu::kMaxTaps,
+              " taps, got a ", p.kernel_h, "x", p.kernel_w, " window (use max_pool2d and max_pool2d_backward)");
+}
+
+std::tuple<at::Tensor, at::Tensor> max_pool2d_with_taps(const at::Tensor& input, at::IntArrayRef kernel_size,
+                                                        at::IntArrayRef stride, at::IntArrayRef padding,
+                                                        at::IntArrayRef dilation, bool ceil_mode,
+                                                        c10::string_view backend_name) {
+  const char* op = "max_pool2d_with_taps";
+  const PoolArgs args = parse_args(kernel_size, stride, padding, dilation);
+  check_input_dims(input.sizes(), op);
+  const Backend backend = select_taps_backend(input, backend_name, op);
+  check_floating(input, backend, op, "input");
+  const Pool2dParams p = make_params(input.sizes(), args, ceil_mode);
+  check_window_taps(p, op);
+
+  const at::Tensor in = input.contiguous();
+  const std::vector<int64_t> out_sizes{input.size(0), input.size(1), p.out_h, p.out_w};
+  at::Tensor output = empty_output(out_sizes, input.options());
+  at::Tensor taps = empty_output(out_sizes, input.options().dtype(at::kByte));
+  run_cpu_kernels(in, op, [&]<typename T>(auto target) {
+    return cpu::max_pool2d_forward_taps(target, in_ptr<T>(in), out_ptr<T>(output), taps.data_ptr<uint8_t>(), p);
+  });
+  return {in_layout_of(output, input), in_layout_of(taps, input)};
+}
+
+at::Tensor max_pool2d_backward_from_taps(const at::Tensor& grad_output, const at::Tensor& taps,
+                                         at::IntArrayRef input_size, at::IntArrayRef kernel_size,
+                                         at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+                                         bool ceil_mode, c10::string_view backend_name) {
+  const char* op = "max_pool2d_backward_from_taps";
+  const PoolArgs args = parse_args(kernel_size, stride, padding, dilation);
+  check_input_dims(input_size, op);
+  const Backend backend = select_taps_backend(grad_output, backend_name, op);
+  check_floating(grad_output, backend, op, "grad_output");
+  check_taps(taps, grad_output, op);
+  const Pool2dParams p = make_params(input_size, args, ceil_mode);
+  check_window_taps(p, op);
+  const std::vector<int64_t> out_sizes{input_size[0], input_size[1], p.out_h, p.out_w};
+  TORCH_CHECK(grad_output.sizes() == at::IntArrayRef(out_sizes) && taps.sizes() == grad_output.sizes(), op,
+              ": expected grad_output and taps of shape ", at::IntArrayRef(out_sizes), " (the pooled shape of ",
+              "input_size ", input_size, "), but got ", grad_output.sizes(), " and ", taps.sizes());
+
+  const at::Tensor grad = grad_output.contiguous();
+  const at::Tensor taps_c = taps.contiguous();
+  at::Tensor grad_input = empty_output(input_size, grad_output.options());
+  run_cpu_kernels(grad, op, [&]<typename T>(auto target) {
+    return cpu::max_pool2d_backward_from_taps(target, in_ptr<T>(grad), taps_c.const_data_ptr<uint8_t>(),
+                                              out_ptr<T>(grad_input), p);
+  });
+  return grad_input;
+}
+
 void register_entry_points(torch::Library& m) {
   m.impl("max_pool2d", &max_pool2d);
   m.impl("max_pool2d_backward", &max_pool2d_backward);
+  m.impl("max_pool2d_with_taps", &max_pool2d_with_taps);
+  m.impl("max_pool2d_backward_from_taps", &max_pool2d_backward_from_taps);
 }
 
 }  // namespace

@@ -13,4 +13,7 @@ namespace fastconv {
 Pool2dParams max_pool2d_params(at::IntArrayRef input_size, at::IntArrayRef kernel_size, at::IntArrayRef stride,
                                at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode, const char* op);
 
+// taps, for max_pool2d_backward_from_taps: uint8, on grad_output's device.
+void check_taps(const at::Tensor& taps, const at::Tensor& grad_output, const char* op);
+
 }  // namespace fastconv

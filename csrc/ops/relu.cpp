@@ -66,8 +66,8 @@ at::Tensor relu_backward(const at::Tensor& grad_output, const at::Tensor& output
 }
 
 Backend select_relu_mask_backend(const at::Tensor& input, c10::string_view backend_name, const char* op) {
-  return select_mask_backend(input, backend_name, op, "relu",
-                             "the other backends read the output: use relu and relu_backward");
+  return select_state_storing_backend(input, backend_name, op, "relu masks",
+                                      "the other backends read the output: use relu and relu_backward");
 }
 
 // relu(input) into `output` (input's shape; input itself for the in-place
