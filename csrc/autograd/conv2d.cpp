@@ -49,6 +49,7 @@ struct Conv2d : torch::autograd::Function<Conv2d<kFusedRelu>> {
     const variable_list saved = ctx->get_saved_variables();
     const at::Tensor &input = saved[0], &weight = saved[1], &output = saved[2];
     const std::string& backend = saved_backend(ctx);
+    const BackwardOpsGuard guard;
     const at::Tensor grad = kFusedRelu ? op_calls::relu_backward(grad_outputs[0], output, backend) : grad_outputs[0];
 
     const std::vector<int64_t> stride = saved_ints(ctx, "stride"), padding = saved_ints(ctx, "padding"),

@@ -83,6 +83,7 @@ struct ConvBackward : torch::autograd::Function<ConvBackward<kGrad>> {
     const variable_list saved = ctx->get_saved_variables();
     const at::Tensor &grad_output = saved[0], &other = saved[1];
     const Geometry g = Geometry::saved(ctx);
+    const BackwardOpsGuard guard;
     at::Tensor grad_grad_output, grad_other;
     if (ctx->needs_input_grad(0)) {
       grad_grad_output = kGrad == Grad::kInput ? g.conv2d(grads[0], other) : g.conv2d(other, grads[0]);
@@ -102,6 +103,7 @@ struct BackwardBias : torch::autograd::Function<BackwardBias> {
 
   static variable_list backward(AutogradContext* ctx, const variable_list& grads) {
     const std::vector<int64_t> size = saved_ints(ctx, "grad_output_size");
+    const BackwardOpsGuard guard;
     return {grads[0].reshape({1, size[1], 1, 1}).expand(size), at::Tensor()};
   }
 };

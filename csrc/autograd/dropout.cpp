@@ -72,8 +72,9 @@ struct Dropout : torch::autograd::Function<Dropout<kMap, kMask>> {
     const at::Tensor key = saved_tensor(ctx);
     const double p = ctx->saved_data["p"].toDouble();
     const std::string& backend = saved_backend(ctx);
-    return {call_backward_op([&] { return apply_to_gradient<kMask>(grad_outputs[0], p, key, backend); }),
-            at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    const BackwardOpsGuard guard;
+    return {apply_to_gradient<kMask>(grad_outputs[0], p, key, backend), at::Tensor(), at::Tensor(), at::Tensor(),
+            at::Tensor()};
   }
 };
 

@@ -73,11 +73,11 @@ struct MaxPool2d : torch::autograd::Function<MaxPool2d<kStored>> {
     const at::Tensor none;
     if (!grad_outputs[0].defined()) return {none, none, none, none, none, none, none};
     const at::Tensor stored = saved_tensor(ctx);
-    const at::Tensor grad_input = call_backward_op([&] {
-      return unpool(grad_outputs[0], stored, saved_ints(ctx, "input_size"), saved_ints(ctx, "kernel_size"),
-                    saved_ints(ctx, "stride"), saved_ints(ctx, "padding"), saved_ints(ctx, "dilation"),
-                    ctx->saved_data["ceil_mode"].toBool(), saved_backend(ctx));
-    });
+    const BackwardOpsGuard guard;
+    const at::Tensor grad_input =
+        unpool(grad_outputs[0], stored, saved_ints(ctx, "input_size"), saved_ints(ctx, "kernel_size"),
+               saved_ints(ctx, "stride"), saved_ints(ctx, "padding"), saved_ints(ctx, "dilation"),
+               ctx->saved_data["ceil_mode"].toBool(), saved_backend(ctx));
     return {grad_input, none, none, none, none, none, none};
   }
 };
@@ -127,6 +127,7 @@ struct MaxPool2dBackward : torch::autograd::Function<MaxPool2dBackward> {
     const at::Tensor indices = saved_tensor(ctx);
     const std::vector<int64_t> rows = saved_ints(ctx, "rows"), cols = saved_ints(ctx, "cols");
     const at::Device device = indices.device();
+    const BackwardOpsGuard guard;
     const at::Tensor has_taps =
         window_has_taps(indices.size(2), rows[0], rows[1], rows[2], rows[3], rows[4], device).unsqueeze(1) &
         window_has_taps(indices.size(3), cols[0], cols[1], cols[2], cols[3], cols[4], device);

@@ -54,8 +54,8 @@ template <Mask kMask>
 variable_list gradient_of(AutogradContext* ctx, const variable_list& grad_outputs) {
   const at::Tensor key = saved_tensor(ctx);
   const std::string& backend = saved_backend(ctx);
-  return {call_backward_op([&] { return apply_to_gradient<kMask>(grad_outputs[0], key, backend); }), at::Tensor(),
-          at::Tensor()};
+  const BackwardOpsGuard guard;
+  return {apply_to_gradient<kMask>(grad_outputs[0], key, backend), at::Tensor(), at::Tensor()};
 }
 
 // relu and relu_ (kInPlace). Where the forward stores the mask, `stored_mask`
