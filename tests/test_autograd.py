@@ -7,9 +7,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from torch._dynamo.utils import counters
 
 import fastconv
 import fastconv.functional as FF
+import fastconv.nn as fnn
 from conftest import BACKENDS, device_of
 from simt_kernels import launch_counts
 
@@ -232,3 +234,34 @@ def test_conv2d_double_backward(backend_name, case):
 
         for ours, expected in zip(penalty(FF.conv2d), penalty(F.conv2d)):
             torch.testing.assert_close(ours, expected)
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_compiled_autograd_matches_eager(backend_name):
+    """Compiled autograd traces the backward Functions of conv2d, conv2d_relu, relu and dropout
+    (their backward ops called below autograd) into a graph whose gradients are eager's."""
+    device = device_of(backend_name)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(fnn.Conv2d(3, 4, 3, padding=1), fnn.ReLU(), fnn.Dropout(0.3),
+                                fnn.Conv2dReLU(4, 2, 3, stride=2)).to(device)
+    x = torch.randn(2, 3, 9, 9, device=device)
+
+    def step(x):
+        torch.manual_seed(1)
+        model(x).square().sum().backward()
+
+    def gradients(run):
+        model.zero_grad()
+        leaf = x.clone().requires_grad_()
+        run(leaf)
+        return [p.grad for p in model.parameters()] + [leaf.grad]
+
+    torch._dynamo.reset()
+    counters["compiled_autograd"].clear()
+    with fastconv.backend(backend_name):
+        eager = gradients(step)
+        with torch._dynamo.config.patch(compiled_autograd=True):
+            compiled = gradients(torch.compile(step, backend="eager"))
+    assert counters["compiled_autograd"]["captures"] == 1
+    for ours, expected in zip(compiled, eager):
+        torch.testing.assert_close(ours, expected)
