@@ -64,6 +64,17 @@ def ops_called(run):
     return [e.name for e in prof.function_events if e.name.startswith("fastconv::")]
 
 
+# What a strided layout holds between its elements: a value ReLU and dropout change, exact in every dtype.
+GAP = -1000.0
+
+
+def _strided(values):
+    """``values`` every other element of a buffer whose other elements hold GAP."""
+    wide = values.new_full((*values.shape[:-1], 2 * values.shape[-1]), GAP)
+    wide[..., ::2] = values
+    return wide[..., ::2]
+
+
 def layouts(base):
     """``base``'s values contiguous, channels_last and transposed (4-D), and strided (2-D and up)."""
     views = {"contiguous": base}
@@ -71,10 +82,38 @@ def layouts(base):
         views["channels_last"] = base.contiguous(memory_format=torch.channels_last)
         views["transposed"] = base.transpose(1, 3).contiguous().transpose(1, 3)
     if base.dim() >= 2 and base.numel():
-        wide = base.new_empty(*base.shape[:-1], 2 * base.shape[-1])
-        wide[..., ::2] = base
-        views["strided"] = wide[..., ::2]
+        views["strided"] = _strided(base)
     return views
+
+
+def in_place_layouts(values):
+    """Fresh tensors holding ``values`` for an in-place op to overwrite: every layout of ``layouts``
+    and, from 2-D, strided with its last two dimensions swapped (neither dense nor in dimension
+    order). An in-place op must leave GAP wherever the strided ones' buffers hold it."""
+    views = layouts(values.clone())
+    if values.dim() >= 2 and values.numel():
+        views["strided_transposed"] = _strided(values.transpose(-1, -2)).transpose(-1, -2)
+    return views
+
+
+def buffer_of(t):
+    """The tensor whose storage ``t`` views (``t`` itself when it is no view)."""
+    return t if t._base is None else t._base
+
+
+def gap_intact(t):
+    """Whether every element of ``t``'s buffer outside ``t`` still holds GAP (for in_place_layouts)."""
+    buffer = buffer_of(t)
+    return int((buffer == GAP).sum()) == buffer.numel() - t.numel()
+
+
+def recorded_view(target):
+    """A leaf that requires grad holding ``target``'s whole buffer, that leaf times one (recorded by
+    autograd), and ``target``'s view of the product: ``target``'s layout for an in-place op under
+    autograd, whose gradient then reaches the leaf."""
+    leaf = buffer_of(target).detach().clone().requires_grad_()
+    product = leaf * 1
+    return leaf, product, product.as_strided(target.size(), target.stride(), target.storage_offset())
 
 
 def device_of(backend: str) -> str:

@@ -1,6 +1,7 @@
 """fastconv dropout: Philox known answers, exact masks, statistics, torch semantics, autograd."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -11,7 +12,8 @@ import fastconv
 import fastconv.functional as FF
 import fastconv.nn as fnn
 
-from conftest import device_of, kernels_on, layouts, ops_called, unpack_keep_bits, with_empty_marked
+from conftest import (device_of, gap_intact, in_place_layouts, kernels_on, layouts, ops_called, recorded_view,
+                      unpack_keep_bits, with_empty_marked)
 from philox_reference import dropout_keep_mask, philox4x32_10
 
 # Random123's kat_vectors for philox4x32 with 10 rounds: counter, key, expected output.
@@ -234,6 +236,62 @@ def test_inplace_write_is_seen_by_autograd():
     FF.dropout(y, 0.5, inplace=True)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         z.backward()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("shape", [(7,), (3, 5), (1, 3, 1, 4), (2, 3, 5, 7)], ids=str)
+def test_inplace_on_every_layout_applies_the_philox_mask(backend, dtype, shape):
+    """Contiguous tensors are written in place, the others computed in a contiguous copy and
+    written back, touching nothing else in their buffer; the mask is in logical order on all."""
+    if backend == "cpu" and dtype not in (torch.float32, torch.float64):
+        pytest.skip("the cpu kernels are built for float32 and float64")
+    device = device_of(backend)
+    seed, offset = 2**40 + 3, 17
+    keep = torch.from_numpy(dropout_keep_mask(math.prod(shape), seed, offset, 0.5)).view(shape).to(device)
+    for name, x in in_place_layouts(torch.randn(shape, dtype=dtype, device=device)).items():
+        expected = torch.where(keep, x * 2, 0)  # p = 0.5: the scale 2 is exact in every dtype
+        torch.ops.fastconv.dropout_(x, 0.5, _seed(seed, offset).to(device), backend)
+        assert torch.equal(x, expected), name
+        assert gap_intact(x), name
+
+
+# The larger shape, 4 MiB of float64, takes its contiguous copies from the output cache.
+@pytest.mark.parametrize("shape", [(3, 5), (2, 3, 5, 7), (8, 16, 64, 64)], ids=str)
+def test_inplace_autograd_on_every_layout(backend, shape):
+    """FF.dropout(inplace=True) on a recorded tensor of every layout (on cpu: storing its mask,
+    in a contiguous copy for the other layouts): the same mask on all, gradients through it."""
+    values = torch.randn(shape, dtype=torch.float64, device=device_of(backend))
+    first_keep = None
+    for name, target in in_place_layouts(values).items():
+        leaf, product, view = recorded_view(target)
+        torch.manual_seed(11)
+        called = ops_called(lambda: FF.dropout(view, 0.5, inplace=True))
+        assert ("fastconv::dropout_with_mask_" in called) == (backend == "cpu"), name
+        keep = view.detach() != 0
+        first_keep = keep if first_keep is None else first_keep
+        assert torch.equal(keep, first_keep), name  # the mask follows logical order
+        assert torch.equal(view.detach(), torch.where(keep, values * 2, 0)), name
+        grad = torch.arange(product.numel(), dtype=product.dtype, device=product.device).view_as(product)
+        product.backward(grad)
+        expected = torch.empty_like(product).copy_(grad)  # the buffer's layout, which target's strides index
+        region = expected.as_strided(target.size(), target.stride(), target.storage_offset())
+        region.mul_(torch.where(keep, 2.0, 0.0))
+        assert torch.equal(leaf.grad, expected), name
+
+
+@pytest.mark.launches_no_kernel
+def test_inplace_refuses_overlapping_memory_as_torch_does(backend):
+    x = torch.randn(3, 1, device=device_of(backend)).expand(3, 4)
+    before = x.clone()
+    with pytest.raises(RuntimeError) as expected:
+        F.dropout(x, 0.5, inplace=True)
+    message = "^" + re.escape(str(expected.value).splitlines()[0])
+    with pytest.raises(RuntimeError, match=message):
+        FF.dropout(x, 0.5, inplace=True)
+    if backend == "cpu":
+        with pytest.raises(RuntimeError, match=message):
+            torch.ops.fastconv.dropout_with_mask_(x, 0.5, _seed(1, 2), "cpu")
+    assert torch.equal(x, before)
 
 
 def test_channels_last_input_gives_channels_last_output(backend):

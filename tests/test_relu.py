@@ -3,6 +3,7 @@ the cpu backend's stored mask (relu_with_mask, relu_backward_from_mask) against 
 threshold_backward."""
 
 import contextlib
+import re
 
 import pytest
 import torch
@@ -12,7 +13,8 @@ import fastconv
 import fastconv.functional as FF
 import fastconv.nn as fnn
 
-from conftest import device_of, kernels_on, layouts, ops_called, unpack_keep_bits, with_empty_marked
+from conftest import (device_of, gap_intact, in_place_layouts, kernels_on, layouts, ops_called, recorded_view,
+                      unpack_keep_bits, with_empty_marked)
 
 SHAPES = [(), (0,), (1,), (7,), (3, 5), (2, 3, 4, 5), (1, 1, 1, 1), (0, 3, 4, 4), (1000,), (4, 33, 17)]
 
@@ -94,6 +96,50 @@ def test_inplace_autograd_matches_torch(backend):
     leaf = torch.randn(3, requires_grad=True, device=device)
     with pytest.raises(RuntimeError, match="leaf Variable"):
         FF.relu(leaf, inplace=True)
+
+
+ALL_DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
+
+
+@pytest.mark.parametrize("dtype", ALL_DTYPES, ids=str)
+@pytest.mark.parametrize("shape", [(7,), (3, 5), (1, 3, 1, 4), (2, 3, 5, 7)], ids=str)
+def test_inplace_on_every_layout_matches_torch(backend, dtype, shape):
+    """Dense layouts are written in place, the others computed in a dense copy and written back,
+    touching nothing else in their buffer."""
+    if backend == "cpu" and dtype not in (torch.float32, torch.float64):
+        pytest.skip("the cpu kernels are built for float32 and float64")
+    for name, x in in_place_layouts(_sample(shape, dtype, device_of(backend))).items():
+        expected = F.relu(x)
+        assert FF.relu(x, inplace=True) is x
+        torch.testing.assert_close(x, expected, equal_nan=True, rtol=0, atol=0, msg=name)
+        assert gap_intact(x), name
+
+
+# The larger shape, 540 KiB of float64, makes the cpu backend store its mask for the contiguous layout.
+@pytest.mark.parametrize("shape", [(3, 5), (2, 3, 5, 7), (4, 16, 32, 33)], ids=str)
+def test_inplace_autograd_on_every_layout_matches_torch(backend, shape):
+    values = _sample(shape, torch.float64, device_of(backend))
+    for name, target in in_place_layouts(values).items():
+        results = []
+        for relu in (FF.relu, F.relu):
+            leaf, product, view = recorded_view(target)
+            relu(view, inplace=True)
+            product.backward(torch.arange(product.numel(), dtype=product.dtype).view_as(product))
+            results.append((view.detach(), leaf.grad))
+        (ours, our_grad), (expected, expected_grad) = results
+        torch.testing.assert_close(ours, expected, equal_nan=True, rtol=0, atol=0, msg=name)
+        torch.testing.assert_close(our_grad, expected_grad, equal_nan=True, rtol=0, atol=0, msg=name)
+
+
+@pytest.mark.launches_no_kernel
+def test_inplace_refuses_overlapping_memory_as_torch_does(backend):
+    x = torch.randn(3, 1, device=device_of(backend)).expand(3, 4)
+    before = x.clone()
+    with pytest.raises(RuntimeError) as expected:
+        F.relu(x, inplace=True)
+    with pytest.raises(RuntimeError, match="^" + re.escape(str(expected.value).splitlines()[0])):
+        FF.relu(x, inplace=True)
+    assert torch.equal(x, before)
 
 
 def test_module_is_a_torch_relu():
@@ -312,6 +358,22 @@ def test_stored_mask_inplace_matches_out_of_place():
     expected[:, 2:7] = keep.view(3, 5).to(torch.float64)
     torch.testing.assert_close(base.grad, expected)
     torch.testing.assert_close(keep.view(3, 5), base.detach()[:, 2:7] > 0)
+
+
+# From 2 MiB of float32 on: the dense copy of a non-contiguous input comes from the output cache.
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(3, 67), (2, 5, 9, 11), (4, 32, 64, 65)], ids=str)
+def test_stored_mask_inplace_on_every_layout_matches_torch(dtype, shape):
+    for name, x in in_place_layouts(_sample(shape, dtype, "cpu")).items():
+        expected = F.relu(x)
+        mask = OPS.relu_with_mask_(x, "cpu")
+        torch.testing.assert_close(x, expected, equal_nan=True, rtol=0, atol=0, msg=name)
+        assert gap_intact(x), name
+        keep, _ = unpack_keep_bits(mask, x.numel())
+        assert torch.equal(keep, ~(expected.flatten() <= 0)), name  # row-major order on every layout
+    overlapping = torch.randn(3, 1, dtype=dtype).expand(3, 4)
+    with pytest.raises(RuntimeError, match="^unsupported operation: more than one element of the written-to"):
+        OPS.relu_with_mask_(overlapping, "cpu")
 
 
 @pytest.mark.parametrize("dynamic", [False, True])

@@ -16,6 +16,7 @@
 #include "../cpu/dropout.h"
 #include "../cuda/dropout.h"
 #include "dispatch.h"
+#include "elementwise.h"
 #include "keep_bits.h"
 #include "output_buffers.h"
 
@@ -43,26 +44,28 @@ uint32_t drop_threshold(double p) { return static_cast<uint32_t>(std::ceil(p * 1
 
 double keep_scale(double p) { return p >= 1 ? 0.0 : 1.0 / (1.0 - p); }
 
-// output = input * mask * 1/(1-p); `output` is contiguous with input's shape.
-// With a defined `mask` (cpu backend only) the keep bits are stored there too.
+// output = input * mask * 1/(1-p); `output` has input's shape (input itself
+// for the in-place ops). With a defined `mask` (cpu backend only) the keep
+// bits are stored there too.
 void dropout_into(const at::Tensor& input, const at::Tensor& output, double p, const at::Tensor& seed,
                   Backend backend, const char* op, const at::Tensor& mask = {}) {
-  const at::Tensor in = input.contiguous();
   const at::Tensor seed_pair = seed.contiguous();
   const int64_t* seed_offset = seed_pair.const_data_ptr<int64_t>();
-  const int64_t n = output.numel();
   const uint32_t threshold = drop_threshold(p);
   const double scale = keep_scale(p);
-  if (mask.defined()) {
-    run_cpu_kernels(in, op, [&]<typename T>(auto target) {
-      dropout_apply(target, in_ptr<T>(in), out_ptr<T>(output), n, seed_offset, threshold,
-                    static_cast<acc_t<T>>(scale), mask.mutable_data_ptr<uint8_t>());
+  run_elementwise(input, output, FlatOrder::kRowMajor, [&](const at::Tensor& in, const at::Tensor& out) {
+    const int64_t n = out.numel();
+    if (mask.defined()) {
+      run_cpu_kernels(in, op, [&]<typename T>(auto target) {
+        dropout_apply(target, in_ptr<T>(in), out_ptr<T>(out), n, seed_offset, threshold,
+                      static_cast<acc_t<T>>(scale), mask.mutable_data_ptr<uint8_t>());
+      });
+      return;
+    }
+    run_kernels(backend, in, op, [&]<typename T>(auto target) {
+      return dropout_apply(target, in_ptr<T>(in), out_ptr<T>(out), n, seed_offset, threshold,
+                           static_cast<acc_t<T>>(scale));
     });
-    return;
-  }
-  run_kernels(backend, in, op, [&]<typename T>(auto target) {
-    return dropout_apply(target, in_ptr<T>(in), out_ptr<T>(output), n, seed_offset, threshold,
-                         static_cast<acc_t<T>>(scale));
   });
 }
 
@@ -87,19 +90,11 @@ std::tuple<at::Tensor, at::Tensor> dropout_with_mask(const at::Tensor& input, do
   return {in_layout_of(output, input), mask};
 }
 
-// In place; a non-contiguous `self` runs in place on a contiguous copy that is copied back.
-void dropout_in_place(at::Tensor& self, double p, const at::Tensor& seed, Backend backend, const char* op,
-                      const at::Tensor& mask = {}) {
-  const at::Tensor dense = self.contiguous();
-  dropout_into(dense, dense, p, seed, backend, op, mask);
-  if (!dense.is_same(self)) self.copy_(dense);
-}
-
 void dropout_(at::Tensor& self, double p, const at::Tensor& seed, c10::string_view backend_name) {
   const Backend backend = select_backend(self, backend_name, "dropout_");
   check_floating(self, backend, "dropout_", "input");
   check_dropout_args(self, p, seed, "dropout_");
-  dropout_in_place(self, p, seed, backend, "dropout_");
+  dropout_into(self, self, p, seed, backend, "dropout_");
 }
 
 at::Tensor dropout_with_mask_(at::Tensor& self, double p, const at::Tensor& seed, c10::string_view backend_name) {
@@ -108,7 +103,7 @@ at::Tensor dropout_with_mask_(at::Tensor& self, double p, const at::Tensor& seed
   check_floating(self, backend, op, "input");
   check_dropout_args(self, p, seed, op);
   at::Tensor mask = empty_mask_for(self);
-  dropout_in_place(self, p, seed, backend, op, mask);
+  dropout_into(self, self, p, seed, backend, op, mask);
   return mask;
 }
 

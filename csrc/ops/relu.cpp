@@ -11,18 +11,19 @@
 #include "../cpu/relu.h"
 #include "../cuda/relu.h"
 #include "dispatch.h"
+#include "elementwise.h"
 #include "keep_bits.h"
 #include "output_buffers.h"
 
 namespace fastconv {
 namespace {
 
-// Writes relu(input) into `output`, which has input's shape and is dense.
+// Writes relu(input) into `output`, which has input's shape (input itself for the in-place op).
 void relu_into(const at::Tensor& input, const at::Tensor& output, Backend backend, const char* op) {
-  const at::Tensor in = with_layout_of(input, output);
-  const int64_t n = output.numel();
-  run_kernels(backend, in, op, [&]<typename T>(auto target) {
-    return relu_forward(target, in_ptr<T>(in), out_ptr<T>(output), n);
+  run_elementwise(input, output, FlatOrder::kStorage, [&](const at::Tensor& in, const at::Tensor& out) {
+    run_kernels(backend, in, op, [&]<typename T>(auto target) {
+      return relu_forward(target, in_ptr<T>(in), out_ptr<T>(out), out.numel());
+    });
   });
 }
 
@@ -37,14 +38,7 @@ at::Tensor relu(const at::Tensor& input, c10::string_view backend_name) {
 void relu_(at::Tensor& self, c10::string_view backend_name) {
   const Backend backend = select_backend(self, backend_name, "relu_");
   check_floating(self, backend, "relu_", "input");
-  if (self.is_non_overlapping_and_dense()) {
-    relu_into(self, self, backend, "relu_");
-  } else {
-    // Kernels need one dense buffer; compute beside it and write back.
-    at::Tensor dense = at::empty_like(self);
-    relu_into(self, dense, backend, "relu_");
-    self.copy_(dense);
-  }
+  relu_into(self, self, backend, "relu_");
 }
 
 at::Tensor relu_backward(const at::Tensor& grad_output, const at::Tensor& output,
@@ -71,18 +65,15 @@ Backend select_relu_mask_backend(const at::Tensor& input, c10::string_view backe
 }
 
 // relu(input) into `output` (input's shape; input itself for the in-place
-// op), the keep bits into `mask`. A non-contiguous output (only ever beside a
-// non-contiguous input, whose contiguous copy is ours) is computed in that
-// copy and copied in: the mask is in row-major order.
+// op), the keep bits, in row-major order, into `mask`.
 void relu_storing_mask_into(const at::Tensor& input, const at::Tensor& output, const at::Tensor& mask,
                             const char* op) {
-  const at::Tensor in = input.contiguous();
-  const at::Tensor dense = output.is_contiguous() ? output : in;
-  run_cpu_kernels(in, op, [&]<typename T>(auto target) {
-    relu_forward_storing_mask(target, in_ptr<T>(in), out_ptr<T>(dense), mask.mutable_data_ptr<uint8_t>(),
-                              in.numel());
+  run_elementwise(input, output, FlatOrder::kRowMajor, [&](const at::Tensor& in, const at::Tensor& out) {
+    run_cpu_kernels(in, op, [&]<typename T>(auto target) {
+      relu_forward_storing_mask(target, in_ptr<T>(in), out_ptr<T>(out), mask.mutable_data_ptr<uint8_t>(),
+                                in.numel());
+    });
   });
-  if (!dense.is_same(output)) output.copy_(dense);
 }
 
 std::tuple<at::Tensor, at::Tensor> relu_with_mask(const at::Tensor& input, c10::string_view backend_name) {
