@@ -19,6 +19,11 @@ CATS_AND_DOGS = DATA_DIR / "cats_and_dogs_filtered"
 
 # "cpu" and "simt" always run; "cuda" joins where a GPU is present.
 BACKENDS = [b for b in fastconv.available_backends()]
+# (backend, dtype) for every dtype a backend's kernels are built for: the cpu kernels take
+# float32 and float64, the CUDA kernels (on a GPU or the SIMT runtime) float16 and bfloat16
+# too. With the backend fixture: parametrize("backend,dtype", BACKEND_DTYPES, indirect=["backend"]).
+BACKEND_DTYPES = [(b, dtype) for b in BACKENDS for dtype in
+                  (torch.float32, torch.float64) + (() if b == "cpu" else (torch.float16, torch.bfloat16))]
 
 
 def with_empty_marked(shapes):

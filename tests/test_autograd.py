@@ -238,17 +238,20 @@ def test_conv2d_double_backward(backend_name, case):
 
 @pytest.mark.parametrize("backend_name", BACKENDS)
 def test_compiled_autograd_matches_eager(backend_name):
-    """Compiled autograd traces the backward Functions of conv2d, conv2d_relu, relu and dropout
-    (their backward ops called below autograd) into a graph whose gradients are eager's."""
+    """Compiled autograd traces the backward Functions of conv2d, conv2d_relu, relu, dropout and
+    max pooling (indices and taps; their backward ops called below autograd) into a graph whose
+    gradients are eager's."""
     device = device_of(backend_name)
     torch.manual_seed(0)
-    model = torch.nn.Sequential(fnn.Conv2d(3, 4, 3, padding=1), fnn.ReLU(), fnn.Dropout(0.3),
-                                fnn.Conv2dReLU(4, 2, 3, stride=2)).to(device)
+    model = torch.nn.Sequential(fnn.Conv2d(3, 4, 3, padding=1), fnn.ReLU(), fnn.MaxPool2d(3, 1, 1),
+                                fnn.Dropout(0.3), fnn.Conv2dReLU(4, 2, 3, stride=2),
+                                fnn.MaxPool2d(2, return_indices=True)).to(device)
     x = torch.randn(2, 3, 9, 9, device=device)
 
     def step(x):
         torch.manual_seed(1)
-        model(x).square().sum().backward()
+        y, _ = model(x)
+        y.square().sum().backward()
 
     def gradients(run):
         model.zero_grad()

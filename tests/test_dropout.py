@@ -12,8 +12,8 @@ import fastconv
 import fastconv.functional as FF
 import fastconv.nn as fnn
 
-from conftest import (device_of, gap_intact, in_place_layouts, kernels_on, layouts, ops_called, recorded_view,
-                      unpack_keep_bits, with_empty_marked)
+from conftest import (BACKEND_DTYPES, device_of, gap_intact, in_place_layouts, kernels_on, layouts,
+                      ops_called, recorded_view, unpack_keep_bits, with_empty_marked)
 from philox_reference import dropout_keep_mask, philox4x32_10
 
 # Random123's kat_vectors for philox4x32 with 10 rounds: counter, key, expected output.
@@ -238,13 +238,11 @@ def test_inplace_write_is_seen_by_autograd():
         z.backward()
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("backend,dtype", BACKEND_DTYPES, indirect=["backend"], ids=str)
 @pytest.mark.parametrize("shape", [(7,), (3, 5), (1, 3, 1, 4), (2, 3, 5, 7)], ids=str)
 def test_inplace_on_every_layout_applies_the_philox_mask(backend, dtype, shape):
     """Contiguous tensors are written in place, the others computed in a contiguous copy and
     written back, touching nothing else in their buffer; the mask is in logical order on all."""
-    if backend == "cpu" and dtype not in (torch.float32, torch.float64):
-        pytest.skip("the cpu kernels are built for float32 and float64")
     device = device_of(backend)
     seed, offset = 2**40 + 3, 17
     keep = torch.from_numpy(dropout_keep_mask(math.prod(shape), seed, offset, 0.5)).view(shape).to(device)

@@ -47,17 +47,18 @@ struct MaxPool2d : torch::autograd::Function<MaxPool2d<kStored>> {
     }
   }
 
-  static variable_list forward(AutogradContext* ctx, const at::Tensor& input, at::IntArrayRef kernel_size,
-                               at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
-                               bool ceil_mode, c10::string_view backend) {
+  // The indices (or taps) come out through `stored_out`, not as an output of
+  // the Function: they have no gradient, and compiled autograd refuses a
+  // C++ Function that marks an output non-differentiable.
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input, at::IntArrayRef kernel_size,
+                            at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+                            bool ceil_mode, c10::string_view backend, at::Tensor* stored_out) {
     at::Tensor output, stored;
     {
       const at::AutoDispatchBelowADInplaceOrView below_autograd;
       std::tie(output, stored) = pool(input, kernel_size, stride, padding, dilation, ceil_mode, backend);
     }
-    ctx->mark_non_differentiable({stored});
-    // No zeros for the indices' gradient, which backward ignores: a tensor allocated and filled per call.
-    ctx->set_materialize_grads(false);
+    *stored_out = stored;
     ctx->save_for_backward({stored});
     save_ints(ctx, "input_size", input.sizes());
     save_ints(ctx, "kernel_size", kernel_size);
@@ -66,19 +67,18 @@ struct MaxPool2d : torch::autograd::Function<MaxPool2d<kStored>> {
     save_ints(ctx, "dilation", dilation);
     ctx->saved_data["ceil_mode"] = ceil_mode;
     save_backend(ctx, backend);
-    return {output, stored};
+    return output;
   }
 
   static variable_list backward(AutogradContext* ctx, const variable_list& grad_outputs) {
     const at::Tensor none;
-    if (!grad_outputs[0].defined()) return {none, none, none, none, none, none, none};
     const at::Tensor stored = saved_tensor(ctx);
     const BackwardOpsGuard guard;
     const at::Tensor grad_input =
         unpool(grad_outputs[0], stored, saved_ints(ctx, "input_size"), saved_ints(ctx, "kernel_size"),
                saved_ints(ctx, "stride"), saved_ints(ctx, "padding"), saved_ints(ctx, "dilation"),
                ctx->saved_data["ceil_mode"].toBool(), saved_backend(ctx));
-    return {grad_input, none, none, none, none, none, none};
+    return {grad_input, none, none, none, none, none, none, none};
   }
 };
 
@@ -143,9 +143,10 @@ template <Stored kStored>
 TensorPair pool_entry(const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
                       at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode, c10::string_view backend) {
   if (needs_recording(input)) {
-    const variable_list outputs =
-        MaxPool2d<kStored>::apply(input, kernel_size, stride, padding, dilation, ceil_mode, backend);
-    return {outputs[0], outputs[1]};
+    at::Tensor stored;
+    at::Tensor output =
+        MaxPool2d<kStored>::apply(input, kernel_size, stride, padding, dilation, ceil_mode, backend, &stored);
+    return {output, stored};
   }
   const at::AutoDispatchBelowADInplaceOrView below_autograd;
   return MaxPool2d<kStored>::pool(input, kernel_size, stride, padding, dilation, ceil_mode, backend);
