@@ -1,9 +1,10 @@
-"""The cache that large CPU outputs of ReLU, dropout and max pooling come from.
+"""The cache that large CPU outputs of fastconv's ops come from.
 
 A tensor above glibc's mmap threshold (32 MiB) is mapped afresh on every allocation, so
 writing it first costs a page fault per 4 KiB page, often more than the op itself. fastconv's
-memory-bound CPU ops therefore take outputs of 2 MiB and more from buffers that earlier
-outputs released: a training loop asks for the same sizes every step. The cache keeps at
+CPU ops (ReLU, dropout, max pooling, and the convolutions' outputs and input gradients)
+therefore take outputs of 2 MiB and more from buffers that earlier outputs released: a
+training loop asks for the same sizes every step. The cache keeps at
 most ``FASTCONV_CPU_OUTPUT_CACHE_MB`` MiB of released buffers (default: an eighth of
 physical memory, at least 256 MiB; 0 turns it off). Like ``torch.cuda.empty_cache()``,
 :func:`empty_cpu_output_cache` hands what it holds back to the system.

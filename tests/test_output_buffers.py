@@ -171,3 +171,23 @@ def test_empty_cache_frees_what_it_holds():
     del alive  # released into the emptied cache
     assert fastconv.cpu_output_cache_stats()["held_buffers"] == 1
     torch.testing.assert_close(_relu(x), F.relu(x), rtol=0, atol=0)
+
+
+def test_convolution_outputs_and_input_gradients_are_reused():
+    x = torch.randn(4, 8, 130, 130)  # 2.1 MiB outputs and input gradients
+    w = torch.randn(8, 8, 3, 3) / 9
+    geometry = ([1, 1], [1, 1, 1, 1], [1, 1], 1)
+    y = OPS.conv2d(x, w, None, *geometry, "im2col", "cpu")
+    ptr = y.data_ptr()
+    del y
+    y = OPS.conv2d(x, w, None, *geometry, "im2col", "cpu")
+    assert y.data_ptr() == ptr
+    torch.testing.assert_close(y, F.conv2d(x, w, padding=1), rtol=1e-4, atol=1e-4)
+    g = OPS.conv2d_backward_input(y, w, list(x.shape), *geometry, "im2col", "cpu")
+    ptr = g.data_ptr()
+    del g
+    g = OPS.conv2d_backward_input(y, w, list(x.shape), *geometry, "im2col", "cpu")
+    assert g.data_ptr() == ptr
+    expected = torch.ops.aten.convolution_backward(y, x, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
+                                                   [True, False, False])[0]
+    torch.testing.assert_close(g, expected, rtol=1e-4, atol=1e-4)

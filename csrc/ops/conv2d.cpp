@@ -21,6 +21,7 @@
 #include "conv2d.h"
 #include "conv2d_auto.h"
 #include "dispatch.h"
+#include "output_buffers.h"
 
 #if defined(FASTCONV_WITH_CUDA)
 #include <ATen/cuda/CUDAContext.h>
@@ -222,7 +223,7 @@ at::Tensor run_conv2d_forward(const at::Tensor& input, const at::Tensor& weight,
   }
   const GemmMath math = gemm_math(backend, input, allows_tf32(backend, backend_name));
   const ConvAlgorithm algorithm = parse_algorithm(algorithm_name, backend, ConvPass::kForward, p, math, op);
-  at::Tensor output = at::empty({p.batch, p.out_channels, p.out_h, p.out_w}, input.options());
+  at::Tensor output = empty_output({p.batch, p.out_channels, p.out_h, p.out_w}, input.options());
   if (output.numel() == 0) return in_layout_of(output, input);
   const at::Tensor x = input.contiguous(), w = weight.contiguous();
   const at::Tensor b = has_bias ? bias->contiguous() : at::Tensor();
@@ -290,7 +291,7 @@ at::Tensor conv2d_backward_input(const at::Tensor& grad_output, const at::Tensor
                                                            input_size, weight.sizes(),
                                                      {stride, padding, dilation, groups}, algorithm_name,
                                                      backend_name, op);
-  at::Tensor grad_input = at::empty(input_size, grad_output.options());
+  at::Tensor grad_input = empty_output(input_size, grad_output.options());
   if (grad_input.numel() == 0) return grad_input;
   if (grad_output.numel() == 0) return grad_input.zero_();
   const at::Tensor dy = grad_output.contiguous(), w = weight.contiguous();

@@ -1,9 +1,11 @@
-// Outputs of the memory-bound CPU ops (ReLU, dropout, max pooling) without
-// the page-fault cost of a large fresh allocation.
+// Outputs of the CPU ops (ReLU, dropout, max pooling; the convolutions'
+// outputs and input gradients) without the page-fault cost of a large fresh
+// allocation.
 //
 // A tensor above glibc's largest mmap threshold (32 MiB) is mmapped afresh on
 // every at::empty and unmapped on free, so each call pays a page fault per
-// 4 KiB page; for ReLU on a 45 MB activation that, not the loop, was the time.
+// 4 KiB page; for ReLU on a 45 MB activation that, not the loop, was the time,
+// and it was half the forward time of convnet4's first convolution.
 // Large CPU outputs therefore come from a small cache of buffers that earlier
 // outputs released: a network or training loop asks for the same sizes every
 // step, so after the first step they are reused with their pages mapped.
