@@ -190,9 +190,9 @@ def _int_pair(value: _IntPair, message: str) -> Tuple[int, int]:
 
 def _stores_taps(x: Tensor, kernel: Tuple[int, int], backend: str) -> bool:
     """Whether max_pool2d_with_taps serves a call: the cpu backend on a CPU tensor of its
-    dtypes, windows of up to 255 taps (csrc/cpu/max_pool2d.h)."""
+    dtypes, windows of up to ``_C.max_pool2d_max_taps`` taps (csrc/cpu/max_pool2d.h)."""
     return (x.device.type == "cpu" and backend in ("auto", "cpu") and x.dtype in (torch.float32, torch.float64)
-            and kernel[0] * kernel[1] <= 255)
+            and kernel[0] * kernel[1] <= _C.max_pool2d_max_taps)
 
 
 def max_pool2d(

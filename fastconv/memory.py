@@ -5,8 +5,10 @@ writing it first costs a page fault per 4 KiB page, often more than the op itsel
 CPU ops (ReLU, dropout, max pooling, and the convolutions' outputs and input gradients)
 therefore take outputs of 2 MiB and more from buffers that earlier outputs released: a
 training loop asks for the same sizes every step. The cache keeps at
-most ``FASTCONV_CPU_OUTPUT_CACHE_MB`` MiB of released buffers (default: an eighth of
-physical memory, at least 256 MiB; 0 turns it off). Like ``torch.cuda.empty_cache()``,
+most ``FASTCONV_CPU_OUTPUT_CACHE_MB`` MiB of released buffers (default: an eighth of the
+memory the process may use, physical or its container's limit, divided among the processes
+``torchrun`` starts on the host, between 256 MiB and 4 GiB; each process has its own cache;
+0 turns it off). Like ``torch.cuda.empty_cache()``,
 :func:`empty_cpu_output_cache` hands what it holds back to the system.
 """
 

@@ -236,22 +236,14 @@ def test_conv2d_double_backward(backend_name, case):
             torch.testing.assert_close(ours, expected)
 
 
-@pytest.mark.parametrize("backend_name", BACKENDS)
-def test_compiled_autograd_matches_eager(backend_name):
-    """Compiled autograd traces the backward Functions of conv2d, conv2d_relu, relu, dropout and
-    max pooling (indices and taps; their backward ops called below autograd) into a graph whose
-    gradients are eager's."""
-    device = device_of(backend_name)
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(fnn.Conv2d(3, 4, 3, padding=1), fnn.ReLU(), fnn.MaxPool2d(3, 1, 1),
-                                fnn.Dropout(0.3), fnn.Conv2dReLU(4, 2, 3, stride=2),
-                                fnn.MaxPool2d(2, return_indices=True)).to(device)
-    x = torch.randn(2, 3, 9, 9, device=device)
+def _compiled_autograd_gradients(model, x, backend_name):
+    """Parameter and input gradients of model(x) (its first output if it returns several)
+    squared and summed: (eager, with compiled autograd); compiled autograd must capture once."""
 
     def step(x):
         torch.manual_seed(1)
-        y, _ = model(x)
-        y.square().sum().backward()
+        y = model(x)
+        (y[0] if isinstance(y, tuple) else y).square().sum().backward()
 
     def gradients(run):
         model.zero_grad()
@@ -266,5 +258,39 @@ def test_compiled_autograd_matches_eager(backend_name):
         with torch._dynamo.config.patch(compiled_autograd=True):
             compiled = gradients(torch.compile(step, backend="eager"))
     assert counters["compiled_autograd"]["captures"] == 1
+    return eager, compiled
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_compiled_autograd_matches_torch(backend_name):
+    """Compiled autograd traces the backward Functions of conv2d, conv2d_relu, relu and max
+    pooling (indices and taps; their backward ops called below autograd) into a graph whose
+    gradients are torch.nn's."""
+    device = device_of(backend_name)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(fnn.Conv2d(3, 4, 3, padding=1), fnn.ReLU(), fnn.MaxPool2d(3, 1, 1),
+                                fnn.Conv2dReLU(4, 2, 3, stride=2), fnn.MaxPool2d(2, return_indices=True)).to(device)
+    twin = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(3, 1, 1),
+                               torch.nn.Conv2d(4, 2, 3, stride=2), torch.nn.ReLU(),
+                               torch.nn.MaxPool2d(2, return_indices=True)).to(device)
+    twin[0].load_state_dict(model[0].state_dict())
+    twin[3].load_state_dict(model[3].state_dict())
+    x = torch.randn(2, 3, 9, 9, device=device)
+    _, compiled = _compiled_autograd_gradients(model, x, backend_name)
+    leaf = x.clone().requires_grad_()
+    twin(leaf)[0].square().sum().backward()
+    for ours, expected in zip(compiled, [p.grad for p in twin.parameters()] + [leaf.grad]):
+        torch.testing.assert_close(ours, expected)
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_compiled_autograd_keeps_the_dropout_mask(backend_name):
+    """With dropout, whose mask comes from fastconv's own Philox stream (not torch's), the
+    compiled backward must give the eager one's gradients."""
+    device = device_of(backend_name)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(fnn.Conv2d(3, 4, 3, padding=1), fnn.ReLU(), fnn.Dropout(0.3),
+                                fnn.Conv2dReLU(4, 2, 3, stride=2)).to(device)
+    eager, compiled = _compiled_autograd_gradients(model, torch.randn(2, 3, 9, 9, device=device), backend_name)
     for ours, expected in zip(compiled, eager):
         torch.testing.assert_close(ours, expected)

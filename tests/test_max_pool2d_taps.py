@@ -157,9 +157,12 @@ def test_opcheck():
         torch.library.opcheck(ops.max_pool2d_backward_from_taps.default, (grad, taps, list(x.shape), *geometry, "cpu"))
 
 
-def test_compile_fullgraph():
-    x = torch.randn(2, 3, 10, 10, requires_grad=True)
-    compiled = torch.compile(lambda t: FF.max_pool2d(t, 2), fullgraph=True, backend="eager")
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=str)
+def test_compile_fullgraph(layout):
+    """aot_eager runs AOTAutograd: the fake kernels and the backward graph, traced."""
+    torch._dynamo.reset()
+    x = torch.randn(2, 3, 10, 10).contiguous(memory_format=layout).requires_grad_()
+    compiled = torch.compile(lambda t: FF.max_pool2d(t, 2), fullgraph=True, backend="aot_eager")
     y = compiled(x)
     grad = torch.randn_like(y)
     y.backward(grad)
@@ -205,7 +208,26 @@ def test_ops_check_their_arguments():
         ops.max_pool2d_backward_from_taps(y.detach(), taps[:, :1], [1, 2, 4, 4], *geometry)
     with pytest.raises(RuntimeError, match="shape"):
         ops.max_pool2d_backward_from_taps(y.detach(), taps, [1, 2, 6, 6], *geometry)
-    with pytest.raises(RuntimeError, match="4-D"):
+    with pytest.raises(RuntimeError, match="max_pool2d: expected a 4-D"):  # named as the op users call
         ops.max_pool2d_with_taps(torch.randn(2, 4, 4), *geometry)
+    with pytest.raises(RuntimeError, match="up to 255 taps"):  # a window whose tap count overflows int64
+        ops.max_pool2d_with_taps(torch.randn(1, 1, 3, 3), [2**32, 2**32], [1, 1], [2**31, 2**31], [1, 1], False)
     with pytest.raises(TypeError, match="float32 and float64"):
         ops.max_pool2d_with_taps(x.half(), *geometry)
+
+
+def test_backward_checks_its_arguments_when_recorded_too():
+    """Autograd takes another route when it records (through the indices the taps name): the
+    same checks must run there."""
+    x = torch.randn(1, 2, 4, 4)
+    geometry = ([2], [], [0], [1], False)
+    y, taps = ops.max_pool2d_with_taps(x, *geometry)
+    grad = torch.randn_like(y, requires_grad=True)
+    for recorded in (grad.detach(), grad):
+        with pytest.raises(RuntimeError, match="shape"):  # would broadcast in the index computation
+            ops.max_pool2d_backward_from_taps(recorded, taps[..., :1, :1], [1, 2, 4, 4], *geometry)
+        with pytest.raises(RuntimeError, match="only the 'cpu' backend stores max_pool2d taps"):
+            ops.max_pool2d_backward_from_taps(recorded, taps, [1, 2, 4, 4], *geometry, "simt")
+        with pytest.raises(RuntimeError, match="up to 255 taps"):
+            ops.max_pool2d_backward_from_taps(recorded, taps.new_zeros(1, 2, 1, 1), [1, 2, 16, 16], [16], [], [0],
+                                              [1], False)

@@ -146,16 +146,50 @@ def test_buffer_over_the_bound_is_freed_without_evicting_the_others():
     assert f"limit {4 << 20}" in run.stdout
 
 
-def test_default_bound_is_an_eighth_of_physical_memory():
-    if os.environ.get("FASTCONV_CPU_OUTPUT_CACHE_MB"):
-        pytest.skip("FASTCONV_CPU_OUTPUT_CACHE_MB is set")
+def _cache_bound_in(env_overrides):
+    """The cache's bound in a fresh process with these environment variables."""
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k not in ("FASTCONV_CPU_OUTPUT_CACHE_MB", "LOCAL_WORLD_SIZE")}
+    env.update(env_overrides, PYTHONPATH=str(root))
+    code = "import fastconv; print(fastconv.cpu_output_cache_stats()['limit_bytes'])"
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=root)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return int(run.stdout.split()[-1])
+
+
+def test_default_bound_follows_the_memory_and_the_processes_on_the_host():
+    mib = 1 << 20
+    alone = _cache_bound_in({})
+    assert 256 * mib <= alone <= 4096 * mib and alone % (2 * mib) == 0
     physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    bucket = 2 << 20
-    expected = max(256 << 20, physical // 8 // bucket * bucket)
-    assert fastconv.cpu_output_cache_stats()["limit_bytes"] == expected
+    assert alone <= max(256 * mib, physical // 8)  # never more than an eighth, unless at the floor
+    shared = _cache_bound_in({"LOCAL_WORLD_SIZE": "4"})
+    assert shared == max(256 * mib, alone // 4 // (2 * mib) * (2 * mib)) or alone == 4096 * mib
+    assert shared <= alone
+    assert _cache_bound_in({"FASTCONV_CPU_OUTPUT_CACHE_MB": "6"}) == 6 * mib
+
+
+def test_many_sizes_stay_within_the_bound():
+    """Sizes that never come back are evicted oldest first; the held bytes never pass the bound."""
+    root = Path(__file__).resolve().parents[1]
+    code = ("import torch, fastconv\n"
+            "relu = lambda x: torch.ops.fastconv.relu(x, 'cpu')\n"
+            "for i in range(40):\n"
+            "    relu(torch.randn((1 << 19) * (1 + i % 7) + 5))\n"  # 2-14 MiB outputs, released at once
+            "    s = fastconv.cpu_output_cache_stats()\n"
+            "    assert s['held_bytes'] <= s['limit_bytes'], s\n"
+            "x = torch.randn(1 << 20)\n"
+            "assert torch.equal(relu(x), torch.relu(x))\n"
+            "print('ok', fastconv.cpu_output_cache_stats()['held_buffers'])\n")
+    env = dict(os.environ, FASTCONV_CPU_OUTPUT_CACHE_MB="20", PYTHONPATH=str(root))
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=root)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.startswith("ok")
 
 
 def test_empty_cache_frees_what_it_holds():
+    if fastconv.cpu_output_cache_stats()["limit_bytes"] == 0:
+        pytest.skip("FASTCONV_CPU_OUTPUT_CACHE_MB=0 turns the cache off")
     x = torch.randn(BIG)
     y = _relu(x)
     before = fastconv.cpu_output_cache_stats()

@@ -55,9 +55,13 @@ inline bool on_mask_storing_backend(const at::Tensor& input, c10::string_view ba
 // computes its gradients, opened after it has unpacked its saved tensors (so
 // that saved-tensor hooks run as they would anywhere else). When no graph is
 // being built (create_graph=False), the ops it calls step straight below
-// autograd: their own autograd kernels would only do that and call them
-// again, a second dispatcher pass per op (50 to 80 ns a call on a 2-core
-// Zen 5, about 1% of a 3->4 3x3 convolution's backward on an 8x8 image).
+// autograd: the fastconv ops' own autograd kernels would only do that and
+// call them again, a second dispatcher pass per op (50 to 80 ns a call on a
+// 2-core Zen 5, about 1% of a 3->4 3x3 convolution's backward on an 8x8
+// image). The ATen ops a backward calls (reshape, expand, fill_) run below
+// autograd too: their views and in-place writes are then not tracked as
+// such, which nothing needs when no graph is built, and the engine copies a
+// gradient it cannot keep as it is (AccumulateGrad clones an expanded one).
 // With create_graph=True it does nothing, and each call goes through its op's
 // autograd kernel, which records it for double backward.
 class BackwardOpsGuard {

@@ -173,9 +173,8 @@ at::Tensor max_pool2d_backward_from_taps(const at::Tensor& grad_output, const at
                                          at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
                                          bool ceil_mode, c10::string_view backend) {
   if (needs_recording(grad_output)) {
-    const char* op = "max_pool2d_backward_from_taps";
-    check_taps(taps, grad_output, op);
-    const Pool2dParams p = max_pool2d_params(input_size, kernel_size, stride, padding, dilation, ceil_mode, op);
+    const Pool2dParams p = check_backward_from_taps(grad_output, taps, input_size, kernel_size, stride, padding,
+                                                    dilation, ceil_mode, backend);
     return op_calls::max_pool2d_backward(grad_output, indices_of_taps(taps, p), input_size, kernel_size, stride,
                                          padding, dilation, ceil_mode, backend);
   }

@@ -254,6 +254,14 @@ FASTCONV_LOOP_INLINE int32_t stored_offset(uint8_t tap, int64_t, int64_t w) {
 // int64 indices become mispredicted jumps). The rows and the column left
 // over by an odd size belong to no window. `Stored` is int64_t (indices) or
 // uint8_t (taps).
+// The winners' offsets of `count` consecutive windows of one row pair, the
+// first at `corner` (taps need no corner).
+template <typename Stored>
+FASTCONV_LOOP_INLINE void window_offsets(const Stored* __restrict__ stored, int64_t count, int64_t corner, int64_t w,
+                                         int32_t* __restrict__ offsets) {
+  for (int64_t j = 0; j < count; ++j) offsets[j] = stored_offset(stored[j], corner + 2 * j, w);
+}
+
 template <typename T, typename Stored>
 FASTCONV_LOOP_INLINE void unpool_plane_2x2(const T* grad_output, const Stored* stored, T* grad,
                                            const Pool2dParams& p) {
@@ -262,27 +270,20 @@ FASTCONV_LOOP_INLINE void unpool_plane_2x2(const T* grad_output, const Stored* s
   const int64_t w = p.in_w;
   const auto w32 = static_cast<int32_t>(w);
   // Taps give offsets without their window's position, so the taps of
-  // several short rows convert in one loop (one row's 17 bytes would leave
-  // a loop over bytes in its scalar remainder).
-  const int64_t rows_per_pass = std::is_same_v<Stored, uint8_t> && p.out_w < kChunk ? kChunk / p.out_w : 1;
+  // several short rows convert in one loop (one row's 17 bytes would leave a
+  // loop over bytes in its scalar remainder); indices convert chunk by chunk.
+  const bool whole_rows = std::is_same_v<Stored, uint8_t> && p.out_w < kChunk;
+  const int64_t rows_per_pass = whole_rows ? kChunk / p.out_w : 1;
   for (int64_t oh0 = 0; oh0 < p.out_h; oh0 += rows_per_pass) {
     const int64_t rows = std::min(rows_per_pass, p.out_h - oh0);
-    if (rows_per_pass > 1) {
-      const Stored* __restrict__ at = stored + oh0 * p.out_w;
-      for (int64_t j = 0; j < rows * p.out_w; ++j) offsets[j] = stored_offset(at[j], 0, w);
-    }
+    if (whole_rows) window_offsets(stored + oh0 * p.out_w, rows * p.out_w, 0, w, offsets);
     for (int64_t oh = oh0; oh < oh0 + rows; ++oh) {
       T* top = grad + 2 * oh * w;
       T* bottom = top + w;
       for (int64_t first = 0; first < p.out_w; first += kChunk) {
         const int64_t count = std::min(kChunk, p.out_w - first);
-        const int32_t* __restrict__ offset = offsets + (oh - oh0) * p.out_w;
-        if (rows_per_pass == 1) {
-          const Stored* __restrict__ at = stored + oh * p.out_w + first;
-          const int64_t chunk_at = 2 * oh * w + 2 * first;
-          for (int64_t j = 0; j < count; ++j) offsets[j] = stored_offset(at[j], chunk_at + 2 * j, w);
-          offset = offsets;
-        }
+        if (!whole_rows) window_offsets(stored + oh * p.out_w + first, count, 2 * oh * w + 2 * first, w, offsets);
+        const int32_t* __restrict__ offset = whole_rows ? offsets + (oh - oh0) * p.out_w : offsets;
         const T* __restrict__ go = grad_output + oh * p.out_w + first;
         T* __restrict__ t = top + 2 * first;
         T* __restrict__ b = bottom + 2 * first;

@@ -105,11 +105,34 @@ Pool2dParams max_pool2d_params(at::IntArrayRef input_size, at::IntArrayRef kerne
   return make_params(input_size, args, ceil_mode);
 }
 
-void check_taps(const at::Tensor& taps, const at::Tensor& grad_output, const char* op) {
+namespace {
+
+// Taps are the cpu backend's: on a GPU, int64 indices cost no more to gather.
+Backend select_taps_backend(const at::Tensor& like, c10::string_view backend_name, const char* op);
+void check_window_taps(const Pool2dParams& p, const char* op);
+
+}  // namespace
+
+Pool2dParams check_backward_from_taps(const at::Tensor& grad_output, const at::Tensor& taps,
+                                      at::IntArrayRef input_size, at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                                      at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode,
+                                      c10::string_view backend_name) {
+  const char* op = "max_pool2d_backward_from_taps";
+  const PoolArgs args = parse_args(kernel_size, stride, padding, dilation);
+  check_input_dims(input_size, op);
+  const Backend backend = select_taps_backend(grad_output, backend_name, op);
+  check_floating(grad_output, backend, op, "grad_output");
   TORCH_CHECK(taps.scalar_type() == at::kByte, op, ": taps must be uint8 (what max_pool2d_with_taps returned), ",
               "but got ", taps.scalar_type());
   TORCH_CHECK(taps.device() == grad_output.device(), op, ": expected taps on the same device as grad_output (",
               grad_output.device(), "), but got ", taps.device());
+  const Pool2dParams p = make_params(input_size, args, ceil_mode);
+  check_window_taps(p, op);
+  const std::vector<int64_t> out_sizes{input_size[0], input_size[1], p.out_h, p.out_w};
+  TORCH_CHECK(grad_output.sizes() == at::IntArrayRef(out_sizes) && taps.sizes() == grad_output.sizes(), op,
+              ": expected grad_output and taps of shape ", at::IntArrayRef(out_sizes), " (the pooled shape of ",
+              "input_size ", input_size, "), but got ", grad_output.sizes(), " and ", taps.sizes());
+  return p;
 }
 
 namespace {
@@ -163,26 +186,28 @@ at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& 
   return grad_input;
 }
 
-// Taps are the cpu backend's: on a GPU, int64 indices cost no more to gather.
 Backend select_taps_backend(const at::Tensor& like, c10::string_view backend_name, const char* op) {
   return select_state_storing_backend(like, backend_name, op, "max_pool2d taps",
                                       "the other backends use indices: use max_pool2d and max_pool2d_backward");
 }
 
 void check_window_taps(const Pool2dParams& p, const char* op) {
-  TORCH_CHECK(p.kernel_h * p.kernel_w <= cpu::kMaxTaps, op, ": taps fit windows of up to ", cpu::kMaxTaps,
+  // kernel_w <= kMaxTaps / kernel_h: the product of two huge sizes would overflow.
+  TORCH_CHECK(p.kernel_w <= cpu::kMaxTaps / p.kernel_h, op, ": taps fit windows of up to ", cpu::kMaxTaps,
               " taps, got a ", p.kernel_h, "x", p.kernel_w, " window (use max_pool2d and max_pool2d_backward)");
 }
 
+// Argument errors name max_pool2d, the op users call (fastconv.functional.max_pool2d picks
+// this one); only what is particular to taps names max_pool2d_with_taps.
 std::tuple<at::Tensor, at::Tensor> max_pool2d_with_taps(const at::Tensor& input, at::IntArrayRef kernel_size,
                                                         at::IntArrayRef stride, at::IntArrayRef padding,
                                                         at::IntArrayRef dilation, bool ceil_mode,
                                                         c10::string_view backend_name) {
   const char* op = "max_pool2d_with_taps";
   const PoolArgs args = parse_args(kernel_size, stride, padding, dilation);
-  check_input_dims(input.sizes(), op);
+  check_input_dims(input.sizes(), "max_pool2d");
   const Backend backend = select_taps_backend(input, backend_name, op);
-  check_floating(input, backend, op, "input");
+  check_floating(input, backend, "max_pool2d", "input");
   const Pool2dParams p = make_params(input.sizes(), args, ceil_mode);
   check_window_taps(p, op);
 
@@ -200,23 +225,12 @@ at::Tensor max_pool2d_backward_from_taps(const at::Tensor& grad_output, const at
                                          at::IntArrayRef input_size, at::IntArrayRef kernel_size,
                                          at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
                                          bool ceil_mode, c10::string_view backend_name) {
-  const char* op = "max_pool2d_backward_from_taps";
-  const PoolArgs args = parse_args(kernel_size, stride, padding, dilation);
-  check_input_dims(input_size, op);
-  const Backend backend = select_taps_backend(grad_output, backend_name, op);
-  check_floating(grad_output, backend, op, "grad_output");
-  check_taps(taps, grad_output, op);
-  const Pool2dParams p = make_params(input_size, args, ceil_mode);
-  check_window_taps(p, op);
-  const std::vector<int64_t> out_sizes{input_size[0], input_size[1], p.out_h, p.out_w};
-  TORCH_CHECK(grad_output.sizes() == at::IntArrayRef(out_sizes) && taps.sizes() == grad_output.sizes(), op,
-              ": expected grad_output and taps of shape ", at::IntArrayRef(out_sizes), " (the pooled shape of ",
-              "input_size ", input_size, "), but got ", grad_output.sizes(), " and ", taps.sizes());
-
+  const Pool2dParams p = check_backward_from_taps(grad_output, taps, input_size, kernel_size, stride, padding,
+                                                  dilation, ceil_mode, backend_name);
   const at::Tensor grad = grad_output.contiguous();
   const at::Tensor taps_c = taps.contiguous();
   at::Tensor grad_input = empty_output(input_size, grad_output.options());
-  run_cpu_kernels(grad, op, [&]<typename T>(auto target) {
+  run_cpu_kernels(grad, "max_pool2d_backward_from_taps", [&]<typename T>(auto target) {
     return cpu::max_pool2d_backward_from_taps(target, in_ptr<T>(grad), taps_c.const_data_ptr<uint8_t>(),
                                               out_ptr<T>(grad_input), p);
   });

@@ -13,7 +13,13 @@ namespace fastconv {
 Pool2dParams max_pool2d_params(at::IntArrayRef input_size, at::IntArrayRef kernel_size, at::IntArrayRef stride,
                                at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode, const char* op);
 
-// taps, for max_pool2d_backward_from_taps: uint8, on grad_output's device.
-void check_taps(const at::Tensor& taps, const at::Tensor& grad_output, const char* op);
+// Every check max_pool2d_backward_from_taps makes of its arguments (the cpu
+// backend, uint8 taps of grad_output's shape on its device, the pooled shape
+// of input_size, windows of up to 255 taps), and the geometry: one place for
+// the op and its autograd kernel, which takes another route when it records.
+Pool2dParams check_backward_from_taps(const at::Tensor& grad_output, const at::Tensor& taps,
+                                      at::IntArrayRef input_size, at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                                      at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode,
+                                      c10::string_view backend_name);
 
 }  // namespace fastconv

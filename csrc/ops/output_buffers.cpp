@@ -12,8 +12,11 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <list>
 #include <mutex>
+#include <unordered_map>
+#include <vector>
 
 namespace fastconv {
 namespace {
@@ -25,17 +28,35 @@ constexpr size_t kBucket = size_t{2} << 20;
 constexpr size_t kMinBytes = kBucket;
 constexpr size_t kAlignment = 64;  // c10's CPU alignment
 
-// Unset, the cache may hold an eighth of physical memory (at least 256 MiB):
-// enough for the activations a training step releases at the sizes where a
-// fresh mapping costs most (VGG16's first ReLU at batch 32 is 411 MB, and its
-// forward output and input gradient are both released every step).
+// The memory this process may use: physical memory, or its container's limit
+// where that is lower (cgroup v2 memory.max, v1 memory.limit_in_bytes;
+// sysconf reports the host's memory inside a container). 0 if unknown.
+size_t usable_memory_bytes() {
+  const long pages = sysconf(_SC_PHYS_PAGES), page_bytes = sysconf(_SC_PAGESIZE);
+  size_t usable = pages > 0 && page_bytes > 0 ? static_cast<size_t>(pages) * static_cast<size_t>(page_bytes) : 0;
+  for (const char* path : {"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"}) {
+    std::ifstream file(path);
+    unsigned long long limit = 0;
+    // "max" (no limit) does not parse as a number.
+    if (file >> limit && limit > 0 && (usable == 0 || limit < usable)) usable = static_cast<size_t>(limit);
+  }
+  return usable;
+}
+
+// Unset, the cache may hold an eighth of the usable memory, shared among the
+// processes torchrun starts on the host (LOCAL_WORLD_SIZE, each with its own
+// cache), between 256 MiB and 4 GiB: enough for the activations a training
+// step releases at the sizes where a fresh mapping costs most (VGG16's first
+// ReLU at batch 32 is 411 MB, and its forward output and input gradient are
+// both released every step), without holding a large host's memory.
 size_t default_cache_limit_bytes() {
-  constexpr size_t kFloor = size_t{256} << 20;
-  const long pages = sysconf(_SC_PHYS_PAGES);
-  const long page_bytes = sysconf(_SC_PAGESIZE);
-  if (pages <= 0 || page_bytes <= 0) return kFloor;
-  const size_t eighth = static_cast<size_t>(pages) * static_cast<size_t>(page_bytes) / 8;
-  return std::max(kFloor, eighth / kBucket * kBucket);
+  constexpr size_t kFloor = size_t{256} << 20, kCeiling = size_t{4} << 30;
+  size_t share = usable_memory_bytes() / 8;
+  if (const char* ranks = std::getenv("LOCAL_WORLD_SIZE")) {
+    const long count = std::strtol(ranks, nullptr, 10);
+    if (count > 1) share /= static_cast<size_t>(count);
+  }
+  return std::clamp(share / kBucket * kBucket, kFloor, kCeiling);
 }
 
 // FASTCONV_CPU_OUTPUT_CACHE_MB: a whole number of MiB; anything else is
@@ -62,8 +83,11 @@ struct Block {
   size_t bytes;
 };
 
-// Released blocks, most recently released first. A handful of sizes repeat
-// in a network, so a linear search is enough.
+// Released blocks: a list in release order (most recent first) for
+// eviction, and per size the list positions of its blocks (most recent
+// last) for lookup. With the default bound the cache may hold thousands of
+// blocks of sizes that never come back, and a lookup runs under the lock on
+// every large allocation.
 class BufferCache final : public c10::Allocator {
  public:
   c10::DataPtr allocate(size_t n) override {
@@ -91,12 +115,15 @@ class BufferCache final : public c10::Allocator {
     {
       const std::lock_guard<std::mutex> lock(mutex_);
       released.swap(free_);
+      by_size_.clear();
       held_ = 0;
     }
     for (Block* b : released) discard(b);
   }
 
  private:
+  using Position = std::list<Block*>::iterator;
+
   // Plain pages, as torch's allocator gives. Transparent huge pages
   // (MADV_HUGEPAGE) made fresh buffers 4-5x faster to fault in once free
   // huge pages were at hand, but with the kernel's default defrag=madvise
@@ -109,31 +136,37 @@ class BufferCache final : public c10::Allocator {
     return ptr;
   }
 
+  // The most recently released block of `bytes`, whose pages are the likeliest in cache.
   Block* take(size_t bytes) {
     const std::lock_guard<std::mutex> lock(mutex_);
-    for (auto it = free_.begin(); it != free_.end(); ++it) {
-      if ((*it)->bytes == bytes) {
-        Block* block = *it;
-        free_.erase(it);
-        held_ -= bytes;
-        return block;
-      }
-    }
-    return nullptr;
+    const auto same = by_size_.find(bytes);
+    if (same == by_size_.end() || same->second.empty()) return nullptr;
+    const Position at = same->second.back();
+    same->second.pop_back();
+    Block* block = *at;
+    free_.erase(at);
+    held_ -= bytes;
+    return block;
   }
 
   static void release(void* context) { instance().put(static_cast<Block*>(context)); }
 
   void put(Block* block) {
     if (block->bytes > limit_) return discard(block);  // would evict everything, itself last
-    std::list<Block*> evicted;
+    std::vector<Block*> evicted;
     {
       const std::lock_guard<std::mutex> lock(mutex_);
       free_.push_front(block);
+      by_size_[block->bytes].push_back(free_.begin());
       held_ += block->bytes;
       while (held_ > limit_) {
-        held_ -= free_.back()->bytes;
-        evicted.splice(evicted.end(), free_, std::prev(free_.end()));
+        // The least recently released block is the oldest of its size: the first in its list.
+        Block* oldest = free_.back();
+        std::vector<Position>& same = by_size_[oldest->bytes];
+        same.erase(same.begin());
+        free_.pop_back();
+        held_ -= oldest->bytes;
+        evicted.push_back(oldest);
       }
     }
     for (Block* b : evicted) discard(b);
@@ -147,11 +180,18 @@ class BufferCache final : public c10::Allocator {
   const size_t limit_ = cache_limit_bytes();
   std::mutex mutex_;
   std::list<Block*> free_;
+  std::unordered_map<size_t, std::vector<Position>> by_size_;
   size_t held_ = 0;
 };
 
 bool use_cache(size_t bytes) {
+#if defined(__SANITIZE_ADDRESS__)
+  // Reused buffers would hide reads of stale values and writes past an
+  // output's end inside its bucket from AddressSanitizer.
+  static const bool enabled = false;
+#else
   static const bool enabled = cache_limit_bytes() > 0;  // 0: every output from torch's allocator
+#endif
   return enabled && bytes >= kMinBytes;
 }
 

@@ -16,7 +16,9 @@
 // their storage's deleter on any thread; copies (pin_memory, share_memory_)
 // leave the cache. What it may hold: buffers of at least 2 MiB, rounded up
 // to whole 2 MiB, and at most FASTCONV_CPU_OUTPUT_CACHE_MB MiB of released
-// buffers in all (default: an eighth of physical memory, at least 256 MiB),
+// buffers in all (default: an eighth of the memory the process may use,
+// physical or its container's limit, divided among torchrun's processes on
+// the host, between 256 MiB and 4 GiB; each process has its own cache),
 // least recently released evicted first; a buffer larger than that is freed
 // at once, and 0 turns the cache off. empty_output_cache() frees what it
 // holds, as torch.cuda.empty_cache() does for CUDA.

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "../cpu/cpu_isa.h"
+#include "../cpu/max_pool2d.h"
 #include "../cpu/streaming_stores.h"
 #include "../ops/common.h"
 #include "../ops/conv2d.h"
@@ -199,8 +200,10 @@ PYBIND11_MODULE(_C, m) {
         "Sets the multiprocessor count the SIMT device reports (<= 0: FASTCONV_SIMT_SM_COUNT, else 132).");
   m.def("cpu_output_cache_stats", &cpu_output_cache_stats,
         "limit_bytes, held_bytes and held_buffers of the cache of released large CPU outputs.");
-  m.def("empty_cpu_output_cache", &fastconv::empty_output_cache,
+  m.def("empty_cpu_output_cache", &fastconv::empty_output_cache, py::call_guard<py::gil_scoped_release>(),
         "Frees the released CPU output buffers the cache holds.");
+  // The largest pooling window whose maximum's position max_pool2d_with_taps keeps in a byte.
+  m.attr("max_pool2d_max_taps") = fastconv::cpu::kMaxTaps;
   m.def("parallel_for_threads", &parallel_for_threads,
         "Number of threads an at::parallel_for loop of the CPU kernels runs on.");
 }
