@@ -117,20 +117,27 @@ def test_outputs_freed_on_other_threads():
     assert all(torch.equal(y, expected) for y in kept)
 
 
-def test_cache_can_be_turned_off():
+def _run_fresh(code, **env_overrides):
+    """stdout of `code` in a fresh Python process whose environment has these variables (and
+    neither of the cache's own unless given)."""
     root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k not in ("FASTCONV_CPU_OUTPUT_CACHE_MB", "LOCAL_WORLD_SIZE")}
+    env.update(env_overrides, PYTHONPATH=str(root))
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=root)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return run.stdout
+
+
+def test_cache_can_be_turned_off():
     code = ("import torch, fastconv, torch.nn.functional as F\n"
             "x = torch.randn(2, 8, 192, 192)\n"
             "for _ in range(3):\n"
             "    assert torch.equal(torch.ops.fastconv.relu(x, 'cpu'), F.relu(x))\n"
             "print('ok')\n")
-    env = dict(os.environ, FASTCONV_CPU_OUTPUT_CACHE_MB="0", PYTHONPATH=str(root))
-    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=root)
-    assert run.returncode == 0 and "ok" in run.stdout, run.stderr[-2000:]
+    assert "ok" in _run_fresh(code, FASTCONV_CPU_OUTPUT_CACHE_MB="0")
 
 
 def test_buffer_over_the_bound_is_freed_without_evicting_the_others():
-    root = Path(__file__).resolve().parents[1]
     code = ("import torch, fastconv\n"
             "relu = lambda x: torch.ops.fastconv.relu(x, 'cpu')\n"
             "small, large = torch.randn(2, 8, 192, 192), torch.randn(4, 8, 192, 192)\n"
@@ -139,22 +146,15 @@ def test_buffer_over_the_bound_is_freed_without_evicting_the_others():
             "y = relu(small)\n"
             "print('reused', y.data_ptr() == kept)\n"
             "print('limit', fastconv.cpu_output_cache_stats()['limit_bytes'])\n")
-    env = dict(os.environ, FASTCONV_CPU_OUTPUT_CACHE_MB="4", PYTHONPATH=str(root))
-    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=root)
-    assert run.returncode == 0, run.stderr[-2000:]
-    assert "reused True" in run.stdout
-    assert f"limit {4 << 20}" in run.stdout
+    out = _run_fresh(code, FASTCONV_CPU_OUTPUT_CACHE_MB="4")
+    assert "reused True" in out
+    assert f"limit {4 << 20}" in out
 
 
 def _cache_bound_in(env_overrides):
     """The cache's bound in a fresh process with these environment variables."""
-    root = Path(__file__).resolve().parents[1]
-    env = {k: v for k, v in os.environ.items() if k not in ("FASTCONV_CPU_OUTPUT_CACHE_MB", "LOCAL_WORLD_SIZE")}
-    env.update(env_overrides, PYTHONPATH=str(root))
     code = "import fastconv; print(fastconv.cpu_output_cache_stats()['limit_bytes'])"
-    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=root)
-    assert run.returncode == 0, run.stderr[-2000:]
-    return int(run.stdout.split()[-1])
+    return int(_run_fresh(code, **env_overrides).split()[-1])
 
 
 def test_default_bound_follows_the_memory_and_the_processes_on_the_host():
@@ -171,7 +171,6 @@ def test_default_bound_follows_the_memory_and_the_processes_on_the_host():
 
 def test_many_sizes_stay_within_the_bound():
     """Sizes that never come back are evicted oldest first; the held bytes never pass the bound."""
-    root = Path(__file__).resolve().parents[1]
     code = ("import torch, fastconv\n"
             "relu = lambda x: torch.ops.fastconv.relu(x, 'cpu')\n"
             "for i in range(40):\n"
@@ -181,10 +180,7 @@ def test_many_sizes_stay_within_the_bound():
             "x = torch.randn(1 << 20)\n"
             "assert torch.equal(relu(x), torch.relu(x))\n"
             "print('ok', fastconv.cpu_output_cache_stats()['held_buffers'])\n")
-    env = dict(os.environ, FASTCONV_CPU_OUTPUT_CACHE_MB="20", PYTHONPATH=str(root))
-    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=root)
-    assert run.returncode == 0, run.stderr[-2000:]
-    assert run.stdout.startswith("ok")
+    assert _run_fresh(code, FASTCONV_CPU_OUTPUT_CACHE_MB="20").startswith("ok")
 
 
 def test_empty_cache_frees_what_it_holds():
