@@ -10,12 +10,12 @@
 //   backward weight  M[xi] (K x C) += E[xi] (K x tiles) * V[xi]^T, over every
 //                    tile of the batch, then dW = G^T M G once at the end
 //                    (F(3x3, 2x2): E the transformed 2x2 tiles of dY)
-// through our GEMM (csrc/cpu/gemm.h). The batch's tiles are cut into blocks
-// whose transformed data (V and M) fit in L2, each block transformed right
-// before its GEMMs and consumed right after; work is split over the blocks,
-// small images sharing one and a single image cut into several, so every
-// thread has work, and no two threads write the same element (the weight
-// gradient sums per-thread partials in a fixed order, as im2col's does).
+// through our GEMM (csrc/cpu/gemm.h). Like im2col, an image's tiles are cut
+// into blocks whose transformed data (V and M) fit in L2, each block
+// transformed right before its GEMMs and consumed right after; work is split
+// over (image, tile block) units, so a single image still uses every thread,
+// and no two threads write the same element (the weight gradient sums
+// per-thread partials in a fixed order, as im2col's does).
 #include <algorithm>
 #include <memory>
 #include <vector>
@@ -56,38 +56,32 @@ int64_t point_stride(int64_t values) {
 }
 
 // The 2x2 output tiles of a convolution whose output is out_h x out_w (the
-// last row and column partial when odd), numbered row-major image after
-// image over the whole batch and cut into blocks that fit the budget, with
-// enough of them that every thread has work even at batch 1
-// (csrc/cpu/parallel.h). A block may span images: small images then fill the
-// GEMM's column tiles (the 9x9 tiles of an input gradient at 17x17 left a
-// third of its last column tile empty, one image to a block). `tiles_w`, the
-// tiles per row, and `tiles_per_image` turn a tile's number into its image,
-// row and column.
+// last row and column partial when odd), numbered row-major and cut into
+// blocks that fit the budget, with enough of them that every thread has work
+// even at batch 1 (csrc/cpu/parallel.h). `tiles_w`, the tiles per row, turns
+// a tile's number into its row and column.
 struct TileBlocks : Blocks {
-  int64_t tiles_w, tiles_per_image;
+  int64_t tiles_w;
 };
 
 TileBlocks tile_blocks(int64_t out_h, int64_t out_w, int64_t batch, int64_t channels_per_tile) {
   const int64_t tiles_h = ceil_div(out_h, 2), tiles_w = ceil_div(out_w, 2);
   const int64_t fit = std::max(kMinBlockTiles, kBlockElements / (kPoints * std::max<int64_t>(1, channels_per_tile)));
-  return {balanced_blocks(batch * tiles_h * tiles_w, fit, kGemmColumnAlignment, 1, at::get_num_threads()), tiles_w,
-          tiles_h * tiles_w};
+  return {balanced_blocks(tiles_h * tiles_w, fit, kGemmColumnAlignment, batch, at::get_num_threads()), tiles_w};
 }
 
-// Calls body(n, th, tw_begin, tiles, offset) for each tile row that `range`
-// crosses: tiles tw_begin .. tw_begin + tiles - 1 of tile row th of image n,
-// which are tiles offset .. offset + tiles - 1 of the range.
+// Calls body(th, tw_begin, tiles, offset) for each tile row that `range`
+// crosses: tiles tw_begin .. tw_begin + tiles - 1 of tile row th, which are
+// tiles offset .. offset + tiles - 1 of the range.
 template <typename F>
 void for_each_tile_row(const TileBlocks& blocks, ItemRange range, const F& body) {
   int64_t t = range.begin;
   const int64_t end = range.begin + range.count;
   while (t < end) {
-    const int64_t n = t / blocks.tiles_per_image, in_image = t % blocks.tiles_per_image;
-    const int64_t th = in_image / blocks.tiles_w, tw = in_image % blocks.tiles_w;
-    const int64_t tiles = std::min(blocks.tiles_w - tw, end - t);
-    body(n, th, tw, tiles, t - range.begin);
-    t += tiles;
+    const int64_t th = t / blocks.tiles_w, tw = t % blocks.tiles_w;
+    const int64_t n = std::min(blocks.tiles_w - tw, end - t);
+    body(th, tw, n, t - range.begin);
+    t += n;
   }
 }
 
@@ -111,20 +105,19 @@ Geometry backward_input_geometry(const Conv2dParams& p) {
           2 - p.pad_w};
 }
 
-// V[xi][c][t] for the `channels` planes at `planes` (image n's at planes +
-// n * image_stride) over the tiles of `range`.
+// V[xi][c][t] for the `channels` planes at `planes` over the tiles of `range`.
 // The transform reads the planes in place and treats what lies outside them
 // as zeros: copying padded rows cost a quarter of the input gradient's time
 // (its padding is 2).
 template <typename T>
-void transform_inputs(const T* planes, int64_t image_stride, int64_t channels, const Geometry& q,
-                      const TileBlocks& blocks, ItemRange range, T* v, int64_t v_stride, std::vector<T>& scratch) {
+void transform_inputs(const T* planes, int64_t channels, const Geometry& q, const TileBlocks& blocks,
+                      ItemRange range, T* v, int64_t v_stride, std::vector<T>& scratch) {
   const int64_t width = 2 * blocks.tiles_w + 2;
   scratch.assign(5 * width, T(0));  // 4 rows for the transform, then a row of zeros
   const T* zeros = scratch.data() + 4 * width;
   for (int64_t c = 0; c < channels; ++c) {
-    for_each_tile_row(blocks, range, [&](int64_t image, int64_t th, int64_t tw, int64_t n, int64_t offset) {
-      const T* plane = planes + image * image_stride + c * q.in_h * q.in_w;
+    const T* plane = planes + c * q.in_h * q.in_w;
+    for_each_tile_row(blocks, range, [&](int64_t th, int64_t tw, int64_t n, int64_t offset) {
       const int64_t col = 2 * tw - q.pad_w;
       const int64_t lo = std::clamp<int64_t>(-col, 0, 2 * n + 2), hi = std::clamp<int64_t>(q.in_w - col, lo, 2 * n + 2);
       const T* rows[4];
@@ -198,29 +191,29 @@ void winograd_convolve(const T* input, const std::vector<PackedA<T>>& filters, c
                        const Geometry& q, bool relu) {
   const int64_t cg = q.in_per_group(), og = q.out_per_group();
   const TileBlocks blocks = tile_blocks(q.out_h, q.out_w, q.batch, cg + og);
-  const int64_t in_image = q.in_channels * q.in_h * q.in_w, out_image = q.out_channels * q.out_h * q.out_w;
-  at::parallel_for(0, blocks.count, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, q.batch * blocks.count, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> v, m, scratch, corners;
-    for (int64_t block = begin; block < end; ++block) {
-      const ItemRange range = blocks[block];
+    for (int64_t unit = begin; unit < end; ++unit) {
+      const int64_t n = unit / blocks.count;
+      const ItemRange range = blocks[unit % blocks.count];
       const int64_t v_stride = point_stride<T>(cg * range.count), m_stride = point_stride<T>(og * range.count);
       v.resize(kPoints * v_stride);
       m.resize(kPoints * m_stride);
       corners.resize(4 * range.count);
       for (int64_t g = 0; g < q.groups; ++g) {
-        transform_inputs(input + g * cg * q.in_h * q.in_w, in_image, cg, q, blocks, range, v.data(), v_stride,
-                         scratch);
+        transform_inputs(input + (n * q.in_channels + g * cg) * q.in_h * q.in_w, cg, q, blocks, range, v.data(),
+                         v_stride, scratch);
         for (int64_t xi = 0; xi < kPoints; ++xi) {
           gemm<T>(filters[g * kPoints + xi], range.count, {v.data() + xi * v_stride, range.count, 1},
                   {m.data() + xi * m_stride, range.count, 1}, false);
         }
         for (int64_t k = 0; k < og; ++k) {
           const int64_t oc = g * og + k;
+          T* plane = output + (n * q.out_channels + oc) * q.out_h * q.out_w;
           const T b = bias != nullptr ? bias[oc] : T(0);
-          for_each_tile_row(blocks, range, [&](int64_t n, int64_t th, int64_t tw, int64_t tiles, int64_t offset) {
+          for_each_tile_row(blocks, range, [&](int64_t th, int64_t tw, int64_t tiles, int64_t offset) {
             // Straight into the output; an odd width or height leaves out
             // the overhanging column or row.
-            T* plane = output + n * out_image + oc * q.out_h * q.out_w;
             const int64_t oh = 2 * th, ow = 2 * tw;
             T* row0 = plane + oh * q.out_w + ow;
             run_widest<winograd::OutputRow>(static_cast<const T*>(m.data() + k * range.count + offset),
@@ -234,19 +227,17 @@ void winograd_convolve(const T* input, const std::vector<PackedA<T>>& filters, c
   });
 }
 
-// E[xi][k][t]: the transformed 2x2 tiles of dY's `channels` planes at
-// `planes` (image n's at planes + n * image_stride; zeros past the output's
-// edge) over `range`, read in place.
+// E[xi][k][t]: the transformed 2x2 tiles of dY's `channels` planes (zeros
+// past the output's edge) over `range`, read in place.
 template <typename T>
-void transform_grad_outputs(const T* planes, int64_t image_stride, int64_t channels, const Geometry& q,
-                            const TileBlocks& blocks, ItemRange range, T* e, int64_t e_stride,
-                            std::vector<T>& scratch) {
+void transform_grad_outputs(const T* planes, int64_t channels, const Geometry& q, const TileBlocks& blocks,
+                            ItemRange range, T* e, int64_t e_stride, std::vector<T>& scratch) {
   const int64_t width = 2 * blocks.tiles_w;
   scratch.assign(5 * width, T(0));  // 4 rows for the transform, then a row of zeros
   const T* zeros = scratch.data() + 4 * width;
   for (int64_t k = 0; k < channels; ++k) {
-    for_each_tile_row(blocks, range, [&](int64_t image, int64_t th, int64_t tw, int64_t n, int64_t offset) {
-      const T* plane = planes + image * image_stride + k * q.out_h * q.out_w;
+    const T* plane = planes + k * q.out_h * q.out_w;
+    for_each_tile_row(blocks, range, [&](int64_t th, int64_t tw, int64_t n, int64_t offset) {
       const T* row0 = plane + 2 * th * q.out_w + 2 * tw;
       const T* row1 = 2 * th + 1 < q.out_h ? row0 + q.out_w : zeros;
       winograd::transform_grad_output_row(row0, row1, n, std::min(2 * n, q.out_w - 2 * tw), scratch.data(),
@@ -275,27 +266,27 @@ void winograd_backward_weight(const T* grad_output, const T* input, T* grad_weig
   const int64_t cg = q.in_per_group(), og = q.out_per_group();
   const int64_t sums_numel = q.groups * kPoints * og * cg;  // M[g][xi][k][c]
   const TileBlocks blocks = tile_blocks(q.out_h, q.out_w, q.batch, cg + og);
-  const int64_t in_image = q.in_channels * q.in_h * q.in_w, out_image = q.out_channels * q.out_h * q.out_w;
-  // Tile blocks, summed in chunks, one per thread.
-  // Overwritten by the first chunk's first block: no need to zero it.
+  // Units (image, tile block), summed in chunks, one per thread.
+  // Overwritten by the first chunk's first unit: no need to zero it.
   const std::unique_ptr<T[]> sums(new T[sums_numel]);
-  sum_over_chunks(blocks.count, sums_numel, sums.get(), [&](T* sum, int64_t block_begin, int64_t block_end) {
+  sum_over_chunks(q.batch * blocks.count, sums_numel, sums.get(), [&](T* sum, int64_t unit_begin, int64_t unit_end) {
     std::vector<T> v, e, scratch;
-    for (int64_t block = block_begin; block < block_end; ++block) {
-      const ItemRange range = blocks[block];
+    for (int64_t unit = unit_begin; unit < unit_end; ++unit) {
+      const int64_t n = unit / blocks.count;
+      const ItemRange range = blocks[unit % blocks.count];
       const int64_t v_stride = point_stride<T>(cg * range.count), e_stride = point_stride<T>(og * range.count);
       v.resize(kPoints * v_stride);
       e.resize(kPoints * e_stride);
       for (int64_t g = 0; g < q.groups; ++g) {
-        transform_inputs(input + g * cg * q.in_h * q.in_w, in_image, cg, q, blocks, range, v.data(), v_stride,
-                         scratch);
-        transform_grad_outputs(grad_output + g * og * q.out_h * q.out_w, out_image, og, q, blocks, range, e.data(),
-                               e_stride, scratch);
+        transform_inputs(input + (n * q.in_channels + g * cg) * q.in_h * q.in_w, cg, q, blocks, range, v.data(),
+                         v_stride, scratch);
+        transform_grad_outputs(grad_output + (n * q.out_channels + g * og) * q.out_h * q.out_w, og, q, blocks, range,
+                               e.data(), e_stride, scratch);
         for (int64_t xi = 0; xi < kPoints; ++xi) {
           // M[xi] (og x cg) += E[xi] (og x tiles) * V[xi]^T (tiles x cg)
           gemm<T>(og, cg, range.count, {e.data() + xi * e_stride, range.count, 1},
                   {v.data() + xi * v_stride, 1, range.count}, {sum + (g * kPoints + xi) * og * cg, cg, 1},
-                  block != block_begin);
+                  unit != unit_begin);
         }
       }
     }
