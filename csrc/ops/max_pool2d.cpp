@@ -96,6 +96,34 @@ Pool2dParams make_params(at::IntArrayRef input_sizes, const PoolArgs& a, bool ce
   return p;
 }
 
+// Taps are the cpu backend's: on a GPU, int64 indices cost no more to gather.
+Backend select_taps_backend(const at::Tensor& like, c10::string_view backend_name, const char* op) {
+  return select_state_storing_backend(like, backend_name, op, "max_pool2d taps",
+                                      "the other backends use indices: use max_pool2d and max_pool2d_backward");
+}
+
+void check_window_taps(const Pool2dParams& p, const char* op) {
+  // kernel_w <= kMaxTaps / kernel_h: the product of two huge sizes would overflow.
+  TORCH_CHECK(p.kernel_w <= cpu::kMaxTaps / p.kernel_h, op, ": taps fit windows of up to ", cpu::kMaxTaps,
+              " taps, got a ", p.kernel_h, "x", p.kernel_w, " window (use max_pool2d and max_pool2d_backward)");
+}
+
+// What a backward reads beside grad_output (`what`: int64 indices or uint8
+// taps, as its forward returned them): of `dtype`, on grad_output's device,
+// and both of the pooled shape of input_size.
+void check_pooled_pair(const at::Tensor& grad_output, const at::Tensor& stored, at::ScalarType dtype,
+                       const char* dtype_name, const char* what, at::IntArrayRef input_size, const Pool2dParams& p,
+                       const char* op) {
+  TORCH_CHECK(stored.scalar_type() == dtype, op, ": ", what, " must be ", dtype_name,
+              " (what the forward returned), but got ", stored.scalar_type());
+  TORCH_CHECK(stored.device() == grad_output.device(), op, ": expected ", what,
+              " on the same device as grad_output (", grad_output.device(), "), but got ", stored.device());
+  const std::vector<int64_t> out_sizes{input_size[0], input_size[1], p.out_h, p.out_w};
+  TORCH_CHECK(grad_output.sizes() == at::IntArrayRef(out_sizes) && stored.sizes() == grad_output.sizes(), op,
+              ": expected grad_output and ", what, " of shape ", at::IntArrayRef(out_sizes), " (the pooled shape of ",
+              "input_size ", input_size, "), but got ", grad_output.sizes(), " and ", stored.sizes());
+}
+
 }  // namespace
 
 Pool2dParams max_pool2d_params(at::IntArrayRef input_size, at::IntArrayRef kernel_size, at::IntArrayRef stride,
@@ -104,14 +132,6 @@ Pool2dParams max_pool2d_params(at::IntArrayRef input_size, at::IntArrayRef kerne
   check_input_dims(input_size, op);
   return make_params(input_size, args, ceil_mode);
 }
-
-namespace {
-
-// Taps are the cpu backend's: on a GPU, int64 indices cost no more to gather.
-Backend select_taps_backend(const at::Tensor& like, c10::string_view backend_name, const char* op);
-void check_window_taps(const Pool2dParams& p, const char* op);
-
-}  // namespace
 
 Pool2dParams check_backward_from_taps(const at::Tensor& grad_output, const at::Tensor& taps,
                                       at::IntArrayRef input_size, at::IntArrayRef kernel_size, at::IntArrayRef stride,
@@ -122,16 +142,9 @@ Pool2dParams check_backward_from_taps(const at::Tensor& grad_output, const at::T
   check_input_dims(input_size, op);
   const Backend backend = select_taps_backend(grad_output, backend_name, op);
   check_floating(grad_output, backend, op, "grad_output");
-  TORCH_CHECK(taps.scalar_type() == at::kByte, op, ": taps must be uint8 (what max_pool2d_with_taps returned), ",
-              "but got ", taps.scalar_type());
-  TORCH_CHECK(taps.device() == grad_output.device(), op, ": expected taps on the same device as grad_output (",
-              grad_output.device(), "), but got ", taps.device());
   const Pool2dParams p = make_params(input_size, args, ceil_mode);
   check_window_taps(p, op);
-  const std::vector<int64_t> out_sizes{input_size[0], input_size[1], p.out_h, p.out_w};
-  TORCH_CHECK(grad_output.sizes() == at::IntArrayRef(out_sizes) && taps.sizes() == grad_output.sizes(), op,
-              ": expected grad_output and taps of shape ", at::IntArrayRef(out_sizes), " (the pooled shape of ",
-              "input_size ", input_size, "), but got ", grad_output.sizes(), " and ", taps.sizes());
+  check_pooled_pair(grad_output, taps, at::kByte, "uint8", "taps", input_size, p, op);
   return p;
 }
 
@@ -165,17 +178,8 @@ at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& 
   check_input_dims(input_size, "max_pool2d_backward");
   const Backend backend = select_backend(grad_output, backend_name, "max_pool2d_backward");
   check_floating(grad_output, backend, "max_pool2d_backward", "grad_output");
-  TORCH_CHECK(indices.scalar_type() == at::kLong, "max_pool2d_backward: indices must be int64, but got ",
-              indices.scalar_type());
-  TORCH_CHECK(indices.device() == grad_output.device(),
-              "max_pool2d_backward: expected indices on the same device as grad_output (", grad_output.device(),
-              "), but got ", indices.device());
   const Pool2dParams p = make_params(input_size, args, ceil_mode);
-  const std::vector<int64_t> out_sizes{input_size[0], input_size[1], p.out_h, p.out_w};
-  TORCH_CHECK(grad_output.sizes() == at::IntArrayRef(out_sizes) && indices.sizes() == grad_output.sizes(),
-              "max_pool2d_backward: expected grad_output and indices of shape ", at::IntArrayRef(out_sizes),
-              " (the pooled shape of input_size ", input_size, "), but got ", grad_output.sizes(), " and ",
-              indices.sizes());
+  check_pooled_pair(grad_output, indices, at::kLong, "int64", "indices", input_size, p, "max_pool2d_backward");
 
   const at::Tensor grad = grad_output.contiguous();
   const at::Tensor idx_t = indices.contiguous();
@@ -184,17 +188,6 @@ at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& 
     return max_pool2d_backward(target, in_ptr<T>(grad), idx_t.const_data_ptr<int64_t>(), out_ptr<T>(grad_input), p);
   });
   return grad_input;
-}
-
-Backend select_taps_backend(const at::Tensor& like, c10::string_view backend_name, const char* op) {
-  return select_state_storing_backend(like, backend_name, op, "max_pool2d taps",
-                                      "the other backends use indices: use max_pool2d and max_pool2d_backward");
-}
-
-void check_window_taps(const Pool2dParams& p, const char* op) {
-  // kernel_w <= kMaxTaps / kernel_h: the product of two huge sizes would overflow.
-  TORCH_CHECK(p.kernel_w <= cpu::kMaxTaps / p.kernel_h, op, ": taps fit windows of up to ", cpu::kMaxTaps,
-              " taps, got a ", p.kernel_h, "x", p.kernel_w, " window (use max_pool2d and max_pool2d_backward)");
 }
 
 // Argument errors name max_pool2d, the op users call (fastconv.functional.max_pool2d picks
