@@ -38,6 +38,8 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", nargs="+", type=int, help="only these batch sizes")
     p.add_argument("--net", nargs="+", choices=list(cases.NETS) + list(cases.EXTRA_NETS),
                    help="only the layers of these networks")
+    p.add_argument("--dtype", nargs="+", choices=cases.DTYPES, default=["float32"], dest="dtypes",
+                   help="conv2d in these dtypes (default float32; float16 and bfloat16 on cuda and simt)")
     p.add_argument("--out", type=Path, help="write <device>-<machine>.json and .png into this folder")
     p.add_argument("--repeats", type=int, help="most timed repetitions per case (default 15; quick 5)")
     p.add_argument("--min-repeats", type=int, help="fewest timed repetitions per case (default 3)")
@@ -46,6 +48,8 @@ def _run_parser() -> argparse.ArgumentParser:
                    help="seconds a case's timed loop aims at (default 4; quick 0.6)")
     p.add_argument("--direct-max-gflop", type=float,
                    help="leave conv2d's direct variant out above this many forward GFLOP (default 16; quick 4)")
+    p.add_argument("--time-limit", type=float, dest="time_limit_s",
+                   help="start no case after this many seconds (the cases left are named in the results)")
     p.add_argument("--threads", type=int, help="torch.set_num_threads (ours follow it)")
     p.add_argument("--list", action="store_true", help="print the cases and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
@@ -80,14 +84,24 @@ def run(argv: List[str]) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     devices = args.device or (["cpu", "cuda"] if runner.unavailable("cuda") is None else ["cpu"])
+
+    def dtypes_on(device: str) -> List[str]:
+        if device != "cpu":
+            return args.dtypes
+        left_out = [d for d in args.dtypes if d != "float32"]
+        if left_out:
+            print(f"cpu: conv2d in {', '.join(left_out)} left out (the C++ kernels take float32 and float64)",
+                  file=sys.stderr)
+        return [d for d in args.dtypes if d == "float32"] or ["float32"]
+
     if args.list:
         for device in devices:
-            for c in cases.select(device, args.quick, args.only, args.batch, args.net):
+            for c in cases.select(device, args.quick, args.only, args.batch, args.net, dtypes_on(device)):
                 print(f"{device}  {c.op:<12} {c.net:<9} {c.layer:<24} N={c.batch}")
         return 0
     settings = runner.Settings.for_run(args.quick, repeats=args.repeats, min_repeats=args.min_repeats,
                                        warmup=args.warmup, budget_s=args.budget_s,
-                                       direct_max_gflop=args.direct_max_gflop)
+                                       direct_max_gflop=args.direct_max_gflop, time_limit_s=args.time_limit_s)
     command = "python -m bench " + " ".join(shlex.quote(a) for a in argv)
     for device in devices:
         why = runner.unavailable(device)
@@ -96,7 +110,7 @@ def run(argv: List[str]) -> int:
             continue
         began = time.perf_counter()
         doc = runner.run_device(device, settings, args.only, args.batch, args.net,
-                                progress=not args.no_progress, command=command)
+                                progress=not args.no_progress, command=command, dtypes=dtypes_on(device))
         print(report.markdown(doc))
         print(f"{device}: {len(doc['rows'])} rows in {time.perf_counter() - began:.0f} s", file=sys.stderr)
         if args.out:

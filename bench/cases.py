@@ -26,6 +26,9 @@ from torch import nn
 from fastconv import models
 
 OPS = ("conv2d", "conv2d_relu", "max_pool2d", "relu", "dropout", "model")
+# conv2d's dtypes: the CUDA kernels (cuda, simt) take half and bfloat16, the C++ ones do not.
+DTYPES = ("float32", "float16", "bfloat16")
+DTYPE_LABELS = {"float16": "fp16", "bfloat16": "bf16"}
 BATCHES = (1, 16, 32)
 QUICK_BATCHES = (1, 16)
 
@@ -49,6 +52,7 @@ class Case:
     batch: int
     shape: Tuple[int, ...]          # the input of one image: (C, H, W), or (features,)
     params: Dict[str, object] = field(default_factory=dict)
+    dtype: str = "float32"          # the tensors' dtype (the label says so when it is not float32)
 
     @property
     def input_shape(self) -> Tuple[int, ...]:
@@ -193,13 +197,21 @@ MODEL_CASES = [
 
 
 def select(device: str = "cpu", quick: bool = False, only: Optional[Sequence[str]] = None,
-           batches: Optional[Iterable[int]] = None, nets: Optional[Sequence[str]] = None) -> List[Case]:
+           batches: Optional[Iterable[int]] = None, nets: Optional[Sequence[str]] = None,
+           dtypes: Sequence[str] = ("float32",)) -> List[Case]:
     """The cases of one run, in order: by op, then layer, then batch size.
 
     ``only`` keeps those ops, ``batches`` those batch sizes, ``nets`` the layers of those networks
     (``convnet4``, ``convnet3``, ``vgg16``, ``1x1``, ``grouped``). ``quick`` keeps a subset that
     runs in a couple of minutes; the ``simt`` device gets the tiny smoke layers instead.
+    ``dtypes``: conv2d runs in each (half precision on the CUDA kernels only); the other ops in
+    float32.
     """
+    for dtype in dtypes:
+        if dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {dtype!r} (choose from {', '.join(DTYPES)})")
+        if dtype != "float32" and device == "cpu":
+            raise ValueError(f"the cpu kernels take float32 and float64, not {dtype}: use --device cuda or simt")
     ops = [op for op in OPS if not only or op in only]
     smoke = device == "simt"
     layers = smoke_layers() if smoke else seed_layers() + overhead_layers()
@@ -218,6 +230,9 @@ def select(device: str = "cpu", quick: bool = False, only: Optional[Sequence[str
             if quick and not smoke and (layer.kind, layer.label) not in QUICK_LAYERS:
                 continue
             for batch in (sorted(wanted) if wanted is not None else default_batches):
-                if smoke or _runs(op, layer, batch):
-                    cases.append(Case(op, layer.net, layer.label, batch, layer.shape, dict(layer.params)))
+                if not (smoke or _runs(op, layer, batch)):
+                    continue
+                for dtype in (dtypes if op == "conv2d" else ("float32",)):
+                    label = layer.label + (f" {DTYPE_LABELS[dtype]}" if dtype in DTYPE_LABELS else "")
+                    cases.append(Case(op, layer.net, label, batch, layer.shape, dict(layer.params), dtype))
     return cases

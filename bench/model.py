@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +27,7 @@ from fastconv import models
 from fastconv import nn as fnn
 
 from .cases import Case
-from .ops import Context, torch_conv_impls
+from .ops import Context, tf32_twins, torch_conv_impls
 from .timing import Candidate, Laps
 
 _TORCH_CLASS = {fnn.Conv2dReLU: None, fnn.Conv2d: nn.Conv2d, fnn.MaxPool2d: nn.MaxPool2d,
@@ -45,14 +45,20 @@ def torch_twin(model: nn.Module) -> nn.Module:
     return twin
 
 
-def contenders(case: Case, device: str) -> Tuple[Dict[str, nn.Module], Dict[str, nn.Module], Dict[str, Context]]:
-    """(ours, theirs, torch contexts): fastconv's convnet4, fused and not, and its torch twin."""
+def contenders(case: Case, device: str) -> Tuple[Dict[str, nn.Module], Dict[str, nn.Module], Dict[str, Context],
+                                                List[Tuple[str, str]]]:
+    """(ours, theirs, the settings each runs under, the (ours, theirs) pairs to report): fastconv's
+    convnet4, fused and not, and its torch twin; on a GPU each under TF32 off and on."""
     dev = "cuda" if device == "cuda" else "cpu"
     base = models.convnet4(image_size=case.shape[1:]).to(dev)
     ours = {"fastconv": base, "fastconv-fused": fastconv.convert(base, fuse=True)}
     impls = torch_conv_impls(dev)
     twin = torch_twin(base)
-    return ours, {name: twin for name in impls}, impls
+    theirs = {name: twin for name in impls}
+    if "cudnn-tf32" in impls:
+        ours, contexts, pairs = tf32_twins(ours)
+        return ours, theirs, {**impls, **contexts}, pairs
+    return ours, theirs, dict(impls), [(o, t) for o in ours for t in theirs]
 
 
 def flops(case: Case) -> Dict[str, float]:
@@ -75,12 +81,11 @@ def candidates(case: Case, device: str, ours: Dict[str, nn.Module], theirs: Dict
                contexts: Dict[str, Context]) -> Dict[str, Candidate]:
     dev = "cuda" if device == "cuda" else "cpu"
     x = torch.randn(case.input_shape, device=dev)
-    named = {name: (m, None) for name, m in ours.items()}
-    named.update({name: (m, contexts[name]) for name, m in theirs.items()})
+    named = {name: (m, contexts.get(name)) for name, m in {**ours, **theirs}.items()}
     if case.params["mode"] == "infer":
         return {name: _infer(m, x, ctx) for name, (m, ctx) in named.items()}
     y = torch.randint(0, 2, (case.batch, 1), device=dev).float()
-    # One optimiser per model: torch's TF32-off and TF32-on contenders share the twin.
+    # One optimiser per model: the TF32-off and TF32-on contenders of a side share its model.
     optimizers = {id(m): torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9) for m, _ in named.values()}
     return {name: _step(m, optimizers[id(m)], x, y, ctx) for name, (m, ctx) in named.items()}
 

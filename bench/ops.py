@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Callable, ContextManager, Dict, List, Optional
+from typing import Callable, ContextManager, Dict, List, Optional, Tuple, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +41,7 @@ from .cases import Case
 from .timing import Candidate, Laps
 
 Context = Callable[[], ContextManager]
+T = TypeVar("T")
 
 
 @dataclass
@@ -55,6 +56,26 @@ class Contest:
     metric: str                                     # "gflops" or "gbps"
     work: Dict[str, float]                          # pass -> flops or bytes
     auto: Optional[str] = None                      # the conv2d variant algorithm="auto" runs
+    # (ours, theirs) that make rows, where not every pair does: on a GPU float32 convolutions run
+    # twice on both sides, TF32 off and on, and only like is set against like.
+    pairs: Optional[List[Tuple[str, str]]] = None
+    autos: Optional[set] = None                     # with pairs: the candidates auto runs
+
+    def is_auto(self, name: str) -> Optional[bool]:
+        if self.autos is not None:
+            return name in self.autos
+        return name == self.auto if self.auto else None
+
+    def rows(self) -> List[Tuple[str, str]]:
+        return self.pairs if self.pairs is not None else [(o, t) for o in self.ours for t in self.theirs]
+
+    @staticmethod
+    def variant(name: str) -> str:
+        """The variant a candidate's rows name: "im2col@tf32" is im2col, under TF32."""
+        return name.split(TF32_MARK)[0]
+
+
+TF32_MARK = "@tf32"
 
 
 def _tf32(enabled: bool) -> Context:
@@ -69,24 +90,29 @@ def _tf32(enabled: bool) -> Context:
     return context
 
 
-def torch_conv_impls(device: str) -> Dict[str, Context]:
-    """torch's convolution as the yardstick: oneDNN on the CPU; on a GPU cuDNN twice, with TF32
-    off (fp32 arithmetic, as ours) and on (its tensor-core default for convolutions)."""
+def torch_conv_impls(device: str, dtype: str = "float32") -> Dict[str, Context]:
+    """torch's convolution as the yardstick: oneDNN on the CPU; on a GPU cuDNN, in float32 twice,
+    with TF32 off (fp32 arithmetic) and on (its tensor-core default for convolutions). Ours runs
+    under the same setting as the cuDNN it is set against (see _conv)."""
     if device == "cuda":
-        return {"cudnn": _tf32(False), "cudnn-tf32": _tf32(True)}
+        return {"cudnn": _tf32(False), "cudnn-tf32": _tf32(True)} if dtype == "float32" else {"cudnn": _tf32(False)}
     return {"onednn" if torch.backends.mkldnn.is_available() else "aten": contextlib.nullcontext}
 
 
-def auto_algorithm(case: Case, device: str = "cpu", conv_pass: str = "fwd") -> str:
+def auto_algorithm(case: Case, device: str = "cpu", conv_pass: str = "fwd",
+                   tf32: Optional[bool] = None) -> str:
     """The algorithm conv2d's "auto" picks on ``device`` ("cpu", "cuda" or "simt") for one pass
     ("fwd", "bwd_input", "bwd_weight"), as the extension itself decides it
     (csrc/ops/conv2d_auto.cpp). The CUDA kernels' rule can differ between passes; the benchmark
-    marks the variant auto runs forward."""
+    marks the variant auto runs forward. ``tf32``: float32 under that TF32 setting rather than
+    torch.backends.cudnn.allow_tf32's."""
     c, h, w = case.shape
     p = case.params
     k, pad, stride = p["kernel"], p["padding"], p["stride"]
     # float32 on CUDA follows torch's TF32 rule for convolutions (tensor cores from sm_80).
-    tensor_cores = (device == "cuda" and torch.backends.cudnn.allow_tf32
+    allow_tf32 = torch.backends.cudnn.allow_tf32 if tf32 is None else tf32
+    # half and bfloat16 always run on tensor cores there.
+    tensor_cores = (device == "cuda" and (allow_tf32 or case.dtype != "float32")
                     and torch.cuda.get_device_capability()[0] >= 8)
     return fastconv._C.conv2d_auto_algorithm(device, conv_pass, [case.batch, c, h, w], [p["out_channels"], c // p["groups"], k, k],
                                              [stride, stride], [pad, pad], [1, 1], p["groups"], tensor_cores)
@@ -122,14 +148,15 @@ def variants(case: Case, direct_max_gflop: float = float("inf"), device: str = "
 def torch_impls(case: Case, device: str) -> Dict[str, Context]:
     """torch's contenders on ``case`` and the settings each runs under."""
     if case.op in ("conv2d", "conv2d_relu", "model"):
-        return torch_conv_impls(device)
+        return torch_conv_impls(device, case.dtype)
     return {"aten": contextlib.nullcontext}
 
 
 def build(case: Case, device: str, direct_max_gflop: float = float("inf")) -> Contest:
     """The tensors and contenders of ``case`` on ``device`` ("cpu", "cuda" or "simt")."""
     dev = "cuda" if device == "cuda" else "cpu"
-    x = torch.randn(case.input_shape, device=dev, requires_grad=True)
+    dtype = getattr(torch, case.dtype)
+    x = torch.randn(case.input_shape, device=dev, dtype=dtype, requires_grad=True)
     impls = torch_impls(case, dev)
     names = variants(case, direct_max_gflop, device)
     if case.op in ("conv2d", "conv2d_relu"):
@@ -165,8 +192,8 @@ def _conv(case: Case, dev: str, x: torch.Tensor, names: List[str], impls: Dict[s
     c = case.shape[0]
     p = case.params
     groups, cout, k = p["groups"], p["out_channels"], p["kernel"]
-    w = (torch.randn(cout, c // groups, k, k, device=dev) / (c // groups * k * k) ** 0.5).requires_grad_()
-    b = torch.randn(cout, device=dev, requires_grad=True)
+    w = (torch.randn(cout, c // groups, k, k, device=dev, dtype=x.dtype) / (c // groups * k * k) ** 0.5).requires_grad_()
+    b = torch.randn(cout, device=dev, dtype=x.dtype, requires_grad=True)
     geometry = dict(stride=p["stride"], padding=p["padding"], groups=groups)
     flops = conv_flops(case)
     if case.op == "conv2d":
@@ -182,8 +209,34 @@ def _conv(case: Case, dev: str, x: torch.Tensor, names: List[str], impls: Dict[s
     with torch.no_grad():
         y = F.conv2d(x, w, b, **geometry)
     work = {"fwd": flops, "bwd": 2 * flops, "fwd+bwd": 3 * flops}
-    return Contest([x, w, b], torch.randn_like(y), ours, {name: torch_op for name in impls}, impls, "gflops",
-                   work, auto=auto)
+    contest = Contest([x, w, b], torch.randn_like(y), ours, {name: torch_op for name in impls}, dict(impls),
+                      "gflops", work, auto=auto)
+    if "cudnn-tf32" in impls:
+        _pair_by_tf32(contest, case)
+    return contest
+
+
+def tf32_twins(ours: Dict[str, T]) -> Tuple[Dict[str, T], Dict[str, Context], List[Tuple[str, str]]]:
+    """float32 on a GPU: every contender of ours runs twice, under cuDNN's TF32 setting off and on
+    (the twin is named ``name@tf32``), and is set against the cuDNN run under the same setting.
+    Returns the contenders, the setting each runs under, and the (ours, theirs) pairs."""
+    twins: Dict[str, T] = {}
+    contexts: Dict[str, Context] = {}
+    pairs: List[Tuple[str, str]] = []
+    for name, contender in ours.items():
+        twin = name + TF32_MARK
+        twins[name], twins[twin] = contender, contender
+        contexts[name], contexts[twin] = _tf32(False), _tf32(True)
+        pairs += [(name, "cudnn"), (twin, "cudnn-tf32")]
+    return twins, contexts, pairs
+
+
+def _pair_by_tf32(contest: Contest, case: Case) -> None:
+    """Ours TF32 off and on, each against cuDNN under the same setting (auto picks per setting)."""
+    contest.ours, contexts, contest.pairs = tf32_twins(contest.ours)
+    contest.contexts.update(contexts)
+    if contest.auto is not None:
+        contest.autos = {auto_algorithm(case, "cuda", tf32=False), auto_algorithm(case, "cuda", tf32=True) + TF32_MARK}
 
 
 # ---------------------------------------------------------------------- timed candidates

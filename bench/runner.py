@@ -6,6 +6,7 @@ import contextlib
 import datetime
 import gc
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence
@@ -36,6 +37,7 @@ class Settings:
     warmup: int = 1
     budget_s: float = 4.0
     direct_max_gflop: float = 16.0
+    time_limit_s: Optional[float] = None   # no case starts after this many seconds of the run
 
     @classmethod
     def for_run(cls, quick: bool, **overrides) -> "Settings":
@@ -91,6 +93,7 @@ def make_row(case: Case, device: str, variant: str, torch_impl: str, pass_: str,
     rate_ours, rate_theirs = _rate(work, t_ours), _rate(work, t_theirs)
     return {
         "op": case.op, "variant": variant, "layer": case.layer, "net": case.net, "batch": case.batch,
+        "dtype": case.dtype,
         "pass": pass_, "device": device, "torch_impl": torch_impl,
         "input_shape": list(case.input_shape), "params": dict(case.params),
         "ours_ms": t_ours * 1e3, "torch_ms": t_theirs * 1e3,
@@ -125,30 +128,28 @@ def run_layer_case(case: Case, device: str, settings: Settings, probes: Dict[str
         "fwd+bwd": lambda s: train[s].series(),
     }
     rows = []
-    for variant in contest.ours:
-        for impl in contest.theirs:
-            for pass_, of in series.items():
-                rows.append(make_row(case, device, variant, impl, pass_, of(variant), of(impl), contest.metric,
-                                     contest.work[pass_], probes,
-                                     auto=(variant == contest.auto) if contest.auto else None))
+    for name, impl in contest.rows():
+        for pass_, of in series.items():
+            row = make_row(case, device, contest.variant(name), impl, pass_, of(name), of(impl), contest.metric,
+                           contest.work[pass_], probes, auto=contest.is_auto(name))
+            rows.append(row)
     return rows
 
 
 def run_model_case(case: Case, device: str, settings: Settings, probes: Dict[str, object]) -> List[Dict]:
     """Times convnet4 (fastconv, fused fastconv, torch) on one training step or one inference."""
-    ours, theirs, contexts = model.contenders(case, device)
+    ours, theirs, contexts, pairs = model.contenders(case, device)
     work = model.flops(case)[case.params["mode"]]
     samples = interleaved(model.candidates(case, device, ours, theirs, contexts), repeats=settings.repeats,
                           warmup=max(settings.warmup, 2), device=device, min_repeats=settings.min_repeats,
                           budget_s=settings.budget_s * 2)
     rows = []
-    for variant in ours:
-        for impl in theirs:
-            row = make_row(case, device, variant, impl, case.params["mode"], samples[variant].series(),
-                           samples[impl].series(), "gflops", work, probes)
-            if case.params["mode"] == "step":
-                row["phases_ms"] = {"ours": _phases(samples[variant]), "torch": _phases(samples[impl])}
-            rows.append(row)
+    for name, impl in pairs:
+        row = make_row(case, device, ops.Contest.variant(name), impl, case.params["mode"], samples[name].series(),
+                       samples[impl].series(), "gflops", work, probes)
+        if case.params["mode"] == "step":
+            row["phases_ms"] = {"ours": _phases(samples[name]), "torch": _phases(samples[impl])}
+        rows.append(row)
     return rows
 
 
@@ -158,19 +159,24 @@ def _phases(samples: Samples) -> Dict[str, float]:
 
 def run_device(device: str, settings: Settings, only: Optional[Sequence[str]] = None,
                batches: Optional[Sequence[int]] = None, nets: Optional[Sequence[str]] = None,
-               progress: bool = True, command: str = "") -> Dict[str, object]:
+               progress: bool = True, command: str = "", dtypes: Sequence[str] = ("float32",)) -> Dict[str, object]:
     """Probes the machine, runs every selected case on ``device``; the results document."""
     info = machine.machine_info(device)
     busy = info["load_average_start"]
     if busy is not None and busy > 0.5:
         print(f"{device}: the machine is busy (load average {busy:.1f} before the run): other work shares "
               "the cores, and the figures will be noisy", file=sys.stderr)
-    selected = cases_mod.select(device, settings.quick, only, batches, nets)
+    selected = cases_mod.select(device, settings.quick, only, batches, nets, dtypes)
     probes = machine.probe(device, info, quick=settings.quick)
     rows: List[Dict] = []
+    left_out: List[str] = []
+    began = time.perf_counter()
     with _device_settings(device) as recorded, tqdm(total=len(selected), file=sys.stderr, unit="case",
                                                    disable=not progress, dynamic_ncols=True) as bar:
         for case in selected:
+            if settings.time_limit_s is not None and time.perf_counter() - began > settings.time_limit_s:
+                left_out.append(f"{case.op} {case.layer} N={case.batch}")
+                continue
             bar.set_description(f"{device} {case.op} {case.layer} N={case.batch}")
             run = run_model_case if case.op == "model" else run_layer_case
             rows += run(case, device, settings, probes)
@@ -179,6 +185,9 @@ def run_device(device: str, settings: Settings, only: Optional[Sequence[str]] = 
                 torch.cuda.empty_cache()
             bar.update()
     info["load_average_end"] = machine.load_average()
+    if left_out:
+        print(f"{device}: the time limit ({settings.time_limit_s:g} s) left out {len(left_out)} of "
+              f"{len(selected)} cases, from {left_out[0]}", file=sys.stderr)
     return {
         "schema": SCHEMA_ID,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -186,7 +195,7 @@ def run_device(device: str, settings: Settings, only: Optional[Sequence[str]] = 
         "device": device,
         "settings": {**vars(settings), **recorded, "threads": torch.get_num_threads(),
                      "only": list(only) if only else None, "batches": list(batches) if batches else None,
-                     "nets": list(nets) if nets else None},
+                     "nets": list(nets) if nets else None, "dtypes": list(dtypes), "cases_left_out": left_out},
         "machine": info,
         "versions": machine.versions(),
         "probes": probes,

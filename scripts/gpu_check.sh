@@ -6,12 +6,17 @@
 #   2. the test suite on the cuda backend
 #   3. compute-sanitizer memcheck, racecheck and synccheck over every kernel
 #      (scripts/sanitizer_ops.py: each op once per kernel variant, tiny tensors)
-#   4. the benchmark against cuDNN (TF32 off and on), --quick
-#   5. the GPU performance model for the same GPU
+#   4. the benchmark against cuDNN at batch 32, every seed layer: conv2d in float32
+#      (ours and cuDNN both with TF32 off, then both with it on), float16 and
+#      bfloat16; max pooling, ReLU and dropout against the probed DRAM bandwidth;
+#      the convnet4 training step
+#   5. the GPU performance model for the same GPU (static: it needs no GPU, and
+#      runs the same anywhere)
 # Everything goes under one folder: --out DIR, else $OUT/gpu_check when OUT is
 # set (the lent machine returns only files under $OUT), else ./gpu_check; the
-# log is gpu_check.log there. Each step has a time budget (465 s in all, so the
-# whole run stays under 8 minutes). Exits non-zero when a step fails or times out.
+# log is gpu_check.log there. Each step has a time budget (600 s in all; the
+# steps end well inside theirs on an H100). A failing step does not stop the
+# next. Exits non-zero when a step fails or times out.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -53,6 +58,7 @@ if ! gpu="$(nvidia-smi --query-gpu=name,compute_cap --format=csv,noheader 2>>"$l
 fi
 cc="$(echo "${gpu##*,}" | tr -d ' ')"
 say "GPU: ${gpu%,*} (compute capability $cc); results in $out"
+nvidia-smi >>"$log" 2>&1
 
 python="${PYTHON:-}"
 if [ -z "$python" ]; then
@@ -90,7 +96,9 @@ if ! "$python" -c 'import fastconv, sys; sys.exit(0 if fastconv.cuda_compiled() 
 fi
 
 # 2. The tests that run on the cuda backend (the CPU and SIMT ones ran in CI).
-step tests 80 "$python" -m pytest -q -k cuda tests --junitxml="$out/pytest-cuda.xml"
+#    A module that cannot be imported (a package missing on the GPU machine) fails alone.
+step tests 150 "$python" -m pytest -q -rfE --tb=short --durations=10 --continue-on-collection-errors \
+  -p no:cacheprovider -k cuda tests --junitxml="$out/pytest-cuda.xml"
 
 # 3. Every kernel variant under each of compute-sanitizer's tools.
 #    Only our kernels are instrumented (kns: kernel-name substring), so torch's own
@@ -100,18 +108,20 @@ if [ ! -x "$sanitizer" ]; then
   say "sanitizer: FAILED: compute-sanitizer not found (on PATH or in \$CUDA_HOME/bin)"; failed+=(sanitizer)
 else
   for tool in memcheck racecheck synccheck; do
-    step sanitizer 35 "$sanitizer" --tool "$tool" --kernel-name kns=fastconv --error-exitcode 1 \
+    step sanitizer 40 "$sanitizer" --tool "$tool" --kernel-name kns=fastconv --error-exitcode 1 \
       --log-file "$out/sanitizer-$tool.txt" "$python" scripts/sanitizer_ops.py --backend cuda
   done
 fi
 
-# 4. Against cuDNN (the runner times it with TF32 off and on); the results file is
-#    cuda-<gpu>.json beside the log: commit it under bench/results/.
-step bench 100 "$python" -m bench --device cuda --quick --no-progress --out "$out"
+# 4. Against cuDNN (float32 convolutions with TF32 off and on, both sides alike); the results
+#    file is cuda-<gpu>.json beside the log: commit it under bench/results/.
+step bench 150 "$python" -m bench --device cuda --batch 32 --net convnet4 convnet3 vgg16 \
+  --only conv2d max_pool2d relu dropout model --dtype float32 float16 bfloat16 \
+  --repeats 5 --budget 0.3 --direct-max-gflop 4 --time-limit 120 --no-progress --out "$out"
 
 # 5. The model of this GPU, to set beside the measurements.
-if gpu_key="$("$python" -c "from bench.gpus import by_compute_capability as f; print(f('$cc'))" 2>>"$log")"; then
-  step model 40 "$python" -m bench.cuda_model --gpu "$gpu_key" --no-progress --out "$out"
+if gpu_key="$("$python" -c "from bench.gpus import by_compute_capability as f; print(f('$cc', '${gpu%,*}'))" 2>>"$log")"; then
+  step model 25 "$python" -m bench.cuda_model --gpu "$gpu_key" --no-progress --out "$out"
 else
   say "model: no GPU of compute capability $cc in bench/gpus.py; skipped"
 fi

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import fastconv
-from bench import cases, model, ops, report, schema, timing
+from bench import cases, model, ops, report, runner, schema, timing
 from bench.__main__ import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -263,3 +263,43 @@ def test_console_script_is_installed_with_the_runner():
     setuptools = project["tool"]["setuptools"]
     assert "bench" in setuptools["packages"]  # the script's package is installed
     assert "schema.json" in setuptools["package-data"]["bench"]  # and the schema it validates with
+
+
+def test_simt_run_times_conv2d_in_half_precision(tmp_path):
+    """--dtype: conv2d once per dtype, labelled by it; the other ops stay in float32."""
+    run = bench("--device", "simt", "--only", "conv2d", "relu", "--batch", "1", "--dtype", "float32", "bfloat16",
+                "--no-progress", "--out", str(tmp_path), *TINY)
+    assert run.returncode == 0, run.stderr
+    doc = schema.load(next(tmp_path.glob("simt-*.json")))
+    conv = [r for r in doc["rows"] if r["op"] == "conv2d"]
+    assert {r["dtype"] for r in conv} == {"float32", "bfloat16"}
+    assert all(r["layer"].endswith(" bf16") == (r["dtype"] == "bfloat16") for r in conv)
+    assert {r["dtype"] for r in doc["rows"] if r["op"] == "relu"} == {"float32"}
+    assert doc["settings"]["dtypes"] == ["float32", "bfloat16"]
+    cpu = bench("--device", "cpu", "--dtype", "float16", "--list")
+    assert cpu.returncode == 0 and "left out" in cpu.stderr
+
+
+def test_gpu_float32_sets_like_against_like(monkeypatch):
+    """On a GPU, float32 convolutions run twice on both sides, TF32 off and on, and each of ours is
+    set against cuDNN under the same setting, with auto marked per setting. Without a GPU the
+    case runs on simt with cuDNN's two settings and the CUDA auto rule stood in."""
+    case = next(c for c in cases.select("simt", batches=[1]) if c.op == "conv2d")
+    monkeypatch.setattr(ops, "torch_impls", lambda case, device: ops.torch_conv_impls("cuda"))
+    monkeypatch.setattr(ops, "auto_algorithm", lambda case, device="cpu", conv_pass="fwd", tf32=None:
+                        "im2col" if tf32 else "direct")
+    seen = []
+    names, contexts, pairs = ops.tf32_twins({"im2col": lambda: seen.append(torch.backends.cudnn.allow_tf32)})
+    assert pairs == [("im2col", "cudnn"), ("im2col@tf32", "cudnn-tf32")]
+    for name in ("im2col", "im2col@tf32"):
+        with contexts[name]():
+            names[name]()
+    assert seen == [False, True]
+
+    settings = runner.Settings(repeats=1, min_repeats=1, budget_s=0.01)
+    with fastconv.backend("simt"):
+        rows = runner.run_layer_case(case, "simt", settings, {})
+    pairs = {(r["variant"], r["torch_impl"], r["auto"]) for r in rows}
+    assert pairs == {("direct", "cudnn", True), ("im2col", "cudnn", False),
+                     ("direct", "cudnn-tf32", False), ("im2col", "cudnn-tf32", True)}
+    assert len(rows) == 4 * 3

@@ -138,6 +138,8 @@ def test_gpu_table_matches_its_datasheet_arithmetic():
         # FP32: SMs x lanes x 2 (FMA) x boost clock.
         assert gpu.sms * gpu.fp32_lanes_per_sm * 2 * gpu.boost_mhz / 1e6 == pytest.approx(gpu.fp32_tflops, rel=0.01)
     assert by_compute_capability("9.0") == "h100" and by_compute_capability("8.0") == "a100"
+    assert by_compute_capability("9.0", "NVIDIA H200") == "h200"
+    assert by_compute_capability("9.0", "NVIDIA H100 80GB HBM3") == "h100"
     with pytest.raises(KeyError, match="compute capability 7.5"):
         by_compute_capability("7.5")
 

@@ -85,7 +85,7 @@ def test_sanitizer_driver_refuses_cuda_without_a_gpu():
     assert result.returncode == 2 and "needs a GPU" in result.stderr
 
 
-def test_the_step_budgets_fit_in_8_minutes():
+def test_the_step_budgets_fit_in_one_device_call():
     import re
 
     text = SCRIPT.read_text()
@@ -94,4 +94,5 @@ def test_the_step_budgets_fit_in_8_minutes():
     tools = re.search(r"for tool in ([\w ]+); do", text).group(1).split()
     assert tools == ["memcheck", "racecheck", "synccheck"]
     total = sum(budgets.values()) + budgets["sanitizer"] * (len(tools) - 1)
-    assert total <= 8 * 60 - 15, f"{total} s of step budgets leave no room under 8 minutes"
+    # A lent machine runs one command for at most 10 minutes.
+    assert total <= 10 * 60 - 15, f"{total} s of step budgets leave no room under 10 minutes"
