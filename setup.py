@@ -83,6 +83,26 @@ def nvidia_wheel_include_flags():
     return [flag for d in sorted(dirs) if os.path.isdir(d) for flag in ("-idirafter", d)]
 
 
+def shared_cxx_runtime():
+    """The link arguments that tie _C to the shared C++ runtime torch itself runs on.
+
+    Some images ship only libstdc++.a beside their g++ (no libstdc++.so for the linker): the
+    link then copies the C++ runtime into _C, and its iostreams and locale facets, a second copy
+    beside torch's libstdc++.so.6, crash at the first number read or formatted (an error message
+    built by TORCH_CHECK included). Naming the libstdc++.so.6 this process has loaded (torch's)
+    resolves every C++ runtime symbol from it first; where the toolchain links the shared one
+    anyway, this changes nothing."""
+    if not sys.platform.startswith("linux"):
+        return []
+    try:
+        with open("/proc/self/maps") as maps:
+            # The mapped file's real name, libstdc++.so.6.0.33 say: the link records its soname.
+            paths = {line.split()[-1] for line in maps if "/libstdc++.so.6" in line}
+    except OSError:
+        return []
+    return sorted(paths)[:1]
+
+
 def sources(*patterns):
     return sorted(str(p.relative_to(ROOT)) for pattern in patterns for p in ROOT.glob(pattern))
 
@@ -105,14 +125,14 @@ def extension():
             cpp_sources + sources("csrc/cuda/*.cu"),
             include_dirs=include_dirs,
             define_macros=[("FASTCONV_WITH_CUDA", None)],
-            extra_link_args=["-fopenmp"],
+            extra_link_args=["-fopenmp", *shared_cxx_runtime()],
             extra_compile_args={
                 "cxx": cxx + nvidia_wheel_include_flags(),
                 "nvcc": [*opt, "-std=c++20", "--expt-relaxed-constexpr", "-lineinfo"],
             },
         )
     return CppExtension("fastconv._C", cpp_sources, include_dirs=include_dirs,
-                        extra_compile_args={"cxx": cxx}, extra_link_args=["-fopenmp"])
+                        extra_compile_args={"cxx": cxx}, extra_link_args=["-fopenmp", *shared_cxx_runtime()])
 
 
 class BuildFastconv(BuildExtension):

@@ -90,15 +90,18 @@ step() {
 if ! step build 140 env TORCH_CUDA_ARCH_LIST="$cc" MAX_JOBS="$(nproc)" "$python" setup.py -q build_ext --inplace; then
   say "the build failed: nothing else can run"; exit 1
 fi
-if ! "$python" -c 'import fastconv, sys; sys.exit(0 if fastconv.cuda_compiled() else 1)' >>"$log" 2>&1; then
+ldd fastconv/_C*.so >>"$log" 2>&1
+if ! "$python" -X faulthandler -c 'import fastconv, sys; sys.exit(0 if fastconv.cuda_compiled() else 1)' >>"$log" 2>&1; then
   say "FAILED: the extension was built without its CUDA kernels (nvcc missing or not matching torch's CUDA?)"
   exit 1
 fi
 
-# 2. The tests that run on the cuda backend (the CPU and SIMT ones ran in CI).
+# 2. The tests that run on the cuda backend (the CPU and SIMT ones ran in CI, and so did the
+#    static checks of the CUDA sources: the model's, the division scan's, this script's).
 #    A module that cannot be imported (a package missing on the GPU machine) fails alone.
 step tests 150 "$python" -m pytest -q -rfE --tb=short --durations=10 --continue-on-collection-errors \
-  -p no:cacheprovider -k cuda tests --junitxml="$out/pytest-cuda.xml"
+  -p no:cacheprovider -k "cuda and not simt and not test_cuda_model and not test_kernel_divisions and not test_gpu_check" \
+  tests --junitxml="$out/pytest-cuda.xml"
 
 # 3. Every kernel variant under each of compute-sanitizer's tools.
 #    Only our kernels are instrumented (kns: kernel-name substring), so torch's own

@@ -114,3 +114,13 @@ def test_license_is_an_spdx_expression():
     # The string form needs setuptools 77; the build and the pinned requirements must ask for it.
     assert "setuptools>=77" in project["build-system"]["requires"]
     assert "setuptools>=77" in (ROOT / "requirements.txt").read_text().split()
+
+
+def test_extension_links_the_shared_cxx_runtime():
+    """_C must use torch's shared libstdc++, never a copy of its own: a static copy's iostreams
+    and locale crash beside torch's (setup.py's shared_cxx_runtime)."""
+    import fastconv
+
+    ldd = subprocess.run(["ldd", fastconv._C.__file__], capture_output=True, text=True)
+    assert ldd.returncode == 0, ldd.stderr
+    assert "libstdc++.so.6" in ldd.stdout

@@ -1,8 +1,9 @@
 #include "streaming_stores.h"
 
 #include <algorithm>
-#include <fstream>
 #include <string>
+
+#include "../common/read_number_file.h"
 
 namespace fastconv {
 namespace cpu {
@@ -17,10 +18,11 @@ int64_t last_level_cache_bytes() {
     int64_t largest = 0;
     for (int index = 0; index < 8; ++index) {
       const std::string path = "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(index) + "/size";
-      std::ifstream file(path);
-      int64_t kib = 0;
+      unsigned long long kib = 0;
       char unit = 0;
-      if (file >> kib >> unit && unit == 'K') largest = std::max(largest, kib << 10);
+      if (read_number_file(path.c_str(), kib, unit) && unit == 'K') {
+        largest = std::max(largest, static_cast<int64_t>(kib) << 10);
+      }
     }
     return largest > 0 ? largest : int64_t{32} << 20;
   }();

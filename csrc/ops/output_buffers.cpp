@@ -12,11 +12,12 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <list>
 #include <mutex>
 #include <unordered_map>
 #include <vector>
+
+#include "../common/read_number_file.h"
 
 namespace fastconv {
 namespace {
@@ -35,10 +36,12 @@ size_t usable_memory_bytes() {
   const long pages = sysconf(_SC_PHYS_PAGES), page_bytes = sysconf(_SC_PAGESIZE);
   size_t usable = pages > 0 && page_bytes > 0 ? static_cast<size_t>(pages) * static_cast<size_t>(page_bytes) : 0;
   for (const char* path : {"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"}) {
-    std::ifstream file(path);
     unsigned long long limit = 0;
+    char next = 0;
     // "max" (no limit) does not parse as a number.
-    if (file >> limit && limit > 0 && (usable == 0 || limit < usable)) usable = static_cast<size_t>(limit);
+    if (read_number_file(path, limit, next) && limit > 0 && (usable == 0 || limit < usable)) {
+      usable = static_cast<size_t>(limit);
+    }
   }
   return usable;
 }
