@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import fastconv
 from simt_kernels import expect_kernels, launch_counts
@@ -125,13 +126,39 @@ def device_of(backend: str) -> str:
     return "cuda" if backend == "cuda" else "cpu"
 
 
+@contextlib.contextmanager
+def full_precision_float32(backend: str):
+    """On "cuda": float32 convolutions and matrix products at full precision, ours and torch's
+    reference alike (torch.backends.cudnn.allow_tf32 is on by default, and TF32 differs from
+    float32 by ~1e-3). The TF32 paths have their own tests, with TF32's tolerance."""
+    if backend != "cuda":
+        yield
+        return
+    saved = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, allow_tf32=False):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def relu_reference(x: torch.Tensor, backend: str) -> torch.Tensor:
+    """torch's ReLU of ``x`` as the backend's kernels define it. torch's CPU and CUDA ReLUs differ
+    on -0.0 alone: the CPU's passes it, the GPU's gives +0.0. The CUDA kernels follow the GPU's,
+    on the SIMT runtime too (where ``x`` and torch's reference are on the CPU)."""
+    if backend == "simt":
+        return torch.where(x <= 0, torch.zeros_like(x), x)  # NaN passes (NaN <= 0 is false)
+    return F.relu(x)
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request):
     """Runs the test on each backend, inside ``fastconv.backend(name)``. On "simt" the test must
     launch at least one SIMT kernel (so nothing passes on the C++ kernels by mistake), unless it
     is marked ``launches_no_kernel`` (argument errors, empty tensors)."""
     before = sum(launch_counts().values())
-    with fastconv.backend(request.param):
+    with fastconv.backend(request.param), full_precision_float32(request.param):
         yield request.param
     if request.param == "simt" and not request.node.get_closest_marker("launches_no_kernel"):
         assert sum(launch_counts().values()) > before, "the test ran no SIMT kernel"

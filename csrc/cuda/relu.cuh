@@ -1,5 +1,7 @@
-// ReLU kernels. Semantics are torch's exactly:
-//   forward  y = x < 0 ? 0 : x        (NaN and -0.0 pass through)
+// ReLU kernels. Semantics are torch's on a GPU exactly:
+//   forward  y = x <= 0 ? 0 : x       (NaN passes; -0.0 gives +0.0, as torch's
+//                                      CUDA ReLU does, where its CPU ReLU
+//                                      passes -0.0)
 //   backward dx = y <= 0 ? 0 : dy     (the gradient at 0 is 0; NaN passes dy)
 #pragma once
 
@@ -12,7 +14,7 @@ namespace SIMT_KERNEL_NS {
 struct ReluForwardOp {
   template <typename A>
   __device__ __forceinline__ A operator()(A x, A /*unused*/) const {
-    return x < A(0) ? A(0) : x;
+    return x <= A(0) ? A(0) : x;
   }
 };
 

@@ -110,7 +110,7 @@ void test_relu() {
       std::vector<T> want_y(n), want_dx(n);
       for (size_t i = 0; i < n; ++i) {
         const T xi = x[i + shift];
-        want_y[i] = value(xi) < 0 ? make<T>(0.0) : xi;
+        want_y[i] = value(xi) <= 0 ? make<T>(0.0) : xi;  // -0.0 -> +0.0, as torch's GPU ReLU
         want_dx[i] = value(want_y[i]) <= 0 ? make<T>(0.0) : dy[i + shift];
       }
       expect_equal("relu_forward", y.data() + shift, want_y);
