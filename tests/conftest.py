@@ -126,12 +126,13 @@ def device_of(backend: str) -> str:
     return "cuda" if backend == "cuda" else "cpu"
 
 
-@contextlib.contextmanager
-def full_precision_float32(backend: str):
-    """On "cuda": float32 convolutions and matrix products at full precision, ours and torch's
-    reference alike (torch.backends.cudnn.allow_tf32 is on by default, and TF32 differs from
-    float32 by ~1e-3). The TF32 paths have their own tests, with TF32's tolerance."""
-    if backend != "cuda":
+@pytest.fixture(autouse=True)
+def _float32_at_full_precision():
+    """Every test's float32 convolutions and matrix products on CUDA tensors at full precision,
+    ours and torch's references alike: torch.backends.cudnn.allow_tf32 is on by default, and
+    TF32 differs from float32 by ~1e-3. The TF32 paths have their own tests (test_tensor_cores),
+    which turn it on with TF32's tolerance."""
+    if not torch.cuda.is_available():
         yield
         return
     saved = torch.backends.cuda.matmul.allow_tf32
@@ -158,7 +159,7 @@ def backend(request):
     launch at least one SIMT kernel (so nothing passes on the C++ kernels by mistake), unless it
     is marked ``launches_no_kernel`` (argument errors, empty tensors)."""
     before = sum(launch_counts().values())
-    with fastconv.backend(request.param), full_precision_float32(request.param):
+    with fastconv.backend(request.param):
         yield request.param
     if request.param == "simt" and not request.node.get_closest_marker("launches_no_kernel"):
         assert sum(launch_counts().values()) > before, "the test ran no SIMT kernel"
