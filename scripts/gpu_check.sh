@@ -10,21 +10,27 @@
 #      (ours and cuDNN both with TF32 off, then both with it on), float16 and
 #      bfloat16; max pooling, ReLU and dropout against the probed DRAM bandwidth;
 #      the convnet4 training step
-#   5. the GPU performance model for the same GPU (static: it needs no GPU, and
-#      runs the same anywhere)
-# Everything goes under one folder: --out DIR, else $OUT/gpu_check when OUT is
-# set (the lent machine returns only files under $OUT), else ./gpu_check; the
-# log is gpu_check.log there. Each step has a time budget (555 s in all; on an
-# H200 the steps took 41, 49, 9 + 95 + 10, 72 s). A failing step does not stop the
-# next. Exits non-zero when a step fails or times out.
+#   5. Nsight Compute over our kernels in one warm training pass of VGG16's
+#      512->512 @28 at batch 32, in float32, TF32 and float16 (scripts/profile_conv.py):
+#      speed of light, occupancy, warp stalls, memory traffic, per kernel
+# (The GPU performance model, python -m bench.cuda_model, is static: it runs the same
+# on any machine and is not a step here.)
+# Everything goes under one folder: --out DIR, else ./gpu_check; the log is
+# gpu_check.log there. Where OUT is set and --out is not given (a machine that
+# returns the files under $OUT, a few of them), the results are written to a
+# temporary folder and land in $OUT/gpu_check as two files: the log and
+# gpu_check.tar.gz holding everything. Each step has a time budget (570 s in all;
+# on an H200 the steps took 41, 49, 9 + 95 + 10 and 72 s). A failing step does
+# not stop the next. Exits non-zero when a step fails or times out.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 usage() {
   cat <<EOF
 usage: scripts/gpu_check.sh [--out DIR] [--skip STEP]...
-  --out DIR    where results and gpu_check.log go (default: \$OUT/gpu_check, else ./gpu_check)
-  --skip STEP  leave out a step: build, tests, sanitizer, bench, model
+  --out DIR    where results and gpu_check.log go (default: ./gpu_check; with OUT set, a
+               temporary folder packed into \$OUT/gpu_check/gpu_check.tar.gz)
+  --skip STEP  leave out a step: build, tests, sanitizer, bench, profile
 EOF
 }
 
@@ -38,13 +44,24 @@ while [ $# -gt 0 ]; do
     *) echo "gpu_check: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
   esac
 done
+pack=""
 if [ -z "$out" ]; then
-  if [ -n "${OUT:-}" ]; then out="$OUT/gpu_check"; else out="$PWD/gpu_check"; fi
+  if [ -n "${OUT:-}" ]; then
+    pack="$OUT/gpu_check"
+    out="${TMPDIR:-/tmp}/gpu_check.$$"
+  else
+    out="$PWD/gpu_check"
+  fi
 fi
 mkdir -p "$out" || { echo "gpu_check: cannot create $out" >&2; exit 2; }
 out="$(cd "$out" && pwd)"
 log="$out/gpu_check.log"
 : >"$log"
+finish() {
+  [ -n "$pack" ] || return 0
+  mkdir -p "$pack" && cp "$log" "$pack/" && tar czf "$pack/gpu_check.tar.gz" -C "$out" .
+}
+trap finish EXIT
 say() { echo "gpu_check: $*" | tee -a "$log"; }
 
 # ---------------------------------------------------------------- the GPU, first
@@ -99,7 +116,7 @@ fi
 # 2. The tests that run on the cuda backend (the CPU and SIMT ones ran in CI, and so did the
 #    static checks of the CUDA sources: the model's, the division scan's, this script's).
 #    A module that cannot be imported (a package missing on the GPU machine) fails alone.
-step tests 90 "$python" -m pytest -q -rfE --tb=short --durations=10 --continue-on-collection-errors \
+step tests 80 "$python" -m pytest -q -rfE --tb=short --durations=10 --continue-on-collection-errors \
   -p no:cacheprovider -k "cuda and not simt and not test_cuda_model and not test_kernel_divisions and not test_gpu_check" \
   tests --junitxml="$out/pytest-cuda.xml"
 
@@ -115,21 +132,28 @@ else
       --log-file "$out/sanitizer-$1.txt" "$python" scripts/sanitizer_ops.py --backend cuda
   }
   sanitize memcheck 40
-  sanitize racecheck 150  # it tracks every shared-memory access: 95 s on an H200
+  sanitize racecheck 130  # it tracks every shared-memory access: 95 s on an H200
   sanitize synccheck 40
 fi
 
 # 4. Against cuDNN (float32 convolutions with TF32 off and on, both sides alike); the results
 #    file is cuda-<gpu>.json beside the log: commit it under bench/results/.
-step bench 120 "$python" -m bench --device cuda --batch 32 --net convnet4 convnet3 vgg16 \
+step bench 100 "$python" -m bench --device cuda --batch 32 --net convnet4 convnet3 vgg16 \
   --only conv2d max_pool2d relu dropout model --dtype float32 float16 bfloat16 \
-  --repeats 5 --budget 0.3 --direct-max-gflop 4 --time-limit 90 --no-progress --out "$out"
+  --repeats 5 --budget 0.3 --direct-max-gflop 4 --time-limit 75 --no-progress --out "$out"
 
-# 5. The model of this GPU, to set beside the measurements.
-if gpu_key="$("$python" -c "from bench.gpus import by_compute_capability as f; print(f('$cc', '${gpu%,*}'))" 2>>"$log")"; then
-  step model 25 "$python" -m bench.cuda_model --gpu "$gpu_key" --no-progress --out "$out"
+# 5. Where the time of one layer's training pass goes, kernel by kernel: why the tensor-core
+#    GEMMs (TF32, float16) run no faster than the CUDA-core one. Only the marked pass is
+#    profiled (--profile-from-start off), only our kernels.
+ncu="$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -n1)"
+if [ -z "$ncu" ] && [ -x "${CUDA_HOME:-/usr/local/cuda}/bin/ncu" ]; then ncu="${CUDA_HOME:-/usr/local/cuda}/bin/ncu"; fi
+if [ -z "$ncu" ]; then
+  say "profile: FAILED: Nsight Compute (ncu) not found"; failed+=(profile)
 else
-  say "model: no GPU of compute capability $cc in bench/gpus.py; skipped"
+  step profile 90 "$ncu" --profile-from-start off --kernel-name-base demangled --kernel-name regex:fastconv \
+    --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
+    --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis --log-file "$out/ncu-vgg16-512.txt" \
+    "$python" scripts/profile_conv.py --math float32 tf32 float16
 fi
 
 if [ ${#failed[@]} -gt 0 ]; then

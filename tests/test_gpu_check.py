@@ -29,7 +29,8 @@ def no_gpu_path(tmp_path):
     """A PATH without nvidia-smi (the machine may have one; the test must not use it)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for tool in ("bash", "dirname", "mkdir", "tee", "cat", "head", "tr", "timeout", "nproc", "env"):
+    for tool in ("bash", "dirname", "mkdir", "tee", "cat", "head", "tr", "timeout", "nproc", "env", "cp", "tar",
+                 "gzip"):
         found = shutil.which(tool)
         if found:
             (bin_dir / tool).symlink_to(found)
@@ -44,10 +45,15 @@ def test_without_a_gpu_it_fails_fast_and_says_why(tmp_path, no_gpu_path):
     assert "no NVIDIA GPU here" in (out / "gpu_check.log").read_text()
 
 
-def test_results_go_under_OUT(tmp_path, no_gpu_path):
-    result = run_script(env={"PATH": no_gpu_path, "OUT": str(tmp_path)})
+def test_results_go_under_OUT_as_the_log_and_one_archive(tmp_path, no_gpu_path):
+    import tarfile
+
+    result = run_script(env={"PATH": no_gpu_path, "OUT": str(tmp_path), "TMPDIR": str(tmp_path / "tmp")})
     assert result.returncode == 3
-    assert (tmp_path / "gpu_check" / "gpu_check.log").exists()
+    assert sorted(p.name for p in (tmp_path / "gpu_check").iterdir()) == ["gpu_check.log", "gpu_check.tar.gz"]
+    assert "no NVIDIA GPU here" in (tmp_path / "gpu_check" / "gpu_check.log").read_text()
+    with tarfile.open(tmp_path / "gpu_check" / "gpu_check.tar.gz") as archive:
+        assert "./gpu_check.log" in archive.getnames()
 
 
 def test_arguments(tmp_path):
@@ -90,9 +96,25 @@ def test_the_step_budgets_fit_in_one_device_call():
 
     text = SCRIPT.read_text()
     budgets = {name: int(seconds) for name, seconds in re.findall(r"\bstep (\w+) (\d+) ", text)}
-    assert set(budgets) == {"build", "tests", "bench", "model"}
+    assert set(budgets) == {"build", "tests", "bench", "profile"}
     tools = {tool: int(seconds) for tool, seconds in re.findall(r"^\s*sanitize (\w+) (\d+)", text, re.M)}
     assert list(tools) == ["memcheck", "racecheck", "synccheck"]
     total = sum(budgets.values()) + sum(tools.values())
     # A lent machine runs one command for at most 10 minutes.
     assert total <= 10 * 60 - 15, f"{total} s of step budgets leave no room under 10 minutes"
+
+def test_profile_driver_runs_each_math_on_simt():
+    """scripts/profile_conv.py, the program the profile step runs under ncu: every math on a
+    small layer through the SIMT runtime, and a clear refusal of cuda without a GPU."""
+    import torch
+
+    result = subprocess.run([sys.executable, "scripts/profile_conv.py", "--backend", "simt", "--batch", "1",
+                             "--channels", "4", "--size", "5", "--repeats", "1", "--math", "float32", "tf32",
+                             "float16", "bfloat16"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [line.split(":")[1].strip() for line in result.stdout.splitlines()] == ["float32", "tf32", "float16",
+                                                                                  "bfloat16"]
+    if not torch.cuda.is_available():
+        refused = subprocess.run([sys.executable, "scripts/profile_conv.py"], capture_output=True, text=True,
+                                 cwd=ROOT, timeout=120)
+        assert refused.returncode == 2 and "needs a GPU" in refused.stderr
