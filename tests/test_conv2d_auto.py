@@ -23,6 +23,8 @@ CASES = {
     "depthwise": ((2, 4, 7, 7), (4, 1, 3, 3), 4, 0, ("direct", "direct", "direct")),
     # 3 input channels: a narrow forward GEMM (direct), a patch of 27 (im2col dX and dW)
     "rgb": ((2, 3, 9, 9), (8, 3, 3, 3), 1, 1, ("direct", "im2col", "im2col")),
+    # 3 input channels into 64 (VGG16's first layer): im2col for all three, as measured on a GPU
+    "rgb_wide": ((1, 3, 9, 9), (64, 3, 3, 3), 1, 1, ("im2col", "im2col", "im2col")),
     # 40 output channels, patch 72: im2col for all three
     "wide": ((1, 8, 6, 6), (40, 8, 3, 3), 1, 1, ("im2col", "im2col", "im2col")),
     # 1024 x 1024 weights, a 1x1 kernel: im2col for all three

@@ -70,11 +70,15 @@ ConvAlgorithm cpu_rule(const Conv2dParams& p) {
 //
 // Forward: the GEMM is out_channels_per_group x pixels x patch (patch =
 // in_channels_per_group * kh * kw) on 64- or 128-wide tiles; with 32 output
-// channels or fewer per group, or a patch under 32, most of each tile
-// multiplies zeros, and the column buffer adds kh * kw times the input's
-// traffic. Direct wins there: 3->32 @150 60 vs 111, 32->32 @75 169 vs 267,
-// depthwise 32 @74 34 vs 389, 8 channels per group 51 vs 114; im2col wins
-// from 64 output channels on (32->64 @74 247 vs 305, 512->512 @28 2302 vs 6934).
+// channels or fewer per group most of each tile multiplies zeros, and the
+// column buffer adds kh * kw times the input's traffic. Direct wins there:
+// 3->32 @150 60 vs 111, 32->32 @75 169 vs 267, depthwise 32 @74 34 vs 389,
+// 8 channels per group 51 vs 114; im2col wins from 64 output channels on
+// (32->64 @74 247 vs 305, 512->512 @28 2302 vs 6934). Measured on an H200 at
+// batch 32 (bench/results/cuda-nvidia-h200.json, forward ms, direct vs
+// im2col): 3->32 @150 0.248 vs 0.297 and 32->32 @75 0.506 vs 0.576 agree; a
+// short patch with 64 output channels does not make direct faster, as the
+// model had it: VGG16's 3->64 @224 0.985 vs 0.659 (0.987 vs 0.748 in half).
 //
 // Input gradient: the GEMM is patch x pixels x out_channels_per_group, and
 // col2im gathers; only depthwise-like patches (under 16) make direct faster
@@ -94,11 +98,12 @@ ConvAlgorithm cpu_rule(const Conv2dParams& p) {
 // 138 vs 169), and the weight gradient is im2col throughout (depthwise 32
 // @74: 227 vs 978).
 //
-// On the model's H100 the rule runs the faster algorithm in 113 of the 120
+// On the model's H100 the rule runs the faster algorithm in 114 of the 120
 // passes of the seed, 1x1 and grouped layers at batch 1 and 32 on CUDA cores
-// and in 115 on TF32; on its A100 (cuda_model_a100*.json) in 113 and 117. The
+// and in 115 on TF32; on its A100 (cuda_model_a100*.json) in 112 and 115. The
 // misses are within 1.6x (weight gradients of narrow or grouped layers, the
-// 32->32 forward at batch 1, near ties of the 3-channel forwards on TF32),
+// 32->32 forward at batch 1, near ties of the 3-channel forwards, where the
+// measurement above overrules the model),
 // except the forward of 8 channels per group on tensor cores at batch 1
 // (2.9x, 7 vs 2.4 us).
 constexpr int64_t kGpuNarrowGemm = 32;
@@ -109,7 +114,7 @@ ConvAlgorithm gpu_rule(ConvPass pass, const Conv2dParams& p, bool tensor_cores) 
   switch (pass) {
     case ConvPass::kForward: {
       const int64_t kg = p.out_channels_per_group();
-      direct = (tensor_cores ? kg < kGpuNarrowGemm : kg <= kGpuNarrowGemm) || p.patch_size() < kGpuNarrowGemm;
+      direct = tensor_cores ? kg < kGpuNarrowGemm : kg <= kGpuNarrowGemm;
       break;
     }
     case ConvPass::kBackwardInput:
