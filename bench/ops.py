@@ -133,13 +133,16 @@ def variants(case: Case, direct_max_gflop: float = float("inf"), device: str = "
     variant is left out where the forward pass exceeds ``direct_max_gflop``
     (unless "auto" would pick it): it is the simple reference kernel, several times slower
     than im2col off the first layers, and would take minutes per case on VGG16's big layers.
+    On the CUDA kernels (cuda, simt) ``auto`` runs too: there each pass picks its own
+    algorithm, so auto's training pass can be neither variant's (on the CPU it is one of them).
     """
     if case.op == "conv2d":
         # winograd: 3x3 stride-1 layers (the cases are undilated), on the C++ kernels only
         winograd = ["winograd"] if device == "cpu" and case.params["kernel"] == 3 and case.params["stride"] == 1 else []
+        per_pass = [] if device == "cpu" else ["auto"]
         if conv_flops(case) / 1e9 > direct_max_gflop and auto_algorithm(case, device) != "direct":
-            return ["im2col", *winograd]
-        return ["direct", "im2col", *winograd]
+            return ["im2col", *winograd, *per_pass]
+        return ["direct", "im2col", *winograd, *per_pass]
     if case.op == "conv2d_relu":
         return ["fused", "unfused"]
     return ["fastconv"]
@@ -160,7 +163,7 @@ def build(case: Case, device: str, direct_max_gflop: float = float("inf")) -> Co
     impls = torch_impls(case, dev)
     names = variants(case, direct_max_gflop, device)
     if case.op in ("conv2d", "conv2d_relu"):
-        return _conv(case, dev, x, names, impls, auto_algorithm(case, device))
+        return _conv(case, dev, x, names, impls, "auto" if "auto" in names else auto_algorithm(case, device))
     if case.op == "max_pool2d":
         k, s = case.params["kernel"], case.params["stride"]
         ours = lambda t: FF.max_pool2d(t, k, s)  # noqa: E731
@@ -235,7 +238,9 @@ def _pair_by_tf32(contest: Contest, case: Case) -> None:
     """Ours TF32 off and on, each against cuDNN under the same setting (auto picks per setting)."""
     contest.ours, contexts, contest.pairs = tf32_twins(contest.ours)
     contest.contexts.update(contexts)
-    if contest.auto is not None:
+    if contest.auto == "auto":
+        contest.autos = {"auto", "auto" + TF32_MARK}
+    elif contest.auto is not None:
         contest.autos = {auto_algorithm(case, "cuda", tf32=False), auto_algorithm(case, "cuda", tf32=True) + TF32_MARK}
 
 

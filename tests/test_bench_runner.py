@@ -205,7 +205,7 @@ def test_conv_work_and_the_auto_variant():
     assert ops.auto_algorithm(case) == "winograd"
     assert ops.variants(case) == ["direct", "im2col", "winograd"]
     assert ops.variants(case, direct_max_gflop=1.0) == ["im2col", "winograd"]
-    assert ops.variants(case, device="simt") == ["direct", "im2col"]
+    assert ops.variants(case, device="simt") == ["direct", "im2col", "auto"]  # per-pass picks there
     depthwise = cases.Case("conv2d", "grouped", "", 16, (32, 74, 74),
                            {"out_channels": 32, "kernel": 3, "stride": 1, "padding": 0, "groups": 32})
     assert ops.auto_algorithm(depthwise) == "direct"
@@ -287,7 +287,7 @@ def test_gpu_float32_sets_like_against_like(monkeypatch):
     case = next(c for c in cases.select("simt", batches=[1]) if c.op == "conv2d")
     monkeypatch.setattr(ops, "torch_impls", lambda case, device: ops.torch_conv_impls("cuda"))
     monkeypatch.setattr(ops, "auto_algorithm", lambda case, device="cpu", conv_pass="fwd", tf32=None:
-                        "im2col" if tf32 else "direct")
+                        "im2col" if tf32 else "direct")  # the forward's pick, stood in
     seen = []
     names, contexts, pairs = ops.tf32_twins({"im2col": lambda: seen.append(torch.backends.cudnn.allow_tf32)})
     assert pairs == [("im2col", "cudnn"), ("im2col@tf32", "cudnn-tf32")]
@@ -300,6 +300,10 @@ def test_gpu_float32_sets_like_against_like(monkeypatch):
     with fastconv.backend("simt"):
         rows = runner.run_layer_case(case, "simt", settings, {})
     pairs = {(r["variant"], r["torch_impl"], r["auto"]) for r in rows}
-    assert pairs == {("direct", "cudnn", True), ("im2col", "cudnn", False),
-                     ("direct", "cudnn-tf32", False), ("im2col", "cudnn-tf32", True)}
-    assert len(rows) == 4 * 3
+    assert pairs == {(v, impl, v == "auto") for v in ("direct", "im2col", "auto") for impl in ("cudnn", "cudnn-tf32")}
+    assert len(rows) == 6 * 3
+    # Without an "auto" contender (a hand-built contest) the rule's pick per setting is marked.
+    contest = ops.Contest([], torch.empty(0), {"direct": None, "im2col": None}, {}, ops.torch_conv_impls("cuda"),
+                          "gflops", {}, auto="direct")
+    ops._pair_by_tf32(contest, case)
+    assert contest.is_auto("direct") and contest.is_auto("im2col@tf32") and not contest.is_auto("im2col")
