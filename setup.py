@@ -18,7 +18,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import setuptools
 from setuptools import setup
+
+# pyproject.toml's `license = "BSD-3-Clause"` (the SPDX string form) needs setuptools 77; an
+# older one fails while reading it with a schema error that does not say so.
+_SETUPTOOLS_MAJOR = int(re.match(r"\d+", setuptools.__version__).group())
+if _SETUPTOOLS_MAJOR < 77:
+    sys.exit(f"fastconv needs setuptools 77 or newer to build (found {setuptools.__version__}): "
+             "pip install -U 'setuptools>=77', or build with `pip install .`, which fetches it")
 
 
 def _find_cuda_home():

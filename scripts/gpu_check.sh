@@ -83,6 +83,17 @@ if [ -z "$python" ]; then
 fi
 say "python: $python ($("$python" -c 'import torch; print("torch", torch.__version__, "CUDA", torch.version.cuda)' 2>&1))"
 
+# The packages the steps import beyond torch (requirements.txt); a machine without a network
+# can take them as wheels. Missing ones are named here; the steps that need them fail alone.
+missing="$("$python" - <<'PY' 2>&1
+import importlib.util
+needed = ["numpy", "pytest", "hypothesis", "jsonschema", "tqdm", "matplotlib", "PIL", "torchvision", "captum",
+          "setuptools", "ninja"]
+print(" ".join(name for name in needed if importlib.util.find_spec(name) is None))
+PY
+)"
+if [ -n "$missing" ]; then say "missing Python packages: $missing (pip install -r requirements.txt)"; fi
+
 failed=()
 # step NAME SECONDS COMMAND...: runs COMMAND under a time budget, output to the log.
 step() {
@@ -110,6 +121,10 @@ fi
 ldd fastconv/_C*.so >>"$log" 2>&1
 if ! "$python" -X faulthandler -c 'import fastconv, sys; sys.exit(0 if fastconv.cuda_compiled() else 1)' >>"$log" 2>&1; then
   say "FAILED: the extension was built without its CUDA kernels (nvcc missing or not matching torch's CUDA?)"
+  exit 1
+fi
+if ! "$python" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' >>"$log" 2>&1; then
+  say "FAILED: torch finds no usable CUDA device (a CPU-only torch, or a driver it cannot use?)"
   exit 1
 fi
 

@@ -118,3 +118,26 @@ def test_profile_driver_runs_each_math_on_simt():
         refused = subprocess.run([sys.executable, "scripts/profile_conv.py"], capture_output=True, text=True,
                                  cwd=ROOT, timeout=120)
         assert refused.returncode == 2 and "needs a GPU" in refused.stderr
+
+
+def test_past_the_gpu_check_it_names_missing_packages_and_refuses_a_build_without_cuda(tmp_path):
+    """With a stand-in nvidia-smi and the build step skipped, the script gets as far as the
+    extension checks: this build has no CUDA kernels, or torch finds no GPU, so it stops there
+    with exit 1, after naming any package the steps would miss (none in the test environment)."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: the script would run every step")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    smi = bin_dir / "nvidia-smi"
+    smi.write_text("#!/bin/sh\necho 'Stand-in GPU, 9.0'\n")
+    smi.chmod(0o755)
+    out = tmp_path / "out"
+    result = run_script("--out", str(out), "--skip", "build",
+                        env={"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "PYTHON": sys.executable})
+    log = (out / "gpu_check.log").read_text()
+    assert "GPU: Stand-in GPU (compute capability 9.0)" in log
+    assert "missing Python packages" not in log
+    assert result.returncode == 1
+    assert "built without its CUDA kernels" in result.stdout or "finds no usable CUDA device" in result.stdout

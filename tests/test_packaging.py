@@ -8,6 +8,7 @@ The import checks run ``import fastconv`` in a fresh interpreter with the build 
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -124,3 +125,15 @@ def test_extension_links_the_shared_cxx_runtime():
     ldd = subprocess.run(["ldd", fastconv._C.__file__], capture_output=True, text=True)
     assert ldd.returncode == 0, ldd.stderr
     assert "libstdc++.so.6" in ldd.stdout
+
+
+def test_an_old_setuptools_is_refused_with_a_clear_message(tmp_path):
+    """pyproject.toml's SPDX license string needs setuptools 77; an older one fails inside its
+    schema check with a message that never says so, so setup.py says it first."""
+    fake = tmp_path / "setuptools"
+    fake.mkdir()
+    (fake / "__init__.py").write_text('__version__ = "65.5.0"\n\ndef setup(**kwargs):\n    raise AssertionError\n')
+    result = subprocess.run([sys.executable, str(ROOT / "setup.py"), "--version"], capture_output=True, text=True,
+                            cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(tmp_path)}, timeout=120)
+    assert result.returncode != 0
+    assert "needs setuptools 77 or newer to build (found 65.5.0)" in result.stderr
