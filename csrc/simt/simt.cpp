@@ -1191,10 +1191,16 @@ const char* memory_space(const Worker* w, const void* addr) {
   return "global memory";
 }
 
+// The innermost inlined frame outside this runtime's own header (whose __ldg
+// and ldmatrix reads are the kernel's, not its own): the sanitizer writes one
+// frame per inlining level, each ending in a NUL, and an empty one last.
 std::string source_of(void* pc) {
-  char buf[512] = "";
+  char buf[2048] = "";
   if (pc && &__sanitizer_symbolize_pc) __sanitizer_symbolize_pc(pc, "%s:%l", buf, sizeof buf);
-  return buf[0] ? buf : "?";
+  if (!buf[0]) return "?";
+  for (const char* frame = buf; *frame && frame < buf + sizeof buf; frame += std::strlen(frame) + 1)
+    if (!std::strstr(frame, "simt/simt.h:")) return frame;
+  return buf;
 }
 
 }  // namespace
