@@ -11,12 +11,12 @@
 // eighth (2 x 2 mma tiles of 16 x 8). BK = 32 deep slices of A and B pass
 // through double-buffered shared memory as the mma's input format (16-bit
 // elements, or tf32 bit patterns), both operands stored k-contiguous
-// ([row][k]) so that every fragment register is one 32-bit word. The global
-// loads are gemm_kernel's (GemmSlice: 4-wide vectors where the view allows),
+// ([row][k]) so that every fragment register is one 32-bit word and a whole
+// fragment is one ldmatrix (A: .x4, B: .x2; a warp's k-step of 2 x 2 mma
+// tiles takes 4 shared loads, where 32-bit loads took 12). The global loads
+// are gemm_kernel's (GemmSlice: 4-wide vectors where the view allows),
 // converted to the input format as they are stored.
 #pragma once
-
-#include <cstring>
 
 #include "gemm.cuh"
 #include "mma.cuh"
@@ -25,10 +25,10 @@ namespace fastconv {
 namespace SIMT_KERNEL_NS {
 
 // The shared-memory element of operand type T, and the mma that consumes it.
-// Rows are padded so that a warp's fragment loads hit 32 different banks:
-// lane (g = lane / 4, t = lane % 4) reads word g * stride + t, and a row
-// stride of 20 (16-bit: 40 elements) or 36 (tf32) words maps the 8 rows g
-// to bank offsets 4 apart.
+// Rows are padded so that a fragment load (ldmatrix) is conflict-free: each of
+// its phases reads 8 rows of 4 words, and a row stride of 20 (16-bit: 40
+// elements) or 36 (tf32) words maps the 8 rows to bank offsets 4 apart (all
+// 32 banks); both strides are 16-byte multiples, as ldmatrix's rows must be.
 template <typename T>
 struct TensorCoreInput;
 template <>
@@ -64,19 +64,6 @@ struct TensorCoreTile {
   static_assert(WM % 16 == 0 && WN % 8 == 0 && BK % 16 == 0, "tiles are made of whole mma tiles");
 };
 using GemmTensorCoreTile = TensorCoreTile<64, 64, 32, 2, 4, 2>;  // 256 threads, 32 x 16 per warp
-
-// One 32-bit fragment register: two consecutive 16-bit elements (the smaller
-// k in the low half, as PTX wants) or one tf32 word.
-__device__ __forceinline__ uint32_t fragment_word(const uint32_t* p) { return *p; }
-__device__ __forceinline__ uint32_t fragment_word(const uint16_t* p) {
-#if defined(__CUDACC__)
-  return *reinterpret_cast<const uint32_t*>(p);
-#else
-  uint32_t w;  // the host compiler would not forgive the aliasing cast
-  std::memcpy(&w, p, sizeof w);
-  return w;
-#endif
-}
 
 // Element u of a quad, u chosen per lane: selects rather than an indexed
 // register array, which nvcc would put in local memory.
@@ -133,23 +120,26 @@ __device__ __forceinline__ void stage_tensor_core_slice(const GemmSlice<T, BR, B
 // Fragment r of a 16-row A tile (or 8-row B tile) starting at `row`, k-step
 // at word `kw`: PTX's layouts (csrc/simt/simt.h) in 32-bit words are
 //   A: row + g + 8 (r % 2), word kw + t + 4 (r / 2);  B: row + g, word kw + t + 4 r
-// for f16/bf16 and tf32 alike.
+// (g = lane / 4, t = lane % 4) for f16/bf16 and tf32 alike: a tf32 word is
+// two 16-bit halves to ldmatrix, moved as they lie in memory. That is word t
+// of row g of the 8 x 4-word matrix r, which ldmatrix hands lane `lane` as
+// register r. So lane 8 r + i gives row i of matrix r: for A, rows row + 8
+// (r % 2) + i at word kw + 4 (r / 2); for B, row + i at word kw + 4 r (lanes
+// 16-31, whose addresses .x2 ignores, repeat lanes 0-15's).
 template <typename Stored, int LD>
 __device__ __forceinline__ MmaFragA load_fragment_a(const Stored (*s)[LD], int row, int kw, int lane) {
   constexpr int kPerWord = sizeof(uint32_t) / sizeof(Stored);
-  const int g = lane / 4, t = lane % 4;
+  const int r = lane / 8, i = lane % 8;
   MmaFragA f;
-#pragma unroll
-  for (int r = 0; r < 4; ++r) f.r[r] = fragment_word(&s[row + g + 8 * (r % 2)][(kw + t + 4 * (r / 2)) * kPerWord]);
+  ldmatrix_x4(f.r, &s[row + 8 * (r % 2) + i][(kw + 4 * (r / 2)) * kPerWord]);
   return f;
 }
 template <typename Stored, int LD>
 __device__ __forceinline__ MmaFragB load_fragment_b(const Stored (*s)[LD], int row, int kw, int lane) {
   constexpr int kPerWord = sizeof(uint32_t) / sizeof(Stored);
-  const int g = lane / 4, t = lane % 4;
+  const int r = (lane / 8) % 2, i = lane % 8;
   MmaFragB f;
-#pragma unroll
-  for (int r = 0; r < 2; ++r) f.r[r] = fragment_word(&s[row + g][(kw + t + 4 * r) * kPerWord]);
+  ldmatrix_x2(f.r, &s[row + i][(kw + 4 * r) * kPerWord]);
   return f;
 }
 
@@ -166,7 +156,7 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocks)
   using Stored = typename In::Stored;
   constexpr int BM = Tile::BM, BN = Tile::BN, BK = Tile::BK, LD = BK + In::kPad;
   constexpr int kThreads = Tile::kThreads, kWordsK = In::kMmaK / In::kPerWord;
-  // One aligned struct: 16-bit elements are read in pairs, as 32-bit words.
+  // One aligned struct: ldmatrix reads 16-byte rows.
   struct alignas(16) Slices {
     Stored a[2][BM][LD];
     Stored b[2][BN][LD];

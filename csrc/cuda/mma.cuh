@@ -3,14 +3,17 @@
 //
 //   mma_m16n8k16(acc, a, b)  16x8 += 16x16 (f16 or bf16, by the element type) * 16x8, fp32 accumulators
 //   mma_m16n8k8_tf32(acc, a, b)  16x8 += 16x8 (tf32) * 8x8, fp32 accumulators
+//   ldmatrix_x4(r, row), ldmatrix_x2(r, row)  four or two 8x8 matrices of
+//       16-bit elements from shared memory, one register each (an A or a B
+//       fragment, gemm_tensor_core.cuh; layout in csrc/simt/simt.h)
 //
 // Every lane of the warp passes its registers in PTX's fragment layouts
 // (written out in csrc/simt/simt.h, which emulates the instruction): A as 4
 // and B as 2 32-bit registers (two 16-bit elements each, or one tf32), C/D
-// as 4 floats. Under nvcc these are inline PTX for sm_80 and newer; compiled
-// for an older arch they trap, and the op layer never selects them there
-// (GemmMath, gemm.cuh). On the SIMT runtime they are strict warp collectives
-// that name the caller's line in their messages.
+// as 4 floats. Under nvcc these are inline PTX for sm_80 and newer (ldmatrix:
+// sm_75); compiled for an older arch they trap, and the op layer never selects
+// them there (GemmMath, gemm.cuh). On the SIMT runtime they are strict warp
+// collectives that name the caller's line in their messages.
 #pragma once
 
 #include <cstdint>
@@ -83,6 +86,29 @@ __device__ __forceinline__ void mma_m16n8k8_tf32(float (&acc)[4], const MmaFragA
 
 #undef FASTCONV_MMA_SYNC
 
+// Lane 8 j + i gives the address of row i of matrix j (16-byte aligned, in
+// shared memory); register j receives word lane % 4 of row lane / 4 of it.
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* row) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 750
+  const unsigned address = static_cast<unsigned>(__cvta_generic_to_shared(row));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(address));
+#else
+  __trap();
+#endif
+}
+
+// Only lanes 0-15's addresses are read.
+__device__ __forceinline__ void ldmatrix_x2(uint32_t (&r)[2], const void* row) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 750
+  const unsigned address = static_cast<unsigned>(__cvta_generic_to_shared(row));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];" : "=r"(r[0]), "=r"(r[1]) : "r"(address));
+#else
+  __trap();
+#endif
+}
+
 #else  // the SIMT runtime
 
 __device__ __forceinline__ void mma_collective(float (&acc)[4], const MmaFragA& a, const MmaFragB& b,
@@ -114,6 +140,20 @@ inline void mma_m16n8k16(float (&acc)[4], const MmaFragA& a, const MmaFragB& b,
 inline void mma_m16n8k8_tf32(float (&acc)[4], const MmaFragA& a, const MmaFragB& b,
                              const std::source_location& at = std::source_location::current()) {
   mma_collective(acc, a, b, ::simt::MmaShape::kM16N8K8Tf32, "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32", at);
+}
+
+inline void ldmatrix_x4(uint32_t (&r)[4], const void* row,
+                        const std::source_location& at = std::source_location::current()) {
+  ::simt::ldmatrix(::simt::detail::Site{"ldmatrix.sync.aligned.m8n8.x4.shared.b16", at.file_name(),
+                                        static_cast<int>(at.line())},
+                   row, r);
+}
+
+inline void ldmatrix_x2(uint32_t (&r)[2], const void* row,
+                        const std::source_location& at = std::source_location::current()) {
+  ::simt::ldmatrix(::simt::detail::Site{"ldmatrix.sync.aligned.m8n8.x2.shared.b16", at.file_name(),
+                                        static_cast<int>(at.line())},
+                   row, r);
 }
 
 #endif

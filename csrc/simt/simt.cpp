@@ -695,11 +695,12 @@ const char* op_name(int op) {
   return "a warp collective";
 }
 
-// "__shfl_sync(mask 0xffffffff, width 32) at file:line"; an mma is named by
-// its instruction (the shape), which its site carries.
+// "__shfl_sync(mask 0xffffffff, width 32) at file:line"; an mma or ldmatrix
+// is named by its instruction (the shape), which its site carries.
 std::string describe_collective(const Fiber& f) {
   char buf[512];
-  const char* name = f.op == detail::kMma && f.site ? f.site->text : op_name(f.op);
+  const bool instruction = f.op == detail::kMma || f.op == detail::kLdmatrix;
+  const char* name = instruction && f.site ? f.site->text : op_name(f.op);
   std::snprintf(buf, sizeof buf, "%s(mask 0x%08x, width %d) at %s:%d", name, f.mask, f.width,
                 f.site ? f.site->file : "?", f.site ? f.site->line : 0);
   return buf;
@@ -738,6 +739,7 @@ uint64_t lane_result(Worker& w, unsigned warp, unsigned group, unsigned vote, un
     case detail::kAll: return vote == group;
     case detail::kSync: return 0;
     case detail::kMma: return 0;  // D went to the lane's registers (mma_resolve)
+    case detail::kLdmatrix: return 0;  // the words went to the lane's registers (ldmatrix_resolve)
     default: break;
   }
   unsigned width = static_cast<unsigned>(f.width);
@@ -813,6 +815,23 @@ void mma_resolve(Fiber* lanes) {
   }
 }
 
+// The words of a completed ldmatrix: every lane's `value` points at its
+// LdmatrixLane; lane l takes word l % 4 of row l / 4 of each matrix j, which
+// lane 8 j + l / 4 read.
+struct LdmatrixLane {
+  const LdmatrixRow* row;
+  uint32_t* out;
+};
+
+void ldmatrix_resolve(Fiber* lanes) {
+  const int matrices = lanes[0].arg;
+  for (int l = 0; l < 32; ++l) {
+    const auto& dst = *reinterpret_cast<const LdmatrixLane*>(lanes[l].value);
+    for (int j = 0; j < matrices; ++j)
+      dst.out[j] = reinterpret_cast<const LdmatrixLane*>(lanes[8 * j + l / 4].value)->row->words[l % 4];
+  }
+}
+
 void resolve_group(Worker& w, unsigned warp, unsigned group) {
   Fiber* lanes = &w.fibers[warp * 32];
   Warp& wp = w.warps[warp];
@@ -827,6 +846,7 @@ void resolve_group(Worker& w, unsigned warp, unsigned group) {
     parities |= 1u << lanes[l].parity;
   }
   if (lanes[first].op == detail::kMma) mma_resolve(lanes);
+  if (lanes[first].op == detail::kLdmatrix) ldmatrix_resolve(lanes);
   for (unsigned g = group; g; g &= g - 1) {
     const unsigned l = __builtin_ctz(g);
     lanes[l].result = lane_result(w, warp, group, vote & lanes[l].mask, l);
@@ -1171,10 +1191,16 @@ const char* memory_space(const Worker* w, const void* addr) {
   return "global memory";
 }
 
+// The innermost inlined frame outside this runtime's own header (whose __ldg
+// and ldmatrix reads are the kernel's, not its own): the sanitizer writes one
+// frame per inlining level, each ending in a NUL, and an empty one last.
 std::string source_of(void* pc) {
-  char buf[512] = "";
+  char buf[2048] = "";
   if (pc && &__sanitizer_symbolize_pc) __sanitizer_symbolize_pc(pc, "%s:%l", buf, sizeof buf);
-  return buf[0] ? buf : "?";
+  if (!buf[0]) return "?";
+  for (const char* frame = buf; *frame && frame < buf + sizeof buf; frame += std::strlen(frame) + 1)
+    if (!std::strstr(frame, "simt/simt.h:")) return frame;
+  return buf;
 }
 
 }  // namespace
@@ -1452,9 +1478,9 @@ uint64_t warp_op(const Site& site, int op, unsigned mask, uint64_t value, int ar
   if (const unsigned gone = mask & wp.exists & ~wp.live)
     collective_error(w, warp, lane, "the mask names lanes that returned from the kernel (0x%08x)",
                      gone);
-  if (op == kMma && wp.exists != ~0u)
-    collective_error(w, warp, lane, "mma.sync needs all 32 lanes of a warp, but the block ends at lane %d",
-                     __builtin_popcount(wp.exists));
+  if ((op == kMma || op == kLdmatrix) && wp.exists != ~0u)
+    collective_error(w, warp, lane, "%s needs all 32 lanes of a warp, but the block ends at lane %d",
+                     op == kMma ? "mma.sync" : "ldmatrix", __builtin_popcount(wp.exists));
   f.state = State::AtWarp;
   f.parity = static_cast<uint8_t>(wp.round & 1);
   wp.waiting |= 1u << lane;
@@ -1475,6 +1501,38 @@ uint64_t warp_op(const Site& site, int op, unsigned mask, uint64_t value, int ar
 // lane resumes (its stack frame lives until then).
 void mma_sync(const Site& site, MmaShape shape, MmaRegisters& lane) {
   warp_op(site, kMma, 0xffffffffu, reinterpret_cast<uintptr_t>(&lane), static_cast<int>(shape), 32);
+}
+
+// Before the lane reads its row: the collective's fields are filled in so
+// that an abort names the instruction. Whether an address is in shared
+// memory is known for the dynamic buffer always, for static __shared__
+// variables only where the kernels were compiled with a sanitizer (their
+// sections, static_shared.h); elsewhere a static address is taken on trust.
+bool ldmatrix_reads_row(const Site& site, int matrices, const void* row) {
+  Worker& w = fiber_worker("ldmatrix");
+  Fiber& f = *w.cur;
+  const unsigned idx = static_cast<unsigned>(&f - w.fibers.data());
+  const unsigned warp = idx / 32, lane = idx % 32;
+  if (lane >= 8u * static_cast<unsigned>(matrices)) return false;
+  f.op = kLdmatrix;
+  f.mask = 0xffffffffu;
+  f.width = 32;
+  f.arg = matrices;
+  f.site = &site;
+  if (reinterpret_cast<uintptr_t>(row) % 16)
+    collective_error(w, warp, lane, "the row address %p (row %u of matrix %u) is not 16-byte aligned", row,
+                     lane % 8, lane / 8);
+  const bool sections_known = g_san & (kTsan | kAsan | kCounters);
+  if (sections_known && !std::strcmp(memory_space(&w, row), "global memory"))
+    collective_error(w, warp, lane, "the row address %p (row %u of matrix %u) is not in shared memory", row,
+                     lane % 8, lane / 8);
+  return true;
+}
+
+// The lane's row and registers travel by address, as mma's do.
+void ldmatrix_sync(const Site& site, int matrices, const LdmatrixRow& row, uint32_t* out) {
+  LdmatrixLane lane{&row, out};
+  warp_op(site, kLdmatrix, 0xffffffffu, reinterpret_cast<uintptr_t>(&lane), matrices, 32);
 }
 
 }  // namespace detail

@@ -287,7 +287,7 @@ cudaError_t set_max_dynamic_smem(const void* kernel, int bytes);
 void syncthreads(const char* file, int line);
 int syncthreads_count(const char* file, int line, int pred);
 
-enum WarpOp : int { kSync, kShflIdx, kShflUp, kShflDown, kShflXor, kBallot, kAny, kAll, kMma };
+enum WarpOp : int { kSync, kShflIdx, kShflUp, kShflDown, kShflXor, kBallot, kAny, kAll, kMma, kLdmatrix };
 uint64_t warp_op(const Site& site, int op, unsigned mask, uint64_t value, int arg, int width);
 
 template <class T>
@@ -446,6 +446,45 @@ inline uint32_t cvt_rna_tf32(float f) {
   std::memcpy(&x, &f, sizeof x);
   if ((x & 0x7f800000u) == 0x7f800000u) return (x & 0x7fffffffu) > 0x7f800000u ? 0x7fffffffu : x;
   return (x + 0x1000u) & ~0x1fffu;
+}
+}  // namespace simt
+
+// ---------------------------------------------------- warp-level matrix loads
+// ldmatrix.sync.aligned.m8n8.{x1,x2,x4}.shared.b16 as a strict warp
+// collective: all 32 lanes of a full warp meet at the same call site with the
+// same number of matrices (a mismatch or a lane that never arrives aborts, as
+// for mma.sync). Lanes 8 j .. 8 j + 7 give the row addresses of matrix j
+// (8 rows of 8 16-bit elements, 16 bytes each); lane l receives, from each
+// matrix j, the 32-bit word l % 4 of its row l / 4 (two elements, the smaller
+// column in the low half): exactly one register of an mma fragment
+// (gemm_tensor_core.cuh). Addresses of lanes past the last matrix are not
+// read, as on a GPU. Every row address read must be 16-byte aligned and in
+// shared memory; the runtime checks the second where it can tell: always for
+// the dynamic buffer, for static __shared__ variables in sanitizer builds
+// (where their sections are known).
+// Each lane reads the row it addresses, as one 16-byte load in the kernel's
+// own (instrumented) code before it arrives, and the rendezvous hands the
+// words out. So the race and memory checkers see the row read by a lane of
+// the warp at the call site, and the access counters see one warp request per
+// instruction, served in phases of 8 lanes (one matrix each) as the hardware
+// serves it; a lane's received words are registers, not memory accesses.
+namespace simt {
+struct __attribute__((may_alias, aligned(16))) LdmatrixRow {
+  uint32_t words[4];
+};
+namespace detail {
+// Checks the calling lane's row address (aborting with the collective's
+// message); true if the instruction reads that lane's row.
+bool ldmatrix_reads_row(const Site& site, int matrices, const void* row);
+void ldmatrix_sync(const Site& site, int matrices, const LdmatrixRow& row, uint32_t* out);
+}  // namespace detail
+
+template <int kMatrices>
+inline void ldmatrix(const detail::Site& site, const void* row, uint32_t (&out)[kMatrices]) {
+  static_assert(kMatrices == 1 || kMatrices == 2 || kMatrices == 4, "ldmatrix loads 1, 2 or 4 matrices");
+  LdmatrixRow mine{};
+  if (detail::ldmatrix_reads_row(site, kMatrices, row)) mine = *static_cast<const LdmatrixRow*>(row);
+  detail::ldmatrix_sync(site, kMatrices, mine, out);
 }
 }  // namespace simt
 
