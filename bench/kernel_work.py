@@ -253,9 +253,11 @@ def tensor_peak_tflops(kernel: str, gpu: Gpu) -> float:
 def tensor_core_ceiling(kernel: str, gpu: Gpu) -> float:
     """The share of the tensor-core peak the mma.sync loop can reach, shared memory permitting.
     Per warp and mma k-step of a WM x WN warp tile: (WM/16) x (WN/8) mma of 16 x 8 x kMma MACs,
-    fed by fragment loads of 32-bit words, conflict-free (the rows are padded): 4 words per lane
-    for each 16-row A fragment and 2 for each 8-column B fragment, one wavefront each. kMma is 8
-    for tf32 and 16 for 16-bit operands (the same words then hold twice the elements)."""
+    fed by fragment loads, conflict-free (the rows are padded): one ldmatrix .x4 for each 16-row
+    A fragment and one .x2 for each 8-column B fragment, served in 4 and 2 wavefronts of 8
+    16-byte rows (the same wavefronts 32-bit loads took; ldmatrix saves instructions, not
+    shared-memory bandwidth). kMma is 8 for tf32 and 16 for 16-bit operands (the same words
+    then hold twice the elements)."""
     bm, bn, _bk, warps_m, warps_n = _template_ints(kernel, "TensorCoreTile")[:5]
     wm, wn = bm // warps_m, bn // warps_n
     k_mma = 8 if kernel.startswith("gemm_tensor_core_kernel<float") else 16
