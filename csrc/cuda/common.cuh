@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "../common/dtypes.h"
+#include "../common/host_device.h"
 #include "../common/target.h"
 #include "../simt/simt.h"
 
@@ -165,6 +166,14 @@ inline int device_multiprocessors() {
     return 1;
   }
   return count;
+}
+
+// torch's ReLU on a GPU, for every kernel that applies it (relu.cuh, the
+// conv2d_relu epilogue): NaN passes, and -0.0 gives +0.0, as torch's CUDA
+// ReLU does (its CPU ReLU passes -0.0).
+template <typename A>
+FASTCONV_HD A relu_of(A x) {
+  return x <= A(0) ? A(0) : x;
 }
 
 // The stream a launcher's Target names (cuda::Target or simt::Target, by the

@@ -14,15 +14,14 @@
 namespace fastconv {
 namespace SIMT_KERNEL_NS {
 
-// The forward epilogue of conv2d_relu: torch's ReLU on a GPU (relu.cuh), so
-// NaN passes and -0.0 gives +0.0.
+// The forward epilogue of conv2d_relu: torch's ReLU on a GPU (relu_of).
 // With relu false the value is returned untouched, so plain conv2d stays
 // bit-identical. (`relu` travels as its own kernel argument, not in
 // Conv2dParams: growing that struct past 128 bytes makes ptxas spill in
 // kernels that never read the flag.)
 template <typename A>
 FASTCONV_HD A conv_epilogue(A v, bool relu) {
-  return relu && v <= A(0) ? A(0) : v;
+  return relu ? relu_of(v) : v;
 }
 
 // Kernels that loop over their work items (blocks take items blockIdx.x,

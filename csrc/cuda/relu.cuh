@@ -14,7 +14,7 @@ namespace SIMT_KERNEL_NS {
 struct ReluForwardOp {
   template <typename A>
   __device__ __forceinline__ A operator()(A x, A /*unused*/) const {
-    return x <= A(0) ? A(0) : x;
+    return relu_of(x);
   }
 };
 
