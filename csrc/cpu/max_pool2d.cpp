@@ -40,6 +40,13 @@ FASTCONV_LOOP_INLINE T window_max(T tl, T tr, T bl, T br, int32_t w, int32_t& at
   return best;
 }
 
+// A 2x2 window's tap (0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right)
+// as its offset from the top-left in a plane of width w: 0, 1, w or w + 1.
+template <typename I>
+FASTCONV_LOOP_INLINE I offset_of_tap_2x2(int32_t tap, I w) {
+  return (tap & 1) + ((tap & 2) != 0 ? w : 0);
+}
+
 // Where the 2x2 kernels put each window's winner, given its tap (0 top-left,
 // 1 top-right, 2 bottom-left, 3 bottom-right) for outputs first .. first +
 // count - 1 of output row oh: its int64 index in the plane, or the tap itself.
@@ -49,7 +56,7 @@ struct IndexSink {
                                 const Pool2dParams& p) const {
     int64_t* __restrict__ row = indices + oh * p.out_w + first;
     const int64_t corner = 2 * oh * p.in_w + 2 * first, w = p.in_w;
-    for (int64_t j = 0; j < count; ++j) row[j] = corner + 2 * j + (tap[j] & 1) + ((tap[j] & 2) != 0 ? w : 0);
+    for (int64_t j = 0; j < count; ++j) row[j] = corner + 2 * j + offset_of_tap_2x2(tap[j], w);
   }
 };
 
@@ -243,7 +250,15 @@ FASTCONV_LOOP_INLINE int32_t stored_offset(int64_t index, int64_t corner, int64_
 }
 FASTCONV_LOOP_INLINE int32_t stored_offset(uint8_t tap, int64_t, int64_t w) {
   const auto w32 = static_cast<int32_t>(w);
-  return tap < 4 ? (tap & 1) + ((tap & 2) != 0 ? w32 : 0) : -1;
+  return tap < 4 ? offset_of_tap_2x2(tap, w32) : -1;
+}
+
+// The winners' offsets of `count` consecutive windows of one row pair, the
+// first at `corner` (taps need no corner).
+template <typename Stored>
+FASTCONV_LOOP_INLINE void window_offsets(const Stored* __restrict__ stored, int64_t count, int64_t corner, int64_t w,
+                                         int32_t* __restrict__ offsets) {
+  for (int64_t j = 0; j < count; ++j) offsets[j] = stored_offset(stored[j], corner + 2 * j, w);
 }
 
 // Backward of 2x2 / stride 2 pooling: the windows tile the input without
@@ -254,14 +269,6 @@ FASTCONV_LOOP_INLINE int32_t stored_offset(uint8_t tap, int64_t, int64_t w) {
 // int64 indices become mispredicted jumps). The rows and the column left
 // over by an odd size belong to no window. `Stored` is int64_t (indices) or
 // uint8_t (taps).
-// The winners' offsets of `count` consecutive windows of one row pair, the
-// first at `corner` (taps need no corner).
-template <typename Stored>
-FASTCONV_LOOP_INLINE void window_offsets(const Stored* __restrict__ stored, int64_t count, int64_t corner, int64_t w,
-                                         int32_t* __restrict__ offsets) {
-  for (int64_t j = 0; j < count; ++j) offsets[j] = stored_offset(stored[j], corner + 2 * j, w);
-}
-
 template <typename T, typename Stored>
 FASTCONV_LOOP_INLINE void unpool_plane_2x2(const T* grad_output, const Stored* stored, T* grad,
                                            const Pool2dParams& p) {
