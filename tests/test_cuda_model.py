@@ -173,6 +173,12 @@ def test_waves_and_roofline_arithmetic():
     # Under a wave with nothing more to spread: no flag; a quarter occupancy is flagged.
     row = _row(H100, 1, 1, Work(1.0, 1.0, 256))
     assert "under 1 wave" not in row["flags"] and "occupancy < 25%" in row["flags"]
+    # 1.5 waves: flagged under 2 waves while the work has pieces for two waves of threads (2 x 1056
+    # blocks of 256), not with fewer; a launch under one wave carries the under-1 flag alone.
+    resident_threads = 1056 * 256
+    assert _row(H100, 1584, 8, Work(1.0, 1.0, 2 * resident_threads))["flags"] == ["under 2 waves"]
+    assert _row(H100, 1584, 8, Work(1.0, 1.0, 2 * resident_threads - 1))["flags"] == []
+    assert _row(H100, 528, 8, Work(1.0, 1.0, 2 * resident_threads))["flags"] == ["under 1 wave"]
 
 
 def test_inner_loop_ceilings_follow_the_instruction_mix():

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 import fastconv
 import fastconv.functional as FF
 
-from simt_kernels import expect_kernels, multiprocessors, simt_has_tensor_cores
+from fastconv.simt import record_launches
+from simt_kernels import expect_kernels, expect_no_kernels, multiprocessors, simt_has_tensor_cores
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 KERNEL_TYPE = {torch.float32: "float", torch.float64: "double", torch.float16: "half_t",
@@ -151,6 +152,64 @@ def test_im2col_gemm_large_tile(dtype):
     kernel = f"gemm_tensor_core_kernel<{t}, {t}" if on_tensor_cores else f"gemm_kernel<{t}, {t}, GemmTile<128, 128"
     with multiprocessors(1), expect_kernels(kernel):
         _check_conv(dtype, (1, 4, 12, 12), (128, 4, 3, 3), "im2col", padding=1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_im2col_gemm_wide_tile(dtype):
+    # 64 output channels by 1,600 pixels on one multiprocessor (two blocks at a time): seven
+    # 64 x 256 tiles take 4 rounds where thirteen 128 x 128 tiles, half of each idle, take 7.
+    # The input gradient's GEMM (36 rows, into a float buffer) takes it too. Double and 16-bit
+    # results keep to the large and small tiles (the wide one spills there); float16 and bfloat16
+    # multiply on tensor cores where the emulated GPU has them (tests/test_tensor_cores.py runs
+    # this without).
+    t = KERNEL_TYPE[dtype]
+    if dtype == torch.float64:
+        check = expect_no_kernels("GemmTile<64, 256")
+    elif dtype == torch.float32:
+        check = expect_kernels("gemm_kernel<float, float, GemmTile<64, 256")
+    elif simt_has_tensor_cores():
+        check = expect_kernels(f"gemm_tensor_core_kernel<{t}, {t}")
+    else:
+        check = expect_kernels(f"gemm_kernel<{t}, float, GemmTile<64, 256")
+    with multiprocessors(1), check:
+        _check_conv(dtype, (1, 4, 40, 40), (64, 4, 3, 3), "im2col", padding=1)
+
+
+def _gemm_tiles(x_shape, w_shape, pass_, padding=0):
+    """(BM, BN) and blocks of the GEMMs that one pass of an im2col convolution (stride 1) launches
+    on 132 multiprocessors, in a dry run: shapes only, no kernel runs."""
+    n, _, h, w_ = x_shape
+    k, _, r, s = w_shape
+    x, w, dy = torch.empty(x_shape), torch.empty(w_shape), torch.empty(n, k, h + 2 * padding - r + 1,
+                                                                         w_ + 2 * padding - s + 1)
+    geo = ([1, 1], [padding] * 4, [1, 1], 1)
+    ops = torch.ops.fastconv
+    calls = {"fwd": lambda: ops.conv2d(x, w, None, *geo, "im2col", "simt"),
+             "bwd_input": lambda: ops.conv2d_backward_input(dy, w, list(x.shape), *geo, "im2col", "simt"),
+             "bwd_weight": lambda: ops.conv2d_backward_weight(dy, x, list(w.shape), *geo, "im2col", "simt")}
+    with multiprocessors(132), record_launches(dry_run=True) as launches:
+        calls[pass_]()
+    tiles = [launch.kernel.split("GemmTile<")[1].split(", ")[:2] for launch in launches
+             if launch.kernel.startswith("gemm_kernel")]
+    return [(int(bm), int(bn), launch.blocks) for (bm, bn), launch in
+            zip(tiles, [launch for launch in launches if launch.kernel.startswith("gemm_kernel")])]
+
+
+def test_gemm_tiles_follow_rounds_of_resident_blocks():
+    # Batch 32 on 132 multiprocessors, two blocks each (264 at a time).
+    # The reduction: 32 images of 72x72 or 34x34 pixels.
+    # 32 -> 64 @74 forward, M = 64, N = 5184: 672 wide tiles take 3 rounds; 1,312 large ones 5,
+    # 2,592 small ones 10 at twice the cost a tile element.
+    assert _gemm_tiles((32, 32, 74, 74), (64, 32, 3, 3), "fwd") == [(64, 256, 672)]
+    # Its input gradient, M = 288: 3,360 wide tiles (13 rounds) against 3,936 large ones (15);
+    # the grid stops at 1,024 blocks, which stride through the tiles.
+    assert _gemm_tiles((32, 32, 74, 74), (64, 32, 3, 3), "bwd_input") == [(64, 256, 1024)]
+    # Its weight gradient, M = 64, N = 288: two wide tiles a reduction range, split for two
+    # rounds (264 ranges, 528 blocks).
+    assert _gemm_tiles((32, 32, 74, 74), (64, 32, 3, 3), "bwd_weight") == [(64, 256, 528)]
+    # 64 -> 128 @36 forward, M = 128, N = 1156: 320 large or wide tiles take 2 rounds either way
+    # (the large ones without padding rows), 1,216 small ones 5 at twice the cost.
+    assert _gemm_tiles((32, 64, 36, 36), (128, 64, 3, 3), "fwd") == [(128, 128, 320)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -565,18 +565,22 @@ inline int64_t wgrad_slice_len(const Conv2dParams& p, int64_t slices) {
 // ----------------------------------------------------------- backward bias
 // grad_bias[k] = sum over N, P, Q of dY. Channel k's N*P*Q values are cut
 // into `slices` contiguous ranges (flat index f = n * PQ + pixel), enough
-// (channel, range) items for two waves of blocks; a block sums one range
-// with consecutive threads on consecutive addresses, then warp shuffles and
-// one word per warp in shared memory. With several ranges each writes a
-// partial, and conv2d_reduce_partials_kernel adds them in range order:
-// deterministic. (n, pixel) of f comes from FastDivmods (ReductionSlices), never
-// from a 64-bit division.
+// (channel, range) items for kBiasWaves waves of resident blocks; a block
+// sums one range with consecutive threads on consecutive addresses, four
+// independent loads in flight a thread, then warp shuffles and one word per
+// warp in shared memory. With several ranges each writes a partial, and
+// conv2d_reduce_partials_kernel adds them in range order: deterministic.
+// (n, pixel) of f comes from FastDivmods (ReductionSlices), never from a
+// 64-bit division.
 constexpr int kBiasThreads = 256;
+// 2048 threads an SM (sm_80, sm_90); GPUs that hold fewer run more waves.
+constexpr int kBiasBlocksPerSm = 2048 / kBiasThreads, kBiasWaves = 2, kBiasLoads = 4;
 constexpr int64_t kBiasMinSliceLen = 1024, kBiasMaxSlices = 1024;  // ranges of at least 4 values a thread
 
 inline int64_t bias_slices(const Conv2dParams& p, int multiprocessors) {
   const int64_t total = p.batch * p.out_pixels();
-  int64_t slices = ceil_div(2 * int64_t(multiprocessors), p.out_channels > 0 ? p.out_channels : 1);
+  const int64_t blocks = int64_t(kBiasWaves) * kBiasBlocksPerSm * multiprocessors;
+  int64_t slices = ceil_div(blocks, p.out_channels > 0 ? p.out_channels : 1);
   if (slices > total / kBiasMinSliceLen) slices = total / kBiasMinSliceLen;
   if (slices > kBiasMaxSlices) slices = kBiasMaxSlices;
   const int64_t cap = reduction_slices_cap(p.out_pixels());
@@ -606,12 +610,21 @@ __global__ void __launch_bounds__(launch_bound<T>(kBiasThreads))
     uint32_t pix_begin;
     starts.start(slice, n_begin, pix_begin);
     const T* channel = grad_output + k * out_hw;
-    A sum = A(0);
-    for (int64_t e = tid; e < len; e += kBiasThreads) {
-      uint32_t dn, pix;  // pix_begin + e < out_hw + slice_len < 2^31 (checked by the launcher)
+    // Value e of the range; pix_begin + e < out_hw + slice_len < 2^31 (checked by the launcher).
+    auto value = [&](int64_t e) {
+      uint32_t dn, pix;
       starts.pixels.divmod(pix_begin + static_cast<uint32_t>(e), dn, pix);
-      sum += to_acc(channel[(n_begin + dn) * p.out_channels * out_hw + pix]);
+      return to_acc(channel[(n_begin + dn) * p.out_channels * out_hw + pix]);
+    };
+    static_assert(kBiasLoads == 4, "the sums are added pairwise below");
+    A sums[kBiasLoads] = {};
+    int64_t e = tid;
+    for (; e + (kBiasLoads - 1) * kBiasThreads < len; e += kBiasLoads * kBiasThreads) {
+#pragma unroll
+      for (int u = 0; u < kBiasLoads; ++u) sums[u] += value(e + u * kBiasThreads);
     }
+    for (; e < len; e += kBiasThreads) sums[0] += value(e);
+    A sum = (sums[0] + sums[1]) + (sums[2] + sums[3]);
 #pragma unroll
     for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_down_sync(0xffffffffu, sum, offset);
     if (lane == 0) warp_sums[warp] = sum;
@@ -647,7 +660,10 @@ const char* launch_backward_bias(const T* grad_output, T* grad_bias, const Conv2
            "must stay below 2^31";
   }
   auto* partial = static_cast<acc_t<T>*>(workspace);
-  SIMT_LAUNCH(conv2d_backward_bias_kernel<T>, conv_grid(p.out_channels * slices), kBiasThreads, 0, stream,
+  // A block per (channel, range) item: bias_slices sized the items for its waves, which
+  // conv_grid's cap (made for the GEMMs' tiles) would cut.
+  const unsigned blocks = static_cast<unsigned>(p.out_channels > 0 ? p.out_channels * slices : 1);
+  SIMT_LAUNCH(conv2d_backward_bias_kernel<T>, blocks, kBiasThreads, 0, stream,
               grad_output, partial, grad_bias, p, slices, slice_len, FastDivmod::make(slices),
               ReductionSlices::make(slice_len, p.out_pixels()));
   const char* err = launch_status();

@@ -95,21 +95,21 @@ inline int64_t im2col_backward_input_workspace(const Conv2dParams& p, int64_t el
 // The weight gradient's GEMM has M = Kg, N = Cg*R*S: few output tiles for
 // the usual layers (64 -> 64 channels, 3x3: 9 tiles on 132 SMs), each with
 // a reduction over a whole chunk of images. It is therefore split into
-// `splits` reduction ranges (split-K), enough for one full wave of the
-// chosen GEMM (blocks_per_sm blocks, gemm_blocks_per_sm, on each of the
-// GPU's multiprocessors), but none shorter than kWgradMinSplitLen (16
-// k-slices of the GEMM: below that, writing and re-reading a tile of
-// partials costs as much as the range's multiply-adds). The partials (fp32
-// for half/bfloat16) are summed in split order. A wave of 64 x 64 tiles
-// bounds the partials to (blocks_per_sm * SMs + tiles) * 64 * 64 values, so
-// the cap on splits only guards tiny-output layers with huge reductions
-// (3 -> 64).
-constexpr int64_t kWgradMinSplitLen = 128, kWgradMaxSplits = 1024;
+// `splits` reduction ranges (split-K), enough for kWgradWaves full waves of
+// the chosen GEMM (blocks_per_sm blocks, gemm_blocks_per_sm, on each of the
+// GPU's multiprocessors): a second wave lets blocks that finish early pick
+// up work where one exact wave would idle them at its end. No range is
+// shorter than kWgradMinSplitLen (16 k-slices of the GEMM: below that,
+// writing and re-reading a tile of partials costs as much as the range's
+// multiply-adds). The partials (fp32 for half/bfloat16) are summed in split
+// order. The cap on splits only guards tiny-output layers with huge
+// reductions (3 -> 64).
+constexpr int64_t kWgradMinSplitLen = 128, kWgradMaxSplits = 1024, kWgradWaves = 2;
 
 inline int64_t im2col_wgrad_splits(const Conv2dParams& p, int64_t images, int multiprocessors, int blocks_per_sm) {
   const int64_t K = images * p.out_pixels();
   const GemmShape one{p.out_channels_per_group(), p.patch_size(), K, 1, p.groups};
-  int64_t splits = ceil_div(int64_t(blocks_per_sm) * multiprocessors, gemm_tiles_per_split(one));
+  int64_t splits = ceil_div(kWgradWaves * blocks_per_sm * multiprocessors, gemm_tiles_per_split(one));
   const int64_t by_length = K / kWgradMinSplitLen;
   if (splits > by_length) splits = by_length;
   if (splits > kWgradMaxSplits) splits = kWgradMaxSplits;

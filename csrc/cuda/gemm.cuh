@@ -78,6 +78,7 @@ struct GemmTile {
 };
 using GemmTileLarge = GemmTile<128, 128, 8, 8, 8>;  // 256 threads, 8 x 8 each
 using GemmTileSmall = GemmTile<64, 64, 8, 4, 4>;    // 256 threads, 4 x 4 each
+using GemmTileWide = GemmTile<64, 256, 4, 8, 8>;    // 256 threads, 8 x 8 each
 
 // Shared-memory rows are padded by one quad: the k-major staging stores of a
 // warp (kVecRed: four rows dk..dk+3 and dk+4..dk+7 at once) then land in
@@ -370,22 +371,60 @@ inline int gemm_vec_mode(const T* base, const GemmOperand& op) {
   return kVecNone;
 }
 
-// Large tiles only when both sides fill them and they still give the GPU a
-// wave of blocks: small problems (convolutions of small images, small
-// batches) would leave most of a 128 x 128 tile idle or most SMs without a
-// block. Split-K sizing (conv2d_im2col.cuh) asks the same question.
-inline bool gemm_large_tile(const GemmShape& shape, int multiprocessors) {
-  if (shape.M < 128 || shape.N < 128) return false;
-  const int64_t blocks = shape.nz1 * shape.nz2 * shape.splits * ceil_div(shape.M, 128) * ceil_div(shape.N, 128);
-  return blocks >= multiprocessors;
+// The CUDA-core tiles launch_gemm chooses from. The large and wide tiles
+// give a thread 8 x 8 outputs (64 FMAs per four 16-byte shared loads a k
+// step); the small tile's 4 x 4 (16 FMAs per two loads) waits on shared
+// memory and runs at about half their rate (H200, bench/results: 14 against
+// 25 TFLOP/s), so it pays only where the others would leave the GPU idle.
+// The wide tile serves GEMMs with 64 rows or fewer and many columns (the
+// forward and weight gradient of 64-channel layers), which waste half of a
+// large tile.
+enum class GemmTileKind { kLarge, kWide, kSmall };
+
+struct GemmTileShape {
+  int bm, bn, cost;  // cost: issue time per output element of a block, relative
+};
+constexpr GemmTileShape gemm_tile_shape(GemmTileKind kind) {
+  return kind == GemmTileKind::kLarge  ? GemmTileShape{GemmTileLarge::BM, GemmTileLarge::BN, 1}
+         : kind == GemmTileKind::kWide ? GemmTileShape{GemmTileWide::BM, GemmTileWide::BN, 1}
+                                       : GemmTileShape{GemmTileSmall::BM, GemmTileSmall::BN, 2};
 }
-// Output tiles of one reduction range, for the tile launch_gemm would pick
-// once the problem is split enough to fill the GPU. The tensor-core kernel's
-// 64 x 64 tiles give at least as many blocks, so a split count sized from
-// this fills the GPU on either path.
-inline int64_t gemm_tiles_per_split(const GemmShape& shape) {
-  const int64_t tile = shape.M >= 128 && shape.N >= 128 ? 128 : 64;
-  return shape.nz1 * shape.nz2 * ceil_div(shape.M, tile) * ceil_div(shape.N, tile);
+
+inline int64_t gemm_tile_blocks(const GemmShape& shape, GemmTileShape tile) {
+  return shape.nz1 * shape.nz2 * shape.splits * ceil_div(shape.M, tile.bm) * ceil_div(shape.N, tile.bn);
+}
+
+// The tile with the least estimated time: rounds of `resident` blocks (the
+// blocks the GPU runs at once) times one block's area and cost. Counting
+// whole rounds charges a tile for the idle tail of its last wave (a large
+// tile's 320 blocks on 264 slots take two rounds); resident = 1 compares
+// padded area alone, the steady state of a problem split to fill the GPU.
+// Equal times go to the tile with less padded area (a 64-row problem fits
+// the wide tile, not the large one), then to the earlier kind. `wide` is
+// false where the wide tile spills (ptxas, sm_90): double, and 16-bit
+// results, whose conversions in the epilogue need a few more registers.
+inline GemmTileKind gemm_cuda_core_tile(const GemmShape& shape, int64_t resident, bool wide = true) {
+  GemmTileKind best = GemmTileKind::kLarge;
+  int64_t best_time = -1, best_area = -1;
+  for (GemmTileKind kind : {GemmTileKind::kLarge, GemmTileKind::kWide, GemmTileKind::kSmall}) {
+    if (kind == GemmTileKind::kWide && !wide) continue;
+    const GemmTileShape tile = gemm_tile_shape(kind);
+    const int64_t blocks = gemm_tile_blocks(shape, tile), area = blocks * tile.bm * tile.bn;
+    const int64_t time = ceil_div(blocks, resident < 1 ? 1 : resident) * tile.bm * tile.bn * tile.cost;
+    if (best_time < 0 || time < best_time || (time == best_time && area < best_area)) {
+      best = kind, best_time = time, best_area = area;
+    }
+  }
+  return best;
+}
+
+// Output tiles of one reduction range on the tile a problem split to fill
+// the GPU would run. The tensor-core kernel's 64 x 64 tiles are no larger,
+// nor are those of GEMMs that may not take the wide tile, so a split count
+// sized from this fills the GPU on every path.
+inline int64_t gemm_tiles_per_split(GemmShape shape) {
+  shape.splits = 1;
+  return gemm_tile_blocks(shape, gemm_tile_shape(gemm_cuda_core_tile(shape, 1)));
 }
 
 // Quads of C are stored as vectors when every row start is 16-byte aligned
@@ -400,6 +439,16 @@ inline bool gemm_output_vec(const TC* c, const GemmOutput& vc) {
 template <typename T, typename TC>
 const char* launch_gemm_tensor_core(const T* a, GemmOperand va, const T* b, GemmOperand vb, TC* c, GemmOutput vc,
                                     const T* bias, GemmShape shape, cudaStream_t stream);
+
+template <typename T, typename TC, typename Tile>
+const char* launch_gemm_tile(const T* a, GemmOperand va, const T* b, GemmOperand vb, TC* c, GemmOutput vc,
+                             const T* bias, GemmShape shape, cudaStream_t stream) {
+  if (const char* err = gemm_item_digits<Tile::BM, Tile::BN>(shape)) return err;
+  const int64_t items = gemm_work_items<Tile::BM, Tile::BN>(shape);
+  auto kernel = gemm_kernel<T, TC, Tile>;
+  SIMT_LAUNCH(kernel, conv_grid(items), Tile::kThreads, 0, stream, a, va, b, vb, c, vc, bias, shape);
+  return launch_status();
+}
 
 // `math` chooses CUDA cores or tensor cores; double always runs on CUDA cores.
 template <typename T, typename TC>
@@ -421,18 +470,16 @@ const char* launch_gemm(const T* a, GemmOperand va, const T* b, GemmOperand vb, 
   if constexpr (!std::is_same_v<T, double>) {
     if (math == GemmMath::kTensorCore) return launch_gemm_tensor_core(a, va, b, vb, c, vc, bias, shape, stream);
   }
-  if (gemm_large_tile(shape, device_multiprocessors())) {
-    if (const char* err = gemm_item_digits<128, 128>(shape)) return err;
-    const int64_t items = gemm_work_items<128, 128>(shape);
-    auto kernel = gemm_kernel<T, TC, GemmTileLarge>;
-    SIMT_LAUNCH(kernel, conv_grid(items), GemmTileLarge::kThreads, 0, stream, a, va, b, vb, c, vc, bias, shape);
-  } else {
-    if (const char* err = gemm_item_digits<64, 64>(shape)) return err;
-    const int64_t items = gemm_work_items<64, 64>(shape);
-    auto kernel = gemm_kernel<T, TC, GemmTileSmall>;
-    SIMT_LAUNCH(kernel, conv_grid(items), GemmTileSmall::kThreads, 0, stream, a, va, b, vb, c, vc, bias, shape);
+  constexpr bool kWide = std::is_same_v<TC, float>;
+  const int64_t resident = int64_t(gemm_min_blocks<T>()) * device_multiprocessors();
+  const GemmTileKind kind = gemm_cuda_core_tile(shape, resident, kWide);
+  if constexpr (kWide) {
+    if (kind == GemmTileKind::kWide) {
+      return launch_gemm_tile<T, TC, GemmTileWide>(a, va, b, vb, c, vc, bias, shape, stream);
+    }
   }
-  return launch_status();
+  if (kind == GemmTileKind::kLarge) return launch_gemm_tile<T, TC, GemmTileLarge>(a, va, b, vb, c, vc, bias, shape, stream);
+  return launch_gemm_tile<T, TC, GemmTileSmall>(a, va, b, vb, c, vc, bias, shape, stream);
 }
 
 }  // namespace SIMT_KERNEL_NS
