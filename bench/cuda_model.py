@@ -329,15 +329,18 @@ def build_model(gpu_key: str, batches: Sequence[int] = BATCHES, progress: bool =
     kernels = kernel_table(gpu.arch, progress)
     work_list = [(layer, batch) for layer in layers() for batch in batches]
     runs: List[PassRun] = []
-    # The launchers size split reductions by the device's multiprocessor count: the SIMT device
-    # reports the modelled GPU's while recording (0 restores FASTCONV_SIMT_SM_COUNT, else 132).
+    # The launchers size split reductions by the device's multiprocessor count and weigh GEMM tiles
+    # by its compute capability: the SIMT device reports the modelled GPU's while recording (0
+    # restores FASTCONV_SIMT_SM_COUNT and FASTCONV_SIMT_ARCH, else 132 and 90).
     fastconv._C.simt_set_multiprocessor_count(gpu.sms)
+    fastconv._C.simt_set_compute_capability(int(gpu.arch))
     try:
         for layer, batch in tqdm(work_list, desc=f"dry runs ({gpu_key})", unit="layer", file=sys.stderr,
                                  disable=not progress):
             runs += record_layer(layer, batch, tf32)
     finally:
         fastconv._C.simt_set_multiprocessor_count(0)
+        fastconv._C.simt_set_compute_capability(0)
     rows = launch_rows(gpu, runs, kernels)
     totals = pass_totals(rows)
     kernel_list = sorted(kernels.values(), key=lambda k: short_name(k["name"]))

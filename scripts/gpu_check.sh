@@ -10,7 +10,9 @@
 #      (ours and cuDNN both with TF32 off, then both with it on), float16 and
 #      bfloat16; max pooling, ReLU and dropout against the probed DRAM bandwidth;
 #      the convnet4 training step
-#   5. Nsight Compute over our kernels in one warm training pass of VGG16's
+#   5. the GPU time of every kernel in one warm training pass of each seed convolution,
+#      ours and cuDNN's, in float32, TF32 and float16 (scripts/kernel_times.py)
+#   6. Nsight Compute over our kernels in one warm training pass of VGG16's
 #      512->512 @28 at batch 32, in float32, TF32 and float16 (scripts/profile_conv.py):
 #      speed of light, occupancy, warp stalls, memory traffic, per kernel
 # (The GPU performance model, python -m bench.cuda_model, is static: it runs the same
@@ -19,7 +21,7 @@
 # gpu_check.log there. Where OUT is set and --out is not given (a machine that
 # returns the files under $OUT, a few of them), the results are written to a
 # temporary folder and land in $OUT/gpu_check as two files: the log and
-# gpu_check.tar.gz holding everything. Each step has a time budget (570 s in all;
+# gpu_check.tar.gz holding everything. Each step has a time budget (580 s in all;
 # on an H200 the steps took 41, 49, 9 + 95 + 10 and 72 s). A failing step does
 # not stop the next. Exits non-zero when a step fails or times out.
 set -uo pipefail
@@ -30,7 +32,7 @@ usage() {
 usage: scripts/gpu_check.sh [--out DIR] [--skip STEP]...
   --out DIR    where results and gpu_check.log go (default: ./gpu_check; with OUT set, a
                temporary folder packed into \$OUT/gpu_check/gpu_check.tar.gz)
-  --skip STEP  leave out a step: build, tests, sanitizer, bench, profile
+  --skip STEP  leave out a step: build, tests, sanitizer, bench, kernels, profile
 EOF
 }
 
@@ -115,7 +117,7 @@ step() {
 }
 
 # 1. This GPU's arch only: a build of minutes instead of five archs.
-if ! step build 90 env TORCH_CUDA_ARCH_LIST="$cc" MAX_JOBS="$(nproc)" "$python" setup.py -q build_ext --inplace; then
+if ! step build 80 env TORCH_CUDA_ARCH_LIST="$cc" MAX_JOBS="$(nproc)" "$python" setup.py -q build_ext --inplace; then
   say "the build failed: nothing else can run"; exit 1
 fi
 ldd fastconv/_C*.so >>"$log" 2>&1
@@ -131,7 +133,7 @@ fi
 # 2. The tests that run on the cuda backend (the CPU and SIMT ones ran in CI, and so did the
 #    static checks of the CUDA sources: the model's, the division scan's, this script's).
 #    A module that cannot be imported (a package missing on the GPU machine) fails alone.
-step tests 80 "$python" -m pytest -q -rfE --tb=short --durations=10 --continue-on-collection-errors \
+step tests 70 "$python" -m pytest -q -rfE --tb=short --durations=10 --continue-on-collection-errors \
   -p no:cacheprovider -k "cuda and not simt and not test_cuda_model and not test_kernel_divisions and not test_gpu_check" \
   tests --junitxml="$out/pytest-cuda.xml"
 
@@ -147,7 +149,7 @@ else
       --log-file "$out/sanitizer-$1.txt" "$python" scripts/sanitizer_ops.py --backend cuda
   }
   sanitize memcheck 40
-  sanitize racecheck 130  # it tracks every shared-memory access: 95 s on an H200
+  sanitize racecheck 120  # it tracks every shared-memory access: 95 s on an H200
   sanitize synccheck 40
 fi
 
@@ -157,7 +159,11 @@ step bench 100 "$python" -m bench --device cuda --batch 32 --net convnet4 convne
   --only conv2d max_pool2d relu dropout model --dtype float32 float16 bfloat16 \
   --repeats 5 --budget 0.3 --direct-max-gflop 4 --time-limit 75 --no-progress --out "$out"
 
-# 5. Where the time of one layer's training pass goes, kernel by kernel: why the tensor-core
+# 5. Where each seed convolution's training pass spends its time, kernel by kernel, beside
+#    cuDNN's kernels: kernel-times.{json,md} (torch.profiler; a few seconds of GPU time).
+step kernels 40 "$python" scripts/kernel_times.py --out "$out"
+
+# 6. Where the time of one layer's training pass goes, kernel by kernel: why the tensor-core
 #    GEMMs (TF32, float16) run no faster than the CUDA-core one. Only the marked pass is
 #    profiled (--profile-from-start off), only our kernels.
 ncu="$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -n1)"

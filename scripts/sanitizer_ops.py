@@ -38,12 +38,12 @@ os.environ.setdefault("FASTCONV_COLUMN_BUFFER_BYTES", "8192")
 # (name, input shape, weight shape, conv2d keyword arguments): together they reach every kernel
 # variant: the wide, narrow and single-channel direct tiles, the unstaged direct kernels (a
 # footprint over 48 KiB: dilation 60), the direct weight gradient's split reduction (N*P*Q of
-# 2048 and more), the three GEMM tiles (on the default 4 SMs, 8 blocks at a time: 256 x 576 and
-# its input gradient's 128 x 576 take the 128 x 128 tile, 64 x 2304 the 64 x 256 one, smaller
-# problems the 64 x 64 one), im2col's identity path (1x1), strides and groups.
+# 2048 and more), the three GEMM tiles (on the default 4 SMs, 8 blocks at a time: 256 x 512 takes
+# the 128 x 128 tile forward and backward, as an sm_75 too; 64 x 2304 float32 the 64 x 256 one;
+# smaller problems the 64 x 64 one), im2col's identity path (1x1), strides and groups.
 CONVS = [
     ("3x3", (2, 3, 34, 34), (20, 3, 3, 3), dict(padding=1)),
-    ("large_tiles", (1, 128, 24, 24), (256, 128, 1, 1), {}),
+    ("large_tiles", (1, 256, 16, 32), (256, 256, 1, 1), {}),
     ("wide_tiles", (1, 4, 48, 48), (64, 4, 3, 3), dict(padding=1)),
     ("stride2", (1, 8, 10, 9), (8, 8, 3, 3), dict(stride=2)),
     ("narrow_groups", (2, 6, 7, 7), (6, 2, 3, 3), dict(groups=3, padding=1)),
@@ -52,8 +52,11 @@ CONVS = [
     ("dilated", (1, 2, 122, 122), (4, 2, 3, 3), dict(dilation=60)),
 ]
 # On a GPU's hundred-odd SMs the small problems above take the 64 x 64 tile; the 128 x 128 and
-# 64 x 256 ones need a few hundred tiles (the SIMT device reports a handful of SMs instead, --sms).
-GPU_CONVS = [("large_grid", (2, 16, 96, 96), (256, 16, 1, 1), {})]
+# 64 x 256 ones need a few hundred tiles in one image (the column buffer above holds one at a
+# time; the SIMT device reports a handful of SMs instead, --sms): 144 wide tiles of 64 x 36,864
+# take one round of an H100's 264 slots, 576 small ones three.
+GPU_CONVS = [("large_grid", (2, 16, 96, 96), (256, 16, 1, 1), {}),
+             ("wide_grid", (1, 1, 192, 192), (64, 1, 3, 3), dict(padding=1))]
 
 
 def tolerance(dtype: torch.dtype) -> dict:
@@ -153,7 +156,7 @@ def main(argv: List[str] | None = None) -> int:
         print("sanitizer_ops: the cuda backend needs a GPU and fastconv built with its CUDA kernels", file=sys.stderr)
         return 2
     if args.sm is not None:
-        os.environ["FASTCONV_SIMT_ARCH"] = str(args.sm)  # read at the first convolution
+        fastconv._C.simt_set_compute_capability(args.sm)
     if args.backend == "simt":
         fastconv._C.simt_set_multiprocessor_count(args.sms)
     device = "cuda" if args.backend == "cuda" else "cpu"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from typing import Dict, Iterator
 
 from fastconv import _C
@@ -22,9 +21,20 @@ def kernels_built() -> Dict[int, str]:
 
 
 def simt_has_tensor_cores() -> bool:
-    """Whether the SIMT runtime stands for a GPU with tensor cores: the compute capability in
-    FASTCONV_SIMT_ARCH (default 90), from sm_80 on (csrc/ops/conv2d.cpp reads the same switch)."""
-    return int(os.environ.get("FASTCONV_SIMT_ARCH", "90")) >= 80
+    """Whether the SIMT runtime stands for a GPU with tensor cores: a compute capability
+    (FASTCONV_SIMT_ARCH, default 90) from sm_80 on, the rule csrc/ops/conv2d.cpp applies."""
+    return _C.build_info()["simt"]["compute_capability"] >= 80
+
+
+@contextlib.contextmanager
+def compute_capability(cc: int) -> Iterator[None]:
+    """Makes the SIMT device report compute capability `cc` (major * 10 + minor), then restores the
+    default (FASTCONV_SIMT_ARCH, else 90)."""
+    _C.simt_set_compute_capability(cc)
+    try:
+        yield
+    finally:
+        _C.simt_set_compute_capability(0)
 
 
 # Launches made by subprocesses of this test run (switches that are read once per process,

@@ -423,9 +423,10 @@ def test_unknown_cpu_isa_is_reported_and_ignored():
 _CHUNKED_IM2COL_CHECK = """
 import json, torch, torch.nn.functional as F, fastconv, fastconv.functional as FF
 tolerance = {torch.float32: 1e-4, torch.float64: 1e-4, torch.float16: 4e-3, torch.bfloat16: 3e-2}
-# The second shape's weight gradient is a GEMM large enough for the 128 x 128 tile; the third's
-# is split (split-K) inside each chunk.
-shapes = [((5, 3, 6, 6), (4, 3, 3, 3), (4,)), ((3, 16, 6, 6), (128, 16, 3, 3), (128,)),
+# The second shape's weight gradient is a 128 x 256 GEMM: two 128 x 128 tiles, which take one
+# round on the one multiprocessor where eight 64 x 64 ones take four; the third's is split
+# (split-K) inside each chunk.
+shapes = [((5, 3, 6, 6), (4, 3, 3, 3), (4,)), ((3, 256, 6, 6), (128, 256, 1, 1), (128,)),
           ((3, 3, 24, 24), (4, 3, 3, 3), (4,))]
 for (dtype, atol), (x_shape, w_shape, b_shape) in ((d, s) for d in tolerance.items() for s in shapes):
     x, w, b = (torch.randn(shape).to(dtype).requires_grad_() for shape in (x_shape, w_shape, b_shape))
@@ -449,7 +450,7 @@ print("launches", json.dumps(fastconv._C.simt_launch_counts()))
 
 @pytest.mark.parametrize("sm", ["90", "75"], ids=["tensor-cores", "cuda-cores"])
 def test_cuda_im2col_batch_chunks_on_simt(sm):
-    # One multiprocessor: the 128 x 128 tile is used whenever both sides fill it.
+    # One multiprocessor: two blocks at a time.
     out = _run_with_env(["-c", _CHUNKED_IM2COL_CHECK], FASTCONV_COLUMN_BUFFER_BYTES="8192", FASTCONV_SIMT_SM_COUNT="1",
                         FASTCONV_SIMT_ARCH=sm)
     assert "chunked im2col ok" in out

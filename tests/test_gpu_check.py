@@ -81,6 +81,40 @@ def test_sanitizer_driver_runs_every_kernel_variant_on_simt():
     assert not missing, f"scripts/sanitizer_ops.py leaves out: {missing}"
 
 
+_GPU_TILES = """
+import json, sys, torch
+sys.path.insert(0, "scripts")
+import fastconv, sanitizer_ops
+from fastconv.simt import record_launches
+ops = torch.ops.fastconv
+fastconv._C.simt_set_multiprocessor_count(132)
+fastconv._C.simt_set_compute_capability(90)
+with record_launches(dry_run=True) as launches:
+    for _name, xs, ws, kw in sanitizer_ops.CONVS + sanitizer_ops.GPU_CONVS:
+        s, p = kw.get("stride", 1), kw.get("padding", 0)
+        geo = ([s, s], [p] * 4, [kw.get("dilation", 1)] * 2, kw.get("groups", 1))
+        x, w = torch.empty(xs), torch.empty(ws)
+        y = ops.conv2d(x, w, None, *geo, "im2col", "simt")
+        ops.conv2d_backward_input(torch.empty(y.shape), w, list(xs), *geo, "im2col", "simt")
+        ops.conv2d_backward_weight(torch.empty(y.shape), x, list(ws), *geo, "im2col", "simt")
+print(json.dumps(sorted({l.kernel for l in launches if l.kernel.startswith("gemm_kernel")})))
+"""
+
+
+def test_sanitizer_driver_reaches_every_gemm_tile_on_a_gpu():
+    """On a GPU's 132 SMs the driver's small problems take the 64 x 64 tile; its GPU-only cases
+    reach the 128 x 128 and 64 x 256 ones (a dry run on SIMT standing in for an H100, float32:
+    shapes only, no kernel runs; a subprocess, as the driver shrinks the column buffer)."""
+    import json
+
+    result = subprocess.run([sys.executable, "-c", _GPU_TILES], capture_output=True, text=True, cwd=ROOT,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    kernels = json.loads(result.stdout.splitlines()[-1])
+    for tile in ("GemmTile<64, 64", "GemmTile<128, 128", "GemmTile<64, 256"):
+        assert any(tile in k for k in kernels), (tile, kernels)
+
+
 def test_sanitizer_driver_refuses_cuda_without_a_gpu():
     import torch
 
@@ -96,7 +130,7 @@ def test_the_step_budgets_fit_in_one_device_call():
 
     text = SCRIPT.read_text()
     budgets = {name: int(seconds) for name, seconds in re.findall(r"\bstep (\w+) (\d+) ", text)}
-    assert set(budgets) == {"build", "tests", "bench", "profile"}
+    assert set(budgets) == {"build", "tests", "bench", "kernels", "profile"}
     tools = {tool: int(seconds) for tool, seconds in re.findall(r"^\s*sanitize (\w+) (\d+)", text, re.M)}
     assert list(tools) == ["memcheck", "racecheck", "synccheck"]
     total = sum(budgets.values()) + sum(tools.values())
@@ -117,6 +151,32 @@ def test_profile_driver_runs_each_math_on_simt():
     if not torch.cuda.is_available():
         refused = subprocess.run([sys.executable, "scripts/profile_conv.py"], capture_output=True, text=True,
                                  cwd=ROOT, timeout=120)
+        assert refused.returncode == 2 and "needs a GPU" in refused.stderr
+
+
+def test_kernel_times_runs_on_simt_and_refuses_cuda_without_a_gpu(tmp_path):
+    """scripts/kernel_times.py, the kernels step: a smoke run on the SIMT runtime (there the
+    profiler sees operators, not kernels) writes both files with a row per layer and math, our
+    side through fastconv's ops and the reference through torch's convolution."""
+    import json
+
+    import torch
+
+    result = subprocess.run([sys.executable, "scripts/kernel_times.py", "--backend", "simt", "--batch", "1",
+                             "--net", "convnet4", "--math", "float32", "--out", str(tmp_path)],
+                            capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    doc = json.loads((tmp_path / "kernel-times.json").read_text())
+    assert [row["layer"] for row in doc["rows"]] == ["3->32 3x3 @150", "32->64 3x3 @74", "64->128 3x3 @36",
+                                                    "128->128 3x3 @17"]
+    for row in doc["rows"]:
+        assert any(k["kernel"].startswith("fastconv::conv2d") for k in row["fastconv"]), row["fastconv"]
+        assert not any(k["kernel"].startswith("fastconv::") for k in row["cudnn"]), row["cudnn"]
+        assert any(k["kernel"].startswith("aten::convolution") for k in row["cudnn"]), row["cudnn"]
+    assert "| 32->64 3x3 @74 |" in (tmp_path / "kernel-times.md").read_text()
+    if not torch.cuda.is_available():
+        refused = subprocess.run([sys.executable, "scripts/kernel_times.py", "--out", str(tmp_path / "no")],
+                                 capture_output=True, text=True, cwd=ROOT, timeout=120)
         assert refused.returncode == 2 and "needs a GPU" in refused.stderr
 
 

@@ -16,7 +16,7 @@ import fastconv
 import fastconv.functional as FF
 
 from fastconv.simt import record_launches
-from simt_kernels import expect_kernels, expect_no_kernels, multiprocessors, simt_has_tensor_cores
+from simt_kernels import compute_capability, expect_kernels, multiprocessors, simt_has_tensor_cores
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 KERNEL_TYPE = {torch.float32: "float", torch.float64: "double", torch.float16: "half_t",
@@ -144,40 +144,32 @@ def test_direct_conv2d_tiles(dtype, channels, tile):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_im2col_gemm_large_tile(dtype):
-    # 128 output channels by 144 pixels: the GEMM's 128 x 128 tile, on a device whose one
-    # multiprocessor the two tiles fill. float16 and bfloat16 take it only where there are no
-    # tensor cores (FASTCONV_SIMT_ARCH=75: tests/test_tensor_cores.py).
+    # 128 output channels by 256 pixels on a device of one multiprocessor (two blocks at a time):
+    # two 128 x 128 tiles take one round, eight 64 x 64 ones four, at twice the cost a tile
+    # element on 128 FP32 lanes (sm_90) and 5/4 on 64 (sm_75; double everywhere). float16 and
+    # bfloat16 take it only where there are no tensor cores (FASTCONV_SIMT_ARCH=75:
+    # tests/test_tensor_cores.py).
     t = KERNEL_TYPE[dtype]
     on_tensor_cores = dtype in (torch.float16, torch.bfloat16) and simt_has_tensor_cores()
     kernel = f"gemm_tensor_core_kernel<{t}, {t}" if on_tensor_cores else f"gemm_kernel<{t}, {t}, GemmTile<128, 128"
     with multiprocessors(1), expect_kernels(kernel):
-        _check_conv(dtype, (1, 4, 12, 12), (128, 4, 3, 3), "im2col", padding=1)
+        _check_conv(dtype, (1, 4, 16, 16), (128, 4, 3, 3), "im2col", padding=1)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_im2col_gemm_wide_tile(dtype):
-    # 64 output channels by 1,600 pixels on one multiprocessor (two blocks at a time): seven
-    # 64 x 256 tiles take 4 rounds where thirteen 128 x 128 tiles, half of each idle, take 7.
-    # The input gradient's GEMM (36 rows, into a float buffer) takes it too. Double and 16-bit
-    # results keep to the large and small tiles (the wide one spills there); float16 and bfloat16
-    # multiply on tensor cores where the emulated GPU has them (tests/test_tensor_cores.py runs
-    # this without).
-    t = KERNEL_TYPE[dtype]
-    if dtype == torch.float64:
-        check = expect_no_kernels("GemmTile<64, 256")
-    elif dtype == torch.float32:
-        check = expect_kernels("gemm_kernel<float, float, GemmTile<64, 256")
-    elif simt_has_tensor_cores():
-        check = expect_kernels(f"gemm_tensor_core_kernel<{t}, {t}")
-    else:
-        check = expect_kernels(f"gemm_kernel<{t}, float, GemmTile<64, 256")
-    with multiprocessors(1), check:
-        _check_conv(dtype, (1, 4, 40, 40), (64, 4, 3, 3), "im2col", padding=1)
+def test_im2col_gemm_wide_tile():
+    # 64 output channels by 1,600 pixels on one multiprocessor of 128 FP32 lanes (two blocks at a
+    # time): seven 64 x 256 tiles take 4 rounds where thirteen 128 x 128 tiles, half of each
+    # idle, take 7 and twenty-five 64 x 64 ones, at twice the cost a tile element, 13. The input
+    # gradient's GEMM (36 rows) takes it too. Only float32 has the wide tile: double and 16-bit
+    # results spill on it, and float16 and bfloat16 multiply on tensor cores where it would pay.
+    with multiprocessors(1), expect_kernels("gemm_kernel<float, float, GemmTile<64, 256"):
+        _check_conv(torch.float32, (1, 4, 40, 40), (64, 4, 3, 3), "im2col", padding=1)
 
 
-def _gemm_tiles(x_shape, w_shape, pass_, padding=0):
+def _gemm_tiles(x_shape, w_shape, pass_, padding=0, sms=132, cc=90):
     """(BM, BN) and blocks of the GEMMs that one pass of an im2col convolution (stride 1) launches
-    on 132 multiprocessors, in a dry run: shapes only, no kernel runs."""
+    on `sms` multiprocessors of compute capability `cc`, in a dry run: shapes only, no kernel
+    runs."""
     n, _, h, w_ = x_shape
     k, _, r, s = w_shape
     x, w, dy = torch.empty(x_shape), torch.empty(w_shape), torch.empty(n, k, h + 2 * padding - r + 1,
@@ -187,7 +179,7 @@ def _gemm_tiles(x_shape, w_shape, pass_, padding=0):
     calls = {"fwd": lambda: ops.conv2d(x, w, None, *geo, "im2col", "simt"),
              "bwd_input": lambda: ops.conv2d_backward_input(dy, w, list(x.shape), *geo, "im2col", "simt"),
              "bwd_weight": lambda: ops.conv2d_backward_weight(dy, x, list(w.shape), *geo, "im2col", "simt")}
-    with multiprocessors(132), record_launches(dry_run=True) as launches:
+    with multiprocessors(sms), compute_capability(cc), record_launches(dry_run=True) as launches:
         calls[pass_]()
     tiles = [launch.kernel.split("GemmTile<")[1].split(", ")[:2] for launch in launches
              if launch.kernel.startswith("gemm_kernel")]
@@ -210,6 +202,12 @@ def test_gemm_tiles_follow_rounds_of_resident_blocks():
     # 64 -> 128 @36 forward, M = 128, N = 1156: 320 large or wide tiles take 2 rounds either way
     # (the large ones without padding rows), 1,216 small ones 5 at twice the cost.
     assert _gemm_tiles((32, 64, 36, 36), (128, 64, 3, 3), "fwd") == [(128, 128, 320)]
+    # 20 images of 128 x 1024 (32 x 32 pixels): 160 large tiles take one round, 640 small ones
+    # three, a small tile element weighing twice a large one's where an SM has 128 FP32 lanes
+    # (sm_90) and 5/4 where it has 64 (sm_80).
+    conv = ((20, 8, 32, 32), (128, 8, 3, 3), "fwd")
+    assert _gemm_tiles(*conv, padding=1, cc=90) == [(128, 128, 160)]
+    assert _gemm_tiles(*conv, padding=1, cc=80) == [(64, 64, 640)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -219,4 +217,4 @@ def test_im2col_gemm_small_tile_when_large_ones_fill_under_a_wave(dtype):
     on_tensor_cores = dtype in (torch.float16, torch.bfloat16) and simt_has_tensor_cores()
     kernel = f"gemm_tensor_core_kernel<{t}, {t}" if on_tensor_cores else f"gemm_kernel<{t}, {t}, GemmTile<64, 64"
     with expect_kernels(kernel):
-        _check_conv(dtype, (1, 4, 12, 12), (128, 4, 3, 3), "im2col", padding=1)
+        _check_conv(dtype, (1, 4, 16, 16), (128, 4, 3, 3), "im2col", padding=1)

@@ -35,7 +35,8 @@ def _cases(binary):
 
 
 CASES = ["matmul_odd", "matmul_256", "matmul_orders", "index_3d", "block_reduce", "block_1024", "warp",
-         "atomics", "missing_sync", "launch_errors", "early_return", "workers", "multiprocessors"]
+         "atomics", "missing_sync", "launch_errors", "early_return", "workers", "multiprocessors",
+         "compute_capability"]
 
 
 def test_case_list_is_complete(test_simt):
@@ -59,3 +60,21 @@ def test_multiprocessor_count_from_the_environment(test_simt):
     env = dict(os.environ, FASTCONV_SIMT_SM_COUNT="7")
     result = subprocess.run([test_simt, "multiprocessors"], capture_output=True, text=True, timeout=60, env=env)
     assert result.returncode == 0 and "PASS multiprocessors" in result.stdout, result.stdout + result.stderr
+
+
+def test_compute_capability_from_the_environment(test_simt):
+    env = dict(os.environ, FASTCONV_SIMT_ARCH="75")
+    result = subprocess.run([test_simt, "compute_capability"], capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 0 and "PASS compute_capability" in result.stdout, result.stdout + result.stderr
+    env["FASTCONV_SIMT_ARCH"] = "7"
+    result = subprocess.run([test_simt, "compute_capability"], capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ignoring FASTCONV_SIMT_ARCH=7" in result.stderr
+
+
+def test_compute_capability_setter_refuses_a_bare_major():
+    from fastconv import _C
+
+    with pytest.raises(ValueError, match="compute capability 9: give major \\* 10 \\+ minor"):
+        _C.simt_set_compute_capability(9)
+    assert _C.build_info()["simt"]["compute_capability"] >= 10

@@ -227,9 +227,8 @@ def test_opcheck_and_compile_with_tf32():
 # switch read once per process, hence a subprocess); its launches count toward the suite's.
 _BEFORE_SM80 = """
 import json, sys, pytest, fastconv
-code = pytest.main(["-q", "-p", "no:cacheprovider", "-k", "simt or large_tile or wide_tile",
+code = pytest.main(["-q", "-p", "no:cacheprovider", "-k", "simt or large_tile",
                     "tests/test_simt_kernel_variants.py::test_im2col_gemm_large_tile",
-                    "tests/test_simt_kernel_variants.py::test_im2col_gemm_wide_tile",
                     "tests/test_half_precision.py::test_conv2d_forward_and_gradients"])
 print("launches", json.dumps(fastconv._C.simt_launch_counts()))
 sys.exit(code)
@@ -246,5 +245,4 @@ def test_half_and_bfloat16_use_the_cuda_core_gemm_before_sm80():
         for tile in ("GemmTile<64, 64", "GemmTile<128, 128"):
             assert simt_kernels.launched(launches, f"gemm_kernel<{t}, {t}, {tile}"), (t, tile)
         assert simt_kernels.launched(launches, f"gemm_kernel<{t}, float, GemmTile<64, 64"), t  # grad_input
-        assert simt_kernels.launched(launches, f"gemm_kernel<{t}, float, GemmTile<64, 256"), t  # its wide tile
     assert not simt_kernels.launched(launches, TENSOR_CORE_GEMM)

@@ -155,17 +155,32 @@ const char* launch_in_pieces(int64_t images, int64_t step, Launch&& launch) {
   return nullptr;
 }
 
+// An attribute of the current device, or `fallback` where the query fails.
+inline int device_attribute(cudaDeviceAttr attr, int fallback) {
+  int device = 0, value = 0;
+  if (cudaGetDevice(&device) != cudaSuccess || cudaDeviceGetAttribute(&value, attr, device) != cudaSuccess) {
+    cudaGetLastError();  // a failed query must not surface as a launch error
+    return fallback;
+  }
+  return value;
+}
+
 // Multiprocessors of the current device (the SIMT runtime reports
 // FASTCONV_SIMT_SM_COUNT, default 132): launchers that split work to fill the GPU
 // size the split from it. 1 if the query fails, which only ever under-splits.
 inline int device_multiprocessors() {
-  int device = 0, count = 0;
-  if (cudaGetDevice(&device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess || count < 1) {
-    cudaGetLastError();  // a failed query must not surface as a launch error
-    return 1;
-  }
-  return count;
+  const int count = device_attribute(cudaDevAttrMultiProcessorCount, 1);
+  return count < 1 ? 1 : count;
+}
+
+// FP32 lanes of one of the current device's SMs: 64 up to sm_80 (Turing,
+// the A100), 128 from sm_86 on (GA10x, Ada, Hopper; the SIMT runtime reports
+// FASTCONV_SIMT_ARCH, default 90). Launchers weigh shared-memory-bound tiles
+// by it.
+inline int device_fp32_lanes_per_sm() {
+  const int major = device_attribute(cudaDevAttrComputeCapabilityMajor, 9);
+  const int minor = device_attribute(cudaDevAttrComputeCapabilityMinor, 0);
+  return major * 10 + minor > 80 ? 128 : 64;
 }
 
 // torch's ReLU on a GPU, for every kernel that applies it (relu.cuh, the

@@ -46,5 +46,8 @@ FASTCONV_DECLARE_CONV2D_LAUNCHERS
 }
 namespace simt {
 FASTCONV_DECLARE_CONV2D_LAUNCHERS
+// The compute capability the SIMT runtime stands for, major * 10 + minor
+// (FASTCONV_SIMT_ARCH, else 90; fastconv._C.simt_set_compute_capability).
+int device_compute_capability();
 }
 }  // namespace fastconv

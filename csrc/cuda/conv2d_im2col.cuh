@@ -48,31 +48,35 @@ __global__ void __launch_bounds__(launch_bound<T>(kElementwiseThreads))
 
 // grad_input[n][c][ih][iw] = sum of dcol[n][c][r][s][oh][ow] over the taps
 // that read (ih, iw): each thread owns one input element and gathers (no
-// atomics, fixed order). Launches cover at most 2^30 elements.
-template <typename T>
+// atomics, fixed order). Launches cover at most 2^30 elements. kUnitStride
+// (stride 1 both ways, every seed layer) drops the divisibility tests and
+// the divisions by the stride, which are real integer divisions on a GPU
+// (the stride is a run-time value): 36 of them an element for a 3x3 kernel.
+template <typename T, bool kUnitStride>
 __global__ void __launch_bounds__(launch_bound<T>(kElementwiseThreads))
     col2im_kernel(const acc_t<T>* __restrict__ dcol, T* __restrict__ grad_input, Conv2dParams p, int total,
-                  FastDivmod in_hw_div) {
+                  FastDivmod in_hw_div, FastDivmod in_w_div) {
   using A = acc_t<T>;
   const int64_t RS = p.kernel_h * p.kernel_w, out_hw = p.out_pixels();
-  const int W = static_cast<int>(p.in_w), P = static_cast<int>(p.out_h), Q = static_cast<int>(p.out_w);
+  const int P = static_cast<int>(p.out_h), Q = static_cast<int>(p.out_w);
   const int R = static_cast<int>(p.kernel_h), S = static_cast<int>(p.kernel_w);
-  const int sh = static_cast<int>(p.stride_h), sw = static_cast<int>(p.stride_w);
+  const int sh = kUnitStride ? 1 : static_cast<int>(p.stride_h), sw = kUnitStride ? 1 : static_cast<int>(p.stride_w);
   const int dh = static_cast<int>(p.dilation_h), dw = static_cast<int>(p.dilation_w);
   const int ph = static_cast<int>(p.pad_h), pw = static_cast<int>(p.pad_w);
   for (int e = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x); e < total;
        e += static_cast<int>(gridDim.x * blockDim.x)) {
-    uint32_t nc, hw;
+    uint32_t nc, hw, ih32, iw32;
     in_hw_div.divmod(static_cast<uint32_t>(e), nc, hw);
-    const int ih = static_cast<int>(hw) / W, iw = static_cast<int>(hw) % W;
+    in_w_div.divmod(hw, ih32, iw32);
+    const int ih = static_cast<int>(ih32), iw = static_cast<int>(iw32);
     const A* rows = dcol + nc * RS * out_hw;
     A sum = A(0);
     for (int r = 0; r < R; ++r) {
       const int t = ih + ph - r * dh;
-      if (t < 0 || t % sh != 0 || t / sh >= P) continue;
+      if (t < 0 || (!kUnitStride && t % sh != 0) || t / sh >= P) continue;
       for (int s = 0; s < S; ++s) {
         const int u = iw + pw - s * dw;
-        if (u < 0 || u % sw != 0 || u / sw >= Q) continue;
+        if (u < 0 || (!kUnitStride && u % sw != 0) || u / sw >= Q) continue;
         sum += rows[(r * S + s) * out_hw + (t / sh) * Q + u / sw];
       }
     }
@@ -109,7 +113,8 @@ constexpr int64_t kWgradMinSplitLen = 128, kWgradMaxSplits = 1024, kWgradWaves =
 inline int64_t im2col_wgrad_splits(const Conv2dParams& p, int64_t images, int multiprocessors, int blocks_per_sm) {
   const int64_t K = images * p.out_pixels();
   const GemmShape one{p.out_channels_per_group(), p.patch_size(), K, 1, p.groups};
-  int64_t splits = ceil_div(kWgradWaves * blocks_per_sm * multiprocessors, gemm_tiles_per_split(one));
+  const int64_t tiles = gemm_tiles_per_split(one, device_fp32_lanes_per_sm());
+  int64_t splits = ceil_div(kWgradWaves * blocks_per_sm * multiprocessors, tiles);
   const int64_t by_length = K / kWgradMinSplitLen;
   if (splits > by_length) splits = by_length;
   if (splits > kWgradMaxSplits) splits = kWgradMaxSplits;
@@ -161,8 +166,9 @@ const char* launch_col2im(const acc_t<T>* dcol, T* grad_input, const Conv2dParam
   const int64_t col_image = im2col_column_elems(p);
   return launch_in_pieces(images, step, [&](int64_t n, int64_t count) {
     const int total = static_cast<int>(count * per_image);
-    SIMT_LAUNCH(col2im_kernel<T>, grid_stride_blocks(total), kElementwiseThreads, 0, stream, dcol + n * col_image,
-                grad_input + n * per_image, p, total, FastDivmod::make(p.in_h * p.in_w));
+    auto kernel = p.stride_h == 1 && p.stride_w == 1 ? col2im_kernel<T, true> : col2im_kernel<T, false>;
+    SIMT_LAUNCH(kernel, grid_stride_blocks(total), kElementwiseThreads, 0, stream, dcol + n * col_image,
+                grad_input + n * per_image, p, total, FastDivmod::make(p.in_h * p.in_w), FastDivmod::make(p.in_w));
     return launch_status();
   });
 }

@@ -8,5 +8,6 @@ FASTCONV_INSTANTIATE_CONV2D(float)
 FASTCONV_INSTANTIATE_CONV2D(double)
 FASTCONV_INSTANTIATE_CONV2D(half_t)
 FASTCONV_INSTANTIATE_CONV2D(bfloat16_t)
+int device_compute_capability() { return ::simt::compute_capability(); }
 }  // namespace simt
 }  // namespace fastconv

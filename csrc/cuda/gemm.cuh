@@ -240,10 +240,13 @@ __device__ __forceinline__ GemmWorkItem gemm_work_item(int64_t item, const GemmS
   w.k_end = K - w.k_begin > split_len ? w.k_begin + split_len : K;
   return w;
 }
-// Work items of a launch, and the length of one reduction range.
+// Work items of a launch on bm x bn tiles, and the length of one reduction range.
+FASTCONV_HD int64_t gemm_tile_items(const GemmShape& shape, int64_t bm, int64_t bn) {
+  return shape.nz1 * shape.nz2 * shape.splits * ceil_div(shape.M, bm) * ceil_div(shape.N, bn);
+}
 template <int BM, int BN>
 FASTCONV_HD int64_t gemm_work_items(const GemmShape& shape) {
-  return shape.nz1 * shape.nz2 * shape.splits * ceil_div(shape.M, BM) * ceil_div(shape.N, BN);
+  return gemm_tile_items(shape, BM, BN);
 }
 // The launch's side of gemm_work_item: its divisors for tiles of BM x BN.
 // nullptr, or an error when the items would not fit its 32-bit index.
@@ -373,25 +376,31 @@ inline int gemm_vec_mode(const T* base, const GemmOperand& op) {
 
 // The CUDA-core tiles launch_gemm chooses from. The large and wide tiles
 // give a thread 8 x 8 outputs (64 FMAs per four 16-byte shared loads a k
-// step); the small tile's 4 x 4 (16 FMAs per two loads) waits on shared
-// memory and runs at about half their rate (H200, bench/results: 14 against
-// 25 TFLOP/s), so it pays only where the others would leave the GPU idle.
-// The wide tile serves GEMMs with 64 rows or fewer and many columns (the
-// forward and weight gradient of 64-channel layers), which waste half of a
-// large tile.
+// step); the small tile's 4 x 4 gets 16 FMAs per two loads, and per FMA
+// twice the global loads and four times the barriers. On the H200 it ran
+// at about half the large tile's rate (bench/results: 14 against 25
+// TFLOP/s), so where an SM has 128 FP32 lanes its element weighs twice as
+// much; with 64 lanes (sm_75, sm_80; and FP64 everywhere) the FMAs take
+// twice as long beside the same overheads, and it is weighed at 5/4, an
+// estimate no GPU of that kind has measured yet. The wide tile (its cost
+// assumed equal to the large one's) serves GEMMs whose rows fill 64-row
+// tiles better than 128-row ones: the forward and weight gradient of
+// 64-channel layers, input gradients of 288 rows.
 enum class GemmTileKind { kLarge, kWide, kSmall };
 
 struct GemmTileShape {
-  int bm, bn, cost;  // cost: issue time per output element of a block, relative
+  int bm, bn;
 };
 constexpr GemmTileShape gemm_tile_shape(GemmTileKind kind) {
-  return kind == GemmTileKind::kLarge  ? GemmTileShape{GemmTileLarge::BM, GemmTileLarge::BN, 1}
-         : kind == GemmTileKind::kWide ? GemmTileShape{GemmTileWide::BM, GemmTileWide::BN, 1}
-                                       : GemmTileShape{GemmTileSmall::BM, GemmTileSmall::BN, 2};
+  return kind == GemmTileKind::kLarge  ? GemmTileShape{GemmTileLarge::BM, GemmTileLarge::BN}
+         : kind == GemmTileKind::kWide ? GemmTileShape{GemmTileWide::BM, GemmTileWide::BN}
+                                       : GemmTileShape{GemmTileSmall::BM, GemmTileSmall::BN};
 }
-
-inline int64_t gemm_tile_blocks(const GemmShape& shape, GemmTileShape tile) {
-  return shape.nz1 * shape.nz2 * shape.splits * ceil_div(shape.M, tile.bm) * ceil_div(shape.N, tile.bn);
+// Issue time of one output element of a tile, in quarters of the large
+// tile's (see above); fma_lanes_per_sm: the lanes of the accumulation
+// type's FMA units an SM has.
+constexpr int gemm_tile_cost(GemmTileKind kind, int fma_lanes_per_sm) {
+  return kind != GemmTileKind::kSmall ? 4 : fma_lanes_per_sm >= 128 ? 8 : 5;
 }
 
 // The tile with the least estimated time: rounds of `resident` blocks (the
@@ -400,20 +409,26 @@ inline int64_t gemm_tile_blocks(const GemmShape& shape, GemmTileShape tile) {
 // tile's 320 blocks on 264 slots take two rounds); resident = 1 compares
 // padded area alone, the steady state of a problem split to fill the GPU.
 // Equal times go to the tile with less padded area (a 64-row problem fits
-// the wide tile, not the large one), then to the earlier kind. `wide` is
-// false where the wide tile spills (ptxas, sm_90): double, and 16-bit
-// results, whose conversions in the epilogue need a few more registers.
-inline GemmTileKind gemm_cuda_core_tile(const GemmShape& shape, int64_t resident, bool wide = true) {
+// the wide tile, not the large one), then to the one that keeps more of the
+// GPU's block slots busy (a lone block on an SM hides less latency), then to
+// the earlier kind. `wide` is false but for float operands and results:
+// double and 16-bit results spill on it (ptxas, sm_90), and 16-bit operands
+// run on tensor cores wherever an SM has 128 lanes, the only GPUs where the
+// wide tile pays.
+inline GemmTileKind gemm_cuda_core_tile(const GemmShape& shape, int64_t resident, int fma_lanes_per_sm,
+                                        bool wide = true) {
+  if (resident < 1) resident = 1;
   GemmTileKind best = GemmTileKind::kLarge;
-  int64_t best_time = -1, best_area = -1;
+  int64_t best_time = -1, best_area = 0, best_busy = 0;
   for (GemmTileKind kind : {GemmTileKind::kLarge, GemmTileKind::kWide, GemmTileKind::kSmall}) {
     if (kind == GemmTileKind::kWide && !wide) continue;
     const GemmTileShape tile = gemm_tile_shape(kind);
-    const int64_t blocks = gemm_tile_blocks(shape, tile), area = blocks * tile.bm * tile.bn;
-    const int64_t time = ceil_div(blocks, resident < 1 ? 1 : resident) * tile.bm * tile.bn * tile.cost;
-    if (best_time < 0 || time < best_time || (time == best_time && area < best_area)) {
-      best = kind, best_time = time, best_area = area;
-    }
+    const int64_t blocks = gemm_tile_items(shape, tile.bm, tile.bn), area = blocks * tile.bm * tile.bn;
+    const int64_t time = ceil_div(blocks, resident) * tile.bm * tile.bn * gemm_tile_cost(kind, fma_lanes_per_sm);
+    const int64_t busy = blocks < resident ? blocks : resident;
+    const bool better = best_time < 0 || time < best_time ||
+                        (time == best_time && (area < best_area || (area == best_area && busy > best_busy)));
+    if (better) best = kind, best_time = time, best_area = area, best_busy = busy;
   }
   return best;
 }
@@ -422,9 +437,10 @@ inline GemmTileKind gemm_cuda_core_tile(const GemmShape& shape, int64_t resident
 // the GPU would run. The tensor-core kernel's 64 x 64 tiles are no larger,
 // nor are those of GEMMs that may not take the wide tile, so a split count
 // sized from this fills the GPU on every path.
-inline int64_t gemm_tiles_per_split(GemmShape shape) {
+inline int64_t gemm_tiles_per_split(GemmShape shape, int fma_lanes_per_sm) {
   shape.splits = 1;
-  return gemm_tile_blocks(shape, gemm_tile_shape(gemm_cuda_core_tile(shape, 1)));
+  const GemmTileShape tile = gemm_tile_shape(gemm_cuda_core_tile(shape, 1, fma_lanes_per_sm));
+  return gemm_tile_items(shape, tile.bm, tile.bn);
 }
 
 // Quads of C are stored as vectors when every row start is 16-byte aligned
@@ -439,6 +455,13 @@ inline bool gemm_output_vec(const TC* c, const GemmOutput& vc) {
 template <typename T, typename TC>
 const char* launch_gemm_tensor_core(const T* a, GemmOperand va, const T* b, GemmOperand vb, TC* c, GemmOutput vc,
                                     const T* bias, GemmShape shape, cudaStream_t stream);
+
+// FMA lanes of an SM for the accumulation type of T: FP64's are 64 or fewer
+// on every GPU we build for.
+template <typename T>
+inline int gemm_fma_lanes_per_sm() {
+  return std::is_same_v<acc_t<T>, double> ? 64 : device_fp32_lanes_per_sm();
+}
 
 template <typename T, typename TC, typename Tile>
 const char* launch_gemm_tile(const T* a, GemmOperand va, const T* b, GemmOperand vb, TC* c, GemmOutput vc,
@@ -470,9 +493,9 @@ const char* launch_gemm(const T* a, GemmOperand va, const T* b, GemmOperand vb, 
   if constexpr (!std::is_same_v<T, double>) {
     if (math == GemmMath::kTensorCore) return launch_gemm_tensor_core(a, va, b, vb, c, vc, bias, shape, stream);
   }
-  constexpr bool kWide = std::is_same_v<TC, float>;
+  constexpr bool kWide = std::is_same_v<T, float> && std::is_same_v<TC, float>;
   const int64_t resident = int64_t(gemm_min_blocks<T>()) * device_multiprocessors();
-  const GemmTileKind kind = gemm_cuda_core_tile(shape, resident, kWide);
+  const GemmTileKind kind = gemm_cuda_core_tile(shape, resident, gemm_fma_lanes_per_sm<T>(), kWide);
   if constexpr (kWide) {
     if (kind == GemmTileKind::kWide) {
       return launch_gemm_tile<T, TC, GemmTileWide>(a, va, b, vb, c, vc, bias, shape, stream);

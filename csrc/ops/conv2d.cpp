@@ -137,22 +137,10 @@ bool allows_tf32(Backend backend, c10::string_view backend_name) {
   return backend == Backend::kSimt && backend_name == "simt:tf32";
 }
 
-// The compute capability the SIMT runtime stands for: 90 (an H100) unless
-// FASTCONV_SIMT_ARCH names another, read once per process. 75 runs half and
-// bfloat16 on the CUDA-core GEMM as a Turing GPU would, so the tests reach
-// those kernels too.
-int simt_sm() {
-  static const int sm = [] {
-    const char* env = std::getenv("FASTCONV_SIMT_ARCH");
-    return env != nullptr && *env != '\0' ? std::atoi(env) : 90;
-  }();
-  return sm;
-}
-
 // mma.sync m16n8k16 (f16/bf16) and m16n8k8 (tf32) need sm_80. On CUDA this
 // reads the current device, which run_kernels has set to the tensors' one.
 bool has_tensor_cores(Backend backend) {
-  if (backend == Backend::kSimt) return simt_sm() >= 80;
+  if (backend == Backend::kSimt) return simt::device_compute_capability() >= 80;
 #if defined(FASTCONV_WITH_CUDA)
   if (backend == Backend::kCuda) return at::cuda::getCurrentDeviceProperties()->major >= 8;
 #endif

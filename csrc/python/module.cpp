@@ -78,6 +78,7 @@ py::dict build_info() {
   simt_settings["seed"] = simt::seed();
   simt_settings["workers"] = simt::num_workers();
   simt_settings["multiprocessors"] = simt::multiprocessor_count();
+  simt_settings["compute_capability"] = simt::compute_capability();
   info["simt"] = simt_settings;
   return info;
 }
@@ -198,6 +199,16 @@ PYBIND11_MODULE(_C, m) {
         "GEMMs would run on tensor cores.");
   m.def("simt_set_multiprocessor_count", &simt::set_multiprocessor_count, py::arg("count"),
         "Sets the multiprocessor count the SIMT device reports (<= 0: FASTCONV_SIMT_SM_COUNT, else 132).");
+  m.def(
+      "simt_set_compute_capability",
+      [](int cc) {
+        if (!simt::set_compute_capability(cc)) {
+          throw py::value_error("compute capability " + std::to_string(cc) + ": give major * 10 + minor, such as 75");
+        }
+      },
+      py::arg("cc"),
+      "Sets the compute capability the SIMT device reports, major * 10 + minor (<= 0: FASTCONV_SIMT_ARCH, "
+      "else 90): tensor cores from 80 on, the GEMM's tile weights by its FP32 lanes.");
   m.def("cpu_output_cache_stats", &cpu_output_cache_stats,
         "limit_bytes, held_bytes and held_buffers of the cache of released large CPU outputs.");
   m.def("empty_cpu_output_cache", &fastconv::empty_output_cache, py::call_guard<py::gil_scoped_release>(),

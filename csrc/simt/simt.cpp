@@ -189,6 +189,9 @@ std::atomic<bool> g_dry_run{false};
 constexpr int kDefaultMultiprocessors = 132;  // an H100 SXM
 std::atomic<int> g_env_sms{kDefaultMultiprocessors};
 std::atomic<int> g_sms{kDefaultMultiprocessors};
+constexpr int kDefaultComputeCapability = 90;  // an H100
+std::atomic<int> g_env_cc{kDefaultComputeCapability};
+std::atomic<int> g_cc{kDefaultComputeCapability};
 std::once_flag g_env_once;
 thread_local cudaError_t t_last_error = cudaSuccess;
 
@@ -264,6 +267,12 @@ void read_env() {
       else std::fprintf(stderr, "simt: ignoring FASTCONV_SIMT_SM_COUNT=%s (want a positive count)\n", s);
     }
     g_sms = g_env_sms.load();
+    if (const char* s = std::getenv("FASTCONV_SIMT_ARCH"); s && *s) {
+      const int cc = std::atoi(s);
+      if (cc >= 10) g_env_cc = cc;
+      else std::fprintf(stderr, "simt: ignoring FASTCONV_SIMT_ARCH=%s (want a compute capability such as 75)\n", s);
+    }
+    g_cc = g_env_cc.load();
     read_checks();
     install_report_hooks();
   });
@@ -1316,6 +1325,16 @@ void set_multiprocessor_count(int n) {
 int multiprocessor_count() {
   read_env();
   return g_sms.load();
+}
+bool set_compute_capability(int cc) {
+  read_env();
+  if (cc > 0 && cc < 10) return false;  // not major * 10 + minor
+  g_cc = cc > 0 ? cc : g_env_cc.load();
+  return true;
+}
+int compute_capability() {
+  read_env();
+  return g_cc.load();
 }
 Order order() {
   read_env();

@@ -160,6 +160,8 @@ enum cudaFuncAttribute {
 
 enum cudaDeviceAttr {
   cudaDevAttrMultiProcessorCount = 16,
+  cudaDevAttrComputeCapabilityMajor = 75,
+  cudaDevAttrComputeCapabilityMinor = 76,
 };
 
 // Environment, read at the first launch:
@@ -168,6 +170,10 @@ enum cudaDeviceAttr {
 //   FASTCONV_SIMT_SM_COUNT=N: the multiprocessor count the emulated device reports
 //     (cudaDevAttrMultiProcessorCount; default 132, an H100's). Launchers size
 //     their grids from it, so it picks the launch shapes a GPU would get.
+//   FASTCONV_SIMT_ARCH=N: the compute capability it reports, major * 10 + minor
+//     (cudaDevAttrComputeCapabilityMajor/Minor; default 90). The op layer runs
+//     tensor-core GEMMs from 80 on, as on a GPU; the GEMM launcher weighs its
+//     tiles by the FP32 lanes an SM of that capability has.
 //   FASTCONV_SIMT_CHECK=race,memory,access (or none): the checks a sanitizer
 //     build runs; all that the build supports by default. `race` needs the
 //     kernels and program built with -fsanitize=thread (ThreadSanitizer then
@@ -204,6 +210,10 @@ int num_workers();
 // the default (FASTCONV_SIMT_SM_COUNT, else 132).
 void set_multiprocessor_count(int n);
 int multiprocessor_count();
+// The compute capability it reports (major * 10 + minor); cc <= 0 restores
+// the default (FASTCONV_SIMT_ARCH, else 90). False, and no change, for 1-9.
+bool set_compute_capability(int cc);
+int compute_capability();
 
 // How often each kernel has run in this process (launches that passed the
 // launch checks), by kernel address. The tests use it to prove that the SIMT
@@ -339,9 +349,19 @@ inline cudaError_t cudaGetDevice(int* device) {
   return cudaSuccess;
 }
 inline cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
-  if (attr != cudaDevAttrMultiProcessorCount || device != 0) return cudaErrorInvalidValue;
-  *value = ::simt::multiprocessor_count();
-  return cudaSuccess;
+  if (device != 0) return cudaErrorInvalidValue;
+  switch (attr) {
+    case cudaDevAttrMultiProcessorCount:
+      *value = ::simt::multiprocessor_count();
+      return cudaSuccess;
+    case cudaDevAttrComputeCapabilityMajor:
+      *value = ::simt::compute_capability() / 10;
+      return cudaSuccess;
+    case cudaDevAttrComputeCapabilityMinor:
+      *value = ::simt::compute_capability() % 10;
+      return cudaSuccess;
+  }
+  return cudaErrorInvalidValue;
 }
 // The opt-in a kernel needs for more than 48 KiB of dynamic shared memory
 // (up to 227 KiB, an H100's limit); same name and signature as CUDA's.

@@ -421,6 +421,25 @@ void test_multiprocessors() {
   CHECK(simt::multiprocessor_count() == expected_default);
 }
 
+// The compute capability it reports: 9.0 (an H100) unless FASTCONV_SIMT_ARCH or
+// set_compute_capability says otherwise, as CUDA's major and minor attributes.
+void test_compute_capability() {
+  const char* env = std::getenv("FASTCONV_SIMT_ARCH");
+  const int expected_default = env != nullptr && std::atoi(env) >= 10 ? std::atoi(env) : 90;
+  int major = 0, minor = -1;
+  CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0) == cudaSuccess);
+  CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, 0) == cudaSuccess);
+  CHECK(major * 10 + minor == expected_default);
+  CHECK(!simt::set_compute_capability(9));  // not major * 10 + minor: refused, nothing changes
+  CHECK(simt::compute_capability() == expected_default);
+  CHECK(simt::set_compute_capability(86));
+  CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0) == cudaSuccess && major == 8);
+  CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, 0) == cudaSuccess && minor == 6);
+  CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 1) == cudaErrorInvalidValue);
+  CHECK(simt::set_compute_capability(0));
+  CHECK(simt::compute_capability() == expected_default);
+}
+
 const NamedCases kTests = {
 
     {"matmul_odd", test_matmul_odd},
@@ -436,6 +455,7 @@ const NamedCases kTests = {
     {"early_return", test_early_return},
     {"workers", test_workers},
     {"multiprocessors", test_multiprocessors},
+    {"compute_capability", test_compute_capability},
 };
 
 }  // namespace
