@@ -160,8 +160,10 @@ step bench 100 "$python" -m bench --device cuda --batch 32 --net convnet4 convne
   --repeats 5 --budget 0.3 --direct-max-gflop 4 --time-limit 75 --no-progress --out "$out"
 
 # 5. Where each seed convolution's training pass spends its time, kernel by kernel, beside
-#    cuDNN's kernels: kernel-times.{json,md} (torch.profiler; a few seconds of GPU time).
-step kernels 40 "$python" scripts/kernel_times.py --out "$out"
+#    cuDNN's kernels: kernel-times.{json,md} (torch.profiler). The convnets' layers, whose
+#    speed targets are open; VGG16's 13 layers in three maths would not fit the budget (run
+#    them by hand: --net vgg16).
+step kernels 40 "$python" scripts/kernel_times.py --net convnet4 convnet3 --out "$out"
 
 # 6. Where the time of one layer's training pass goes, kernel by kernel: why the tensor-core
 #    GEMMs (TF32, float16) run no faster than the CUDA-core one. Only the marked pass is
