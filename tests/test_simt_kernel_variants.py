@@ -15,7 +15,8 @@ import torch.nn.functional as F
 import fastconv
 import fastconv.functional as FF
 
-from fastconv.simt import record_launches
+from bench.cases import Layer
+from bench.cuda_model import record_layer
 from simt_kernels import compute_capability, expect_kernels, multiprocessors, simt_has_tensor_cores
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
@@ -168,23 +169,15 @@ def test_im2col_gemm_wide_tile():
 
 def _gemm_tiles(x_shape, w_shape, pass_, padding=0, sms=132, cc=90):
     """(BM, BN) and blocks of the GEMMs that one pass of an im2col convolution (stride 1) launches
-    on `sms` multiprocessors of compute capability `cc`, in a dry run: shapes only, no kernel
-    runs."""
-    n, _, h, w_ = x_shape
-    k, _, r, s = w_shape
-    x, w, dy = torch.empty(x_shape), torch.empty(w_shape), torch.empty(n, k, h + 2 * padding - r + 1,
-                                                                         w_ + 2 * padding - s + 1)
-    geo = ([1, 1], [padding] * 4, [1, 1], 1)
-    ops = torch.ops.fastconv
-    calls = {"fwd": lambda: ops.conv2d(x, w, None, *geo, "im2col", "simt"),
-             "bwd_input": lambda: ops.conv2d_backward_input(dy, w, list(x.shape), *geo, "im2col", "simt"),
-             "bwd_weight": lambda: ops.conv2d_backward_weight(dy, x, list(w.shape), *geo, "im2col", "simt")}
-    with multiprocessors(sms), compute_capability(cc), record_launches(dry_run=True) as launches:
-        calls[pass_]()
-    tiles = [launch.kernel.split("GemmTile<")[1].split(", ")[:2] for launch in launches
-             if launch.kernel.startswith("gemm_kernel")]
-    return [(int(bm), int(bn), launch.blocks) for (bm, bn), launch in
-            zip(tiles, [launch for launch in launches if launch.kernel.startswith("gemm_kernel")])]
+    on `sms` multiprocessors of compute capability `cc`, in the GPU model's dry run (shapes only,
+    no kernel runs)."""
+    n, c, h, w = x_shape
+    layer = Layer("conv", "test", (c, h, w),
+                  dict(out_channels=w_shape[0], kernel=w_shape[2], stride=1, padding=padding, groups=1))
+    with multiprocessors(sms), compute_capability(cc):
+        [run] = [r for r in record_layer(layer, n) if r.algorithm == "im2col" and r.pass_ == pass_]
+    return [(*(int(v) for v in launch.kernel.split("GemmTile<")[1].split(", ")[:2]), launch.blocks)
+            for launch in run.launches if launch.kernel.startswith("gemm_kernel")]
 
 
 def test_gemm_tiles_follow_rounds_of_resident_blocks():

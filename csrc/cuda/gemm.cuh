@@ -463,14 +463,20 @@ inline int gemm_fma_lanes_per_sm() {
   return std::is_same_v<acc_t<T>, double> ? 64 : device_fp32_lanes_per_sm();
 }
 
+// Launches a GEMM kernel (CUDA-core or tensor-core) over the work items of
+// its Tile: a block per item, up to conv_grid's cap.
+template <typename Tile, typename Kernel, typename T, typename TC>
+const char* launch_gemm_kernel(Kernel kernel, const T* a, GemmOperand va, const T* b, GemmOperand vb, TC* c,
+                               GemmOutput vc, const T* bias, GemmShape shape, cudaStream_t stream) {
+  if (const char* err = gemm_item_digits<Tile::BM, Tile::BN>(shape)) return err;
+  const int64_t items = gemm_work_items<Tile::BM, Tile::BN>(shape);
+  SIMT_LAUNCH(kernel, conv_grid(items), Tile::kThreads, 0, stream, a, va, b, vb, c, vc, bias, shape);
+  return launch_status();
+}
 template <typename T, typename TC, typename Tile>
 const char* launch_gemm_tile(const T* a, GemmOperand va, const T* b, GemmOperand vb, TC* c, GemmOutput vc,
                              const T* bias, GemmShape shape, cudaStream_t stream) {
-  if (const char* err = gemm_item_digits<Tile::BM, Tile::BN>(shape)) return err;
-  const int64_t items = gemm_work_items<Tile::BM, Tile::BN>(shape);
-  auto kernel = gemm_kernel<T, TC, Tile>;
-  SIMT_LAUNCH(kernel, conv_grid(items), Tile::kThreads, 0, stream, a, va, b, vb, c, vc, bias, shape);
-  return launch_status();
+  return launch_gemm_kernel<Tile>(gemm_kernel<T, TC, Tile>, a, va, b, vb, c, vc, bias, shape, stream);
 }
 
 // `math` chooses CUDA cores or tensor cores; double always runs on CUDA cores.

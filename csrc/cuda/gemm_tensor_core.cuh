@@ -268,11 +268,7 @@ template <typename T, typename TC>
 const char* launch_gemm_tensor_core(const T* a, GemmOperand va, const T* b, GemmOperand vb, TC* c, GemmOutput vc,
                                     const T* bias, GemmShape shape, cudaStream_t stream) {
   using Tile = GemmTensorCoreTile;
-  if (const char* err = gemm_item_digits<Tile::BM, Tile::BN>(shape)) return err;
-  const int64_t items = gemm_work_items<Tile::BM, Tile::BN>(shape);
-  auto kernel = gemm_tensor_core_kernel<T, TC, Tile>;
-  SIMT_LAUNCH(kernel, conv_grid(items), Tile::kThreads, 0, stream, a, va, b, vb, c, vc, bias, shape);
-  return launch_status();
+  return launch_gemm_kernel<Tile>(gemm_tensor_core_kernel<T, TC, Tile>, a, va, b, vb, c, vc, bias, shape, stream);
 }
 
 }  // namespace SIMT_KERNEL_NS
