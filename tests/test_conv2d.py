@@ -364,6 +364,10 @@ EDGE_LAYERS = {
     "pointwise_batch1": dict(x=(1, 43, 9, 11), w=(35, 43, 1, 1), bias=True),
     # a small patch: pixel blocks of over 1024 columns cross the GEMM's column blocks
     "many_pixels_batch1": dict(x=(1, 3, 70, 61), w=(10, 3, 3, 3), bias=True),
+    # 70 pixels are 3 column tiles, which 2 threads could only split 1 + 2: the forward cuts the
+    # 70 output channels instead, into two ranges of whole row tiles, the second ending on a
+    # partial tile (as the weight gradient does whenever an image is one pixel block)
+    "deep_few_pixels_batch1": dict(x=(1, 72, 7, 10), w=(70, 72, 3, 3), padding=1, bias=True),
 }
 
 
@@ -372,22 +376,30 @@ EDGE_LAYERS = {
 def test_gemm_edge_tiles_cpu(layer, dtype):
     tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
     x, w, b, spec = _check_cpu_layer(EDGE_LAYERS[layer], dtype, ["im2col"], tol, tol)
-    # The input gradient splits an image by channel ranges over the threads;
-    # each element is computed alike whatever the split, so the result does
-    # not depend on the thread count.
+    # The forward cuts an image's pixels and output channels over the threads, and the input
+    # gradient its input channels; each element is computed alike whatever the cut, so the
+    # results do not depend on the thread count. So does the weight gradient of an image that is
+    # one pixel block: its threads split dW's rows, each summing the block as one thread would.
     x.requires_grad_()
+    w.requires_grad_()
     g = torch.randn_like(F.conv2d(x, w, b, **spec))
 
-    def input_gradient(threads: int):
+    def forward_and_gradients(threads: int):
         saved = torch.get_num_threads()
         torch.set_num_threads(threads)
         try:
             with fastconv.backend("cpu"):
-                return torch.autograd.grad(FF.conv2d(x, w, b, algorithm="im2col", **spec), x, g)[0]
+                y = FF.conv2d(x, w, b, algorithm="im2col", **spec)
+                return (y, *torch.autograd.grad(y, (x, w), g))
         finally:
             torch.set_num_threads(saved)
 
-    assert torch.equal(input_gradient(1), input_gradient(2))
+    one_thread = forward_and_gradients(1)
+    for threads in (2, 3):
+        y, gx, gw = forward_and_gradients(threads)
+        assert torch.equal(y, one_thread[0]) and torch.equal(gx, one_thread[1]), threads
+        if x.shape[0] == 1:
+            assert torch.equal(gw, one_thread[2]), threads
 
 
 @pytest.mark.parametrize("isa", sorted(CPU_ISA_FLAGS))

@@ -9,12 +9,13 @@
 // input, consumed) right before (after) its GEMM, while it is still there.
 // The weights are packed for the GEMM once per call and shared by all
 // threads. The GEMM is single-threaded; parallelism is over (image, pixel
-// block) units (forward; backward weight, in chunks with private partial
-// sums) or over (image, input channel range) units (backward input: the
-// pixel blocks' col2im halos overlap, but the col rows of channel c only
-// scatter into plane c), so no two threads ever write the same element.
-// When the batch is smaller than the thread count, images are cut into
-// enough units for every thread.
+// block, output channel range) units (forward), over (image, pixel block)
+// units in chunks with private partial sums or, with fewer blocks than
+// threads, over output channel ranges (backward weight), and over (image,
+// input channel range) units (backward input: the pixel blocks' col2im
+// halos overlap, but the col rows of channel c only scatter into plane c),
+// so no two threads ever write the same element. When the batch is smaller
+// than the thread count, images are cut into enough units for every thread.
 #include <algorithm>
 #include <vector>
 
@@ -48,26 +49,88 @@ Blocks pixel_blocks(const Conv2dParams& p, int64_t images, int64_t threads) {
   return balanced_blocks(p.out_pixels(), fit, kGemmColumnAlignment, images, threads);
 }
 
+// GEMM rows that cost about as much as making a column block: a column
+// element is one copy, a GEMM element one FMA, and the micro-kernel retires
+// many more FMAs than im2col moves elements.
+constexpr int64_t kIm2colCostRows = 8;
+
+// A group's output channels (rows of the forward's and the weight
+// gradient's GEMMs) cut into `parts` ranges of whole GEMM tiles.
+template <typename T>
+Blocks row_parts(const Conv2dParams& p, int64_t parts) {
+  return {p.out_channels_per_group(), gemm_tile_rows<T>(), parts};
+}
+
+// How the forward cuts its work: over (image, pixel block) units, or, one
+// block after another, over the output rows, one row part a thread, the
+// threads making each column block together first. Rows are cut only where
+// that leaves each thread clearly less padded GEMM: deep layers at batch 1,
+// whose few pixels are few column tiles (512 channels at 14x14: 196 pixels,
+// 7 tiles, which two threads split 3 + 4, padded to 4 + 4; cut by rows,
+// each thread runs all 7 tiles on half the rows).
+struct ForwardSplit {
+  Blocks blocks, rows;
+};
+
+template <typename T>
+ForwardSplit forward_split(const Conv2dParams& p, int64_t threads) {
+  const ForwardSplit by_blocks{pixel_blocks(p, p.batch, threads), row_parts<T>(p, 1)};
+  if (threads < 2 || by_blocks.rows.chunks() < threads) return by_blocks;
+  const ForwardSplit by_rows{pixel_blocks(p, p.batch, /*threads=*/1), row_parts<T>(p, threads)};
+  // Padded GEMM elements (and column-block copies) per thread, times threads.
+  const auto widest_block = [](const Blocks& b) { return ceil_div(b.chunks(), std::max<int64_t>(1, b.count)) * b.align; };
+  const auto padded_rows = [&](int64_t parts) {
+    const int64_t tile_rows = gemm_tile_rows<T>();
+    return ceil_div(ceil_div(p.out_channels_per_group(), parts), tile_rows) * tile_rows;
+  };
+  const int64_t block_cost = ceil_div(p.batch * by_blocks.blocks.count, threads) * widest_block(by_blocks.blocks) *
+                             (padded_rows(1) + kIm2colCostRows) * threads;
+  const int64_t row_cost = p.batch * by_rows.blocks.count * widest_block(by_rows.blocks) *
+                           (padded_rows(threads) * threads + kIm2colCostRows);
+  // Cutting rows synchronises the threads twice a block: it must win by 1/16.
+  return 16 * row_cost < 15 * block_cost ? by_rows : by_blocks;
+}
+
 // The column block of one image and group: the image itself for 1x1
 // stride-1 unpadded kernels (a view with row stride out_pixels()), else
-// im2col into `scratch` (row stride range.count).
+// im2col into `scratch` (row stride range.count), its channels cut over the
+// threads (serially inside a parallel region).
 template <typename T>
 MatrixRef<const T> columns_of(const T* group_input, ItemRange range, std::vector<T>& scratch,
                               const Conv2dParams& p) {
   if (p.im2col_is_identity()) return {group_input + range.begin, p.out_pixels(), 1};
+  const int64_t taps = p.kernel_h * p.kernel_w, plane = p.in_h * p.in_w;
   scratch.resize(p.patch_size() * range.count);
-  im2col(group_input, scratch.data(), p.in_channels_per_group(), p, range);
+  at::parallel_for(0, p.in_channels_per_group(), ceil_div(kElementwiseGrain, taps * std::max<int64_t>(1, range.count)),
+                   [&](int64_t c_begin, int64_t c_end) {
+    im2col(group_input + c_begin * plane, scratch.data() + c_begin * taps * range.count, c_end - c_begin, p, range);
+  });
   return {scratch.data(), range.count, 1};
 }
 
-// W_g of every group, packed once.
+// Runs body(part, col) for every row part, on every thread, with the column
+// block of one image, group and pixel range made once and shared: the split
+// by output rows serves units too few for the threads, so the threads make
+// the block together first.
+template <typename T, typename F>
+void for_row_parts(const T* group_input, ItemRange range, const Blocks& rows, std::vector<T>& scratch,
+                   const Conv2dParams& p, const F& body) {
+  const MatrixRef<const T> col = columns_of(group_input, range, scratch, p);
+  at::parallel_for(0, rows.count, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t part = begin; part < end; ++part) body(part, col);
+  });
+}
+
+// W_g's rows of every group and row part, packed once, in that order.
 template <typename T>
-std::vector<PackedA<T>> pack_weights(const T* weight, const Conv2dParams& p) {
+std::vector<PackedA<T>> pack_weights(const T* weight, const Conv2dParams& p, const Blocks& rows) {
   const int64_t og = p.out_channels_per_group(), kp = p.patch_size();
-  std::vector<PackedA<T>> packed;
-  packed.reserve(p.groups);
+  std::vector<PackedA<T>> packed(p.groups * rows.count);
   for (int64_t g = 0; g < p.groups; ++g) {
-    packed.emplace_back(og, kp, MatrixRef<const T>{weight + g * og * kp, kp, 1});
+    for (int64_t part = 0; part < rows.count; ++part) {
+      const ItemRange r = rows[part];
+      packed[g * rows.count + part] = PackedA<T>(r.count, kp, MatrixRef<const T>{weight + (g * og + r.begin) * kp, kp, 1});
+    }
   }
   return packed;
 }
@@ -78,23 +141,39 @@ template <typename T>
 void im2col_forward(const T* input, const T* weight, const T* bias, T* output, const Conv2dParams& p,
                     bool relu) {
   const int64_t cg = p.in_channels_per_group(), og = p.out_channels_per_group(), pixels = p.out_pixels();
-  const std::vector<PackedA<T>> packed_weights = pack_weights(weight, p);
-  const Blocks blocks = pixel_blocks(p, p.batch, at::get_num_threads());
+  const ForwardSplit split = forward_split<T>(p, at::get_num_threads());
+  const Blocks &blocks = split.blocks, &rows = split.rows;
+  const std::vector<PackedA<T>> packed_weights = pack_weights(weight, p, rows);
+  // Writes one image's output rows of one row part, group and pixel range.
+  const auto forward_part = [&](int64_t n, int64_t g, ItemRange range, int64_t part, MatrixRef<const T> col) {
+    const ItemRange row_range = rows[part];
+    T* out = output + (n * p.out_channels + g * og + row_range.begin) * pixels + range.begin;
+    if (bias != nullptr) {
+      const T* part_bias = bias + g * og + row_range.begin;
+      for (int64_t oc = 0; oc < row_range.count; ++oc) std::fill_n(out + oc * pixels, range.count, part_bias[oc]);
+    }
+    gemm<T>(packed_weights[g * rows.count + part], range.count, col, {out, pixels, 1}, bias != nullptr, relu);
+  };
+  const auto group_input = [&](int64_t n, int64_t g) { return input + (n * p.in_channels + g * cg) * p.in_h * p.in_w; };
+  std::vector<T> scratch;
+  if (rows.count > 1) {
+    for (int64_t unit = 0; unit < p.batch * blocks.count; ++unit) {
+      const int64_t n = unit / blocks.count;
+      const ItemRange range = blocks[unit % blocks.count];
+      for (int64_t g = 0; g < p.groups; ++g) {
+        for_row_parts(group_input(n, g), range, rows, scratch, p,
+                      [&](int64_t part, MatrixRef<const T> col) { forward_part(n, g, range, part, col); });
+      }
+    }
+    return;
+  }
   // Units (image, pixel block) write disjoint output columns.
   at::parallel_for(0, p.batch * blocks.count, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> scratch;
     for (int64_t unit = begin; unit < end; ++unit) {
       const int64_t n = unit / blocks.count;
       const ItemRange range = blocks[unit % blocks.count];
-      for (int64_t g = 0; g < p.groups; ++g) {
-        const T* group_input = input + (n * p.in_channels + g * cg) * p.in_h * p.in_w;
-        T* out = output + (n * p.out_channels + g * og) * pixels + range.begin;
-        if (bias != nullptr) {
-          for (int64_t oc = 0; oc < og; ++oc) std::fill_n(out + oc * pixels, range.count, bias[g * og + oc]);
-        }
-        gemm<T>(packed_weights[g], range.count, columns_of(group_input, range, scratch, p), {out, pixels, 1},
-                bias != nullptr, relu);
-      }
+      for (int64_t g = 0; g < p.groups; ++g) forward_part(n, g, range, 0, columns_of(group_input(n, g), range, scratch, p));
     }
   });
 }
@@ -153,28 +232,57 @@ void im2col_backward_input(const T* grad_output, const T* weight, T* grad_input,
   });
 }
 
+// dW_g (og x kp) (+)= dY_g (og x pixels) * col^T (pixels x kp) for the
+// output rows `rows` of group g of image n, on the column block `col` of
+// pixel range `range`; `sum` holds all of dW.
+template <typename T>
+void weight_gradient_block(const T* grad_output, T* sum, const Conv2dParams& p, int64_t n, int64_t g,
+                           ItemRange range, ItemRange rows, MatrixRef<const T> col, bool accumulate) {
+  const int64_t og = p.out_channels_per_group(), kp = p.patch_size(), pixels = p.out_pixels();
+  const T* dy = grad_output + (n * p.out_channels + g * og + rows.begin) * pixels;
+  // Both operands are packed transposed (vectorised), and dW_g, the output,
+  // is row-major so its tiles are stored whole.
+  gemm<T>(rows.count, kp, range.count, {dy + range.begin, pixels, 1}, {col.data, col.col_stride, col.row_stride},
+          {sum + (g * og + rows.begin) * kp, kp, 1}, accumulate);
+}
+
 template <typename T>
 void im2col_backward_weight(const T* grad_output, const T* input, T* grad_weight, const Conv2dParams& p) {
-  const int64_t cg = p.in_channels_per_group(), og = p.out_channels_per_group();
-  const int64_t kp = p.patch_size(), pixels = p.out_pixels();
-  const int64_t weight_numel = p.out_channels * kp;
-  // Units (image, pixel block), summed in chunks, one per thread.
-  const Blocks blocks = pixel_blocks(p, p.batch, at::get_num_threads());
-  sum_over_chunks(p.batch * blocks.count, weight_numel, grad_weight,
+  const int64_t cg = p.in_channels_per_group(), threads = at::get_num_threads();
+  const auto group_input = [&](int64_t n, int64_t g) { return input + (n * p.in_channels + g * cg) * p.in_h * p.in_w; };
+  // Units (image, pixel block) summed in chunks, one per thread, with
+  // private partial sums; but when the images hold fewer cache-sized blocks
+  // than there are threads (deep layers at batch 1), blocks cut smaller for
+  // the threads would each make a whole dW (9 MiB at 512 channels) to be
+  // summed, so the threads split dW's rows instead, each summing every unit
+  // in order as one thread would.
+  const Blocks whole_blocks = pixel_blocks(p, p.batch, /*threads=*/1);
+  const Blocks rows = row_parts<T>(p, std::min(threads, row_parts<T>(p, 1).chunks()));
+  const int64_t whole_units = p.batch * whole_blocks.count;
+  if (whole_units > 0 && whole_units < threads && rows.count > 1) {
+    std::vector<T> scratch;
+    for (int64_t unit = 0; unit < whole_units; ++unit) {
+      const int64_t n = unit / whole_blocks.count;
+      const ItemRange range = whole_blocks[unit % whole_blocks.count];
+      for (int64_t g = 0; g < p.groups; ++g) {
+        for_row_parts(group_input(n, g), range, rows, scratch, p, [&](int64_t part, MatrixRef<const T> col) {
+          weight_gradient_block(grad_output, grad_weight, p, n, g, range, rows[part], col, unit > 0);
+        });
+      }
+    }
+    return;
+  }
+  const Blocks blocks = pixel_blocks(p, p.batch, threads);
+  const ItemRange all_rows{0, p.out_channels_per_group()};
+  sum_over_chunks(p.batch * blocks.count, p.out_channels * p.patch_size(), grad_weight,
                   [&](T* sum, int64_t unit_begin, int64_t unit_end) {
     std::vector<T> scratch;
     for (int64_t unit = unit_begin; unit < unit_end; ++unit) {
       const int64_t n = unit / blocks.count;
       const ItemRange range = blocks[unit % blocks.count];
       for (int64_t g = 0; g < p.groups; ++g) {
-        const T* group_input = input + (n * p.in_channels + g * cg) * p.in_h * p.in_w;
-        const T* dy = grad_output + (n * p.out_channels + g * og) * pixels;
-        // dW_g (og x kp) += dY_g (og x pixels) * col^T (pixels x kp): both
-        // operands are packed transposed (vectorised), and dW_g, the
-        // output, is row-major so its tiles are stored whole.
-        const MatrixRef<const T> col = columns_of(group_input, range, scratch, p);
-        gemm<T>(og, kp, range.count, {dy + range.begin, pixels, 1}, {col.data, col.col_stride, col.row_stride},
-                {sum + g * og * kp, kp, 1}, unit != unit_begin);
+        weight_gradient_block(grad_output, sum, p, n, g, range, all_rows,
+                              columns_of(group_input(n, g), range, scratch, p), unit != unit_begin);
       }
     }
   });

@@ -11,6 +11,7 @@
 
 #include "../common/index_math.h"
 #include "cpu_isa.h"
+#include "parallel.h"
 
 #include <algorithm>
 #include <type_traits>
@@ -120,7 +121,9 @@ struct Avx512<double> {
 };
 
 // The SIMD micro-kernel: kMr rows x two vectors (NR = 2 * V::kLanes), so
-// 2 * kMr accumulators, two B vectors and one A broadcast per step. Written
+// 2 * kMr accumulators, two B vectors and one A broadcast per step; with
+// kVecs = 1, the left half of that tile only (B panels stay NR wide), for
+// edge tiles of at most NR / 2 columns, at half the FMAs. Written
 // once and stamped out per target: a function's target attribute cannot
 // depend on a template parameter, and the vector operations only inline
 // into a function compiled for their ISA. The loops are fully unrolled so
@@ -130,24 +133,26 @@ struct Avx512<double> {
 // element feeds two FMAs, so it is broadcast once into a register rather
 // than embedded ({1to16}) in both.
 #define FASTCONV_DEFINE_SIMD_MICRO_KERNEL(NAME, TARGET)                                                  \
-  template <typename V, int64_t kMr, typename T>                                                          \
+  template <typename V, int64_t kMr, int64_t kVecs, typename T>                                           \
   TARGET void NAME(int64_t kc, const T* a, const T* b, T* c, int64_t rs, bool add, bool relu) {          \
     using Vec = typename V::Vec;                                                                          \
     constexpr int64_t lanes = V::kLanes;                                                                  \
-    Vec acc[kMr][2];                                                                                      \
-    _Pragma("GCC unroll 16") for (int64_t i = 0; i < kMr; ++i) acc[i][0] = acc[i][1] = V::zero();         \
+    Vec acc[kMr][kVecs];                                                                                  \
+    _Pragma("GCC unroll 16") for (int64_t i = 0; i < kMr; ++i) {                                          \
+      _Pragma("GCC unroll 2") for (int64_t v = 0; v < kVecs; ++v) acc[i][v] = V::zero();                 \
+    }                                                                                                     \
     for (int64_t p = 0; p < kc; ++p) {                                                                    \
-      const Vec b0 = V::load(b), b1 = V::load(b + lanes);                                                 \
+      Vec bv[kVecs];                                                                                      \
+      _Pragma("GCC unroll 2") for (int64_t v = 0; v < kVecs; ++v) bv[v] = V::load(b + v * lanes);        \
       _Pragma("GCC unroll 16") for (int64_t i = 0; i < kMr; ++i) {                                        \
         const Vec ai = V::broadcast(a + i);                                                               \
-        acc[i][0] = V::fma(ai, b0, acc[i][0]);                                                            \
-        acc[i][1] = V::fma(ai, b1, acc[i][1]);                                                            \
+        _Pragma("GCC unroll 2") for (int64_t v = 0; v < kVecs; ++v) acc[i][v] = V::fma(ai, bv[v], acc[i][v]); \
       }                                                                                                   \
       a += kMr;                                                                                           \
       b += 2 * lanes;                                                                                     \
     }                                                                                                     \
     _Pragma("GCC unroll 16") for (int64_t i = 0; i < kMr; ++i) {                                          \
-      _Pragma("GCC unroll 2") for (int64_t v = 0; v < 2; ++v) {                                           \
+      _Pragma("GCC unroll 2") for (int64_t v = 0; v < kVecs; ++v) {                                       \
         T* out = c + i * rs + v * lanes;                                                                  \
         Vec x = acc[i][v];                                                                                \
         if (add) x = V::add(V::load(out), x);                                                             \
@@ -174,6 +179,8 @@ struct Kernel {
   int64_t mr, nr;
   int64_t kc, mc, nc;
   MicroKernel<T> tile;
+  // The tile's left NR / 2 columns only, for narrow edge tiles.
+  MicroKernel<T> half_tile;
 };
 
 // The largest tile of any kernel, for edge_tile's scratch.
@@ -195,19 +202,20 @@ Kernel<T> make_kernel(CpuIsa isa) {
   if (isa == CpuIsa::kAvx512) {
     constexpr int64_t mr = 8, nr = 2 * Avx512<T>::kLanes;
     static_assert(mr * nr <= kMaxTileElements);
-    return {mr, nr, 256, 128, 1024, &micro_kernel_avx512<Avx512<T>, mr, T>};
+    return {mr, nr, 256, 128, 1024, &micro_kernel_avx512<Avx512<T>, mr, 2, T>,
+            &micro_kernel_avx512<Avx512<T>, mr, 1, T>};
   }
   // AVX2: 6 rows x two 256-bit vectors, 12 of the 16 ymm registers, which
   // leaves room for two B vectors and an A broadcast.
   if (isa == CpuIsa::kAvx2) {
     constexpr int64_t mr = 6, nr = 2 * Avx2<T>::kLanes;
     static_assert(mr * nr <= kMaxTileElements);
-    return {mr, nr, 320, 144, 512, &micro_kernel_avx2<Avx2<T>, mr, T>};
+    return {mr, nr, 320, 144, 512, &micro_kernel_avx2<Avx2<T>, mr, 2, T>, &micro_kernel_avx2<Avx2<T>, mr, 1, T>};
   }
 #endif
   constexpr int64_t mr = 6, nr = 64 / sizeof(T);
   static_assert(mr * nr <= kMaxTileElements);
-  return {mr, nr, 320, 144, 512, &micro_kernel_portable<T, mr, nr>};
+  return {mr, nr, 320, 144, 512, &micro_kernel_portable<T, mr, nr>, &micro_kernel_portable<T, mr, nr>};
 }
 
 template <typename T>
@@ -250,7 +258,9 @@ int64_t padded_rows(int64_t m) {
 // becomes dst column r, dst row q being 8 floats at dst + q * dst_stride.
 // Rows past `rows` read as zero. Stores are 8 wide even when the caller only
 // needs fewer lanes per row (pack_a's 6-row panels): each row's spare lanes
-// are overwritten by the next row, and the buffers keep 8 floats of slack.
+// are overwritten by the next row (pack_panel leaves a panel's last row to
+// its scalar loop, so that no store crosses into another panel, which
+// another thread may be packing), and the buffers keep 8 floats of slack.
 FASTCONV_TARGET_AVX2 void transpose_8x8(const float* src, int64_t stride, int64_t rows, float* dst,
                                          int64_t dst_stride) {
   __m256 r[8];
@@ -284,7 +294,11 @@ void pack_panel(const T* src, int64_t step, int64_t lane, int64_t count, int64_t
 #if defined(FASTCONV_CPU_X86)
   if constexpr (std::is_same_v<T, float>) {
     if (step == 1 && lane != 1 && cpu_isa() >= CpuIsa::kAvx2) {
-      for (; p + 8 <= count; p += 8) {
+      // A narrow panel's last step stays with the scalar loop (and so the
+      // 8-step block holding it): its 8-wide row would spill into the next
+      // panel.
+      const int64_t transposed = width % 8 == 0 ? count : count - 1;
+      for (; p + 8 <= transposed; p += 8) {
         for (int64_t j0 = 0; j0 < width; j0 += 8) {
           // A block past the last lane reads nothing and stores zeros.
           const int64_t rows = std::max<int64_t>(0, lanes - j0);
@@ -328,13 +342,15 @@ void pack_b(int64_t kc, int64_t nc, const MatrixRef<const T>& b, T* packed) {
 // ---------------------------------------------------------------- blocking
 
 // An edge tile (or one of a C with non-unit column stride): computed into a
-// scratch tile, then its valid rows x cols corner goes into C.
+// scratch tile, by the half-width kernel when its columns fit (the last
+// tile of 14x14 = 196 pixels is 4 columns of 32), then its valid rows x cols
+// corner goes into C.
 template <typename T>
 void edge_tile(int64_t kc, const T* a, const T* b, int64_t rows, int64_t cols, const MatrixRef<T>& c, bool add,
                bool relu) {
   const Kernel<T>& kern = kernel<T>();
   alignas(64) T tile[kMaxTileElements];
-  kern.tile(kc, a, b, tile, kern.nr, false, false);
+  (2 * cols <= kern.nr ? kern.half_tile : kern.tile)(kc, a, b, tile, kern.nr, false, false);
   for (int64_t i = 0; i < rows; ++i)
     for (int64_t j = 0; j < cols; ++j) {
       T& out = c.at(i, j);
@@ -342,16 +358,27 @@ void edge_tile(int64_t kc, const T* a, const T* b, int64_t rows, int64_t cols, c
     }
 }
 
+// Elements of A packed per thread task at least: a smaller A packs on the
+// calling thread alone.
+constexpr int64_t kPackGrainElements = 32 * 1024;
+
 // Packs all of A for gemm_blocks: K block by K block (the same blocks for
 // any n), each as the m_padded / MR panels of kc steps that pack_a writes.
+// The panels are independent, so they spread over the threads: a deep
+// layer's weights (512 x 4608 floats, 9 MiB) took a serial pass of memory
+// before every convolution's parallel work began.
 template <typename T>
 void pack_whole_a(int64_t m, int64_t k, const MatrixRef<const T>& a, T* packed) {
   if (m <= 0 || k <= 0) return;
-  const int64_t kc_max = k_block<T>(k), m_padded = padded_rows<T>(m);
-  for (int64_t pc = 0; pc < k; pc += kc_max) {
-    pack_a(m, std::min(kc_max, k - pc), MatrixRef<const T>{&a.at(0, pc), a.row_stride, a.col_stride},
-           packed + pc * m_padded);
-  }
+  const int64_t mr = kernel<T>().mr, kc_max = k_block<T>(k), m_padded = padded_rows<T>(m);
+  const int64_t panels = m_padded / mr, tasks = ceil_div(k, kc_max) * panels;
+  at::parallel_for(0, tasks, ceil_div(kPackGrainElements, mr * kc_max), [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t pc = task / panels * kc_max, i0 = task % panels * mr, kc = std::min(kc_max, k - pc);
+      pack_panel(&a.at(i0, pc), a.col_stride, a.row_stride, kc, std::min(mr, m - i0), mr,
+                 packed + pc * m_padded + i0 * kc);
+    }
+  });
 }
 
 // The blocked loops. A comes either packed whole (`packed_whole_a`, from
@@ -412,8 +439,8 @@ void gemm_blocks(int64_t m, int64_t n, int64_t k, const T* packed_whole_a, const
 
 template <typename T>
 PackedA<T>::PackedA(int64_t m, int64_t k, MatrixRef<const T> a)
-    : m_(m), k_(k), data_(padded_rows<T>(m) * k + kPackSlack) {
-  pack_whole_a(m, k, a, data_.data());
+    : m_(m), k_(k), data_(new T[padded_rows<T>(m) * k + kPackSlack]) {
+  pack_whole_a(m, k, a, data_.get());
 }
 
 template <typename T>
@@ -433,6 +460,13 @@ void gemm(int64_t m, int64_t n, int64_t k, MatrixRef<const T> a, MatrixRef<const
   gemm_blocks(m, n, k, static_cast<const T*>(nullptr), a, b, c, accumulate, relu);
 }
 
+template <typename T>
+int64_t gemm_tile_rows() {
+  return kernel<T>().mr;
+}
+
+template int64_t gemm_tile_rows<float>();
+template int64_t gemm_tile_rows<double>();
 template class PackedA<float>;
 template class PackedA<double>;
 template void gemm<float>(const PackedA<float>&, int64_t, MatrixRef<const float>, MatrixRef<float>, bool, bool);

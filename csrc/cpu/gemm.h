@@ -6,7 +6,7 @@
 #pragma once
 
 #include <cstdint>
-#include <vector>
+#include <memory>
 
 namespace fastconv {
 namespace cpu {
@@ -15,6 +15,11 @@ namespace cpu {
 // (for every element type), so a caller that cuts N into such blocks keeps
 // partial tiles to its last block.
 constexpr int64_t kGemmColumnAlignment = 32;
+
+// Rows of the selected micro-kernel's tile (cpu_isa.h): a caller that cuts M
+// into ranges of whole tiles pads only its last range.
+template <typename T>
+int64_t gemm_tile_rows();
 
 template <typename T>
 struct MatrixRef {
@@ -26,7 +31,8 @@ struct MatrixRef {
 
 // A, packed once into the selected micro-kernel's panel layout, for many GEMMs that
 // share it: a convolution's weights, for every image and column block.
-// Read-only once built, so threads can share one. The micro-kernel follows
+// Read-only once built, so threads can share one. A large A is packed on
+// every thread (serially when built inside a parallel region). The micro-kernel follows
 // cpu_isa() (cpu_isa.h), and each has its own tile shape, so data packed here
 // is only good for the process that packed it.
 template <typename T>
@@ -38,11 +44,13 @@ class PackedA {
   PackedA(int64_t m, int64_t k, MatrixRef<const T> a);
   int64_t rows() const { return m_; }
   int64_t depth() const { return k_; }
-  const T* data() const { return data_.data(); }
+  const T* data() const { return data_.get(); }
 
  private:
   int64_t m_, k_;
-  std::vector<T> data_;
+  // Uninitialised: packing writes every element it reads (a zero-filled
+  // vector cost a pass of memset over a deep layer's 9 MiB).
+  std::unique_ptr<T[]> data_;
 };
 
 // C[m x n] (+)= A[m x k] * B[k x n] with A packed beforehand.
