@@ -221,3 +221,24 @@ def test_convolution_outputs_and_input_gradients_are_reused():
     expected = torch.ops.aten.convolution_backward(y, x, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
                                                    [True, False, False])[0]
     torch.testing.assert_close(g, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_kernel_scratch_comes_from_the_cache_and_goes_back():
+    # The Winograd weight gradient of 256 channels sums 16 x 256 x 256 floats (4 MiB) and, on
+    # several threads, keeps private partial sums as large: scratch that a fresh allocation
+    # would fault in page by page on every call (csrc/cpu/scratch.h).
+    if fastconv.cpu_output_cache_stats()["limit_bytes"] == 0:
+        pytest.skip("FASTCONV_CPU_OUTPUT_CACHE_MB=0 turns the cache off")
+    x = torch.randn(1, 256, 12, 12)
+    g = torch.randn(1, 256, 12, 12)
+    geometry = ([1, 1], [1, 1, 1, 1], [1, 1], 1)
+    fastconv.empty_cpu_output_cache()
+    dw = OPS.conv2d_backward_weight(g, x, [256, 256, 3, 3], *geometry, "winograd", "cpu")
+    after_first = fastconv.cpu_output_cache_stats()
+    assert after_first["held_bytes"] >= 16 * 256 * 256 * 4, "the sums went back to the cache"
+    again = OPS.conv2d_backward_weight(g, x, [256, 256, 3, 3], *geometry, "winograd", "cpu")
+    assert fastconv.cpu_output_cache_stats() == after_first, "the second call reused the same buffers"
+    expected = torch.ops.aten.convolution_backward(g, x, torch.empty(256, 256, 3, 3), None, [1, 1], [1, 1], [1, 1],
+                                                   False, [0, 0], 1, [False, True, False])[1]
+    torch.testing.assert_close(dw, expected, rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(again, dw, rtol=0, atol=0)

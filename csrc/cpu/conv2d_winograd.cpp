@@ -17,7 +17,6 @@
 // and no two threads write the same element (the weight gradient sums
 // per-thread partials in a fixed order, as im2col's does).
 #include <algorithm>
-#include <memory>
 #include <vector>
 
 #include "../common/index_math.h"
@@ -159,7 +158,7 @@ std::vector<PackedA<T>> pack_filters(const T* weight, const Conv2dParams& p, boo
   const int64_t og = p.out_channels_per_group(), cg = p.in_channels_per_group(), filters = og * cg;
   // u[g][xi][k][c], written whole before it is read: no need to zero it.
   const int64_t stride = point_stride<T>(filters);
-  const std::unique_ptr<T[]> u(new T[p.groups * kPoints * stride]);
+  const Scratch<T> u(p.groups * kPoints * stride);
   for_each_filter_run(p.groups, filters, [&](int64_t g, int64_t first, int64_t count) {
     // Tap-major batches for the transform, rotated by 180 degrees for the
     // input gradient; transposed here, at the baseline width, where the
@@ -268,7 +267,7 @@ void winograd_backward_weight(const T* grad_output, const T* input, T* grad_weig
   const TileBlocks blocks = tile_blocks(q.out_h, q.out_w, q.batch, cg + og);
   // Units (image, tile block), summed in chunks, one per thread.
   // Overwritten by the first chunk's first unit: no need to zero it.
-  const std::unique_ptr<T[]> sums(new T[sums_numel]);
+  const Scratch<T> sums(sums_numel);
   sum_over_chunks(q.batch * blocks.count, sums_numel, sums.get(), [&](T* sum, int64_t unit_begin, int64_t unit_end) {
     std::vector<T> v, e, scratch;
     for (int64_t unit = unit_begin; unit < unit_end; ++unit) {

@@ -439,7 +439,7 @@ void gemm_blocks(int64_t m, int64_t n, int64_t k, const T* packed_whole_a, const
 
 template <typename T>
 PackedA<T>::PackedA(int64_t m, int64_t k, MatrixRef<const T> a)
-    : m_(m), k_(k), data_(new T[padded_rows<T>(m) * k + kPackSlack]) {
+    : m_(m), k_(k), data_(padded_rows<T>(m) * k + kPackSlack) {
   pack_whole_a(m, k, a, data_.get());
 }
 

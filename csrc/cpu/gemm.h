@@ -6,7 +6,8 @@
 #pragma once
 
 #include <cstdint>
-#include <memory>
+
+#include "scratch.h"
 
 namespace fastconv {
 namespace cpu {
@@ -50,7 +51,7 @@ class PackedA {
   int64_t m_, k_;
   // Uninitialised: packing writes every element it reads (a zero-filled
   // vector cost a pass of memset over a deep layer's 9 MiB).
-  std::unique_ptr<T[]> data_;
+  Scratch<T> data_;
 };
 
 // C[m x n] (+)= A[m x k] * B[k x n] with A packed beforehand.

@@ -6,9 +6,9 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <memory>
 
 #include "../common/index_math.h"
+#include "scratch.h"
 
 namespace fastconv {
 namespace cpu {
@@ -82,7 +82,7 @@ template <typename T, typename F>
 void sum_over_chunks(int64_t units, int64_t numel, T* result, const F& body) {
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(units, at::get_num_threads()));
   // Each chunk overwrites its buffer whole: no need to zero it.
-  const std::unique_ptr<T[]> partials(new T[(chunks - 1) * numel]);
+  const Scratch<T> partials((chunks - 1) * numel);
   at::parallel_for(0, chunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
     for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
       T* sum = chunk == 0 ? result : partials.get() + (chunk - 1) * numel;

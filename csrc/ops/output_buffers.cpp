@@ -220,6 +220,8 @@ at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options,
                                    format);
 }
 
+c10::DataPtr cpu_scratch_memory(size_t bytes) { return cpu_allocator_for(bytes)->allocate(bytes); }
+
 // As at::empty_like: Preserve keeps a dense input's strides and otherwise
 // takes its suggested memory format.
 at::Tensor empty_output_like(const at::Tensor& like, at::MemoryFormat format) {

@@ -31,6 +31,7 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <c10/core/Allocator.h>
 
 namespace fastconv {
 
@@ -53,5 +54,10 @@ at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options,
 // at::empty_like(like, format) with the allocation above: Preserve keeps a
 // dense input's strides and otherwise takes its suggested memory format.
 at::Tensor empty_output_like(const at::Tensor& like, at::MemoryFormat format = at::MemoryFormat::Preserve);
+
+// `bytes` of uninitialised CPU memory with the allocation above, for the CPU
+// kernels' large scratch of one call (csrc/cpu/scratch.h); back to the cache
+// when the DataPtr is released.
+c10::DataPtr cpu_scratch_memory(size_t bytes);
 
 }  // namespace fastconv
