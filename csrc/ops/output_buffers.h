@@ -1,5 +1,6 @@
 // Outputs of the CPU ops (ReLU, dropout, max pooling; the convolutions'
-// outputs and input gradients) without the page-fault cost of a large fresh
+// outputs and input gradients), and the CPU kernels' large scratch of one
+// call (cpu_scratch_memory), without the page-fault cost of a large fresh
 // allocation.
 //
 // A tensor above glibc's largest mmap threshold (32 MiB) is mmapped afresh on
