@@ -227,8 +227,8 @@ def test_kernel_scratch_comes_from_the_cache_and_goes_back():
     # The Winograd weight gradient of 256 channels sums 16 x 256 x 256 floats (4 MiB) and, on
     # several threads, keeps private partial sums as large: scratch that a fresh allocation
     # would fault in page by page on every call (csrc/cpu/scratch.h).
-    if fastconv.cpu_output_cache_stats()["limit_bytes"] == 0:
-        pytest.skip("FASTCONV_CPU_OUTPUT_CACHE_MB=0 turns the cache off")
+    if fastconv.cpu_output_cache_stats()["limit_bytes"] < 32 << 20:
+        pytest.skip("FASTCONV_CPU_OUTPUT_CACHE_MB under 32 keeps too little to hold the scratch")
     x = torch.randn(1, 256, 12, 12)
     g = torch.randn(1, 256, 12, 12)
     geometry = ([1, 1], [1, 1, 1, 1], [1, 1], 1)

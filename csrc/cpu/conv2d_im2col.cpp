@@ -49,10 +49,11 @@ Blocks pixel_blocks(const Conv2dParams& p, int64_t images, int64_t threads) {
   return balanced_blocks(p.out_pixels(), fit, kGemmColumnAlignment, images, threads);
 }
 
-// GEMM rows that cost about as much as making a column block: a column
-// element is one copy, a GEMM element one FMA, and the micro-kernel retires
-// many more FMAs than im2col moves elements.
-constexpr int64_t kIm2colCostRows = 8;
+// GEMM rows that cost about as much as one pass of copies over a column
+// block (making it, or packing it as the GEMM's B): a column element is one
+// copy, a GEMM element one FMA, and the micro-kernel retires several FMAs
+// for each element a copy moves. An estimate, which only tips close calls.
+constexpr int64_t kCopyCostRows = 8;
 
 // A group's output channels (rows of the forward's and the weight
 // gradient's GEMMs) cut into `parts` ranges of whole GEMM tiles.
@@ -77,18 +78,26 @@ ForwardSplit forward_split(const Conv2dParams& p, int64_t threads) {
   const ForwardSplit by_blocks{pixel_blocks(p, p.batch, threads), row_parts<T>(p, 1)};
   if (threads < 2 || by_blocks.rows.chunks() < threads) return by_blocks;
   const ForwardSplit by_rows{pixel_blocks(p, p.batch, /*threads=*/1), row_parts<T>(p, threads)};
-  // Padded GEMM elements (and column-block copies) per thread, times threads.
+  // Padded GEMM elements and copies per thread, times threads. Each thread
+  // packs its blocks as B; a block made for the row parts is made once, by
+  // all threads, and packed by each.
   const auto widest_block = [](const Blocks& b) { return ceil_div(b.chunks(), std::max<int64_t>(1, b.count)) * b.align; };
   const auto padded_rows = [&](int64_t parts) {
     const int64_t tile_rows = gemm_tile_rows<T>();
     return ceil_div(ceil_div(p.out_channels_per_group(), parts), tile_rows) * tile_rows;
   };
   const int64_t block_cost = ceil_div(p.batch * by_blocks.blocks.count, threads) * widest_block(by_blocks.blocks) *
-                             (padded_rows(1) + kIm2colCostRows) * threads;
+                             (padded_rows(1) + 2 * kCopyCostRows) * threads;
   const int64_t row_cost = p.batch * by_rows.blocks.count * widest_block(by_rows.blocks) *
-                           (padded_rows(threads) * threads + kIm2colCostRows);
+                           ((padded_rows(threads) + kCopyCostRows) * threads + kCopyCostRows);
   // Cutting rows synchronises the threads twice a block: it must win by 1/16.
   return 16 * row_cost < 15 * block_cost ? by_rows : by_blocks;
+}
+
+// The first input plane of group g of image n.
+template <typename T>
+const T* group_input(const T* input, const Conv2dParams& p, int64_t n, int64_t g) {
+  return input + (n * p.in_channels + g * p.in_channels_per_group()) * p.in_h * p.in_w;
 }
 
 // The column block of one image and group: the image itself for 1x1
@@ -140,7 +149,7 @@ std::vector<PackedA<T>> pack_weights(const T* weight, const Conv2dParams& p, con
 template <typename T>
 void im2col_forward(const T* input, const T* weight, const T* bias, T* output, const Conv2dParams& p,
                     bool relu) {
-  const int64_t cg = p.in_channels_per_group(), og = p.out_channels_per_group(), pixels = p.out_pixels();
+  const int64_t og = p.out_channels_per_group(), pixels = p.out_pixels();
   const ForwardSplit split = forward_split<T>(p, at::get_num_threads());
   const Blocks &blocks = split.blocks, &rows = split.rows;
   const std::vector<PackedA<T>> packed_weights = pack_weights(weight, p, rows);
@@ -154,14 +163,13 @@ void im2col_forward(const T* input, const T* weight, const T* bias, T* output, c
     }
     gemm<T>(packed_weights[g * rows.count + part], range.count, col, {out, pixels, 1}, bias != nullptr, relu);
   };
-  const auto group_input = [&](int64_t n, int64_t g) { return input + (n * p.in_channels + g * cg) * p.in_h * p.in_w; };
   std::vector<T> scratch;
   if (rows.count > 1) {
     for (int64_t unit = 0; unit < p.batch * blocks.count; ++unit) {
       const int64_t n = unit / blocks.count;
       const ItemRange range = blocks[unit % blocks.count];
       for (int64_t g = 0; g < p.groups; ++g) {
-        for_row_parts(group_input(n, g), range, rows, scratch, p,
+        for_row_parts(group_input(input, p, n, g), range, rows, scratch, p,
                       [&](int64_t part, MatrixRef<const T> col) { forward_part(n, g, range, part, col); });
       }
     }
@@ -173,7 +181,7 @@ void im2col_forward(const T* input, const T* weight, const T* bias, T* output, c
     for (int64_t unit = begin; unit < end; ++unit) {
       const int64_t n = unit / blocks.count;
       const ItemRange range = blocks[unit % blocks.count];
-      for (int64_t g = 0; g < p.groups; ++g) forward_part(n, g, range, 0, columns_of(group_input(n, g), range, scratch, p));
+      for (int64_t g = 0; g < p.groups; ++g) forward_part(n, g, range, 0, columns_of(group_input(input, p, n, g), range, scratch, p));
     }
   });
 }
@@ -248,24 +256,23 @@ void weight_gradient_block(const T* grad_output, T* sum, const Conv2dParams& p, 
 
 template <typename T>
 void im2col_backward_weight(const T* grad_output, const T* input, T* grad_weight, const Conv2dParams& p) {
-  const int64_t cg = p.in_channels_per_group(), threads = at::get_num_threads();
-  const auto group_input = [&](int64_t n, int64_t g) { return input + (n * p.in_channels + g * cg) * p.in_h * p.in_w; };
+  const int64_t threads = at::get_num_threads();
   // Units (image, pixel block) summed in chunks, one per thread, with
   // private partial sums; but when the images hold fewer cache-sized blocks
   // than there are threads (deep layers at batch 1), blocks cut smaller for
   // the threads would each make a whole dW (9 MiB at 512 channels) to be
   // summed, so the threads split dW's rows instead, each summing every unit
-  // in order as one thread would.
+  // in order as one thread would; where dW has a row tile for every thread.
   const Blocks whole_blocks = pixel_blocks(p, p.batch, /*threads=*/1);
-  const Blocks rows = row_parts<T>(p, std::min(threads, row_parts<T>(p, 1).chunks()));
+  const Blocks rows = row_parts<T>(p, threads);
   const int64_t whole_units = p.batch * whole_blocks.count;
-  if (whole_units > 0 && whole_units < threads && rows.count > 1) {
+  if (whole_units > 0 && whole_units < threads && threads > 1 && rows.chunks() >= threads) {
     std::vector<T> scratch;
     for (int64_t unit = 0; unit < whole_units; ++unit) {
       const int64_t n = unit / whole_blocks.count;
       const ItemRange range = whole_blocks[unit % whole_blocks.count];
       for (int64_t g = 0; g < p.groups; ++g) {
-        for_row_parts(group_input(n, g), range, rows, scratch, p, [&](int64_t part, MatrixRef<const T> col) {
+        for_row_parts(group_input(input, p, n, g), range, rows, scratch, p, [&](int64_t part, MatrixRef<const T> col) {
           weight_gradient_block(grad_output, grad_weight, p, n, g, range, rows[part], col, unit > 0);
         });
       }
@@ -282,7 +289,7 @@ void im2col_backward_weight(const T* grad_output, const T* input, T* grad_weight
       const ItemRange range = blocks[unit % blocks.count];
       for (int64_t g = 0; g < p.groups; ++g) {
         weight_gradient_block(grad_output, sum, p, n, g, range, all_rows,
-                              columns_of(group_input(n, g), range, scratch, p), unit != unit_begin);
+                              columns_of(group_input(input, p, n, g), range, scratch, p), unit != unit_begin);
       }
     }
   });

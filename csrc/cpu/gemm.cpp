@@ -232,8 +232,6 @@ static_assert(kGemmColumnAlignment % 32 == 0, "column blocks must hold whole til
 // A is packed whole, once for every column block, up to this many elements.
 constexpr int64_t kPackAllAMax = int64_t(1) << 20;
 
-// Elements of slack after each packed buffer, for transpose_8x8's wide stores.
-constexpr int64_t kPackSlack = 8;
 
 // The K block: K cut into equal blocks of at most kc (288 = 256 + 32 would
 // waste a pass over C on a 32-step block). pack_whole_a and gemm_blocks must
@@ -258,9 +256,9 @@ int64_t padded_rows(int64_t m) {
 // becomes dst column r, dst row q being 8 floats at dst + q * dst_stride.
 // Rows past `rows` read as zero. Stores are 8 wide even when the caller only
 // needs fewer lanes per row (pack_a's 6-row panels): each row's spare lanes
-// are overwritten by the next row (pack_panel leaves a panel's last row to
-// its scalar loop, so that no store crosses into another panel, which
-// another thread may be packing), and the buffers keep 8 floats of slack.
+// are overwritten by the next row, and pack_panel leaves a narrow panel's
+// last row to its scalar loop, so that no store leaves the panel (into the
+// next one, which another thread may be packing, or past the buffer).
 FASTCONV_TARGET_AVX2 void transpose_8x8(const float* src, int64_t stride, int64_t rows, float* dst,
                                          int64_t dst_stride) {
   __m256 r[8];
@@ -397,8 +395,8 @@ void gemm_blocks(int64_t m, int64_t n, int64_t k, const T* packed_whole_a, const
   const int64_t kc_max = k_block<T>(k), m_padded = padded_rows<T>(m);
   // Per-thread scratch, reused across calls (callers run gemm inside parallel_for).
   thread_local std::vector<T> packed_a, packed_b;
-  if (packed_whole_a == nullptr) packed_a.resize(kern.mc * kc_max + kPackSlack);
-  packed_b.resize(kern.nc * kc_max + kPackSlack);
+  if (packed_whole_a == nullptr) packed_a.resize(kern.mc * kc_max);
+  packed_b.resize(kern.nc * kc_max);
 
   for (int64_t jc = 0; jc < n; jc += kern.nc) {
     const int64_t nc = std::min(kern.nc, n - jc);
@@ -439,7 +437,7 @@ void gemm_blocks(int64_t m, int64_t n, int64_t k, const T* packed_whole_a, const
 
 template <typename T>
 PackedA<T>::PackedA(int64_t m, int64_t k, MatrixRef<const T> a)
-    : m_(m), k_(k), data_(padded_rows<T>(m) * k + kPackSlack) {
+    : m_(m), k_(k), data_(padded_rows<T>(m) * k) {
   pack_whole_a(m, k, a, data_.get());
 }
 

@@ -2,7 +2,9 @@
 // C = (accumulate ? C : 0) + A * B, where every matrix is addressed through a
 // row and a column stride, so transposed operands cost nothing extra (the
 // packing step reads them in whatever order they are stored). Callers
-// parallelise above it (over images and blocks of their output pixels).
+// parallelise above it (over images and blocks of their output pixels, or
+// ranges of output channels); only packing a whole A (PackedA) runs on every
+// thread.
 #pragma once
 
 #include <cstdint>
@@ -39,8 +41,8 @@ struct MatrixRef {
 template <typename T>
 class PackedA {
  public:
-  // An empty matrix, to be assigned: lets threads pack the elements of a
-  // vector of them in parallel.
+  // An empty matrix, to be assigned: a vector of them can be sized first
+  // and its elements packed afterwards, in parallel or in any order.
   PackedA() : m_(0), k_(0) {}
   PackedA(int64_t m, int64_t k, MatrixRef<const T> a);
   int64_t rows() const { return m_; }

@@ -7,11 +7,19 @@
 // processes and 7-8 ms in others. From the cache, the pages stay mapped.
 #pragma once
 
+#include <c10/core/Allocator.h>
+
+#include <cstddef>
 #include <cstdint>
 
-#include "../ops/output_buffers.h"
-
 namespace fastconv {
+
+// `bytes` of uninitialised CPU memory, from the output cache when it is
+// large enough to be kept there, else from torch's CPU allocator; it goes
+// back when the DataPtr is released. Defined beside the cache, in
+// csrc/ops/output_buffers.cpp.
+c10::DataPtr cpu_scratch_memory(size_t bytes);
+
 namespace cpu {
 
 template <typename T>

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "../common/read_number_file.h"
+#include "../cpu/scratch.h"
 
 namespace fastconv {
 namespace {

@@ -1,6 +1,6 @@
 // Outputs of the CPU ops (ReLU, dropout, max pooling; the convolutions'
 // outputs and input gradients), and the CPU kernels' large scratch of one
-// call (cpu_scratch_memory), without the page-fault cost of a large fresh
+// call (cpu_scratch_memory, declared in csrc/cpu/scratch.h), without the page-fault cost of a large fresh
 // allocation.
 //
 // A tensor above glibc's largest mmap threshold (32 MiB) is mmapped afresh on
@@ -32,7 +32,6 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
-#include <c10/core/Allocator.h>
 
 namespace fastconv {
 
@@ -55,10 +54,5 @@ at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options,
 // at::empty_like(like, format) with the allocation above: Preserve keeps a
 // dense input's strides and otherwise takes its suggested memory format.
 at::Tensor empty_output_like(const at::Tensor& like, at::MemoryFormat format = at::MemoryFormat::Preserve);
-
-// `bytes` of uninitialised CPU memory with the allocation above, for the CPU
-// kernels' large scratch of one call (csrc/cpu/scratch.h); back to the cache
-// when the DataPtr is released.
-c10::DataPtr cpu_scratch_memory(size_t bytes);
 
 }  // namespace fastconv
