@@ -366,7 +366,8 @@ EDGE_LAYERS = {
     "many_pixels_batch1": dict(x=(1, 3, 70, 61), w=(10, 3, 3, 3), bias=True),
     # 70 pixels are 3 column tiles, which 2 threads could only split 1 + 2: the forward cuts the
     # 70 output channels instead, into two ranges of whole row tiles, the second ending on a
-    # partial tile (as the weight gradient does whenever an image is one pixel block)
+    # partial tile (as the weight gradient does when an image is one pixel block and every
+    # thread gets a row tile)
     "deep_few_pixels_batch1": dict(x=(1, 72, 7, 10), w=(70, 72, 3, 3), padding=1, bias=True),
     "deep_few_pixels_groups_batch1": dict(x=(1, 144, 7, 10), w=(140, 72, 3, 3), padding=1, groups=2, bias=True),
 }

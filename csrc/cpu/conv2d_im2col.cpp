@@ -78,18 +78,15 @@ ForwardSplit forward_split(const Conv2dParams& p, int64_t threads) {
   const ForwardSplit by_blocks{pixel_blocks(p, p.batch, threads), row_parts<T>(p, 1)};
   if (threads < 2 || by_blocks.rows.chunks() < threads) return by_blocks;
   const ForwardSplit by_rows{pixel_blocks(p, p.batch, /*threads=*/1), row_parts<T>(p, threads)};
-  // Padded GEMM elements and copies per thread, times threads. Each thread
-  // packs its blocks as B; a block made for the row parts is made once, by
-  // all threads, and packed by each.
-  const auto widest_block = [](const Blocks& b) { return ceil_div(b.chunks(), std::max<int64_t>(1, b.count)) * b.align; };
-  const auto padded_rows = [&](int64_t parts) {
-    const int64_t tile_rows = gemm_tile_rows<T>();
-    return ceil_div(ceil_div(p.out_channels_per_group(), parts), tile_rows) * tile_rows;
-  };
-  const int64_t block_cost = ceil_div(p.batch * by_blocks.blocks.count, threads) * widest_block(by_blocks.blocks) *
-                             (padded_rows(1) + 2 * kCopyCostRows) * threads;
-  const int64_t row_cost = p.batch * by_rows.blocks.count * widest_block(by_rows.blocks) *
-                           ((padded_rows(threads) + kCopyCostRows) * threads + kCopyCostRows);
+  // Padded GEMM elements and copies per thread, times threads, with the
+  // widest pixel block and row part. Each thread packs its blocks as B; a
+  // block made for the row parts is made once, by all threads, and packed
+  // by each.
+  const auto widest = [](const Blocks& b) { return ceil_div(b.chunks(), std::max<int64_t>(1, b.count)) * b.align; };
+  const int64_t block_cost = ceil_div(p.batch * by_blocks.blocks.count, threads) * widest(by_blocks.blocks) *
+                             (widest(by_blocks.rows) + 2 * kCopyCostRows) * threads;
+  const int64_t row_cost = p.batch * by_rows.blocks.count * widest(by_rows.blocks) *
+                           ((widest(by_rows.rows) + kCopyCostRows) * threads + kCopyCostRows);
   // Cutting rows synchronises the threads twice a block: it must win by 1/16.
   return 16 * row_cost < 15 * block_cost ? by_rows : by_blocks;
 }
@@ -117,17 +114,25 @@ MatrixRef<const T> columns_of(const T* group_input, ItemRange range, std::vector
   return {scratch.data(), range.count, 1};
 }
 
-// Runs body(part, col) for every row part, on every thread, with the column
-// block of one image, group and pixel range made once and shared: the split
-// by output rows serves units too few for the threads, so the threads make
-// the block together first.
+// Runs body(unit, n, g, range, part, col) for every (image, pixel block)
+// unit in order, every group and every row part, the row parts of each on
+// every thread: the split by output rows serves units too few for the
+// threads, so the threads make each column block together first (col) and
+// share it.
 template <typename T, typename F>
-void for_row_parts(const T* group_input, ItemRange range, const Blocks& rows, std::vector<T>& scratch,
-                   const Conv2dParams& p, const F& body) {
-  const MatrixRef<const T> col = columns_of(group_input, range, scratch, p);
-  at::parallel_for(0, rows.count, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t part = begin; part < end; ++part) body(part, col);
-  });
+void for_units_by_row_parts(const T* input, const Conv2dParams& p, const Blocks& blocks, const Blocks& rows,
+                            const F& body) {
+  std::vector<T> scratch;
+  for (int64_t unit = 0; unit < p.batch * blocks.count; ++unit) {
+    const int64_t n = unit / blocks.count;
+    const ItemRange range = blocks[unit % blocks.count];
+    for (int64_t g = 0; g < p.groups; ++g) {
+      const MatrixRef<const T> col = columns_of(group_input(input, p, n, g), range, scratch, p);
+      at::parallel_for(0, rows.count, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t part = begin; part < end; ++part) body(unit, n, g, range, part, col);
+      });
+    }
+  }
 }
 
 // W_g's rows of every group and row part, packed once, in that order.
@@ -138,7 +143,8 @@ std::vector<PackedA<T>> pack_weights(const T* weight, const Conv2dParams& p, con
   for (int64_t g = 0; g < p.groups; ++g) {
     for (int64_t part = 0; part < rows.count; ++part) {
       const ItemRange r = rows[part];
-      packed[g * rows.count + part] = PackedA<T>(r.count, kp, MatrixRef<const T>{weight + (g * og + r.begin) * kp, kp, 1});
+      const MatrixRef<const T> part_weight{weight + (g * og + r.begin) * kp, kp, 1};
+      packed[g * rows.count + part] = PackedA<T>(r.count, kp, part_weight);
     }
   }
   return packed;
@@ -163,16 +169,11 @@ void im2col_forward(const T* input, const T* weight, const T* bias, T* output, c
     }
     gemm<T>(packed_weights[g * rows.count + part], range.count, col, {out, pixels, 1}, bias != nullptr, relu);
   };
-  std::vector<T> scratch;
   if (rows.count > 1) {
-    for (int64_t unit = 0; unit < p.batch * blocks.count; ++unit) {
-      const int64_t n = unit / blocks.count;
-      const ItemRange range = blocks[unit % blocks.count];
-      for (int64_t g = 0; g < p.groups; ++g) {
-        for_row_parts(group_input(input, p, n, g), range, rows, scratch, p,
-                      [&](int64_t part, MatrixRef<const T> col) { forward_part(n, g, range, part, col); });
-      }
-    }
+    for_units_by_row_parts(input, p, blocks, rows,
+                           [&](int64_t, int64_t n, int64_t g, ItemRange range, int64_t part, MatrixRef<const T> col) {
+                             forward_part(n, g, range, part, col);
+                           });
     return;
   }
   // Units (image, pixel block) write disjoint output columns.
@@ -181,7 +182,9 @@ void im2col_forward(const T* input, const T* weight, const T* bias, T* output, c
     for (int64_t unit = begin; unit < end; ++unit) {
       const int64_t n = unit / blocks.count;
       const ItemRange range = blocks[unit % blocks.count];
-      for (int64_t g = 0; g < p.groups; ++g) forward_part(n, g, range, 0, columns_of(group_input(input, p, n, g), range, scratch, p));
+      for (int64_t g = 0; g < p.groups; ++g) {
+        forward_part(n, g, range, 0, columns_of(group_input(input, p, n, g), range, scratch, p));
+      }
     }
   });
 }
@@ -267,16 +270,11 @@ void im2col_backward_weight(const T* grad_output, const T* input, T* grad_weight
   const Blocks rows = row_parts<T>(p, threads);
   const int64_t whole_units = p.batch * whole_blocks.count;
   if (whole_units > 0 && whole_units < threads && threads > 1 && rows.chunks() >= threads) {
-    std::vector<T> scratch;
-    for (int64_t unit = 0; unit < whole_units; ++unit) {
-      const int64_t n = unit / whole_blocks.count;
-      const ItemRange range = whole_blocks[unit % whole_blocks.count];
-      for (int64_t g = 0; g < p.groups; ++g) {
-        for_row_parts(group_input(input, p, n, g), range, rows, scratch, p, [&](int64_t part, MatrixRef<const T> col) {
-          weight_gradient_block(grad_output, grad_weight, p, n, g, range, rows[part], col, unit > 0);
-        });
-      }
-    }
+    const auto part_gradient = [&](int64_t unit, int64_t n, int64_t g, ItemRange range, int64_t part,
+                                   MatrixRef<const T> col) {
+      weight_gradient_block(grad_output, grad_weight, p, n, g, range, rows[part], col, unit > 0);
+    };
+    for_units_by_row_parts(input, p, whole_blocks, rows, part_gradient);
     return;
   }
   const Blocks blocks = pixel_blocks(p, p.batch, threads);

@@ -1,7 +1,7 @@
 // Outputs of the CPU ops (ReLU, dropout, max pooling; the convolutions'
 // outputs and input gradients), and the CPU kernels' large scratch of one
-// call (cpu_scratch_memory, declared in csrc/cpu/scratch.h), without the page-fault cost of a large fresh
-// allocation.
+// call (cpu_scratch_memory, declared in csrc/cpu/scratch.h), without the
+// page-fault cost of a large fresh allocation.
 //
 // A tensor above glibc's largest mmap threshold (32 MiB) is mmapped afresh on
 // every at::empty and unmapped on free, so each call pays a page fault per
