@@ -2,9 +2,9 @@
 // packed weights, transformed filters), taken from the CPU output cache
 // (csrc/ops/output_buffers.h). A buffer of a few MiB allocated afresh on
 // every call is mapped and faulted in page by page every time, depending on
-// glibc's moving mmap threshold: the Winograd weight gradient of a
-// 512-channel layer at batch 1 (two 17 MB buffers) took 16-20 ms in some
-// processes and 7-8 ms in others. From the cache, the pages stay mapped.
+// glibc's moving mmap threshold: the time of the Winograd weight gradient
+// of a 512-channel layer at batch 1 (two 17 MB buffers) varied from process
+// to process by a factor of two. From the cache, the pages stay mapped.
 #pragma once
 
 #include <c10/core/Allocator.h>
