@@ -157,11 +157,15 @@ def versions() -> Dict[str, object]:
 
 
 def slug(device: str, machine: Dict[str, object]) -> str:
-    """A file-name-safe name of the machine: the GPU's on cuda, else the CPU's and its threads."""
+    """A file-name-safe name of the machine: the GPU's on cuda, else the CPU's, the instruction set
+    fastconv's CPU kernels selected on it, and its threads ("amd-epyc-avx2-2t"). The instruction
+    set is part of the name because one CPU brand string (a cloud's "AMD EPYC") covers machines
+    with and without AVX-512, whose figures differ by more than any change we measure."""
     if device == "cuda" and machine.get("gpu"):
         name = str(machine["gpu"])
     else:
-        name = f"{machine['cpu']}-{machine['threads']}t"
+        isa = machine.get("cpu_isa_selected")
+        name = f"{machine['cpu']}-{isa}-{machine['threads']}t" if isa else f"{machine['cpu']}-{machine['threads']}t"
     name = re.sub(r"\((r|tm|c)\)|\bcpu\b|\bprocessor\b|@.*?ghz", "", name.lower())
     return re.sub(r"[^a-z0-9]+", "-", name).strip("-") or "unknown"
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import fastconv
-from bench import cases, model, ops, report, runner, schema, timing
+from bench import cases, machine, model, ops, report, runner, schema, timing
 from bench.__main__ import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,6 +44,18 @@ def test_run_writes_one_json_and_one_png_named_after_device_and_machine(relu_run
     _, files = relu_run
     assert [f.suffix for f in files] == [".json", ".png"]
     assert files[0].stem == files[1].stem and files[0].stem.startswith("cpu-")
+
+
+def test_cpu_file_names_carry_the_instruction_set(relu_run):
+    _, files = relu_run
+    ran_on = json.loads(files[0].read_text())["machine"]
+    assert ran_on["cpu_isa_selected"] == fastconv.build_info()["cpu_isa"]
+    assert files[0].stem.endswith(f"-{ran_on['cpu_isa_selected']}-1t")  # TINY runs one thread
+    # One brand string, two machine kinds: the file names must not collide.
+    epyc = {"cpu": "AMD EPYC", "threads": 2}
+    names = {machine.slug("cpu", dict(epyc, cpu_isa_selected=isa)) for isa in ("avx2", "avx512")}
+    assert names == {"amd-epyc-avx2-2t", "amd-epyc-avx512-2t"}
+    assert machine.slug("cuda", dict(epyc, gpu="NVIDIA H100 80GB HBM3")) == "nvidia-h100-80gb-hbm3"
 
 
 def test_json_follows_the_schema(relu_run):

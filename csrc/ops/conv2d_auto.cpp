@@ -15,7 +15,7 @@ namespace {
 // runs, is accurate enough and is faster, else im2col.
 //
 // im2col vs direct, measured on the C++ kernels (python -m bench,
-// bench/results/cpu-amd-epyc-2t.json, 2 threads, 3x3, fwd+bwd, batch 16): on
+// bench/results/cpu-amd-epyc-avx512-2t.json, 2 threads, 3x3, fwd+bwd, batch 16): on
 // the seed layers im2col + GEMM is 2-12x faster than direct, because the GEMM
 // reuses every loaded value many times; depthwise convolutions have nothing to
 // reuse there, and direct wins (32 ch @74: 6.2 vs 14.9 ms; 128 ch @36: 7.8 vs
