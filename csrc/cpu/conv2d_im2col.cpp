@@ -163,11 +163,8 @@ void im2col_forward(const T* input, const T* weight, const T* bias, T* output, c
   const auto forward_part = [&](int64_t n, int64_t g, ItemRange range, int64_t part, MatrixRef<const T> col) {
     const ItemRange row_range = rows[part];
     T* out = output + (n * p.out_channels + g * og + row_range.begin) * pixels + range.begin;
-    if (bias != nullptr) {
-      const T* part_bias = bias + g * og + row_range.begin;
-      for (int64_t oc = 0; oc < row_range.count; ++oc) std::fill_n(out + oc * pixels, range.count, part_bias[oc]);
-    }
-    gemm<T>(packed_weights[g * rows.count + part], range.count, col, {out, pixels, 1}, bias != nullptr, relu);
+    const T* part_bias = bias != nullptr ? bias + g * og + row_range.begin : nullptr;
+    gemm<T>(packed_weights[g * rows.count + part], range.count, col, {out, pixels, 1}, false, relu, part_bias);
   };
   if (rows.count > 1) {
     for_units_by_row_parts(input, p, blocks, rows,

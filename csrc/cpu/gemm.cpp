@@ -31,14 +31,26 @@ inline T epilogue(T v, bool relu) {
   return relu && v < T(0) ? T(0) : v;
 }
 
+// What a tile's row r adds its product to: C's element `out` when `add`,
+// else the row's bias, else zero.
+template <typename T>
+inline T start(const T* out, bool add, const T* bias, int64_t r) {
+  return add ? *out : bias != nullptr ? bias[r] : T(0);
+}
+
 // Every micro-kernel computes one full MR x NR tile of C (row r at
 // c + r * rs, unit column stride): tile = A panel * B panel over kc steps,
-// C = (add ? C : 0) + tile, clamped by ReLU when `relu`.
+// C = (add ? C : bias ? bias[r] : 0) + tile, clamped by ReLU when `relu`.
+// The bias comes in at the store, so that a convolution's output is not
+// first filled with it and then read back: a pass over C each, as costly as
+// the GEMM itself when K is small (3 input channels: K = 27).
 template <typename T>
-using MicroKernel = void (*)(int64_t kc, const T* a, const T* b, T* c, int64_t rs, bool add, bool relu);
+using MicroKernel = void (*)(int64_t kc, const T* a, const T* b, T* c, int64_t rs, bool add, const T* bias,
+                             bool relu);
 
 template <typename T, int64_t kMr, int64_t kNr>
-void micro_kernel_portable(int64_t kc, const T* a, const T* b, T* c, int64_t rs, bool add, bool relu) {
+void micro_kernel_portable(int64_t kc, const T* a, const T* b, T* c, int64_t rs, bool add, const T* bias,
+                           bool relu) {
   T acc[kMr][kNr] = {};
   for (int64_t p = 0; p < kc; ++p) {
     for (int64_t i = 0; i < kMr; ++i) {
@@ -49,7 +61,7 @@ void micro_kernel_portable(int64_t kc, const T* a, const T* b, T* c, int64_t rs,
     b += kNr;
   }
   for (int64_t i = 0; i < kMr; ++i)
-    for (int64_t j = 0; j < kNr; ++j) c[i * rs + j] = epilogue((add ? c[i * rs + j] : T(0)) + acc[i][j], relu);
+    for (int64_t j = 0; j < kNr; ++j) c[i * rs + j] = epilogue(start(c + i * rs + j, add, bias, i) + acc[i][j], relu);
 }
 
 #if defined(FASTCONV_CPU_X86)
@@ -134,7 +146,8 @@ struct Avx512<double> {
 // than embedded ({1to16}) in both.
 #define FASTCONV_DEFINE_SIMD_MICRO_KERNEL(NAME, TARGET)                                                  \
   template <typename V, int64_t kMr, int64_t kVecs, typename T>                                           \
-  TARGET void NAME(int64_t kc, const T* a, const T* b, T* c, int64_t rs, bool add, bool relu) {          \
+  TARGET void NAME(int64_t kc, const T* a, const T* b, T* c, int64_t rs, bool add, const T* bias,        \
+                   bool relu) {                                                                          \
     using Vec = typename V::Vec;                                                                          \
     constexpr int64_t lanes = V::kLanes;                                                                  \
     Vec acc[kMr][kVecs];                                                                                  \
@@ -155,7 +168,11 @@ struct Avx512<double> {
       _Pragma("GCC unroll 2") for (int64_t v = 0; v < kVecs; ++v) {                                       \
         T* out = c + i * rs + v * lanes;                                                                  \
         Vec x = acc[i][v];                                                                                \
-        if (add) x = V::add(V::load(out), x);                                                             \
+        if (add) {                                                                                        \
+          x = V::add(V::load(out), x);                                                                    \
+        } else if (bias != nullptr) {                                                                     \
+          x = V::add(V::broadcast(bias + i), x);                                                          \
+        }                                                                                                 \
         if (relu) x = V::relu(x);                                                                         \
         V::store(out, x);                                                                                 \
       }                                                                                                   \
@@ -278,6 +295,19 @@ FASTCONV_TARGET_AVX2 void transpose_8x8(const float* src, int64_t stride, int64_
       _mm256_permute2f128_ps(u2, u6, 0x31), _mm256_permute2f128_ps(u3, u7, 0x31)};
   for (int64_t q = 0; q < 8; ++q) _mm256_storeu_ps(dst + q * dst_stride, out[q]);
 }
+
+// Copies `count` rows of `bytes` bytes (a multiple of 32), `step` bytes
+// apart, into consecutive rows: a B panel's steps. A row is 64 or 128
+// bytes, where a call to memmove for each cost more than the copy (14% of
+// a 3-channel convolution's forward).
+FASTCONV_TARGET_AVX2 void copy_rows_avx2(const char* src, int64_t step, int64_t count, int64_t bytes, char* dst) {
+  for (int64_t p = 0; p < count; ++p, src += step, dst += bytes) {
+    for (int64_t i = 0; i < bytes; i += 32) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i),
+                          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i)));
+    }
+  }
+}
 #endif
 
 // Copies `lanes` (<= width) elements of each of `count` steps into panels
@@ -290,6 +320,11 @@ void pack_panel(const T* src, int64_t step, int64_t lane, int64_t count, int64_t
                 T* panel) {
   int64_t p = 0;
 #if defined(FASTCONV_CPU_X86)
+  if (lane == 1 && lanes == width && width * int64_t(sizeof(T)) % 32 == 0 && cpu_isa() >= CpuIsa::kAvx2) {
+    copy_rows_avx2(reinterpret_cast<const char*>(src), step * int64_t(sizeof(T)), count, width * int64_t(sizeof(T)),
+                   reinterpret_cast<char*>(panel));
+    return;
+  }
   if constexpr (std::is_same_v<T, float>) {
     if (step == 1 && lane != 1 && cpu_isa() >= CpuIsa::kAvx2) {
       // A narrow panel's last step stays with the scalar loop (and so the
@@ -345,14 +380,14 @@ void pack_b(int64_t kc, int64_t nc, const MatrixRef<const T>& b, T* packed) {
 // corner goes into C.
 template <typename T>
 void edge_tile(int64_t kc, const T* a, const T* b, int64_t rows, int64_t cols, const MatrixRef<T>& c, bool add,
-               bool relu) {
+               const T* bias, bool relu) {
   const Kernel<T>& kern = kernel<T>();
   alignas(64) T tile[kMaxTileElements];
-  (2 * cols <= kern.nr ? kern.half_tile : kern.tile)(kc, a, b, tile, kern.nr, false, false);
+  (2 * cols <= kern.nr ? kern.half_tile : kern.tile)(kc, a, b, tile, kern.nr, false, nullptr, false);
   for (int64_t i = 0; i < rows; ++i)
     for (int64_t j = 0; j < cols; ++j) {
       T& out = c.at(i, j);
-      out = epilogue((add ? out : T(0)) + tile[i * kern.nr + j], relu);
+      out = epilogue(start(&out, add, bias, i) + tile[i * kern.nr + j], relu);
     }
 }
 
@@ -380,16 +415,18 @@ void pack_whole_a(int64_t m, int64_t k, const MatrixRef<const T>& a, T* packed) 
 }
 
 // The blocked loops. A comes either packed whole (`packed_whole_a`, from
-// pack_whole_a) or from `a`, packed one MC x KC block at a time.
+// pack_whole_a) or from `a`, packed one MC x KC block at a time. `bias`
+// (one per row of C, or null) starts the first K block's tiles unless they
+// accumulate.
 template <typename T>
 void gemm_blocks(int64_t m, int64_t n, int64_t k, const T* packed_whole_a, const MatrixRef<const T>& a,
-                 const MatrixRef<const T>& b, const MatrixRef<T>& c, bool accumulate, bool relu) {
+                 const MatrixRef<const T>& b, const MatrixRef<T>& c, bool accumulate, const T* bias, bool relu) {
   const Kernel<T>& kern = kernel<T>();
   const int64_t mr = kern.mr, nr = kern.nr;
   if (m <= 0 || n <= 0) return;
   if (k <= 0) {
     for (int64_t i = 0; i < m; ++i)
-      for (int64_t j = 0; j < n; ++j) c.at(i, j) = epilogue(accumulate ? c.at(i, j) : T(0), relu);
+      for (int64_t j = 0; j < n; ++j) c.at(i, j) = epilogue(start(&c.at(i, j), accumulate, bias, i), relu);
     return;
   }
   const int64_t kc_max = k_block<T>(k), m_padded = padded_rows<T>(m);
@@ -420,11 +457,12 @@ void gemm_blocks(int64_t m, int64_t n, int64_t k, const T* packed_whole_a, const
             const int64_t rows = std::min(mr, mc - ir);
             const T* a_panel = a_block + ir * kc;
             T* dst = &c.at(ic + ir, jc + jr);
+            const T* tile_bias = bias != nullptr ? bias + ic + ir : nullptr;
             if (rows == mr && cols == nr && c.col_stride == 1) {
-              kern.tile(kc, a_panel, b_panel, dst, c.row_stride, add, clamp);
+              kern.tile(kc, a_panel, b_panel, dst, c.row_stride, add, tile_bias, clamp);
             } else {
               edge_tile(kc, a_panel, b_panel, rows, cols, MatrixRef<T>{dst, c.row_stride, c.col_stride}, add,
-                        clamp);
+                        tile_bias, clamp);
             }
           }
         }
@@ -442,8 +480,10 @@ PackedA<T>::PackedA(int64_t m, int64_t k, MatrixRef<const T> a)
 }
 
 template <typename T>
-void gemm(const PackedA<T>& a, int64_t n, MatrixRef<const T> b, MatrixRef<T> c, bool accumulate, bool relu) {
-  gemm_blocks(a.rows(), n, a.depth(), a.data(), MatrixRef<const T>{nullptr, 0, 0}, b, c, accumulate, relu);
+void gemm(const PackedA<T>& a, int64_t n, MatrixRef<const T> b, MatrixRef<T> c, bool accumulate, bool relu,
+          const T* row_bias) {
+  gemm_blocks(a.rows(), n, a.depth(), a.data(), MatrixRef<const T>{nullptr, 0, 0}, b, c, accumulate, row_bias,
+              relu);
 }
 
 template <typename T>
@@ -455,7 +495,7 @@ void gemm(int64_t m, int64_t n, int64_t k, MatrixRef<const T> a, MatrixRef<const
   if (n > kernel<T>().nc && k > 0 && padded_rows<T>(m) * k <= kPackAllAMax) {
     return gemm(PackedA<T>(m, k, a), n, b, c, accumulate, relu);
   }
-  gemm_blocks(m, n, k, static_cast<const T*>(nullptr), a, b, c, accumulate, relu);
+  gemm_blocks(m, n, k, static_cast<const T*>(nullptr), a, b, c, accumulate, static_cast<const T*>(nullptr), relu);
 }
 
 template <typename T>
@@ -467,9 +507,10 @@ template int64_t gemm_tile_rows<float>();
 template int64_t gemm_tile_rows<double>();
 template class PackedA<float>;
 template class PackedA<double>;
-template void gemm<float>(const PackedA<float>&, int64_t, MatrixRef<const float>, MatrixRef<float>, bool, bool);
+template void gemm<float>(const PackedA<float>&, int64_t, MatrixRef<const float>, MatrixRef<float>, bool, bool,
+                          const float*);
 template void gemm<double>(const PackedA<double>&, int64_t, MatrixRef<const double>, MatrixRef<double>, bool,
-                           bool);
+                           bool, const double*);
 template void gemm<float>(int64_t, int64_t, int64_t, MatrixRef<const float>, MatrixRef<const float>,
                           MatrixRef<float>, bool, bool);
 template void gemm<double>(int64_t, int64_t, int64_t, MatrixRef<const double>, MatrixRef<const double>,

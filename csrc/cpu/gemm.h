@@ -56,10 +56,12 @@ class PackedA {
   Scratch<T> data_;
 };
 
-// C[m x n] (+)= A[m x k] * B[k x n] with A packed beforehand.
+// C[m x n] (+)= A[m x k] * B[k x n] with A packed beforehand. Unless
+// `accumulate`, a `row_bias` (m values) starts each row of C, added as the
+// tiles are stored: C = row_bias + A * B without a pass that fills C first.
 template <typename T>
 void gemm(const PackedA<T>& a, int64_t n, MatrixRef<const T> b, MatrixRef<T> c, bool accumulate,
-          bool relu = false);
+          bool relu = false, const T* row_bias = nullptr);
 
 // C[m x n] (+)= A[m x k] * B[k x n], then, with `relu`, C = relu(C) (torch's:
 // NaN passes), applied to each register tile as it is stored after its last
