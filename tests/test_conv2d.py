@@ -355,7 +355,7 @@ def _run_with_env(python_args: list, **env: str) -> str:
 # tile (6 x 16, 8 x 32 floats; 6 x 8, 8 x 16 doubles) nor of the column
 # alignment: forward M = 37 output channels, N = pixels, K = patch 19 * 9;
 # input gradient M = the patch rows of a channel range; weight gradient N =
-# the patch, K = pixels. With bias the forward GEMM accumulates into C.
+# the patch, K = pixels. With bias the forward GEMM adds it to each tile it stores.
 # Batch 1 splits each image over the threads.
 EDGE_LAYERS = {
     "odd_batch1": dict(x=(1, 19, 23, 21), w=(37, 19, 3, 3), padding=1, bias=True),

@@ -34,7 +34,7 @@ inline T epilogue(T v, bool relu) {
 // What a tile's row r adds its product to: C's element `out` when `add`,
 // else the row's bias, else zero.
 template <typename T>
-inline T start(const T* out, bool add, const T* bias, int64_t r) {
+inline T tile_base(const T* out, bool add, const T* bias, int64_t r) {
   return add ? *out : bias != nullptr ? bias[r] : T(0);
 }
 
@@ -61,7 +61,7 @@ void micro_kernel_portable(int64_t kc, const T* a, const T* b, T* c, int64_t rs,
     b += kNr;
   }
   for (int64_t i = 0; i < kMr; ++i)
-    for (int64_t j = 0; j < kNr; ++j) c[i * rs + j] = epilogue(start(c + i * rs + j, add, bias, i) + acc[i][j], relu);
+    for (int64_t j = 0; j < kNr; ++j) c[i * rs + j] = epilogue(tile_base(c + i * rs + j, add, bias, i) + acc[i][j], relu);
 }
 
 #if defined(FASTCONV_CPU_X86)
@@ -297,9 +297,10 @@ FASTCONV_TARGET_AVX2 void transpose_8x8(const float* src, int64_t stride, int64_
 }
 
 // Copies `count` rows of `bytes` bytes (a multiple of 32), `src_step` bytes
-// apart, to rows `dst_step` bytes apart: a B panel's steps, or one row of B
-// into every panel. A row is 64 or 128 bytes, where a call to memmove for
-// each cost more than the copy (14% of a 3-channel convolution's forward).
+// apart, to rows `dst_step` bytes apart: the steps of a panel of A or B, or
+// one row of B into every panel. Rows are 32 to 128 bytes, where a call to
+// memmove for each cost more than the copy (14% of a 3-channel
+// convolution's forward).
 FASTCONV_TARGET_AVX2 void copy_rows_avx2(const char* src, int64_t src_step, int64_t count, int64_t bytes, char* dst,
                                          int64_t dst_step) {
   for (int64_t p = 0; p < count; ++p, src += src_step, dst += dst_step) {
@@ -371,11 +372,11 @@ void pack_b(int64_t kc, int64_t nc, const MatrixRef<const T>& b, T* packed) {
   int64_t j0 = 0;
 #if defined(FASTCONV_CPU_X86)
   // A row-major B goes row by row across its whole panels, reading each row
-  // front to back. Panel by panel, the copy took 64 bytes from each of K rows
-  // (32 output channels of an input gradient's dY, 87 KB apart) and ran at
-  // a fraction of the bandwidth the same bytes take in order.
+  // front to back. Panel by panel, the copy took one panel's width from each
+  // of K rows far apart (an input gradient's dY: one row per output channel)
+  // and ran at a fraction of the bandwidth the same bytes take in order.
   const int64_t row_bytes = nr * int64_t(sizeof(T));
-  if (b.col_stride == 1 && row_bytes % 32 == 0 && cpu_isa() >= CpuIsa::kAvx2) {
+  if (b.col_stride == 1 && nc >= nr && row_bytes % 32 == 0 && cpu_isa() >= CpuIsa::kAvx2) {
     const int64_t whole = nc / nr;
     for (int64_t p = 0; p < kc; ++p) {
       copy_rows_avx2(reinterpret_cast<const char*>(&b.at(p, 0)), row_bytes, whole, row_bytes,
@@ -404,7 +405,7 @@ void edge_tile(int64_t kc, const T* a, const T* b, int64_t rows, int64_t cols, c
   for (int64_t i = 0; i < rows; ++i)
     for (int64_t j = 0; j < cols; ++j) {
       T& out = c.at(i, j);
-      out = epilogue(start(&out, add, bias, i) + tile[i * kern.nr + j], relu);
+      out = epilogue(tile_base(&out, add, bias, i) + tile[i * kern.nr + j], relu);
     }
 }
 
@@ -443,7 +444,7 @@ void gemm_blocks(int64_t m, int64_t n, int64_t k, const T* packed_whole_a, const
   if (m <= 0 || n <= 0) return;
   if (k <= 0) {
     for (int64_t i = 0; i < m; ++i)
-      for (int64_t j = 0; j < n; ++j) c.at(i, j) = epilogue(start(&c.at(i, j), accumulate, bias, i), relu);
+      for (int64_t j = 0; j < n; ++j) c.at(i, j) = epilogue(tile_base(&c.at(i, j), accumulate, bias, i), relu);
     return;
   }
   const int64_t kc_max = k_block<T>(k), m_padded = padded_rows<T>(m);

@@ -1,5 +1,5 @@
 // Our own single-threaded, cache-blocked GEMM for the im2col convolution:
-// C = (accumulate ? C : 0) + A * B, where every matrix is addressed through a
+// C = (accumulate ? C : row bias or 0) + A * B, where every matrix is addressed through a
 // row and a column stride, so transposed operands cost nothing extra (the
 // packing step reads them in whatever order they are stored). Callers
 // parallelise above it (over images and blocks of their output pixels, or
