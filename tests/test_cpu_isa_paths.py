@@ -22,17 +22,21 @@ ISAS = {isa: needs <= cpu_flags() for isa, needs in CPU_ISA_FLAGS.items()}
 
 @pytest.fixture(scope="module")
 def outputs(tmp_path_factory):
-    """Each available path's outputs, keyed by path name."""
-    results = {}
+    """Each available path's outputs, keyed by path name. The processes run side by side."""
+    runs = {}
     for isa, available in ISAS.items():
         if not available:
             continue
         path = tmp_path_factory.mktemp(isa) / "out.npz"
         env = dict(os.environ, FASTCONV_CPU_ISA=isa, PYTHONPATH=os.pathsep.join([str(HERE.parent), str(HERE)]))
-        run = subprocess.run([sys.executable, str(HERE / "cpu_isa_outputs.py"), str(path)], env=env,
-                             capture_output=True, text=True, cwd=HERE.parent)
-        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-        assert f"cpu_isa {isa}" in run.stdout, "the switch took effect"
+        process = subprocess.Popen([sys.executable, str(HERE / "cpu_isa_outputs.py"), str(path)], env=env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=HERE.parent)
+        runs[isa] = (process, path)
+    results = {}
+    for isa, (process, path) in runs.items():
+        stdout, stderr = process.communicate()
+        assert process.returncode == 0, stdout[-3000:] + stderr[-3000:]
+        assert f"cpu_isa {isa}" in stdout, "the switch took effect"
         with np.load(path) as data:
             results[isa] = dict(data)
     return results

@@ -15,19 +15,30 @@ CXX = shutil.which("g++") or shutil.which("c++")
 pytestmark = pytest.mark.skipif(CXX is None, reason="needs a C++ compiler")
 
 
-def _build(tmp_path_factory, source, name):
+COMPILE = [CXX, "-std=c++17", "-O2", "-pthread", f"-I{ROOT / 'csrc'}"]
+
+
+@pytest.fixture(scope="module")
+def runtime_objects(tmp_path_factory):
+    """The runtime's units, compiled once for every program of this module."""
+    folder = tmp_path_factory.mktemp("simt_runtime")
+    objects = []
+    for source in sorted((ROOT / "csrc" / "simt").glob("*.cpp")):
+        objects.append(folder / f"{source.stem}.o")
+        subprocess.run([*COMPILE, "-c", str(source), "-o", str(objects[-1])], check=True)
+    return objects
+
+
+def _build(tmp_path_factory, runtime_objects, source, name):
     out = tmp_path_factory.mktemp("simt") / name
-    subprocess.run(
-        [CXX, "-std=c++17", "-O2", "-pthread", f"-I{ROOT / 'csrc'}", str(ROOT / "tests" / "cpp" / source),
-         *map(str, sorted((ROOT / "csrc" / "simt").glob("*.cpp"))), "-o", str(out)],
-        check=True,
-    )
+    subprocess.run([*COMPILE, str(ROOT / "tests" / "cpp" / source), *map(str, runtime_objects), "-o", str(out)],
+                   check=True)
     return out
 
 
 @pytest.fixture(scope="module")
-def test_simt(tmp_path_factory):
-    return _build(tmp_path_factory, "test_simt.cpp", "test_simt")
+def test_simt(tmp_path_factory, runtime_objects):
+    return _build(tmp_path_factory, runtime_objects, "test_simt.cpp", "test_simt")
 
 
 def _cases(binary):
@@ -49,8 +60,8 @@ def test_runtime_case(test_simt, case):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_divergent_barrier_aborts_with_message(tmp_path_factory):
-    binary = _build(tmp_path_factory, "divergent_barrier.cpp", "divergent_barrier")
+def test_divergent_barrier_aborts_with_message(tmp_path_factory, runtime_objects):
+    binary = _build(tmp_path_factory, runtime_objects, "divergent_barrier.cpp", "divergent_barrier")
     result = subprocess.run([binary], capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
     assert "simt: divergent __syncthreads() in kernel 'divergent' block (0,0,0)" in result.stderr

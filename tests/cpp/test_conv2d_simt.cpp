@@ -240,6 +240,7 @@ std::vector<Case> fixed_cases() {
       make_case(3, 2, 47, 61, 2, 1, 1, 1, 0, 1, 1, true),           // bias gradient in ragged ranges
       make_case(2, 4, 23, 23, 6, 3, 3, 1, 1, 1, 2, false),          // split-K with groups
       make_case(1, 2, 8, 8, 3, 31, 31, 1, 45, 3, 1, true),          // huge footprint: unstaged kernels
+      make_case(1, 2, 4, 4, 3, 31, 31, 1, 45, 3, 1, true),          // the same, small
       make_case(1, 16, 31, 31, 130, 3, 3, 1, 1, 1, 1, false),       // 130-row GEMMs (one multiprocessor: wide tiles)
       make_case(1, 1, 8, 16, 128, 1, 1, 1, 0, 1, 1, true),          // large GEMM tiles on one multiprocessor, few MACs
       make_case(1, 1, 8, 64, 64, 1, 1, 1, 0, 1, 1, true),           // wide GEMM tiles on one multiprocessor, few MACs
