@@ -118,15 +118,11 @@ def divisions_64(body: str) -> Dict[str, int]:
 def kernel_resources(arch: str, units: List[str], progress=None) -> List[Dict]:
     """ptxas' record of every kernel in ``units`` for one arch, with its 64-bit divisions. The
     units compile side by side, one nvcc per core; the records keep the order of ``units``."""
-    def compile_and_report(unit: str) -> Tuple[str, List[str], str]:
-        lines, ptx = compile_unit(unit, arch)
-        if progress is not None:
-            progress(unit)
-        return unit, lines, ptx
-
     kernels = []
     with ThreadPoolExecutor(max_workers=max(1, min(len(units), os.cpu_count() or 1))) as pool:
-        for unit, lines, ptx in pool.map(compile_and_report, units):
+        for unit, (lines, ptx) in zip(units, pool.map(lambda unit: compile_unit(unit, arch), units)):
+            if progress is not None:
+                progress(unit)
             bodies = ptx_entries(ptx)
             for k in parse(lines):
                 k.update(divisions_64(bodies.get(k["mangled"], "")), unit=unit, arch=f"sm_{arch}")

@@ -46,7 +46,7 @@ if [ ! -e "$build_stamp" ] || ! compgen -G "fastconv/_C*.so" >/dev/null ||
     echo "fastconv: rebuilding the extension (only the units that changed)"
   else
     echo "fastconv: building the extension (C++ kernels, SIMT runtime, CUDA kernels where nvcc matches" \
-         "torch's CUDA): about 3 minutes on 2 cores, once; later runs rebuild only what changed"
+         "torch's CUDA): 3 to 6 minutes on 2 cores, once; later runs rebuild only what changed"
   fi
   # Stamped with the time the build starts, so a file edited while it runs counts as newer.
   echo "$switches" >"$build_stamp.new"

@@ -229,6 +229,7 @@ std::vector<Case> fixed_cases() {
       make_case(1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, false),           // 1x1 everything
       make_case(3, 16, 12, 12, 16, 1, 1, 1, 0, 1, 1, true),         // identity im2col
       make_case(2, 17, 13, 11, 9, 5, 5, 2, 2, 1, 1, true),          // odd sizes, stride 2
+      make_case(1, 17, 13, 11, 9, 5, 5, 2, 2, 1, 1, true),          // the same, one image (race checker's size)
       make_case(2, 8, 17, 17, 8, 3, 3, 1, 1, 1, 8, true),           // depthwise
       make_case(2, 6, 15, 9, 12, 3, 3, 3, 2, 2, 3, false),          // groups, stride 3, dilation 2
       make_case(1, 4, 19, 19, 5, 1, 7, 1, 3, 1, 1, true),           // 1x7
@@ -237,11 +238,12 @@ std::vector<Case> fixed_cases() {
       make_case(1, 2, 6, 6, 3, 3, 3, 1, 7, 1, 1, true),             // padding beyond the kernel
       make_case(0, 3, 8, 8, 4, 3, 3, 1, 1, 1, 1, true),             // empty batch
       make_case(4, 3, 32, 32, 4, 3, 3, 1, 1, 1, 1, true),           // several weight-gradient slices, split-K
+      make_case(4, 2, 24, 24, 4, 3, 3, 1, 1, 1, 1, true),           // split-K, smaller (race checker's size)
       make_case(3, 2, 47, 61, 2, 1, 1, 1, 0, 1, 1, true),           // bias gradient in ragged ranges
       make_case(2, 4, 23, 23, 6, 3, 3, 1, 1, 1, 2, false),          // split-K with groups
       make_case(1, 2, 8, 8, 3, 31, 31, 1, 45, 3, 1, true),          // huge footprint: unstaged kernels
       make_case(1, 2, 4, 4, 3, 31, 31, 1, 45, 3, 1, true),          // the same, small
-      make_case(1, 16, 31, 31, 130, 3, 3, 1, 1, 1, 1, false),       // 130-row GEMMs (one multiprocessor: wide tiles)
+      make_case(1, 16, 31, 31, 130, 3, 3, 1, 1, 1, 1, false),       // 130-row GEMMs (plain runs only: too large for the checkers)
       make_case(1, 1, 8, 16, 128, 1, 1, 1, 0, 1, 1, true),          // large GEMM tiles on one multiprocessor, few MACs
       make_case(1, 1, 8, 64, 64, 1, 1, 1, 0, 1, 1, true),           // wide GEMM tiles on one multiprocessor, few MACs
       make_case(2, 17, 31, 31, 17, 3, 3, 1, 1, 1, 17, true),        // depthwise, odd channels
