@@ -254,9 +254,9 @@ def tensor_core_ceiling(kernel: str, gpu: Gpu) -> float:
     """The share of the tensor-core peak the mma.sync loop can reach, shared memory permitting.
     Per warp and mma k-step of a WM x WN warp tile: (WM/16) x (WN/8) mma of 16 x 8 x kMma MACs,
     fed by fragment loads, conflict-free (the rows are padded): one ldmatrix .x4 for each 16-row
-    A fragment and one .x2 for each 8-column B fragment, served in 4 and 2 wavefronts of 8
-    16-byte rows (the same wavefronts 32-bit loads took; ldmatrix saves instructions, not
-    shared-memory bandwidth). kMma is 8 for tf32 and 16 for 16-bit operands (the same words
+    A fragment and one .x4 for each pair of 8-column B fragments, served in 4 wavefronts of 8
+    16-byte rows each, 2 a B fragment (the same wavefronts 32-bit loads took; ldmatrix saves
+    instructions, not shared-memory bandwidth). kMma is 8 for tf32 and 16 for 16-bit operands (the same words
     then hold twice the elements)."""
     bm, bn, _bk, warps_m, warps_n = _template_ints(kernel, "TensorCoreTile")[:5]
     wm, wn = bm // warps_m, bn // warps_n

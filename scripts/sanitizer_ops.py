@@ -54,7 +54,8 @@ CONVS = [
 # On a GPU's hundred-odd SMs the small problems above take the 64 x 64 tile; the 128 x 128 and
 # 64 x 256 ones need a few hundred tiles in one image (the column buffer above holds one at a
 # time; the SIMT device reports a handful of SMs instead, --sms): 144 wide tiles of 64 x 36,864
-# take one round of an H100's 264 slots, 576 small ones three.
+# take one round of an H100's 264 slots, 576 small ones three. In float16 and bfloat16 the large
+# grid's GEMMs also take the 64 x 128 tensor-core tile (tests/test_gpu_check.py checks all five).
 GPU_CONVS = [("large_grid", (2, 16, 96, 96), (256, 16, 1, 1), {}),
              ("wide_grid", (1, 1, 192, 192), (64, 1, 3, 3), dict(padding=1))]
 

@@ -34,6 +34,7 @@ from simt_kernels import expect_no_kernels
 
 TENSOR_CORE_GEMM = "gemm_tensor_core_kernel"
 BACKENDS = [b for b in fastconv.available_backends() if b in ("simt", "cuda")]
+KERNEL_TYPE = {torch.float16: "half_t", torch.bfloat16: "bfloat16_t"}
 UNIT_ROUNDOFF = {torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8, torch.float32: 2.0**-24}
 
 # Awkward on purpose: no GEMM dimension a multiple of the 64 x 64 x 32 tile, batch 1, groups,
@@ -111,11 +112,11 @@ def _inputs(s, dtype, backend):
     return x, w, b
 
 
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
-def test_half_and_bfloat16_convolutions_run_on_tensor_cores(tc_backend, dtype, shape):
-    x, w, b = _inputs(shape, dtype, tc_backend)
-    with fastconv.backend(tc_backend), kernels_on(tc_backend, TENSOR_CORE_GEMM):
+def _check_half(backend, dtype, shape, kernels):
+    """conv2d and its three gradients in dtype on tensor cores, within the bound, launching a
+    kernel matching each of `kernels` (on simt)."""
+    x, w, b = _inputs(shape, dtype, backend)
+    with fastconv.backend(backend), kernels_on(backend, *kernels):
         x_, w_, b_ = (t.detach().requires_grad_() for t in (x, w, b))
         y = FF.conv2d(x_, w_, b_, **_geometry(shape), algorithm="im2col")
         g = torch.randn(y.shape, device=y.device).to(dtype)
@@ -126,6 +127,37 @@ def test_half_and_bfloat16_convolutions_run_on_tensor_cores(tc_backend, dtype, s
     for name, o, e, m in zip(("output", "grad_input", "grad_weight", "grad_bias"), ours, exact, magnitude):
         assert o.dtype == dtype
         _assert_within_bound(name, o, e, m, dtype, terms)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
+def test_half_and_bfloat16_convolutions_run_on_tensor_cores(tc_backend, dtype, shape):
+    _check_half(tc_backend, dtype, shape, [TENSOR_CORE_GEMM])
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_and_bfloat16_on_the_wide_tensor_core_tile(dtype):
+    # One multiprocessor (two blocks at a time). The forward (M = 70 channels by N = 156 pixels)
+    # and the input gradient (M = 45 by 156) fill four and two 64 x 128 tiles in 2 and 1 rounds,
+    # where six and three 64 x 64 ones take 3 and 2, at 22 against 32 shared-memory wavefronts
+    # an mma (gemm_tensor_core_wide). Nothing is a whole tile: 70 and 45 rows, 156 columns, a
+    # 45-deep reduction on 16-deep slices. Both operands arrive as quads along rows in the
+    # input gradient, so both are staged transposed and read with ldmatrix.trans.
+    shape = dict(n=2, cin=5, cout=70, h=13, w=12, k=3, stride=1, padding=1, dilation=1, groups=1)
+    with simt_kernels.multiprocessors(1):
+        _check_half("simt", dtype, shape, [f"{TENSOR_CORE_GEMM}<{KERNEL_TYPE[dtype]}, {KERNEL_TYPE[dtype]}, "
+                                           "TensorCoreTile<64, 128, 16"])
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_small_half_problems_keep_the_narrow_tensor_core_tile(dtype):
+    # The same convolution on 132 multiprocessors: every GEMM fits one round of either tile, and
+    # a 64 x 128 block is estimated slower than a 64 x 64 one (8192 elements at 22 wavefronts an
+    # mma against 4096 at 32).
+    shape = dict(n=2, cin=5, cout=70, h=13, w=12, k=3, stride=1, padding=1, dilation=1, groups=1)
+    with simt_kernels.multiprocessors(132), simt_kernels.expect_no_kernels("TensorCoreTile<64, 128"):
+        _check_half("simt", dtype, shape, [f"{TENSOR_CORE_GEMM}<{KERNEL_TYPE[dtype]}, {KERNEL_TYPE[dtype]}, "
+                                           "TensorCoreTile<64, 64, 32"])
 
 
 @pytest.mark.parametrize("fused", [False, True], ids=["conv2d", "conv2d_relu"])

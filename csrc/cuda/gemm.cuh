@@ -403,6 +403,12 @@ constexpr int gemm_tile_cost(GemmTileKind kind, int fma_lanes_per_sm) {
   return kind != GemmTileKind::kSmall ? 4 : fma_lanes_per_sm >= 128 ? 8 : 5;
 }
 
+// Rounds of `resident` blocks on bm x bn tiles, times a block's area and the
+// cost of one of its elements: the estimate the tile choices compare.
+inline int64_t gemm_tile_time(const GemmShape& shape, int64_t resident, int bm, int bn, int cost) {
+  return ceil_div(gemm_tile_items(shape, bm, bn), resident < 1 ? 1 : resident) * bm * bn * cost;
+}
+
 // The tile with the least estimated time: rounds of `resident` blocks (the
 // blocks the GPU runs at once) times one block's area and cost. Counting
 // whole rounds charges a tile for the idle tail of its last wave (a large
@@ -424,7 +430,7 @@ inline GemmTileKind gemm_cuda_core_tile(const GemmShape& shape, int64_t resident
     if (kind == GemmTileKind::kWide && !wide) continue;
     const GemmTileShape tile = gemm_tile_shape(kind);
     const int64_t blocks = gemm_tile_items(shape, tile.bm, tile.bn), area = blocks * tile.bm * tile.bn;
-    const int64_t time = ceil_div(blocks, resident) * tile.bm * tile.bn * gemm_tile_cost(kind, fma_lanes_per_sm);
+    const int64_t time = gemm_tile_time(shape, resident, tile.bm, tile.bn, gemm_tile_cost(kind, fma_lanes_per_sm));
     const int64_t busy = blocks < resident ? blocks : resident;
     const bool better = best_time < 0 || time < best_time ||
                         (time == best_time && (area < best_area || (area == best_area && busy > best_busy)));
@@ -436,7 +442,9 @@ inline GemmTileKind gemm_cuda_core_tile(const GemmShape& shape, int64_t resident
 // Output tiles of one reduction range on the tile a problem split to fill
 // the GPU would run. The tensor-core kernel's 64 x 64 tiles are no larger,
 // nor are those of GEMMs that may not take the wide tile, so a split count
-// sized from this fills the GPU on every path.
+// sized from this fills the GPU on every path but one: a 16-bit GEMM may
+// take the 64 x 128 tensor-core tile, and does where its rounds estimate
+// (gemm_tensor_core_wide) says that fewer, larger blocks finish sooner.
 inline int64_t gemm_tiles_per_split(GemmShape shape, int fma_lanes_per_sm) {
   shape.splits = 1;
   const GemmTileShape tile = gemm_tile_shape(gemm_cuda_core_tile(shape, 1, fma_lanes_per_sm));

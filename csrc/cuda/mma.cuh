@@ -4,8 +4,11 @@
 //   mma_m16n8k16(acc, a, b)  16x8 += 16x16 (f16 or bf16, by the element type) * 16x8, fp32 accumulators
 //   mma_m16n8k8_tf32(acc, a, b)  16x8 += 16x8 (tf32) * 8x8, fp32 accumulators
 //   ldmatrix_x4(r, row), ldmatrix_x2(r, row)  four or two 8x8 matrices of
-//       16-bit elements from shared memory, one register each (an A or a B
-//       fragment, gemm_tensor_core.cuh; layout in csrc/simt/simt.h)
+//       16-bit elements from shared memory, one register each (an A
+//       fragment, or the B fragments of two mma tiles, gemm_tensor_core.cuh;
+//       .x2 is one B fragment; layout in csrc/simt/simt.h)
+//   ldmatrix_x4_trans(r, row)  the same, each matrix transposed: fragments
+//       of tiles stored with k along their rows
 //
 // Every lane of the warp passes its registers in PTX's fragment layouts
 // (written out in csrc/simt/simt.h, which emulates the instruction): A as 4
@@ -99,6 +102,20 @@ __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* row) {
 #endif
 }
 
+// The same four matrices, each transposed: register j receives element
+// lane / 4 of rows 2 (lane % 4) and 2 (lane % 4) + 1 of matrix j (an A or B
+// fragment of a tile stored with k along its rows).
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* row) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 750
+  const unsigned address = static_cast<unsigned>(__cvta_generic_to_shared(row));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(address));
+#else
+  __trap();
+#endif
+}
+
 // Only lanes 0-15's addresses are read.
 __device__ __forceinline__ void ldmatrix_x2(uint32_t (&r)[2], const void* row) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 750
@@ -147,6 +164,13 @@ inline void ldmatrix_x4(uint32_t (&r)[4], const void* row,
   ::simt::ldmatrix(::simt::detail::Site{"ldmatrix.sync.aligned.m8n8.x4.shared.b16", at.file_name(),
                                         static_cast<int>(at.line())},
                    row, r);
+}
+
+inline void ldmatrix_x4_trans(uint32_t (&r)[4], const void* row,
+                              const std::source_location& at = std::source_location::current()) {
+  ::simt::ldmatrix<4, true>(::simt::detail::Site{"ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16", at.file_name(),
+                                                 static_cast<int>(at.line())},
+                            row, r);
 }
 
 inline void ldmatrix_x2(uint32_t (&r)[2], const void* row,

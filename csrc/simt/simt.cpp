@@ -826,18 +826,33 @@ void mma_resolve(Fiber* lanes) {
 
 // The words of a completed ldmatrix: every lane's `value` points at its
 // LdmatrixLane; lane l takes word l % 4 of row l / 4 of each matrix j, which
-// lane 8 j + l / 4 read.
+// lane 8 j + l / 4 read. Transposed (kLdmatrixTrans in the collective's
+// arg), it takes element l / 4 of rows 2 (l % 4) and 2 (l % 4) + 1, which
+// lanes 8 j + 2 (l % 4) and the next one read.
 struct LdmatrixLane {
   const LdmatrixRow* row;
   uint32_t* out;
 };
+constexpr int kLdmatrixTrans = 0x100;  // beside the matrix count in Fiber::arg
+
+uint16_t ldmatrix_element(const Fiber* lanes, int row_lane, int column) {
+  const uint32_t word = reinterpret_cast<const LdmatrixLane*>(lanes[row_lane].value)->row->words[column / 2];
+  return static_cast<uint16_t>(column % 2 ? word >> 16 : word);
+}
 
 void ldmatrix_resolve(Fiber* lanes) {
-  const int matrices = lanes[0].arg;
+  const int matrices = lanes[0].arg & 0xff;
+  const bool trans = lanes[0].arg & kLdmatrixTrans;
   for (int l = 0; l < 32; ++l) {
     const auto& dst = *reinterpret_cast<const LdmatrixLane*>(lanes[l].value);
-    for (int j = 0; j < matrices; ++j)
-      dst.out[j] = reinterpret_cast<const LdmatrixLane*>(lanes[8 * j + l / 4].value)->row->words[l % 4];
+    for (int j = 0; j < matrices; ++j) {
+      if (trans) {
+        const int first = 8 * j + 2 * (l % 4);
+        dst.out[j] = ldmatrix_element(lanes, first, l / 4) | uint32_t(ldmatrix_element(lanes, first + 1, l / 4)) << 16;
+      } else {
+        dst.out[j] = reinterpret_cast<const LdmatrixLane*>(lanes[8 * j + l / 4].value)->row->words[l % 4];
+      }
+    }
   }
 }
 
@@ -1527,7 +1542,7 @@ void mma_sync(const Site& site, MmaShape shape, MmaRegisters& lane) {
 // memory is known for the dynamic buffer always, for static __shared__
 // variables only where the kernels were compiled with a sanitizer (their
 // sections, static_shared.h); elsewhere a static address is taken on trust.
-bool ldmatrix_reads_row(const Site& site, int matrices, const void* row) {
+bool ldmatrix_reads_row(const Site& site, int matrices, bool trans, const void* row) {
   Worker& w = fiber_worker("ldmatrix");
   Fiber& f = *w.cur;
   const unsigned idx = static_cast<unsigned>(&f - w.fibers.data());
@@ -1536,7 +1551,7 @@ bool ldmatrix_reads_row(const Site& site, int matrices, const void* row) {
   f.op = kLdmatrix;
   f.mask = 0xffffffffu;
   f.width = 32;
-  f.arg = matrices;
+  f.arg = matrices | (trans ? kLdmatrixTrans : 0);
   f.site = &site;
   if (reinterpret_cast<uintptr_t>(row) % 16)
     collective_error(w, warp, lane, "the row address %p (row %u of matrix %u) is not 16-byte aligned", row,
@@ -1549,9 +1564,9 @@ bool ldmatrix_reads_row(const Site& site, int matrices, const void* row) {
 }
 
 // The lane's row and registers travel by address, as mma's do.
-void ldmatrix_sync(const Site& site, int matrices, const LdmatrixRow& row, uint32_t* out) {
+void ldmatrix_sync(const Site& site, int matrices, bool trans, const LdmatrixRow& row, uint32_t* out) {
   LdmatrixLane lane{&row, out};
-  warp_op(site, kLdmatrix, 0xffffffffu, reinterpret_cast<uintptr_t>(&lane), matrices, 32);
+  warp_op(site, kLdmatrix, 0xffffffffu, reinterpret_cast<uintptr_t>(&lane), matrices | (trans ? kLdmatrixTrans : 0), 32);
 }
 
 }  // namespace detail

@@ -477,7 +477,10 @@ inline uint32_t cvt_rna_tf32(float f) {
 // (8 rows of 8 16-bit elements, 16 bytes each); lane l receives, from each
 // matrix j, the 32-bit word l % 4 of its row l / 4 (two elements, the smaller
 // column in the low half): exactly one register of an mma fragment
-// (gemm_tensor_core.cuh). Addresses of lanes past the last matrix are not
+// (gemm_tensor_core.cuh). With .trans the matrix is transposed on the way:
+// lane l receives column l / 4 of rows 2 (l % 4) (low half) and 2 (l % 4) + 1
+// (high half), a fragment register of a matrix stored with the mma's k
+// along its rows. Addresses of lanes past the last matrix are not
 // read, as on a GPU. Every row address read must be 16-byte aligned and in
 // shared memory; the runtime checks the second where it can tell: always for
 // the dynamic buffer, for static __shared__ variables in sanitizer builds
@@ -495,16 +498,16 @@ struct __attribute__((may_alias, aligned(16))) LdmatrixRow {
 namespace detail {
 // Checks the calling lane's row address (aborting with the collective's
 // message); true if the instruction reads that lane's row.
-bool ldmatrix_reads_row(const Site& site, int matrices, const void* row);
-void ldmatrix_sync(const Site& site, int matrices, const LdmatrixRow& row, uint32_t* out);
+bool ldmatrix_reads_row(const Site& site, int matrices, bool trans, const void* row);
+void ldmatrix_sync(const Site& site, int matrices, bool trans, const LdmatrixRow& row, uint32_t* out);
 }  // namespace detail
 
-template <int kMatrices>
+template <int kMatrices, bool kTrans = false>
 inline void ldmatrix(const detail::Site& site, const void* row, uint32_t (&out)[kMatrices]) {
   static_assert(kMatrices == 1 || kMatrices == 2 || kMatrices == 4, "ldmatrix loads 1, 2 or 4 matrices");
   LdmatrixRow mine{};
-  if (detail::ldmatrix_reads_row(site, kMatrices, row)) mine = *static_cast<const LdmatrixRow*>(row);
-  detail::ldmatrix_sync(site, kMatrices, mine, out);
+  if (detail::ldmatrix_reads_row(site, kMatrices, kTrans, row)) mine = *static_cast<const LdmatrixRow*>(row);
+  detail::ldmatrix_sync(site, kMatrices, kTrans, mine, out);
 }
 }  // namespace simt
 

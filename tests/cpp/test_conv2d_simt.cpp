@@ -246,6 +246,7 @@ std::vector<Case> fixed_cases() {
       make_case(1, 16, 31, 31, 130, 3, 3, 1, 1, 1, 1, false),       // 130-row GEMMs (plain runs only: too large for the checkers)
       make_case(1, 1, 8, 16, 128, 1, 1, 1, 0, 1, 1, true),          // large GEMM tiles on one multiprocessor, few MACs
       make_case(1, 1, 8, 64, 64, 1, 1, 1, 0, 1, 1, true),           // wide GEMM tiles on one multiprocessor, few MACs
+      make_case(1, 1, 9, 16, 72, 2, 2, 1, 0, 1, 1, true),           // wide tensor-core tiles on one multiprocessor: 72 x 120, ragged
       make_case(2, 17, 31, 31, 17, 3, 3, 1, 1, 1, 17, true),        // depthwise, odd channels
       make_case(2, 17, 9, 17, 17, 3, 3, 1, 1, 1, 17, true),         // the same, small: two ragged tiles each way
   };

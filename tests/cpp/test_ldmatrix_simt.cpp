@@ -41,13 +41,16 @@ std::vector<uint16_t> tile_image() {
 
 // Lane 8 j + r gives row r of matrix j; lanes past the last matrix give no
 // address at all (null), which the instruction must not read.
-template <int kMatrices>
+template <int kMatrices, bool kTrans>
 __device__ void load(const uint16_t* tile, uint32_t* out) {
   const int lane = static_cast<int>(threadIdx.x) % 32, w = static_cast<int>(threadIdx.x) / 32;
   const int j = lane / 8, r = lane % 8;
   const void* row = j < kMatrices ? &tile[(matrix_row(w, j) + r) * kPitch + matrix_col(j)] : nullptr;
   uint32_t regs[kMatrices];
-  if constexpr (kMatrices == 4) {
+  if constexpr (kTrans) {
+    static_assert(kMatrices == 4, "the kernels' transposed load is .x4");
+    fs::ldmatrix_x4_trans(regs, row);
+  } else if constexpr (kMatrices == 4) {
     fs::ldmatrix_x4(regs, row);
   } else if constexpr (kMatrices == 2) {
     fs::ldmatrix_x2(regs, row);
@@ -57,46 +60,53 @@ __device__ void load(const uint16_t* tile, uint32_t* out) {
   for (int i = 0; i < kMatrices; ++i) out[threadIdx.x * 4 + i] = regs[i];
 }
 
-template <int kMatrices>
+template <int kMatrices, bool kTrans>
 __global__ void load_static(const uint16_t* image, uint32_t* out) {
   __shared__ __align__(16) uint16_t tile[kTile];
   for (int i = static_cast<int>(threadIdx.x); i < kTile; i += static_cast<int>(blockDim.x)) tile[i] = image[i];
   __syncthreads();
-  load<kMatrices>(tile, out);
+  load<kMatrices, kTrans>(tile, out);
 }
 
-template <int kMatrices>
+template <int kMatrices, bool kTrans>
 __global__ void load_dynamic(const uint16_t* image, uint32_t* out) {
   SIMT_DYNAMIC_SHARED(uint16_t, tile);
   for (int i = static_cast<int>(threadIdx.x); i < kTile; i += static_cast<int>(blockDim.x)) tile[i] = image[i];
   __syncthreads();
-  load<kMatrices>(tile, out);
+  load<kMatrices, kTrans>(tile, out);
 }
 
 // PTX: lane l's register j holds row l / 4, elements 2 (l % 4) and 2 (l % 4) + 1
-// of matrix j, the smaller column in the low half.
-template <int kMatrices>
+// of matrix j, the smaller column in the low half; transposed, column l / 4 of
+// rows 2 (l % 4) and 2 (l % 4) + 1, the smaller row in the low half.
+template <int kMatrices, bool kTrans = false>
 void check_loads(bool dynamic) {
   const std::vector<uint16_t> image = tile_image();
   std::vector<uint32_t> out(kWarps * 32 * 4, 0);
   const uint16_t* in = image.data();
   uint32_t* o = out.data();
   if (dynamic) {
-    SIMT_LAUNCH(load_dynamic<kMatrices>, 1, 32 * kWarps, kTile * sizeof(uint16_t), nullptr, in, o);
+    SIMT_LAUNCH((load_dynamic<kMatrices, kTrans>), 1, 32 * kWarps, kTile * sizeof(uint16_t), nullptr, in, o);
   } else {
-    SIMT_LAUNCH(load_static<kMatrices>, 1, 32 * kWarps, 0, nullptr, in, o);
+    SIMT_LAUNCH((load_static<kMatrices, kTrans>), 1, 32 * kWarps, 0, nullptr, in, o);
   }
   CHECK(cudaGetLastError() == cudaSuccess);
   int wrong = 0;
   for (int w = 0; w < kWarps; ++w)
     for (int l = 0; l < 32; ++l)
       for (int j = 0; j < 4; ++j) {
-        const int r = l / 4, c = 2 * (l % 4);
-        const uint32_t want = j < kMatrices ? element(w, j, r, c) | uint32_t(element(w, j, r, c + 1)) << 16 : 0;
+        uint32_t want = 0;
+        if (j < kMatrices && kTrans) {
+          const int r = 2 * (l % 4), c = l / 4;
+          want = element(w, j, r, c) | uint32_t(element(w, j, r + 1, c)) << 16;
+        } else if (j < kMatrices) {
+          const int r = l / 4, c = 2 * (l % 4);
+          want = element(w, j, r, c) | uint32_t(element(w, j, r, c + 1)) << 16;
+        }
         const uint32_t got = out[(w * 32 + l) * 4 + j];
         if (got != want && wrong++ < 4)
-          std::fprintf(stderr, "x%d %s: warp %d lane %d register %d = 0x%08x, want 0x%08x\n", kMatrices,
-                       dynamic ? "dynamic" : "static", w, l, j, got, want);
+          std::fprintf(stderr, "x%d%s %s: warp %d lane %d register %d = 0x%08x, want 0x%08x\n", kMatrices,
+                       kTrans ? ".trans" : "", dynamic ? "dynamic" : "static", w, l, j, got, want);
       }
   CHECK(wrong == 0);
 }
@@ -104,6 +114,7 @@ void check_loads(bool dynamic) {
 void test_x4() { check_loads<4>(false), check_loads<4>(true); }
 void test_x2() { check_loads<2>(false), check_loads<2>(true); }
 void test_x1() { check_loads<1>(false), check_loads<1>(true); }
+void test_x4_trans() { check_loads<4, true>(false), check_loads<4, true>(true); }
 
 // ---------------------------------------------------------------- aborts
 __global__ void misaligned(uint32_t* out) {
@@ -181,6 +192,7 @@ const NamedCases kTests = {
     {"x4", test_x4},
     {"x2", test_x2},
     {"x1", test_x1},
+    {"x4_trans", test_x4_trans},
     {"abort_misaligned", abort_misaligned},
     {"abort_shapes_differ", abort_shapes_differ},
     {"abort_partial_warp", abort_partial_warp},
