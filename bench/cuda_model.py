@@ -114,23 +114,25 @@ def _record(call) -> tuple:
     return tuple(launches)
 
 
-def record_layer(layer, batch: int, tf32: bool = False) -> List[PassRun]:
+def record_layer(layer, batch: int, tf32: bool = False, dtype: torch.dtype = torch.float32) -> List[PassRun]:
     """Every pass of one layer at one batch size, in a dry run (shapes only: tensors are
     torch.empty, never touched). ``tf32``: float32 convolutions on TF32 tensor cores, as CUDA
-    tensors run them under torch.backends.cudnn.allow_tf32 (torch's default)."""
+    tensors run them under torch.backends.cudnn.allow_tf32 (torch's default). ``dtype``
+    float16: every op in half precision, the convolutions' GEMMs on tensor cores."""
     ops = torch.ops.fastconv
     be = "simt:tf32" if tf32 else "simt"
-    x = torch.empty((batch,) + tuple(layer.shape))
+    tensor_cores = tf32 or dtype == torch.float16
+    x = torch.empty((batch,) + tuple(layer.shape), dtype=dtype)
     p = layer.params
     runs: List[PassRun] = []
     if layer.kind == "conv":
         conv = conv_of(layer, batch)
-        w = torch.empty(conv.k, conv.cg, conv.r, conv.s)
-        b = torch.empty(conv.k)
-        dy = torch.empty(batch, conv.k, conv.p, conv.q)
+        w = torch.empty(conv.k, conv.cg, conv.r, conv.s, dtype=dtype)
+        b = torch.empty(conv.k, dtype=dtype)
+        dy = torch.empty(batch, conv.k, conv.p, conv.q, dtype=dtype)
         geo = ([conv.stride] * 2, [conv.pad] * 4, [1, 1], conv.groups)
         auto = {pass_: fastconv._C.conv2d_auto_algorithm("cuda", pass_, list(x.shape), list(w.shape), geo[0],
-                                                         [conv.pad] * 2, [1, 1], conv.groups, tf32)
+                                                         [conv.pad] * 2, [1, 1], conv.groups, tensor_cores)
                 for pass_ in ("fwd", "bwd_input", "bwd_weight")}
         for algorithm in ("direct", "im2col"):
             calls = {
@@ -148,7 +150,7 @@ def record_layer(layer, batch: int, tf32: bool = False) -> List[PassRun]:
         fwd = _record(lambda: ops.max_pool2d(x, k, s, [0, 0], [1, 1], False, be))
         c, h, w = layer.shape
         out_shape = (batch, c, (h - k[0]) // s[0] + 1, (w - k[1]) // s[1] + 1)
-        dy, idx = torch.empty(out_shape), torch.empty(out_shape, dtype=torch.int64)
+        dy, idx = torch.empty(out_shape, dtype=dtype), torch.empty(out_shape, dtype=torch.int64)
         bwd = _record(lambda: ops.max_pool2d_backward(dy, idx, list(x.shape), k, s, [0, 0], [1, 1], False, be))
     elif layer.kind == "relu":
         fwd = _record(lambda: ops.relu(x, be))
@@ -160,28 +162,29 @@ def record_layer(layer, batch: int, tf32: bool = False) -> List[PassRun]:
     return [PassRun(layer, batch, None, None, "fwd", fwd), PassRun(layer, batch, None, None, "bwd", bwd)]
 
 
-def pass_work(run: PassRun) -> List[Work]:
+def pass_work(run: PassRun, elem: int = 4) -> List[Work]:
+    """The work of each launch of a pass, on elements of ``elem`` bytes."""
     kernels = [launch.kernel for launch in run.launches]
     if run.layer.kind == "conv":
-        return conv_pass_work(conv_of(run.layer, run.batch), run.pass_, kernels)
+        return conv_pass_work(conv_of(run.layer, run.batch), run.pass_, kernels, elem)
     n_in = run.batch * math.prod(run.layer.shape)
     n_out = n_in
     if run.layer.kind == "pool":
         c, h, w = run.layer.shape
         k, s = run.layer.params["kernel"], run.layer.params["stride"]
         n_out = run.batch * c * ((h - k) // s + 1) * ((w - k) // s + 1)
-    work = elementwise_work(OP_OF_KIND[run.layer.kind], run.pass_, n_in, n_out)
+    work = elementwise_work(OP_OF_KIND[run.layer.kind], run.pass_, n_in, n_out, elem)
     share = 1.0 / max(1, len(kernels))
     return [Work(work.flops * share, work.bytes * share, int(work.outputs * share)) for _ in kernels]
 
 
 # --------------------------------------------------------------------------- the model of one launch
-def launch_rows(gpu: Gpu, runs: Sequence[PassRun], kernels: Dict[str, Dict]) -> List[Dict]:
+def launch_rows(gpu: Gpu, runs: Sequence[PassRun], kernels: Dict[str, Dict], elem: int = 4) -> List[Dict]:
     """One row per launch: the recorded configuration, the kernel's resources, occupancy, waves,
     work, the roofline bound, the estimate and flags."""
     pending = []
     for run in runs:
-        for seq, (launch, work) in enumerate(zip(run.launches, pass_work(run))):
+        for seq, (launch, work) in enumerate(zip(run.launches, pass_work(run, elem))):
             info = kernels.get(cuda_name(launch.mangled))
             if info is None:
                 raise KeyError(f"{launch.kernel}: launched on SIMT but ptxas compiled no such CUDA kernel "
@@ -323,8 +326,13 @@ def layers() -> List:
     return cases.seed_layers()
 
 
+DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
+
 def build_model(gpu_key: str, batches: Sequence[int] = BATCHES, progress: bool = True, command: str = "",
-                tf32: bool = False) -> Dict:
+                tf32: bool = False, dtype: str = "float32") -> Dict:
+    if tf32 and dtype != "float32":
+        raise ValueError("tf32 applies to float32 convolutions only")
     gpu = GPUS[gpu_key]
     kernels = kernel_table(gpu.arch, progress)
     work_list = [(layer, batch) for layer in layers() for batch in batches]
@@ -337,11 +345,11 @@ def build_model(gpu_key: str, batches: Sequence[int] = BATCHES, progress: bool =
     try:
         for layer, batch in tqdm(work_list, desc=f"dry runs ({gpu_key})", unit="layer", file=sys.stderr,
                                  disable=not progress):
-            runs += record_layer(layer, batch, tf32)
+            runs += record_layer(layer, batch, tf32, DTYPES[dtype])
     finally:
         fastconv._C.simt_set_multiprocessor_count(0)
         fastconv._C.simt_set_compute_capability(0)
-    rows = launch_rows(gpu, runs, kernels)
+    rows = launch_rows(gpu, runs, kernels, DTYPES[dtype].itemsize)
     totals = pass_totals(rows)
     kernel_list = sorted(kernels.values(), key=lambda k: short_name(k["name"]))
     return {
@@ -352,6 +360,7 @@ def build_model(gpu_key: str, batches: Sequence[int] = BATCHES, progress: bool =
         "nvcc": subprocess.run(["nvcc", "--version"], capture_output=True, text=True).stdout.strip().splitlines()[-1],
         "gpu": {"key": gpu_key, **gpu.as_dict()},
         "tf32": tf32,
+        "dtype": dtype,
         "kernels": [{"name": short_name(k["name"]), "mangled": k["mangled"], "unit": k["unit"], "arch": k["arch"],
                      "regs": k["regs"], "static_smem": k["smem"], "stack": k["stack"],
                      "spill_bytes": k["spill_st"] + k["spill_ld"], "div64": k["div64"],
@@ -373,7 +382,8 @@ def markdown(doc: Dict, full: bool = True) -> str:
     """The report: targets and the algorithm table, then (``full``) every launch and kernel, or
     (not ``full``, for the terminal) one line per pass of each layer."""
     gpu = doc["gpu"]
-    math_note = "float32 on TF32 tensor cores" if doc["tf32"] else "float32 on CUDA cores (TF32 off)"
+    math_note = ("float16 on tensor cores" if doc.get("dtype") == "float16"
+                 else "float32 on TF32 tensor cores" if doc["tf32"] else "float32 on CUDA cores (TF32 off)")
     lines = [f"# CUDA kernel model: {gpu['name']} (sm_{gpu['arch']}), {math_note}", "",
              f"{gpu['sms']} SMs, FP32 {gpu['fp32_tflops']} TFLOP/s, DRAM {gpu['dram_gbps']:.0f} GB/s; "
              f"commit {doc['commit']}, {doc['nvcc']}. Generated by `{doc['command']}`.", "",
@@ -470,7 +480,8 @@ def _dumps(doc: Dict) -> str:
 
 def write(doc: Dict, out: Path) -> List[Path]:
     out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"cuda_model_{doc['gpu']['key']}{'_tf32' if doc['tf32'] else ''}"
+    suffix = "_fp16" if doc.get("dtype") == "float16" else "_tf32" if doc["tf32"] else ""
+    stem = out / f"cuda_model_{doc['gpu']['key']}{suffix}"
     json_path, md_path = stem.with_suffix(".json"), stem.with_suffix(".md")
     json_path.write_text(_dumps(doc))
     md_path.write_text(markdown(doc))
@@ -486,10 +497,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--tf32", action="store_true",
                     help="float32 convolutions on TF32 tensor cores, as CUDA tensors run them by default "
                          "(torch.backends.cudnn.allow_tf32); writes cuda_model_<gpu>_tf32.*")
+    ap.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
+                    help="float16: every op in half precision, the convolutions on tensor cores; writes "
+                         "cuda_model_<gpu>_fp16.*")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
+    if args.tf32 and args.dtype != "float32":
+        ap.error("--tf32 applies to float32 only")
     command = "python -m bench.cuda_model " + " ".join(sys.argv[1:] if argv is None else argv)
-    doc = build_model(args.gpu, args.batch, progress=not args.no_progress, command=command.strip(), tf32=args.tf32)
+    doc = build_model(args.gpu, args.batch, progress=not args.no_progress, command=command.strip(), tf32=args.tf32,
+                      dtype=args.dtype)
     print(markdown(doc, full=False))
     for path in write(doc, args.out):
         print(f"wrote {path}", file=sys.stderr)

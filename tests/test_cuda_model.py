@@ -277,3 +277,32 @@ def test_model_rows_of_a_small_layer():
     totals = cuda_model.pass_totals(rows)
     assert math.isclose(sum(t["flops"] for t in totals), sum(r["flops"] for r in rows))
     assert len(cuda_model.auto_rule(totals)) == 3
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None or not _has_occupancy_header(), reason="needs nvcc")
+def test_model_rows_in_half_precision():
+    """float16 (--dtype float16): the forward GEMM runs on tensor cores, against the FP16 tensor
+    peak, and moves 2-byte elements: the same FLOPs as float32, half the bytes."""
+    from simt_kernels import compute_capability
+
+    layer = Layer("conv", "test", (16, 12, 12), {"out_channels": 64, "kernel": 3, "stride": 1, "padding": 1,
+                                                 "groups": 1})
+    kernels = cuda_model.kernel_table(H100.arch, progress=False)
+
+    def forward_gemm(dtype):
+        with compute_capability(90):
+            runs = [r for r in cuda_model.record_layer(layer, 2, dtype=dtype)
+                    if r.algorithm == "im2col" and r.pass_ == "fwd"]
+        [gemm] = [r for r in cuda_model.launch_rows(H100, runs, kernels, dtype.itemsize)
+                  if r["kernel"].startswith("gemm_")]
+        return gemm
+
+    half, single = forward_gemm(torch.float16), forward_gemm(torch.float32)
+    assert half["kernel"].startswith("gemm_tensor_core_kernel<half_t, half_t")
+    assert single["kernel"].startswith("gemm_kernel<float, float")
+    assert half["flops"] == single["flops"]
+    assert half["dram_bytes"] == pytest.approx(single["dram_bytes"] / 2)
+    peak_us = half["flops"] / (H100.fp16_tensor_tflops * 1e12) * 1e6
+    assert half["roofline_us"] == pytest.approx(max(peak_us, half["dram_bytes"] / (H100.dram_gbps * 1e3)))
+    with pytest.raises(ValueError, match="tf32 applies to float32"):
+        cuda_model.build_model("h100", [1], progress=False, tf32=True, dtype="float16")
