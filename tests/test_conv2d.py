@@ -477,7 +477,7 @@ def test_cuda_im2col_batch_chunks_on_simt(sm):
     # The switch took effect: one im2col launch per chunk. Without the cap every pass would take
     # its 5 (or 3) images in one chunk; with it, float runs chunks of 2, 2, 1 and double 1 each.
     im2col = {name: n for name, n in launches.items() if name.startswith("im2col_kernel<")}
-    assert im2col["im2col_kernel<double>"] >= 2 * (5 + 3) * 2, im2col
+    assert im2col["im2col_kernel<double, 1>"] >= 2 * (5 + 3) * 2, im2col
     # The fp32 dW accumulator of float16, on tensor cores from sm_80, on CUDA cores before.
     accumulator = ("gemm_tensor_core_kernel<half_t, float" if sm == "90"
                    else "gemm_kernel<half_t, float, GemmTile<128, 128")

@@ -17,7 +17,7 @@ import fastconv.functional as FF
 
 from bench.cases import Layer
 from bench.cuda_model import record_layer
-from simt_kernels import compute_capability, expect_kernels, multiprocessors, simt_has_tensor_cores
+from simt_kernels import compute_capability, expect_kernels, expect_no_kernels, multiprocessors, simt_has_tensor_cores
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 KERNEL_TYPE = {torch.float32: "float", torch.float64: "double", torch.float16: "half_t",
@@ -165,6 +165,23 @@ def test_im2col_gemm_wide_tile():
     # results spill on it, and float16 and bfloat16 multiply on tensor cores where it would pay.
     with multiprocessors(1), expect_kernels("gemm_kernel<float, float, GemmTile<64, 256"):
         _check_conv(torch.float32, (1, 4, 40, 40), (64, 4, 3, 3), "im2col", padding=1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_im2col_runs_of_four_elements_a_thread(dtype):
+    # On one multiprocessor a launch of 16,384 column elements or more gives each thread 4
+    # consecutive ones. 15 and 15 output columns a row: runs wrap into the next row of pixels and
+    # the next (c, r, s); 24,570 elements in the first case, so its last run is cut short.
+    t = KERNEL_TYPE[dtype]
+    with multiprocessors(1), expect_kernels(f"im2col_kernel<{t}, 4>"):
+        _check_conv(dtype, (2, 7, 13, 15), (5, 7, 3, 3), "im2col", padding=1)
+        _check_conv(dtype, (2, 7, 27, 29), (4, 7, 3, 3), "im2col", stride=2, padding=2, dilation=2)
+
+
+def test_small_im2col_launches_keep_one_element_a_thread():
+    # The same 24,570 elements on 132 multiprocessors would leave most of them idle in runs of 4.
+    with expect_kernels("im2col_kernel<float, 1>"), expect_no_kernels("im2col_kernel<float, 4>"):
+        _check_conv(torch.float32, (2, 7, 13, 15), (5, 7, 3, 3), "im2col", padding=1)
 
 
 def _gemm_tiles(x_shape, w_shape, pass_, padding=0, sms=132, cc=90):

@@ -18,31 +18,69 @@ namespace fastconv {
 namespace SIMT_KERNEL_NS {
 
 // col[n][c][r][s][oh][ow] = input[n0 + n][c][oh*sh - ph + r*dh][ow*sw - pw + s*dw] (0 outside).
-// One element per thread, consecutive threads along ow: coalesced writes.
+// kRun consecutive elements a thread, consecutive threads along ow. With
+// kRun = 4 the flat index is split once, for the first, and the other three
+// step along ow, wrapping into oh and the next (c, r, s) row where a row of
+// output pixels ends: one element a thread splits it every time, 4
+// FastDivmods an element (about 20 integer instructions beside one load and
+// one store). launch_im2col takes runs of 4 only where they still give
+// every SM 4096 threads (two of its 2048 a full SM holds from sm_80 on), so
+// small launches keep one element a thread and all their parallelism.
+// Where the column buffer is aligned for it (`vec`) a run is stored as one
+// vector: 8 bytes (16-bit) or 16 (float) a lane, where scalar stores 4
+// elements apart would write each sector 4 times.
 // Launches cover at most 2^30 elements (launch_im2col), so the flat index
 // is split with 32-bit FastDivmods, not 64-bit divisions.
 struct Im2colDivisors {
   FastDivmod out_hw, RS, out_w, kernel_w;
 };
+constexpr int64_t kIm2colRunThreadsPerSm = 4096;
 
-template <typename T>
+template <typename T, int kRun>
 __global__ void __launch_bounds__(launch_bound<T>(kElementwiseThreads))
-    im2col_kernel(const T* __restrict__ input, T* __restrict__ col, Conv2dParams p, int total, Im2colDivisors d) {
+    im2col_kernel(const T* __restrict__ input, T* __restrict__ col, Conv2dParams p, int total, Im2colDivisors d,
+                  bool vec) {
   const int64_t in_hw = p.in_h * p.in_w;
   const int sh = static_cast<int>(p.stride_h), sw = static_cast<int>(p.stride_w);
   const int dh = static_cast<int>(p.dilation_h), dw = static_cast<int>(p.dilation_w);
   const int ph = static_cast<int>(p.pad_h), pw = static_cast<int>(p.pad_w);
-  for (int e = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x); e < total;
-       e += static_cast<int>(gridDim.x * blockDim.x)) {
+  const uint32_t P = static_cast<uint32_t>(p.out_h), Q = static_cast<uint32_t>(p.out_w);
+  const uint32_t R = static_cast<uint32_t>(p.kernel_h), S = static_cast<uint32_t>(p.kernel_w);
+  const int runs = total / kRun + (total % kRun != 0);
+  for (int q = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x); q < runs;
+       q += static_cast<int>(gridDim.x * blockDim.x)) {
+    const int e0 = kRun * q;
     uint32_t row, pix, nc, rs, oh, ow, r, s;
-    d.out_hw.divmod(static_cast<uint32_t>(e), row, pix);  // row = (n * C + c) * RS + rs
+    d.out_hw.divmod(static_cast<uint32_t>(e0), row, pix);  // row = (n * C + c) * RS + rs
     d.RS.divmod(row, nc, rs);
     d.out_w.divmod(pix, oh, ow);
     d.kernel_w.divmod(rs, r, s);
-    const int ih = static_cast<int>(oh) * sh - ph + static_cast<int>(r) * dh;
-    const int iw = static_cast<int>(ow) * sw - pw + static_cast<int>(s) * dw;
-    const bool inside = ih >= 0 && ih < p.in_h && iw >= 0 && iw < p.in_w;
-    col[e] = inside ? input[nc * in_hw + ih * p.in_w + iw] : from_acc<T>(acc_t<T>(0));
+    Pack<T, kRun> out;
+#pragma unroll
+    for (int u = 0; u < kRun; ++u) {
+      const int ih = static_cast<int>(oh) * sh - ph + static_cast<int>(r) * dh;
+      const int iw = static_cast<int>(ow) * sw - pw + static_cast<int>(s) * dw;
+      const bool inside = e0 + u < total && ih >= 0 && ih < p.in_h && iw >= 0 && iw < p.in_w;
+      out.v[u] = inside ? input[nc * in_hw + ih * p.in_w + iw] : from_acc<T>(acc_t<T>(0));
+      if (kRun > 1 && ++ow == Q) {  // the next element starts a row of output pixels, or a new (c, r, s)
+        ow = 0;
+        if (++oh == P) {
+          oh = 0;
+          if (++s == S) {
+            s = 0;
+            if (++r == R) r = 0, ++nc;
+          }
+        }
+      }
+    }
+    if (vec && e0 + kRun <= total) {
+      *reinterpret_cast<Pack<T, kRun>*>(col + e0) = out;
+    } else {
+#pragma unroll
+      for (int u = 0; u < kRun; ++u) {
+        if (e0 + u < total) col[e0 + u] = out.v[u];
+      }
+    }
   }
 }
 
@@ -152,8 +190,14 @@ const char* launch_im2col(const T* input, T* col, const Conv2dParams& p, int64_t
   const int64_t in_image = p.in_channels * p.in_h * p.in_w;
   return launch_in_pieces(images, step, [&](int64_t n, int64_t count) {
     const int total = static_cast<int>(count * per_image);
-    SIMT_LAUNCH(im2col_kernel<T>, grid_stride_blocks(total), kElementwiseThreads, 0, stream, input + n * in_image,
-                col + n * per_image, p, total, d);
+    T* piece = col + n * per_image;
+    if (ceil_div(total, 4) >= kIm2colRunThreadsPerSm * int64_t(device_multiprocessors())) {
+      SIMT_LAUNCH((im2col_kernel<T, 4>), grid_stride_blocks(ceil_div(total, 4)), kElementwiseThreads, 0, stream,
+                  input + n * in_image, piece, p, total, d, is_aligned(piece, 4 * static_cast<int>(sizeof(T))));
+    } else {
+      SIMT_LAUNCH((im2col_kernel<T, 1>), grid_stride_blocks(total), kElementwiseThreads, 0, stream,
+                  input + n * in_image, piece, p, total, d, true);
+    }
     return launch_status();
   });
 }
