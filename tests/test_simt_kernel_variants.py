@@ -17,7 +17,8 @@ import fastconv.functional as FF
 
 from bench.cases import Layer
 from bench.cuda_model import record_layer
-from simt_kernels import compute_capability, expect_kernels, expect_no_kernels, multiprocessors, simt_has_tensor_cores
+from simt_kernels import (compute_capability, expect_kernels, expect_no_kernels, multiprocessors,
+                          simt_has_tensor_cores)
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 KERNEL_TYPE = {torch.float32: "float", torch.float64: "double", torch.float16: "half_t",
@@ -169,13 +170,17 @@ def test_im2col_gemm_wide_tile():
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_im2col_runs_of_four_elements_a_thread(dtype):
-    # On one multiprocessor a launch of 16,384 column elements or more gives each thread 4
-    # consecutive ones. 15 and 15 output columns a row: runs wrap into the next row of pixels and
-    # the next (c, r, s); 24,570 elements in the first case, so its last run is cut short.
+    # On one multiprocessor a launch of more than 16,380 column elements gives each thread 4
+    # consecutive ones. 15 output columns a row: runs wrap into the next row of pixels and the
+    # next (c, r, s); 24,570 elements in the first case, so its last run is cut short. 2 columns
+    # (a 1x1 kernel at stride 2): a run spans two rows. One output pixel of a 1x3 kernel: a run
+    # spans four (c, r, s), and with 8,403 elements an image one of them crosses into the next.
     t = KERNEL_TYPE[dtype]
     with multiprocessors(1), expect_kernels(f"im2col_kernel<{t}, 4>"):
         _check_conv(dtype, (2, 7, 13, 15), (5, 7, 3, 3), "im2col", padding=1)
         _check_conv(dtype, (2, 7, 27, 29), (4, 7, 3, 3), "im2col", stride=2, padding=2, dilation=2)
+        _check_conv(dtype, (5, 420, 7, 3), (3, 420, 1, 1), "im2col", stride=2)
+        _check_conv(dtype, (2, 2801, 1, 3), (3, 2801, 1, 3), "im2col")
 
 
 def test_small_im2col_launches_keep_one_element_a_thread():

@@ -24,11 +24,14 @@ namespace SIMT_KERNEL_NS {
 // output pixels ends: one element a thread splits it every time, 4
 // FastDivmods an element (about 20 integer instructions beside one load and
 // one store). launch_im2col takes runs of 4 only where they still give
-// every SM 4096 threads (two of its 2048 a full SM holds from sm_80 on), so
-// small launches keep one element a thread and all their parallelism.
-// Where the column buffer is aligned for it (`vec`) a run is stored as one
-// vector: 8 bytes (16-bit) or 16 (float) a lane, where scalar stores 4
-// elements apart would write each sector 4 times.
+// every SM 4096 threads (twice the 2048 an SM holds on sm_80 and sm_90;
+// 1536 on sm_86 and sm_89), so small launches keep one element a thread and
+// all their parallelism. Where the column buffer is aligned for it (`vec`)
+// a run is stored as one vector: 8 bytes (16-bit), 16 (float) or 32
+// (double, two 16-byte stores) a lane, where scalar stores 4 elements apart
+// would write each sector 4 times. The price: a warp's loads of one step of
+// the runs read elements 4 strides apart, so L1 serves about 4 times the
+// wavefronts for the same DRAM traffic.
 // Launches cover at most 2^30 elements (launch_im2col), so the flat index
 // is split with 32-bit FastDivmods, not 64-bit divisions.
 struct Im2colDivisors {
