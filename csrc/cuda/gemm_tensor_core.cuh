@@ -164,6 +164,23 @@ __device__ __forceinline__ void stage_tensor_core_slice(const GemmSlice<T, BR, B
   }
 }
 
+// Four 8 x 8 matrices in one ldmatrix.x4: lane 8 r + i names row i of
+// matrix r, which starts at slice row `row` (a row of A or B) and word `kw`
+// of k; transposed, that block lies in k-major rows, read with .trans.
+template <typename T, int BR, int BK>
+__device__ __forceinline__ void load_matrices(const typename TensorCoreInput<T>::Stored* s, bool transposed,
+                                              int row, int kw, int i, uint32_t (&regs)[4]) {
+  using L = TensorCoreLayout<T, BR, BK>;
+  constexpr int kPerWord = TensorCoreInput<T>::kPerWord;
+  if constexpr (L::kCanTranspose) {
+    if (transposed) {
+      ldmatrix_x4_trans(regs, &L::cols(s)[kw * kPerWord + i][row]);
+      return;
+    }
+  }
+  ldmatrix_x4(regs, &L::rows(s)[row + i][kw * kPerWord]);
+}
+
 // Fragment r of a 16-row A tile (or 8-row B tile) starting at `row`, k-step
 // at word `kw`: PTX's layouts (csrc/simt/simt.h) in 32-bit words are
 //   A: row + g + 8 (r % 2), word kw + t + 4 (r / 2);  B: row + g, word kw + t + 4 r
@@ -180,40 +197,22 @@ __device__ __forceinline__ void stage_tensor_core_slice(const GemmSlice<T, BR, B
 template <typename T, int BR, int BK>
 __device__ __forceinline__ MmaFragA load_fragment_a(const typename TensorCoreInput<T>::Stored* s, bool transposed,
                                                     int row, int kw, int lane) {
-  using L = TensorCoreLayout<T, BR, BK>;
-  constexpr int kPerWord = TensorCoreInput<T>::kPerWord;
-  const int r = lane / 8, i = lane % 8;
+  const int r = lane / 8;
   MmaFragA f;
-  if constexpr (L::kCanTranspose) {
-    if (transposed) {
-      ldmatrix_x4_trans(f.r, &L::cols(s)[kw * kPerWord + 8 * (r / 2) + i][row + 8 * (r % 2)]);
-      return f;
-    }
-  }
-  ldmatrix_x4(f.r, &L::rows(s)[row + 8 * (r % 2) + i][(kw + 4 * (r / 2)) * kPerWord]);
+  load_matrices<T, BR, BK>(s, transposed, row + 8 * (r % 2), kw + 4 * (r / 2), lane % 8, f.r);
   return f;
 }
 
 // The B fragments of the two mma tiles at rows `row` and `row` + 8 in one
 // ldmatrix.x4: matrices 0 and 1 are the first tile's registers (words kw and
 // kw + 4), 2 and 3 the second's. So lane 8 r + i gives row row + 8 (r / 2) +
-// i at word kw + 4 (r % 2); transposed, k row k + 8 (r % 2) + i at column
-// row + 8 (r / 2).
+// i at word kw + 4 (r % 2).
 template <typename T, int BR, int BK>
 __device__ __forceinline__ void load_fragment_b_pair(const typename TensorCoreInput<T>::Stored* s, bool transposed,
                                                      int row, int kw, int lane, MmaFragB& first, MmaFragB& second) {
-  using L = TensorCoreLayout<T, BR, BK>;
-  constexpr int kPerWord = TensorCoreInput<T>::kPerWord;
-  const int r = lane / 8, i = lane % 8;
+  const int r = lane / 8;
   uint32_t regs[4];
-  bool done = false;
-  if constexpr (L::kCanTranspose) {
-    if (transposed) {
-      ldmatrix_x4_trans(regs, &L::cols(s)[kw * kPerWord + 8 * (r % 2) + i][row + 8 * (r / 2)]);
-      done = true;
-    }
-  }
-  if (!done) ldmatrix_x4(regs, &L::rows(s)[row + 8 * (r / 2) + i][(kw + 4 * (r % 2)) * kPerWord]);
+  load_matrices<T, BR, BK>(s, transposed, row + 8 * (r / 2), kw + 4 * (r % 2), lane % 8, regs);
   first.r[0] = regs[0], first.r[1] = regs[1];
   second.r[0] = regs[2], second.r[1] = regs[3];
 }
