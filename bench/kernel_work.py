@@ -124,6 +124,19 @@ def is_tensor_core(kernel: str) -> bool:
     return kernel.startswith("gemm_tensor_core_kernel")
 
 
+def gathers_columns(kernel: str) -> bool:
+    """A tensor-core GEMM that gathers its columns from the input (the forward's
+    Im2colGatherForward, the weight gradient's Im2colGatherWgrad): it reads the input, and no
+    im2col launch writes a column buffer first."""
+    return is_tensor_core(kernel) and "Im2colGather" in kernel
+
+
+def gather_chunk_images(conv: Conv, pass_: str) -> int:
+    """Mirrors the gathering GEMMs' chunks: the forward takes the batch (im2col_gather_chunk_images),
+    the weight gradient as many images as keep images * P * Q below 2^30 (im2col_wgrad_layout)."""
+    return conv.n if pass_ == "fwd" else min(conv.n, max(1, 2**30 // max(conv.pq, 1)))
+
+
 def gemm_tile_efficiency(kernel: str, m: int, n: int, k: int) -> float:
     bm, bn, bk = _template_ints(kernel, "TensorCoreTile" if is_tensor_core(kernel) else "GemmTile")[:3]
     return _fill(m, bm) * _fill(n, bn) * _fill(k, bk)
@@ -138,7 +151,8 @@ def conv_pass_work(conv: Conv, pass_: str, kernels: Sequence[str], elem: int = 4
     # A reduction over N*P*Q could be split into slices of 1024 (the direct weight gradient's shortest).
     splits = max(1, c.n * c.pq // 1024)
     works: List[Work] = []
-    chunk = chunk_images(c, acc if pass_ == "bwd_input" else elem)
+    gathered = any(gathers_columns(k) for k in kernels)
+    chunk = gather_chunk_images(c, pass_) if gathered else chunk_images(c, acc if pass_ == "bwd_input" else elem)
     done = 0  # images of the batch whose chunk has finished
 
     def images() -> int:
@@ -150,7 +164,8 @@ def conv_pass_work(conv: Conv, pass_: str, kernels: Sequence[str], elem: int = 4
         if kernel.startswith("im2col_kernel"):
             works.append(Work(0.0, elem * (share * in_elems + n * c.crs * c.pq), n * c.crs * c.pq))
         elif is_gemm(kernel):
-            columns = share * in_elems if c.identity else n * c.crs * c.pq
+            # Gathered columns are the input, read once from DRAM (the taps' reuses hit the caches).
+            columns = share * in_elems if c.identity or gathers_columns(kernel) else n * c.crs * c.pq
             if pass_ == "fwd":
                 eff = gemm_tile_efficiency(kernel, c.kg, c.pq, c.crs_g)
                 works.append(Work(flops * share, elem * (w_elems + columns + c.k + share * out_elems),

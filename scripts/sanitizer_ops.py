@@ -50,6 +50,11 @@ CONVS = [
     ("depthwise", (1, 4, 8, 8), (4, 1, 3, 3), dict(groups=4)),
     ("1x1", (2, 16, 12, 12), (130, 16, 1, 1), {}),
     ("dilated", (1, 2, 122, 122), (4, 2, 3, 3), dict(dilation=60)),
+    ("1x1_small", (1, 8, 6, 6), (8, 8, 1, 1), {}),
+    # Weight gradients of 1,152 columns: on tensor cores, 64 x 128 tiles, unsplit for one image
+    # (16-bit results) and split for eight (float partials).
+    ("wide_wgrad", (1, 128, 6, 6), (64, 128, 3, 3), dict(padding=1)),
+    ("wide_wgrad_split", (8, 128, 6, 6), (64, 128, 3, 3), dict(padding=1)),
 ]
 # On a GPU's hundred-odd SMs the small problems above take the 64 x 64 tile; the 128 x 128 and
 # 64 x 256 ones need a few hundred tiles in one image (the column buffer above holds one at a

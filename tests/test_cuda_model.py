@@ -282,26 +282,30 @@ def test_model_rows_of_a_small_layer():
 @pytest.mark.skipif(shutil.which("nvcc") is None or not _has_occupancy_header(), reason="needs nvcc")
 def test_model_rows_in_half_precision():
     """float16 (--dtype float16): the forward GEMM runs on tensor cores, against the FP16 tensor
-    peak, and moves 2-byte elements: the same FLOPs as float32, half the bytes."""
+    peak, with the same FLOPs as float32, gathering its columns from the input: it moves 2-byte
+    weights, input, bias and output, where float32's GEMM on CUDA cores reads 4-byte columns
+    that an im2col launch wrote first."""
     from simt_kernels import compute_capability
 
     layer = Layer("conv", "test", (16, 12, 12), {"out_channels": 64, "kernel": 3, "stride": 1, "padding": 1,
                                                  "groups": 1})
     kernels = cuda_model.kernel_table(H100.arch, progress=False)
 
-    def forward_gemm(dtype):
+    def forward_launches(dtype):
         with compute_capability(90):
             runs = [r for r in cuda_model.record_layer(layer, 2, dtype=dtype)
                     if r.algorithm == "im2col" and r.pass_ == "fwd"]
-        [gemm] = [r for r in cuda_model.launch_rows(H100, runs, kernels, dtype.itemsize)
-                  if r["kernel"].startswith("gemm_")]
-        return gemm
+        return cuda_model.launch_rows(H100, runs, kernels, dtype.itemsize)
 
-    half, single = forward_gemm(torch.float16), forward_gemm(torch.float32)
-    assert half["kernel"].startswith("gemm_tensor_core_kernel<half_t, half_t")
-    assert single["kernel"].startswith("gemm_kernel<float, float")
+    half_rows, single_rows = forward_launches(torch.float16), forward_launches(torch.float32)
+    assert [r["kernel"].split("<")[0] for r in half_rows] == ["gemm_tensor_core_kernel"]
+    assert [r["kernel"].split("<")[0] for r in single_rows] == ["im2col_kernel", "gemm_kernel"]
+    half, single = half_rows[0], single_rows[1]
+    assert half["kernel"].startswith("gemm_tensor_core_kernel<half_t, half_t") and "Im2colGather" in half["kernel"]
     assert half["flops"] == single["flops"]
-    assert half["dram_bytes"] == pytest.approx(single["dram_bytes"] / 2)
+    weights, inputs, outputs, columns = 64 * 16 * 9, 2 * 16 * 144, 2 * 64 * 144, 2 * 16 * 9 * 144
+    assert half["dram_bytes"] == pytest.approx(2 * (weights + inputs + 64 + outputs))
+    assert single["dram_bytes"] == pytest.approx(4 * (weights + columns + 64 + outputs))
     peak_us = half["flops"] / (H100.fp16_tensor_tflops * 1e12) * 1e6
     assert half["roofline_us"] == pytest.approx(max(peak_us, half["dram_bytes"] / (H100.dram_gbps * 1e3)))
     with pytest.raises(ValueError, match="tf32 applies to float32"):

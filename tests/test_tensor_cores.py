@@ -278,3 +278,133 @@ def test_half_and_bfloat16_use_the_cuda_core_gemm_before_sm80():
             assert simt_kernels.launched(launches, f"gemm_kernel<{t}, {t}, {tile}"), (t, tile)
         assert simt_kernels.launched(launches, f"gemm_kernel<{t}, float, GemmTile<64, 64"), t  # grad_input
     assert not simt_kernels.launched(launches, TENSOR_CORE_GEMM)
+
+
+# --------------------------------------------------------------------------- gathered columns
+# On tensor cores the im2col forward and weight gradient gather their column matrix from the
+# input inside the GEMM's loader (csrc/cuda/gemm_im2col_gather.cuh) and unfold nothing. These
+# geometries aim at the loaders' index stepping: output rows of 1, 2 and 3 pixels (a quad of 4
+# pixels wraps across several rows, and in the weight gradient into the next image), P*Q not a
+# multiple of 4 (a quad runs past the last pixel), padding wider than the kernel's half, stride
+# 3, dilation 3, rectangular kernels and strides, 3 input channels, groups, and enough pixels
+# and patch for several tiles and slices.
+GATHER = "Im2colGather"
+GATHER_SHAPES = [
+    dict(n=2, cin=3, cout=5, h=7, w=3, k=(3, 3), stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1),
+    dict(n=3, cin=2, cout=3, h=5, w=6, k=(3, 3), stride=(1, 1), padding=(0, 0), dilation=(1, 2), groups=1),
+    dict(n=1, cin=4, cout=6, h=6, w=5, k=(2, 3), stride=(1, 2), padding=(0, 1), dilation=(1, 1), groups=2),
+    dict(n=3, cin=6, cout=9, h=9, w=8, k=(3, 3), stride=(3, 2), padding=(3, 2), dilation=(1, 2), groups=3),
+    dict(n=1, cin=40, cout=8, h=11, w=10, k=(3, 1), stride=(1, 1), padding=(4, 0), dilation=(3, 1), groups=1),
+    dict(n=2, cin=5, cout=70, h=13, w=12, k=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1),
+]
+GATHER_IDS = ["Q1", "Q2-dilation-batch3", "Q3-rect-groups2", "stride3-pad3-groups3", "pad4-dilation3-K120-PQ130",
+              "70x156"]
+GATHER_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "tf32": torch.float32}
+
+
+def _gather_geometry(s):
+    return dict(stride=s["stride"], padding=s["padding"], dilation=s["dilation"], groups=s["groups"])
+
+
+def _gather_passes(s, dtype, relu=False):
+    """Our output and weight gradient on the simt backend (TF32 allowed), their float64
+    references and magnitudes (the same convolutions on absolute values). The references see
+    tf32 operands rounded, as the tensor cores round them: x and w forward, g and x for dW."""
+    x = torch.randn(s["n"], s["cin"], s["h"], s["w"]).to(dtype)
+    w = torch.randn(s["cout"], s["cin"] // s["groups"], *s["k"]).to(dtype)
+    b = torch.randn(s["cout"]).to(dtype)
+    conv = FF.conv2d_relu if relu else FF.conv2d
+    with fastconv.backend("simt", allow_tf32=True):
+        w_ = w.clone().requires_grad_()
+        y = conv(x, w_, b, **_gather_geometry(s), algorithm="im2col")
+        g = torch.randn(y.shape).to(dtype) * (y > 0) if relu else torch.randn(y.shape).to(dtype)
+        (dw,) = torch.autograd.grad(y, w_, g)
+    rounded = round_to_tf32 if dtype == torch.float32 else (lambda t: t)
+
+    def reference(x, w, b, g):
+        x, w = x.double().requires_grad_(), w.double().requires_grad_()
+        out = F.conv2d(x, w, b.double(), **_gather_geometry(s))
+        out = out.relu() if relu else out
+        return out.detach(), torch.autograd.grad(out, w, g.double())[0]
+
+    exact = (reference(rounded(x), rounded(w), b, g)[0], reference(rounded(x), w, b, rounded(g))[1])
+    magnitude = reference(x.abs(), w.abs(), b.abs(), g.abs())
+    return (y.detach(), dw), exact, magnitude
+
+
+def _check_gathered(s, dtype, relu=False):
+    ours, exact, magnitude = _gather_passes(s, dtype, relu)
+    patch = s["cin"] // s["groups"] * s["k"][0] * s["k"][1]
+    for name, o, e, m, terms in zip(("output", "grad_weight"), ours, exact, magnitude,
+                                    (patch + 1, s["n"] * exact[0].shape[2] * exact[0].shape[3])):
+        assert o.dtype == dtype and o.shape == e.shape
+        _assert_within_bound(name, o, e, m, dtype, terms)
+    return ours
+
+
+@pytest.mark.parametrize("sms", [1, 132])
+@pytest.mark.parametrize("dtype", list(GATHER_DTYPES), ids=list(GATHER_DTYPES))
+@pytest.mark.parametrize("shape", GATHER_SHAPES, ids=GATHER_IDS)
+def test_tensor_core_forward_and_weight_gradient_gather_their_columns(shape, dtype, sms):
+    with simt_kernels.multiprocessors(sms), simt_kernels.expect_kernels("Im2colGatherForward", "Im2colGatherWgrad"), \
+            expect_no_kernels("im2col_kernel"):
+        _check_gathered(shape, GATHER_DTYPES[dtype])
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_gathered_forward_on_the_wide_tile_with_relu(dtype):
+    # One multiprocessor puts the 70 x 156 forward on the 64 x 128 tile (see
+    # test_half_and_bfloat16_on_the_wide_tensor_core_tile); conv2d_relu clamps in its epilogue.
+    with simt_kernels.multiprocessors(1), \
+            simt_kernels.expect_kernels("TensorCoreTile<64, 128, 16, 2, 4, 2>, Im2colGatherForward"):
+        y, _ = _check_gathered(GATHER_SHAPES[-1], dtype, relu=True)
+    assert (y >= 0).all() and (y == 0).any()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_gathered_weight_gradient_in_split_ranges_over_chunks_of_images(dtype):
+    # 4 images of 24 x 24 pixels on 8 multiprocessors: the 2304-long reduction is split into
+    # ranges (split-K) whose bounds fall inside images and rows. A 40 KiB column-buffer cap
+    # (FASTCONV_COLUMN_BUFFER_BYTES, in a subprocess: it is read once) does not chunk the
+    # gathered weight gradient, which has no column buffer; the input gradient still unfolds.
+    script = f"""
+import sys, torch
+sys.path.insert(0, "tests")
+import simt_kernels, test_tensor_cores as t
+s = dict(n=4, cin=2, cout=4, h=24, w=24, k=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1)
+before = simt_kernels.launch_counts()
+with simt_kernels.multiprocessors(8), simt_kernels.expect_kernels("Im2colGatherWgrad", "conv2d_reduce_partials"):
+    t._check_gathered(s, torch.{str(dtype).split(".")[1]})
+names = simt_kernels.kernels_built()
+launches = {{names[o]: n - before.get(o, 0) for o, n in simt_kernels.launch_counts().items() if n > before.get(o, 0)}}
+assert sum(n for k, n in launches.items() if "Im2colGatherWgrad" in k) == 1, launches
+print("ok")
+"""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=root,
+                            env=dict(os.environ, FASTCONV_COLUMN_BUFFER_BYTES=str(40 << 10)))
+    assert result.returncode == 0 and "ok" in result.stdout, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def test_passes_off_tensor_cores_and_1x1_keep_the_explicit_columns():
+    s = GATHER_SHAPES[3]
+    x = torch.randn(s["n"], s["cin"], s["h"], s["w"])
+    w = torch.randn(s["cout"], s["cin"] // s["groups"], *s["k"])
+    # float32 without TF32 and float64 multiply on CUDA cores: the columns are unfolded.
+    for dtype in (torch.float32, torch.float64):
+        w_ = w.to(dtype).clone().requires_grad_()
+        with fastconv.backend("simt"), simt_kernels.expect_kernels("im2col_kernel"), expect_no_kernels(GATHER):
+            y = FF.conv2d(x.to(dtype), w_, **_gather_geometry(s), algorithm="im2col")
+            y.sum().backward()
+        w_ref = w.to(dtype).clone().requires_grad_()
+        y_ref = F.conv2d(x.to(dtype), w_ref, **_gather_geometry(s))
+        y_ref.sum().backward()
+        torch.testing.assert_close(y, y_ref)
+        assert w_.grad is not None and w_ref.grad is not None
+        torch.testing.assert_close(w_.grad, w_ref.grad)
+    # A 1x1 stride-1 convolution's columns are the input itself: nothing to gather or unfold.
+    x1, w1 = torch.randn(2, 8, 5, 7).half(), torch.randn(6, 8, 1, 1).half().requires_grad_()
+    with fastconv.backend("simt"), expect_no_kernels(GATHER, "im2col_kernel"):
+        y1 = FF.conv2d(x1, w1, algorithm="im2col")
+        y1.sum().backward()
+    torch.testing.assert_close(y1.double(), F.conv2d(x1.double(), w1.double()), rtol=2e-3, atol=2e-3)

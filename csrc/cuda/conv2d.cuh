@@ -15,18 +15,18 @@ inline bool conv2d_output_empty(const Conv2dParams& p) {
 }
 
 inline int64_t conv2d_workspace_bytes_for(ConvPass pass, ConvAlgorithm algorithm, const Conv2dParams& p,
-                                          int64_t element_size) {
+                                          int64_t element_size, GemmMath math) {
   if (conv2d_output_empty(p)) return 0;
   // The bias gradient reads only grad_output (its params carry no input channels).
   if (pass == ConvPass::kBackwardBias) return direct_backward_bias_workspace(p, element_size);
   if (p.in_channels == 0) return 0;
   switch (pass) {
     case ConvPass::kForward:
-      return algorithm == ConvAlgorithm::kIm2col ? im2col_forward_workspace(p, element_size) : 0;
+      return algorithm == ConvAlgorithm::kIm2col ? im2col_forward_workspace(p, element_size, math) : 0;
     case ConvPass::kBackwardInput:
       return algorithm == ConvAlgorithm::kIm2col ? im2col_backward_input_workspace(p, element_size) : 0;
     case ConvPass::kBackwardWeight:
-      return algorithm == ConvAlgorithm::kIm2col ? im2col_backward_weight_workspace(p, element_size)
+      return algorithm == ConvAlgorithm::kIm2col ? im2col_backward_weight_workspace(p, element_size, math)
                                                  : direct_backward_weight_workspace(p, element_size);
     case ConvPass::kBackwardBias:
       return direct_backward_bias_workspace(p, element_size);
@@ -93,8 +93,8 @@ const char* conv2d_backward_bias(Target target, const T* grad_output, T* grad_bi
 // The declared (non-inline) workspace query: expanded in exactly one unit per namespace.
 #define FASTCONV_DEFINE_CONV2D_WORKSPACE                                                                  \
   int64_t conv2d_workspace_bytes(Target, ConvPass pass, ConvAlgorithm algorithm, const Conv2dParams& p,   \
-                                 int64_t element_size) {                                                  \
-    return conv2d_workspace_bytes_for(pass, algorithm, p, element_size);                                  \
+                                 int64_t element_size, GemmMath math) {                                   \
+    return conv2d_workspace_bytes_for(pass, algorithm, p, element_size, math);                            \
   }
 
 #define FASTCONV_INSTANTIATE_CONV2D(T)                                                                     \

@@ -7,7 +7,7 @@
 // device has them (sm_80+ for every type but double). Scratch memory comes
 // from the caller (the ATen glue allocates it with
 // torch's caching allocator): conv2d_workspace_bytes says how much a pass
-// needs; `workspace` points at that many bytes (16-byte aligned) on the
+// needs with that math; `workspace` points at that many bytes (16-byte aligned) on the
 // device, or is null when it is 0. Each launcher returns nullptr on success
 // or the CUDA error message. Every kernel reduces in an order fixed by the
 // launch configuration (no floating-point atomics), so results are
@@ -22,7 +22,7 @@
 
 #define FASTCONV_DECLARE_CONV2D_LAUNCHERS                                                          \
   int64_t conv2d_workspace_bytes(Target target, ConvPass pass, ConvAlgorithm algorithm,            \
-                                 const Conv2dParams& p, int64_t element_size);                     \
+                                 const Conv2dParams& p, int64_t element_size, GemmMath math);      \
   /* relu: conv2d_relu's epilogue, bias then ReLU before each store (false: plain conv2d). */     \
   template <typename T>                                                                            \
   const char* conv2d_forward(Target target, ConvAlgorithm algorithm, const T* input,               \

@@ -1,18 +1,21 @@
 // The im2col convolution path: unfold a chunk of images into a column
 // matrix, then multiply with our GEMM (gemm.cuh).
 //   forward          Y_g[Kg x PQ]     = W_g[Kg x CgRS] * col_g[CgRS x PQ]     (+ bias)
-//                    (then ReLU in the GEMM's epilogue for conv2d_relu)
+//                    (then ReLU in the GEMM's epilogue for conv2d_relu); on
+//                    tensor cores the GEMM gathers col_g from the input as it
+//                    loads it (gemm_im2col_gather.cuh): no column buffer
 //   backward input   dcol_g[CgRS x PQ] = W_g^T * dY_g, then col2im (a gather)
 //   backward weight  dW_g[Kg x CgRS]  = sum over images dY_g * col_g^T, the
 //                    images folded into the GEMM's reduction index, which is
 //                    split (split-K) to fill the GPU; splits and chunks are
-//                    added in order (deterministic)
+//                    added in order (deterministic); on tensor cores col_g is
+//                    gathered as in the forward
 // The column buffer (workspace) holds `chunk` images of col[C*R*S][P*Q]:
 // im2col_chunk_images keeps it under 256 MiB.
 #pragma once
 
 #include "conv2d_common.cuh"
-#include "gemm_tensor_core.cuh"
+#include "gemm_im2col_gather.cuh"
 
 namespace fastconv {
 namespace SIMT_KERNEL_NS {
@@ -129,8 +132,25 @@ __global__ void __launch_bounds__(launch_bound<T>(kElementwiseThreads))
 // lies at i * si + k * sk, with no division.
 constexpr int64_t kGemmNoWrap = 0;
 
-inline int64_t im2col_forward_workspace(const Conv2dParams& p, int64_t element_size) {
-  if (p.im2col_is_identity()) return 0;
+// Whether the forward and the weight gradient gather their columns in the
+// GEMM (tensor cores only) rather than unfolding them. A 1x1 stride-1
+// convolution's columns are the input itself, read with vector loads.
+// Offsets within one plane must stay 32-bit. double never runs on tensor
+// cores, whatever `math` says.
+inline bool im2col_gathers(const Conv2dParams& p, GemmMath math, int64_t element_size) {
+  return math == GemmMath::kTensorCore && element_size < 8 && !p.im2col_is_identity() &&
+         p.in_h * p.in_w < kFastDivmodLimit;
+}
+// Images per gathering GEMM launch: its work items (at most one a 64 x 64
+// tile, the smallest tensor-core tile) stay below 2^31.
+inline int64_t im2col_gather_chunk_images(const Conv2dParams& p) {
+  const int64_t per_image = p.groups * ceil_div(p.out_channels_per_group(), 64) * ceil_div(p.out_pixels(), 64);
+  const int64_t chunk = (kFastDivmodLimit - 1) / (per_image > 0 ? per_image : 1);
+  return chunk < 1 ? 1 : chunk;
+}
+
+inline int64_t im2col_forward_workspace(const Conv2dParams& p, int64_t element_size, GemmMath math) {
+  if (p.im2col_is_identity() || im2col_gathers(p, math, element_size)) return 0;
   return round_up16(im2col_chunk_images(p, element_size) * im2col_column_elems(p) * element_size);
 }
 inline int64_t im2col_backward_input_workspace(const Conv2dParams& p, int64_t element_size) {
@@ -162,26 +182,34 @@ inline int64_t im2col_wgrad_splits(const Conv2dParams& p, int64_t images, int mu
   return splits < 1 ? 1 : splits;
 }
 
-// The weight gradient's workspace, in this order: the column buffer; for
-// half/bfloat16 over several chunks an fp32 dW accumulator; with split-K the
-// partials of one chunk (splits x dW, in the accumulation type).
+// The weight gradient's workspace, in this order: the column buffer (none
+// where the GEMM gathers); for half/bfloat16 over several chunks an fp32 dW
+// accumulator; with split-K the partials of one chunk (splits x dW, in the
+// accumulation type). Gathering, a chunk is bounded only by the GEMM's
+// 32-bit reduction index (images * P * Q < 2^30).
 struct Im2colWgradLayout {
   int64_t chunk, splits, accumulator_at, partials_at, bytes;
 };
-inline Im2colWgradLayout im2col_wgrad_layout(const Conv2dParams& p, int64_t element_size, int multiprocessors) {
+inline Im2colWgradLayout im2col_wgrad_layout(const Conv2dParams& p, int64_t element_size, int multiprocessors,
+                                             GemmMath math) {
   Im2colWgradLayout l{};
   const int64_t acc = acc_size_for(element_size), weights = p.out_channels * p.patch_size();
-  l.chunk = im2col_chunk_images(p, element_size);
+  if (im2col_gathers(p, math, element_size)) {
+    const int64_t by_index = (kFastDivmodLimit / 2) / p.out_pixels();
+    l.chunk = by_index < 1 ? 1 : by_index < p.batch ? by_index : p.batch;
+  } else {
+    l.chunk = im2col_chunk_images(p, element_size);
+  }
   // The largest chunk, on the GEMM with the most blocks per SM, splits the most.
   l.splits = im2col_wgrad_splits(p, l.chunk, multiprocessors, gemm_max_blocks_per_sm(element_size));
-  l.accumulator_at = im2col_forward_workspace(p, element_size);
+  l.accumulator_at = im2col_forward_workspace(p, element_size, math);  // the columns (the forward's buffer)
   const bool accumulator = element_size < 4 && l.chunk < p.batch;
   l.partials_at = l.accumulator_at + (accumulator ? round_up16(weights * acc) : 0);
   l.bytes = l.partials_at + (l.splits > 1 ? round_up16(l.splits * weights * acc) : 0);
   return l;
 }
-inline int64_t im2col_backward_weight_workspace(const Conv2dParams& p, int64_t element_size) {
-  return im2col_wgrad_layout(p, element_size, device_multiprocessors()).bytes;
+inline int64_t im2col_backward_weight_workspace(const Conv2dParams& p, int64_t element_size, GemmMath math) {
+  return im2col_wgrad_layout(p, element_size, device_multiprocessors(), math).bytes;
 }
 
 template <typename T>
@@ -238,18 +266,29 @@ const char* conv2d_im2col_forward(const T* input, const T* weight, const T* bias
                                   cudaStream_t stream) {
   const int64_t Kg = p.out_channels_per_group(), CRSg = p.patch_size(), PQ = p.out_pixels();
   const int64_t CRS = p.in_channels * p.kernel_h * p.kernel_w;
-  const int64_t chunk = im2col_chunk_images(p, sizeof(T));
+  // Problem (image n, group g): A = W_g (row m = k, reduction = crs), B = col (row j = pixel).
+  const GemmOperand wa{CRSg, 1, kGemmNoWrap, 0, 0, Kg * CRSg, 0};
+  const GemmOutput out{PQ, p.out_channels * PQ, Kg * PQ, Kg, false, relu};
+  const bool gathers = im2col_gathers(p, math, sizeof(T));
+  const int64_t chunk = gathers ? im2col_gather_chunk_images(p) : im2col_chunk_images(p, sizeof(T));
+  const int64_t in_image = p.in_channels * p.in_h * p.in_w;
   for (int64_t n0 = 0; n0 < p.batch; n0 += chunk) {
     const int64_t images = p.batch - n0 < chunk ? p.batch - n0 : chunk;
+    const GemmShape shape{Kg, PQ, CRSg, images, p.groups};
+    T* output_chunk = output + n0 * p.out_channels * PQ;
     const char* err = nullptr;
+    if constexpr (!std::is_same_v<T, double>) {  // double never runs on tensor cores
+      if (gathers) {
+        err = launch_gemm(weight, wa, input + n0 * in_image, Im2colGatherForward::make(p), output_chunk, out, bias,
+                          shape, math, stream);
+        if (err) return err;
+        continue;
+      }
+    }
     const T* col = columns_of(input, p, n0, images, workspace, stream, &err);
     if (err) return err;
-    // Problem (image n, group g): A = W_g (row m = k, reduction = crs), B = col (row j = pixel).
-    const GemmOperand wa{CRSg, 1, kGemmNoWrap, 0, 0, Kg * CRSg, 0};
     const GemmOperand cb{1, PQ, kGemmNoWrap, 0, CRS * PQ, CRSg * PQ, 0};
-    const GemmOutput out{PQ, p.out_channels * PQ, Kg * PQ, Kg, false, relu};
-    err = launch_gemm(weight, wa, col, cb, output + n0 * p.out_channels * PQ, out, bias,
-                      GemmShape{Kg, PQ, CRSg, images, p.groups}, math, stream);
+    err = launch_gemm(weight, wa, col, cb, output_chunk, out, bias, shape, math, stream);
     if (err) return err;
   }
   return nullptr;
@@ -292,14 +331,16 @@ const char* conv2d_im2col_backward_weight(const T* grad_output, const T* input, 
   const int64_t Kg = p.out_channels_per_group(), CRSg = p.patch_size(), PQ = p.out_pixels();
   const int64_t CRS = p.in_channels * p.kernel_h * p.kernel_w, weights = p.out_channels * CRSg;
   const int sms = device_multiprocessors();
-  const Im2colWgradLayout layout = im2col_wgrad_layout(p, sizeof(T), sms);
+  const Im2colWgradLayout layout = im2col_wgrad_layout(p, sizeof(T), sms, math);
+  const bool gathers = im2col_gathers(p, math, sizeof(T));
+  const int64_t in_image = p.in_channels * p.in_h * p.in_w;
   char* ws = static_cast<char*>(workspace);
   A* acc = layout.partials_at > layout.accumulator_at ? reinterpret_cast<A*>(ws + layout.accumulator_at) : nullptr;
   A* partials = reinterpret_cast<A*>(ws + layout.partials_at);
   for (int64_t n0 = 0; n0 < p.batch; n0 += layout.chunk) {
     const int64_t images = p.batch - n0 < layout.chunk ? p.batch - n0 : layout.chunk;
     const char* err = nullptr;
-    const T* col = columns_of(input, p, n0, images, workspace, stream, &err);
+    const T* col = gathers ? nullptr : columns_of(input, p, n0, images, workspace, stream, &err);
     if (err) return err;
     // Problem g: reduction index = image * PQ + pixel.
     const GemmOperand dy{PQ, 1, PQ, p.out_channels * PQ, 0, Kg * PQ, 0};
@@ -307,19 +348,24 @@ const char* conv2d_im2col_backward_weight(const T* grad_output, const T* input, 
     const T* dy_chunk = grad_output + n0 * p.out_channels * PQ;
     GemmShape shape{Kg, CRSg, images * PQ, 1, p.groups};
     shape.splits = im2col_wgrad_splits(p, images, sms, gemm_blocks_per_sm(sizeof(T), math));
+    // dY * col^T into c (partials, the fp32 accumulator or grad_weight itself).
+    auto multiply = [&](auto* c, const GemmOutput& out) -> const char* {
+      if constexpr (!std::is_same_v<T, double>) {
+        if (gathers) {
+          return launch_gemm(dy_chunk, dy, input + n0 * in_image, Im2colGatherWgrad::make(p), c, out,
+                             static_cast<const T*>(nullptr), shape, math, stream);
+        }
+      }
+      return launch_gemm(dy_chunk, dy, col, cl, c, out, static_cast<const T*>(nullptr), shape, math, stream);
+    };
     if (shape.splits > 1) {
-      const GemmOutput out{CRSg, 0, Kg * CRSg, 0, false, false, weights};
-      err = launch_gemm(dy_chunk, dy, col, cl, partials, out, static_cast<const T*>(nullptr), shape, math,
-                        stream);
+      err = multiply(partials, GemmOutput{CRSg, 0, Kg * CRSg, 0, false, false, weights});
       if (err) return err;
       err = acc != nullptr ? launch_reduce_partials<T>(partials, acc, weights, shape.splits, n0 > 0, stream)
                            : launch_reduce_partials<T>(partials, grad_weight, weights, shape.splits, n0 > 0, stream);
     } else {
       const GemmOutput out{CRSg, 0, Kg * CRSg, 0, n0 > 0};
-      err = acc != nullptr
-                ? launch_gemm(dy_chunk, dy, col, cl, acc, out, static_cast<const T*>(nullptr), shape, math, stream)
-                : launch_gemm(dy_chunk, dy, col, cl, grad_weight, out, static_cast<const T*>(nullptr), shape, math,
-                              stream);
+      err = acc != nullptr ? multiply(acc, out) : multiply(grad_weight, out);
     }
     if (err) return err;
   }

@@ -41,6 +41,13 @@ struct GemmOperand {
   FastDivmod kdiv = {};
 };
 
+// Which slice type loads an operand view into registers: GemmSlice for a
+// GemmOperand; other views (the forward's columns gathered from the input,
+// conv2d_implicit_columns.cuh) name their own. The GEMM kernels take
+// operand B's view type as a template parameter and load it through this.
+template <typename Operand>
+struct GemmLoader;
+
 // C(m, j) of problem z and reduction range s at
 // z1 * b1 + z2 * b2 + s * bsplit + m * ldc + j; bias (may be null) is indexed
 // bias[z2 * bias_b2 + m]. `relu` clamps the finished value (after bias and
@@ -125,7 +132,8 @@ struct GemmSlice {
     return static_cast<int64_t>(outer) * op.sko + static_cast<int64_t>(inner) * op.sk;
   }
 
-  __device__ __forceinline__ static void quad_coords(const GemmOperand& op, int q, int& qi, int& qk) {
+  template <typename Op>
+  __device__ __forceinline__ static void quad_coords(const Op& op, int q, int& qi, int& qk) {
     if (op.vec == kVecRed) {
       qi = q / (BK / 4);
       qk = (q % (BK / 4)) * 4;
@@ -135,11 +143,16 @@ struct GemmSlice {
     }
   }
 
-  __device__ __forceinline__ void begin(const T* base, const GemmOperand& op, int first_row, int tid) {
+  // Quad 0's row and reduction index, for a tile whose rows start at first_row.
+  template <typename Op>
+  __device__ __forceinline__ void place(const Op& op, int first_row, int tid) {
     int qi, qk;
     quad_coords(op, tid, qi, qk);
     i0 = first_row + qi;
     dk0 = qk;
+  }
+  __device__ __forceinline__ void begin(const T* base, const GemmOperand& op, int first_row, int tid) {
+    place(op, first_row, tid);
     row0 = base + i0 * op.si;
   }
 
@@ -147,14 +160,16 @@ struct GemmSlice {
   // quad a thread (the CUDA-core tiles) the select is left out at compile
   // time: folding it later still changes nvcc's code for those kernels, and
   // ptxas then spills more on sm_90.
-  __device__ __forceinline__ int i(const GemmOperand& op, int t) const {
+  template <typename Op>
+  __device__ __forceinline__ int i(const Op& op, int t) const {
     if constexpr (kPerThread == 1) {
       return i0;
     } else {
       return i0 + (op.vec == kVecRed ? t * kRowStep : 0);
     }
   }
-  __device__ __forceinline__ int dk(const GemmOperand& op, int t) const {
+  template <typename Op>
+  __device__ __forceinline__ int dk(const Op& op, int t) const {
     if constexpr (kPerThread == 1) {
       return dk0;
     } else {
@@ -193,8 +208,8 @@ struct GemmSlice {
   }
 
   // Writes the quads into a [BK][BR + pad] shared-memory slice.
-  template <int PITCH>
-  __device__ __forceinline__ void store(A (*s)[PITCH], const GemmOperand& op, int tid) const {
+  template <int PITCH, typename Op>
+  __device__ __forceinline__ void store(A (*s)[PITCH], const Op& op, int tid) const {
 #pragma unroll
     for (int t = 0; t < kPerThread; ++t) {
       const int q = tid + t * THREADS;
@@ -209,6 +224,12 @@ struct GemmSlice {
       }
     }
   }
+};
+
+template <>
+struct GemmLoader<GemmOperand> {
+  template <typename T, int BR, int BK, int THREADS>
+  using Slice = GemmSlice<T, BR, BK, THREADS>;
 };
 
 // Row (or column) of register u of a thread: TM/4 quads spread BM/(TM/4)
@@ -460,8 +481,8 @@ inline bool gemm_output_vec(const TC* c, const GemmOutput& vc) {
 }
 
 // The tensor-core GEMM (gemm_tensor_core.cuh, which includes this header).
-template <typename T, typename TC>
-const char* launch_gemm_tensor_core(const T* a, GemmOperand va, const T* b, GemmOperand vb, TC* c, GemmOutput vc,
+template <typename T, typename TC, typename OperandB>
+const char* launch_gemm_tensor_core(const T* a, GemmOperand va, const T* b, OperandB vb, TC* c, GemmOutput vc,
                                     const T* bias, GemmShape shape, cudaStream_t stream);
 
 // FMA lanes of an SM for the accumulation type of T: FP64's are 64 or fewer
@@ -473,8 +494,8 @@ inline int gemm_fma_lanes_per_sm() {
 
 // Launches a GEMM kernel (CUDA-core or tensor-core) over the work items of
 // its Tile: a block per item, up to conv_grid's cap.
-template <typename Tile, typename Kernel, typename T, typename TC>
-const char* launch_gemm_kernel(Kernel kernel, const T* a, GemmOperand va, const T* b, GemmOperand vb, TC* c,
+template <typename Tile, typename Kernel, typename T, typename TC, typename OperandB>
+const char* launch_gemm_kernel(Kernel kernel, const T* a, GemmOperand va, const T* b, OperandB vb, TC* c,
                                GemmOutput vc, const T* bias, GemmShape shape, cudaStream_t stream) {
   if (const char* err = gemm_item_digits<Tile::BM, Tile::BN>(shape)) return err;
   const int64_t items = gemm_work_items<Tile::BM, Tile::BN>(shape);
@@ -487,26 +508,17 @@ const char* launch_gemm_tile(const T* a, GemmOperand va, const T* b, GemmOperand
   return launch_gemm_kernel<Tile>(gemm_kernel<T, TC, Tile>, a, va, b, vb, c, vc, bias, shape, stream);
 }
 
-// `math` chooses CUDA cores or tensor cores; double always runs on CUDA cores.
+// Settles how the kernels read a GemmOperand: its vector mode and divisor.
+template <typename T>
+inline void gemm_settle_operand(const T* base, GemmOperand& op) {
+  op.vec = gemm_vec_mode(base, op);
+  if (op.kin != 0) op.kdiv = FastDivmod::make(op.kin);
+}
+
+// The CUDA-core tile for the shape (gemm_cuda_core_tile) and its launch.
 template <typename T, typename TC>
-const char* launch_gemm(const T* a, GemmOperand va, const T* b, GemmOperand vb, TC* c, GemmOutput vc,
-                        const T* bias, GemmShape shape, GemmMath math, cudaStream_t stream) {
-  const int64_t problems = shape.nz1 * shape.nz2;
-  if (problems == 0 || shape.M == 0 || shape.N == 0) return launch_status();
-  // 32-bit rows and reduction indices; K's split ranges may round up by up to
-  // kGemmSplitAlign per split past K, so K keeps a 2^30 margin.
-  if (shape.M >= kFastDivmodLimit || shape.N >= kFastDivmodLimit || shape.K >= kFastDivmodLimit / 2) {
-    return "launch_gemm: M and N must stay below 2^31 and K below 2^30 (split the batch)";
-  }
-  va.vec = gemm_vec_mode(a, va);
-  vb.vec = gemm_vec_mode(b, vb);
-  if (va.kin != 0) va.kdiv = FastDivmod::make(va.kin);
-  if (vb.kin != 0) vb.kdiv = FastDivmod::make(vb.kin);
-  vc.vec = gemm_output_vec(c, vc);
-  if (shape.splits < 1) shape.splits = 1;
-  if constexpr (!std::is_same_v<T, double>) {
-    if (math == GemmMath::kTensorCore) return launch_gemm_tensor_core(a, va, b, vb, c, vc, bias, shape, stream);
-  }
+const char* launch_gemm_cuda_core(const T* a, GemmOperand va, const T* b, GemmOperand vb, TC* c, GemmOutput vc,
+                                  const T* bias, GemmShape shape, cudaStream_t stream) {
   constexpr bool kWide = std::is_same_v<T, float> && std::is_same_v<TC, float>;
   const int64_t resident = int64_t(gemm_min_blocks<T>()) * device_multiprocessors();
   const GemmTileKind kind = gemm_cuda_core_tile(shape, resident, gemm_fma_lanes_per_sm<T>(), kWide);
@@ -517,6 +529,33 @@ const char* launch_gemm(const T* a, GemmOperand va, const T* b, GemmOperand vb, 
   }
   if (kind == GemmTileKind::kLarge) return launch_gemm_tile<T, TC, GemmTileLarge>(a, va, b, vb, c, vc, bias, shape, stream);
   return launch_gemm_tile<T, TC, GemmTileSmall>(a, va, b, vb, c, vc, bias, shape, stream);
+}
+
+// `math` chooses CUDA cores or tensor cores; double always runs on CUDA cores.
+// Operand B is a GemmOperand, or a view with its own loader (GemmLoader),
+// which only the tensor-core kernel takes.
+template <typename T, typename TC, typename OperandB>
+const char* launch_gemm(const T* a, GemmOperand va, const T* b, OperandB vb, TC* c, GemmOutput vc,
+                        const T* bias, GemmShape shape, GemmMath math, cudaStream_t stream) {
+  const int64_t problems = shape.nz1 * shape.nz2;
+  if (problems == 0 || shape.M == 0 || shape.N == 0) return launch_status();
+  // 32-bit rows and reduction indices; K's split ranges may round up by up to
+  // kGemmSplitAlign per split past K, so K keeps a 2^30 margin.
+  if (shape.M >= kFastDivmodLimit || shape.N >= kFastDivmodLimit || shape.K >= kFastDivmodLimit / 2) {
+    return "launch_gemm: M and N must stay below 2^31 and K below 2^30 (split the batch)";
+  }
+  gemm_settle_operand(a, va);
+  gemm_settle_operand(b, vb);
+  vc.vec = gemm_output_vec(c, vc);
+  if (shape.splits < 1) shape.splits = 1;
+  if constexpr (!std::is_same_v<T, double>) {
+    if (math == GemmMath::kTensorCore) return launch_gemm_tensor_core(a, va, b, vb, c, vc, bias, shape, stream);
+  }
+  if constexpr (std::is_same_v<OperandB, GemmOperand>) {
+    return launch_gemm_cuda_core(a, va, b, vb, c, vc, bias, shape, stream);
+  } else {
+    return "launch_gemm: a gathered operand B needs the tensor-core GEMM";
+  }
 }
 
 }  // namespace SIMT_KERNEL_NS

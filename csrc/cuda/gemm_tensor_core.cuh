@@ -116,7 +116,8 @@ struct TensorCoreLayout {
   static constexpr int kElems = kCanTranspose && BK * kLdT > BR * kLd ? BK * kLdT : BR * kLd;
   static_assert(kLd * sizeof(Stored) % 16 == 0 && kLdT * sizeof(Stored) % 16 == 0, "ldmatrix rows are 16-byte aligned");
 
-  __device__ __forceinline__ static bool transposed(const GemmOperand& op) {
+  template <typename Op>
+  __device__ __forceinline__ static bool transposed(const Op& op) {
     return kCanTranspose && op.vec != kVecRed;
   }
   __device__ __forceinline__ static Stored (*rows(Stored* s))[kLd] { return reinterpret_cast<Stored (*)[kLd]>(s); }
@@ -130,10 +131,10 @@ struct TensorCoreLayout {
 };
 
 // Converts one GemmSlice (BR x BK quads in registers) into its layout.
-template <typename T, int BR, int BK, int THREADS>
+template <typename T, int BR, int BK, int THREADS, typename Op>
 __device__ __forceinline__ void stage_tensor_core_slice(const GemmSlice<T, BR, BK, THREADS>& slice,
-                                                        typename TensorCoreInput<T>::Stored* s,
-                                                        const GemmOperand& op, int tid) {
+                                                        typename TensorCoreInput<T>::Stored* s, const Op& op,
+                                                        int tid) {
   using L = TensorCoreLayout<T, BR, BK>;
   using In = TensorCoreInput<T>;
   using Stored = typename In::Stored;
@@ -224,9 +225,9 @@ __device__ __forceinline__ void load_fragment_b_pair(const typename TensorCoreIn
 // staged quads a thread: 120-125 (on 32-deep slices they spilled). Four
 // warps of 32 x 32 on a 64 x 64 tile needed ~160 registers: 3 blocks
 // (18.75%), and spilled when held to 128. No GPU has run the wide tile.
-template <typename T, typename TC, typename Tile>
+template <typename T, typename TC, typename Tile, typename OperandB>
 __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocks)
-    gemm_tensor_core_kernel(const T* __restrict__ a, GemmOperand va, const T* __restrict__ b, GemmOperand vb,
+    gemm_tensor_core_kernel(const T* __restrict__ a, GemmOperand va, const T* __restrict__ b, OperandB vb,
                             TC* c, GemmOutput vc, const T* __restrict__ bias, GemmShape shape) {
   using In = TensorCoreInput<T>;
   using Stored = typename In::Stored;
@@ -265,7 +266,7 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocks)
         for (int r = 0; r < 4; ++r) acc[i][j][r] = 0.0f;
 
     GemmSlice<T, BM, BK, kThreads> ra;
-    GemmSlice<T, BN, BK, kThreads> rb;
+    typename GemmLoader<OperandB>::template Slice<T, BN, BK, kThreads> rb;
     ra.begin(a_z, va, m0, tid);
     rb.begin(b_z, vb, n0, tid);
     ra.load(va, M, w.k_end, w.k_begin, tid);
@@ -379,18 +380,20 @@ inline bool gemm_tensor_core_wide(const GemmShape& shape, int64_t resident) {
 }
 
 // Operand vector modes, divisors and splits are settled by launch_gemm, which calls this.
-template <typename T, typename TC>
-const char* launch_gemm_tensor_core(const T* a, GemmOperand va, const T* b, GemmOperand vb, TC* c, GemmOutput vc,
+template <typename T, typename TC, typename OperandB>
+const char* launch_gemm_tensor_core(const T* a, GemmOperand va, const T* b, OperandB vb, TC* c, GemmOutput vc,
                                     const T* bias, GemmShape shape, cudaStream_t stream) {
   if constexpr (sizeof(T) == 2) {
     const int64_t resident = int64_t(GemmTensorCoreTileWide::kMinBlocks) * device_multiprocessors();
     if (gemm_tensor_core_wide(shape, resident)) {
       using Tile = GemmTensorCoreTileWide;
-      return launch_gemm_kernel<Tile>(gemm_tensor_core_kernel<T, TC, Tile>, a, va, b, vb, c, vc, bias, shape, stream);
+      return launch_gemm_kernel<Tile>(gemm_tensor_core_kernel<T, TC, Tile, OperandB>, a, va, b, vb, c, vc, bias, shape,
+                                      stream);
     }
   }
   using Tile = GemmTensorCoreTile;
-  return launch_gemm_kernel<Tile>(gemm_tensor_core_kernel<T, TC, Tile>, a, va, b, vb, c, vc, bias, shape, stream);
+  return launch_gemm_kernel<Tile>(gemm_tensor_core_kernel<T, TC, Tile, OperandB>, a, va, b, vb, c, vc, bias, shape,
+                                  stream);
 }
 
 }  // namespace SIMT_KERNEL_NS

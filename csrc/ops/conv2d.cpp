@@ -161,16 +161,17 @@ GemmMath gemm_math(Backend backend, const at::Tensor& like, bool tf32) {
 // Calls a kernel entry point with scratch memory from torch's allocator
 // (sized by the launchers' own workspace query) as its last argument on the
 // CUDA and SIMT backends; the CPU kernels keep their own scratch and get none.
-//   with_workspace(target, pass, algorithm, p, like, [&](auto... workspace) {
+// How much depends on the GEMM math (a tensor-core forward needs no columns).
+//   with_workspace(target, pass, algorithm, math, p, like, [&](auto... workspace) {
 //     return conv2d_backward_bias(target, ..., workspace...);
 //   });
 template <typename Target, typename Call>
-auto with_workspace(Target target, ConvPass pass, ConvAlgorithm algorithm, const Conv2dParams& p,
+auto with_workspace(Target target, ConvPass pass, ConvAlgorithm algorithm, GemmMath math, const Conv2dParams& p,
                     const at::Tensor& like, const Call& call) {
   if constexpr (std::is_same_v<Target, cpu::Target>) {
     return call();
   } else {
-    const int64_t bytes = conv2d_workspace_bytes(target, pass, algorithm, p, like.element_size());
+    const int64_t bytes = conv2d_workspace_bytes(target, pass, algorithm, p, like.element_size(), math);
     const at::Tensor workspace = at::empty({bytes}, like.options().dtype(at::kByte));
     return call(bytes == 0 ? nullptr : workspace.data_ptr());
   }
@@ -181,7 +182,7 @@ auto with_workspace(Target target, ConvPass pass, ConvAlgorithm algorithm, const
 template <typename Target, typename Call>
 auto with_launch_args(Target target, ConvPass pass, ConvAlgorithm algorithm, GemmMath math, const Conv2dParams& p,
                       const at::Tensor& like, const Call& call) {
-  return with_workspace(target, pass, algorithm, p, like, [&](auto... workspace) {
+  return with_workspace(target, pass, algorithm, math, p, like, [&](auto... workspace) {
     if constexpr (sizeof...(workspace) == 0) {
       return call();
     } else {
@@ -331,7 +332,8 @@ at::Tensor conv2d_backward_bias(const at::Tensor& grad_output, c10::string_view 
   if (grad_output.numel() == 0) return grad_bias.zero_();
   const at::Tensor dy = grad_output.contiguous();
   run_kernels(backend, dy, op, [&]<typename T>(auto target) {
-    return with_workspace(target, ConvPass::kBackwardBias, ConvAlgorithm::kDirect, p, dy, [&](auto... workspace) {
+    return with_workspace(target, ConvPass::kBackwardBias, ConvAlgorithm::kDirect, GemmMath::kCudaCore, p, dy,
+                          [&](auto... workspace) {
       return conv2d_backward_bias(target, in_ptr<T>(dy), out_ptr<T>(grad_bias), p, workspace...);
     });
   });

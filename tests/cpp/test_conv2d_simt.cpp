@@ -183,28 +183,29 @@ void run_case(const Case& c, std::mt19937& rng) {
     std::vector<T> y = poisoned<T>(ref.y.size());
     const char* err = simt::conv2d_forward<T>(
         kSimt, algo, xt.data(), wt.data(), c.bias ? bt.data() : nullptr, y.data(), p, /*relu=*/false, v.math,
-        ws.get(simt::conv2d_workspace_bytes(kSimt, ConvPass::kForward, algo, p, sizeof(T))));
+        ws.get(simt::conv2d_workspace_bytes(kSimt, ConvPass::kForward, algo, p, sizeof(T), v.math)));
     if (err) { std::fprintf(stderr, "forward error: %s\n", err); ++g_failures; }
     compare("forward", c, v, y, ref.y, ref.y_abs);
 
     std::vector<T> dx = poisoned<T>(ref.dx.size());
     err = simt::conv2d_backward_input<T>(
         kSimt, algo, dyt.data(), wt.data(), dx.data(), p, v.math,
-        ws.get(simt::conv2d_workspace_bytes(kSimt, ConvPass::kBackwardInput, algo, p, sizeof(T))));
+        ws.get(simt::conv2d_workspace_bytes(kSimt, ConvPass::kBackwardInput, algo, p, sizeof(T), v.math)));
     if (err) { std::fprintf(stderr, "backward_input error: %s\n", err); ++g_failures; }
     compare("backward_input", c, v, dx, ref.dx, ref.dx_abs);
 
     std::vector<T> dw = poisoned<T>(ref.dw.size());
     err = simt::conv2d_backward_weight<T>(
         kSimt, algo, dyt.data(), xt.data(), dw.data(), p, v.math,
-        ws.get(simt::conv2d_workspace_bytes(kSimt, ConvPass::kBackwardWeight, algo, p, sizeof(T))));
+        ws.get(simt::conv2d_workspace_bytes(kSimt, ConvPass::kBackwardWeight, algo, p, sizeof(T), v.math)));
     if (err) { std::fprintf(stderr, "backward_weight error: %s\n", err); ++g_failures; }
     compare("backward_weight", c, v, dw, ref.dw, ref.dw_abs);
   }
   std::vector<T> db = poisoned<T>(ref.db.size());
   const char* err = simt::conv2d_backward_bias<T>(
       kSimt, dyt.data(), db.data(), p,
-      ws.get(simt::conv2d_workspace_bytes(kSimt, ConvPass::kBackwardBias, ConvAlgorithm::kDirect, p, sizeof(T))));
+      ws.get(simt::conv2d_workspace_bytes(kSimt, ConvPass::kBackwardBias, ConvAlgorithm::kDirect, p, sizeof(T),
+                                      GemmMath::kCudaCore)));
   if (err) { std::fprintf(stderr, "backward_bias error: %s\n", err); ++g_failures; }
   compare("backward_bias", c, kDirect, db, ref.db, ref.db_abs);
 }
