@@ -125,16 +125,18 @@ def is_tensor_core(kernel: str) -> bool:
 
 
 def gathers_columns(kernel: str) -> bool:
-    """A tensor-core GEMM that gathers its columns from the input (the forward's
-    Im2colGatherForward, the weight gradient's Im2colGatherWgrad): it reads the input, and no
-    im2col launch writes a column buffer first."""
+    """A tensor-core GEMM that gathers its columns (the forward's Im2colGatherForward, the weight
+    gradient's Im2colGatherWgrad; at stride 1 the input gradient's Im2colGatherForward over
+    grad_output): it reads the input (or grad_output), with no im2col launch before it and no
+    col2im after it."""
     return is_tensor_core(kernel) and "Im2colGather" in kernel
 
 
 def gather_chunk_images(conv: Conv, pass_: str) -> int:
-    """Mirrors the gathering GEMMs' chunks: the forward takes the batch (im2col_gather_chunk_images),
-    the weight gradient as many images as keep images * P * Q below 2^30 (im2col_wgrad_layout)."""
-    return conv.n if pass_ == "fwd" else min(conv.n, max(1, 2**30 // max(conv.pq, 1)))
+    """Mirrors the gathering GEMMs' chunks: the forward and input gradient take the batch
+    (im2col_gather_chunk_images), the weight gradient as many images as keep images * P * Q below
+    2^30 (im2col_wgrad_layout)."""
+    return min(conv.n, max(1, 2**30 // max(conv.pq, 1))) if pass_ == "bwd_weight" else conv.n
 
 
 def gemm_tile_efficiency(kernel: str, m: int, n: int, k: int) -> float:
@@ -170,6 +172,11 @@ def conv_pass_work(conv: Conv, pass_: str, kernels: Sequence[str], elem: int = 4
                 eff = gemm_tile_efficiency(kernel, c.kg, c.pq, c.crs_g)
                 works.append(Work(flops * share, elem * (w_elems + columns + c.k + share * out_elems),
                                   int(share * out_elems), eff))
+            elif pass_ == "bwd_input" and gathers_columns(kernel):
+                # dX = W^T dY gathered: reads dY and the weights, writes dX; no column gradient.
+                eff = gemm_tile_efficiency(kernel, c.cg, c.h * c.w, c.kg * c.r * c.s)
+                works.append(Work(flops * share, elem * (w_elems + share * (out_elems + in_elems)),
+                                  int(share * in_elems), eff))
             elif pass_ == "bwd_input":
                 eff = gemm_tile_efficiency(kernel, c.crs_g, c.pq, c.kg)
                 works.append(Work(flops * share, elem * (w_elems + share * out_elems) + acc * n * c.crs * c.pq,
@@ -178,7 +185,7 @@ def conv_pass_work(conv: Conv, pass_: str, kernels: Sequence[str], elem: int = 4
                 eff = gemm_tile_efficiency(kernel, c.kg, c.crs_g, n * c.pq)
                 dw = acc * w_elems * (2 if done > 0 else 1)  # later chunks read and add
                 works.append(Work(flops * share, elem * (share * out_elems + columns) + dw, w_elems * splits, eff))
-            if pass_ == "fwd" or pass_ == "bwd_weight":
+            if pass_ == "fwd" or pass_ == "bwd_weight" or gathers_columns(kernel):
                 done += n
         elif kernel.startswith("col2im_kernel"):
             works.append(Work(float(n * c.crs * c.pq), acc * n * c.crs * c.pq + elem * share * in_elems,

@@ -433,9 +433,11 @@ def test_unknown_cpu_isa_is_reported_and_ignored():
 
 # Run with an 8 KiB column-buffer cap: a 3x6x6 image's columns take 3,888
 # bytes in float, so batch 5 goes through the im2col kernels in chunks of
-# 2, 2, 1 images (float), 1 each (double) and 4, 1 (float16, bfloat16: their
-# weight gradient adds the chunks in a float32 accumulator), the path that
-# large batches take on a GPU. The half types compare with torch in float32
+# 2, 2, 1 images (float), 1 each (double) and, on CUDA cores (sm_75), 4, 1
+# (float16, bfloat16: their weight gradient adds the chunks in a float32
+# accumulator), the path that large batches take on a GPU. On tensor cores
+# the half types' forward and weight gradient gather their columns and take
+# the batch whole, however small the cap. The half types compare with torch in float32
 # on the same values, relative to the largest magnitude.
 _CHUNKED_IM2COL_CHECK = """
 import json, torch, torch.nn.functional as F, fastconv, fastconv.functional as FF
@@ -478,10 +480,17 @@ def test_cuda_im2col_batch_chunks_on_simt(sm):
     # its 5 (or 3) images in one chunk; with it, float runs chunks of 2, 2, 1 and double 1 each.
     im2col = {name: n for name, n in launches.items() if name.startswith("im2col_kernel<")}
     assert im2col["im2col_kernel<double, 1>"] >= 2 * (5 + 3) * 2, im2col
-    # The fp32 dW accumulator of float16, on tensor cores from sm_80, on CUDA cores before.
-    accumulator = ("gemm_tensor_core_kernel<half_t, float" if sm == "90"
-                   else "gemm_kernel<half_t, float, GemmTile<128, 128")
-    assert simt_kernels.launched(launches, accumulator), "fp32 dW accumulator"
+    if sm == "90":
+        # float16 on tensor cores: no chunks, so no fp32 dW accumulator; the third shape's
+        # weight gradient is split (fp32 partials) and its partials summed straight into dW.
+        assert simt_kernels.launched(launches, "Im2colGatherWgrad")
+        assert not simt_kernels.launched(launches, "im2col_kernel<half_t")
+        assert not simt_kernels.launched(launches, "conv2d_reduce_partials_kernel<half_t, float>")
+        assert simt_kernels.launched(launches, "gemm_tensor_core_kernel<half_t, float")
+        assert simt_kernels.launched(launches, "conv2d_reduce_partials_kernel<half_t, half_t>")
+        return
+    # The fp32 dW accumulator of float16 on CUDA cores.
+    assert simt_kernels.launched(launches, "gemm_kernel<half_t, float, GemmTile<128, 128"), "fp32 dW accumulator"
     assert simt_kernels.launched(launches, "conv2d_reduce_partials_kernel<bfloat16_t, bfloat16_t>")
     # The third shape's chunks of one 24x24 image split their weight-gradient reduction in two:
     # half/bfloat16 partials are added into the fp32 accumulator.

@@ -138,11 +138,12 @@ def test_half_and_bfloat16_convolutions_run_on_tensor_cores(tc_backend, dtype, s
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_and_bfloat16_on_the_wide_tensor_core_tile(dtype):
     # One multiprocessor (two blocks at a time). The forward (M = 70 channels by N = 156 pixels)
-    # and the input gradient (M = 45 by 156) fill four and two 64 x 128 tiles in 2 and 1 rounds,
-    # where six and three 64 x 64 ones take 3 and 2, at 22 against 32 shared-memory wavefronts
-    # an mma (gemm_tensor_core_wide). Nothing is a whole tile: 70 and 45 rows, 156 columns, a
-    # 45-deep reduction on 16-deep slices. Both operands arrive as quads along rows in the
-    # input gradient, so both are staged transposed and read with ldmatrix.trans.
+    # and the input gradient (M = 5 input channels by 156 pixels) fill four and two 64 x 128
+    # tiles in 2 and 1 rounds, where six and three 64 x 64 ones take 3 and 2, at 22 against 32
+    # shared-memory wavefronts an mma (gemm_tensor_core_wide). Nothing is a whole tile: 70 and 5
+    # rows, 156 columns, 45- and 630-deep reductions on 16-deep slices. Both operands arrive as
+    # quads along rows in the input gradient (the weights' taps, grad_output gathered), so both
+    # are staged transposed and read with ldmatrix.trans.
     shape = dict(n=2, cin=5, cout=70, h=13, w=12, k=3, stride=1, padding=1, dilation=1, groups=1)
     with simt_kernels.multiprocessors(1):
         _check_half("simt", dtype, shape, [f"{TENSOR_CORE_GEMM}<{KERNEL_TYPE[dtype]}, {KERNEL_TYPE[dtype]}, "
@@ -282,12 +283,13 @@ def test_half_and_bfloat16_use_the_cuda_core_gemm_before_sm80():
 
 # --------------------------------------------------------------------------- gathered columns
 # On tensor cores the im2col forward and weight gradient gather their column matrix from the
-# input inside the GEMM's loader (csrc/cuda/gemm_im2col_gather.cuh) and unfold nothing. These
-# geometries aim at the loaders' index stepping: output rows of 1, 2 and 3 pixels (a quad of 4
-# pixels wraps across several rows, and in the weight gradient into the next image), P*Q not a
-# multiple of 4 (a quad runs past the last pixel), padding wider than the kernel's half, stride
-# 3, dilation 3, rectangular kernels and strides, 3 input channels, groups, and enough pixels
-# and patch for several tiles and slices.
+# input inside the GEMM's loader (csrc/cuda/gemm_im2col_gather.cuh) and unfold nothing; at
+# stride 1 the input gradient gathers grad_output the same way and writes grad_input without
+# col2im. These geometries aim at the loaders' index stepping: output rows of 1, 2 and 3 pixels
+# (a quad of 4 pixels wraps across several rows, and in the weight gradient into the next
+# image), P*Q and H*W not multiples of 4 (a quad runs past the last pixel), padding wider than
+# the kernel's half, stride 3, dilation 3, rectangular kernels and strides, 3 input channels,
+# groups, and enough pixels and patch for several tiles and slices.
 GATHER = "Im2colGather"
 GATHER_SHAPES = [
     dict(n=2, cin=3, cout=5, h=7, w=3, k=(3, 3), stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1),
@@ -296,9 +298,10 @@ GATHER_SHAPES = [
     dict(n=3, cin=6, cout=9, h=9, w=8, k=(3, 3), stride=(3, 2), padding=(3, 2), dilation=(1, 2), groups=3),
     dict(n=1, cin=40, cout=8, h=11, w=10, k=(3, 1), stride=(1, 1), padding=(4, 0), dilation=(3, 1), groups=1),
     dict(n=2, cin=5, cout=70, h=13, w=12, k=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1),
+    dict(n=2, cin=6, cout=12, h=5, w=7, k=(2, 4), stride=(1, 1), padding=(3, 2), dilation=(2, 1), groups=3),
 ]
 GATHER_IDS = ["Q1", "Q2-dilation-batch3", "Q3-rect-groups2", "stride3-pad3-groups3", "pad4-dilation3-K120-PQ130",
-              "70x156"]
+              "70x156", "even-kernel-pad3-groups3"]
 GATHER_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "tf32": torch.float32}
 
 
@@ -307,47 +310,55 @@ def _gather_geometry(s):
 
 
 def _gather_passes(s, dtype, relu=False):
-    """Our output and weight gradient on the simt backend (TF32 allowed), their float64
-    references and magnitudes (the same convolutions on absolute values). The references see
-    tf32 operands rounded, as the tensor cores round them: x and w forward, g and x for dW."""
+    """Our output, input gradient and weight gradient on the simt backend (TF32 allowed), their
+    float64 references and magnitudes (the same convolutions on absolute values). The references
+    see tf32 operands rounded, as the tensor cores round them: x and w forward, g and w for dX,
+    g and x for dW."""
     x = torch.randn(s["n"], s["cin"], s["h"], s["w"]).to(dtype)
     w = torch.randn(s["cout"], s["cin"] // s["groups"], *s["k"]).to(dtype)
     b = torch.randn(s["cout"]).to(dtype)
     conv = FF.conv2d_relu if relu else FF.conv2d
     with fastconv.backend("simt", allow_tf32=True):
-        w_ = w.clone().requires_grad_()
-        y = conv(x, w_, b, **_gather_geometry(s), algorithm="im2col")
+        x_, w_ = x.clone().requires_grad_(), w.clone().requires_grad_()
+        y = conv(x_, w_, b, **_gather_geometry(s), algorithm="im2col")
         g = torch.randn(y.shape).to(dtype) * (y > 0) if relu else torch.randn(y.shape).to(dtype)
-        (dw,) = torch.autograd.grad(y, w_, g)
+        dx, dw = torch.autograd.grad(y, (x_, w_), g)
     rounded = round_to_tf32 if dtype == torch.float32 else (lambda t: t)
 
     def reference(x, w, b, g):
         x, w = x.double().requires_grad_(), w.double().requires_grad_()
         out = F.conv2d(x, w, b.double(), **_gather_geometry(s))
         out = out.relu() if relu else out
-        return out.detach(), torch.autograd.grad(out, w, g.double())[0]
+        return (out.detach(), *torch.autograd.grad(out, (x, w), g.double()))
 
-    exact = (reference(rounded(x), rounded(w), b, g)[0], reference(rounded(x), w, b, rounded(g))[1])
+    exact = (reference(rounded(x), rounded(w), b, g)[0], reference(x, rounded(w), b, rounded(g))[1],
+             reference(rounded(x), w, b, rounded(g))[2])
     magnitude = reference(x.abs(), w.abs(), b.abs(), g.abs())
-    return (y.detach(), dw), exact, magnitude
+    return (y.detach(), dx, dw), exact, magnitude
 
 
 def _check_gathered(s, dtype, relu=False):
     ours, exact, magnitude = _gather_passes(s, dtype, relu)
-    patch = s["cin"] // s["groups"] * s["k"][0] * s["k"][1]
-    for name, o, e, m, terms in zip(("output", "grad_weight"), ours, exact, magnitude,
-                                    (patch + 1, s["n"] * exact[0].shape[2] * exact[0].shape[3])):
+    kh, kw = s["k"]
+    terms = (s["cin"] // s["groups"] * kh * kw + 1, s["cout"] // s["groups"] * kh * kw,
+             s["n"] * exact[0].shape[2] * exact[0].shape[3])
+    for name, o, e, m, t in zip(("output", "grad_input", "grad_weight"), ours, exact, magnitude, terms):
         assert o.dtype == dtype and o.shape == e.shape
-        _assert_within_bound(name, o, e, m, dtype, terms)
+        _assert_within_bound(name, o, e, m, dtype, t)
     return ours
 
 
 @pytest.mark.parametrize("sms", [1, 132])
 @pytest.mark.parametrize("dtype", list(GATHER_DTYPES), ids=list(GATHER_DTYPES))
 @pytest.mark.parametrize("shape", GATHER_SHAPES, ids=GATHER_IDS)
-def test_tensor_core_forward_and_weight_gradient_gather_their_columns(shape, dtype, sms):
-    with simt_kernels.multiprocessors(sms), simt_kernels.expect_kernels("Im2colGatherForward", "Im2colGatherWgrad"), \
-            expect_no_kernels("im2col_kernel"):
+def test_tensor_core_passes_gather_their_columns(shape, dtype, sms):
+    # At stride 1 no pass unfolds or folds a column matrix; at larger strides the input gradient
+    # still writes its column gradient and folds it with col2im.
+    unit_stride = shape["stride"] == (1, 1)
+    explicit_input_gradient = expect_no_kernels("col2im_kernel") if unit_stride else \
+        simt_kernels.expect_kernels("col2im_kernel")
+    with simt_kernels.multiprocessors(sms), explicit_input_gradient, \
+            simt_kernels.expect_kernels("Im2colGatherForward", "Im2colGatherWgrad"), expect_no_kernels("im2col_kernel"):
         _check_gathered(shape, GATHER_DTYPES[dtype])
 
 
@@ -357,7 +368,7 @@ def test_gathered_forward_on_the_wide_tile_with_relu(dtype):
     # test_half_and_bfloat16_on_the_wide_tensor_core_tile); conv2d_relu clamps in its epilogue.
     with simt_kernels.multiprocessors(1), \
             simt_kernels.expect_kernels("TensorCoreTile<64, 128, 16, 2, 4, 2>, Im2colGatherForward"):
-        y, _ = _check_gathered(GATHER_SHAPES[-1], dtype, relu=True)
+        y, _, _ = _check_gathered(GATHER_SHAPES[5], dtype, relu=True)
     assert (y >= 0).all() and (y == 0).any()
 
 

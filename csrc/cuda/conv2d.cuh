@@ -24,7 +24,7 @@ inline int64_t conv2d_workspace_bytes_for(ConvPass pass, ConvAlgorithm algorithm
     case ConvPass::kForward:
       return algorithm == ConvAlgorithm::kIm2col ? im2col_forward_workspace(p, element_size, math) : 0;
     case ConvPass::kBackwardInput:
-      return algorithm == ConvAlgorithm::kIm2col ? im2col_backward_input_workspace(p, element_size) : 0;
+      return algorithm == ConvAlgorithm::kIm2col ? im2col_backward_input_workspace(p, element_size, math) : 0;
     case ConvPass::kBackwardWeight:
       return algorithm == ConvAlgorithm::kIm2col ? im2col_backward_weight_workspace(p, element_size, math)
                                                  : direct_backward_weight_workspace(p, element_size);

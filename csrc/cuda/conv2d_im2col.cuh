@@ -4,7 +4,9 @@
 //                    (then ReLU in the GEMM's epilogue for conv2d_relu); on
 //                    tensor cores the GEMM gathers col_g from the input as it
 //                    loads it (gemm_im2col_gather.cuh): no column buffer
-//   backward input   dcol_g[CgRS x PQ] = W_g^T * dY_g, then col2im (a gather)
+//   backward input   dcol_g[CgRS x PQ] = W_g^T * dY_g, then col2im (a gather);
+//                    on tensor cores at stride 1 one GEMM gathers dY_g and
+//                    writes dX_g[Cg x HW] = W_g[Cg x (Kg R S)] * dY_g gathered
 //   backward weight  dW_g[Kg x CgRS]  = sum over images dY_g * col_g^T, the
 //                    images folded into the GEMM's reduction index, which is
 //                    split (split-K) to fill the GPU; splits and chunks are
@@ -141,10 +143,20 @@ inline bool im2col_gathers(const Conv2dParams& p, GemmMath math, int64_t element
   return math == GemmMath::kTensorCore && element_size < 8 && !p.im2col_is_identity() &&
          p.in_h * p.in_w < kFastDivmodLimit;
 }
-// Images per gathering GEMM launch: its work items (at most one a 64 x 64
-// tile, the smallest tensor-core tile) stay below 2^31.
-inline int64_t im2col_gather_chunk_images(const Conv2dParams& p) {
-  const int64_t per_image = p.groups * ceil_div(p.out_channels_per_group(), 64) * ceil_div(p.out_pixels(), 64);
+// The input gradient gathers grad_output in its GEMM and writes grad_input
+// itself (no fp32 column gradient, no col2im) at stride 1, where every tap of
+// an input pixel reads an output pixel or padding; at larger strides most
+// taps fall between output pixels, which only a division per tap would tell.
+// The P x Q plane it reads keeps 32-bit offsets too.
+inline bool im2col_gathers_input_gradient(const Conv2dParams& p, GemmMath math, int64_t element_size) {
+  return im2col_gathers(p, math, element_size) && p.stride_h == 1 && p.stride_w == 1 &&
+         p.out_pixels() < kFastDivmodLimit;
+}
+// Images per gathering GEMM launch of rows x cols outputs per problem: its
+// work items (at most one a 64 x 64 tile, the smallest tensor-core tile)
+// stay below 2^31.
+inline int64_t im2col_gather_chunk_images(const Conv2dParams& p, int64_t rows, int64_t cols) {
+  const int64_t per_image = p.groups * ceil_div(rows, 64) * ceil_div(cols, 64);
   const int64_t chunk = (kFastDivmodLimit - 1) / (per_image > 0 ? per_image : 1);
   return chunk < 1 ? 1 : chunk;
 }
@@ -153,7 +165,8 @@ inline int64_t im2col_forward_workspace(const Conv2dParams& p, int64_t element_s
   if (p.im2col_is_identity() || im2col_gathers(p, math, element_size)) return 0;
   return round_up16(im2col_chunk_images(p, element_size) * im2col_column_elems(p) * element_size);
 }
-inline int64_t im2col_backward_input_workspace(const Conv2dParams& p, int64_t element_size) {
+inline int64_t im2col_backward_input_workspace(const Conv2dParams& p, int64_t element_size, GemmMath math) {
+  if (im2col_gathers_input_gradient(p, math, element_size)) return 0;
   const int64_t acc = acc_size_for(element_size);
   return round_up16(im2col_chunk_images(p, acc) * im2col_column_elems(p) * acc);
 }
@@ -270,7 +283,7 @@ const char* conv2d_im2col_forward(const T* input, const T* weight, const T* bias
   const GemmOperand wa{CRSg, 1, kGemmNoWrap, 0, 0, Kg * CRSg, 0};
   const GemmOutput out{PQ, p.out_channels * PQ, Kg * PQ, Kg, false, relu};
   const bool gathers = im2col_gathers(p, math, sizeof(T));
-  const int64_t chunk = gathers ? im2col_gather_chunk_images(p) : im2col_chunk_images(p, sizeof(T));
+  const int64_t chunk = gathers ? im2col_gather_chunk_images(p, Kg, PQ) : im2col_chunk_images(p, sizeof(T));
   const int64_t in_image = p.in_channels * p.in_h * p.in_w;
   for (int64_t n0 = 0; n0 < p.batch; n0 += chunk) {
     const int64_t images = p.batch - n0 < chunk ? p.batch - n0 : chunk;
@@ -301,6 +314,25 @@ const char* conv2d_im2col_backward_input(const T* grad_output, const T* weight, 
   using A = acc_t<T>;
   const int64_t Kg = p.out_channels_per_group(), CRSg = p.patch_size(), PQ = p.out_pixels();
   const int64_t CRS = p.in_channels * p.kernel_h * p.kernel_w;
+  if constexpr (!std::is_same_v<T, double>) {  // double never runs on tensor cores
+    if (im2col_gathers_input_gradient(p, math, sizeof(T))) {
+      // Problem (n, g): A = W_g read as [c][(o, r, s)] (row m = c, reduction k = o * RS + rs), B =
+      // grad_output gathered (row j = input pixel); C = grad_input.
+      const int64_t RS = p.kernel_h * p.kernel_w, HW = p.in_h * p.in_w, Cg = p.in_channels_per_group();
+      const GemmOperand wt{RS, 1, RS, CRSg, 0, Kg * CRSg, 0};
+      const GemmOutput out{HW, p.in_channels * HW, Cg * HW, 0, false};
+      const int64_t chunk = im2col_gather_chunk_images(p, Cg, HW);
+      for (int64_t n0 = 0; n0 < p.batch; n0 += chunk) {
+        const int64_t images = p.batch - n0 < chunk ? p.batch - n0 : chunk;
+        const char* err = launch_gemm(weight, wt, grad_output + n0 * p.out_channels * PQ,
+                                      Im2colGatherForward::make_for_input_gradient(p), grad_input + n0 * p.in_channels * HW,
+                                      out, static_cast<const T*>(nullptr), GemmShape{Cg, HW, Kg * RS, images, p.groups},
+                                      math, stream);
+        if (err) return err;
+      }
+      return nullptr;
+    }
+  }
   const int64_t chunk = im2col_chunk_images(p, sizeof(A));
   A* dcol = static_cast<A*>(workspace);
   for (int64_t n0 = 0; n0 < p.batch; n0 += chunk) {

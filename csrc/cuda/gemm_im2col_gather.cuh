@@ -7,6 +7,10 @@
 // - the forward (Im2colGatherForward): B(j, k = i), rows are pixels;
 // - the weight gradient (Im2colGatherWgrad): B(i, k = n * P Q + j), rows
 //   are patch elements, the reduction runs over a chunk of images' pixels.
+// And at stride 1 the input gradient is the same gather over grad_output
+// (Im2colGatherForward::make_for_input_gradient): dX = W^T-by-taps times
+// grad_output gathered, written straight into grad_input, where the
+// explicit path writes an fp32 column gradient and col2im reads it back.
 // In half precision the explicit path writes and then reads the whole
 // column matrix (C R S P Q elements an image), which by the GPU model costs
 // as much time as the GEMM itself; gathered, the input is read instead, its
@@ -35,23 +39,32 @@ struct Im2colGatherGeometry {
   int stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w;
   FastDivmod kernel_hw, kernel_w, out_w;
 
-  static Im2colGatherGeometry make(const Conv2dParams& p, int64_t b1, int vec) {
-    const int64_t in_hw = p.in_h * p.in_w;
+  // A plane of in_h x in_w elements read by kernel_h x kernel_w taps for
+  // every pixel of rows out_w wide.
+  static Im2colGatherGeometry of_plane(int64_t b1, int64_t b2, int vec, int64_t in_h, int64_t in_w,
+                                       int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w,
+                                       int64_t dilation_h, int64_t dilation_w, int64_t kernel_h, int64_t kernel_w,
+                                       int64_t out_w) {
     return Im2colGatherGeometry{b1,
-                                p.in_channels_per_group() * in_hw,
+                                b2,
                                 vec,
-                                static_cast<int>(p.in_h),
-                                static_cast<int>(p.in_w),
-                                static_cast<int>(in_hw),
-                                static_cast<int>(p.stride_h),
-                                static_cast<int>(p.stride_w),
-                                static_cast<int>(p.pad_h),
-                                static_cast<int>(p.pad_w),
-                                static_cast<int>(p.dilation_h),
-                                static_cast<int>(p.dilation_w),
-                                FastDivmod::make(p.kernel_h * p.kernel_w),
-                                FastDivmod::make(p.kernel_w),
-                                FastDivmod::make(p.out_w)};
+                                static_cast<int>(in_h),
+                                static_cast<int>(in_w),
+                                static_cast<int>(in_h * in_w),
+                                static_cast<int>(stride_h),
+                                static_cast<int>(stride_w),
+                                static_cast<int>(pad_h),
+                                static_cast<int>(pad_w),
+                                static_cast<int>(dilation_h),
+                                static_cast<int>(dilation_w),
+                                FastDivmod::make(kernel_h * kernel_w),
+                                FastDivmod::make(kernel_w),
+                                FastDivmod::make(out_w)};
+  }
+  // The convolution's input, as the forward and the weight gradient read it.
+  static Im2colGatherGeometry of_input(const Conv2dParams& p, int64_t b1, int vec) {
+    return of_plane(b1, p.in_channels_per_group() * p.in_h * p.in_w, vec, p.in_h, p.in_w, p.stride_h, p.stride_w,
+                p.pad_h, p.pad_w, p.dilation_h, p.dilation_w, p.kernel_h, p.kernel_w, p.out_w);
   }
 
   // Patch element i of the group: its channel's plane and its tap's offset.
@@ -76,7 +89,19 @@ struct Im2colGatherGeometry {
 // reduction runs over the patch.
 struct Im2colGatherForward : Im2colGatherGeometry {
   static Im2colGatherForward make(const Conv2dParams& p) {
-    return Im2colGatherForward{Im2colGatherGeometry::make(p, p.in_channels * p.in_h * p.in_w, kVecRows)};
+    return Im2colGatherForward{of_input(p, p.in_channels * p.in_h * p.in_w, kVecRows)};
+  }
+  // The same gather over grad_output gives the input gradient's operand B at
+  // stride 1 (im2col_gathers_input_gradient): rows are input pixels (ih,
+  // iw), the reduction index k = (o * R + r) * S + s runs over the group's
+  // output channels o and taps, and
+  //   B(j, k) = grad_output[n][g * Kg + o][ih + ph - r * dh][iw + pw - s * dw]  (0 outside),
+  // the forward's geometry on a P x Q plane with padding and dilation negated.
+  static Im2colGatherForward make_for_input_gradient(const Conv2dParams& p) {
+    const int64_t PQ = p.out_pixels();
+    return Im2colGatherForward{of_plane(p.out_channels * PQ, p.out_channels_per_group() * PQ, kVecRows, p.out_h,
+                                        p.out_w, 1, 1, -p.pad_h, -p.pad_w, -p.dilation_h, -p.dilation_w, p.kernel_h,
+                                        p.kernel_w, p.in_w)};
   }
 };
 
@@ -89,7 +114,7 @@ struct Im2colGatherWgrad : Im2colGatherGeometry {
   int64_t in_image;  // elements of one image
 
   static Im2colGatherWgrad make(const Conv2dParams& p) {
-    return Im2colGatherWgrad{Im2colGatherGeometry::make(p, 0, kVecRed), FastDivmod::make(p.out_pixels()),
+    return Im2colGatherWgrad{of_input(p, 0, kVecRed), FastDivmod::make(p.out_pixels()),
                              static_cast<int>(p.out_h), p.in_channels * p.in_h * p.in_w};
   }
 };
