@@ -87,14 +87,20 @@ def test_layers_train_with_auto_on_simt():
 
 
 def test_tensor_cores_move_the_crossovers():
-    """With the im2col GEMMs on tensor cores (TF32, half, bfloat16), 32 output channels already
-    take im2col forward, and depthwise weight gradients im2col too."""
-    rule = lambda p, xs, ws, tc: _C.conv2d_auto_algorithm("cuda", p, list(xs), list(ws), [1, 1], [1, 1], [1, 1], 1, tc)  # noqa: E731
+    """With the im2col GEMMs on tensor cores (TF32, half, bfloat16), gathering their columns,
+    narrow forwards (32 output channels, or 8 a group) take im2col, and depthwise weight gradients
+    im2col too; depthwise forwards and input gradients stay direct."""
+    def rule(p, xs, ws, tc, groups=1):
+        return _C.conv2d_auto_algorithm("cuda", p, list(xs), list(ws), [1, 1], [1, 1], [1, 1], groups, tc)
+
     assert rule("fwd", (1, 32, 75, 75), (32, 32, 3, 3), False) == "direct"
     assert rule("fwd", (1, 32, 75, 75), (32, 32, 3, 3), True) == "im2col"
-    depthwise = lambda tc: _C.conv2d_auto_algorithm("cuda", "bwd_weight", [1, 32, 74, 74], [32, 1, 3, 3], [1, 1],  # noqa: E731
-                                                     [0, 0], [1, 1], 32, tc)
-    assert depthwise(False) == "direct" and depthwise(True) == "im2col"
+    assert rule("fwd", (32, 64, 36, 36), (64, 8, 3, 3), False, groups=8) == "direct"
+    assert rule("fwd", (32, 64, 36, 36), (64, 8, 3, 3), True, groups=8) == "im2col"
+    for tc in (False, True):
+        assert rule("fwd", (32, 32, 74, 74), (32, 1, 3, 3), tc, groups=32) == "direct"
+        assert rule("bwd_input", (32, 32, 74, 74), (32, 1, 3, 3), tc, groups=32) == "direct"
+        assert rule("bwd_weight", (32, 32, 74, 74), (32, 1, 3, 3), tc, groups=32) == ("im2col" if tc else "direct")
 
 
 def test_simt_tf32_runs_the_tensor_core_rule():

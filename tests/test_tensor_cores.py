@@ -138,12 +138,12 @@ def test_half_and_bfloat16_convolutions_run_on_tensor_cores(tc_backend, dtype, s
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_and_bfloat16_on_the_wide_tensor_core_tile(dtype):
     # One multiprocessor (two blocks at a time). The forward (M = 70 channels by N = 156 pixels)
-    # and the input gradient (M = 5 input channels by 156 pixels) fill four and two 64 x 128
-    # tiles in 2 and 1 rounds, where six and three 64 x 64 ones take 3 and 2, at 22 against 32
-    # shared-memory wavefronts an mma (gemm_tensor_core_wide). Nothing is a whole tile: 70 and 5
-    # rows, 156 columns, 45- and 630-deep reductions on 16-deep slices. Both operands arrive as
-    # quads along rows in the input gradient (the weights' taps, grad_output gathered), so both
-    # are staged transposed and read with ldmatrix.trans.
+    # and the input gradient (M = 45 by 156; 5 input channels are too few to gather) fill four
+    # and two 64 x 128 tiles in 2 and 1 rounds, where six and three 64 x 64 ones take 3 and 2,
+    # at 22 against 32 shared-memory wavefronts an mma (gemm_tensor_core_wide). Nothing is a
+    # whole tile: 70 and 45 rows, 156 columns, a 45-deep reduction on 16-deep slices. Both
+    # operands arrive as quads along rows in the input gradient, so both are staged transposed
+    # and read with ldmatrix.trans.
     shape = dict(n=2, cin=5, cout=70, h=13, w=12, k=3, stride=1, padding=1, dilation=1, groups=1)
     with simt_kernels.multiprocessors(1):
         _check_half("simt", dtype, shape, [f"{TENSOR_CORE_GEMM}<{KERNEL_TYPE[dtype]}, {KERNEL_TYPE[dtype]}, "
@@ -284,24 +284,25 @@ def test_half_and_bfloat16_use_the_cuda_core_gemm_before_sm80():
 # --------------------------------------------------------------------------- gathered columns
 # On tensor cores the im2col forward and weight gradient gather their column matrix from the
 # input inside the GEMM's loader (csrc/cuda/gemm_im2col_gather.cuh) and unfold nothing; at
-# stride 1 the input gradient gathers grad_output the same way and writes grad_input without
-# col2im. These geometries aim at the loaders' index stepping: output rows of 1, 2 and 3 pixels
+# stride 1, with 8 or more input channels a group, the input gradient gathers grad_output the
+# same way and writes grad_input without col2im. These geometries aim at the loaders' index stepping: output rows of 1, 2 and 3 pixels
 # (a quad of 4 pixels wraps across several rows, and in the weight gradient into the next
 # image), P*Q and H*W not multiples of 4 (a quad runs past the last pixel), padding wider than
 # the kernel's half, stride 3, dilation 3, rectangular kernels and strides, 3 input channels,
 # groups, and enough pixels and patch for several tiles and slices.
 GATHER = "Im2colGather"
 GATHER_SHAPES = [
-    dict(n=2, cin=3, cout=5, h=7, w=3, k=(3, 3), stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1),
-    dict(n=3, cin=2, cout=3, h=5, w=6, k=(3, 3), stride=(1, 1), padding=(0, 0), dilation=(1, 2), groups=1),
+    dict(n=2, cin=8, cout=5, h=7, w=3, k=(3, 3), stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1),
+    dict(n=3, cin=9, cout=3, h=5, w=6, k=(3, 3), stride=(1, 1), padding=(0, 0), dilation=(1, 2), groups=1),
     dict(n=1, cin=4, cout=6, h=6, w=5, k=(2, 3), stride=(1, 2), padding=(0, 1), dilation=(1, 1), groups=2),
     dict(n=3, cin=6, cout=9, h=9, w=8, k=(3, 3), stride=(3, 2), padding=(3, 2), dilation=(1, 2), groups=3),
     dict(n=1, cin=40, cout=8, h=11, w=10, k=(3, 1), stride=(1, 1), padding=(4, 0), dilation=(3, 1), groups=1),
     dict(n=2, cin=5, cout=70, h=13, w=12, k=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1),
-    dict(n=2, cin=6, cout=12, h=5, w=7, k=(2, 4), stride=(1, 1), padding=(3, 2), dilation=(2, 1), groups=3),
+    dict(n=2, cin=24, cout=12, h=5, w=7, k=(2, 4), stride=(1, 1), padding=(3, 2), dilation=(2, 1), groups=3),
+    dict(n=2, cin=3, cout=7, h=6, w=9, k=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1),
 ]
 GATHER_IDS = ["Q1", "Q2-dilation-batch3", "Q3-rect-groups2", "stride3-pad3-groups3", "pad4-dilation3-K120-PQ130",
-              "70x156", "even-kernel-pad3-groups3"]
+              "70x156", "even-kernel-pad3-groups3", "rgb"]
 GATHER_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "tf32": torch.float32}
 
 
@@ -352,10 +353,10 @@ def _check_gathered(s, dtype, relu=False):
 @pytest.mark.parametrize("dtype", list(GATHER_DTYPES), ids=list(GATHER_DTYPES))
 @pytest.mark.parametrize("shape", GATHER_SHAPES, ids=GATHER_IDS)
 def test_tensor_core_passes_gather_their_columns(shape, dtype, sms):
-    # At stride 1 no pass unfolds or folds a column matrix; at larger strides the input gradient
-    # still writes its column gradient and folds it with col2im.
-    unit_stride = shape["stride"] == (1, 1)
-    explicit_input_gradient = expect_no_kernels("col2im_kernel") if unit_stride else \
+    # At stride 1 with 8 or more input channels a group no pass unfolds or folds a column matrix;
+    # otherwise the input gradient still writes its column gradient and folds it with col2im.
+    gathered = shape["stride"] == (1, 1) and shape["cin"] // shape["groups"] >= 8
+    explicit_input_gradient = expect_no_kernels("col2im_kernel") if gathered else \
         simt_kernels.expect_kernels("col2im_kernel")
     with simt_kernels.multiprocessors(sms), explicit_input_gradient, \
             simt_kernels.expect_kernels("Im2colGatherForward", "Im2colGatherWgrad"), expect_no_kernels("im2col_kernel"):

@@ -92,31 +92,34 @@ ConvAlgorithm cpu_rule(const Conv2dParams& p) {
 // the direct kernel on CUDA cores (32 channels @74: direct 978 vs 1364).
 //
 // On tensor cores (TF32, CUDA's default for float32 under torch's rule, and
-// half and bfloat16 from sm_80; python -m bench.cuda_model --tf32,
-// cuda_model_h100_tf32.json) the im2col GEMMs run 2-8x faster: the forward
-// takes direct only under 32 output channels per group (32->32 @75: im2col
-// 138 vs 169), and the weight gradient is im2col throughout (depthwise 32
-// @74: 227 vs 978).
+// half and bfloat16 from sm_80; python -m bench.cuda_model --tf32 and
+// --dtype float16, cuda_model_h100_{tf32,fp16}.json) the im2col GEMMs run
+// 2-8x faster and gather their columns instead of unfolding them (the
+// forward and weight gradient always, the input gradient at stride 1 with 8
+// or more input channels a group), so
+// only depthwise-like patches (under 16) keep the direct forward and input
+// gradient: 8 channels per group @36 at batch 32 runs im2col's forward in
+// 21 us (TF32; 6.3 in half) against direct's 51, while depthwise 32 @74
+// keeps direct (TF32 23.5 vs 122; in half a near tie, 17.2 vs 20.6). The
+// weight gradient is im2col throughout (depthwise 32 @74: 244 vs 1,009).
 //
-// On the model's H100 the rule runs the faster algorithm in 114 of the 120
-// passes of the seed, 1x1 and grouped layers at batch 1 and 32 on CUDA cores
-// and in 115 on TF32; on its A100 (cuda_model_a100*.json) in 112 and 115. The
-// misses are within 1.6x (weight gradients of narrow or grouped layers, the
-// 32->32 forward at batch 1, near ties of the 3-channel forwards, where the
-// measurement above overrules the model),
-// except the forward of 8 channels per group on tensor cores at batch 1
-// (2.9x, 7 vs 2.4 us).
+// On the model's H100 the rule runs the faster algorithm in 115 of the 120
+// passes of the seed, 1x1 and grouped layers at batch 1 and 32 on CUDA cores,
+// in all 120 on TF32 and in 118 in half precision; on its A100
+// (cuda_model_a100*.json) in 115, 120 and 120. The misses are within 1.6x:
+// weight gradients of narrow or grouped layers on CUDA cores, near ties of
+// the 32->32 and 3-channel forwards (where the measurement above overrules
+// the model), and in half precision the depthwise 128 @36 forward (22.9 vs
+// 20.1 us), which TF32 runs 5x faster direct.
 constexpr int64_t kGpuNarrowGemm = 32;
 constexpr int64_t kGpuDepthwisePatch = 16;
 
 ConvAlgorithm gpu_rule(ConvPass pass, const Conv2dParams& p, bool tensor_cores) {
   bool direct = false;
   switch (pass) {
-    case ConvPass::kForward: {
-      const int64_t kg = p.out_channels_per_group();
-      direct = tensor_cores ? kg < kGpuNarrowGemm : kg <= kGpuNarrowGemm;
+    case ConvPass::kForward:
+      direct = tensor_cores ? p.patch_size() < kGpuDepthwisePatch : p.out_channels_per_group() <= kGpuNarrowGemm;
       break;
-    }
     case ConvPass::kBackwardInput:
       direct = p.patch_size() < kGpuDepthwisePatch;
       break;
