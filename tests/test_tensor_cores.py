@@ -352,7 +352,7 @@ def _check_gathered(s, dtype, relu=False):
 @pytest.mark.parametrize("sms", [1, 132])
 @pytest.mark.parametrize("dtype", list(GATHER_DTYPES), ids=list(GATHER_DTYPES))
 @pytest.mark.parametrize("shape", GATHER_SHAPES, ids=GATHER_IDS)
-def test_tensor_core_passes_gather_their_columns(shape, dtype, sms):
+def test_simt_tensor_core_passes_gather_their_columns(shape, dtype, sms):
     # At stride 1 with 8 or more input channels a group no pass unfolds or folds a column matrix;
     # otherwise the input gradient still writes its column gradient and folds it with col2im.
     gathered = shape["stride"] == (1, 1) and shape["cin"] // shape["groups"] >= 8
@@ -364,7 +364,7 @@ def test_tensor_core_passes_gather_their_columns(shape, dtype, sms):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_gathered_forward_on_the_wide_tile_with_relu(dtype):
+def test_simt_gathered_forward_on_the_wide_tile_with_relu(dtype):
     # One multiprocessor puts the 70 x 156 forward on the 64 x 128 tile (see
     # test_half_and_bfloat16_on_the_wide_tensor_core_tile); conv2d_relu clamps in its epilogue.
     with simt_kernels.multiprocessors(1), \
@@ -374,7 +374,7 @@ def test_gathered_forward_on_the_wide_tile_with_relu(dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_gathered_weight_gradient_in_split_ranges_over_chunks_of_images(dtype):
+def test_simt_gathered_weight_gradient_in_split_ranges_over_chunks_of_images(dtype):
     # 4 images of 24 x 24 pixels on 8 multiprocessors: the 2304-long reduction is split into
     # ranges (split-K) whose bounds fall inside images and rows. A 40 KiB column-buffer cap
     # (FASTCONV_COLUMN_BUFFER_BYTES, in a subprocess: it is read once) does not chunk the
@@ -398,7 +398,7 @@ print("ok")
     assert result.returncode == 0 and "ok" in result.stdout, result.stdout[-3000:] + result.stderr[-3000:]
 
 
-def test_passes_off_tensor_cores_and_1x1_keep_the_explicit_columns():
+def test_simt_passes_off_tensor_cores_and_1x1_keep_the_explicit_columns():
     s = GATHER_SHAPES[3]
     x = torch.randn(s["n"], s["cin"], s["h"], s["w"])
     w = torch.randn(s["cout"], s["cin"] // s["groups"], *s["k"])
