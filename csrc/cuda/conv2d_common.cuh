@@ -53,18 +53,23 @@ inline int64_t column_buffer_cap() {
 inline int64_t im2col_column_elems(const Conv2dParams& p) {
   return p.in_channels * p.kernel_h * p.kernel_w * p.out_pixels();
 }
-// A chunk also keeps images * P * Q below 2^30: the weight gradient's GEMM
-// folds the chunk's images into its reduction index, which it divides with
-// a 32-bit FastDivmod and splits into ranges whose 32-bit bounds may round
-// up past the end.
+// A chunk also keeps images * P * Q below 2^30 (im2col_index_chunk_images,
+// the only bound where the weight gradient gathers its columns instead of
+// buffering them): the weight gradient's GEMM folds the chunk's images into
+// its reduction index, which it divides with a 32-bit FastDivmod and splits
+// into ranges whose 32-bit bounds may round up past the end.
+inline int64_t im2col_index_chunk_images(const Conv2dParams& p) {
+  int64_t chunk = (kFastDivmodLimit / 2) / (p.out_pixels() > 0 ? p.out_pixels() : 1);
+  if (chunk < 1) chunk = 1;
+  return chunk < p.batch ? chunk : p.batch;
+}
 inline int64_t im2col_chunk_images(const Conv2dParams& p, int64_t column_elem_size) {
   const int64_t per_image = im2col_column_elems(p) * column_elem_size;
   if (per_image <= 0) return p.batch > 0 ? p.batch : 1;
   int64_t chunk = column_buffer_cap() / per_image;
-  const int64_t by_index = (kFastDivmodLimit / 2) / (p.out_pixels() > 0 ? p.out_pixels() : 1);
-  if (chunk > by_index) chunk = by_index;
   if (chunk < 1) chunk = 1;
-  return chunk < p.batch ? chunk : p.batch;
+  const int64_t by_index = im2col_index_chunk_images(p);
+  return chunk < by_index ? chunk : by_index;
 }
 
 // out[e] = (out[e] if accumulate) + the slices' partials added in slice

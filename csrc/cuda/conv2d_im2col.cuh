@@ -213,12 +213,8 @@ inline Im2colWgradLayout im2col_wgrad_layout(const Conv2dParams& p, int64_t elem
                                              GemmMath math) {
   Im2colWgradLayout l{};
   const int64_t acc = acc_size_for(element_size), weights = p.out_channels * p.patch_size();
-  if (im2col_gathers(p, math, element_size)) {
-    const int64_t by_index = (kFastDivmodLimit / 2) / p.out_pixels();
-    l.chunk = by_index < 1 ? 1 : by_index < p.batch ? by_index : p.batch;
-  } else {
-    l.chunk = im2col_chunk_images(p, element_size);
-  }
+  l.chunk = im2col_gathers(p, math, element_size) ? im2col_index_chunk_images(p)
+                                                   : im2col_chunk_images(p, element_size);
   // The largest chunk, on the GEMM with the most blocks per SM, splits the most.
   l.splits = im2col_wgrad_splits(p, l.chunk, multiprocessors, gemm_max_blocks_per_sm(element_size));
   l.accumulator_at = im2col_forward_workspace(p, element_size, math);  // the columns (the forward's buffer)

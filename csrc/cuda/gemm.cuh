@@ -42,9 +42,9 @@ struct GemmOperand {
 };
 
 // Which slice type loads an operand view into registers: GemmSlice for a
-// GemmOperand; other views (the forward's columns gathered from the input,
-// conv2d_implicit_columns.cuh) name their own. The GEMM kernels take
-// operand B's view type as a template parameter and load it through this.
+// GemmOperand; other views (the im2col columns gathered from the input,
+// gemm_im2col_gather.cuh) name their own. The tensor-core kernel takes
+// operand B's view type as a template parameter and loads it through this.
 template <typename Operand>
 struct GemmLoader;
 

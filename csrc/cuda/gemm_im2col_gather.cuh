@@ -64,7 +64,7 @@ struct Im2colGatherGeometry {
   // The convolution's input, as the forward and the weight gradient read it.
   static Im2colGatherGeometry of_input(const Conv2dParams& p, int64_t b1, int vec) {
     return of_plane(b1, p.in_channels_per_group() * p.in_h * p.in_w, vec, p.in_h, p.in_w, p.stride_h, p.stride_w,
-                p.pad_h, p.pad_w, p.dilation_h, p.dilation_w, p.kernel_h, p.kernel_w, p.out_w);
+                    p.pad_h, p.pad_w, p.dilation_h, p.dilation_w, p.kernel_h, p.kernel_w, p.out_w);
   }
 
   // Patch element i of the group: its channel's plane and its tap's offset.
