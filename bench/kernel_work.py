@@ -125,11 +125,11 @@ def is_tensor_core(kernel: str) -> bool:
 
 
 def gathers_columns(kernel: str) -> bool:
-    """A tensor-core GEMM that gathers its columns (the forward's Im2colGatherForward, the weight
-    gradient's Im2colGatherWgrad; at stride 1 the input gradient's Im2colGatherForward over
-    grad_output): it reads the input (or grad_output), with no im2col launch before it and no
-    col2im after it."""
-    return is_tensor_core(kernel) and "Im2colGather" in kernel
+    """A GEMM (tensor-core or CUDA-core) that gathers its columns (the forward's
+    Im2colGatherForward, the weight gradient's Im2colGatherWgrad; at stride 1 the input gradient's
+    Im2colGatherForward over grad_output): it reads the input (or grad_output), with no im2col
+    launch before it and no col2im after it."""
+    return is_gemm(kernel) and "Im2colGather" in kernel
 
 
 def gather_chunk_images(conv: Conv, pass_: str) -> int:
@@ -206,8 +206,9 @@ def conv_pass_work(conv: Conv, pass_: str, kernels: Sequence[str], elem: int = 4
             works.append(Work(flops, elem * (out_elems + in_elems) + written, w_elems * splits, eff))
         elif kernel.startswith("conv2d_reduce_partials"):
             # Sums of the direct weight gradient's slices (counted), or of a split reduction's ranges
-            # (the weight gradient's split-K, the bias gradient's: counted as one read, see README).
-            n = c.k if pass_ == "bwd_bias" else w_elems
+            # (the split-K of the weight gradient and of the gathering input gradient, the bias
+            # gradient's: counted as one read, see README).
+            n = c.k if pass_ == "bwd_bias" else in_elems if pass_ == "bwd_input" else w_elems
             slices = wgrad_slices(c) if any(k.startswith("conv2d_direct") for k in kernels) else 1
             works.append(Work(float((slices - 1) * n), acc * slices * n + elem * n, n))
         elif kernel.startswith("conv2d_backward_bias"):

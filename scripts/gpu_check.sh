@@ -144,13 +144,16 @@ sanitizer="$(command -v compute-sanitizer || echo "${CUDA_HOME:-/usr/local/cuda}
 if [ ! -x "$sanitizer" ]; then
   say "sanitizer: FAILED: compute-sanitizer not found (on PATH or in \$CUDA_HOME/bin)"; failed+=(sanitizer)
 else
-  sanitize() {  # sanitize TOOL SECONDS
+  sanitize() {  # sanitize TOOL SECONDS LOG [sanitizer_ops.py arguments]
     step sanitizer "$2" "$sanitizer" --tool "$1" --kernel-name kns=fastconv --error-exitcode 1 \
-      --log-file "$out/sanitizer-$1.txt" "$python" scripts/sanitizer_ops.py --backend cuda
+      --log-file "$out/$3" "$python" scripts/sanitizer_ops.py --backend cuda "${@:4}"
   }
-  sanitize memcheck 40
-  sanitize racecheck 120  # it tracks every shared-memory access: 95 s on an H200
-  sanitize synccheck 40
+  sanitize memcheck 30 sanitizer-memcheck.txt  # 9 s on an H200
+  sanitize racecheck 120 sanitizer-racecheck.txt  # it tracks every shared-memory access: 95 s on an H200
+  sanitize synccheck 30 sanitizer-synccheck.txt  # 10 s
+  # float32 and float64 gather their im2col columns in the GEMM; unfolded, their im2col kernels
+  # run too (elementwise: no shared memory for racecheck to watch).
+  sanitize memcheck 20 sanitizer-memcheck-unfolded.txt --unfold --precision float32 float64
 fi
 
 # 4. Against cuDNN (float32 convolutions with TF32 off and on, both sides alike); the results

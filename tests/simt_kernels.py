@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-from typing import Dict, Iterator
+import os
+import subprocess
+import sys
+from typing import Dict, Iterator, List
 
 from fastconv import _C
 from fastconv.simt import kernel_name, kernel_symbols
@@ -59,6 +62,25 @@ def record_subprocess_launches(output: str) -> Dict[str, int]:
         _subprocess_launches[offset] = _subprocess_launches.get(offset, 0) + count
         by_name[name_of(offset)] = by_name.get(name_of(offset), 0) + count
     return by_name
+
+
+_PYTEST_IN_SUBPROCESS = """
+import json, sys, pytest, fastconv
+code = pytest.main(["-q", "-p", "no:cacheprovider", *sys.argv[1:]])
+print("launches", json.dumps(fastconv._C.simt_launch_counts()))
+sys.exit(code)
+"""
+
+
+def run_tests_in_subprocess(pytest_args: List[str], **env: str) -> Dict[str, int]:
+    """Runs pytest on `pytest_args` in a subprocess with the environment variables `env` set
+    (switches that are read once per process) and asserts that it passed; returns its launches by
+    kernel name, which count toward this run's."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, "-c", _PYTEST_IN_SUBPROCESS, *pytest_args],
+                            env=dict(os.environ, **env), capture_output=True, text=True, cwd=root)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return record_subprocess_launches(result.stdout)
 
 
 def launched(by_name: Dict[str, int], fragment: str) -> bool:

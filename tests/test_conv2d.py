@@ -432,13 +432,15 @@ def test_unknown_cpu_isa_is_reported_and_ignored():
 
 
 # Run with an 8 KiB column-buffer cap: a 3x6x6 image's columns take 3,888
-# bytes in float, so batch 5 goes through the im2col kernels in chunks of
-# 2, 2, 1 images (float), 1 each (double) and, on CUDA cores (sm_75), 4, 1
-# (float16, bfloat16: their weight gradient adds the chunks in a float32
-# accumulator), the path that large batches take on a GPU. On tensor cores
-# the half types' forward and weight gradient gather their columns and take
-# the batch whole, however small the cap. The half types compare with torch in float32
-# on the same values, relative to the largest magnitude.
+# bytes in float, so batch 5 goes through the unfolding im2col kernels in
+# chunks of 2, 2, 1 images (float), 1 each (double) and, on CUDA cores
+# (sm_75), 4, 1 (float16, bfloat16: their weight gradient adds the chunks in
+# a float32 accumulator), the path that large batches take on a GPU. The
+# forward and weight gradient of float and double (and of the half types on
+# tensor cores) gather their columns and take the batch whole, however small
+# the cap, unless FASTCONV_IM2COL_GATHER=0; the input gradient of 3 channels
+# still writes a column gradient in chunks. The half types compare with
+# torch in float32 on the same values, relative to the largest magnitude.
 _CHUNKED_IM2COL_CHECK = """
 import json, torch, torch.nn.functional as F, fastconv, fastconv.functional as FF
 tolerance = {torch.float32: 1e-4, torch.float64: 1e-4, torch.float16: 4e-3, torch.bfloat16: 3e-2}
@@ -469,17 +471,27 @@ print("launches", json.dumps(fastconv._C.simt_launch_counts()))
 """
 
 
-@pytest.mark.parametrize("sm", ["90", "75"], ids=["tensor-cores", "cuda-cores"])
-def test_cuda_im2col_batch_chunks_on_simt(sm):
+@pytest.mark.parametrize("sm, gather", [("90", "1"), ("75", "1"), ("90", "0")],
+                         ids=["tensor-cores", "cuda-cores", "unfolded"])
+def test_cuda_im2col_batch_chunks_on_simt(sm, gather):
     # One multiprocessor: two blocks at a time.
     out = _run_with_env(["-c", _CHUNKED_IM2COL_CHECK], FASTCONV_COLUMN_BUFFER_BYTES="8192", FASTCONV_SIMT_SM_COUNT="1",
-                        FASTCONV_SIMT_ARCH=sm)
+                        FASTCONV_SIMT_ARCH=sm, FASTCONV_IM2COL_GATHER=gather)
     assert "chunked im2col ok" in out
     launches = simt_kernels.record_subprocess_launches(out)
-    # The switch took effect: one im2col launch per chunk. Without the cap every pass would take
-    # its 5 (or 3) images in one chunk; with it, float runs chunks of 2, 2, 1 and double 1 each.
     im2col = {name: n for name, n in launches.items() if name.startswith("im2col_kernel<")}
-    assert im2col["im2col_kernel<double, 1>"] >= 2 * (5 + 3) * 2, im2col
+    if gather == "0":
+        # The switch took effect: one im2col launch per chunk. Without the cap every pass would
+        # take its 5 (or 3) images in one chunk; with it, float runs chunks of 2, 2, 1 and double
+        # 1 each.
+        assert im2col["im2col_kernel<double, 1>"] >= 2 * (5 + 3) * 2, im2col
+        assert not simt_kernels.launched(launches, "Im2colGather")
+        return
+    # float and double gather their columns; their 3-channel input gradients fold a column
+    # gradient in chunks of one image (double), one col2im launch each, fused or not.
+    assert not any(name.startswith(("im2col_kernel<float", "im2col_kernel<double")) for name in im2col), im2col
+    assert simt_kernels.launched(launches, "gemm_kernel<double, double, GemmTile<64, 64, 8, 4, 4>, Im2colGatherWgrad>")
+    assert launches["col2im_kernel<double, true>"] >= 2 * (5 + 3), launches
     if sm == "90":
         # float16 on tensor cores: no chunks, so no fp32 dW accumulator; the third shape's
         # weight gradient is split (fp32 partials) and its partials summed straight into dW.
@@ -489,7 +501,8 @@ def test_cuda_im2col_batch_chunks_on_simt(sm):
         assert simt_kernels.launched(launches, "gemm_tensor_core_kernel<half_t, float")
         assert simt_kernels.launched(launches, "conv2d_reduce_partials_kernel<half_t, half_t>")
         return
-    # The fp32 dW accumulator of float16 on CUDA cores.
+    # The fp32 dW accumulator of float16 on CUDA cores, which unfold its columns.
+    assert simt_kernels.launched(launches, "im2col_kernel<half_t")
     assert simt_kernels.launched(launches, "gemm_kernel<half_t, float, GemmTile<128, 128"), "fp32 dW accumulator"
     assert simt_kernels.launched(launches, "conv2d_reduce_partials_kernel<bfloat16_t, bfloat16_t>")
     # The third shape's chunks of one 24x24 image split their weight-gradient reduction in two:

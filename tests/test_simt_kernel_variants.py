@@ -8,6 +8,8 @@ the rest of the suite they launch every variant built (tests/test_zz_kernel_cove
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -17,8 +19,8 @@ import fastconv.functional as FF
 
 from bench.cases import Layer
 from bench.cuda_model import record_layer
-from simt_kernels import (compute_capability, expect_kernels, expect_no_kernels, multiprocessors,
-                          simt_has_tensor_cores)
+from simt_kernels import (compute_capability, expect_kernels, expect_no_kernels, launched, multiprocessors,
+                          run_tests_in_subprocess, simt_has_tensor_cores)
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 KERNEL_TYPE = {torch.float32: "float", torch.float64: "double", torch.float16: "half_t",
@@ -168,6 +170,12 @@ def test_im2col_gemm_wide_tile():
         _check_conv(torch.float32, (1, 4, 40, 40), (64, 4, 3, 3), "im2col", padding=1)
 
 
+def _unfolds_columns(dtype) -> bool:
+    """Whether im2col unfolds its columns here: 16-bit GEMMs on CUDA cores (run as an sm_75), and
+    float32 and float64 with the gathering GEMMs off (FASTCONV_IM2COL_GATHER=0, a subprocess)."""
+    return dtype.itemsize == 2 or os.environ.get("FASTCONV_IM2COL_GATHER") == "0"
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_im2col_runs_of_four_elements_a_thread(dtype):
     # On one multiprocessor a launch of more than 16,380 column elements gives each thread 4
@@ -175,21 +183,34 @@ def test_im2col_runs_of_four_elements_a_thread(dtype):
     # next (c, r, s); 24,570 elements in the first case, so its last run is cut short. 2 columns
     # (a 1x1 kernel at stride 2): a run spans two rows. One output pixel of a 1x3 kernel: a run
     # spans four (c, r, s), and with 8,403 elements an image one of them crosses into the next.
-    # 16-bit convolutions unfold their columns only without tensor cores (sm_75): on tensor
-    # cores the GEMM gathers them (test_tensor_cores.py).
+    # Only 16-bit convolutions without tensor cores (sm_75) unfold their columns by default;
+    # float32 and float64 gather theirs in the GEMM (test_tensor_cores.py) on the same awkward
+    # geometries, and unfold them with the gathers off (test_float_and_double_unfold_...).
     t = KERNEL_TYPE[dtype]
     cc = 75 if dtype.itemsize == 2 else 90
-    with multiprocessors(1), compute_capability(cc), expect_kernels(f"im2col_kernel<{t}, 4>"):
+    path = [f"im2col_kernel<{t}, 4>"] if _unfolds_columns(dtype) else [f"gemm_kernel<{t}, {t}", "Im2colGatherForward"]
+    with multiprocessors(1), compute_capability(cc), expect_kernels(*path):
         _check_conv(dtype, (2, 7, 13, 15), (5, 7, 3, 3), "im2col", padding=1)
         _check_conv(dtype, (2, 7, 27, 29), (4, 7, 3, 3), "im2col", stride=2, padding=2, dilation=2)
         _check_conv(dtype, (5, 420, 7, 3), (3, 420, 1, 1), "im2col", stride=2)
         _check_conv(dtype, (2, 2801, 1, 3), (3, 2801, 1, 3), "im2col")
 
 
+def test_float_and_double_unfold_their_columns_with_the_gathers_off():
+    # FASTCONV_IM2COL_GATHER is read once per process, hence a subprocess.
+    runs_of_four = "tests/test_simt_kernel_variants.py::test_im2col_runs_of_four_elements_a_thread"
+    launches = run_tests_in_subprocess([runs_of_four], FASTCONV_IM2COL_GATHER="0")
+    for t in ("float", "double"):
+        assert launched(launches, f"im2col_kernel<{t}, 4>"), t
+        assert not any(f"<{t}" in k and "Im2colGather" in k for k in launches), t
+
+
 def test_small_im2col_launches_keep_one_element_a_thread():
-    # The same 24,570 elements on 132 multiprocessors would leave most of them idle in runs of 4.
-    with expect_kernels("im2col_kernel<float, 1>"), expect_no_kernels("im2col_kernel<float, 4>"):
-        _check_conv(torch.float32, (2, 7, 13, 15), (5, 7, 3, 3), "im2col", padding=1)
+    # The same 24,570 elements on 132 multiprocessors would leave most of them idle in runs of 4
+    # (float16 on CUDA cores, an sm_75: it unfolds its columns).
+    with compute_capability(75), expect_kernels("im2col_kernel<half_t, 1>"), \
+            expect_no_kernels("im2col_kernel<half_t, 4>"):
+        _check_conv(torch.float16, (2, 7, 13, 15), (5, 7, 3, 3), "im2col", padding=1)
 
 
 def _gemm_tiles(x_shape, w_shape, pass_, padding=0, sms=132, cc=90):

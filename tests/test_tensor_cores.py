@@ -35,7 +35,7 @@ from simt_kernels import expect_no_kernels
 TENSOR_CORE_GEMM = "gemm_tensor_core_kernel"
 BACKENDS = [b for b in fastconv.available_backends() if b in ("simt", "cuda")]
 KERNEL_TYPE = {torch.float16: "half_t", torch.bfloat16: "bfloat16_t"}
-UNIT_ROUNDOFF = {torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8, torch.float32: 2.0**-24}
+UNIT_ROUNDOFF = {torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8, torch.float32: 2.0**-24, torch.float64: 2.0**-53}
 
 # Awkward on purpose: no GEMM dimension a multiple of the 64 x 64 x 32 tile, batch 1, groups,
 # stride 2, dilation, a 1x1 convolution (its column matrix is the input itself), and one output
@@ -98,7 +98,8 @@ def _terms(s, y_shape):
 
 
 def _assert_within_bound(name, ours, exact, magnitude, dtype, terms):
-    bound = UNIT_ROUNDOFF[dtype] * exact.abs() + terms * 2.0**-24 * magnitude + 2.0**-24
+    acc = UNIT_ROUNDOFF[torch.float64 if dtype == torch.float64 else torch.float32]  # the accumulators'
+    bound = UNIT_ROUNDOFF[dtype] * exact.abs() + terms * acc * magnitude + acc
     err = (ours.double() - exact).abs()
     worst = (err / bound).max().item()
     assert worst <= 1.0, f"{name}: error {err.max().item():.3g} exceeds its bound by {worst:.3g}x"
@@ -256,40 +257,34 @@ def test_opcheck_and_compile_with_tf32():
     torch.testing.assert_close(compiled, eager, rtol=0, atol=0)
 
 
-# The float16/bfloat16 tests of the CUDA-core GEMM, rerun as on a GPU without tensor cores (a
-# switch read once per process, hence a subprocess); its launches count toward the suite's.
-_BEFORE_SM80 = """
-import json, sys, pytest, fastconv
-code = pytest.main(["-q", "-p", "no:cacheprovider", "-k", "simt or large_tile",
-                    "tests/test_simt_kernel_variants.py::test_im2col_gemm_large_tile",
-                    "tests/test_half_precision.py::test_conv2d_forward_and_gradients"])
-print("launches", json.dumps(fastconv._C.simt_launch_counts()))
-sys.exit(code)
-"""
-
-
 def test_half_and_bfloat16_use_the_cuda_core_gemm_before_sm80():
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    result = subprocess.run([sys.executable, "-c", _BEFORE_SM80], env=dict(os.environ, FASTCONV_SIMT_ARCH="75"),
-                            capture_output=True, text=True, cwd=root)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    launches = simt_kernels.record_subprocess_launches(result.stdout)
+    # The float16/bfloat16 tests of the CUDA-core GEMM, rerun as on a GPU without tensor cores (a
+    # switch read once per process, hence a subprocess).
+    launches = simt_kernels.run_tests_in_subprocess(
+        ["-k", "simt or large_tile", "tests/test_simt_kernel_variants.py::test_im2col_gemm_large_tile",
+         "tests/test_half_precision.py::test_conv2d_forward_and_gradients"], FASTCONV_SIMT_ARCH="75")
     for t in ("half_t", "bfloat16_t"):
         for tile in ("GemmTile<64, 64", "GemmTile<128, 128"):
             assert simt_kernels.launched(launches, f"gemm_kernel<{t}, {t}, {tile}"), (t, tile)
         assert simt_kernels.launched(launches, f"gemm_kernel<{t}, float, GemmTile<64, 64"), t  # grad_input
+        # 16-bit GEMMs on CUDA cores unfold their columns (the gathering kernels are float and double).
+        assert simt_kernels.launched(launches, f"im2col_kernel<{t}"), t
+        assert not any(f"<{t}" in k and GATHER in k for k in launches), t
     assert not simt_kernels.launched(launches, TENSOR_CORE_GEMM)
 
 
 # --------------------------------------------------------------------------- gathered columns
-# On tensor cores the im2col forward and weight gradient gather their column matrix from the
-# input inside the GEMM's loader (csrc/cuda/gemm_im2col_gather.cuh) and unfold nothing; at
-# stride 1, with 8 or more input channels a group, the input gradient gathers grad_output the
-# same way and writes grad_input without col2im. These geometries aim at the loaders' index stepping: output rows of 1, 2 and 3 pixels
+# On tensor cores, and on CUDA cores in float32 and float64, the im2col forward and weight
+# gradient gather their column matrix from the input inside the GEMM's loader
+# (csrc/cuda/gemm_im2col_gather.cuh) and unfold nothing; at stride 1 the input gradient gathers
+# grad_output the same way and writes grad_input without col2im, where the input channels of a
+# group pay for the GEMM's rows (input_gradient_gathers). These geometries aim at the loaders'
+# index stepping: output rows of 1, 2 and 3 pixels
 # (a quad of 4 pixels wraps across several rows, and in the weight gradient into the next
 # image), P*Q and H*W not multiples of 4 (a quad runs past the last pixel), padding wider than
 # the kernel's half, stride 3, dilation 3, rectangular kernels and strides, 3 input channels,
-# groups, and enough pixels and patch for several tiles and slices.
+# groups, enough pixels and patch for several tiles and slices, and 48 and 64 channels a group
+# (the CUDA-core input gradient gathers from 48).
 GATHER = "Im2colGather"
 GATHER_SHAPES = [
     dict(n=2, cin=8, cout=5, h=7, w=3, k=(3, 3), stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1),
@@ -300,9 +295,11 @@ GATHER_SHAPES = [
     dict(n=2, cin=5, cout=70, h=13, w=12, k=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1),
     dict(n=2, cin=24, cout=12, h=5, w=7, k=(2, 4), stride=(1, 1), padding=(3, 2), dilation=(2, 1), groups=3),
     dict(n=2, cin=3, cout=7, h=6, w=9, k=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1),
+    dict(n=2, cin=64, cout=6, h=5, w=7, k=(3, 3), stride=(1, 1), padding=(2, 1), dilation=(1, 1), groups=1),
+    dict(n=1, cin=96, cout=4, h=4, w=6, k=(3, 2), stride=(1, 1), padding=(1, 1), dilation=(2, 1), groups=2),
 ]
 GATHER_IDS = ["Q1", "Q2-dilation-batch3", "Q3-rect-groups2", "stride3-pad3-groups3", "pad4-dilation3-K120-PQ130",
-              "70x156", "even-kernel-pad3-groups3", "rgb"]
+              "70x156", "even-kernel-pad3-groups3", "rgb", "64-channels", "48-channels-groups2"]
 GATHER_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "tf32": torch.float32}
 
 
@@ -310,21 +307,29 @@ def _gather_geometry(s):
     return dict(stride=s["stride"], padding=s["padding"], dilation=s["dilation"], groups=s["groups"])
 
 
-def _gather_passes(s, dtype, relu=False):
-    """Our output, input gradient and weight gradient on the simt backend (TF32 allowed), their
-    float64 references and magnitudes (the same convolutions on absolute values). The references
-    see tf32 operands rounded, as the tensor cores round them: x and w forward, g and w for dX,
-    g and x for dW."""
+def input_gradient_gathers(s, tensor_cores: bool) -> bool:
+    """Mirrors im2col_gathers_input_gradient: at stride 1, with 8 or more input channels a group
+    on tensor cores, and on CUDA cores where they fill 3/4 of their 64-row tiles."""
+    cg = s["cin"] // s["groups"]
+    rows_pay = cg >= 8 if tensor_cores else 4 * cg >= 3 * -(-cg // 64) * 64
+    return s["stride"] == (1, 1) and rows_pay
+
+
+def _gather_passes(s, dtype, relu=False, tf32=True):
+    """Our output, input gradient and weight gradient on the simt backend (TF32 allowed unless
+    `tf32` is false), their float64 references and magnitudes (the same convolutions on absolute
+    values). Under TF32 the references see float32 operands rounded, as the tensor cores round
+    them: x and w forward, g and w for dX, g and x for dW."""
     x = torch.randn(s["n"], s["cin"], s["h"], s["w"]).to(dtype)
     w = torch.randn(s["cout"], s["cin"] // s["groups"], *s["k"]).to(dtype)
     b = torch.randn(s["cout"]).to(dtype)
     conv = FF.conv2d_relu if relu else FF.conv2d
-    with fastconv.backend("simt", allow_tf32=True):
+    with fastconv.backend("simt", allow_tf32=tf32):
         x_, w_ = x.clone().requires_grad_(), w.clone().requires_grad_()
         y = conv(x_, w_, b, **_gather_geometry(s), algorithm="im2col")
         g = torch.randn(y.shape).to(dtype) * (y > 0) if relu else torch.randn(y.shape).to(dtype)
         dx, dw = torch.autograd.grad(y, (x_, w_), g)
-    rounded = round_to_tf32 if dtype == torch.float32 else (lambda t: t)
+    rounded = round_to_tf32 if dtype == torch.float32 and tf32 else (lambda t: t)
 
     def reference(x, w, b, g):
         x, w = x.double().requires_grad_(), w.double().requires_grad_()
@@ -338,8 +343,8 @@ def _gather_passes(s, dtype, relu=False):
     return (y.detach(), dx, dw), exact, magnitude
 
 
-def _check_gathered(s, dtype, relu=False):
-    ours, exact, magnitude = _gather_passes(s, dtype, relu)
+def _check_gathered(s, dtype, relu=False, tf32=True):
+    ours, exact, magnitude = _gather_passes(s, dtype, relu, tf32)
     kh, kw = s["k"]
     terms = (s["cin"] // s["groups"] * kh * kw + 1, s["cout"] // s["groups"] * kh * kw,
              s["n"] * exact[0].shape[2] * exact[0].shape[3])
@@ -353,14 +358,74 @@ def _check_gathered(s, dtype, relu=False):
 @pytest.mark.parametrize("dtype", list(GATHER_DTYPES), ids=list(GATHER_DTYPES))
 @pytest.mark.parametrize("shape", GATHER_SHAPES, ids=GATHER_IDS)
 def test_simt_tensor_core_passes_gather_their_columns(shape, dtype, sms):
-    # At stride 1 with 8 or more input channels a group no pass unfolds or folds a column matrix;
-    # otherwise the input gradient still writes its column gradient and folds it with col2im.
-    gathered = shape["stride"] == (1, 1) and shape["cin"] // shape["groups"] >= 8
-    explicit_input_gradient = expect_no_kernels("col2im_kernel") if gathered else \
+    # Where the input gradient gathers, no pass unfolds or folds a column matrix; elsewhere the
+    # input gradient still writes its column gradient and folds it with col2im.
+    input_gradient = expect_no_kernels("col2im_kernel") if input_gradient_gathers(shape, True) else \
         simt_kernels.expect_kernels("col2im_kernel")
-    with simt_kernels.multiprocessors(sms), explicit_input_gradient, \
-            simt_kernels.expect_kernels("Im2colGatherForward", "Im2colGatherWgrad"), expect_no_kernels("im2col_kernel"):
+    t = {"float16": "half_t", "bfloat16": "bfloat16_t", "tf32": "float"}[dtype]
+    gemm = f"{TENSOR_CORE_GEMM}<{t}"
+    with simt_kernels.multiprocessors(sms), input_gradient, expect_no_kernels("im2col_kernel", "gemm_kernel<"), \
+            simt_kernels.expect_kernels(f"{gemm}, {t}, TensorCoreTile", "Im2colGatherForward", "Im2colGatherWgrad"):
         _check_gathered(shape, GATHER_DTYPES[dtype])
+
+
+@pytest.mark.parametrize("sms", [1, 132])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("shape", GATHER_SHAPES, ids=GATHER_IDS)
+def test_simt_cuda_core_passes_gather_their_columns(shape, dtype, sms):
+    # float32 with TF32 off and float64 multiply on CUDA cores, gathering as the tensor cores do;
+    # their input gradient gathers only where 48 or more channels a group fill its rows.
+    input_gradient = expect_no_kernels("col2im_kernel") if input_gradient_gathers(shape, False) else \
+        simt_kernels.expect_kernels("col2im_kernel")
+    t = "float" if dtype == torch.float32 else "double"
+    with simt_kernels.multiprocessors(sms), input_gradient, expect_no_kernels("im2col_kernel", TENSOR_CORE_GEMM), \
+            simt_kernels.expect_kernels(f"gemm_kernel<{t}, {t}, GemmTile", "Im2colGatherForward", "Im2colGatherWgrad"):
+        _check_gathered(shape, dtype, tf32=False)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "tf32", "float32", "float64"])
+def test_simt_gathered_input_gradient_splits_its_reduction_to_fill_the_gpu(dtype):
+    # Batch 1, 64 channels @8: the gathered input gradient's GEMM (64 x 64 outputs) has one or
+    # two tiles for 132 multiprocessors, so its 576-long reduction runs in split ranges whose
+    # partials one pass adds into grad_input (in split order); no column gradient, no col2im.
+    s = dict(n=1, cin=64, cout=64, h=8, w=8, k=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1)
+    real = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}.get(dtype, torch.float32)
+    tf32 = dtype == "tf32"
+    g = torch.randn(1, 64, 8, 8).to(real)
+    w = torch.randn(64, 64, 3, 3).to(real)
+    geo = ([1, 1], [1] * 4, [1, 1], 1)
+    with simt_kernels.multiprocessors(132), expect_no_kernels("col2im_kernel"), \
+            simt_kernels.expect_kernels("Im2colGatherForward", "conv2d_reduce_partials_kernel"):
+        dx = torch.ops.fastconv.conv2d_backward_input(g, w, [1, 64, 8, 8], *geo, "im2col",
+                                                      "simt:tf32" if tf32 else "simt")
+    rounded = round_to_tf32 if tf32 else (lambda t: t)
+    x0 = torch.zeros(1, 64, 8, 8, dtype=torch.float64, requires_grad=True)
+
+    def reference(g, w):
+        return torch.autograd.grad(F.conv2d(x0, w.double(), padding=1), x0, g.double())[0]
+
+    exact, magnitude = reference(rounded(g), rounded(w)), reference(g.abs(), w.abs())
+    assert dx.dtype == real
+    _assert_within_bound("grad_input", dx, exact, magnitude, real, 64 * 9)
+
+
+# On one multiprocessor: 64 output channels over 576 pixels take the 64 x 256 tile (float only),
+# 128 channels over 256 pixels and a 252-element patch the 128 x 128 tile; the small shapes
+# above take the 64 x 64 one.
+_WIDE = dict(n=1, cin=2, cout=64, h=24, w=24, k=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1)
+_LARGE = dict(n=1, cin=28, cout=128, h=16, w=16, k=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1)
+_LARGE_KERNELS = ["GemmTile<128, 128, 8, 8, 8>, Im2colGatherForward", "GemmTile<128, 128, 8, 8, 8>, Im2colGatherWgrad"]
+
+
+@pytest.mark.parametrize("shape, dtype, kernels", [
+    (_WIDE, torch.float32, ["GemmTile<64, 256, 4, 8, 8>, Im2colGatherForward"]),
+    (_LARGE, torch.float32, _LARGE_KERNELS),
+    (_LARGE, torch.float64, _LARGE_KERNELS),
+], ids=["wide-float32", "large-float32", "large-float64"])
+def test_simt_cuda_core_gathers_on_the_wide_and_large_tiles(shape, dtype, kernels):
+    t = "float" if dtype == torch.float32 else "double"
+    with simt_kernels.multiprocessors(1), simt_kernels.expect_kernels(*(f"gemm_kernel<{t}, {t}, {k}" for k in kernels)):
+        _check_gathered(shape, dtype, tf32=False)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -398,24 +463,11 @@ print("ok")
     assert result.returncode == 0 and "ok" in result.stdout, result.stdout[-3000:] + result.stderr[-3000:]
 
 
-def test_simt_passes_off_tensor_cores_and_1x1_keep_the_explicit_columns():
-    s = GATHER_SHAPES[3]
-    x = torch.randn(s["n"], s["cin"], s["h"], s["w"])
-    w = torch.randn(s["cout"], s["cin"] // s["groups"], *s["k"])
-    # float32 without TF32 and float64 multiply on CUDA cores: the columns are unfolded.
-    for dtype in (torch.float32, torch.float64):
-        w_ = w.to(dtype).clone().requires_grad_()
-        with fastconv.backend("simt"), simt_kernels.expect_kernels("im2col_kernel"), expect_no_kernels(GATHER):
-            y = FF.conv2d(x.to(dtype), w_, **_gather_geometry(s), algorithm="im2col")
-            y.sum().backward()
-        w_ref = w.to(dtype).clone().requires_grad_()
-        y_ref = F.conv2d(x.to(dtype), w_ref, **_gather_geometry(s))
-        y_ref.sum().backward()
-        torch.testing.assert_close(y, y_ref)
-        assert w_.grad is not None and w_ref.grad is not None
-        torch.testing.assert_close(w_.grad, w_ref.grad)
-    # A 1x1 stride-1 convolution's columns are the input itself: nothing to gather or unfold.
-    x1, w1 = torch.randn(2, 8, 5, 7).half(), torch.randn(6, 8, 1, 1).half().requires_grad_()
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32], ids=["float16", "float32"])
+def test_simt_1x1_convolutions_read_the_input_as_their_columns(dtype):
+    # A 1x1 stride-1 convolution's columns are the input itself: nothing to gather or unfold, on
+    # tensor cores (float16) or CUDA cores (float32 without TF32).
+    x1, w1 = torch.randn(2, 8, 5, 7).to(dtype), torch.randn(6, 8, 1, 1).to(dtype).requires_grad_()
     with fastconv.backend("simt"), expect_no_kernels(GATHER, "im2col_kernel"):
         y1 = FF.conv2d(x1, w1, algorithm="im2col")
         y1.sum().backward()

@@ -17,6 +17,17 @@
 namespace fastconv {
 namespace SIMT_KERNEL_NS {
 
+// Returns v, hiding where it came from: work derived from it inside a loop
+// is then done there rather than hoisted out and kept in registers across
+// the loop. The gathering GEMM loaders use it, so that a few integers a
+// slice are recomputed where keeping them would spill (ptxas, 128 registers).
+__device__ __forceinline__ int opaque_to_compiler(int v) {
+#if defined(__CUDA_ARCH__)
+  asm volatile("" : "+r"(v));
+#endif
+  return v;
+}
+
 // Load/store through the accumulation type: half and bfloat16 are widened to
 // float so that all arithmetic is fp32 (fp64 for double).
 __device__ __forceinline__ float to_acc(float v) { return v; }

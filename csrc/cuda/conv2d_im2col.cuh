@@ -1,17 +1,18 @@
 // The im2col convolution path: unfold a chunk of images into a column
 // matrix, then multiply with our GEMM (gemm.cuh).
 //   forward          Y_g[Kg x PQ]     = W_g[Kg x CgRS] * col_g[CgRS x PQ]     (+ bias)
-//                    (then ReLU in the GEMM's epilogue for conv2d_relu); on
-//                    tensor cores the GEMM gathers col_g from the input as it
-//                    loads it (gemm_im2col_gather.cuh): no column buffer
+//                    (then ReLU in the GEMM's epilogue for conv2d_relu); the
+//                    GEMM gathers col_g from the input as it loads it
+//                    (gemm_im2col_gather.cuh, im2col_gathers): no column buffer
 //   backward input   dcol_g[CgRS x PQ] = W_g^T * dY_g, then col2im (a gather);
-//                    on tensor cores at stride 1 one GEMM gathers dY_g and
-//                    writes dX_g[Cg x HW] = W_g[Cg x (Kg R S)] * dY_g gathered
+//                    at stride 1 one GEMM gathers dY_g and writes
+//                    dX_g[Cg x HW] = W_g[Cg x (Kg R S)] * dY_g gathered
+//                    (split-K where its tiles fill under a wave)
 //   backward weight  dW_g[Kg x CgRS]  = sum over images dY_g * col_g^T, the
 //                    images folded into the GEMM's reduction index, which is
 //                    split (split-K) to fill the GPU; splits and chunks are
-//                    added in order (deterministic); on tensor cores col_g is
-//                    gathered as in the forward
+//                    added in order (deterministic); col_g is gathered as in
+//                    the forward
 // The column buffer (workspace) holds `chunk` images of col[C*R*S][P*Q]:
 // im2col_chunk_images keeps it under 256 MiB.
 #pragma once
@@ -134,32 +135,58 @@ __global__ void __launch_bounds__(launch_bound<T>(kElementwiseThreads))
 // lies at i * si + k * sk, with no division.
 constexpr int64_t kGemmNoWrap = 0;
 
+// FASTCONV_IM2COL_GATHER=0 (read once) turns the gathering GEMMs off: every
+// im2col pass then unfolds its columns into the buffer, and the input
+// gradient folds them back with col2im. A switch to compare the two paths on
+// a GPU (or to fall back, should a gather misbehave there), and the way the
+// tests reach the unfolding kernels of float and double.
+inline bool im2col_gather_enabled() {
+  static const bool enabled = [] {
+    const char* value = std::getenv("FASTCONV_IM2COL_GATHER");
+    return value == nullptr || std::atoi(value) != 0;
+  }();
+  return enabled;
+}
+
 // Whether the forward and the weight gradient gather their columns in the
-// GEMM (tensor cores only) rather than unfolding them. A 1x1 stride-1
-// convolution's columns are the input itself, read with vector loads.
-// Offsets within one plane must stay 32-bit. double never runs on tensor
-// cores, whatever `math` says.
+// GEMM rather than unfolding them: on tensor cores, and on CUDA cores for
+// float and double (double always runs there, whatever `math` says). 16-bit
+// GEMMs run on CUDA cores only before sm_80 and keep explicit columns there.
+// A 1x1 stride-1 convolution's columns are the input itself, read with
+// vector loads. Offsets within one image's group of channels must stay
+// 32-bit (Im2colGatherGeometry).
 inline bool im2col_gathers(const Conv2dParams& p, GemmMath math, int64_t element_size) {
-  return math == GemmMath::kTensorCore && element_size < 8 && !p.im2col_is_identity() &&
-         p.in_h * p.in_w < kFastDivmodLimit;
+  return im2col_gather_enabled() && (math == GemmMath::kTensorCore || element_size >= 4) &&
+         !p.im2col_is_identity() && p.in_channels_per_group() * p.in_h * p.in_w < kFastDivmodLimit;
 }
 // The input gradient gathers grad_output in its GEMM and writes grad_input
 // itself (no fp32 column gradient, no col2im) at stride 1, where every tap of
 // an input pixel reads an output pixel or padding; at larger strides most
 // taps fall between output pixels, which only a division per tap would tell.
 // Its GEMM's rows are the input channels of a group, padded to 64-row tiles,
-// where the explicit one's are channels times taps: with fewer than
-// kGatherMinInputChannels a group, most of each tile would multiply zeros
-// (the GPU model: VGG16's 3->64 @224 at batch 32 in half, 221 us gathered
-// against 168 unfolded; 8 channels a group @36, 6.2 against 54). The P x Q
-// plane it reads keeps 32-bit offsets too.
-constexpr int64_t kGatherMinInputChannels = 8;
+// where the explicit one's are channels times taps.
+// - On tensor cores, whose GEMMs the loads and the column traffic bound,
+//   it gathers from kGatherMinInputChannels a group: below, most of each
+//   tile would multiply zeros (the GPU model: VGG16's 3->64 @224 at batch
+//   32 in half, 221 us gathered against 168 unfolded; 8 channels a group
+//   @36, 6.2 against 54).
+// - On CUDA cores a GEMM is bound by its multiply-adds, padded rows
+//   included, so it gathers only where the channels fill at least 3/4 of
+//   their 64-row tiles (48, 64, 96, 128, ...): with 32 (convnet4's 32->64
+//   @74, float, batch 32, H100) the model has the gathered GEMM at 0.5 of
+//   the tile against the unfolded one's 288 rows at 0.9 plus col2im.
+// The group's P x Q planes it reads keep 32-bit offsets too.
+constexpr int64_t kGatherMinInputChannels = 8, kGatherTileRows = 64;
 inline bool im2col_gathers_input_gradient(const Conv2dParams& p, GemmMath math, int64_t element_size) {
-  return im2col_gathers(p, math, element_size) && p.stride_h == 1 && p.stride_w == 1 &&
-         p.in_channels_per_group() >= kGatherMinInputChannels && p.out_pixels() < kFastDivmodLimit;
+  const int64_t Cg = p.in_channels_per_group();
+  const bool rows_pay = gemm_on_tensor_cores(element_size, math)
+                            ? Cg >= kGatherMinInputChannels
+                            : 4 * Cg >= 3 * ceil_div(Cg, kGatherTileRows) * kGatherTileRows;
+  return im2col_gathers(p, math, element_size) && p.stride_h == 1 && p.stride_w == 1 && rows_pay &&
+         p.out_channels_per_group() * p.out_pixels() < kFastDivmodLimit;
 }
 // Images per gathering GEMM launch of rows x cols outputs per problem: its
-// work items (at most one a 64 x 64 tile, the smallest tensor-core tile)
+// work items (at most one a 64 x 64 tile, the smallest GEMM tile)
 // stay below 2^31.
 inline int64_t im2col_gather_chunk_images(const Conv2dParams& p, int64_t rows, int64_t cols) {
   const int64_t per_image = p.groups * ceil_div(rows, 64) * ceil_div(cols, 64);
@@ -167,38 +194,82 @@ inline int64_t im2col_gather_chunk_images(const Conv2dParams& p, int64_t rows, i
   return chunk < 1 ? 1 : chunk;
 }
 
+// Split-K for a GEMM whose `tiles` output tiles would not fill the GPU: its
+// reduction of `K` indices is cut into enough ranges for kSplitWaves full
+// waves of the chosen GEMM (blocks_per_sm blocks, gemm_blocks_per_sm, on
+// each of the GPU's multiprocessors): a second wave lets blocks that finish
+// early pick up work where one exact wave would idle them at its end. No
+// range is shorter than kMinSplitLen (16 k-slices of the GEMM: below that,
+// writing and re-reading a tile of partials costs as much as the range's
+// multiply-adds). The partials (fp32 for half/bfloat16) are summed in split
+// order (deterministic). The cap on splits only guards tiny-output layers
+// with huge reductions (the weight gradient of 3 -> 64).
+constexpr int64_t kMinSplitLen = 128, kMaxSplits = 1024, kSplitWaves = 2;
+
+inline int64_t im2col_gemm_splits(int64_t tiles, int64_t K, int multiprocessors, int blocks_per_sm) {
+  int64_t splits = ceil_div(kSplitWaves * blocks_per_sm * multiprocessors, tiles > 0 ? tiles : 1);
+  const int64_t by_length = K / kMinSplitLen;
+  if (splits > by_length) splits = by_length;
+  if (splits > kMaxSplits) splits = kMaxSplits;
+  return splits < 1 ? 1 : splits;
+}
+
+// The weight gradient's GEMM has M = Kg, N = Cg*R*S: few output tiles for
+// the usual layers (64 -> 64 channels, 3x3: 9 tiles on 132 SMs), each with
+// a reduction over a whole chunk of images, so it is split. Its tiles are
+// counted on the CUDA-core tile a split problem would run (as large as any
+// the GEMM may take), so that the split fills the GPU on either path.
+inline int64_t im2col_wgrad_splits(const Conv2dParams& p, int64_t images, int multiprocessors, int blocks_per_sm) {
+  const GemmShape one{p.out_channels_per_group(), p.patch_size(), images * p.out_pixels(), 1, p.groups};
+  return im2col_gemm_splits(gemm_tiles_per_split(one, device_fp32_lanes_per_sm()), one.K, multiprocessors,
+                            blocks_per_sm);
+}
+// The gathering input gradient's GEMM has Cg rows where the unfolding one
+// has Cg*R*S, and a reduction over Kg*R*S: at batch 1, or on small images,
+// its tiles fill a fraction of the GPU (128 -> 128 @17: a quarter of a
+// wave), so it is split the same way, into partials of the whole chunk.
+// Only under one wave, though: the pass that adds the partials reads and
+// writes grad_input's size in fp32, which costs more than the tail of a
+// wave or two saves (the model, H100, TF32, 128 -> 128 @17 at batch 32:
+// 1.2 waves, 13.2 us unsplit against 16.0 split in two). Its tiles are
+// counted on the tile it runs: the tensor cores' 64 x 64 where they
+// multiply (counted on the CUDA-core tile, 64 -> 128 @36 in half at batch
+// 32 was split needlessly: 16 us against 11).
+inline GemmShape im2col_input_gradient_gather_shape(const Conv2dParams& p, int64_t images) {
+  return GemmShape{p.in_channels_per_group(), p.in_h * p.in_w, p.out_channels_per_group() * p.kernel_h * p.kernel_w,
+                   images, p.groups};
+}
+inline int64_t im2col_input_gradient_gather_splits(const Conv2dParams& p, int64_t images, int multiprocessors,
+                                                   int64_t element_size, GemmMath math) {
+  const GemmShape one = im2col_input_gradient_gather_shape(p, images);
+  const int64_t tiles = gemm_on_tensor_cores(element_size, math)
+                            ? gemm_tile_items(one, GemmTensorCoreTile::BM, GemmTensorCoreTile::BN)
+                            : gemm_tiles_per_split(one, device_fp32_lanes_per_sm());
+  const int blocks_per_sm = gemm_blocks_per_sm(element_size, math);
+  if (tiles >= int64_t(blocks_per_sm) * multiprocessors) return 1;
+  return im2col_gemm_splits(tiles, one.K, multiprocessors, blocks_per_sm);
+}
+
 inline int64_t im2col_forward_workspace(const Conv2dParams& p, int64_t element_size, GemmMath math) {
   if (p.im2col_is_identity() || im2col_gathers(p, math, element_size)) return 0;
   return round_up16(im2col_chunk_images(p, element_size) * im2col_column_elems(p) * element_size);
 }
+// Gathering, the input gradient needs room only for the partials of a split
+// chunk: a whole one, or the shorter last one (fewer tiles, more splits).
 inline int64_t im2col_backward_input_workspace(const Conv2dParams& p, int64_t element_size, GemmMath math) {
-  if (im2col_gathers_input_gradient(p, math, element_size)) return 0;
   const int64_t acc = acc_size_for(element_size);
+  if (im2col_gathers_input_gradient(p, math, element_size)) {
+    const int64_t chunk = im2col_gather_chunk_images(p, p.in_channels_per_group(), p.in_h * p.in_w);
+    int64_t most = 0;
+    for (int64_t images : {chunk < p.batch ? chunk : p.batch, p.batch % chunk}) {
+      const int64_t splits =
+          im2col_input_gradient_gather_splits(p, images, device_multiprocessors(), element_size, math);
+      const int64_t elems = splits > 1 ? splits * images * p.in_channels * p.in_h * p.in_w : 0;
+      most = elems > most ? elems : most;
+    }
+    return round_up16(most * acc);
+  }
   return round_up16(im2col_chunk_images(p, acc) * im2col_column_elems(p) * acc);
-}
-// The weight gradient's GEMM has M = Kg, N = Cg*R*S: few output tiles for
-// the usual layers (64 -> 64 channels, 3x3: 9 tiles on 132 SMs), each with
-// a reduction over a whole chunk of images. It is therefore split into
-// `splits` reduction ranges (split-K), enough for kWgradWaves full waves of
-// the chosen GEMM (blocks_per_sm blocks, gemm_blocks_per_sm, on each of the
-// GPU's multiprocessors): a second wave lets blocks that finish early pick
-// up work where one exact wave would idle them at its end. No range is
-// shorter than kWgradMinSplitLen (16 k-slices of the GEMM: below that,
-// writing and re-reading a tile of partials costs as much as the range's
-// multiply-adds). The partials (fp32 for half/bfloat16) are summed in split
-// order. The cap on splits only guards tiny-output layers with huge
-// reductions (3 -> 64).
-constexpr int64_t kWgradMinSplitLen = 128, kWgradMaxSplits = 1024, kWgradWaves = 2;
-
-inline int64_t im2col_wgrad_splits(const Conv2dParams& p, int64_t images, int multiprocessors, int blocks_per_sm) {
-  const int64_t K = images * p.out_pixels();
-  const GemmShape one{p.out_channels_per_group(), p.patch_size(), K, 1, p.groups};
-  const int64_t tiles = gemm_tiles_per_split(one, device_fp32_lanes_per_sm());
-  int64_t splits = ceil_div(kWgradWaves * blocks_per_sm * multiprocessors, tiles);
-  const int64_t by_length = K / kWgradMinSplitLen;
-  if (splits > by_length) splits = by_length;
-  if (splits > kWgradMaxSplits) splits = kWgradMaxSplits;
-  return splits < 1 ? 1 : splits;
 }
 
 // The weight gradient's workspace, in this order: the column buffer (none
@@ -292,13 +363,11 @@ const char* conv2d_im2col_forward(const T* input, const T* weight, const T* bias
     const GemmShape shape{Kg, PQ, CRSg, images, p.groups};
     T* output_chunk = output + n0 * p.out_channels * PQ;
     const char* err = nullptr;
-    if constexpr (!std::is_same_v<T, double>) {  // double never runs on tensor cores
-      if (gathers) {
-        err = launch_gemm(weight, wa, input + n0 * in_image, Im2colGatherForward::make(p), output_chunk, out, bias,
-                          shape, math, stream);
-        if (err) return err;
-        continue;
-      }
+    if (gathers) {
+      err = launch_gemm(weight, wa, input + n0 * in_image, Im2colGatherForward::make(p), output_chunk, out, bias,
+                        shape, math, stream);
+      if (err) return err;
+      continue;
     }
     const T* col = columns_of(input, p, n0, images, workspace, stream, &err);
     if (err) return err;
@@ -316,24 +385,35 @@ const char* conv2d_im2col_backward_input(const T* grad_output, const T* weight, 
   using A = acc_t<T>;
   const int64_t Kg = p.out_channels_per_group(), CRSg = p.patch_size(), PQ = p.out_pixels();
   const int64_t CRS = p.in_channels * p.kernel_h * p.kernel_w;
-  if constexpr (!std::is_same_v<T, double>) {  // double never runs on tensor cores
-    if (im2col_gathers_input_gradient(p, math, sizeof(T))) {
-      // Problem (n, g): A = W_g read as [c][(o, r, s)] (row m = c, reduction k = o * RS + rs), B =
-      // grad_output gathered (row j = input pixel); C = grad_input.
-      const int64_t RS = p.kernel_h * p.kernel_w, HW = p.in_h * p.in_w, Cg = p.in_channels_per_group();
-      const GemmOperand wt{RS, 1, RS, CRSg, 0, Kg * CRSg, 0};
-      const GemmOutput out{HW, p.in_channels * HW, Cg * HW, 0, false};
-      const int64_t chunk = im2col_gather_chunk_images(p, Cg, HW);
-      for (int64_t n0 = 0; n0 < p.batch; n0 += chunk) {
-        const int64_t images = p.batch - n0 < chunk ? p.batch - n0 : chunk;
-        const char* err = launch_gemm(weight, wt, grad_output + n0 * p.out_channels * PQ,
-                                      Im2colGatherForward::make_for_input_gradient(p), grad_input + n0 * p.in_channels * HW,
-                                      out, static_cast<const T*>(nullptr), GemmShape{Cg, HW, Kg * RS, images, p.groups},
-                                      math, stream);
-        if (err) return err;
+  if (im2col_gathers_input_gradient(p, math, sizeof(T))) {
+    // Problem (n, g): A = W_g read as [c][(o, r, s)] (row m = c, reduction k = o * RS + rs), B =
+    // grad_output gathered (row j = input pixel); C = grad_input, or split partials that one
+    // pass adds into it.
+    const int64_t RS = p.kernel_h * p.kernel_w, HW = p.in_h * p.in_w, Cg = p.in_channels_per_group();
+    const GemmOperand wt{RS, 1, RS, CRSg, 0, Kg * CRSg, 0};
+    const int64_t chunk = im2col_gather_chunk_images(p, Cg, HW);
+    for (int64_t n0 = 0; n0 < p.batch; n0 += chunk) {
+      const int64_t images = p.batch - n0 < chunk ? p.batch - n0 : chunk, elems = images * p.in_channels * HW;
+      GemmShape shape = im2col_input_gradient_gather_shape(p, images);
+      shape.splits = im2col_input_gradient_gather_splits(p, images, device_multiprocessors(), sizeof(T), math);
+      const T* dy = grad_output + n0 * p.out_channels * PQ;
+      const auto gathered = Im2colGatherForward::make_for_input_gradient(p);
+      T* dx = grad_input + n0 * p.in_channels * HW;
+      const char* err = nullptr;
+      if (shape.splits > 1) {
+        A* partials = static_cast<A*>(workspace);
+        const GemmOutput out{HW, p.in_channels * HW, Cg * HW, 0, false, false, elems};
+        err = launch_gemm(weight, wt, dy, gathered, partials, out, static_cast<const T*>(nullptr), shape, math, stream);
+        if (!err) {
+          err = launch_reduce_partials<T>(static_cast<const A*>(partials), dx, elems, shape.splits, false, stream);
+        }
+      } else {
+        const GemmOutput out{HW, p.in_channels * HW, Cg * HW, 0, false};
+        err = launch_gemm(weight, wt, dy, gathered, dx, out, static_cast<const T*>(nullptr), shape, math, stream);
       }
-      return nullptr;
+      if (err) return err;
     }
+    return nullptr;
   }
   const int64_t chunk = im2col_chunk_images(p, sizeof(A));
   A* dcol = static_cast<A*>(workspace);
@@ -384,11 +464,9 @@ const char* conv2d_im2col_backward_weight(const T* grad_output, const T* input, 
     shape.splits = im2col_wgrad_splits(p, images, sms, gemm_blocks_per_sm(sizeof(T), math));
     // dY * col^T into c (partials, the fp32 accumulator or grad_weight itself).
     auto multiply = [&](auto* c, const GemmOutput& out) -> const char* {
-      if constexpr (!std::is_same_v<T, double>) {
-        if (gathers) {
-          return launch_gemm(dy_chunk, dy, input + n0 * in_image, Im2colGatherWgrad::make(p), c, out,
-                             static_cast<const T*>(nullptr), shape, math, stream);
-        }
+      if (gathers) {
+        return launch_gemm(dy_chunk, dy, input + n0 * in_image, Im2colGatherWgrad::make(p), c, out,
+                           static_cast<const T*>(nullptr), shape, math, stream);
       }
       return launch_gemm(dy_chunk, dy, col, cl, c, out, static_cast<const T*>(nullptr), shape, math, stream);
     };

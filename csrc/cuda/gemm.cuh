@@ -43,8 +43,8 @@ struct GemmOperand {
 
 // Which slice type loads an operand view into registers: GemmSlice for a
 // GemmOperand; other views (the im2col columns gathered from the input,
-// gemm_im2col_gather.cuh) name their own. The tensor-core kernel takes
-// operand B's view type as a template parameter and loads it through this.
+// gemm_im2col_gather.cuh) name their own. Both GEMM kernels take operand
+// B's view type as a template parameter and load it through this.
 template <typename Operand>
 struct GemmLoader;
 
@@ -283,9 +283,9 @@ FASTCONV_HD int gemm_range_len(const GemmShape& shape) {
   return static_cast<int>(shape.splits > 1 ? gemm_split_len(shape.K, shape.splits) : shape.K);
 }
 
-template <typename T, typename TC, typename Tile>
+template <typename T, typename TC, typename Tile, typename OperandB>
 __global__ void __launch_bounds__(Tile::kThreads, gemm_min_blocks<T>())
-    gemm_kernel(const T* __restrict__ a, GemmOperand va, const T* __restrict__ b, GemmOperand vb,
+    gemm_kernel(const T* __restrict__ a, GemmOperand va, const T* __restrict__ b, OperandB vb,
                 TC* c, GemmOutput vc, const T* __restrict__ bias, GemmShape shape) {
   using A = acc_t<T>;
   constexpr int BM = Tile::BM, BN = Tile::BN, BK = Tile::BK, TM = Tile::TM, TN = Tile::TN;
@@ -313,7 +313,7 @@ __global__ void __launch_bounds__(Tile::kThreads, gemm_min_blocks<T>())
       for (int j = 0; j < TN; ++j) acc[i][j] = A(0);
 
     GemmSlice<T, BM, BK, kThreads> ra;
-    GemmSlice<T, BN, BK, kThreads> rb;
+    typename GemmLoader<OperandB>::template Slice<T, BN, BK, kThreads> rb;
     ra.begin(a_z, va, m0, tid);
     rb.begin(b_z, vb, n0, tid);
     ra.load(va, M, k_end, k_begin, tid);
@@ -502,10 +502,10 @@ const char* launch_gemm_kernel(Kernel kernel, const T* a, GemmOperand va, const 
   SIMT_LAUNCH(kernel, conv_grid(items), Tile::kThreads, 0, stream, a, va, b, vb, c, vc, bias, shape);
   return launch_status();
 }
-template <typename T, typename TC, typename Tile>
-const char* launch_gemm_tile(const T* a, GemmOperand va, const T* b, GemmOperand vb, TC* c, GemmOutput vc,
+template <typename T, typename TC, typename Tile, typename OperandB>
+const char* launch_gemm_tile(const T* a, GemmOperand va, const T* b, OperandB vb, TC* c, GemmOutput vc,
                              const T* bias, GemmShape shape, cudaStream_t stream) {
-  return launch_gemm_kernel<Tile>(gemm_kernel<T, TC, Tile>, a, va, b, vb, c, vc, bias, shape, stream);
+  return launch_gemm_kernel<Tile>(gemm_kernel<T, TC, Tile, OperandB>, a, va, b, vb, c, vc, bias, shape, stream);
 }
 
 // Settles how the kernels read a GemmOperand: its vector mode and divisor.
@@ -516,24 +516,25 @@ inline void gemm_settle_operand(const T* base, GemmOperand& op) {
 }
 
 // The CUDA-core tile for the shape (gemm_cuda_core_tile) and its launch.
-template <typename T, typename TC>
-const char* launch_gemm_cuda_core(const T* a, GemmOperand va, const T* b, GemmOperand vb, TC* c, GemmOutput vc,
+template <typename T, typename TC, typename OperandB>
+const char* launch_gemm_cuda_core(const T* a, GemmOperand va, const T* b, OperandB vb, TC* c, GemmOutput vc,
                                   const T* bias, GemmShape shape, cudaStream_t stream) {
   constexpr bool kWide = std::is_same_v<T, float> && std::is_same_v<TC, float>;
   const int64_t resident = int64_t(gemm_min_blocks<T>()) * device_multiprocessors();
   const GemmTileKind kind = gemm_cuda_core_tile(shape, resident, gemm_fma_lanes_per_sm<T>(), kWide);
   if constexpr (kWide) {
     if (kind == GemmTileKind::kWide) {
-      return launch_gemm_tile<T, TC, GemmTileWide>(a, va, b, vb, c, vc, bias, shape, stream);
+      return launch_gemm_tile<T, TC, GemmTileWide, OperandB>(a, va, b, vb, c, vc, bias, shape, stream);
     }
   }
-  if (kind == GemmTileKind::kLarge) return launch_gemm_tile<T, TC, GemmTileLarge>(a, va, b, vb, c, vc, bias, shape, stream);
-  return launch_gemm_tile<T, TC, GemmTileSmall>(a, va, b, vb, c, vc, bias, shape, stream);
+  if (kind == GemmTileKind::kLarge) return launch_gemm_tile<T, TC, GemmTileLarge, OperandB>(a, va, b, vb, c, vc, bias, shape, stream);
+  return launch_gemm_tile<T, TC, GemmTileSmall, OperandB>(a, va, b, vb, c, vc, bias, shape, stream);
 }
 
 // `math` chooses CUDA cores or tensor cores; double always runs on CUDA cores.
-// Operand B is a GemmOperand, or a view with its own loader (GemmLoader),
-// which only the tensor-core kernel takes.
+// Operand B is a GemmOperand, or a view with its own loader (GemmLoader).
+// On CUDA cores only float and double take such a view: 16-bit GEMMs run
+// there only before sm_80, and keep explicit operands (fewer kernels).
 template <typename T, typename TC, typename OperandB>
 const char* launch_gemm(const T* a, GemmOperand va, const T* b, OperandB vb, TC* c, GemmOutput vc,
                         const T* bias, GemmShape shape, GemmMath math, cudaStream_t stream) {
@@ -551,10 +552,10 @@ const char* launch_gemm(const T* a, GemmOperand va, const T* b, OperandB vb, TC*
   if constexpr (!std::is_same_v<T, double>) {
     if (math == GemmMath::kTensorCore) return launch_gemm_tensor_core(a, va, b, vb, c, vc, bias, shape, stream);
   }
-  if constexpr (std::is_same_v<OperandB, GemmOperand>) {
+  if constexpr (std::is_same_v<OperandB, GemmOperand> || sizeof(T) >= 4) {
     return launch_gemm_cuda_core(a, va, b, vb, c, vc, bias, shape, stream);
   } else {
-    return "launch_gemm: a gathered operand B needs the tensor-core GEMM";
+    return "launch_gemm: a gathered operand B of a 16-bit type needs the tensor-core GEMM";
   }
 }
 

@@ -1,5 +1,5 @@
-// The im2col column matrix, gathered from the input by the tensor-core
-// GEMM's loader as it goes (an implicit GEMM) instead of being unfolded into
+// The im2col column matrix, gathered from the input by the GEMM's
+// loader as it goes (an implicit GEMM) instead of being unfolded into
 // a buffer first. Column element
 //   col[i = (c * R + r) * S + s][j = oh * Q + ow] of image n, group g
 //     = input[n][g * Cg + c][oh * sh - ph + r * dh][ow * sw - pw + s * dw]  (0 outside),
@@ -30,8 +30,10 @@ namespace fastconv {
 namespace SIMT_KERNEL_NS {
 
 // The input seen through a convolution's geometry, for both gathers.
-// Offsets within one image plane are 32-bit (im2col_gathers checks
-// H * W < 2^31); patch and pixel indices are split with FastDivmods.
+// Offsets within one image's group of channels are 32-bit (im2col_gathers
+// checks Cg * H * W < 2^31: 32-bit address arithmetic kept the CUDA-core
+// kernels' loaders within 128 registers); patch and pixel indices are split
+// with FastDivmods.
 struct Im2colGatherGeometry {
   int64_t b1, b2;  // offsets of problem z1 (an image, or 0) and of group g's first channel
   int vec;         // the quads' direction, as a GemmOperand's (the staging reads it)
@@ -68,19 +70,20 @@ struct Im2colGatherGeometry {
   }
 
   // Patch element i of the group: its channel's plane and its tap's offset.
-  __device__ __forceinline__ void tap(uint32_t i, int64_t& plane, int& dy, int& dx) const {
+  __device__ __forceinline__ void tap(uint32_t i, int& plane, int& dy, int& dx) const {
     uint32_t c, rs, r, s;
     kernel_hw.divmod(i, c, rs);
     kernel_w.divmod(rs, r, s);
-    plane = static_cast<int64_t>(c) * in_hw;
+    plane = static_cast<int>(c) * in_hw;
     dy = static_cast<int>(r) * dilation_h;
     dx = static_cast<int>(s) * dilation_w;
   }
   // The input element tap (dy, dx) reads for a pixel whose tap (0, 0) is at
-  // (top, left), and whether it lies inside the image (else it reads zero).
+  // (top, left), and whether it lies inside the image (else it reads zero;
+  // `at` then wraps, unsigned, and is never used).
   __device__ __forceinline__ bool inside(int top, int left, int dy, int dx, int& at) const {
     const int y = top + dy, x = left + dx;
-    at = y * in_w + x;
+    at = static_cast<int>(static_cast<uint32_t>(y) * static_cast<uint32_t>(in_w) + static_cast<uint32_t>(x));
     return static_cast<unsigned>(y) < static_cast<unsigned>(in_h) && static_cast<unsigned>(x) < static_cast<unsigned>(in_w);
   }
 };
@@ -125,19 +128,19 @@ inline void gemm_settle_operand(const T*, Im2colGatherGeometry&) {}
 
 // One quad: patch element `patch` (its channel and tap) of the 4 pixels
 // whose tap (0, 0) reads (top[u], left[u]) in the planes image(u) elements
-// after `base`; zeros where `live` is false or the tap reads padding.
+// after `base` (a constant 32-bit 0 for the forward's one image); zeros
+// where `live` is false or the tap reads padding.
 template <typename T, typename A, typename ImageOffset>
 __device__ __forceinline__ void gather_quad(const Im2colGatherGeometry& op, const T* base, int patch, bool live,
                                             const int (&top)[4], const int (&left)[4], ImageOffset image,
                                             A (&v)[4]) {
-  int64_t plane;
-  int dy, dx;
+  int plane, dy, dx;
   op.tap(static_cast<uint32_t>(patch), plane, dy, dx);
 #pragma unroll
   for (int u = 0; u < 4; ++u) {
     int at;
     const bool inside = op.inside(top[u], left[u], dy, dx, at) && live;
-    v[u] = inside ? to_acc(base[image(u) + plane + at]) : A(0);
+    v[u] = inside ? to_acc(base[image(u) + (plane + at)]) : A(0);
   }
 }
 
@@ -147,30 +150,31 @@ constexpr int kGatherDeadRow = -(1 << 30);
 
 // The forward's slice: a thread's quads cover the same 4 pixels (kVecRows:
 // they lie kRedStep reduction indices apart), so a load finds the pixels'
-// input coordinates once and each quad adds its own tap.
+// input coordinates once and each quad adds its own tap. The first pixel's
+// (oh, ow) is split again at every load rather than kept: two registers
+// more spilled the CUDA-core kernel's 128 x 128 tile (sm_90), and a
+// FastDivmod a slice is little beside its multiply-adds.
 template <typename T, int BR, int BK, int THREADS>
 struct Im2colGatherForwardSlice : GemmSlice<T, BR, BK, THREADS> {
   using Base = GemmSlice<T, BR, BK, THREADS>;
-  int oh0, ow0;  // the output pixel of quad 0's first row
 
   // `image`: the input of this problem's image and group (row0).
   __device__ __forceinline__ void begin(const T* image, const Im2colGatherForward& op, int first_row, int tid) {
     this->place(op, first_row, tid);
     this->row0 = image;
-    uint32_t oh, ow;
-    op.out_w.divmod(static_cast<uint32_t>(this->i0), oh, ow);
-    oh0 = static_cast<int>(oh);
-    ow0 = static_cast<int>(ow);
   }
 
   // Slice [k0, k0 + BK): pixels >= rows and reduction indices >= K read zero.
   __device__ __forceinline__ void load(const Im2colGatherForward& op, int rows, int K, int k0, int tid) {
     int top[4], left[4];  // the input row and column tap (0, 0) of each of the 4 pixels reads
-    int oh = oh0, ow = ow0;
+    const int i0 = opaque_to_compiler(this->i0);
+    uint32_t oh32, ow32;
+    op.out_w.divmod(static_cast<uint32_t>(i0), oh32, ow32);
+    int oh = static_cast<int>(oh32), ow = static_cast<int>(ow32);
     const int Q = static_cast<int>(op.out_w.divisor);
 #pragma unroll
     for (int u = 0; u < 4; ++u) {
-      const bool live = this->i0 + u < rows;
+      const bool live = i0 + u < rows;
       top[u] = live ? oh * op.stride_h - op.pad_h : kGatherDeadRow;
       left[u] = ow * op.stride_w - op.pad_w;
       if (++ow == Q) ow = 0, ++oh;
@@ -179,7 +183,7 @@ struct Im2colGatherForwardSlice : GemmSlice<T, BR, BK, THREADS> {
     for (int t = 0; t < Base::kPerThread; ++t) {
       if (tid + t * THREADS >= Base::kQuads) break;
       const int k = k0 + this->dk(op, t);
-      gather_quad(op, this->row0, k, k < K, top, left, [](int) { return int64_t(0); }, this->v[t]);
+      gather_quad(op, this->row0, k, k < K, top, left, [](int) { return 0; }, this->v[t]);
     }
   }
 };
@@ -220,7 +224,7 @@ struct Im2colGatherWgradSlice : GemmSlice<T, BR, BK, THREADS> {
 #pragma unroll
     for (int t = 0; t < Base::kPerThread; ++t) {
       if (tid + t * THREADS >= Base::kQuads) break;
-      const int i = this->i(op, t);
+      const int i = opaque_to_compiler(this->i(op, t));
       gather_quad(op, this->row0, i, i < rows, top, left, [&](int u) { return image[u]; }, this->v[t]);
     }
   }

@@ -333,11 +333,17 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocks)
   }
 }
 
+// Whether launch_gemm runs a GEMM of `element_size`-byte operands on tensor
+// cores: as `math` says, but double always on CUDA cores.
+inline bool gemm_on_tensor_cores(int64_t element_size, GemmMath math) {
+  return element_size < 8 && math == GemmMath::kTensorCore;
+}
+
 // Blocks per SM of the GEMM launch_gemm runs for operands of `element_size`
 // bytes and `math` (its __launch_bounds__ minimum, which its registers and
 // shared memory meet): one wave of that GEMM is this many blocks per SM.
 inline int gemm_blocks_per_sm(int64_t element_size, GemmMath math) {
-  if (element_size < 8 && math == GemmMath::kTensorCore) return GemmTensorCoreTile::kMinBlocks;
+  if (gemm_on_tensor_cores(element_size, math)) return GemmTensorCoreTile::kMinBlocks;
   return gemm_cuda_core_min_blocks(acc_size_for(element_size));
 }
 // The most of either GEMM: workspace sized by it fits the splits of both.

@@ -70,15 +70,18 @@ ConvAlgorithm cpu_rule(const Conv2dParams& p) {
 //
 // Forward: the GEMM is out_channels_per_group x pixels x patch (patch =
 // in_channels_per_group * kh * kw) on 64- or 128-wide tiles; with 32 output
-// channels or fewer per group most of each tile multiplies zeros, and the
-// column buffer adds kh * kw times the input's traffic. Direct wins there:
-// 3->32 @150 60 vs 111, 32->32 @75 169 vs 267, depthwise 32 @74 34 vs 389,
-// 8 channels per group 51 vs 114; im2col wins from 64 output channels on
-// (32->64 @74 247 vs 305, 512->512 @28 2302 vs 6934). Measured on an H200 at
-// batch 32 (bench/results/cuda-nvidia-h200.json, forward ms, direct vs
-// im2col): 3->32 @150 0.248 vs 0.297 and 32->32 @75 0.506 vs 0.576 agree; a
-// short patch with 64 output channels does not make direct faster, as the
-// model had it: VGG16's 3->64 @224 0.985 vs 0.659 (0.987 vs 0.748 in half).
+// channels or fewer per group most of each tile multiplies zeros. While the
+// CUDA-core GEMM unfolded its columns (kh * kw times the input's traffic)
+// the model had direct winning there: 3->32 @150 60 vs 111, 32->32 @75 169
+// vs 267, depthwise 32 @74 34 vs 389, 8 channels per group 51 vs 114; and
+// im2col from 64 output channels on (32->64 @74 247 vs 305, 512->512 @28
+// 2302 vs 6934). Measured on an H200 at batch 32 (bench/results/
+// cuda-nvidia-h200.json, forward ms, direct vs unfolding im2col): 3->32 @150
+// 0.248 vs 0.297 and 32->32 @75 0.506 vs 0.576 agree; a short patch with 64
+// output channels does not make direct faster, as the model had it: VGG16's
+// 3->64 @224 0.985 vs 0.659 (0.987 vs 0.748 in half). Gathering its columns
+// (the model, batch 32: 3->32 @150 40 us, 32->32 @75 106), im2col may now
+// win the narrow forwards too; see the misses below.
 //
 // Input gradient: the GEMM is patch x pixels x out_channels_per_group, and
 // col2im gathers; only depthwise-like patches (under 16) make direct faster
@@ -94,23 +97,26 @@ ConvAlgorithm cpu_rule(const Conv2dParams& p) {
 // On tensor cores (TF32, CUDA's default for float32 under torch's rule, and
 // half and bfloat16 from sm_80; python -m bench.cuda_model --tf32 and
 // --dtype float16, cuda_model_h100_{tf32,fp16}.json) the im2col GEMMs run
-// 2-8x faster and gather their columns instead of unfolding them (the
-// forward and weight gradient always, the input gradient at stride 1 with 8
-// or more input channels a group), so
+// 2-8x faster (both gather their columns instead of unfolding them: the
+// forward and weight gradient always, the input gradient at stride 1 where
+// the input channels of a group fill its rows), so
 // only depthwise-like patches (under 16) keep the direct forward and input
 // gradient: 8 channels per group @36 at batch 32 runs im2col's forward in
 // 21 us (TF32; 6.3 in half) against direct's 51, while depthwise 32 @74
 // keeps direct (TF32 23.5 vs 122; in half a near tie, 17.2 vs 20.6). The
 // weight gradient is im2col throughout (depthwise 32 @74: 244 vs 1,009).
 //
-// On the model's H100 the rule runs the faster algorithm in 115 of the 120
+// On the model's H100 the rule runs the faster algorithm in 111 of the 120
 // passes of the seed, 1x1 and grouped layers at batch 1 and 32 on CUDA cores,
 // in all 120 on TF32 and in 118 in half precision; on its A100
 // (cuda_model_a100*.json) in 115, 120 and 120. The misses are within 1.6x:
-// weight gradients of narrow or grouped layers on CUDA cores, near ties of
-// the 32->32 and 3-channel forwards (where the measurement above overrules
-// the model), and in half precision the depthwise 128 @36 forward (22.9 vs
-// 20.1 us), which TF32 runs 5x faster direct.
+// weight gradients of narrow or grouped layers on CUDA cores; the narrow
+// forwards on CUDA cores (3->32 @150, 32->32 @75, 8 channels per group),
+// which since the CUDA-core GEMM gathers its columns the model puts faster
+// on im2col (32->32 @75 at batch 32: 106 vs 169 us), where the measurement
+// above, made with unfolded columns, keeps them direct until a GPU times the
+// gathering GEMM; and in half precision the depthwise 128 @36 forward (22.9
+// vs 20.1 us), which TF32 runs 5x faster direct.
 constexpr int64_t kGpuNarrowGemm = 32;
 constexpr int64_t kGpuDepthwisePatch = 16;
 
