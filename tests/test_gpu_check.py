@@ -93,7 +93,8 @@ fastconv._C.simt_set_multiprocessor_count(132)
 fastconv._C.simt_set_compute_capability(90)
 with record_launches(dry_run=True) as launches:
     for dtype in (torch.float32, torch.float16):
-        for _name, xs, ws, kw in sanitizer_ops.CONVS + sanitizer_ops.GPU_CONVS:
+        gpu_convs = sanitizer_ops.GPU_CONVS + (sanitizer_ops.GPU_CUDA_CORE_CONVS if dtype == torch.float32 else [])
+        for _name, xs, ws, kw in sanitizer_ops.CONVS + gpu_convs:
             s, p = kw.get("stride", 1), kw.get("padding", 0)
             geo = ([s, s], [p] * 4, [kw.get("dilation", 1)] * 2, kw.get("groups", 1))
             x, w = torch.empty(xs, dtype=dtype), torch.empty(ws, dtype=dtype)
@@ -106,9 +107,9 @@ print(json.dumps(sorted({l.kernel for l in launches if l.kernel.startswith("gemm
 
 def test_sanitizer_driver_reaches_every_gemm_tile_on_a_gpu():
     """On a GPU's 132 SMs the driver's small problems take the 64 x 64 tile; its GPU-only cases
-    reach the 128 x 128 and 64 x 256 ones, and in float16 the 64 x 128 tensor-core tile beside
-    the 64 x 64 one (a dry run on SIMT standing in for an H100: shapes only, no kernel runs; a
-    subprocess, as the driver shrinks the column buffer)."""
+    reach the 128 x 128 and 64 x 256 ones, gathering or not, and in float16 the 64 x 128
+    tensor-core tile beside the 64 x 64 one (a dry run on SIMT standing in for an H100: shapes
+    only, no kernel runs; a subprocess, as the driver shrinks the column buffer)."""
     import json
 
     result = subprocess.run([sys.executable, "-c", _GPU_TILES], capture_output=True, text=True, cwd=ROOT,
@@ -116,6 +117,8 @@ def test_sanitizer_driver_reaches_every_gemm_tile_on_a_gpu():
     assert result.returncode == 0, result.stderr[-3000:]
     kernels = json.loads(result.stdout.splitlines()[-1])
     for tile in ("gemm_kernel<float, float, GemmTile<64, 64", "GemmTile<128, 128", "GemmTile<64, 256",
+                 "GemmTile<128, 128, 8, 8, 8>, Im2colGatherForward", "GemmTile<128, 128, 8, 8, 8>, Im2colGatherWgrad",
+                 "GemmTile<64, 256, 4, 8, 8>, Im2colGatherForward",
                  "gemm_tensor_core_kernel<half_t, half_t, TensorCoreTile<64, 64, 32",
                  "gemm_tensor_core_kernel<half_t, half_t, TensorCoreTile<64, 128, 16"):
         assert any(tile in k for k in kernels), (tile, kernels)

@@ -383,30 +383,32 @@ def test_simt_cuda_core_passes_gather_their_columns(shape, dtype, sms):
         _check_gathered(shape, dtype, tf32=False)
 
 
+@pytest.mark.parametrize("groups", [1, 2])
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "tf32", "float32", "float64"])
-def test_simt_gathered_input_gradient_splits_its_reduction_to_fill_the_gpu(dtype):
-    # Batch 1, 64 channels @8: the gathered input gradient's GEMM (64 x 64 outputs) has one or
-    # two tiles for 132 multiprocessors, so its 576-long reduction runs in split ranges whose
+def test_simt_gathered_input_gradient_splits_its_reduction_to_fill_the_gpu(dtype, groups):
+    # 64 input channels a group @8x7: the gathered input gradient's GEMM (64 x 56 outputs a
+    # problem) has one tile a problem for 132 multiprocessors, so its reduction (576 long with
+    # 64 output channels, 288 with 32 a group over two images) runs in split ranges whose
     # partials one pass adds into grad_input (in split order); no column gradient, no col2im.
-    s = dict(n=1, cin=64, cout=64, h=8, w=8, k=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1)
+    n, cin, cout, h, w = (1, 64, 64, 8, 7) if groups == 1 else (2, 128, 64, 8, 7)
     real = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}.get(dtype, torch.float32)
     tf32 = dtype == "tf32"
-    g = torch.randn(1, 64, 8, 8).to(real)
-    w = torch.randn(64, 64, 3, 3).to(real)
-    geo = ([1, 1], [1] * 4, [1, 1], 1)
+    g = torch.randn(n, cout, h, w).to(real)
+    wt = torch.randn(cout, cin // groups, 3, 3).to(real)
+    geo = ([1, 1], [1] * 4, [1, 1], groups)
     with simt_kernels.multiprocessors(132), expect_no_kernels("col2im_kernel"), \
             simt_kernels.expect_kernels("Im2colGatherForward", "conv2d_reduce_partials_kernel"):
-        dx = torch.ops.fastconv.conv2d_backward_input(g, w, [1, 64, 8, 8], *geo, "im2col",
+        dx = torch.ops.fastconv.conv2d_backward_input(g, wt, [n, cin, h, w], *geo, "im2col",
                                                       "simt:tf32" if tf32 else "simt")
     rounded = round_to_tf32 if tf32 else (lambda t: t)
-    x0 = torch.zeros(1, 64, 8, 8, dtype=torch.float64, requires_grad=True)
+    x0 = torch.zeros(n, cin, h, w, dtype=torch.float64, requires_grad=True)
 
-    def reference(g, w):
-        return torch.autograd.grad(F.conv2d(x0, w.double(), padding=1), x0, g.double())[0]
+    def reference(g, wt):
+        return torch.autograd.grad(F.conv2d(x0, wt.double(), padding=1, groups=groups), x0, g.double())[0]
 
-    exact, magnitude = reference(rounded(g), rounded(w)), reference(g.abs(), w.abs())
+    exact, magnitude = reference(rounded(g), rounded(wt)), reference(g.abs(), wt.abs())
     assert dx.dtype == real
-    _assert_within_bound("grad_input", dx, exact, magnitude, real, 64 * 9)
+    _assert_within_bound("grad_input", dx, exact, magnitude, real, cout // groups * 9)
 
 
 # On one multiprocessor: 64 output channels over 576 pixels take the 64 x 256 tile (float only),

@@ -17,6 +17,8 @@
 // im2col_chunk_images keeps it under 256 MiB.
 #pragma once
 
+#include <string_view>
+
 #include "conv2d_common.cuh"
 #include "gemm_im2col_gather.cuh"
 
@@ -143,7 +145,7 @@ constexpr int64_t kGemmNoWrap = 0;
 inline bool im2col_gather_enabled() {
   static const bool enabled = [] {
     const char* value = std::getenv("FASTCONV_IM2COL_GATHER");
-    return value == nullptr || std::atoi(value) != 0;
+    return value == nullptr || std::string_view(value) != "0";
   }();
   return enabled;
 }
@@ -154,7 +156,9 @@ inline bool im2col_gather_enabled() {
 // GEMMs run on CUDA cores only before sm_80 and keep explicit columns there.
 // A 1x1 stride-1 convolution's columns are the input itself, read with
 // vector loads. Offsets within one image's group of channels must stay
-// 32-bit (Im2colGatherGeometry).
+// 32-bit (Im2colGatherGeometry): an image whose group holds 2^31 elements
+// or more unfolds instead, one image a chunk (and fails cleanly where its
+// column matrix passes 2^30 elements).
 inline bool im2col_gathers(const Conv2dParams& p, GemmMath math, int64_t element_size) {
   return im2col_gather_enabled() && (math == GemmMath::kTensorCore || element_size >= 4) &&
          !p.im2col_is_identity() && p.in_channels_per_group() * p.in_h * p.in_w < kFastDivmodLimit;
@@ -231,10 +235,11 @@ inline int64_t im2col_wgrad_splits(const Conv2dParams& p, int64_t images, int mu
 // Only under one wave, though: the pass that adds the partials reads and
 // writes grad_input's size in fp32, which costs more than the tail of a
 // wave or two saves (the model, H100, TF32, 128 -> 128 @17 at batch 32:
-// 1.2 waves, 13.2 us unsplit against 16.0 split in two). Its tiles are
-// counted on the tile it runs: the tensor cores' 64 x 64 where they
-// multiply (counted on the CUDA-core tile, 64 -> 128 @36 in half at batch
-// 32 was split needlessly: 16 us against 11).
+// 1.2 waves, 13.2 us unsplit against 16.0 split in two). On tensor cores
+// its tiles are counted on the narrow 64 x 64 tile (counted on the
+// CUDA-core tile, 64 -> 128 @36 in half at batch 32 was split needlessly:
+// 16 us against 11), though 16-bit GEMMs may then run the 64 x 128 one; on
+// CUDA cores on the tile a split problem would take (gemm_tiles_per_split).
 inline GemmShape im2col_input_gradient_gather_shape(const Conv2dParams& p, int64_t images) {
   return GemmShape{p.in_channels_per_group(), p.in_h * p.in_w, p.out_channels_per_group() * p.kernel_h * p.kernel_w,
                    images, p.groups};
