@@ -76,6 +76,13 @@ GPU_CONVS = [("large_grid", (2, 16, 96, 96), (256, 16, 1, 1), {}),
 GPU_CUDA_CORE_CONVS = [("gather_large_grid", (1, 8, 136, 128), (128, 8, 3, 3), dict(padding=1))]
 
 
+def convs(dtype: torch.dtype, gpu: bool) -> List[Tuple[str, tuple, tuple, dict]]:
+    """The convolutions run in `dtype`: CONVS, and on a GPU the GPU-only cases that dtype needs."""
+    if not gpu:
+        return CONVS
+    return CONVS + GPU_CONVS + (GPU_CUDA_CORE_CONVS if dtype in (torch.float32, torch.float64) else [])
+
+
 def tolerance(dtype: torch.dtype) -> dict:
     # float32 at TF32's 10-bit mantissa: inputs rounded to 2^-11 relative, sums of up to 144 terms.
     return {torch.float16: dict(rtol=2e-2, atol=2e-2), torch.bfloat16: dict(rtol=8e-2, atol=8e-2),
@@ -112,8 +119,7 @@ def run(device: str, dtype: torch.dtype) -> int:
     """Every op once per variant on ``device``; returns the number of checks."""
     checks = 0
     rand = lambda *shape: torch.randn(*shape, device=device, dtype=torch.float64).to(dtype)  # noqa: E731
-    gpu_convs = GPU_CONVS + (GPU_CUDA_CORE_CONVS if dtype in (torch.float32, torch.float64) else [])
-    for name, xs, ws, kw in CONVS + (gpu_convs if device == "cuda" else []):
+    for name, xs, ws, kw in convs(dtype, gpu=device == "cuda"):
         x, w, b = rand(*xs), rand(*ws) / ws[1], rand(ws[0])
         torch_conv = lambda x, w, b: F.conv2d(x.double(), w.double(), b.double(), **kw)  # noqa: E731
         dy = torch.ones(torch_conv(x, w, b).shape, device=device, dtype=dtype)

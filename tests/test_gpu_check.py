@@ -93,8 +93,7 @@ fastconv._C.simt_set_multiprocessor_count(132)
 fastconv._C.simt_set_compute_capability(90)
 with record_launches(dry_run=True) as launches:
     for dtype in (torch.float32, torch.float16):
-        gpu_convs = sanitizer_ops.GPU_CONVS + (sanitizer_ops.GPU_CUDA_CORE_CONVS if dtype == torch.float32 else [])
-        for _name, xs, ws, kw in sanitizer_ops.CONVS + gpu_convs:
+        for _name, xs, ws, kw in sanitizer_ops.convs(dtype, gpu=True):
             s, p = kw.get("stride", 1), kw.get("padding", 0)
             geo = ([s, s], [p] * 4, [kw.get("dilation", 1)] * 2, kw.get("groups", 1))
             x, w = torch.empty(xs, dtype=dtype), torch.empty(ws, dtype=dtype)

@@ -303,10 +303,6 @@ GATHER_IDS = ["Q1", "Q2-dilation-batch3", "Q3-rect-groups2", "stride3-pad3-group
 GATHER_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "tf32": torch.float32}
 
 
-def _gather_geometry(s):
-    return dict(stride=s["stride"], padding=s["padding"], dilation=s["dilation"], groups=s["groups"])
-
-
 def input_gradient_gathers(s, tensor_cores: bool) -> bool:
     """Mirrors im2col_gathers_input_gradient: at stride 1, with 8 or more input channels a group
     on tensor cores, and on CUDA cores where they fill 3/4 of their 64-row tiles."""
@@ -326,14 +322,14 @@ def _gather_passes(s, dtype, relu=False, tf32=True):
     conv = FF.conv2d_relu if relu else FF.conv2d
     with fastconv.backend("simt", allow_tf32=tf32):
         x_, w_ = x.clone().requires_grad_(), w.clone().requires_grad_()
-        y = conv(x_, w_, b, **_gather_geometry(s), algorithm="im2col")
+        y = conv(x_, w_, b, **_geometry(s), algorithm="im2col")
         g = torch.randn(y.shape).to(dtype) * (y > 0) if relu else torch.randn(y.shape).to(dtype)
         dx, dw = torch.autograd.grad(y, (x_, w_), g)
     rounded = round_to_tf32 if dtype == torch.float32 and tf32 else (lambda t: t)
 
     def reference(x, w, b, g):
         x, w = x.double().requires_grad_(), w.double().requires_grad_()
-        out = F.conv2d(x, w, b.double(), **_gather_geometry(s))
+        out = F.conv2d(x, w, b.double(), **_geometry(s))
         out = out.relu() if relu else out
         return (out.detach(), *torch.autograd.grad(out, (x, w), g.double()))
 
@@ -401,12 +397,8 @@ def test_simt_gathered_input_gradient_splits_its_reduction_to_fill_the_gpu(dtype
         dx = torch.ops.fastconv.conv2d_backward_input(g, wt, [n, cin, h, w], *geo, "im2col",
                                                       "simt:tf32" if tf32 else "simt")
     rounded = round_to_tf32 if tf32 else (lambda t: t)
-    x0 = torch.zeros(n, cin, h, w, dtype=torch.float64, requires_grad=True)
-
-    def reference(g, wt):
-        return torch.autograd.grad(F.conv2d(x0, wt.double(), padding=1, groups=groups), x0, g.double())[0]
-
-    exact, magnitude = reference(rounded(g), rounded(wt)), reference(g.abs(), wt.abs())
+    x0, b0, s = torch.zeros(n, cin, h, w), torch.zeros(cout), dict(stride=1, padding=1, dilation=1, groups=groups)
+    exact, magnitude = (_reference(x0, w_, b0, g_, s)[1] for w_, g_ in ((rounded(wt), rounded(g)), (wt.abs(), g.abs())))
     assert dx.dtype == real
     _assert_within_bound("grad_input", dx, exact, magnitude, real, cout // groups * 9)
 

@@ -180,12 +180,12 @@ inline bool im2col_gathers(const Conv2dParams& p, GemmMath math, int64_t element
 //   @74, float, batch 32, H100) the model has the gathered GEMM at 0.5 of
 //   the tile against the unfolded one's 288 rows at 0.9 plus col2im.
 // The group's P x Q planes it reads keep 32-bit offsets too.
-constexpr int64_t kGatherMinInputChannels = 8, kGatherTileRows = 64;
+constexpr int64_t kGatherMinInputChannels = 8;
 inline bool im2col_gathers_input_gradient(const Conv2dParams& p, GemmMath math, int64_t element_size) {
-  const int64_t Cg = p.in_channels_per_group();
+  const int64_t Cg = p.in_channels_per_group(), tile_rows = GemmTileSmall::BM;  // the wide tile's too
   const bool rows_pay = gemm_on_tensor_cores(element_size, math)
                             ? Cg >= kGatherMinInputChannels
-                            : 4 * Cg >= 3 * ceil_div(Cg, kGatherTileRows) * kGatherTileRows;
+                            : 4 * Cg >= 3 * ceil_div(Cg, tile_rows) * tile_rows;
   return im2col_gathers(p, math, element_size) && p.stride_h == 1 && p.stride_w == 1 && rows_pay &&
          p.out_channels_per_group() * p.out_pixels() < kFastDivmodLimit;
 }
@@ -397,12 +397,12 @@ const char* conv2d_im2col_backward_input(const T* grad_output, const T* weight, 
     const int64_t RS = p.kernel_h * p.kernel_w, HW = p.in_h * p.in_w, Cg = p.in_channels_per_group();
     const GemmOperand wt{RS, 1, RS, CRSg, 0, Kg * CRSg, 0};
     const int64_t chunk = im2col_gather_chunk_images(p, Cg, HW);
+    const auto gathered = Im2colGatherForward::make_for_input_gradient(p);
     for (int64_t n0 = 0; n0 < p.batch; n0 += chunk) {
       const int64_t images = p.batch - n0 < chunk ? p.batch - n0 : chunk, elems = images * p.in_channels * HW;
       GemmShape shape = im2col_input_gradient_gather_shape(p, images);
       shape.splits = im2col_input_gradient_gather_splits(p, images, device_multiprocessors(), sizeof(T), math);
       const T* dy = grad_output + n0 * p.out_channels * PQ;
-      const auto gathered = Im2colGatherForward::make_for_input_gradient(p);
       T* dx = grad_input + n0 * p.in_channels * HW;
       const char* err = nullptr;
       if (shape.splits > 1) {
