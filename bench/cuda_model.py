@@ -166,7 +166,8 @@ def pass_work(run: PassRun, elem: int = 4) -> List[Work]:
     """The work of each launch of a pass, on elements of ``elem`` bytes."""
     kernels = [launch.kernel for launch in run.launches]
     if run.layer.kind == "conv":
-        return conv_pass_work(conv_of(run.layer, run.batch), run.pass_, kernels, elem)
+        return conv_pass_work(conv_of(run.layer, run.batch), run.pass_, kernels, elem,
+                              [launch.blocks for launch in run.launches])
     n_in = run.batch * math.prod(run.layer.shape)
     n_out = n_in
     if run.layer.kind == "pool":

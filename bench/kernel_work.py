@@ -144,9 +144,24 @@ def gemm_tile_efficiency(kernel: str, m: int, n: int, k: int) -> float:
     return _fill(m, bm) * _fill(n, bn) * _fill(k, bk)
 
 
-def conv_pass_work(conv: Conv, pass_: str, kernels: Sequence[str], elem: int = 4) -> List[Work]:
+MAX_CONV_BLOCKS = 1024  # kMaxConvBlocks (conv2d_common.cuh)
+
+
+def gemm_splits(kernel: str, blocks: Optional[int], problems: int, rows: int, cols: int) -> int:
+    """The split-K ranges of a recorded GEMM launch: its blocks over its output tiles (a launch
+    of kMaxConvBlocks or more blocks loops over its items and is never a split one)."""
+    if blocks is None or blocks >= MAX_CONV_BLOCKS:
+        return 1
+    bm, bn = _template_ints(kernel, "TensorCoreTile" if is_tensor_core(kernel) else "GemmTile")[:2]
+    tiles = problems * math.ceil(rows / bm) * math.ceil(cols / bn)
+    return max(1, blocks // max(tiles, 1))
+
+
+def conv_pass_work(conv: Conv, pass_: str, kernels: Sequence[str], elem: int = 4,
+                   blocks: Optional[Sequence[int]] = None) -> List[Work]:
     """The work of each launch of one pass (``fwd``, ``bwd_input``, ``bwd_weight``, ``bwd_bias``)
-    of a convolution, given the recorded kernels of that pass in order. fp32 (``elem`` 4)."""
+    of a convolution, given the recorded kernels of that pass in order (and their blocks, which
+    tell a split GEMM's ranges). fp32 (``elem`` 4)."""
     acc = 8 if elem == 8 else 4
     c, flops = conv, 2.0 * conv.macs
     in_elems, out_elems, w_elems = c.n * c.c * c.h * c.w, c.n * c.k * c.pq, c.k * c.crs_g
@@ -160,7 +175,8 @@ def conv_pass_work(conv: Conv, pass_: str, kernels: Sequence[str], elem: int = 4
     def images() -> int:
         return min(chunk, c.n - done)
 
-    for kernel in kernels:
+    last_splits, last_images = 1, 0  # of the last GEMM: the ranges its partials' pass adds, its images
+    for i, kernel in enumerate(kernels):
         n = images()
         share = n / c.n
         if kernel.startswith("im2col_kernel"):
@@ -168,22 +184,30 @@ def conv_pass_work(conv: Conv, pass_: str, kernels: Sequence[str], elem: int = 4
         elif is_gemm(kernel):
             # Gathered columns are the input, read once from DRAM (the taps' reuses hit the caches).
             columns = share * in_elems if c.identity or gathers_columns(kernel) else n * c.crs * c.pq
+            block_count = blocks[i] if blocks is not None else None
+            last_images = n
+            # A split GEMM writes its ranges' fp32 partials, which the next pass reads back.
+            written = lambda results: (acc * last_splits if last_splits > 1 else elem) * results  # noqa: E731
             if pass_ == "fwd":
+                last_splits = gemm_splits(kernel, block_count, c.groups * n, c.kg, c.pq)
                 eff = gemm_tile_efficiency(kernel, c.kg, c.pq, c.crs_g)
-                works.append(Work(flops * share, elem * (w_elems + columns + c.k + share * out_elems),
+                works.append(Work(flops * share, elem * (w_elems + columns + c.k) + written(share * out_elems),
                                   int(share * out_elems), eff))
             elif pass_ == "bwd_input" and gathers_columns(kernel):
                 # dX = W^T dY gathered: reads dY and the weights, writes dX; no column gradient.
+                last_splits = gemm_splits(kernel, block_count, c.groups * n, c.cg, c.h * c.w)
                 eff = gemm_tile_efficiency(kernel, c.cg, c.h * c.w, c.kg * c.r * c.s)
-                works.append(Work(flops * share, elem * (w_elems + share * (out_elems + in_elems)),
+                works.append(Work(flops * share, elem * (w_elems + share * out_elems) + written(share * in_elems),
                                   int(share * in_elems), eff))
             elif pass_ == "bwd_input":
                 eff = gemm_tile_efficiency(kernel, c.crs_g, c.pq, c.kg)
                 works.append(Work(flops * share, elem * (w_elems + share * out_elems) + acc * n * c.crs * c.pq,
                                   n * c.crs * c.pq, eff))
             else:
+                last_splits = gemm_splits(kernel, block_count, c.groups, c.kg, c.crs_g)
                 eff = gemm_tile_efficiency(kernel, c.kg, c.crs_g, n * c.pq)
-                dw = acc * w_elems * (2 if done > 0 else 1)  # later chunks read and add
+                # Later chunks read and add what they accumulate into (unsplit, the GEMM itself).
+                dw = acc * w_elems * (last_splits if last_splits > 1 else 2 if done > 0 else 1)
                 works.append(Work(flops * share, elem * (share * out_elems + columns) + dw, w_elems * splits, eff))
             if pass_ == "fwd" or pass_ == "bwd_weight" or gathers_columns(kernel):
                 done += n
@@ -204,12 +228,17 @@ def conv_pass_work(conv: Conv, pass_: str, kernels: Sequence[str], elem: int = 4
             eff = _fill(c.kg, 32) * _fill(c.crs_g, 64)
             written = acc * slices * w_elems if slices > 1 else elem * w_elems
             works.append(Work(flops, elem * (out_elems + in_elems) + written, w_elems * splits, eff))
+        elif kernel.startswith("conv2d_reduce_forward_partials"):
+            # The split forward's ranges, added with the bias (and ReLU) into the output.
+            n_out = last_images * c.k * c.pq
+            works.append(Work(float(last_splits * n_out), acc * last_splits * n_out + elem * (n_out + c.k), n_out))
         elif kernel.startswith("conv2d_reduce_partials"):
-            # Sums of the direct weight gradient's slices (counted), or of a split reduction's ranges
-            # (the split-K of the weight gradient and of the gathering input gradient, the bias
-            # gradient's: counted as one read, see README).
-            n = c.k if pass_ == "bwd_bias" else in_elems if pass_ == "bwd_input" else w_elems
-            slices = wgrad_slices(c) if any(k.startswith("conv2d_direct") for k in kernels) else 1
+            # Sums of the direct weight gradient's slices, or of a split GEMM's ranges (the split-K
+            # of the im2col weight gradient and of the gathering input gradient); the bias
+            # gradient's ranges are counted as one read (see README).
+            n = c.k if pass_ == "bwd_bias" else last_images * c.c * c.h * c.w if pass_ == "bwd_input" else w_elems
+            slices = wgrad_slices(c) if any(k.startswith("conv2d_direct") for k in kernels) else \
+                last_splits if pass_ != "bwd_bias" else 1
             works.append(Work(float((slices - 1) * n), acc * slices * n + elem * n, n))
         elif kernel.startswith("conv2d_backward_bias"):
             works.append(Work(float(out_elems), elem * (out_elems + c.k), c.k * splits))

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 import fastconv
 import fastconv.functional as FF
 
-from simt_kernels import expect_kernels, multiprocessors, simt_has_tensor_cores
+from simt_kernels import expect_kernels, expect_no_kernels, multiprocessors, simt_has_tensor_cores
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 KERNEL_TYPE = {torch.float32: "float", torch.float64: "double", torch.float16: "half_t",
@@ -139,3 +139,81 @@ def test_bias_gradient_of_a_short_reduction_in_one_pass(dtype):
     with expect_kernels(f"conv2d_backward_bias_kernel<{KERNEL_TYPE[dtype]}>"):
         db = torch.ops.fastconv.conv2d_backward_bias(dy, "simt")
     _close(db, dy.double().sum(dim=(0, 2, 3)), dtype)
+
+
+# Forwards whose GEMM tiles fill under a wave of the 132-multiprocessor default: (input shape,
+# weight shape, geometry). Their reductions over Cg*R*S hold two or more 128-index ranges, so
+# they are split, and the partials' pass adds the bias (and the ReLU).
+SPLIT_FORWARD_CASES = {
+    "batch1-odd": ((1, 48, 13, 11), (10, 48, 3, 3), dict(padding=1)),
+    "stride2-dilation": ((2, 40, 17, 19), (7, 40, 3, 3), dict(stride=2, padding=3, dilation=2)),
+    "groups": ((1, 64, 9, 9), (12, 32, 3, 3), dict(padding=1, groups=2)),
+    "1x1": ((3, 256, 5, 6), (9, 256, 1, 1), dict()),
+    "5x5": ((1, 12, 12, 10), (4, 12, 5, 5), dict(padding=2)),
+}
+
+
+def _forward_operands(case, dtype):
+    x_shape, w_shape, geometry = case
+    x, w, b = torch.randn(x_shape).to(dtype), torch.randn(w_shape).to(dtype), torch.randn(w_shape[0]).to(dtype)
+    return (x, w, b), F.conv2d(x.double(), w.double(), b.double(), **geometry)
+
+
+def _forward(x, w, b, relu=False, **geometry):
+    conv = FF.conv2d_relu if relu else FF.conv2d
+    return conv(x, w, b, algorithm="im2col", **geometry)
+
+
+@pytest.mark.parametrize("relu", [False, True], ids=["conv2d", "conv2d_relu"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", SPLIT_FORWARD_CASES.values(), ids=SPLIT_FORWARD_CASES.keys())
+def test_im2col_forward_split_k_adds_bias_and_relu_in_its_second_pass(case, dtype, relu):
+    (x, w, b), expected = _forward_operands(case, dtype)
+    if relu:
+        expected = expected.relu()
+    with expect_kernels(f"conv2d_reduce_forward_partials_kernel<{KERNEL_TYPE[dtype]}>"):
+        y = _forward(x, w, b, relu, **case[2])
+    assert y.dtype == dtype and y.shape == expected.shape
+    _close(y, expected, dtype)
+    if relu:
+        assert (y >= 0).all() and (y == 0).any()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_im2col_forward_split_k_without_bias(dtype):
+    x_shape, w_shape, geometry = SPLIT_FORWARD_CASES["batch1-odd"]
+    x, w = torch.randn(x_shape).to(dtype), torch.randn(w_shape).to(dtype)
+    with expect_kernels("conv2d_reduce_forward_partials_kernel"):
+        y = _forward(x, w, None, **geometry)
+    _close(y, F.conv2d(x.double(), w.double(), **geometry), dtype)
+
+
+def test_im2col_forward_split_k_on_tf32_tensor_cores():
+    (x, w, b), expected = _forward_operands(SPLIT_FORWARD_CASES["batch1-odd"], torch.float32)
+    with fastconv.backend("simt", allow_tf32=True), expect_kernels(
+            "gemm_tensor_core_kernel<float, float", "conv2d_reduce_forward_partials_kernel<float>"):
+        y = _forward(x, w, b, padding=1)
+    scale = expected.abs().max().item()
+    torch.testing.assert_close(y.double() / scale, expected / scale, rtol=0, atol=2e-3)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_im2col_forward_split_k_gives_the_same_bits_twice_and_agrees_unsplit(dtype):
+    # One multiprocessor: the tiles fill its two block slots, so the forward runs whole (bias and
+    # ReLU in the GEMM's epilogue); 132 split it. Both agree with torch; each rerun is bit-identical.
+    case = SPLIT_FORWARD_CASES["stride2-dilation"]
+    (x, w, b), expected = _forward_operands(case, dtype)
+    first, second = (_forward(x, w, b, True, **case[2]) for _ in range(2))
+    assert torch.equal(_bits(first), _bits(second)), "not bit-identical"
+    with multiprocessors(1), expect_no_kernels("conv2d_reduce_forward_partials_kernel"):
+        whole = _forward(x, w, b, True, **case[2])
+    _close(first, expected.relu(), dtype)
+    _close(whole, expected.relu(), dtype)
+
+
+def test_im2col_forward_of_a_short_reduction_stays_whole():
+    # 3 input channels, 3x3: a 27-long reduction is shorter than one 128-index range.
+    x, w, b = torch.randn(1, 3, 10, 10), torch.randn(8, 3, 3, 3), torch.randn(8)
+    with expect_no_kernels("conv2d_reduce_forward_partials_kernel"):
+        y = _forward(x, w, b, padding=1)
+    _close(y, F.conv2d(x.double(), w.double(), b.double(), padding=1), torch.float32)

@@ -222,6 +222,23 @@ def test_conv_work_per_kernel_family():
     assert wgrad_slices(big) == 29 and wgrad_slices(conv) == 1
 
 
+def test_split_gemms_count_their_partials():
+    # 128 -> 128 @17 at batch 1: 128 x 289 outputs (one problem), a 1152-long reduction. Recorded
+    # as 9 ranges of the large tile (1 x 3 tiles, 27 blocks): the GEMM writes 9 fp32 partials of
+    # each output, and the forward's second pass reads them back, adds the bias, writes the output.
+    conv = Conv(n=1, c=128, h=19, w=19, k=128, r=3, s=3)
+    large = "gemm_kernel<float, float, GemmTile<128, 128, 8, 8, 8>, Im2colGatherForward>"
+    second = "conv2d_reduce_forward_partials_kernel<float>"
+    outputs = 128 * 289
+    gemm, add = conv_pass_work(conv, "fwd", [large, second], blocks=[27, 40])
+    whole, = conv_pass_work(conv, "fwd", [large], blocks=[3])
+    assert gemm.flops == whole.flops and gemm.bytes - whole.bytes == 4 * (9 - 1) * outputs
+    assert add.bytes == 4 * (9 * outputs + outputs + 128) and add.outputs == outputs
+    # Without the blocks (or at the grid cap, where a launch loops over its items) nothing is split.
+    assert conv_pass_work(conv, "fwd", [large])[0].bytes == whole.bytes
+    assert conv_pass_work(conv, "fwd", [large], blocks=[1024])[0].bytes == whole.bytes
+
+
 def test_dry_run_records_the_launches_of_a_real_run():
     x, w, b = torch.randn(2, 5, 9, 8), torch.randn(6, 5, 3, 3), torch.randn(6)
     dy = torch.randn(2, 6, 9, 8)

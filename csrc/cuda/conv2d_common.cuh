@@ -72,28 +72,104 @@ inline int64_t im2col_chunk_images(const Conv2dParams& p, int64_t column_elem_si
   return chunk < by_index ? chunk : by_index;
 }
 
-// out[e] = (out[e] if accumulate) + the slices' partials added in slice
-// order: the second pass of every split reduction (weight gradients of both
-// algorithms, the bias gradient), so the sums are deterministic. TO is T, or
+// The second pass of every split reduction: element e of n-element partials
+// is the sum of its `slices` (at s * n + e), added in a fixed order, so the
+// result is deterministic. A block's threads are `rows` x (256 / rows):
+// thread (row, column) adds slices row, row + rows, ... of its column's
+// element, and the column's first thread adds the rows' sums in row order
+// and hands the total to `store(e, total)`. Many slices of few elements
+// (the weight gradient of 3 -> 32 @150: 528 slices of 864 weights) so
+// spread over `rows` times the threads, where one thread an element would
+// wait on hundreds of loads in turn on a few dozen warps of the GPU.
+// reduce_rows picks `rows`, a power of two that divides the block.
+constexpr int kReduceMaxRows = 32;
+inline int reduce_rows(int64_t slices) {
+  int rows = 1;
+  while (rows < kReduceMaxRows && 8 * rows <= slices) rows *= 2;  // 4 or more slices a thread
+  return rows;
+}
+template <typename A, typename Store>
+__device__ __forceinline__ void reduce_slices(const A* __restrict__ partial, int64_t n, int64_t slices, int rows,
+                                              Store store) {
+  __shared__ A row_sums[kElementwiseThreads];
+  const int columns = static_cast<int>(blockDim.x) / rows;
+  const int column = static_cast<int>(threadIdx.x) % columns, row = static_cast<int>(threadIdx.x) / columns;
+  for (int64_t first = static_cast<int64_t>(blockIdx.x) * columns; first < n;
+       first += static_cast<int64_t>(gridDim.x) * columns) {  // the same trip count for the whole block
+    const int64_t e = first + column;
+    A sum = A(0);
+    if (e < n && row < slices) {
+      sum = partial[row * n + e];
+      for (int64_t s = row + rows; s < slices; s += rows) sum += partial[s * n + e];
+    }
+    if (rows == 1) {
+      if (e < n) store(e, sum);
+      continue;
+    }
+    row_sums[threadIdx.x] = sum;
+    __syncthreads();
+    if (row == 0 && e < n) {
+      for (int r = 1; r < rows; ++r) sum += row_sums[r * columns + column];
+      store(e, sum);
+    }
+    __syncthreads();  // row_sums is rewritten for the next elements
+  }
+}
+
+// out[e] = (out[e] if accumulate) + the slices' sum: the weight gradients of
+// both algorithms, the bias gradient, the im2col input gradient. TO is T, or
 // acc_t<T> when the result is itself an fp32 accumulator.
 template <typename T, typename TO>
 __global__ void __launch_bounds__(launch_bound<T>(kElementwiseThreads))
     conv2d_reduce_partials_kernel(const acc_t<T>* __restrict__ partial, TO* __restrict__ out, int64_t n,
-                                  int64_t slices, bool accumulate) {
-  for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < n;
-       e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    acc_t<T> sum = partial[e];
-    for (int64_t s = 1; s < slices; ++s) sum += partial[s * n + e];
+                                  int64_t slices, int rows, bool accumulate) {
+  reduce_slices(partial, n, slices, rows, [&](int64_t e, acc_t<T> sum) {
     if (accumulate) sum = to_acc(out[e]) + sum;
     out[e] = from_acc<TO>(sum);
-  }
+  });
 }
+
+// Blocks for n elements of `rows` threads each.
+inline unsigned reduce_blocks(int64_t n, int rows) { return grid_stride_blocks(n * rows); }
 
 template <typename T, typename TO>
 const char* launch_reduce_partials(const acc_t<T>* partial, TO* out, int64_t n, int64_t slices, bool accumulate,
                                    cudaStream_t stream) {
   auto kernel = conv2d_reduce_partials_kernel<T, TO>;
-  SIMT_LAUNCH(kernel, grid_stride_blocks(n), kElementwiseThreads, 0, stream, partial, out, n, slices, accumulate);
+  const int rows = reduce_rows(slices);
+  SIMT_LAUNCH(kernel, reduce_blocks(n, rows), kElementwiseThreads, 0, stream, partial, out, n, slices, rows,
+              accumulate);
+  return launch_status();
+}
+
+// The split forward's second pass: output[e] = the slices' sum + bias of
+// e's channel, through conv2d_relu's epilogue, for outputs laid out
+// [image][channel][pixel]. Split forwards are small (under a wave of GEMM
+// tiles), so n < 2^31 and the channel comes from two 32-bit FastDivmods.
+template <typename T>
+__global__ void __launch_bounds__(launch_bound<T>(kElementwiseThreads))
+    conv2d_reduce_forward_partials_kernel(const acc_t<T>* __restrict__ partial, T* __restrict__ output,
+                                          const T* __restrict__ bias, int64_t n, int64_t slices, int rows,
+                                          FastDivmod pixels, FastDivmod channels, bool relu) {
+  reduce_slices(partial, n, slices, rows, [&](int64_t e, acc_t<T> sum) {
+    if (bias != nullptr) {
+      uint32_t plane, pixel, image, channel;
+      pixels.divmod(static_cast<uint32_t>(e), plane, pixel);
+      channels.divmod(plane, image, channel);
+      sum += to_acc(bias[channel]);
+    }
+    output[e] = from_acc<T>(conv_epilogue(sum, relu));
+  });
+}
+
+template <typename T>
+const char* launch_reduce_forward_partials(const acc_t<T>* partial, T* output, const T* bias, int64_t n,
+                                           int64_t slices, int64_t channels, int64_t pixels, bool relu,
+                                           cudaStream_t stream) {
+  if (n >= kFastDivmodLimit) return "conv2d (im2col): a split forward of 2^31 or more outputs";
+  const int rows = reduce_rows(slices);
+  SIMT_LAUNCH(conv2d_reduce_forward_partials_kernel<T>, reduce_blocks(n, rows), kElementwiseThreads, 0, stream,
+              partial, output, bias, n, slices, rows, FastDivmod::make(pixels), FastDivmod::make(channels), relu);
   return launch_status();
 }
 

@@ -569,7 +569,7 @@ inline int64_t wgrad_slice_len(const Conv2dParams& p, int64_t slices) {
 // sums one range with consecutive threads on consecutive addresses, four
 // independent loads in flight a thread, then warp shuffles and one word per
 // warp in shared memory. With several ranges each writes a partial, and
-// conv2d_reduce_partials_kernel adds them in range order: deterministic.
+// conv2d_reduce_partials_kernel adds them in a fixed order: deterministic.
 // (n, pixel) of f comes from FastDivmods (ReductionSlices), never from a
 // 64-bit division.
 constexpr int kBiasThreads = 256;

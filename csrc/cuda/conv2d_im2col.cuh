@@ -3,7 +3,9 @@
 //   forward          Y_g[Kg x PQ]     = W_g[Kg x CgRS] * col_g[CgRS x PQ]     (+ bias)
 //                    (then ReLU in the GEMM's epilogue for conv2d_relu); the
 //                    GEMM gathers col_g from the input as it loads it
-//                    (gemm_im2col_gather.cuh, im2col_gathers): no column buffer
+//                    (gemm_im2col_gather.cuh, im2col_gathers): no column buffer;
+//                    split-K where its tiles fill under a wave (batch 1, small
+//                    images), the bias and ReLU then added by the partials' pass
 //   backward input   dcol_g[CgRS x PQ] = W_g^T * dY_g, then col2im (a gather);
 //                    at stride 1 one GEMM gathers dY_g and writes
 //                    dX_g[Cg x HW] = W_g[Cg x (Kg R S)] * dY_g gathered
@@ -228,25 +230,23 @@ inline int64_t im2col_wgrad_splits(const Conv2dParams& p, int64_t images, int mu
   return im2col_gemm_splits(gemm_tiles_per_split(one, device_fp32_lanes_per_sm()), one.K, multiprocessors,
                             blocks_per_sm);
 }
-// The gathering input gradient's GEMM has Cg rows where the unfolding one
-// has Cg*R*S, and a reduction over Kg*R*S: at batch 1, or on small images,
-// its tiles fill a fraction of the GPU (128 -> 128 @17: a quarter of a
-// wave), so it is split the same way, into partials of the whole chunk.
-// Only under one wave, though: the pass that adds the partials reads and
-// writes grad_input's size in fp32, which costs more than the tail of a
-// wave or two saves (the model, H100, TF32, 128 -> 128 @17 at batch 32:
-// 1.2 waves, 13.2 us unsplit against 16.0 split in two). On tensor cores
-// its tiles are counted on the narrow 64 x 64 tile (counted on the
-// CUDA-core tile, 64 -> 128 @36 in half at batch 32 was split needlessly:
-// 16 us against 11), though 16-bit GEMMs may then run the 64 x 128 one; on
-// CUDA cores on the tile a split problem would take (gemm_tiles_per_split).
-inline GemmShape im2col_input_gradient_gather_shape(const Conv2dParams& p, int64_t images) {
-  return GemmShape{p.in_channels_per_group(), p.in_h * p.in_w, p.out_channels_per_group() * p.kernel_h * p.kernel_w,
-                   images, p.groups};
-}
-inline int64_t im2col_input_gradient_gather_splits(const Conv2dParams& p, int64_t images, int multiprocessors,
-                                                   int64_t element_size, GemmMath math) {
-  const GemmShape one = im2col_input_gradient_gather_shape(p, images);
+// A GEMM whose output tiles fill under one wave of the GPU (the forward at
+// batch 1 or on small images: 64 -> 128 @36 has 38 tiles for 264 block
+// slots on an H100; the gathering input gradient, whose GEMM has Cg rows
+// where the unfolding one has Cg*R*S: 128 -> 128 @17 fills a quarter of a
+// wave) is split the same way as the weight gradient, into partials of the
+// whole chunk that one pass adds into the result. Only under one wave,
+// though: that pass reads and writes the result's size in fp32 a split,
+// which costs more than the tail of a wave or two saves (the model, H100,
+// TF32, 128 -> 128 @17 input gradient at batch 32: 1.2 waves, 13.2 us
+// unsplit against 16.0 split in two). On tensor cores its tiles are counted
+// on the narrow 64 x 64 tile (counted on the CUDA-core tile, 64 -> 128 @36
+// in half at batch 32 was split needlessly: 16 us against 11), though
+// 16-bit GEMMs may then run the 64 x 128 one; on CUDA cores on the tile a
+// split problem would take (gemm_tiles_per_split), so that a split forward
+// runs on the large tile where the unsplit one would take the small.
+inline int64_t im2col_under_a_wave_splits(const GemmShape& one, int multiprocessors, int64_t element_size,
+                                          GemmMath math) {
   const int64_t tiles = gemm_on_tensor_cores(element_size, math)
                             ? gemm_tile_items(one, GemmTensorCoreTile::BM, GemmTensorCoreTile::BN)
                             : gemm_tiles_per_split(one, device_fp32_lanes_per_sm());
@@ -255,24 +255,69 @@ inline int64_t im2col_input_gradient_gather_splits(const Conv2dParams& p, int64_
   return im2col_gemm_splits(tiles, one.K, multiprocessors, blocks_per_sm);
 }
 
-inline int64_t im2col_forward_workspace(const Conv2dParams& p, int64_t element_size, GemmMath math) {
+// The forward's GEMM of `images`: Kg x P*Q outputs a problem, over Cg*R*S.
+// Its partials' second pass divides in 32 bits: at 2^31 outputs or more
+// (never under a wave of tiles) it stays whole.
+inline GemmShape im2col_forward_shape(const Conv2dParams& p, int64_t images) {
+  return GemmShape{p.out_channels_per_group(), p.out_pixels(), p.patch_size(), images, p.groups};
+}
+inline int64_t im2col_forward_splits(const Conv2dParams& p, int64_t images, int multiprocessors,
+                                     int64_t element_size, GemmMath math) {
+  if (images * p.out_channels * p.out_pixels() >= kFastDivmodLimit) return 1;
+  return im2col_under_a_wave_splits(im2col_forward_shape(p, images), multiprocessors, element_size, math);
+}
+// The gathering input gradient's GEMM: Cg x H*W outputs a problem, over Kg*R*S.
+inline GemmShape im2col_input_gradient_gather_shape(const Conv2dParams& p, int64_t images) {
+  return GemmShape{p.in_channels_per_group(), p.in_h * p.in_w, p.out_channels_per_group() * p.kernel_h * p.kernel_w,
+                   images, p.groups};
+}
+inline int64_t im2col_input_gradient_gather_splits(const Conv2dParams& p, int64_t images, int multiprocessors,
+                                                   int64_t element_size, GemmMath math) {
+  return im2col_under_a_wave_splits(im2col_input_gradient_gather_shape(p, images), multiprocessors, element_size,
+                                    math);
+}
+
+// Room for the partials of a split chunk of `per_image` results an image:
+// a whole chunk, or the shorter last one (fewer tiles, more splits).
+template <typename Splits>
+inline int64_t im2col_split_partials_elems(int64_t batch, int64_t chunk, int64_t per_image, Splits splits_of) {
+  int64_t most = 0;
+  for (int64_t images : {chunk < batch ? chunk : batch, batch % chunk}) {
+    const int64_t splits = splits_of(images);
+    const int64_t elems = splits > 1 ? splits * images * per_image : 0;
+    most = elems > most ? elems : most;
+  }
+  return most;
+}
+
+// The forward's chunk of images, and its workspace: the column buffer (none
+// where the GEMM gathers, or for 1x1 stride-1 convolutions), then the
+// partials of a split chunk.
+inline int64_t im2col_forward_chunk_images(const Conv2dParams& p, int64_t element_size, GemmMath math) {
+  return im2col_gathers(p, math, element_size)
+             ? im2col_gather_chunk_images(p, p.out_channels_per_group(), p.out_pixels())
+             : im2col_chunk_images(p, element_size);
+}
+inline int64_t im2col_column_workspace(const Conv2dParams& p, int64_t element_size, GemmMath math) {
   if (p.im2col_is_identity() || im2col_gathers(p, math, element_size)) return 0;
   return round_up16(im2col_chunk_images(p, element_size) * im2col_column_elems(p) * element_size);
 }
-// Gathering, the input gradient needs room only for the partials of a split
-// chunk: a whole one, or the shorter last one (fewer tiles, more splits).
+inline int64_t im2col_forward_workspace(const Conv2dParams& p, int64_t element_size, GemmMath math) {
+  const int64_t partials = im2col_split_partials_elems(
+      p.batch, im2col_forward_chunk_images(p, element_size, math), p.out_channels * p.out_pixels(),
+      [&](int64_t images) { return im2col_forward_splits(p, images, device_multiprocessors(), element_size, math); });
+  return im2col_column_workspace(p, element_size, math) + round_up16(partials * acc_size_for(element_size));
+}
+// Gathering, the input gradient needs room only for the partials of a split chunk.
 inline int64_t im2col_backward_input_workspace(const Conv2dParams& p, int64_t element_size, GemmMath math) {
   const int64_t acc = acc_size_for(element_size);
   if (im2col_gathers_input_gradient(p, math, element_size)) {
-    const int64_t chunk = im2col_gather_chunk_images(p, p.in_channels_per_group(), p.in_h * p.in_w);
-    int64_t most = 0;
-    for (int64_t images : {chunk < p.batch ? chunk : p.batch, p.batch % chunk}) {
-      const int64_t splits =
-          im2col_input_gradient_gather_splits(p, images, device_multiprocessors(), element_size, math);
-      const int64_t elems = splits > 1 ? splits * images * p.in_channels * p.in_h * p.in_w : 0;
-      most = elems > most ? elems : most;
-    }
-    return round_up16(most * acc);
+    const int64_t partials = im2col_split_partials_elems(
+        p.batch, im2col_gather_chunk_images(p, p.in_channels_per_group(), p.in_h * p.in_w),
+        p.in_channels * p.in_h * p.in_w, [&](int64_t images) {
+          return im2col_input_gradient_gather_splits(p, images, device_multiprocessors(), element_size, math);
+        });
+    return round_up16(partials * acc);
   }
   return round_up16(im2col_chunk_images(p, acc) * im2col_column_elems(p) * acc);
 }
@@ -293,7 +338,7 @@ inline Im2colWgradLayout im2col_wgrad_layout(const Conv2dParams& p, int64_t elem
                                                    : im2col_chunk_images(p, element_size);
   // The largest chunk, on the GEMM with the most blocks per SM, splits the most.
   l.splits = im2col_wgrad_splits(p, l.chunk, multiprocessors, gemm_max_blocks_per_sm(element_size));
-  l.accumulator_at = im2col_forward_workspace(p, element_size, math);  // the columns (the forward's buffer)
+  l.accumulator_at = im2col_column_workspace(p, element_size, math);  // the columns (the forward's buffer)
   const bool accumulator = element_size < 4 && l.chunk < p.batch;
   l.partials_at = l.accumulator_at + (accumulator ? round_up16(weights * acc) : 0);
   l.bytes = l.partials_at + (l.splits > 1 ? round_up16(l.splits * weights * acc) : 0);
@@ -351,33 +396,49 @@ const T* columns_of(const T* input, const Conv2dParams& p, int64_t n0, int64_t i
   return col;
 }
 
+// The forward of a chunk under a wave of tiles is split (im2col_forward_splits):
+// the GEMM writes fp32 partials (after the column buffer) without bias or
+// ReLU, and the second pass adds them, the bias and the ReLU into the output.
 template <typename T>
 const char* conv2d_im2col_forward(const T* input, const T* weight, const T* bias, T* output,
                                   const Conv2dParams& p, bool relu, GemmMath math, void* workspace,
                                   cudaStream_t stream) {
+  using A = acc_t<T>;
   const int64_t Kg = p.out_channels_per_group(), CRSg = p.patch_size(), PQ = p.out_pixels();
   const int64_t CRS = p.in_channels * p.kernel_h * p.kernel_w;
   // Problem (image n, group g): A = W_g (row m = k, reduction = crs), B = col (row j = pixel).
   const GemmOperand wa{CRSg, 1, kGemmNoWrap, 0, 0, Kg * CRSg, 0};
-  const GemmOutput out{PQ, p.out_channels * PQ, Kg * PQ, Kg, false, relu};
   const bool gathers = im2col_gathers(p, math, sizeof(T));
-  const int64_t chunk = gathers ? im2col_gather_chunk_images(p, Kg, PQ) : im2col_chunk_images(p, sizeof(T));
+  const int64_t chunk = im2col_forward_chunk_images(p, sizeof(T), math);
   const int64_t in_image = p.in_channels * p.in_h * p.in_w;
+  A* partials = reinterpret_cast<A*>(static_cast<char*>(workspace) + im2col_column_workspace(p, sizeof(T), math));
   for (int64_t n0 = 0; n0 < p.batch; n0 += chunk) {
-    const int64_t images = p.batch - n0 < chunk ? p.batch - n0 : chunk;
-    const GemmShape shape{Kg, PQ, CRSg, images, p.groups};
+    const int64_t images = p.batch - n0 < chunk ? p.batch - n0 : chunk, elems = images * p.out_channels * PQ;
+    GemmShape shape = im2col_forward_shape(p, images);
+    shape.splits = im2col_forward_splits(p, images, device_multiprocessors(), sizeof(T), math);
     T* output_chunk = output + n0 * p.out_channels * PQ;
     const char* err = nullptr;
-    if (gathers) {
-      err = launch_gemm(weight, wa, input + n0 * in_image, Im2colGatherForward::make(p), output_chunk, out, bias,
-                        shape, math, stream);
-      if (err) return err;
-      continue;
-    }
-    const T* col = columns_of(input, p, n0, images, workspace, stream, &err);
+    const T* col = gathers ? nullptr : columns_of(input, p, n0, images, workspace, stream, &err);
     if (err) return err;
-    const GemmOperand cb{1, PQ, kGemmNoWrap, 0, CRS * PQ, CRSg * PQ, 0};
-    err = launch_gemm(weight, wa, col, cb, output_chunk, out, bias, shape, math, stream);
+    // W * col into c: the output (with bias and ReLU), or partials.
+    auto multiply = [&](auto* c, const GemmOutput& out, const T* b) -> const char* {
+      if (gathers) {
+        return launch_gemm(weight, wa, input + n0 * in_image, Im2colGatherForward::make(p), c, out, b, shape, math,
+                           stream);
+      }
+      const GemmOperand cb{1, PQ, kGemmNoWrap, 0, CRS * PQ, CRSg * PQ, 0};
+      return launch_gemm(weight, wa, col, cb, c, out, b, shape, math, stream);
+    };
+    if (shape.splits > 1) {
+      err = multiply(partials, GemmOutput{PQ, p.out_channels * PQ, Kg * PQ, 0, false, false, elems},
+                     static_cast<const T*>(nullptr));
+      if (!err) {
+        err = launch_reduce_forward_partials<T>(partials, output_chunk, bias, elems, shape.splits, p.out_channels, PQ,
+                                                relu, stream);
+      }
+    } else {
+      err = multiply(output_chunk, GemmOutput{PQ, p.out_channels * PQ, Kg * PQ, Kg, false, relu}, bias);
+    }
     if (err) return err;
   }
   return nullptr;
