@@ -39,8 +39,8 @@ from fastconv.simt import kernel_symbols, record_launches, short_name
 
 from . import cases, ptxas_report
 from .gpus import GPUS, Gpu
-from .kernel_work import (Conv, Work, conv_pass_work, elementwise_work, inner_loop_ceiling, is_tensor_core,
-                          tensor_peak_tflops)
+from .kernel_work import (Conv, Work, conv_pass_work, elementwise_work, gemm_split_ranges, inner_loop_ceiling,
+                          is_tensor_core, tensor_peak_tflops)
 from .occupancy import Occupancy, Query, occupancy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -162,12 +162,15 @@ def record_layer(layer, batch: int, tf32: bool = False, dtype: torch.dtype = tor
     return [PassRun(layer, batch, None, None, "fwd", fwd), PassRun(layer, batch, None, None, "bwd", bwd)]
 
 
-def pass_work(run: PassRun, elem: int = 4) -> List[Work]:
-    """The work of each launch of a pass, on elements of ``elem`` bytes."""
+def pass_work(run: PassRun, gpu: Gpu, elem: int = 4) -> List[Work]:
+    """The work of each launch of a pass on ``gpu``, on elements of ``elem`` bytes."""
     kernels = [launch.kernel for launch in run.launches]
     if run.layer.kind == "conv":
-        return conv_pass_work(conv_of(run.layer, run.batch), run.pass_, kernels, elem,
-                              [launch.blocks for launch in run.launches])
+        conv = conv_of(run.layer, run.batch)
+        tensor_cores = any(is_tensor_core(k) for k in kernels)
+        return conv_pass_work(conv, run.pass_, kernels, elem, [launch.blocks for launch in run.launches],
+                              lambda images: gemm_split_ranges(conv, run.pass_, images, gpu.sms,
+                                                               gpu.fp32_lanes_per_sm, tensor_cores, elem))
     n_in = run.batch * math.prod(run.layer.shape)
     n_out = n_in
     if run.layer.kind == "pool":
@@ -185,7 +188,7 @@ def launch_rows(gpu: Gpu, runs: Sequence[PassRun], kernels: Dict[str, Dict], ele
     work, the roofline bound, the estimate and flags."""
     pending = []
     for run in runs:
-        for seq, (launch, work) in enumerate(zip(run.launches, pass_work(run, elem))):
+        for seq, (launch, work) in enumerate(zip(run.launches, pass_work(run, gpu, elem))):
             info = kernels.get(cuda_name(launch.mangled))
             if info is None:
                 raise KeyError(f"{launch.kernel}: launched on SIMT but ptxas compiled no such CUDA kernel "

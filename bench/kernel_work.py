@@ -16,7 +16,7 @@ import math
 import os
 import re
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 from .gpus import Gpu
 
@@ -144,24 +144,62 @@ def gemm_tile_efficiency(kernel: str, m: int, n: int, k: int) -> float:
     return _fill(m, bm) * _fill(n, bn) * _fill(k, bk)
 
 
-MAX_CONV_BLOCKS = 1024  # kMaxConvBlocks (conv2d_common.cuh)
+MAX_CONV_BLOCKS = 1024  # kMaxConvBlocks (conv2d_common.cuh): a GEMM launch loops over more items
+MIN_SPLIT_LEN, MAX_SPLITS, SPLIT_WAVES = 128, 1024, 2  # kMinSplitLen, kMaxSplits, kSplitWaves
 
 
-def gemm_splits(kernel: str, blocks: Optional[int], problems: int, rows: int, cols: int) -> int:
-    """The split-K ranges of a recorded GEMM launch: its blocks over its output tiles (a launch
-    of kMaxConvBlocks or more blocks loops over its items and is never a split one)."""
-    if blocks is None or blocks >= MAX_CONV_BLOCKS:
+def _cuda_core_split_tiles(m: int, n: int, problems: int, fp32_lanes: int) -> int:
+    """Mirrors gemm_tiles_per_split (gemm.cuh): the output tiles of the CUDA-core tile with the
+    least padded area times its cost (ties: less area, then the earlier of large, wide, small)."""
+    best = None
+    for bm, bn, cost in ((128, 128, 4), (64, 256, 4), (64, 64, 8 if fp32_lanes >= 128 else 5)):
+        items = problems * math.ceil(m / bm) * math.ceil(n / bn)
+        key = (items * bm * bn * cost, items * bm * bn)
+        if best is None or key < best[0]:
+            best = (key, items)
+    return best[1]
+
+
+def gemm_split_ranges(conv: Conv, pass_: str, images: int, sms: int, fp32_lanes: int, tensor_cores: bool,
+                      elem: int = 4) -> int:
+    """Mirrors the im2col launchers' split-K counts (conv2d_im2col.cuh) for a chunk of ``images``:
+    the forward's and the gathering input gradient's only under one wave of their tiles, the
+    weight gradient's always; ranges for two waves, none shorter than 128 indices."""
+    c = conv
+    blocks_per_sm = 1 if elem == 8 and not tensor_cores else 2  # gemm_blocks_per_sm
+    if pass_ == "bwd_weight":
+        m, n, k, problems = c.kg, c.crs_g, images * c.pq, c.groups
+    elif pass_ == "fwd":
+        m, n, k, problems = c.kg, c.pq, c.crs_g, images * c.groups
+    else:
+        m, n, k, problems = c.cg, c.h * c.w, c.kg * c.r * c.s, images * c.groups
+    # im2col_split_tiles: the tensor-core GEMM's 64 x 64 tile, or the CUDA-core tile of a split problem.
+    tiles = (problems * math.ceil(m / 64) * math.ceil(n / 64) if tensor_cores
+             else _cuda_core_split_tiles(m, n, problems, fp32_lanes))
+    if pass_ != "bwd_weight" and (tiles >= blocks_per_sm * sms or (pass_ == "fwd" and images * c.k * c.pq >= 2**31)):
         return 1
+    splits = min(math.ceil(SPLIT_WAVES * blocks_per_sm * sms / max(tiles, 1)), k // MIN_SPLIT_LEN, MAX_SPLITS)
+    return max(1, splits)
+
+
+def _check_split_blocks(kernel: str, blocks: Optional[int], splits: int, problems: int, rows: int, cols: int) -> None:
+    """The launch's blocks are its tile's items times the mirrored ranges (below the grid cap)."""
+    if blocks is None or blocks >= MAX_CONV_BLOCKS:
+        return
     bm, bn = _template_ints(kernel, "TensorCoreTile" if is_tensor_core(kernel) else "GemmTile")[:2]
-    tiles = problems * math.ceil(rows / bm) * math.ceil(cols / bn)
-    return max(1, blocks // max(tiles, 1))
+    expected = problems * math.ceil(rows / bm) * math.ceil(cols / bn) * splits
+    if blocks != expected:
+        raise MirrorError(f"{kernel}: {blocks} blocks, but {splits} mirrored split ranges give {expected}")
 
 
 def conv_pass_work(conv: Conv, pass_: str, kernels: Sequence[str], elem: int = 4,
-                   blocks: Optional[Sequence[int]] = None) -> List[Work]:
+                   blocks: Optional[Sequence[int]] = None, split: Optional[Callable[[int], int]] = None
+                   ) -> List[Work]:
     """The work of each launch of one pass (``fwd``, ``bwd_input``, ``bwd_weight``, ``bwd_bias``)
-    of a convolution, given the recorded kernels of that pass in order (and their blocks, which
-    tell a split GEMM's ranges). fp32 (``elem`` 4)."""
+    of a convolution, given the recorded kernels of that pass in order. ``split(images)``: the
+    split-K ranges of the pass's GEMM on a chunk of that many images (gemm_split_ranges for the
+    modelled GPU; none by default), checked against the launches' ``blocks`` where given. fp32
+    (``elem`` 4)."""
     acc = 8 if elem == 8 else 4
     c, flops = conv, 2.0 * conv.macs
     in_elems, out_elems, w_elems = c.n * c.c * c.h * c.w, c.n * c.k * c.pq, c.k * c.crs_g
@@ -189,13 +227,15 @@ def conv_pass_work(conv: Conv, pass_: str, kernels: Sequence[str], elem: int = 4
             # A split GEMM writes its ranges' fp32 partials, which the next pass reads back.
             written = lambda results: (acc * last_splits if last_splits > 1 else elem) * results  # noqa: E731
             if pass_ == "fwd":
-                last_splits = gemm_splits(kernel, block_count, c.groups * n, c.kg, c.pq)
+                last_splits = split(n) if split else 1
+                _check_split_blocks(kernel, block_count, last_splits, c.groups * n, c.kg, c.pq)
                 eff = gemm_tile_efficiency(kernel, c.kg, c.pq, c.crs_g)
                 works.append(Work(flops * share, elem * (w_elems + columns + c.k) + written(share * out_elems),
                                   int(share * out_elems), eff))
             elif pass_ == "bwd_input" and gathers_columns(kernel):
                 # dX = W^T dY gathered: reads dY and the weights, writes dX; no column gradient.
-                last_splits = gemm_splits(kernel, block_count, c.groups * n, c.cg, c.h * c.w)
+                last_splits = split(n) if split else 1
+                _check_split_blocks(kernel, block_count, last_splits, c.groups * n, c.cg, c.h * c.w)
                 eff = gemm_tile_efficiency(kernel, c.cg, c.h * c.w, c.kg * c.r * c.s)
                 works.append(Work(flops * share, elem * (w_elems + share * out_elems) + written(share * in_elems),
                                   int(share * in_elems), eff))
@@ -204,7 +244,8 @@ def conv_pass_work(conv: Conv, pass_: str, kernels: Sequence[str], elem: int = 4
                 works.append(Work(flops * share, elem * (w_elems + share * out_elems) + acc * n * c.crs * c.pq,
                                   n * c.crs * c.pq, eff))
             else:
-                last_splits = gemm_splits(kernel, block_count, c.groups, c.kg, c.crs_g)
+                last_splits = split(n) if split else 1
+                _check_split_blocks(kernel, block_count, last_splits, c.groups, c.kg, c.crs_g)
                 eff = gemm_tile_efficiency(kernel, c.kg, c.crs_g, n * c.pq)
                 # Later chunks read and add what they accumulate into (unsplit, the GEMM itself).
                 dw = acc * w_elems * (last_splits if last_splits > 1 else 2 if done > 0 else 1)

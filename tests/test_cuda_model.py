@@ -21,7 +21,8 @@ from fastconv.simt import Launch, record_launches
 from bench import cuda_model, ptxas_report
 from bench.cases import Layer
 from bench.gpus import GPUS, by_compute_capability
-from bench.kernel_work import Conv, MirrorError, Work, chunk_images, conv_pass_work, inner_loop_ceiling, wgrad_slices
+from bench.kernel_work import (Conv, MirrorError, Work, chunk_images, conv_pass_work, gemm_split_ranges, inner_loop_ceiling,
+                               wgrad_slices)
 from bench.occupancy import Occupancy, Query, cuda_include, occupancy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -223,20 +224,31 @@ def test_conv_work_per_kernel_family():
 
 
 def test_split_gemms_count_their_partials():
-    # 128 -> 128 @17 at batch 1: 128 x 289 outputs (one problem), a 1152-long reduction. Recorded
-    # as 9 ranges of the large tile (1 x 3 tiles, 27 blocks): the GEMM writes 9 fp32 partials of
-    # each output, and the forward's second pass reads them back, adds the bias, writes the output.
+    # 128 -> 128 @17 at batch 1: 128 x 289 outputs (one problem), a 1152-long reduction. In 9
+    # ranges of the large tile (1 x 3 tiles, 27 blocks) the GEMM writes 9 fp32 partials of each
+    # output, and the forward's second pass reads them back, adds the bias, writes the output.
     conv = Conv(n=1, c=128, h=19, w=19, k=128, r=3, s=3)
     large = "gemm_kernel<float, float, GemmTile<128, 128, 8, 8, 8>, Im2colGatherForward>"
     second = "conv2d_reduce_forward_partials_kernel<float>"
     outputs = 128 * 289
-    gemm, add = conv_pass_work(conv, "fwd", [large, second], blocks=[27, 40])
+    gemm, add = conv_pass_work(conv, "fwd", [large, second], blocks=[27, 40], split=lambda images: 9)
     whole, = conv_pass_work(conv, "fwd", [large], blocks=[3])
     assert gemm.flops == whole.flops and gemm.bytes - whole.bytes == 4 * (9 - 1) * outputs
     assert add.bytes == 4 * (9 * outputs + outputs + 128) and add.outputs == outputs
-    # Without the blocks (or at the grid cap, where a launch loops over its items) nothing is split.
-    assert conv_pass_work(conv, "fwd", [large])[0].bytes == whole.bytes
-    assert conv_pass_work(conv, "fwd", [large], blocks=[1024])[0].bytes == whole.bytes
+    # The mirrored ranges must match the recorded blocks.
+    with pytest.raises(MirrorError, match="27 blocks"):
+        conv_pass_work(conv, "fwd", [large, second], blocks=[27, 40], split=lambda images: 8)
+    # The launchers' rule on an H100: 3 large tiles of 264 block slots, two waves' worth capped
+    # at 1152 / 128 = 9 ranges; at batch 32 (113 x 2 tiles of 64 x 64 on tensor cores, 57 large
+    # ones on CUDA cores) both split: ceil(528 / 57) = 10, capped at 9; ceil(528 / 226) = 3.
+    assert gemm_split_ranges(conv, "fwd", 1, 132, 128, False) == 9
+    big = Conv(n=32, c=128, h=17, w=17, k=128, r=3, s=3)
+    assert gemm_split_ranges(big, "fwd", 32, 132, 128, False) == 9
+    assert gemm_split_ranges(big, "fwd", 32, 132, 128, True) == 3
+    # The weight gradient always splits: 9 large tiles, 7200-long reduction: ceil(528 / 9) = 59,
+    # capped at 7200 // 128 = 56; on tensor cores, 36 tiles of 64 x 64: ceil(528 / 36) = 15.
+    assert gemm_split_ranges(big, "bwd_weight", 32, 132, 128, False) == 56
+    assert gemm_split_ranges(big, "bwd_weight", 32, 132, 128, True) == 15
 
 
 def test_dry_run_records_the_launches_of_a_real_run():

@@ -220,15 +220,29 @@ inline int64_t im2col_gemm_splits(int64_t tiles, int64_t K, int multiprocessors,
   return splits < 1 ? 1 : splits;
 }
 
+// The output tiles of one reduction range on the tile a split GEMM runs: on
+// tensor cores the narrow 64 x 64 tile (16-bit GEMMs may still take the
+// 64 x 128 one, where its rounds favour it); on CUDA cores the tile a split
+// problem takes (gemm_tiles_per_split), so that a split forward runs on the
+// large tile where the unsplit one would take the small. (Counted on the
+// CUDA-core tile, tensor-core GEMMs were split 2-4 times too finely, the
+// model, H100, half, at batch 32: the input gradient of 64 -> 128 @36, 16 us
+// against 11; the weight gradient of 128 -> 128 @17 in 56 ranges, which
+// wrote and read back 33 MB of partials, 21 us against 6.7 in 15.)
+inline int64_t im2col_split_tiles(const GemmShape& one, int64_t element_size, GemmMath math) {
+  return gemm_on_tensor_cores(element_size, math)
+             ? gemm_tile_items(one, GemmTensorCoreTile::BM, GemmTensorCoreTile::BN)
+             : gemm_tiles_per_split(one, device_fp32_lanes_per_sm());
+}
+
 // The weight gradient's GEMM has M = Kg, N = Cg*R*S: few output tiles for
 // the usual layers (64 -> 64 channels, 3x3: 9 tiles on 132 SMs), each with
-// a reduction over a whole chunk of images, so it is split. Its tiles are
-// counted on the CUDA-core tile a split problem would run (as large as any
-// the GEMM may take), so that the split fills the GPU on either path.
-inline int64_t im2col_wgrad_splits(const Conv2dParams& p, int64_t images, int multiprocessors, int blocks_per_sm) {
+// a reduction over a whole chunk of images, so it is split.
+inline int64_t im2col_wgrad_splits(const Conv2dParams& p, int64_t images, int multiprocessors, int64_t element_size,
+                                   GemmMath math) {
   const GemmShape one{p.out_channels_per_group(), p.patch_size(), images * p.out_pixels(), 1, p.groups};
-  return im2col_gemm_splits(gemm_tiles_per_split(one, device_fp32_lanes_per_sm()), one.K, multiprocessors,
-                            blocks_per_sm);
+  return im2col_gemm_splits(im2col_split_tiles(one, element_size, math), one.K, multiprocessors,
+                            gemm_blocks_per_sm(element_size, math));
 }
 // A GEMM whose output tiles fill under one wave of the GPU (the forward at
 // batch 1 or on small images: 64 -> 128 @36 has 38 tiles for 264 block
@@ -239,17 +253,15 @@ inline int64_t im2col_wgrad_splits(const Conv2dParams& p, int64_t images, int mu
 // though: that pass reads and writes the result's size in fp32 a split,
 // which costs more than the tail of a wave or two saves (the model, H100,
 // TF32, 128 -> 128 @17 input gradient at batch 32: 1.2 waves, 13.2 us
-// unsplit against 16.0 split in two). On tensor cores its tiles are counted
-// on the narrow 64 x 64 tile (counted on the CUDA-core tile, 64 -> 128 @36
-// in half at batch 32 was split needlessly: 16 us against 11), though
-// 16-bit GEMMs may then run the 64 x 128 one; on CUDA cores on the tile a
-// split problem would take (gemm_tiles_per_split), so that a split forward
-// runs on the large tile where the unsplit one would take the small.
+// unsplit against 16.0 split in two). Close under a wave it costs about as
+// much as it gains: the same layer's forward on tensor cores, 226 tiles of
+// 264, takes 17.9 us in three ranges against 14.0 whole (TF32; half 8.4
+// against 7.0), where stopping at half a wave would lose more elsewhere
+// (on CUDA cores a split problem also moves to the large tile: 64 -> 128
+// @36's input gradient at batch 32, 115 against 141 us whole).
 inline int64_t im2col_under_a_wave_splits(const GemmShape& one, int multiprocessors, int64_t element_size,
                                           GemmMath math) {
-  const int64_t tiles = gemm_on_tensor_cores(element_size, math)
-                            ? gemm_tile_items(one, GemmTensorCoreTile::BM, GemmTensorCoreTile::BN)
-                            : gemm_tiles_per_split(one, device_fp32_lanes_per_sm());
+  const int64_t tiles = im2col_split_tiles(one, element_size, math);
   const int blocks_per_sm = gemm_blocks_per_sm(element_size, math);
   if (tiles >= int64_t(blocks_per_sm) * multiprocessors) return 1;
   return im2col_gemm_splits(tiles, one.K, multiprocessors, blocks_per_sm);
@@ -336,8 +348,12 @@ inline Im2colWgradLayout im2col_wgrad_layout(const Conv2dParams& p, int64_t elem
   const int64_t acc = acc_size_for(element_size), weights = p.out_channels * p.patch_size();
   l.chunk = im2col_gathers(p, math, element_size) ? im2col_index_chunk_images(p)
                                                    : im2col_chunk_images(p, element_size);
-  // The largest chunk, on the GEMM with the most blocks per SM, splits the most.
-  l.splits = im2col_wgrad_splits(p, l.chunk, multiprocessors, gemm_max_blocks_per_sm(element_size));
+  // The most ranges of a whole chunk or of the shorter last one.
+  l.splits = 1;
+  for (int64_t images : {l.chunk, l.chunk > 0 ? p.batch % l.chunk : 0}) {
+    const int64_t splits = images > 0 ? im2col_wgrad_splits(p, images, multiprocessors, element_size, math) : 1;
+    l.splits = splits > l.splits ? splits : l.splits;
+  }
   l.accumulator_at = im2col_column_workspace(p, element_size, math);  // the columns (the forward's buffer)
   const bool accumulator = element_size < 4 && l.chunk < p.batch;
   l.partials_at = l.accumulator_at + (accumulator ? round_up16(weights * acc) : 0);
@@ -527,7 +543,7 @@ const char* conv2d_im2col_backward_weight(const T* grad_output, const T* input, 
     const GemmOperand cl{PQ, 1, PQ, CRS * PQ, 0, CRSg * PQ, 0};
     const T* dy_chunk = grad_output + n0 * p.out_channels * PQ;
     GemmShape shape{Kg, CRSg, images * PQ, 1, p.groups};
-    shape.splits = im2col_wgrad_splits(p, images, sms, gemm_blocks_per_sm(sizeof(T), math));
+    shape.splits = im2col_wgrad_splits(p, images, sms, sizeof(T), math);
     // dY * col^T into c (partials, the fp32 accumulator or grad_weight itself).
     auto multiply = [&](auto* c, const GemmOutput& out) -> const char* {
       if (gathers) {

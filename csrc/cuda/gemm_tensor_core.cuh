@@ -346,12 +346,6 @@ inline int gemm_blocks_per_sm(int64_t element_size, GemmMath math) {
   if (gemm_on_tensor_cores(element_size, math)) return GemmTensorCoreTile::kMinBlocks;
   return gemm_cuda_core_min_blocks(acc_size_for(element_size));
 }
-// The most of either GEMM: workspace sized by it fits the splits of both.
-inline int gemm_max_blocks_per_sm(int64_t element_size) {
-  const int cuda_core = gemm_blocks_per_sm(element_size, GemmMath::kCudaCore);
-  const int tensor_core = gemm_blocks_per_sm(element_size, GemmMath::kTensorCore);
-  return cuda_core > tensor_core ? cuda_core : tensor_core;
-}
 
 // Shared-memory wavefronts a warp spends per mma on a tile with 16-bit
 // operands, in eighths: fragment loads (4 a 16-row A tile and 4 a pair of
