@@ -273,6 +273,7 @@ def conv_pass_work(conv: Conv, pass_: str, kernels: Sequence[str], elem: int = 4
             # The split forward's ranges, added with the bias (and ReLU) into the output.
             n_out = last_images * c.k * c.pq
             works.append(Work(float(last_splits * n_out), acc * last_splits * n_out + elem * (n_out + c.k), n_out))
+            last_splits = 1
         elif kernel.startswith("conv2d_reduce_partials"):
             # Sums of the direct weight gradient's slices, or of a split GEMM's ranges (the split-K
             # of the im2col weight gradient and of the gathering input gradient); the bias
@@ -281,6 +282,7 @@ def conv_pass_work(conv: Conv, pass_: str, kernels: Sequence[str], elem: int = 4
             slices = wgrad_slices(c) if any(k.startswith("conv2d_direct") for k in kernels) else \
                 last_splits if pass_ != "bwd_bias" else 1
             works.append(Work(float((slices - 1) * n), acc * slices * n + elem * n, n))
+            last_splits = 1  # consumed: a later pass (the fp32 dW accumulator's conversion) adds one
         elif kernel.startswith("conv2d_backward_bias"):
             works.append(Work(float(out_elems), elem * (out_elems + c.k), c.k * splits))
         else:

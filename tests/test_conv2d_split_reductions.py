@@ -12,7 +12,8 @@ import torch.nn.functional as F
 import fastconv
 import fastconv.functional as FF
 
-from simt_kernels import expect_kernels, expect_no_kernels, multiprocessors, simt_has_tensor_cores
+from simt_kernels import (expect_kernels, expect_no_kernels, launched, multiprocessors, run_tests_in_subprocess,
+                          simt_has_tensor_cores)
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 KERNEL_TYPE = {torch.float32: "float", torch.float64: "double", torch.float16: "half_t",
@@ -150,6 +151,9 @@ SPLIT_FORWARD_CASES = {
     "groups": ((1, 64, 9, 9), (12, 32, 3, 3), dict(padding=1, groups=2)),
     "1x1": ((3, 256, 5, 6), (9, 256, 1, 1), dict()),
     "5x5": ((1, 12, 12, 10), (4, 12, 5, 5), dict(padding=2)),
+    # 1x1 at stride 2 unfolds 4 KiB of float columns an image: in an 8 KiB column buffer with the
+    # gathers off (test_im2col_forward_split_k_over_chunks_of_images) it runs chunks of 2 and 1.
+    "chunks": ((3, 256, 3, 3), (5, 256, 1, 1), dict(stride=2)),
 }
 
 
@@ -203,7 +207,8 @@ def test_im2col_forward_split_k_gives_the_same_bits_twice_and_agrees_unsplit(dty
     # ReLU in the GEMM's epilogue); 132 split it. Both agree with torch; each rerun is bit-identical.
     case = SPLIT_FORWARD_CASES["stride2-dilation"]
     (x, w, b), expected = _forward_operands(case, dtype)
-    first, second = (_forward(x, w, b, True, **case[2]) for _ in range(2))
+    with expect_kernels("conv2d_reduce_forward_partials_kernel"):
+        first, second = (_forward(x, w, b, True, **case[2]) for _ in range(2))
     assert torch.equal(_bits(first), _bits(second)), "not bit-identical"
     with multiprocessors(1), expect_no_kernels("conv2d_reduce_forward_partials_kernel"):
         whole = _forward(x, w, b, True, **case[2])
@@ -217,3 +222,15 @@ def test_im2col_forward_of_a_short_reduction_stays_whole():
     with expect_no_kernels("conv2d_reduce_forward_partials_kernel"):
         y = _forward(x, w, b, padding=1)
     _close(y, F.conv2d(x.double(), w.double(), b.double(), padding=1), torch.float32)
+
+
+def test_im2col_forward_split_k_over_chunks_of_images():
+    # Unfolded columns (FASTCONV_IM2COL_GATHER=0) in an 8 KiB buffer (FASTCONV_COLUMN_BUFFER_BYTES;
+    # both are read once, so in a subprocess): the "chunks" case runs float chunks of 2 and 1
+    # images, each split, its partials in room sized for the larger; every case still matches.
+    launches = run_tests_in_subprocess(
+        ["tests/test_conv2d_split_reductions.py", "-k", "test_im2col_forward_split_k_adds_bias_and_relu"],
+        FASTCONV_IM2COL_GATHER="0", FASTCONV_COLUMN_BUFFER_BYTES=str(8 << 10))
+    assert launched(launches, "im2col_kernel<float")
+    assert not launched(launches, "Im2colGatherForward")
+    assert launched(launches, "conv2d_reduce_forward_partials_kernel<float>")

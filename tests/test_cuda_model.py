@@ -239,8 +239,8 @@ def test_split_gemms_count_their_partials():
     with pytest.raises(MirrorError, match="27 blocks"):
         conv_pass_work(conv, "fwd", [large, second], blocks=[27, 40], split=lambda images: 8)
     # The launchers' rule on an H100: 3 large tiles of 264 block slots, two waves' worth capped
-    # at 1152 / 128 = 9 ranges; at batch 32 (113 x 2 tiles of 64 x 64 on tensor cores, 57 large
-    # ones on CUDA cores) both split: ceil(528 / 57) = 10, capped at 9; ceil(528 / 226) = 3.
+    # at 1152 / 128 = 9 ranges; at batch 32 (32 x 2 x 4 = 256 tiles of 64 x 64 on tensor cores,
+    # 32 x 2 = 64 large ones on CUDA cores) both split: ceil(528 / 64) = 9; ceil(528 / 256) = 3.
     assert gemm_split_ranges(conv, "fwd", 1, 132, 128, False) == 9
     big = Conv(n=32, c=128, h=17, w=17, k=128, r=3, s=3)
     assert gemm_split_ranges(big, "fwd", 32, 132, 128, False) == 9

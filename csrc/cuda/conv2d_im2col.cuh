@@ -222,9 +222,10 @@ inline int64_t im2col_gemm_splits(int64_t tiles, int64_t K, int multiprocessors,
 
 // The output tiles of one reduction range on the tile a split GEMM runs: on
 // tensor cores the narrow 64 x 64 tile (16-bit GEMMs may still take the
-// 64 x 128 one, where its rounds favour it); on CUDA cores the tile a split
-// problem takes (gemm_tiles_per_split), so that a split forward runs on the
-// large tile where the unsplit one would take the small. (Counted on the
+// 64 x 128 one, where its rounds favour it); on CUDA cores the largest-area
+// tile a split problem may take (gemm_tiles_per_split; the launch then picks
+// its own: 128 -> 128 @17's forward at batch 32 runs its 9 ranges on the
+// large tile, where the unsplit one took the small). (Counted on the
 // CUDA-core tile, tensor-core GEMMs were split 2-4 times too finely, the
 // model, H100, half, at batch 32: the input gradient of 64 -> 128 @36, 16 us
 // against 11; the weight gradient of 128 -> 128 @17 in 56 ranges, which
@@ -254,7 +255,7 @@ inline int64_t im2col_wgrad_splits(const Conv2dParams& p, int64_t images, int mu
 // which costs more than the tail of a wave or two saves (the model, H100,
 // TF32, 128 -> 128 @17 input gradient at batch 32: 1.2 waves, 13.2 us
 // unsplit against 16.0 split in two). Close under a wave it costs about as
-// much as it gains: the same layer's forward on tensor cores, 226 tiles of
+// much as it gains: the same layer's forward on tensor cores, 256 tiles of
 // 264, takes 17.9 us in three ranges against 14.0 whole (TF32; half 8.4
 // against 7.0), where stopping at half a wave would lose more elsewhere
 // (on CUDA cores a split problem also moves to the large tile: 64 -> 128

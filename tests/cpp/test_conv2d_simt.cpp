@@ -251,6 +251,7 @@ std::vector<Case> fixed_cases() {
       make_case(2, 17, 31, 31, 17, 3, 3, 1, 1, 1, 17, true),        // depthwise, odd channels
       make_case(2, 17, 9, 17, 17, 3, 3, 1, 1, 1, 17, true),         // the same, small: two ragged tiles each way
       make_case(1, 64, 5, 4, 4, 3, 3, 1, 1, 1, 2, false),           // split forward: 288-long reductions, groups, no bias
+      make_case(3, 256, 3, 3, 5, 1, 1, 2, 0, 1, 1, true),           // split forward over column chunks of 2 and 1 images (8 KiB buffer, unfolded)
   };
 }
 
