@@ -290,17 +290,25 @@ inline int64_t im2col_input_gradient_gather_splits(const Conv2dParams& p, int64_
                                     math);
 }
 
-// Room for the partials of a split chunk of `per_image` results an image:
-// a whole chunk, or the shorter last one (fewer tiles, more splits).
-template <typename Splits>
-inline int64_t im2col_split_partials_elems(int64_t batch, int64_t chunk, int64_t per_image, Splits splits_of) {
+// The largest of f(images) over the chunks a batch runs in: a whole chunk,
+// or the shorter last one (fewer tiles, so more splits). Workspace that
+// holds one chunk's split partials is sized by it.
+template <typename F>
+inline int64_t im2col_most_over_chunks(int64_t batch, int64_t chunk, F f) {
   int64_t most = 0;
-  for (int64_t images : {chunk < batch ? chunk : batch, batch % chunk}) {
-    const int64_t splits = splits_of(images);
-    const int64_t elems = splits > 1 ? splits * images * per_image : 0;
-    most = elems > most ? elems : most;
+  for (int64_t images : {chunk < batch ? chunk : batch, chunk > 0 ? batch % chunk : 0}) {
+    const int64_t value = images > 0 ? f(images) : 0;
+    most = value > most ? value : most;
   }
   return most;
+}
+// Room for the partials of a split chunk of `per_image` results an image.
+template <typename Splits>
+inline int64_t im2col_split_partials_elems(int64_t batch, int64_t chunk, int64_t per_image, Splits splits_of) {
+  return im2col_most_over_chunks(batch, chunk, [&](int64_t images) {
+    const int64_t splits = splits_of(images);
+    return splits > 1 ? splits * images * per_image : 0;
+  });
 }
 
 // The forward's chunk of images, and its workspace: the column buffer (none
@@ -350,11 +358,10 @@ inline Im2colWgradLayout im2col_wgrad_layout(const Conv2dParams& p, int64_t elem
   l.chunk = im2col_gathers(p, math, element_size) ? im2col_index_chunk_images(p)
                                                    : im2col_chunk_images(p, element_size);
   // The most ranges of a whole chunk or of the shorter last one.
-  l.splits = 1;
-  for (int64_t images : {l.chunk, l.chunk > 0 ? p.batch % l.chunk : 0}) {
-    const int64_t splits = images > 0 ? im2col_wgrad_splits(p, images, multiprocessors, element_size, math) : 1;
-    l.splits = splits > l.splits ? splits : l.splits;
-  }
+  l.splits = im2col_most_over_chunks(p.batch, l.chunk, [&](int64_t images) {
+    return im2col_wgrad_splits(p, images, multiprocessors, element_size, math);
+  });
+  if (l.splits < 1) l.splits = 1;
   l.accumulator_at = im2col_column_workspace(p, element_size, math);  // the columns (the forward's buffer)
   const bool accumulator = element_size < 4 && l.chunk < p.batch;
   l.partials_at = l.accumulator_at + (accumulator ? round_up16(weights * acc) : 0);
