@@ -23,6 +23,7 @@
 #include "gemm.h"
 #include "im2col.h"
 #include "parallel.h"
+#include "scratch.h"
 
 namespace fastconv {
 namespace cpu {
@@ -102,16 +103,16 @@ const T* group_input(const T* input, const Conv2dParams& p, int64_t n, int64_t g
 // im2col into `scratch` (row stride range.count), its channels cut over the
 // threads (serially inside a parallel region).
 template <typename T>
-MatrixRef<const T> columns_of(const T* group_input, ItemRange range, std::vector<T>& scratch,
+MatrixRef<const T> columns_of(const T* group_input, ItemRange range, GrowingBuffer<T>& scratch,
                               const Conv2dParams& p) {
   if (p.im2col_is_identity()) return {group_input + range.begin, p.out_pixels(), 1};
   const int64_t taps = p.kernel_h * p.kernel_w, plane = p.in_h * p.in_w;
-  scratch.resize(p.patch_size() * range.count);
+  T* const col = scratch.get(p.patch_size() * range.count);
   at::parallel_for(0, p.in_channels_per_group(), ceil_div(kElementwiseGrain, taps * std::max<int64_t>(1, range.count)),
                    [&](int64_t c_begin, int64_t c_end) {
-    im2col(group_input + c_begin * plane, scratch.data() + c_begin * taps * range.count, c_end - c_begin, p, range);
+    im2col(group_input + c_begin * plane, col + c_begin * taps * range.count, c_end - c_begin, p, range);
   });
-  return {scratch.data(), range.count, 1};
+  return {col, range.count, 1};
 }
 
 // Runs body(unit, n, g, range, part, col) for every (image, pixel block)
@@ -122,7 +123,7 @@ MatrixRef<const T> columns_of(const T* group_input, ItemRange range, std::vector
 template <typename T, typename F>
 void for_units_by_row_parts(const T* input, const Conv2dParams& p, const Blocks& blocks, const Blocks& rows,
                             const F& body) {
-  std::vector<T> scratch;
+  GrowingBuffer<T> scratch;
   for (int64_t unit = 0; unit < p.batch * blocks.count; ++unit) {
     const int64_t n = unit / blocks.count;
     const ItemRange range = blocks[unit % blocks.count];
@@ -175,7 +176,7 @@ void im2col_forward(const T* input, const T* weight, const T* bias, T* output, c
   }
   // Units (image, pixel block) write disjoint output columns.
   at::parallel_for(0, p.batch * blocks.count, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> scratch;
+    GrowingBuffer<T> scratch;
     for (int64_t unit = begin; unit < end; ++unit) {
       const int64_t n = unit / blocks.count;
       const ItemRange range = blocks[unit % blocks.count];
@@ -217,7 +218,7 @@ void im2col_backward_input(const T* grad_output, const T* weight, T* grad_input,
   const Blocks blocks = pixel_blocks(p, 1, /*threads=*/1);
   // Units (image, group, channel range) write disjoint channel planes.
   at::parallel_for(0, p.batch * p.groups * parts.count, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> col;
+    GrowingBuffer<T> col_buffer;
     for (int64_t unit = begin; unit < end; ++unit) {
       const int64_t part = unit % parts.count, g = unit / parts.count % p.groups;
       const int64_t n = unit / parts.count / p.groups, channels = parts.size(part);
@@ -232,9 +233,9 @@ void im2col_backward_input(const T* grad_output, const T* weight, T* grad_input,
           gemm<T>(w_t, range.count, dy_block, {grad_planes + range.begin, pixels, 1}, false);
           continue;
         }
-        col.resize(channels * taps * range.count);
-        gemm<T>(w_t, range.count, dy_block, {col.data(), range.count, 1}, false);
-        col2im(col.data(), grad_planes, channels, p, range);
+        T* const col = col_buffer.get(channels * taps * range.count);
+        gemm<T>(w_t, range.count, dy_block, {col, range.count, 1}, false);
+        col2im(col, grad_planes, channels, p, range);
       }
     }
   });
@@ -278,7 +279,7 @@ void im2col_backward_weight(const T* grad_output, const T* input, T* grad_weight
   const ItemRange all_rows{0, p.out_channels_per_group()};
   sum_over_chunks(p.batch * blocks.count, p.out_channels * p.patch_size(), grad_weight,
                   [&](T* sum, int64_t unit_begin, int64_t unit_end) {
-    std::vector<T> scratch;
+    GrowingBuffer<T> scratch;
     for (int64_t unit = unit_begin; unit < unit_end; ++unit) {
       const int64_t n = unit / blocks.count;
       const ItemRange range = blocks[unit % blocks.count];

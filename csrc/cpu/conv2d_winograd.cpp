@@ -23,6 +23,7 @@
 #include "conv2d_algorithms.h"
 #include "gemm.h"
 #include "parallel.h"
+#include "scratch.h"
 #include "winograd_transforms.h"
 
 namespace fastconv {
@@ -191,20 +192,21 @@ void winograd_convolve(const T* input, const std::vector<PackedA<T>>& filters, c
   const int64_t cg = q.in_per_group(), og = q.out_per_group();
   const TileBlocks blocks = tile_blocks(q.out_h, q.out_w, q.batch, cg + og);
   at::parallel_for(0, q.batch * blocks.count, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> v, m, scratch, corners;
+    GrowingBuffer<T> v_buffer, m_buffer, corner_buffer;
+    std::vector<T> scratch;
     for (int64_t unit = begin; unit < end; ++unit) {
       const int64_t n = unit / blocks.count;
       const ItemRange range = blocks[unit % blocks.count];
       const int64_t v_stride = point_stride<T>(cg * range.count), m_stride = point_stride<T>(og * range.count);
-      v.resize(kPoints * v_stride);
-      m.resize(kPoints * m_stride);
-      corners.resize(4 * range.count);
+      T* const v = v_buffer.get(kPoints * v_stride);
+      T* const m = m_buffer.get(kPoints * m_stride);
+      T* const corners = corner_buffer.get(4 * range.count);
       for (int64_t g = 0; g < q.groups; ++g) {
-        transform_inputs(input + (n * q.in_channels + g * cg) * q.in_h * q.in_w, cg, q, blocks, range, v.data(),
-                         v_stride, scratch);
+        transform_inputs(input + (n * q.in_channels + g * cg) * q.in_h * q.in_w, cg, q, blocks, range, v, v_stride,
+                         scratch);
         for (int64_t xi = 0; xi < kPoints; ++xi) {
-          gemm<T>(filters[g * kPoints + xi], range.count, {v.data() + xi * v_stride, range.count, 1},
-                  {m.data() + xi * m_stride, range.count, 1}, false);
+          gemm<T>(filters[g * kPoints + xi], range.count, {v + xi * v_stride, range.count, 1},
+                  {m + xi * m_stride, range.count, 1}, false);
         }
         for (int64_t k = 0; k < og; ++k) {
           const int64_t oc = g * og + k;
@@ -215,8 +217,8 @@ void winograd_convolve(const T* input, const std::vector<PackedA<T>>& filters, c
             // the overhanging column or row.
             const int64_t oh = 2 * th, ow = 2 * tw;
             T* row0 = plane + oh * q.out_w + ow;
-            run_widest<winograd::OutputRow>(static_cast<const T*>(m.data() + k * range.count + offset),
-                                            m_stride, tiles, b, relu, corners.data(),
+            run_widest<winograd::OutputRow>(static_cast<const T*>(m + k * range.count + offset),
+                                            m_stride, tiles, b, relu, corners,
                                             std::min(2 * tiles, q.out_w - ow), row0,
                                             oh + 1 < q.out_h ? row0 + q.out_w : nullptr);
           });
@@ -269,22 +271,23 @@ void winograd_backward_weight(const T* grad_output, const T* input, T* grad_weig
   // Overwritten by the first chunk's first unit: no need to zero it.
   const Scratch<T> sums(sums_numel);
   sum_over_chunks(q.batch * blocks.count, sums_numel, sums.get(), [&](T* sum, int64_t unit_begin, int64_t unit_end) {
-    std::vector<T> v, e, scratch;
+    GrowingBuffer<T> v_buffer, e_buffer;
+    std::vector<T> scratch;
     for (int64_t unit = unit_begin; unit < unit_end; ++unit) {
       const int64_t n = unit / blocks.count;
       const ItemRange range = blocks[unit % blocks.count];
       const int64_t v_stride = point_stride<T>(cg * range.count), e_stride = point_stride<T>(og * range.count);
-      v.resize(kPoints * v_stride);
-      e.resize(kPoints * e_stride);
+      T* const v = v_buffer.get(kPoints * v_stride);
+      T* const e = e_buffer.get(kPoints * e_stride);
       for (int64_t g = 0; g < q.groups; ++g) {
-        transform_inputs(input + (n * q.in_channels + g * cg) * q.in_h * q.in_w, cg, q, blocks, range, v.data(),
-                         v_stride, scratch);
+        transform_inputs(input + (n * q.in_channels + g * cg) * q.in_h * q.in_w, cg, q, blocks, range, v, v_stride,
+                         scratch);
         transform_grad_outputs(grad_output + (n * q.out_channels + g * og) * q.out_h * q.out_w, og, q, blocks, range,
-                               e.data(), e_stride, scratch);
+                               e, e_stride, scratch);
         for (int64_t xi = 0; xi < kPoints; ++xi) {
           // M[xi] (og x cg) += E[xi] (og x tiles) * V[xi]^T (tiles x cg)
-          gemm<T>(og, cg, range.count, {e.data() + xi * e_stride, range.count, 1},
-                  {v.data() + xi * v_stride, 1, range.count}, {sum + (g * kPoints + xi) * og * cg, cg, 1},
+          gemm<T>(og, cg, range.count, {e + xi * e_stride, range.count, 1},
+                  {v + xi * v_stride, 1, range.count}, {sum + (g * kPoints + xi) * og * cg, cg, 1},
                   unit != unit_begin);
         }
       }

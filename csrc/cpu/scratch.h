@@ -11,6 +11,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 
 namespace fastconv {
 
@@ -31,6 +32,30 @@ class Scratch {
 
  private:
   c10::DataPtr memory_;
+};
+
+// A thread's working buffer whose size varies from one unit of work to the
+// next (a column block, a Winograd tile block): uninitialised, grown when
+// asked for more, and growing keeps nothing. A std::vector resized there
+// zero-filled the whole buffer on every call. From malloc, not the output
+// cache, which hands a block of one size to whichever thread asks: that way
+// the Winograd weight gradient of 128 -> 128 @17 at batch 1 measured up to
+// 15% slower on 2 threads, where malloc gives each thread its own arena's
+// memory back.
+template <typename T>
+class GrowingBuffer {
+ public:
+  T* get(int64_t numel) {
+    if (numel > capacity_) {
+      memory_.reset(new T[numel]);
+      capacity_ = numel;
+    }
+    return memory_.get();
+  }
+
+ private:
+  std::unique_ptr<T[]> memory_;
+  int64_t capacity_ = 0;
 };
 
 }  // namespace cpu

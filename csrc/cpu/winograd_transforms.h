@@ -190,26 +190,32 @@ FASTCONV_LOOP_INLINE void transform_output_row(const T* m, int64_t point_stride,
 // tap t (row-major 3x3) of filter f; into u[point * point_stride + f].
 // Tap-major, so that the loop reads and writes contiguous rows and
 // vectorises across filters (a filter's own 9 taps would be strided loads,
-// gathers at full width).
+// gathers at full width). Written out with no local arrays and with `ivdep`:
+// with a 4x3 array of G g and nested loops GCC kept the loop scalar, which at
+// batch 1 made the filter transform a quarter of a 128 -> 128 forward's time.
 template <typename T>
 FASTCONV_LOOP_INLINE void transform_filters(const T* taps, int64_t tap_stride, int64_t count, T* u,
                                             int64_t point_stride) {
   const T half = T(0.5);
+  const T *t0 = taps, *t1 = t0 + tap_stride, *t2 = t1 + tap_stride, *t3 = t2 + tap_stride, *t4 = t3 + tap_stride;
+  const T *t5 = t4 + tap_stride, *t6 = t5 + tap_stride, *t7 = t6 + tap_stride, *t8 = t7 + tap_stride;
+  // One row of G g, (G g) G^T along it: points 4 i .. 4 i + 3.
+  const auto row = [&](int64_t i, int64_t f, T a, T b, T c) FASTCONV_LAMBDA_INLINE {
+    T* ui = u + 4 * i * point_stride + f;
+    ui[0] = a;
+    ui[point_stride] = half * (a + b + c);
+    ui[2 * point_stride] = half * (a - b + c);
+    ui[3 * point_stride] = c;
+  };
+#pragma GCC ivdep
   for (int64_t f = 0; f < count; ++f) {
-    T gg[4][3];  // G g
-    for (int s = 0; s < 3; ++s) {
-      const T f0 = taps[s * tap_stride + f], f1 = taps[(3 + s) * tap_stride + f], f2 = taps[(6 + s) * tap_stride + f];
-      gg[0][s] = f0;
-      gg[1][s] = half * (f0 + f1 + f2);
-      gg[2][s] = half * (f0 - f1 + f2);
-      gg[3][s] = f2;
-    }
-    for (int i = 0; i < 4; ++i) {  // (G g) G^T
-      u[(4 * i + 0) * point_stride + f] = gg[i][0];
-      u[(4 * i + 1) * point_stride + f] = half * (gg[i][0] + gg[i][1] + gg[i][2]);
-      u[(4 * i + 2) * point_stride + f] = half * (gg[i][0] - gg[i][1] + gg[i][2]);
-      u[(4 * i + 3) * point_stride + f] = gg[i][2];
-    }
+    const T g00 = t0[f], g01 = t1[f], g02 = t2[f], g20 = t6[f], g21 = t7[f], g22 = t8[f];
+    const T s0 = g00 + g20, s1 = g01 + g21, s2 = g02 + g22;  // G's middle rows: (g0 +- g1 + g2) / 2
+    const T m0 = t3[f], m1 = t4[f], m2 = t5[f];
+    row(0, f, g00, g01, g02);
+    row(1, f, half * (s0 + m0), half * (s1 + m1), half * (s2 + m2));
+    row(2, f, half * (s0 - m0), half * (s1 - m1), half * (s2 - m2));
+    row(3, f, g20, g21, g22);
   }
 }
 
