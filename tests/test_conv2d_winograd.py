@@ -32,6 +32,10 @@ SHAPES = {
     # one image, several tile blocks that start and end inside tile rows: both threads split it
     "blocks_across_rows": ((1, 16, 70, 69), (8, 16, 3, 3), 1, 1, True),
     "batch_of_blocks": ((3, 24, 41, 37), (40, 24, 3, 3), 0, 1, True),
+    # filters packed panel by panel: 7 rows a group (a partial panel of the 6- and 8-row tiles),
+    # 340 columns (two K blocks of the GEMM, on either tile), two groups; the input gradient
+    # swaps the two
+    "packed_filters_in_two_k_blocks": ((1, 680, 5, 6), (14, 340, 3, 3), 1, 2, True),
 }
 
 # Compared with torch in float64 on the same values, relative to the largest magnitude of each

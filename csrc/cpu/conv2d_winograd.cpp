@@ -149,36 +149,50 @@ void for_each_filter_run(int64_t groups, int64_t filters, const F& body) {
   });
 }
 
-// U[xi] of every group, packed for the GEMM: K x C (forward), or C x K of the
-// rotated filters (backward input, whose "input channels" are the forward's
-// outputs). Both steps run on every thread: on small images and batches the
-// filters cost as much as the tiles, and a serial step leaves the other
-// threads waiting.
+// U[xi] of every group, transformed straight into the GEMM's packed layout
+// (PackedA): K x C (forward), or C x K of the rotated filters (backward
+// input, whose "input channels" are the forward's outputs). The 16 points of
+// a group share one layout, so a task takes one panel and writes it in all
+// 16. Transforming into a plain U and packing that cost a second pass over
+// all 16 matrices, with register transposes, as long as the transform itself
+// at batch 1. The panels spread over the threads: on small images and
+// batches the filters cost as much as the tiles.
 template <typename T>
 std::vector<PackedA<T>> pack_filters(const T* weight, const Conv2dParams& p, bool backward) {
-  const int64_t og = p.out_channels_per_group(), cg = p.in_channels_per_group(), filters = og * cg;
-  // u[g][xi][k][c], written whole before it is read: no need to zero it.
-  const int64_t stride = point_stride<T>(filters);
-  const Scratch<T> u(p.groups * kPoints * stride);
-  for_each_filter_run(p.groups, filters, [&](int64_t g, int64_t first, int64_t count) {
-    // Tap-major batches for the transform, rotated by 180 degrees for the
-    // input gradient; transposed here, at the baseline width, where the
-    // compiler does not turn the stride-9 loads into gathers.
+  const int64_t og = p.out_channels_per_group(), cg = p.in_channels_per_group();
+  const int64_t rows = backward ? cg : og, cols = backward ? og : cg;
+  std::vector<PackedA<T>> packed;
+  packed.reserve(p.groups * kPoints);
+  for (int64_t i = 0; i < p.groups * kPoints; ++i) {
+    packed.emplace_back(rows, cols, typename PackedA<T>::Uninitialised{});
+  }
+  const int64_t mr = PackedA<T>::panel_rows(), panels = packed.front().panels();
+  at::parallel_for(0, p.groups * panels, 1, [&](int64_t begin, int64_t end) {
     T taps[9 * kFilterBatch];
-    for (int64_t f0 = 0; f0 < count; f0 += kFilterBatch) {
-      const int64_t batch = std::min(kFilterBatch, count - f0);
-      const T* w = weight + (g * filters + first + f0) * 9;
-      for (int64_t f = 0; f < batch; ++f)
-        for (int64_t t = 0; t < 9; ++t) taps[(backward ? 8 - t : t) * kFilterBatch + f] = w[f * 9 + t];
-      run_widest<winograd::Filters>(static_cast<const T*>(taps), kFilterBatch, batch,
-                                    u.get() + g * kPoints * stride + first + f0, stride);
-    }
-  });
-  std::vector<PackedA<T>> packed(p.groups * kPoints);
-  at::parallel_for(0, p.groups * kPoints, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {  // i = g * kPoints + xi
-      const T* point = u.get() + i * stride;
-      packed[i] = backward ? PackedA<T>(cg, og, {point, 1, cg}) : PackedA<T>(og, cg, {point, cg, 1});
+    T* points[kPoints];
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t g = task / panels;
+      const PackedPanel panel = packed[g * kPoints].panel(task % panels);
+      const int64_t slots = panel.cols * mr;  // slot s: row row0 + s % mr, column col0 + s / mr
+      for (int64_t s0 = 0; s0 < slots; s0 += kFilterBatch) {
+        const int64_t batch = std::min(kFilterBatch, slots - s0);
+        // Tap-major batches for the transform, rotated by 180 degrees for
+        // the input gradient; gathered here, at the baseline width, where the
+        // compiler does not turn the stride-9 loads into gathers. Rows past
+        // the matrix's are the panel's zero padding.
+        for (int64_t s = 0; s < batch; ++s) {
+          const int64_t row = panel.row0 + (s0 + s) % mr, col = panel.col0 + (s0 + s) / mr;
+          if (row >= rows) {
+            for (int64_t t = 0; t < 9; ++t) taps[t * kFilterBatch + s] = T(0);
+            continue;
+          }
+          const int64_t k = backward ? col : row, c = backward ? row : col;
+          const T* w = weight + ((g * og + k) * cg + c) * 9;
+          for (int64_t t = 0; t < 9; ++t) taps[(backward ? 8 - t : t) * kFilterBatch + s] = w[t];
+        }
+        for (int64_t xi = 0; xi < kPoints; ++xi) points[xi] = packed[g * kPoints + xi].mutable_data() + panel.offset + s0;
+        run_widest<winograd::Filters>(static_cast<const T*>(taps), kFilterBatch, batch, static_cast<T* const*>(points));
+      }
     }
   });
   return packed;

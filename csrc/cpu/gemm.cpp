@@ -429,21 +429,36 @@ void edge_tile(int64_t kc, const T* a, const T* b, int64_t rows, int64_t cols, c
 // calling thread alone.
 constexpr int64_t kPackGrainElements = 32 * 1024;
 
-// Packs all of A for gemm_blocks: K block by K block (the same blocks for
-// any n), each as the m_padded / MR panels of kc steps that pack_a writes.
-// The panels are independent, so they spread over the threads: a deep
-// layer's weights (512 x 4608 floats, 9 MiB) took a serial pass of memory
-// before every convolution's parallel work began.
+template <typename T>
+int64_t whole_a_panels(int64_t m, int64_t k) {
+  if (m <= 0 || k <= 0) return 0;
+  return ceil_div(k, k_block<T>(k)) * (padded_rows<T>(m) / kernel<T>().mr);
+}
+
+// Panel i of all of A packed for gemm_blocks: K block by K block (the same
+// blocks for any n), each as the m_padded / MR panels of kc steps that
+// pack_a writes.
+template <typename T>
+PackedPanel whole_a_panel(int64_t m, int64_t k, int64_t i) {
+  const int64_t mr = kernel<T>().mr, kc_max = k_block<T>(k), m_padded = padded_rows<T>(m);
+  const int64_t row_panels = m_padded / mr;
+  const int64_t pc = i / row_panels * kc_max, i0 = i % row_panels * mr;
+  return {i0, pc, std::min(kc_max, k - pc), pc * m_padded + i0 * std::min(kc_max, k - pc)};
+}
+
+// Packs all of A for gemm_blocks (whole_a_panel). The panels are
+// independent, so they spread over the threads: a deep layer's weights (512
+// x 4608 floats, 9 MiB) took a serial pass of memory before every
+// convolution's parallel work began.
 template <typename T>
 void pack_whole_a(int64_t m, int64_t k, const MatrixRef<const T>& a, T* packed) {
-  if (m <= 0 || k <= 0) return;
-  const int64_t mr = kernel<T>().mr, kc_max = k_block<T>(k), m_padded = padded_rows<T>(m);
-  const int64_t panels = m_padded / mr, tasks = ceil_div(k, kc_max) * panels;
-  at::parallel_for(0, tasks, ceil_div(kPackGrainElements, mr * kc_max), [&](int64_t begin, int64_t end) {
+  const int64_t mr = kernel<T>().mr, tasks = whole_a_panels<T>(m, k);
+  if (tasks == 0) return;
+  at::parallel_for(0, tasks, ceil_div(kPackGrainElements, mr * k_block<T>(k)), [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t pc = task / panels * kc_max, i0 = task % panels * mr, kc = std::min(kc_max, k - pc);
-      pack_panel(&a.at(i0, pc), a.col_stride, a.row_stride, kc, std::min(mr, m - i0), mr,
-                 packed + pc * m_padded + i0 * kc);
+      const PackedPanel panel = whole_a_panel<T>(m, k, task);
+      pack_panel(&a.at(panel.row0, panel.col0), a.col_stride, a.row_stride, panel.cols,
+                 std::min(mr, m - panel.row0), mr, packed + panel.offset);
     }
   });
 }
@@ -511,6 +526,24 @@ template <typename T>
 PackedA<T>::PackedA(int64_t m, int64_t k, MatrixRef<const T> a)
     : m_(m), k_(k), data_(padded_rows<T>(m) * k) {
   pack_whole_a(m, k, a, data_.get());
+}
+
+template <typename T>
+PackedA<T>::PackedA(int64_t m, int64_t k, Uninitialised) : m_(m), k_(k), data_(padded_rows<T>(m) * k) {}
+
+template <typename T>
+int64_t PackedA<T>::panel_rows() {
+  return kernel<T>().mr;
+}
+
+template <typename T>
+int64_t PackedA<T>::panels() const {
+  return whole_a_panels<T>(m_, k_);
+}
+
+template <typename T>
+PackedPanel PackedA<T>::panel(int64_t i) const {
+  return whole_a_panel<T>(m_, k_, i);
 }
 
 template <typename T>

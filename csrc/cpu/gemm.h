@@ -38,6 +38,13 @@ struct MatrixRef {
 // every thread (serially when built inside a parallel region). The micro-kernel follows
 // cpu_isa() (cpu_isa.h), and each has its own tile shape, so data packed here
 // is only good for the process that packed it.
+// One panel of a PackedA: rows row0 .. row0 + panel_rows() - 1 of columns
+// col0 .. col0 + cols - 1 (one K block), element (row0 + r, col0 + j) at
+// data() + offset + j * panel_rows() + r. Rows past the matrix's are zeros.
+struct PackedPanel {
+  int64_t row0, col0, cols, offset;
+};
+
 template <typename T>
 class PackedA {
  public:
@@ -45,9 +52,19 @@ class PackedA {
   // and its elements packed afterwards, in parallel or in any order.
   PackedA() : m_(0), k_(0) {}
   PackedA(int64_t m, int64_t k, MatrixRef<const T> a);
+  // Unpacked memory for a caller that writes the layout itself, panel by
+  // panel (the Winograd filter transform, whose results go straight there).
+  struct Uninitialised {};
+  PackedA(int64_t m, int64_t k, Uninitialised);
   int64_t rows() const { return m_; }
   int64_t depth() const { return k_; }
   const T* data() const { return data_.get(); }
+  T* mutable_data() { return data_.get(); }
+  // The rows of a panel: the selected micro-kernel's tile rows.
+  static int64_t panel_rows();
+  // Panels 0 .. panels() - 1, each written by one task of the packing.
+  int64_t panels() const;
+  PackedPanel panel(int64_t i) const;
 
  private:
   int64_t m_, k_;

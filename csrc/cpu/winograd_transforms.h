@@ -187,25 +187,25 @@ FASTCONV_LOOP_INLINE void transform_output_row(const T* m, int64_t point_stride,
 }
 
 // G g G^T of `count` filters given tap by tap: taps[t * tap_stride + f] is
-// tap t (row-major 3x3) of filter f; into u[point * point_stride + f].
-// Tap-major, so that the loop reads and writes contiguous rows and
-// vectorises across filters (a filter's own 9 taps would be strided loads,
-// gathers at full width). Written out with no local arrays and with `ivdep`:
-// with a 4x3 array of G g and nested loops GCC kept the loop scalar, which at
-// batch 1 made the filter transform a quarter of a 128 -> 128 forward's time.
+// tap t (row-major 3x3) of filter f; into points[point][f]. Tap-major, so
+// that the loop reads and writes contiguous rows and vectorises across
+// filters (a filter's own 9 taps would be strided loads, gathers at full
+// width). Written out with no local arrays and with `ivdep`: with a 4x3
+// array of G g and nested loops GCC kept the loop scalar, which at batch 1
+// made the filter transform a quarter of a 128 -> 128 forward's time.
 template <typename T>
-FASTCONV_LOOP_INLINE void transform_filters(const T* taps, int64_t tap_stride, int64_t count, T* u,
-                                            int64_t point_stride) {
+FASTCONV_LOOP_INLINE void transform_filters(const T* taps, int64_t tap_stride, int64_t count, T* const* points) {
   const T half = T(0.5);
   const T *t0 = taps, *t1 = t0 + tap_stride, *t2 = t1 + tap_stride, *t3 = t2 + tap_stride, *t4 = t3 + tap_stride;
   const T *t5 = t4 + tap_stride, *t6 = t5 + tap_stride, *t7 = t6 + tap_stride, *t8 = t7 + tap_stride;
-  // One row of G g, (G g) G^T along it: points 4 i .. 4 i + 3.
-  const auto row = [&](int64_t i, int64_t f, T a, T b, T c) FASTCONV_LAMBDA_INLINE {
-    T* ui = u + 4 * i * point_stride + f;
-    ui[0] = a;
-    ui[point_stride] = half * (a + b + c);
-    ui[2 * point_stride] = half * (a - b + c);
-    ui[3 * point_stride] = c;
+  T* u[16];
+  for (int p = 0; p < 16; ++p) u[p] = points[p];
+  // One row i of G g, (G g) G^T along it: points 4 i .. 4 i + 3.
+  const auto row = [&](int i, int64_t f, T a, T b, T c) FASTCONV_LAMBDA_INLINE {
+    u[4 * i][f] = a;
+    u[4 * i + 1][f] = half * (a + b + c);
+    u[4 * i + 2][f] = half * (a - b + c);
+    u[4 * i + 3][f] = c;
   };
 #pragma GCC ivdep
   for (int64_t f = 0; f < count; ++f) {
@@ -254,8 +254,8 @@ struct OutputRow {
 
 struct Filters {
   template <typename T>
-  static FASTCONV_LOOP_INLINE void run(const T* taps, int64_t tap_stride, int64_t count, T* u, int64_t point_stride) {
-    transform_filters(taps, tap_stride, count, u, point_stride);
+  static FASTCONV_LOOP_INLINE void run(const T* taps, int64_t tap_stride, int64_t count, T* const* points) {
+    transform_filters(taps, tap_stride, count, points);
   }
 };
 
