@@ -176,9 +176,10 @@ def test_auto_picks_winograd_where_it_measured_faster(conv_pass):
     assert picks((16, 64, 36, 36), (128, 64, 3, 3)) == "winograd"
     assert picks((1, 128, 17, 17), (128, 128, 3, 3)) == "winograd"
     assert picks((16, 128, 17, 17), (128, 128, 3, 3)) == "winograd"
-    # VGG16: 64 @224 yes, 512 @14 at batch 1 (49 tiles) no
+    # VGG16: 64 @224 and 512 @14 at batch 1 (49 tiles) yes; 256 @9 at batch 1 (25 tiles) no
     assert picks((1, 64, 224, 224), (64, 64, 3, 3), 1) == "winograd"
-    assert picks((1, 512, 14, 14), (512, 512, 3, 3), 1) == "im2col"
+    assert picks((1, 512, 14, 14), (512, 512, 3, 3), 1) == "winograd"
+    assert picks((1, 256, 9, 9), (256, 256, 3, 3), 1) == "im2col"
     # 8 channels per group: not faster
     assert picks((16, 8, 74, 74), (32, 8, 3, 3)) == "im2col"
 

@@ -31,7 +31,7 @@ namespace {
 // 1.04 / 0.96); it loses with 3 or 8 input channels (3->32 @150: 0.3-0.9;
 // 8->32 @74: 0.6-1.0) and where a call has few tiles to spread the filter
 // transform over (VGG16's 512 @14 at batch 1, 49 tiles: 0.35-0.55; 128 @9,
-// 25 tiles: 0.3-0.6). Before the GEMM had its AVX-512 kernel, 200 tiles (128
+// 25 tiles: 0.3-0.6; before the filter transform below was made cheap). Before the GEMM had its AVX-512 kernel, 200 tiles (128
 // @9 at batch 8) already won 1.0-1.4x.
 //
 // The tile threshold: since the filter transform runs on every thread, out
@@ -39,8 +39,14 @@ namespace {
 // 1.33 / 0.73 of torch's time (fwd / input grad / weight grad, interleaved, 2
 // threads of the shared machine) against im2col's 1.16 / 1.12 / 0.97: 0.95 of
 // torch's fwd+bwd against 1.07 (64->128 @36 at batch 1, 289 tiles: 0.75 /
-// 0.86 / 0.75 against 1.16 / 1.03 / 1.01). One threshold for every pass,
-// independent of the thread count, so the choice is too.
+// 0.86 / 0.75 against 1.16 / 1.03 / 1.01). Since the filter transform
+// vectorises and writes the GEMM's packed panels itself, a 7x7 grid of tiles
+// pays too: Winograd's time over im2col's at batch 1, per pass, interleaved
+// on 2 threads of a shared AVX2 Zen 3 (noisy: +-10%), 49 tiles: 512 @14 0.72
+// / 0.77 / 1.18 (0.90 of the three passes' sum), 256 @14 0.68 / 0.90 / 0.94,
+// 128 @14 0.73 / 0.86 / 0.79, 64 @14 0.91 / 1.10 / 0.64; 25 tiles still
+// lose: 256 @9 1.12 / 1.48 / 1.55, 128 @11 0.96 / 1.72 / 1.32. One threshold
+// for every pass, independent of the thread count, so the choice is too.
 //
 // Its float32 error (max |error| / max |output| against float64) grows slowly
 // with the channels summed: 1.6e-7 at 3 to 6.3e-7 at 512 input channels
@@ -50,7 +56,7 @@ namespace {
 // stay on im2col.
 constexpr int64_t kWinogradMinChannels = 16;
 constexpr int64_t kWinogradMaxChannels = 1024;
-constexpr int64_t kWinogradMinTiles = 64;
+constexpr int64_t kWinogradMinTiles = 48;
 
 bool winograd_pays(const Conv2dParams& p) {
   const int64_t cg = p.in_channels_per_group(), og = p.out_channels_per_group();
