@@ -133,7 +133,8 @@ void transform_inputs(const T* planes, int64_t channels, const Geometry& q, cons
 // Filters per parallel task of the transforms of filters and of the summed
 // weight gradient (about 50 flops each): enough to outweigh a task's start.
 constexpr int64_t kFilterGrain = 256;
-// Filters per transposed batch of pack_filters: 9 rows of taps on the stack.
+// Filters per tap-major batch of the filter and weight-gradient transforms:
+// 9 rows of taps on the stack.
 constexpr int64_t kFilterBatch = 64;
 
 // Calls body(g, first, count) for runs of filters first .. first + count - 1
@@ -309,8 +310,17 @@ void winograd_backward_weight(const T* grad_output, const T* input, T* grad_weig
   });
   const int64_t filters = og * cg;
   for_each_filter_run(q.groups, filters, [&](int64_t g, int64_t first, int64_t count) {
-    run_widest<winograd::WeightGradients>(static_cast<const T*>(sums.get() + g * kPoints * filters + first), count,
-                                          filters, grad_weight + (g * filters + first) * 9);
+    // Tap-major batches from the vectorised transform, scattered into dW's
+    // filter-major taps here.
+    T taps[9 * kFilterBatch];
+    for (int64_t f0 = 0; f0 < count; f0 += kFilterBatch) {
+      const int64_t batch = std::min(kFilterBatch, count - f0);
+      run_widest<winograd::WeightGradients>(static_cast<const T*>(sums.get() + g * kPoints * filters + first + f0),
+                                            filters, batch, static_cast<T*>(taps), kFilterBatch);
+      T* dw = grad_weight + (g * filters + first + f0) * 9;
+      for (int64_t f = 0; f < batch; ++f)
+        for (int64_t t = 0; t < 9; ++t) dw[f * 9 + t] = taps[t * kFilterBatch + f];
+    }
   });
 }
 
