@@ -159,14 +159,20 @@ void for_each_filter_run(int64_t groups, int64_t filters, const F& body) {
 // at batch 1. The panels spread over the threads: on small images and
 // batches the filters cost as much as the tiles.
 template <typename T>
-std::vector<PackedA<T>> pack_filters(const T* weight, const Conv2dParams& p, bool backward) {
+struct PackedFilters {
+  Scratch<T> memory;               // all of them, in one allocation
+  std::vector<PackedA<T>> points;  // [g * kPoints + xi]
+};
+
+template <typename T>
+PackedFilters<T> pack_filters(const T* weight, const Conv2dParams& p, bool backward) {
   const int64_t og = p.out_channels_per_group(), cg = p.in_channels_per_group();
   const int64_t rows = backward ? cg : og, cols = backward ? og : cg;
-  std::vector<PackedA<T>> packed;
+  const int64_t elements = PackedA<T>::elements(rows, cols);
+  PackedFilters<T> filters{Scratch<T>(p.groups * kPoints * elements), {}};
+  std::vector<PackedA<T>>& packed = filters.points;
   packed.reserve(p.groups * kPoints);
-  for (int64_t i = 0; i < p.groups * kPoints; ++i) {
-    packed.emplace_back(rows, cols, typename PackedA<T>::Uninitialised{});
-  }
+  for (int64_t i = 0; i < p.groups * kPoints; ++i) packed.emplace_back(rows, cols, filters.memory.get() + i * elements);
   const int64_t mr = PackedA<T>::panel_rows(), panels = packed.front().panels();
   at::parallel_for(0, p.groups * panels, 1, [&](int64_t begin, int64_t end) {
     T taps[9 * kFilterBatch];
@@ -196,13 +202,13 @@ std::vector<PackedA<T>> pack_filters(const T* weight, const Conv2dParams& p, boo
       }
     }
   });
-  return packed;
+  return filters;
 }
 
 // Y = conv(X) + bias (then ReLU) over q, with the filters packed per group and
 // point (pack_filters).
 template <typename T>
-void winograd_convolve(const T* input, const std::vector<PackedA<T>>& filters, const T* bias, T* output,
+void winograd_convolve(const T* input, const PackedFilters<T>& packed, const T* bias, T* output,
                        const Geometry& q, bool relu) {
   const int64_t cg = q.in_per_group(), og = q.out_per_group();
   const TileBlocks blocks = tile_blocks(q.out_h, q.out_w, q.batch, cg + og);
@@ -220,7 +226,7 @@ void winograd_convolve(const T* input, const std::vector<PackedA<T>>& filters, c
         transform_inputs(input + (n * q.in_channels + g * cg) * q.in_h * q.in_w, cg, q, blocks, range, v, v_stride,
                          scratch);
         for (int64_t xi = 0; xi < kPoints; ++xi) {
-          gemm<T>(filters[g * kPoints + xi], range.count, {v + xi * v_stride, range.count, 1},
+          gemm<T>(packed.points[g * kPoints + xi], range.count, {v + xi * v_stride, range.count, 1},
                   {m + xi * m_stride, range.count, 1}, false);
         }
         for (int64_t k = 0; k < og; ++k) {

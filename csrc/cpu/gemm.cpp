@@ -524,12 +524,14 @@ void gemm_blocks(int64_t m, int64_t n, int64_t k, const T* packed_whole_a, const
 
 template <typename T>
 PackedA<T>::PackedA(int64_t m, int64_t k, MatrixRef<const T> a)
-    : m_(m), k_(k), data_(padded_rows<T>(m) * k) {
-  pack_whole_a(m, k, a, data_.get());
+    : m_(m), k_(k), owned_(elements(m, k)), data_(owned_.get()) {
+  pack_whole_a(m, k, a, data_);
 }
 
 template <typename T>
-PackedA<T>::PackedA(int64_t m, int64_t k, Uninitialised) : m_(m), k_(k), data_(padded_rows<T>(m) * k) {}
+int64_t PackedA<T>::elements(int64_t m, int64_t k) {
+  return padded_rows<T>(m) * k;
+}
 
 template <typename T>
 int64_t PackedA<T>::panel_rows() {

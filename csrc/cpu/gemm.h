@@ -52,14 +52,17 @@ class PackedA {
   // and its elements packed afterwards, in parallel or in any order.
   PackedA() : m_(0), k_(0) {}
   PackedA(int64_t m, int64_t k, MatrixRef<const T> a);
-  // Unpacked memory for a caller that writes the layout itself, panel by
-  // panel (the Winograd filter transform, whose results go straight there).
-  struct Uninitialised {};
-  PackedA(int64_t m, int64_t k, Uninitialised);
+  // Unpacked, in the caller's `memory` (elements(m, k) of them, kept alive
+  // as long as this), for a caller that writes the layout itself, panel by
+  // panel: the Winograd filter transform, whose 16 matrices share one
+  // allocation (16 of their own, under the output cache's 2 MiB, were
+  // faulted in afresh on every call).
+  PackedA(int64_t m, int64_t k, T* memory) : m_(m), k_(k), data_(memory) {}
+  static int64_t elements(int64_t m, int64_t k);
   int64_t rows() const { return m_; }
   int64_t depth() const { return k_; }
-  const T* data() const { return data_.get(); }
-  T* mutable_data() { return data_.get(); }
+  const T* data() const { return data_; }
+  T* mutable_data() { return data_; }
   // The rows of a panel: the selected micro-kernel's tile rows.
   static int64_t panel_rows();
   // Panels 0 .. panels() - 1, each written by one task of the packing.
@@ -69,8 +72,10 @@ class PackedA {
  private:
   int64_t m_, k_;
   // Uninitialised: packing writes every element it reads (a zero-filled
-  // vector cost a pass of memset over a deep layer's 9 MiB).
-  Scratch<T> data_;
+  // vector cost a pass of memset over a deep layer's 9 MiB). Empty where the
+  // caller owns the memory.
+  Scratch<T> owned_;
+  T* data_ = nullptr;
 };
 
 // C[m x n] (+)= A[m x k] * B[k x n] with A packed beforehand. Unless
