@@ -129,6 +129,29 @@ def test_deterministic():
             assert torch.equal(a, e)
 
 
+def test_weight_gradient_of_one_tile_block_splits_rows_over_the_threads():
+    """Batch 1 with all 100 tiles in one block: two threads each sum every tile into their own
+    rows of the transformed weight gradient, in one thread's order, so the result is the
+    one-thread result bit for bit, and matches torch."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(1, 32, 20, 20, generator=g)
+    w = torch.randn(24, 32, 3, 3, generator=g) / (32 * 9) ** 0.5
+    dy = torch.randn(1, 24, 20, 20, generator=g)
+    geo = ([1, 1], [1, 1, 1, 1], [1, 1], 1)
+    threads = torch.get_num_threads()
+    grads = []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            grads.append(ops.conv2d_backward_weight(dy, x, list(w.shape), *geo, "winograd", "cpu"))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(grads[0], grads[1])
+    xd, wd = x.double(), w.double().requires_grad_()
+    (expected,) = torch.autograd.grad(F.conv2d(xd, wd, padding=1), wd, dy.double())
+    _assert_close(grads[1], expected, torch.float32, "grad weight")
+
+
 # The float32 error of F(2x2, 3x3), max |ours - float64 reference| / max |reference|, measured
 # with 3 to 512 input channels (64 outputs, 20x20, padding 1, unit-variance outputs): forward
 # 1.6e-7 (3 ch) .. 6.3e-7 (512 ch), input gradient 2.7e-7 .. 4.0e-7, weight gradient

@@ -64,10 +64,11 @@ struct TileBlocks : Blocks {
   int64_t tiles_w;
 };
 
-TileBlocks tile_blocks(int64_t out_h, int64_t out_w, int64_t batch, int64_t channels_per_tile) {
+TileBlocks tile_blocks(int64_t out_h, int64_t out_w, int64_t batch, int64_t channels_per_tile,
+                       int64_t threads = at::get_num_threads()) {
   const int64_t tiles_h = ceil_div(out_h, 2), tiles_w = ceil_div(out_w, 2);
   const int64_t fit = std::max(kMinBlockTiles, kBlockElements / (kPoints * std::max<int64_t>(1, channels_per_tile)));
-  return {balanced_blocks(tiles_h * tiles_w, fit, kGemmColumnAlignment, batch, at::get_num_threads()), tiles_w};
+  return {balanced_blocks(tiles_h * tiles_w, fit, kGemmColumnAlignment, batch, threads), tiles_w};
 }
 
 // Calls body(th, tw_begin, tiles, offset) for each tile row that `range`
@@ -285,35 +286,59 @@ void winograd_backward_input(const T* grad_output, const T* weight, T* grad_inpu
 template <typename T>
 void winograd_backward_weight(const T* grad_output, const T* input, T* grad_weight, const Conv2dParams& p) {
   const Geometry q = forward_geometry(p);
-  const int64_t cg = q.in_per_group(), og = q.out_per_group();
+  const int64_t cg = q.in_per_group(), og = q.out_per_group(), threads = at::get_num_threads();
   const int64_t sums_numel = q.groups * kPoints * og * cg;  // M[g][xi][k][c]
-  const TileBlocks blocks = tile_blocks(q.out_h, q.out_w, q.batch, cg + og);
-  // Units (image, tile block), summed in chunks, one per thread.
-  // Overwritten by the first chunk's first unit: no need to zero it.
+  // Overwritten by each row's first unit: no need to zero it.
   const Scratch<T> sums(sums_numel);
-  sum_over_chunks(q.batch * blocks.count, sums_numel, sums.get(), [&](T* sum, int64_t unit_begin, int64_t unit_end) {
-    GrowingBuffer<T> v_buffer, e_buffer;
-    std::vector<T> scratch;
-    for (int64_t unit = unit_begin; unit < unit_end; ++unit) {
-      const int64_t n = unit / blocks.count;
-      const ItemRange range = blocks[unit % blocks.count];
-      const int64_t v_stride = point_stride<T>(cg * range.count), e_stride = point_stride<T>(og * range.count);
-      T* const v = v_buffer.get(kPoints * v_stride);
-      T* const e = e_buffer.get(kPoints * e_stride);
-      for (int64_t g = 0; g < q.groups; ++g) {
-        transform_inputs(input + (n * q.in_channels + g * cg) * q.in_h * q.in_w, cg, q, blocks, range, v, v_stride,
-                         scratch);
-        transform_grad_outputs(grad_output + (n * q.out_channels + g * og) * q.out_h * q.out_w, og, q, blocks, range,
-                               e, e_stride, scratch);
-        for (int64_t xi = 0; xi < kPoints; ++xi) {
-          // M[xi] (og x cg) += E[xi] (og x tiles) * V[xi]^T (tiles x cg)
-          gemm<T>(og, cg, range.count, {e + xi * e_stride, range.count, 1},
-                  {v + xi * v_stride, 1, range.count}, {sum + (g * kPoints + xi) * og * cg, cg, 1},
-                  unit != unit_begin);
-        }
+  // M[g][xi] rows `rows` (+)= E[xi] (those rows of dY x tiles) * V[xi]^T
+  // (tiles x cg) over one unit (image, tile block) of `blocks`, into `sum`.
+  const auto add_unit = [&](T* sum, const TileBlocks& blocks, int64_t unit, ItemRange rows, bool accumulate,
+                            GrowingBuffer<T>& v_buffer, GrowingBuffer<T>& e_buffer, std::vector<T>& scratch) {
+    const int64_t n = unit / blocks.count;
+    const ItemRange range = blocks[unit % blocks.count];
+    const int64_t v_stride = point_stride<T>(cg * range.count), e_stride = point_stride<T>(rows.count * range.count);
+    T* const v = v_buffer.get(kPoints * v_stride);
+    T* const e = e_buffer.get(kPoints * e_stride);
+    for (int64_t g = 0; g < q.groups; ++g) {
+      transform_inputs(input + (n * q.in_channels + g * cg) * q.in_h * q.in_w, cg, q, blocks, range, v, v_stride,
+                       scratch);
+      transform_grad_outputs(grad_output + (n * q.out_channels + g * og + rows.begin) * q.out_h * q.out_w, rows.count,
+                             q, blocks, range, e, e_stride, scratch);
+      for (int64_t xi = 0; xi < kPoints; ++xi) {
+        gemm<T>(rows.count, cg, range.count, {e + xi * e_stride, range.count, 1}, {v + xi * v_stride, 1, range.count},
+                {sum + (g * kPoints + xi) * og * cg + rows.begin * cg, cg, 1}, accumulate);
       }
     }
-  });
+  };
+  // Few units for the threads (deep layers at batch 1: 512 @14 is one block
+  // of 49 tiles): each thread takes whole GEMM tiles of M's rows and sums
+  // every unit into them in order, repeating the input transform, where one
+  // unit a thread made two whole M (16 x 512 x 512 floats, 16 MiB) to be
+  // added afterwards. The order of the sums is one thread's either way.
+  const TileBlocks whole = tile_blocks(q.out_h, q.out_w, q.batch, cg + og, /*threads=*/1);
+  const Blocks row_parts{og, gemm_tile_rows<T>(), threads};
+  const int64_t whole_units = q.batch * whole.count;
+  if (threads > 1 && whole_units > 0 && whole_units < threads && row_parts.chunks() >= threads) {
+    at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
+      GrowingBuffer<T> v_buffer, e_buffer;
+      std::vector<T> scratch;
+      for (int64_t part = begin; part < end; ++part) {
+        for (int64_t unit = 0; unit < whole_units; ++unit) {
+          add_unit(sums.get(), whole, unit, row_parts[part], unit > 0, v_buffer, e_buffer, scratch);
+        }
+      }
+    });
+  } else {
+    // Units summed in chunks, one per thread.
+    const TileBlocks blocks = tile_blocks(q.out_h, q.out_w, q.batch, cg + og);
+    sum_over_chunks(q.batch * blocks.count, sums_numel, sums.get(), [&](T* sum, int64_t unit_begin, int64_t unit_end) {
+      GrowingBuffer<T> v_buffer, e_buffer;
+      std::vector<T> scratch;
+      for (int64_t unit = unit_begin; unit < unit_end; ++unit) {
+        add_unit(sum, blocks, unit, {0, og}, unit != unit_begin, v_buffer, e_buffer, scratch);
+      }
+    });
+  }
   const int64_t filters = og * cg;
   for_each_filter_run(q.groups, filters, [&](int64_t g, int64_t first, int64_t count) {
     // Tap-major batches from the vectorised transform, scattered into dW's
