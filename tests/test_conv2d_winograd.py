@@ -36,6 +36,9 @@ SHAPES = {
     # 340 columns (two K blocks of the GEMM, on either tile), two groups; the input gradient
     # swaps the two
     "packed_filters_in_two_k_blocks": ((1, 680, 5, 6), (14, 340, 3, 3), 1, 2, True),
+    # 81 tiles at batch 1, which two threads split by output channels (88 and 96 a group, in
+    # parts of whole GEMM tiles with a partial last panel), each part's filters packed apart
+    "channel_parts": ((1, 192, 17, 17), (176, 96, 3, 3), 1, 2, True),
 }
 
 # Compared with torch in float64 on the same values, relative to the largest magnitude of each

@@ -83,11 +83,10 @@ ForwardSplit forward_split(const Conv2dParams& p, int64_t threads) {
   // widest pixel block and row part. Each thread packs its blocks as B; a
   // block made for the row parts is made once, by all threads, and packed
   // by each.
-  const auto widest = [](const Blocks& b) { return ceil_div(b.chunks(), std::max<int64_t>(1, b.count)) * b.align; };
-  const int64_t block_cost = ceil_div(p.batch * by_blocks.blocks.count, threads) * widest(by_blocks.blocks) *
-                             (widest(by_blocks.rows) + 2 * kCopyCostRows) * threads;
-  const int64_t row_cost = p.batch * by_rows.blocks.count * widest(by_rows.blocks) *
-                           ((widest(by_rows.rows) + kCopyCostRows) * threads + kCopyCostRows);
+  const int64_t block_cost = ceil_div(p.batch * by_blocks.blocks.count, threads) * by_blocks.blocks.widest() *
+                             (by_blocks.rows.widest() + 2 * kCopyCostRows) * threads;
+  const int64_t row_cost = p.batch * by_rows.blocks.count * by_rows.blocks.widest() *
+                           ((by_rows.rows.widest() + kCopyCostRows) * threads + kCopyCostRows);
   // Cutting rows synchronises the threads twice a block: it must win by 1/16.
   return 16 * row_cost < 15 * block_cost ? by_rows : by_blocks;
 }

@@ -151,54 +151,108 @@ void for_each_filter_run(int64_t groups, int64_t filters, const F& body) {
   });
 }
 
+// How winograd_convolve cuts its work: over (image, tile block) units, or,
+// where the units are too few for the threads to share evenly, over the
+// output channels: each thread runs every unit on its own part of them,
+// repeating the input transform (batch 1: the input gradient of 128 -> 128
+// @17 has 81 tiles, blocks of 32 and 49 that one thread runs as 64, where
+// each thread can run all 81, as 96, on half the channels).
+struct ConvolveSplit {
+  TileBlocks blocks;
+  Blocks rows;  // a group's output channels in parts of whole GEMM tiles, each part packed for itself
+};
+
+// GEMM rows whose multiply-adds cost about as much as one input transform
+// of the same tiles (16 outputs a channel and tile, a few additions each,
+// against 16 multiply-adds a channel, row and tile): an estimate, which
+// only tips close calls.
+constexpr int64_t kTransformCostRows = 8;
+
+template <typename T>
+ConvolveSplit convolve_split(const Geometry& q, int64_t threads) {
+  const int64_t cg = q.in_per_group(), og = q.out_per_group();
+  const ConvolveSplit by_blocks{tile_blocks(q.out_h, q.out_w, q.batch, cg + og, threads), {og, gemm_tile_rows<T>(), 1}};
+  const ConvolveSplit by_rows{tile_blocks(q.out_h, q.out_w, q.batch, cg + og, /*threads=*/1),
+                              {og, gemm_tile_rows<T>(), threads}};
+  if (threads < 2 || by_rows.rows.chunks() < threads) return by_blocks;
+  // Padded GEMM rows x the columns the GEMM computes for the widest block
+  // (49 tiles: 56 on AVX2, where its 32-tile chunks would count 64), plus
+  // the input transforms, on the busiest thread.
+  const auto cost = [](const ConvolveSplit& s, int64_t units) {
+    int64_t columns = 0;
+    for (int64_t b = 0; b < s.blocks.count; ++b) columns = std::max(columns, gemm_computed_columns<T>(s.blocks[b].count));
+    return units * columns * (s.rows.widest() + kTransformCostRows);
+  };
+  const int64_t block_cost = cost(by_blocks, ceil_div(q.batch * by_blocks.blocks.count, threads));
+  const int64_t row_cost = cost(by_rows, q.batch * by_rows.blocks.count);
+  // Cutting rows packs the filters in parts and repeats the transforms: it must win by 1/16.
+  return 16 * row_cost < 15 * block_cost ? by_rows : by_blocks;
+}
+
 // U[xi] of every group, transformed straight into the GEMM's packed layout
 // (PackedA): K x C (forward), or C x K of the rotated filters (backward
-// input, whose "input channels" are the forward's outputs). The 16 points of
-// a group share one layout, so a task takes one panel and writes it in all
-// 16. Transforming into a plain U and packing that cost a second pass over
-// all 16 matrices, with register transposes, as long as the transform itself
-// at batch 1. The panels spread over the threads: on small images and
-// batches the filters cost as much as the tiles.
+// input, whose "input channels" are the forward's outputs), its rows cut
+// into the parts of `row_parts` (one part: whole). The 16 points of a part
+// share one layout, so a task takes one panel and writes it in all 16.
+// Transforming into a plain U and packing that cost a second pass over all
+// 16 matrices, with register transposes, as long as the transform itself at
+// batch 1. The panels spread over the threads: on small images and batches
+// the filters cost as much as the tiles.
 template <typename T>
 struct PackedFilters {
   Scratch<T> memory;               // all of them, in one allocation
-  std::vector<PackedA<T>> points;  // [g * kPoints + xi]
+  std::vector<PackedA<T>> points;  // [(g * parts + part) * kPoints + xi]
 };
 
 template <typename T>
-PackedFilters<T> pack_filters(const T* weight, const Conv2dParams& p, bool backward) {
+PackedFilters<T> pack_filters(const T* weight, const Conv2dParams& p, bool backward, const Blocks& row_parts) {
   const int64_t og = p.out_channels_per_group(), cg = p.in_channels_per_group();
-  const int64_t rows = backward ? cg : og, cols = backward ? og : cg;
-  const int64_t elements = PackedA<T>::elements(rows, cols);
-  PackedFilters<T> filters{Scratch<T>(p.groups * kPoints * elements), {}};
+  const int64_t cols = backward ? og : cg, parts = row_parts.count;
+  int64_t elements = 0;
+  for (int64_t part = 0; part < parts; ++part) elements += kPoints * PackedA<T>::elements(row_parts[part].count, cols);
+  PackedFilters<T> filters{Scratch<T>(p.groups * elements), {}};
   std::vector<PackedA<T>>& packed = filters.points;
-  packed.reserve(p.groups * kPoints);
-  for (int64_t i = 0; i < p.groups * kPoints; ++i) packed.emplace_back(rows, cols, filters.memory.get() + i * elements);
-  const int64_t mr = PackedA<T>::panel_rows(), panels = packed.front().panels();
+  packed.reserve(p.groups * parts * kPoints);
+  T* memory = filters.memory.get();
+  for (int64_t g = 0; g < p.groups; ++g) {
+    for (int64_t part = 0; part < parts; ++part) {
+      for (int64_t xi = 0; xi < kPoints; ++xi) {
+        packed.emplace_back(row_parts[part].count, cols, memory);
+        memory += PackedA<T>::elements(row_parts[part].count, cols);
+      }
+    }
+  }
+  // Tasks: every panel of every part of every group, numbered part by part.
+  std::vector<int64_t> first_panel(parts + 1, 0);
+  for (int64_t part = 0; part < parts; ++part) first_panel[part + 1] = first_panel[part] + packed[part * kPoints].panels();
+  const int64_t mr = PackedA<T>::panel_rows(), panels = first_panel[parts];
   at::parallel_for(0, p.groups * panels, 1, [&](int64_t begin, int64_t end) {
     T taps[9 * kFilterBatch];
     T* points[kPoints];
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t g = task / panels;
-      const PackedPanel panel = packed[g * kPoints].panel(task % panels);
+      const int64_t g = task / panels, in_group = task % panels;
+      const int64_t part = std::upper_bound(first_panel.begin(), first_panel.end(), in_group) - first_panel.begin() - 1;
+      const ItemRange rows = row_parts[part];
+      const int64_t matrix = (g * parts + part) * kPoints;
+      const PackedPanel panel = packed[matrix].panel(in_group - first_panel[part]);
       const int64_t slots = panel.cols * mr;  // slot s: row row0 + s % mr, column col0 + s / mr
       for (int64_t s0 = 0; s0 < slots; s0 += kFilterBatch) {
         const int64_t batch = std::min(kFilterBatch, slots - s0);
         // Tap-major batches for the transform, rotated by 180 degrees for
         // the input gradient; gathered here, at the baseline width, where the
         // compiler does not turn the stride-9 loads into gathers. Rows past
-        // the matrix's are the panel's zero padding.
+        // the part's are the panel's zero padding.
         for (int64_t s = 0; s < batch; ++s) {
           const int64_t row = panel.row0 + (s0 + s) % mr, col = panel.col0 + (s0 + s) / mr;
-          if (row >= rows) {
+          if (row >= rows.count) {
             for (int64_t t = 0; t < 9; ++t) taps[t * kFilterBatch + s] = T(0);
             continue;
           }
-          const int64_t k = backward ? col : row, c = backward ? row : col;
+          const int64_t k = backward ? col : rows.begin + row, c = backward ? rows.begin + row : col;
           const T* w = weight + ((g * og + k) * cg + c) * 9;
           for (int64_t t = 0; t < 9; ++t) taps[(backward ? 8 - t : t) * kFilterBatch + s] = w[t];
         }
-        for (int64_t xi = 0; xi < kPoints; ++xi) points[xi] = packed[g * kPoints + xi].mutable_data() + panel.offset + s0;
+        for (int64_t xi = 0; xi < kPoints; ++xi) points[xi] = packed[matrix + xi].mutable_data() + panel.offset + s0;
         run_widest<winograd::Filters>(static_cast<const T*>(taps), kFilterBatch, batch, static_cast<T* const*>(points));
       }
     }
@@ -206,47 +260,60 @@ PackedFilters<T> pack_filters(const T* weight, const Conv2dParams& p, bool backw
   return filters;
 }
 
-// Y = conv(X) + bias (then ReLU) over q, with the filters packed per group and
-// point (pack_filters).
+// Y = conv(X) + bias (then ReLU) over q, cut as `split` says, with the
+// filters packed per group, row part and point (pack_filters).
 template <typename T>
 void winograd_convolve(const T* input, const PackedFilters<T>& packed, const T* bias, T* output,
-                       const Geometry& q, bool relu) {
-  const int64_t cg = q.in_per_group(), og = q.out_per_group();
-  const TileBlocks blocks = tile_blocks(q.out_h, q.out_w, q.batch, cg + og);
-  at::parallel_for(0, q.batch * blocks.count, 1, [&](int64_t begin, int64_t end) {
-    GrowingBuffer<T> v_buffer, m_buffer, corner_buffer;
+                       const Geometry& q, bool relu, const ConvolveSplit& split) {
+  const int64_t cg = q.in_per_group(), og = q.out_per_group(), parts = split.rows.count;
+  const TileBlocks& blocks = split.blocks;
+  struct Buffers {
+    GrowingBuffer<T> v, m, corners;
     std::vector<T> scratch;
-    for (int64_t unit = begin; unit < end; ++unit) {
-      const int64_t n = unit / blocks.count;
-      const ItemRange range = blocks[unit % blocks.count];
-      const int64_t v_stride = point_stride<T>(cg * range.count), m_stride = point_stride<T>(og * range.count);
-      T* const v = v_buffer.get(kPoints * v_stride);
-      T* const m = m_buffer.get(kPoints * m_stride);
-      T* const corners = corner_buffer.get(4 * range.count);
-      for (int64_t g = 0; g < q.groups; ++g) {
-        transform_inputs(input + (n * q.in_channels + g * cg) * q.in_h * q.in_w, cg, q, blocks, range, v, v_stride,
-                         scratch);
-        for (int64_t xi = 0; xi < kPoints; ++xi) {
-          gemm<T>(packed.points[g * kPoints + xi], range.count, {v + xi * v_stride, range.count, 1},
-                  {m + xi * m_stride, range.count, 1}, false);
-        }
-        for (int64_t k = 0; k < og; ++k) {
-          const int64_t oc = g * og + k;
-          T* plane = output + (n * q.out_channels + oc) * q.out_h * q.out_w;
-          const T b = bias != nullptr ? bias[oc] : T(0);
-          for_each_tile_row(blocks, range, [&](int64_t th, int64_t tw, int64_t tiles, int64_t offset) {
-            // Straight into the output; an odd width or height leaves out
-            // the overhanging column or row.
-            const int64_t oh = 2 * th, ow = 2 * tw;
-            T* row0 = plane + oh * q.out_w + ow;
-            run_widest<winograd::OutputRow>(static_cast<const T*>(m + k * range.count + offset),
-                                            m_stride, tiles, b, relu, corners,
-                                            std::min(2 * tiles, q.out_w - ow), row0,
-                                            oh + 1 < q.out_h ? row0 + q.out_w : nullptr);
-          });
-        }
+  };
+  // One unit (image, tile block) on one part of the output channels.
+  const auto convolve = [&](int64_t unit, int64_t part, Buffers& buffers) {
+    const int64_t n = unit / blocks.count;
+    const ItemRange range = blocks[unit % blocks.count], rows = split.rows[part];
+    const int64_t v_stride = point_stride<T>(cg * range.count), m_stride = point_stride<T>(rows.count * range.count);
+    T* const v = buffers.v.get(kPoints * v_stride);
+    T* const m = buffers.m.get(kPoints * m_stride);
+    T* const corners = buffers.corners.get(4 * range.count);
+    for (int64_t g = 0; g < q.groups; ++g) {
+      transform_inputs(input + (n * q.in_channels + g * cg) * q.in_h * q.in_w, cg, q, blocks, range, v, v_stride,
+                       buffers.scratch);
+      for (int64_t xi = 0; xi < kPoints; ++xi) {
+        gemm<T>(packed.points[(g * parts + part) * kPoints + xi], range.count, {v + xi * v_stride, range.count, 1},
+                {m + xi * m_stride, range.count, 1}, false);
+      }
+      for (int64_t k = 0; k < rows.count; ++k) {
+        const int64_t oc = g * og + rows.begin + k;
+        T* plane = output + (n * q.out_channels + oc) * q.out_h * q.out_w;
+        const T b = bias != nullptr ? bias[oc] : T(0);
+        for_each_tile_row(blocks, range, [&](int64_t th, int64_t tw, int64_t tiles, int64_t offset) {
+          // Straight into the output; an odd width or height leaves out
+          // the overhanging column or row.
+          const int64_t oh = 2 * th, ow = 2 * tw;
+          T* row0 = plane + oh * q.out_w + ow;
+          run_widest<winograd::OutputRow>(static_cast<const T*>(m + k * range.count + offset), m_stride, tiles, b,
+                                          relu, corners, std::min(2 * tiles, q.out_w - ow), row0,
+                                          oh + 1 < q.out_h ? row0 + q.out_w : nullptr);
+        });
       }
     }
+  };
+  const int64_t units = q.batch * blocks.count;
+  if (parts > 1) {
+    at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
+      Buffers buffers;
+      for (int64_t part = begin; part < end; ++part)
+        for (int64_t unit = 0; unit < units; ++unit) convolve(unit, part, buffers);
+    });
+    return;
+  }
+  at::parallel_for(0, units, 1, [&](int64_t begin, int64_t end) {
+    Buffers buffers;
+    for (int64_t unit = begin; unit < end; ++unit) convolve(unit, 0, buffers);
   });
 }
 
@@ -274,13 +341,17 @@ void transform_grad_outputs(const T* planes, int64_t channels, const Geometry& q
 template <typename T>
 void winograd_forward(const T* input, const T* weight, const T* bias, T* output, const Conv2dParams& p,
                       bool relu) {
-  winograd_convolve(input, pack_filters(weight, p, /*backward=*/false), bias, output, forward_geometry(p), relu);
+  const Geometry q = forward_geometry(p);
+  const ConvolveSplit split = convolve_split<T>(q, at::get_num_threads());
+  winograd_convolve(input, pack_filters(weight, p, /*backward=*/false, split.rows), bias, output, q, relu, split);
 }
 
 template <typename T>
 void winograd_backward_input(const T* grad_output, const T* weight, T* grad_input, const Conv2dParams& p) {
-  winograd_convolve(grad_output, pack_filters(weight, p, /*backward=*/true), static_cast<const T*>(nullptr),
-                    grad_input, backward_input_geometry(p), /*relu=*/false);
+  const Geometry q = backward_input_geometry(p);
+  const ConvolveSplit split = convolve_split<T>(q, at::get_num_threads());
+  winograd_convolve(grad_output, pack_filters(weight, p, /*backward=*/true, split.rows),
+                    static_cast<const T*>(nullptr), grad_input, q, /*relu=*/false, split);
 }
 
 template <typename T>

@@ -572,6 +572,14 @@ int64_t gemm_tile_rows() {
   return kernel<T>().mr;
 }
 
+template <typename T>
+int64_t gemm_computed_columns(int64_t n) {
+  const int64_t nr = kernel<T>().nr, whole = n / nr * nr, rest = n - whole;
+  return whole + (rest == 0 ? 0 : 2 * rest <= nr ? nr / 2 : nr);  // as edge_tile picks
+}
+
+template int64_t gemm_computed_columns<float>(int64_t);
+template int64_t gemm_computed_columns<double>(int64_t);
 template int64_t gemm_tile_rows<float>();
 template int64_t gemm_tile_rows<double>();
 template class PackedA<float>;

@@ -24,6 +24,12 @@ constexpr int64_t kGemmColumnAlignment = 32;
 template <typename T>
 int64_t gemm_tile_rows();
 
+// Columns of C the micro-kernels compute for n: whole tiles, and a last
+// partial one as a half-width tile where it fits (a caller weighing ways to
+// cut its columns counts these).
+template <typename T>
+int64_t gemm_computed_columns(int64_t n);
+
 template <typename T>
 struct MatrixRef {
   T* data;

@@ -51,6 +51,8 @@ inline int64_t parts_per_image(int64_t images, int64_t at_least, int64_t at_most
 struct Blocks {
   int64_t items, align, count;
   int64_t chunks() const { return ceil_div(items, align); }
+  // The largest block, counted in whole chunks (as the GEMM pays for them).
+  int64_t widest() const { return ceil_div(chunks(), std::max<int64_t>(1, count)) * align; }
   ItemRange operator[](int64_t i) const {
     const int64_t begin = std::min(items, align * (chunks() * i / count));
     return {begin, std::min(items, align * (chunks() * (i + 1) / count)) - begin};
