@@ -15,7 +15,9 @@
 // transformed right before its GEMMs and consumed right after; work is split
 // over (image, tile block) units, so a single image still uses every thread,
 // and no two threads write the same element (the weight gradient sums
-// per-thread partials in a fixed order, as im2col's does).
+// per-thread partials in a fixed order, as im2col's does). Where the units
+// are too few to share evenly (batch 1), the threads split the output
+// channels instead (convolve_split; the weight gradient's rows likewise).
 #include <algorithm>
 #include <vector>
 
@@ -359,7 +361,9 @@ void winograd_backward_weight(const T* grad_output, const T* input, T* grad_weig
   const Geometry q = forward_geometry(p);
   const int64_t cg = q.in_per_group(), og = q.out_per_group(), threads = at::get_num_threads();
   const int64_t sums_numel = q.groups * kPoints * og * cg;  // M[g][xi][k][c]
-  // Overwritten by each row's first unit: no need to zero it.
+  // Written whole before it is read (each part's or chunk's first unit
+  // overwrites, sum_over_chunks zero-fills where there are no units): no
+  // need to zero it.
   const Scratch<T> sums(sums_numel);
   // M[g][xi] rows `rows` (+)= E[xi] (those rows of dY x tiles) * V[xi]^T
   // (tiles x cg) over one unit (image, tile block) of `blocks`, into `sum`.

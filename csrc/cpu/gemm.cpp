@@ -336,6 +336,7 @@ FASTCONV_TARGET_AVX2 void copy_rows_avx2(const char* src, int64_t src_step, int6
 template <typename T>
 void pack_panel(const T* src, int64_t step, int64_t lane, int64_t count, int64_t lanes, int64_t width,
                 T* panel) {
+  static_assert(sizeof(T) % 4 == 0, "copy_rows_avx2 moves rows in pieces of 4 bytes or more");
   int64_t p = 0;
 #if defined(FASTCONV_CPU_X86)
   if (lane == 1 && lanes == width && cpu_isa() >= CpuIsa::kAvx2) {
@@ -574,8 +575,11 @@ int64_t gemm_tile_rows() {
 
 template <typename T>
 int64_t gemm_computed_columns(int64_t n) {
-  const int64_t nr = kernel<T>().nr, whole = n / nr * nr, rest = n - whole;
-  return whole + (rest == 0 ? 0 : 2 * rest <= nr ? nr / 2 : nr);  // as edge_tile picks
+  const Kernel<T>& kern = kernel<T>();
+  const int64_t nr = kern.nr, whole = n / nr * nr, rest = n - whole;
+  // As edge_tile picks; the portable kernel's half tile is its whole tile.
+  const bool half = 2 * rest <= nr && kern.half_tile != kern.tile;
+  return whole + (rest == 0 ? 0 : half ? nr / 2 : nr);
 }
 
 template int64_t gemm_computed_columns<float>(int64_t);

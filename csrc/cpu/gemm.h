@@ -38,12 +38,6 @@ struct MatrixRef {
   T& at(int64_t r, int64_t c) const { return data[r * row_stride + c * col_stride]; }
 };
 
-// A, packed once into the selected micro-kernel's panel layout, for many GEMMs that
-// share it: a convolution's weights, for every image and column block.
-// Read-only once built, so threads can share one. A large A is packed on
-// every thread (serially when built inside a parallel region). The micro-kernel follows
-// cpu_isa() (cpu_isa.h), and each has its own tile shape, so data packed here
-// is only good for the process that packed it.
 // One panel of a PackedA: rows row0 .. row0 + panel_rows() - 1 of columns
 // col0 .. col0 + cols - 1 (one K block), element (row0 + r, col0 + j) at
 // data() + offset + j * panel_rows() + r. Rows past the matrix's are zeros.
@@ -51,6 +45,12 @@ struct PackedPanel {
   int64_t row0, col0, cols, offset;
 };
 
+// A, packed once into the selected micro-kernel's panel layout, for many GEMMs that
+// share it: a convolution's weights, for every image and column block.
+// Read-only once built, so threads can share one. A large A is packed on
+// every thread (serially when built inside a parallel region). The micro-kernel follows
+// cpu_isa() (cpu_isa.h), and each has its own tile shape, so data packed here
+// is only good for the process that packed it.
 template <typename T>
 class PackedA {
  public:

@@ -31,8 +31,9 @@ namespace {
 // 1.04 / 0.96); it loses with 3 or 8 input channels (3->32 @150: 0.3-0.9;
 // 8->32 @74: 0.6-1.0) and where a call has few tiles to spread the filter
 // transform over (VGG16's 512 @14 at batch 1, 49 tiles: 0.35-0.55; 128 @9,
-// 25 tiles: 0.3-0.6; before the filter transform below was made cheap). Before the GEMM had its AVX-512 kernel, 200 tiles (128
-// @9 at batch 8) already won 1.0-1.4x.
+// 25 tiles: 0.3-0.6; both measured before the filter transform was made
+// cheap, below). Before the GEMM had its AVX-512 kernel, 200 tiles (128 @9
+// at batch 8) already won 1.0-1.4x.
 //
 // The tile threshold: since the filter transform runs on every thread, out
 // of the L1 sets' way, 128 @17 at batch 1 (64 tiles) runs Winograd at 0.81 /
