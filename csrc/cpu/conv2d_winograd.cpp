@@ -133,8 +133,9 @@ void transform_inputs(const T* planes, int64_t channels, const Geometry& q, cons
   }
 }
 
-// Filters per parallel task of the transforms of filters and of the summed
-// weight gradient (about 50 flops each): enough to outweigh a task's start.
+// Filters per parallel task of the summed weight gradient's transform (about
+// 50 flops each): enough to outweigh a task's start. (The filter transform
+// runs a packed panel a task.)
 constexpr int64_t kFilterGrain = 256;
 // Filters per tap-major batch of the filter and weight-gradient transforms:
 // 9 rows of taps on the stack.
