@@ -8,6 +8,7 @@
     python -m bench compare OLD.json NEW.json
     python -m bench report bench/results/cpu-<machine>.json [--op conv2d] [--pass fwd+bwd] [--batch 16]
     python -m bench report bench/results/cpu-<machine>.json --summary   # the README's tables
+    python -m bench report bench/results/cpu-<machine>.json --targets   # the CPU targets (bench/cpu_targets.py)
 
 bench/README.md explains the measurements and the results files.
 """
@@ -23,7 +24,7 @@ from typing import List, Optional
 
 import torch
 
-from . import cases, report, runner, schema
+from . import cases, cpu_targets, report, runner, schema
 from .cases import OPS
 from .report import PASS_ORDER
 
@@ -67,6 +68,8 @@ def _report_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-heading", action="store_true")
     p.add_argument("--summary", action="store_true",
                    help="compact tables (times at batch 16, ratios at every batch) as the README quotes them")
+    p.add_argument("--targets", action="store_true",
+                   help="only the CPU targets (bench/cpu_targets.py): met or not, and the rows that miss")
     p.add_argument("--chart", type=Path, help="also draw the chart into this PNG")
     return p
 
@@ -124,7 +127,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if argv[:1] == ["report"]:
         args = _report_parser().parse_args(argv[1:])
         doc = schema.load(args.file)
-        if args.summary:
+        if args.targets:
+            print(cpu_targets.markdown(doc), end="")
+        elif args.summary:
             print(report.summary(doc), end="")
         else:
             print(report.markdown(doc, args.op, args.passes, args.batch, args.net,

@@ -7,6 +7,8 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
+from . import cpu_targets
+
 OP_ORDER = ("conv2d", "conv2d_relu", "max_pool2d", "relu", "dropout", "model")
 PASS_ORDER = ("fwd", "bwd", "fwd+bwd", "step", "infer")
 TORCH_LABEL = {"onednn": "oneDNN", "aten": "ATen", "cudnn": "cuDNN, TF32 off", "cudnn-tf32": "cuDNN, TF32 on"}
@@ -122,8 +124,10 @@ def _reference_batch(rows: List[Dict]) -> int:
 def summary(doc: Dict) -> str:
     """Compact tables for the README: per op and layer, the times at batch 16 (or the largest
     batch run), the ratio to torch at every batch size, the rates and the share of the limit;
-    then the model rows in full."""
+    then the model rows in full. A CPU document starts with its targets (cpu_targets)."""
     lines = heading(doc) + [""]
+    if doc["device"] == "cpu":
+        lines += [cpu_targets.markdown(doc)]
     layer_order: Dict[Tuple[str, str], int] = {}
     for r in doc["rows"]:
         layer_order.setdefault((r["op"], r["layer"]), len(layer_order))
