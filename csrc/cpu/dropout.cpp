@@ -89,10 +89,8 @@ struct Steps<CpuIsa::kAvx512> {
 template <>
 struct Steps<CpuIsa::kAvx2> {
   FASTCONV_TARGET_AVX2 static uint64_t keep_word(const DropoutArgs& a, int64_t block) {
-    const uint64_t first = static_cast<uint64_t>(block * kGroupsPerBlock);
-    const uint64_t low = philox_x86::keep_bits_avx2(a.seed, a.offset, first, a.drop_threshold);
-    const uint64_t high = philox_x86::keep_bits_avx2(a.seed, a.offset, first + 8, a.drop_threshold);
-    return low | (high << 32);
+    return philox_x86::keep_bits_avx2(a.seed, a.offset, static_cast<uint64_t>(block * kGroupsPerBlock),
+                                      a.drop_threshold);
   }
 
   template <typename T>
