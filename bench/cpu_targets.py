@@ -123,13 +123,15 @@ def markdown(doc: Dict, targets: Sequence[Target] = TARGETS) -> str:
     """The measured targets as a table (target, bound, rows, worst row, met), the targets this
     run has no rows for, then every row that misses."""
     outcomes = check(doc, targets)
-    lines = ["**Targets** (fastconv against torch in the same process; `bench/cpu_targets.py`):", "",
-             "| target | bound | rows | worst | met |", "| --- | --- | ---: | --- | --- |"]
-    for o in (o for o in outcomes if o.measured):
+    measured = [o for o in outcomes if o.measured]
+    unmeasured = [o.target.name for o in outcomes if not o.measured]
+    lines = ["**Targets** (fastconv against torch in the same process; `bench/cpu_targets.py`):"]
+    if measured:
+        lines += ["", "| target | bound | rows | worst | met |", "| --- | --- | ---: | --- | --- |"]
+    for o in measured:
         worst = f"{_value(o.target, o.worst)} ({_label(o.worst)})"
         verdict = "yes" if o.met else f"no: {len(o.misses)} of {len(o.rows)} rows"
         lines.append(f"| {o.target.name} | {o.target.bound_text()} | {len(o.rows)} | {worst} | {verdict} |")
-    unmeasured = [o.target.name for o in outcomes if not o.measured]
     if unmeasured:
         lines += ["", f"Not measured by this run (no rows): {'; '.join(unmeasured)}."]
     missed = [o for o in outcomes if o.misses]

@@ -64,7 +64,9 @@ finish() {
   mkdir -p "$pack" && cp "$log" "$pack/" && tar czf "$pack/gpu_check.tar.gz" -C "$out" .
 }
 trap finish EXIT
-say() { echo "gpu_check: $*" | tee -a "$log"; }
+check=gpu_check
+# shellcheck source=scripts/check_steps.sh
+. scripts/check_steps.sh
 
 # ---------------------------------------------------------------- the GPU, first
 if ! command -v nvidia-smi >/dev/null 2>&1; then
@@ -79,10 +81,7 @@ cc="$(echo "${gpu##*,}" | tr -d ' ')"
 say "GPU: ${gpu%,*} (compute capability $cc); results in $out"
 nvidia-smi >>"$log" 2>&1
 
-python="${PYTHON:-}"
-if [ -z "$python" ]; then
-  if [ -x .venv/bin/python ]; then python=".venv/bin/python"; else python="python3"; fi
-fi
+python="$(check_python)"
 say "python: $python ($("$python" -c 'import torch; print("torch", torch.__version__, "CUDA", torch.version.cuda)' 2>&1))"
 
 # The packages the steps import beyond torch (requirements.txt); a machine without a network
@@ -95,26 +94,6 @@ print(" ".join(name for name in needed if importlib.util.find_spec(name) is None
 PY
 )"
 if [ -n "$missing" ]; then say "missing Python packages: $missing (pip install -r requirements.txt)"; fi
-
-failed=()
-# step NAME SECONDS COMMAND...: runs COMMAND under a time budget, output to the log.
-step() {
-  local name="$1" budget="$2"
-  shift 2
-  case "$skip" in *" $name "*) say "$name: skipped"; return 0 ;; esac
-  say "$name: $* (budget ${budget}s)"
-  local began=$SECONDS rc=0
-  timeout --kill-after=10 "$budget" "$@" >>"$log" 2>&1 || rc=$?
-  local took=$((SECONDS - began))
-  if [ "$rc" -eq 0 ]; then
-    say "$name: ok in ${took}s"
-  elif [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
-    say "$name: TIMED OUT after ${took}s"; failed+=("$name")
-  else
-    say "$name: FAILED (exit $rc) after ${took}s"; failed+=("$name")
-  fi
-  return "$rc"
-}
 
 # 1. This GPU's arch only: a build of minutes instead of five archs.
 if ! step build 80 env TORCH_CUDA_ARCH_LIST="$cc" MAX_JOBS="$(nproc)" "$python" setup.py -q build_ext --inplace; then
