@@ -40,7 +40,7 @@ from fastconv.simt import kernel_symbols, record_launches, short_name
 from . import cases, ptxas_report
 from .gpus import GPUS, Gpu
 from .kernel_work import (Conv, Work, conv_pass_work, elementwise_work, gemm_split_ranges, inner_loop_ceiling,
-                          is_tensor_core, tensor_peak_tflops)
+                          is_tensor_core, outputs_per_thread, tensor_peak_tflops)
 from .occupancy import Occupancy, Query, occupancy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -221,10 +221,12 @@ def _row(gpu: Gpu, run: PassRun, seq: int, launch, work: Work, info: Dict, occ: 
     flags = []
     if spill:
         flags.append("spill")
-    # Under one (two) waves although the work could fill a whole wave (two) at one piece per thread.
-    if waves < 1 and work.outputs >= resident * launch.threads:
+    # Under one (two) waves although the work could fill a whole wave (two) at one piece per thread
+    # (an elementwise kernel's thread takes a pack of outputs).
+    pieces = work.outputs / outputs_per_thread(launch.kernel)
+    if waves < 1 and pieces >= resident * launch.threads:
         flags.append("under 1 wave")
-    elif waves < TWO_WAVES and work.outputs >= TWO_WAVES * resident * launch.threads:
+    elif waves < TWO_WAVES and pieces >= TWO_WAVES * resident * launch.threads:
         flags.append("under 2 waves")
     if occ.fraction < LOW_OCCUPANCY:
         flags.append("occupancy < 25%")

@@ -115,6 +115,20 @@ def _template_ints(kernel: str, template: str) -> List[int]:
     return [int(v) for v in m.group(1).split(",")] if m else []
 
 
+def outputs_per_thread(kernel: str) -> int:
+    """Outputs one thread of an elementwise kernel produces in one step: a VEC-element pack of
+    binary_map_kernel<T, VEC, Op> (ReLU), a Philox group of four of dropout_kernel, OUT windows of
+    max_pool2d_2x2_kernel<T, OUT>; 1 for every other kernel. A launch whose threads all have their
+    step has no more parallelism to spread, however few its blocks."""
+    if kernel.startswith("dropout_kernel"):
+        return 4
+    for family in ("binary_map_kernel", "max_pool2d_2x2_kernel"):
+        if kernel.startswith(family):
+            m = re.match(family + r"<[^,<>]+, (\d+)", kernel)
+            return int(m.group(1)) if m else 1
+    return 1
+
+
 def is_gemm(kernel: str) -> bool:
     """The im2col GEMMs: on CUDA cores (gemm_kernel) or tensor cores (gemm_tensor_core_kernel)."""
     return kernel.startswith("gemm_kernel") or kernel.startswith("gemm_tensor_core_kernel")

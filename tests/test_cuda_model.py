@@ -22,7 +22,7 @@ from bench import cuda_model, ptxas_report
 from bench.cases import Layer
 from bench.gpus import GPUS, by_compute_capability
 from bench.kernel_work import (Conv, MirrorError, Work, chunk_images, conv_pass_work, gemm_split_ranges, inner_loop_ceiling,
-                               wgrad_slices)
+                               outputs_per_thread, wgrad_slices)
 from bench.occupancy import Occupancy, Query, cuda_include, occupancy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -180,6 +180,20 @@ def test_waves_and_roofline_arithmetic():
     assert _row(H100, 1584, 8, Work(1.0, 1.0, 2 * resident_threads))["flags"] == ["under 2 waves"]
     assert _row(H100, 1584, 8, Work(1.0, 1.0, 2 * resident_threads - 1))["flags"] == []
     assert _row(H100, 528, 8, Work(1.0, 1.0, 2 * resident_threads))["flags"] == ["under 1 wave"]
+    # An elementwise kernel's thread takes a pack: the same elements are a quarter as many pieces.
+    relu = "binary_map_kernel<float, 4, ReluForwardOp>"
+    assert _row(H100, 528, 8, Work(1.0, 1.0, 4 * resident_threads - 4), relu)["flags"] == []
+    assert _row(H100, 528, 8, Work(1.0, 1.0, 4 * resident_threads), relu)["flags"] == ["under 1 wave"]
+
+
+def test_outputs_per_thread_reads_the_elementwise_kernels_packs():
+    assert outputs_per_thread("binary_map_kernel<float, 4, ReluBackwardOp>") == 4
+    assert outputs_per_thread("binary_map_kernel<half_t, 8, ReluForwardOp>") == 8
+    assert outputs_per_thread("binary_map_kernel<float, 1, ReluForwardOp>") == 1
+    assert outputs_per_thread("dropout_kernel<float, true>") == 4
+    assert outputs_per_thread("max_pool2d_2x2_kernel<float, 2>") == 2
+    assert outputs_per_thread("max_pool2d_forward_kernel<float>") == 1
+    assert outputs_per_thread("gemm_kernel<float, float, GemmTile<128, 128, 8, 8, 8> >") == 1
 
 
 def test_inner_loop_ceilings_follow_the_instruction_mix():
