@@ -128,6 +128,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         args = _report_parser().parse_args(argv[1:])
         doc = schema.load(args.file)
         if args.targets:
+            if doc["device"] != "cpu":
+                print(f"report --targets: the targets are the CPU kernels'; {args.file} holds {doc['device']} rows",
+                      file=sys.stderr)
+                return 2
             print(cpu_targets.markdown(doc), end="")
         elif args.summary:
             print(report.summary(doc), end="")

@@ -35,7 +35,8 @@ class Target:
             return False
         if row["pass"] not in self.passes:
             return False
-        return row.get("auto") is not False  # conv2d: the auto variant's rows; other ops carry None
+        # conv2d: only the variant auto picks (its rows carry auto=True); the other ops have one variant.
+        return row.get("auto") is True if row["op"] == "conv2d" else True
 
     def keeps(self, row: Dict) -> bool:
         value = row.get(self.figure)
@@ -116,7 +117,8 @@ def _value(target: Target, row: Optional[Dict]) -> str:
     if row is None or row.get(target.figure) is None:
         return ""
     value = row[target.figure]
-    return f"{value:.2f}x" if target.figure == "ratio_to_torch" else f"{value:.0f}%"
+    # Three digits of a ratio, one of a percentage: a miss by a hair must not print as the bound.
+    return f"{value:.3f}x" if target.figure == "ratio_to_torch" else f"{value:.1f}%"
 
 
 def markdown(doc: Dict, targets: Sequence[Target] = TARGETS) -> str:

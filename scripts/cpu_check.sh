@@ -53,25 +53,26 @@ log="$out/cpu_check.log"
 : >"$log"
 check=cpu_check
 # shellcheck source=scripts/check_steps.sh
-. scripts/check_steps.sh
+. scripts/check_steps.sh || exit 2
 
 python="$(check_python)"
 isa="$(grep -o -m1 -w avx512f /proc/cpuinfo 2>/dev/null || true)"
 say "CPU: $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | xargs), $(nproc) cores," \
-    "${isa:+AVX-512}${isa:-no AVX-512}; python: $python; results in $out"
+    "$([ -n "$isa" ] && echo AVX-512 || echo "no AVX-512"); python: $python; results in $out"
 
 # 1. The CPU kernels only: the CUDA kernels take minutes to compile and are not measured here.
 if ! step build 1200 env FASTCONV_CUDA=0 MAX_JOBS="$(nproc)" "$python" setup.py -q build_ext --inplace; then
   say "the build failed: nothing else can run"; exit 1
 fi
 
-# 2. Each vector path against the portable one (the paths this CPU lacks are skipped, and say so).
+# 2. Each vector path against the portable one (only the paths this CPU has; the log's skip lines
+#    name the AVX-512 checks where it has none).
 step tests 900 "$python" -m pytest -q -rs -p no:cacheprovider tests/test_cpu_isa_paths.py tests/test_conv2d.py \
   -k "isa or avx512 or avx2 or baseline"
 
 # bench_run STEP SECONDS RESULTS_DIR [python -m bench arguments]: one run, written to a staging
 # folder under $out; unless --quick, the committed results it replaces are compared with it
-# first and then replaced (JSON, chart and the .md summary).
+# first and then replaced (JSON, chart and the .md summary). Any part that fails fails the step.
 bench_run() {
   local name="$1" budget="$2" results="$3"
   shift 3
@@ -81,24 +82,32 @@ bench_run() {
   # shellcheck disable=SC2086  # bench_args is a list of words
   step "$name" "$budget" "$python" -m bench --device cpu $quick "$@" $bench_args --no-progress --out "$staged" ||
     return 1
+  fail() { say "$name: FAILED: $*"; failed+=("$name"); return 1; }
   local json
   json="$(ls "$staged"/cpu-*.json 2>/dev/null | head -n1)"
-  [ -n "$json" ] || { say "$name: FAILED: no results file in $staged"; failed+=("$name"); return 1; }
+  [ -n "$json" ] || { fail "no results file in $staged"; return 1; }
   local stem
   stem="$(basename "$json" .json)"
-  "$python" -m bench report "$json" --targets >"$out/$name-targets.md" 2>>"$log"
+  "$python" -m bench report "$json" --targets >"$out/$name-targets.md" 2>>"$log" || { fail "report --targets"; return 1; }
   if [ -n "$quick" ]; then
     say "$name: quick run, bench/results left as they are"
   else
     if [ -f "$results/$stem.json" ]; then
-      "$python" -m bench compare "$results/$stem.json" "$json" >"$out/$name-compare.md" 2>>"$log"
+      "$python" -m bench compare "$results/$stem.json" "$json" >"$out/$name-compare.md" 2>>"$log" ||
+        { fail "compare with $results/$stem.json"; return 1; }
+    else
+      say "$name: no committed $results/$stem.json to compare with (a new machine kind or thread count)"
     fi
-    mkdir -p "$results"
-    cp "$json" "$staged/$stem.png" "$results/"
-    "$python" -m bench report "$results/$stem.json" --summary >"$results/$stem.md" 2>>"$log"
+    # The run's command names the staging folder; the committed file names the folder it lands in.
+    mkdir -p "$results" &&
+      "$python" -c 'import sys; src, dst, old, new = sys.argv[1:]; open(dst, "w").write(open(src).read().replace(old, new))' \
+        "$json" "$results/$stem.json" "$staged" "$results" &&
+      cp "$staged/$stem.png" "$results/" &&
+      "$python" -m bench report "$results/$stem.json" --summary >"$staged/$stem.md" 2>>"$log" &&
+      mv "$staged/$stem.md" "$results/$stem.md" || { fail "writing $results/$stem.*"; return 1; }
     say "$name: wrote $results/$stem.{json,png,md}"
   fi
-  cat "$out/$name-targets.md" | tee -a "$log"
+  tee -a "$log" <"$out/$name-targets.md"
 }
 
 # 3. Every op at batch 1, 16 and 32 (11 minutes on a 2-core machine).

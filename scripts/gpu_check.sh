@@ -66,7 +66,7 @@ finish() {
 trap finish EXIT
 check=gpu_check
 # shellcheck source=scripts/check_steps.sh
-. scripts/check_steps.sh
+. scripts/check_steps.sh || exit 2
 
 # ---------------------------------------------------------------- the GPU, first
 if ! command -v nvidia-smi >/dev/null 2>&1; then

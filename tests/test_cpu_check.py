@@ -1,7 +1,9 @@
 """scripts/cpu_check.sh, the one command for measuring the CPU kernels on a machine kind: its
 runs replace the committed results of that kind after comparing with them, a quick run leaves
-them alone, and each run's targets are printed. The build and test steps are skipped here (the
-suite is what runs them), and the benchmark runs are cut to one tiny layer."""
+them alone, a failing run fails the script, and each run's targets are printed. The build and
+test steps are skipped here (the suite is what runs them), and the benchmark runs are cut to one
+tiny layer (the last --only, --net and --batch on the runner's command line win, so the
+batch-1 run's own selection is replaced too)."""
 
 from __future__ import annotations
 
@@ -57,6 +59,20 @@ def test_a_quick_run_leaves_the_results_alone_and_a_full_one_compares_then_repla
     assert sorted(p.name for p in committed.parent.iterdir()) == [f"{stem}.{ext}" for ext in ("json", "md", "png")]
     assert "**Targets**" in (committed.parent / f"{stem}.md").read_text()
     assert "all steps passed" in (out / "cpu_check.log").read_text()
+
+
+def test_a_failing_run_fails_the_script_and_leaves_the_results_alone(tmp_path):
+    results, out = tmp_path / "results", tmp_path / "out"
+    results.mkdir()
+    (results / "cpu-earlier.json").write_text("{}")
+    unchanged = digest(results)
+    env = dict(os.environ, PYTHON=sys.executable)
+    run = subprocess.run(["bash", str(SCRIPT), "--skip", "build", "--skip", "tests", "--skip", "batch1",
+                          "--bench-args", "--only no-such-op", "--out", str(out), "--results", str(results)],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+    assert run.returncode == 1
+    assert "bench: FAILED" in run.stdout and "FAILED steps: bench" in run.stdout
+    assert digest(results) == unchanged
 
 
 def test_unknown_arguments_are_refused_with_the_usage():

@@ -47,6 +47,7 @@ def test_rows_are_covered_by_op_net_batch_pass_and_the_auto_variant():
     assert not conv.covers(row(net="vgg16"))
     assert not conv.covers(row(pass_="fwd"))
     assert not conv.covers(row(auto=False))      # a variant auto does not run
+    assert not conv.covers(row(auto=None))       # a conv2d row without the flag is not auto's
     relu = target(RELU_BANDWIDTH)
     assert relu.covers(row("relu", pass_="fwd")) and relu.covers(row("relu", pass_="bwd"))
     assert not relu.covers(row("relu", pass_="fwd+bwd"))
@@ -60,7 +61,9 @@ def test_outcome_lists_every_miss_and_the_worst_row():
     assert [r["layer"] for r in outcome.misses] == ["b", "c"]
     assert outcome.worst["layer"] == "c"
     text = cpu_targets.markdown(doc)
-    assert "no: 2 of 3 rows" in text and "b N=16 fwd+bwd 0.90x; c N=16 fwd+bwd 1.20x" in text
+    assert "no: 2 of 3 rows" in text and "b N=16 fwd+bwd 0.900x; c N=16 fwd+bwd 1.200x" in text
+    # A miss by a hair prints as one.
+    assert "0.831x" in cpu_targets.markdown({"rows": [row(ratio=0.8306)]})
 
 
 def test_a_target_without_rows_is_not_met():
@@ -88,3 +91,10 @@ def test_report_cli_prints_the_targets(capsys):
     out = capsys.readouterr().out
     assert out.startswith("**Targets**")
     assert all(t.name in out for t in TARGETS)
+
+
+def test_report_cli_refuses_targets_of_a_gpu_run(capsys):
+    gpu_runs = sorted((ROOT / "bench" / "results").glob("cuda-*.json"))
+    path = gpu_runs[0] if gpu_runs else pytest.skip("no CUDA results file in bench/results")
+    assert main(["report", str(path), "--targets"]) == 2
+    assert "holds cuda rows" in capsys.readouterr().err

@@ -6,10 +6,10 @@
 // caller keeps the mask for backward, and applies it; backward from a stored
 // mask loads the word and applies it, so it streams like ReLU instead of
 // paying for Philox again. Per ISA only those two steps differ: generating a
-// word (philox_x86.h runs 16 or 8 groups at once, the portable path one) and
-// applying one (AVX-512 mask registers, AVX2 compares, a scalar loop). All
-// paths give bit-identical outputs and masks: the factor is the same value and
-// the product the same single rounding.
+// word (philox_x86.h runs a block's 16 groups at once, the portable path one
+// at a time) and applying one (AVX-512 mask registers, AVX2 compares, a scalar
+// loop). All paths give bit-identical outputs and masks: the factor is the
+// same value and the product the same single rounding.
 #include "dropout.h"
 
 #include "../common/philox.h"
