@@ -2,6 +2,7 @@
 # $check (the script's name) and $log (its log file) are set:
 #   say MESSAGE...             prints "$check: MESSAGE" and appends it to the log
 #   skipped NAME               whether $skip (" name1 name2 ") names the step
+#   fail_step NAME WHAT        says "NAME: WHAT" and adds NAME to $failed; returns 1
 #   step NAME SECONDS CMD...   runs CMD under a time budget, its output to the log, unless
 #                              the step is skipped (then says so); a failure or timeout is
 #                              reported and added to $failed, and the step returns CMD's status
@@ -10,6 +11,8 @@ say() { echo "$check: $*" | tee -a "$log"; }
 skipped() { case "${skip:- }" in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
 failed=()
+fail_step() { say "$1: $2"; failed+=("$1"); return 1; }
+
 step() {
   local name="$1" budget="$2"
   shift 2
@@ -21,9 +24,9 @@ step() {
   if [ "$rc" -eq 0 ]; then
     say "$name: ok in ${took}s"
   elif [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
-    say "$name: TIMED OUT after ${took}s"; failed+=("$name")
+    fail_step "$name" "TIMED OUT after ${took}s"
   else
-    say "$name: FAILED (exit $rc) after ${took}s"; failed+=("$name")
+    fail_step "$name" "FAILED (exit $rc) after ${took}s"
   fi
   return "$rc"
 }

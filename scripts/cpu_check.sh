@@ -12,11 +12,10 @@
 #      committed results of the same machine kind (python -m bench compare): before / after
 # Steps 3 and 4 write bench/results/<device>-<machine>.{json,png,md} (and batch1/; --results
 # names another folder), replacing that machine kind's committed files once step 5 has read
-# them; commit them. The log and
-# step 5's tables go to --out DIR (default ./cpu_check). --quick runs the quick subset in
-# steps 3 and 4 instead and leaves bench/results alone (to try the script);
-# --bench-args "..." adds arguments to both runs. A failing step does not stop the next;
-# the exit status is non-zero when one failed.
+# them; commit them. The log and step 5's tables go to --out DIR (default ./cpu_check).
+# --quick runs the quick subset in steps 3 and 4 instead and leaves bench/results alone (to
+# try the script); --bench-args "..." adds arguments to both runs. A failing step does not
+# stop the next; the exit status is non-zero when one failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -82,19 +81,19 @@ bench_run() {
   # shellcheck disable=SC2086  # bench_args is a list of words
   step "$name" "$budget" "$python" -m bench --device cpu $quick "$@" $bench_args --no-progress --out "$staged" ||
     return 1
-  fail() { say "$name: FAILED: $*"; failed+=("$name"); return 1; }
   local json
   json="$(ls "$staged"/cpu-*.json 2>/dev/null | head -n1)"
-  [ -n "$json" ] || { fail "no results file in $staged"; return 1; }
+  [ -n "$json" ] || { fail_step "$name" "FAILED: no results file in $staged"; return; }
   local stem
   stem="$(basename "$json" .json)"
-  "$python" -m bench report "$json" --targets >"$out/$name-targets.md" 2>>"$log" || { fail "report --targets"; return 1; }
+  "$python" -m bench report "$json" --targets >"$out/$name-targets.md" 2>>"$log" ||
+    { fail_step "$name" "FAILED: report --targets"; return; }
   if [ -n "$quick" ]; then
     say "$name: quick run, bench/results left as they are"
   else
     if [ -f "$results/$stem.json" ]; then
       "$python" -m bench compare "$results/$stem.json" "$json" >"$out/$name-compare.md" 2>>"$log" ||
-        { fail "compare with $results/$stem.json"; return 1; }
+        { fail_step "$name" "FAILED: compare with $results/$stem.json"; return; }
     else
       say "$name: no committed $results/$stem.json to compare with (a new machine kind or thread count)"
     fi
@@ -104,7 +103,7 @@ bench_run() {
         "$json" "$results/$stem.json" "$staged" "$results" &&
       cp "$staged/$stem.png" "$results/" &&
       "$python" -m bench report "$results/$stem.json" --summary >"$staged/$stem.md" 2>>"$log" &&
-      mv "$staged/$stem.md" "$results/$stem.md" || { fail "writing $results/$stem.*"; return 1; }
+      mv "$staged/$stem.md" "$results/$stem.md" || { fail_step "$name" "FAILED: writing $results/$stem.*"; return; }
     say "$name: wrote $results/$stem.{json,png,md}"
   fi
   tee -a "$log" <"$out/$name-targets.md"
