@@ -6,11 +6,13 @@
 // caller keeps the mask for backward, and applies it; backward from a stored
 // mask loads the word and applies it, so it streams like ReLU instead of
 // paying for Philox again. Per ISA only those two steps differ: generating a
-// word (philox_x86.h runs a block's 16 groups at once, the portable path one
-// at a time) and applying one (AVX-512 mask registers, AVX2 compares, a scalar
+// word (philox_x86.h runs a block's 16 groups at once, two blocks at once
+// with AVX-512; the portable path one group at a time) and applying one (AVX-512 mask registers, AVX2 compares, a scalar
 // loop). All paths give bit-identical outputs and masks: the factor is the
 // same value and the product the same single rounding.
 #include "dropout.h"
+
+#include <algorithm>
 
 #include "../common/philox.h"
 #include "cpu_isa.h"
@@ -32,14 +34,24 @@ struct DropoutArgs {
   uint32_t drop_threshold;
 };
 
-// The two steps of a block, per ISA: keep_word(args, block) and apply(in,
-// out, word, scale) on 64 elements. The portable apply also takes the
+// The two steps of a block, per ISA: keep_words (below) and apply(in, out,
+// word, scale) on 64 elements. The portable apply also takes the
 // element count, for the tensor's last block.
 template <CpuIsa>
 struct Steps;
 
+// keep_words<K>(args, block, words) gives the words of blocks [block, block +
+// K); kWordsAtOnce is the K a vector path runs best at (more independent
+// Philox chains in flight).
 template <>
 struct Steps<CpuIsa::kBaseline> {
+  static constexpr int kWordsAtOnce = 1;
+
+  template <int K>
+  static void keep_words(const DropoutArgs& a, int64_t block, uint64_t (&words)[K]) {
+    for (int k = 0; k < K; ++k) words[k] = keep_word(a, block + k);
+  }
+
   static uint64_t keep_word(const DropoutArgs& a, int64_t block) {
     uint64_t word = 0;
     for (int j = 0; j < kGroupsPerBlock; ++j) {
@@ -63,9 +75,12 @@ struct Steps<CpuIsa::kBaseline> {
 // the sign of zero behave as in input * 0, like the portable path and torch.
 template <>
 struct Steps<CpuIsa::kAvx512> {
-  FASTCONV_TARGET_AVX512 static uint64_t keep_word(const DropoutArgs& a, int64_t block) {
-    return philox_x86::keep_bits_avx512(a.seed, a.offset, static_cast<uint64_t>(block * kGroupsPerBlock),
-                                        a.drop_threshold);
+  static constexpr int kWordsAtOnce = 2;
+
+  template <int K>
+  FASTCONV_TARGET_AVX512 static void keep_words(const DropoutArgs& a, int64_t block, uint64_t (&words)[K]) {
+    philox_x86::keep_bits_avx512<K>(a.seed, a.offset, static_cast<uint64_t>(block * kGroupsPerBlock),
+                                    a.drop_threshold, words);
   }
 
   template <typename T>
@@ -88,9 +103,14 @@ struct Steps<CpuIsa::kAvx512> {
 
 template <>
 struct Steps<CpuIsa::kAvx2> {
-  FASTCONV_TARGET_AVX2 static uint64_t keep_word(const DropoutArgs& a, int64_t block) {
-    return philox_x86::keep_bits_avx2(a.seed, a.offset, static_cast<uint64_t>(block * kGroupsPerBlock),
-                                      a.drop_threshold);
+  static constexpr int kWordsAtOnce = 1;
+
+  template <int K>
+  FASTCONV_TARGET_AVX2 static void keep_words(const DropoutArgs& a, int64_t block, uint64_t (&words)[K]) {
+    for (int k = 0; k < K; ++k) {
+      words[k] = philox_x86::keep_bits_avx2(a.seed, a.offset, static_cast<uint64_t>((block + k) * kGroupsPerBlock),
+                                            a.drop_threshold);
+    }
   }
 
   template <typename T>
@@ -129,22 +149,35 @@ FASTCONV_LOOP_INLINE void apply_blocks(const T* input, T* output, int64_t n, T s
 }
 
 // Forward: each block's word from Philox, stored when keep_bits is given.
+// Whole blocks go kWordsAtOnce at a time, the rest one at a time.
 template <CpuIsa isa>
 struct GeneratedMaskBlocks {
   template <typename T>
   static FASTCONV_LOOP_INLINE void run(const T* input, T* output, int64_t n, DropoutArgs a, T scale,
                                        uint8_t* keep_bits, int64_t begin, int64_t end) {
+    constexpr int kAtOnce = Steps<isa>::kWordsAtOnce;
+    const int64_t whole_blocks = std::max<int64_t>(std::min(end, n / kBlock) - begin, 0);
+    const int64_t batched_end = begin + whole_blocks / kAtOnce * kAtOnce;
+    for (int64_t b = begin; b < batched_end; b += kAtOnce) {
+      uint64_t words[kAtOnce];
+      Steps<isa>::template keep_words<kAtOnce>(a, b, words);
+      for (int k = 0; k < kAtOnce; ++k) {
+        if (keep_bits) store_keep_word(keep_bits + (b + k) * 8, words[k], 8);
+        Steps<isa>::apply(input + (b + k) * kBlock, output + (b + k) * kBlock, words[k], scale);
+      }
+    }
     struct Generate {
       const DropoutArgs& a;
       uint8_t* keep_bits;
       FASTCONV_LOOP_INLINE uint64_t operator()(int64_t block, int64_t count) const {
-        uint64_t word = Steps<isa>::keep_word(a, block);
-        if (count < kBlock) word &= (uint64_t(1) << count) - 1;  // the stored padding bits are zero
-        if (keep_bits) store_keep_word(keep_bits + block * 8, word, keep_bits_bytes(count));
-        return word;
+        uint64_t word[1];
+        Steps<isa>::template keep_words<1>(a, block, word);
+        if (count < kBlock) word[0] &= (uint64_t(1) << count) - 1;  // the stored padding bits are zero
+        if (keep_bits) store_keep_word(keep_bits + block * 8, word[0], keep_bits_bytes(count));
+        return word[0];
       }
     };
-    apply_blocks<isa>(input, output, n, scale, begin, end, Generate{a, keep_bits});
+    apply_blocks<isa>(input, output, n, scale, batched_end, end, Generate{a, keep_bits});
   }
 };
 
