@@ -1,5 +1,6 @@
 // Philox4x32-10 on x86 vectors: the keep/drop decisions of 16 consecutive
-// Philox groups (64 elements) at once, as one bit per element in
+// Philox groups (64 elements, one block) at once (AVX-512: of K blocks at
+// once), as one bit per element in
 // element order (bit 4 * j + k is word k of group `first + j`, the mapping
 // of philox_group and dropout_keep in csrc/common/philox.h, so masks are
 // bit-identical to the scalar generator's).
