@@ -14,7 +14,8 @@ import fastconv
 
 OPS = torch.ops.fastconv
 # Element counts around the vector widths (16 floats, 64 per dropout block: one keep word; AVX-512
-# generates two blocks' words at once, so 192 and 193 leave one whole block after the pairs) and
+# generates two blocks' words at once: 192 ends on one whole block after the pair, 193 adds a
+# partial one) and
 # tensors above the output cache's 2 MiB.
 SIZES = [0, 1, 3, 4, 5, 15, 16, 17, 31, 33, 63, 64, 65, 127, 129, 192, 193, 1000, 6272 * 3 + 1, 1 << 20 | 5]
 SPECIALS = [0.0, -0.0, float("nan"), float("inf"), float("-inf"), -1e-30, 1e-30, -3.0]

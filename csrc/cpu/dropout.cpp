@@ -7,9 +7,10 @@
 // mask loads the word and applies it, so it streams like ReLU instead of
 // paying for Philox again. Per ISA only those two steps differ: generating a
 // word (philox_x86.h runs a block's 16 groups at once, two blocks at once
-// with AVX-512; the portable path one group at a time) and applying one (AVX-512 mask registers, AVX2 compares, a scalar
-// loop). All paths give bit-identical outputs and masks: the factor is the
-// same value and the product the same single rounding.
+// with AVX-512; the portable path one group at a time) and applying one
+// (AVX-512 mask registers, AVX2 compares, a scalar loop). All paths give
+// bit-identical outputs and masks: the factor is the same value and the
+// product the same single rounding.
 #include "dropout.h"
 
 #include <algorithm>

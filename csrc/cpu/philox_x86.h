@@ -1,9 +1,8 @@
 // Philox4x32-10 on x86 vectors: the keep/drop decisions of 16 consecutive
-// Philox groups (64 elements, one block) at once (AVX-512: of K blocks at
-// once), as one bit per element in
-// element order (bit 4 * j + k is word k of group `first + j`, the mapping
-// of philox_group and dropout_keep in csrc/common/philox.h, so masks are
-// bit-identical to the scalar generator's).
+// Philox groups (64 elements, one block; with AVX-512, of K blocks) at once,
+// as one bit per element in element order (bit 4 * j + k is word k of group
+// `first + j`, the mapping of philox_group and dropout_keep in
+// csrc/common/philox.h, so masks are bit-identical to the scalar generator's).
 //
 // Lanes hold one group's counter words (structure of arrays), so groups never
 // meet and no shuffles are needed. Functions carry target attributes, so this
@@ -56,20 +55,11 @@ FASTCONV_TARGET_AVX512 inline uint32_t keep8_avx512(__m512i word, __m512i thresh
 // issues up to 4 a cycle, so two chains (one block) leave most of that idle.
 // Four (two blocks) took dropout's float32 forward from 0.35 to 0.24 ns an
 // element on one thread of a Zen 5; six and eight spill and took 0.48 and 0.41.
-// The round keys are the same for every chain: each round broadcasts its pair
-// once for all of them.
 template <int kBlocks>
 FASTCONV_TARGET_AVX512 inline void keep_bits_avx512(uint64_t seed, uint64_t offset, uint64_t first,
                                                       uint32_t drop_threshold, uint64_t (&words)[kBlocks]) {
   using namespace philox_detail;
   constexpr int kChains = 2 * kBlocks;
-  uint32_t keys[2][10];
-  keys[0][0] = static_cast<uint32_t>(seed);
-  keys[1][0] = static_cast<uint32_t>(seed >> 32);
-  for (int round = 1; round < 10; ++round) {
-    keys[0][round] = keys[0][round - 1] + kWeyl0;
-    keys[1][round] = keys[1][round - 1] + kWeyl1;
-  }
   __m512i c0[kChains], c1[kChains], c2[kChains], c3[kChains];
   const __m512i lanes = _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7);
 #pragma GCC unroll 4
@@ -79,12 +69,13 @@ FASTCONV_TARGET_AVX512 inline void keep_bits_avx512(uint64_t seed, uint64_t offs
     c2[j] = _mm512_set1_epi64(static_cast<long long>(offset));
     c3[j] = _mm512_set1_epi64(static_cast<long long>(offset >> 32));
   }
+  uint32_t key0 = static_cast<uint32_t>(seed), key1 = static_cast<uint32_t>(seed >> 32);
   const __m512i mul0 = _mm512_set1_epi64(kMul0);
   const __m512i mul1 = _mm512_set1_epi64(kMul1);
 #pragma GCC unroll 10
   for (int round = 0; round < 10; ++round) {
-    const __m512i k0 = _mm512_set1_epi32(static_cast<int>(keys[0][round]));
-    const __m512i k1 = _mm512_set1_epi32(static_cast<int>(keys[1][round]));
+    const __m512i k0 = _mm512_set1_epi32(static_cast<int>(key0));
+    const __m512i k1 = _mm512_set1_epi32(static_cast<int>(key1));
 #pragma GCC unroll 4
     for (int j = 0; j < kChains; ++j) {
       const __m512i p0 = _mm512_mul_epu32(c0[j], mul0);
@@ -95,6 +86,8 @@ FASTCONV_TARGET_AVX512 inline void keep_bits_avx512(uint64_t seed, uint64_t offs
       c2[j] = _mm512_ternarylogic_epi32(_mm512_srli_epi64(p0, 32), c3[j], k1, 0x96);
       c3[j] = p0;
     }
+    key0 += kWeyl0;
+    key1 += kWeyl1;
   }
   // Word k's keep bits of a block, bit j for its group j, then spread into element order.
   const __m512i t = _mm512_set1_epi64(static_cast<long long>(drop_threshold) << 8);
