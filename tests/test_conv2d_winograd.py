@@ -39,6 +39,11 @@ SHAPES = {
     # 81 tiles at batch 1, which two threads split by output channels (88 and 96 a group, in
     # parts of whole GEMM tiles with a partial last panel), each part's filters packed apart
     "channel_parts": ((1, 192, 17, 17), (176, 96, 3, 3), 1, 2, True),
+    # one tile block of deep filters (260 x 264 a group: 16 x 68,640 transformed, above the
+    # 2^20 kept whole): each thread packs its own rows in slices of 64, the last one partial;
+    # the input gradient packs 264 x 260 rotated
+    "filters_packed_per_thread": ((1, 264, 5, 7), (260, 264, 3, 3), 1, 1, True),
+    "filters_packed_per_thread_groups2": ((1, 528, 4, 3), (528, 264, 3, 3), 1, 2, False),
 }
 
 # Compared with torch in float64 on the same values, relative to the largest magnitude of each
@@ -132,6 +137,19 @@ def test_deterministic():
             assert torch.equal(a, e)
 
 
+def _on_each_thread_count(counts, compute):
+    """compute() on each of `counts` threads, in order; torch's thread count is restored after."""
+    saved = torch.get_num_threads()
+    try:
+        results = []
+        for n in counts:
+            torch.set_num_threads(n)
+            results.append(compute())
+        return results
+    finally:
+        torch.set_num_threads(saved)
+
+
 def test_weight_gradient_of_one_tile_block_splits_rows_over_the_threads():
     """Batch 1 with all 100 tiles in one block: two threads each sum every tile into their own
     rows of the transformed weight gradient, in one thread's order, so the result is the
@@ -141,18 +159,34 @@ def test_weight_gradient_of_one_tile_block_splits_rows_over_the_threads():
     w = torch.randn(24, 32, 3, 3, generator=g) / (32 * 9) ** 0.5
     dy = torch.randn(1, 24, 20, 20, generator=g)
     geo = ([1, 1], [1, 1, 1, 1], [1, 1], 1)
-    threads = torch.get_num_threads()
-    grads = []
-    try:
-        for n in (1, 2):
-            torch.set_num_threads(n)
-            grads.append(ops.conv2d_backward_weight(dy, x, list(w.shape), *geo, "winograd", "cpu"))
-    finally:
-        torch.set_num_threads(threads)
+    grads = _on_each_thread_count(
+        (1, 2), lambda: ops.conv2d_backward_weight(dy, x, list(w.shape), *geo, "winograd", "cpu"))
     assert torch.equal(grads[0], grads[1])
     xd, wd = x.double(), w.double().requires_grad_()
     (expected,) = torch.autograd.grad(F.conv2d(xd, wd, padding=1), wd, dy.double())
     _assert_close(grads[1], expected, torch.float32, "grad weight")
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_filters_packed_per_thread_match_any_thread_count(threads):
+    """A deep layer on one tile block: the threads pack their own output channels' filters in
+    slices, so the forward and input gradient are the same bit for bit on any thread count as
+    on two, and match torch."""
+    g = torch.Generator().manual_seed(threads)
+    x = torch.randn(1, 272, 6, 6, generator=g)
+    w = torch.randn(264, 272, 3, 3, generator=g) / (272 * 9) ** 0.5
+    dy = torch.randn(1, 264, 6, 6, generator=g)
+    geo = ([1, 1], [1, 1, 1, 1], [1, 1], 1)
+    results = _on_each_thread_count(
+        (2, threads), lambda: (ops.conv2d(x, w, None, *geo, "winograd", "cpu"),
+                               ops.conv2d_backward_input(dy, w, list(x.shape), *geo, "winograd", "cpu")))
+    for ours, base in zip(results[1], results[0]):
+        assert torch.equal(ours, base)
+    xd, wd = x.double().requires_grad_(), w.double()
+    y = F.conv2d(xd, wd, padding=1)
+    (dx,) = torch.autograd.grad(y, xd, dy.double())
+    _assert_close(results[1][0], y.detach(), torch.float32, "forward")
+    _assert_close(results[1][1], dx, torch.float32, "grad input")
 
 
 # The float32 error of F(2x2, 3x3), max |ours - float64 reference| / max |reference|, measured

@@ -138,7 +138,8 @@ void transform_inputs(const T* planes, int64_t channels, const Geometry& q, cons
 // runs a packed panel a task.)
 constexpr int64_t kFilterGrain = 256;
 // Filters per tap-major batch of the filter and weight-gradient transforms:
-// 9 rows of taps on the stack.
+// 9 rows of taps on the stack (the filter transform fills whole panel
+// columns of it, 64 / MR of them).
 constexpr int64_t kFilterBatch = 64;
 
 // Calls body(g, first, count) for runs of filters first .. first + count - 1
@@ -163,6 +164,9 @@ void for_each_filter_run(int64_t groups, int64_t filters, const F& body) {
 struct ConvolveSplit {
   TileBlocks blocks;
   Blocks rows;  // a group's output channels in parts of whole GEMM tiles, each part packed for itself
+  // Each thread packs the filters of its own part, slice by slice, right
+  // before their GEMMs, instead of all of them being packed beforehand.
+  bool per_thread_filters = false;
 };
 
 // GEMM rows whose multiply-adds cost about as much as one input transform
@@ -171,12 +175,28 @@ struct ConvolveSplit {
 // only tips close calls.
 constexpr int64_t kTransformCostRows = 8;
 
+// Elements of one group's packed filters (16 x K x C) above which a single
+// unit packs them per thread (ConvolveSplit::per_thread_filters): 4 MiB of
+// float, four times a core's L2. Below it they are packed beforehand, by
+// all the threads together.
+constexpr int64_t kFiltersInCache = int64_t(1) << 20;
+
 template <typename T>
 ConvolveSplit convolve_split(const Geometry& q, int64_t threads) {
   const int64_t cg = q.in_per_group(), og = q.out_per_group();
   const ConvolveSplit by_blocks{tile_blocks(q.out_h, q.out_w, q.batch, cg + og, threads), {og, gemm_tile_rows<T>(), 1}};
   const ConvolveSplit by_rows{tile_blocks(q.out_h, q.out_w, q.batch, cg + og, /*threads=*/1),
                               {og, gemm_tile_rows<T>(), threads}};
+  // A deep layer on one unit (512 -> 512 @14 at batch 1: one block of 49
+  // tiles): its packed filters, 16 MiB, would be written out and read back
+  // for 49 columns of GEMM. Packed by each thread in slices of its rows, they
+  // stay in the cache, and each is transformed once all the same.
+  const bool one_unit = q.batch * by_rows.blocks.count == 1;
+  if (one_unit && kPoints * og * cg > kFiltersInCache && (threads == 1 || by_rows.rows.chunks() >= threads)) {
+    ConvolveSplit split = by_rows;
+    split.per_thread_filters = true;
+    return split;
+  }
   if (threads < 2 || by_rows.rows.chunks() < threads) return by_blocks;
   // Padded GEMM rows x the columns the GEMM computes for the widest block
   // (49 tiles: 56 on AVX2, where its 32-tile chunks would count 64), plus
@@ -192,116 +212,195 @@ ConvolveSplit convolve_split(const Geometry& q, int64_t threads) {
   return 16 * row_cost < 15 * block_cost ? by_rows : by_blocks;
 }
 
-// U[xi] of every group, transformed straight into the GEMM's packed layout
-// (PackedA): K x C (forward), or C x K of the rotated filters (backward
-// input, whose "input channels" are the forward's outputs), its rows cut
-// into the parts of `row_parts` (one part: whole). The 16 points of a part
-// share one layout, so a task takes one panel and writes it in all 16.
-// Transforming into a plain U and packing that cost a second pass over all
-// 16 matrices, with register transposes, as long as the transform itself at
-// batch 1. The panels spread over the threads: on small images and batches
-// the filters cost as much as the tiles.
+// Where U's elements come from: U[xi] is K x C (forward) or, for the input
+// gradient, C x K of the filters rotated by 180 degrees (its "input
+// channels" are the forward's outputs), of group g, its rows cut into parts.
+template <typename T>
+struct FilterSource {
+  const T* weight;
+  const Conv2dParams& p;
+  bool backward;
+  int64_t cols() const { return backward ? p.out_channels_per_group() : p.in_channels_per_group(); }
+};
+
+// Copies the 9 taps of filters w, w + col_step, ... (one per slot column, a
+// panel's mr rows apart by row_step) into tap-major `taps` (kFilterBatch
+// apart), slot j * mr + r for column j and row r; rows from `live` on are
+// the panel's zero padding. Rotated: tap t from 8 - t. Scalar copies: the
+// compiler turns stride-9 vector loads into gathers, no faster. A panel
+// reads mr streams of the weight at once (forward: 18 KiB apart at 512
+// channels), which the hardware prefetchers did not keep ahead of:
+// prefetching 16 columns ahead made the copy 3.5x faster on its own.
+constexpr int64_t kPrefetchColumns = 16;
+template <bool kRotated, typename T>
+void gather_taps(const T* w, int64_t row_step, int64_t col_step, int64_t cols, int64_t mr, int64_t live, T* taps) {
+  for (int64_t j = 0; j < cols; ++j, w += col_step) {
+    for (int64_t r = 0; r < mr; ++r) {
+      T* slot = taps + j * mr + r;
+      const T* filter = w + r * row_step;
+      __builtin_prefetch(filter + kPrefetchColumns * col_step);
+      for (int64_t t = 0; t < 9; ++t) slot[t * kFilterBatch] = r < live ? filter[kRotated ? 8 - t : t] : T(0);
+    }
+  }
+}
+
+// One panel of the 16 matrices of U for rows `rows` of group g, written at
+// `points[xi] + panel.offset` through the vectorised transform.
+template <typename T>
+void pack_filter_panel(const FilterSource<T>& source, int64_t g, ItemRange rows, const PackedPanel& panel,
+                       T* const* points) {
+  const int64_t og = source.p.out_channels_per_group(), cg = source.p.in_channels_per_group();
+  const int64_t mr = PackedA<T>::panel_rows(), cols_per_batch = kFilterBatch / mr;
+  // U's element (row, col) is filter (k, c) = (row, col), or (col, row) rotated.
+  const int64_t row_step = source.backward ? 9 : cg * 9, col_step = source.backward ? cg * 9 : 9;
+  const int64_t first_row = rows.begin + panel.row0, live = std::clamp<int64_t>(rows.count - panel.row0, 0, mr);
+  const T* w = source.weight + g * og * cg * 9 + first_row * row_step + panel.col0 * col_step;
+  T taps[9 * kFilterBatch];
+  T* batch_points[kPoints];
+  for (int64_t j0 = 0; j0 < panel.cols; j0 += cols_per_batch, w += cols_per_batch * col_step) {
+    const int64_t cols = std::min(cols_per_batch, panel.cols - j0);
+    if (source.backward) {
+      gather_taps<true>(w, row_step, col_step, cols, mr, live, taps);
+    } else {
+      gather_taps<false>(w, row_step, col_step, cols, mr, live, taps);
+    }
+    for (int64_t xi = 0; xi < kPoints; ++xi) batch_points[xi] = points[xi] + panel.offset + j0 * mr;
+    run_widest<winograd::Filters>(static_cast<const T*>(taps), kFilterBatch, cols * mr,
+                                  static_cast<T* const*>(batch_points));
+  }
+}
+
+// The 16 matrices of U for `rows` of group g (one row part), in the GEMM's
+// packed layout (PackedA), sharing `memory`: 16 * elements(rows, cols), each
+// a point_stride apart. The transform writes all 16 together, and end to
+// end (64 x 512 floats: 128 KiB apart) they fell in the same L1 and L2
+// sets: 512 -> 512 @14 at batch 1 took 2.2 ms forward, 1.7 with the stride.
+template <typename T>
+struct FilterPoints {
+  PackedA<T> points[kPoints];
+
+  FilterPoints() = default;
+  FilterPoints(int64_t rows, int64_t cols, T* memory) {
+    for (PackedA<T>& point : points) {
+      point = PackedA<T>(rows, cols, memory);
+      memory += point_stride<T>(PackedA<T>::elements(rows, cols));
+    }
+  }
+  static int64_t elements(int64_t rows, int64_t cols) {
+    return kPoints * point_stride<T>(PackedA<T>::elements(rows, cols));
+  }
+  // The 16 points share one layout: panel i of each, from one transform.
+  void pack_panel(const FilterSource<T>& source, int64_t g, ItemRange rows, int64_t i) {
+    T* data[kPoints];
+    for (int64_t xi = 0; xi < kPoints; ++xi) data[xi] = points[xi].mutable_data();
+    pack_filter_panel(source, g, rows, points[0].panel(i), static_cast<T* const*>(data));
+  }
+};
+
+// U of every group and row part, packed before the convolution, the panels
+// spread over the threads: on small images and batches the filters cost as
+// much as the tiles. Transforming into a plain U and packing that cost a
+// second pass over all 16 matrices, as long as the transform itself at
+// batch 1.
 template <typename T>
 struct PackedFilters {
-  Scratch<T> memory;               // all of them, in one allocation
-  std::vector<PackedA<T>> points;  // [(g * parts + part) * kPoints + xi]
+  Scratch<T> memory;                    // all of them, in one allocation
+  std::vector<FilterPoints<T>> parts;  // [g * parts + part]
 };
 
 template <typename T>
-PackedFilters<T> pack_filters(const T* weight, const Conv2dParams& p, bool backward, const Blocks& row_parts) {
-  const int64_t og = p.out_channels_per_group(), cg = p.in_channels_per_group();
-  const int64_t cols = backward ? og : cg, parts = row_parts.count;
+PackedFilters<T> pack_filters(const FilterSource<T>& source, const Blocks& row_parts) {
+  const int64_t cols = source.cols(), parts = row_parts.count, groups = source.p.groups;
   int64_t elements = 0;
-  for (int64_t part = 0; part < parts; ++part) elements += kPoints * PackedA<T>::elements(row_parts[part].count, cols);
-  PackedFilters<T> filters{Scratch<T>(p.groups * elements), {}};
-  std::vector<PackedA<T>>& packed = filters.points;
-  packed.reserve(p.groups * parts * kPoints);
+  for (int64_t part = 0; part < parts; ++part) elements += FilterPoints<T>::elements(row_parts[part].count, cols);
+  PackedFilters<T> filters{Scratch<T>(groups * elements), {}};
   T* memory = filters.memory.get();
-  for (int64_t g = 0; g < p.groups; ++g) {
+  for (int64_t g = 0; g < groups; ++g) {
     for (int64_t part = 0; part < parts; ++part) {
-      for (int64_t xi = 0; xi < kPoints; ++xi) {
-        packed.emplace_back(row_parts[part].count, cols, memory);
-        memory += PackedA<T>::elements(row_parts[part].count, cols);
-      }
+      filters.parts.emplace_back(row_parts[part].count, cols, memory);
+      memory += FilterPoints<T>::elements(row_parts[part].count, cols);
     }
   }
   // Tasks: every panel of every part of every group, numbered part by part.
   std::vector<int64_t> first_panel(parts + 1, 0);
-  for (int64_t part = 0; part < parts; ++part) first_panel[part + 1] = first_panel[part] + packed[part * kPoints].panels();
-  const int64_t mr = PackedA<T>::panel_rows(), panels = first_panel[parts];
-  at::parallel_for(0, p.groups * panels, 1, [&](int64_t begin, int64_t end) {
-    T taps[9 * kFilterBatch];
-    T* points[kPoints];
+  for (int64_t part = 0; part < parts; ++part)
+    first_panel[part + 1] = first_panel[part] + filters.parts[part].points[0].panels();
+  const int64_t panels = first_panel[parts];
+  at::parallel_for(0, groups * panels, 1, [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {
       const int64_t g = task / panels, in_group = task % panels;
       const int64_t part = std::upper_bound(first_panel.begin(), first_panel.end(), in_group) - first_panel.begin() - 1;
-      const ItemRange rows = row_parts[part];
-      const int64_t matrix = (g * parts + part) * kPoints;
-      const PackedPanel panel = packed[matrix].panel(in_group - first_panel[part]);
-      const int64_t slots = panel.cols * mr;  // slot s: row row0 + s % mr, column col0 + s / mr
-      for (int64_t s0 = 0; s0 < slots; s0 += kFilterBatch) {
-        const int64_t batch = std::min(kFilterBatch, slots - s0);
-        // Tap-major batches for the transform, rotated by 180 degrees for
-        // the input gradient; gathered here, at the baseline width, where the
-        // compiler does not turn the stride-9 loads into gathers. Rows past
-        // the part's are the panel's zero padding.
-        for (int64_t s = 0; s < batch; ++s) {
-          const int64_t row = panel.row0 + (s0 + s) % mr, col = panel.col0 + (s0 + s) / mr;
-          if (row >= rows.count) {
-            for (int64_t t = 0; t < 9; ++t) taps[t * kFilterBatch + s] = T(0);
-            continue;
-          }
-          const int64_t k = backward ? col : rows.begin + row, c = backward ? rows.begin + row : col;
-          const T* w = weight + ((g * og + k) * cg + c) * 9;
-          for (int64_t t = 0; t < 9; ++t) taps[(backward ? 8 - t : t) * kFilterBatch + s] = w[t];
-        }
-        for (int64_t xi = 0; xi < kPoints; ++xi) points[xi] = packed[matrix + xi].mutable_data() + panel.offset + s0;
-        run_widest<winograd::Filters>(static_cast<const T*>(taps), kFilterBatch, batch, static_cast<T* const*>(points));
-      }
+      filters.parts[g * parts + part].pack_panel(source, g, row_parts[part], in_group - first_panel[part]);
     }
   });
   return filters;
 }
 
+// Rows of U a thread packs at a time where it packs its own (convolve_split's
+// per_thread_filters): 16 matrices of 64 x 512 floats, 2 MiB, so that a
+// deep layer's filters pass through the cache in slices instead of 16 MiB
+// of them being written out and read back, while the GEMM repacks the
+// transformed inputs once per slice (64 rows of work per repacked column).
+constexpr int64_t kSliceRows = 64;
+
 // Y = conv(X) + bias (then ReLU) over q, cut as `split` says, with the
-// filters packed per group, row part and point (pack_filters).
+// filters packed per group and row part beforehand (`packed`), or, with
+// split.per_thread_filters, by each thread for its rows in slices.
 template <typename T>
-void winograd_convolve(const T* input, const PackedFilters<T>& packed, const T* bias, T* output,
-                       const Geometry& q, bool relu, const ConvolveSplit& split) {
+void winograd_convolve(const T* input, const FilterSource<T>& source, const PackedFilters<T>& packed,
+                       const T* bias, T* output, const Geometry& q, bool relu, const ConvolveSplit& split) {
   const int64_t cg = q.in_per_group(), og = q.out_per_group(), parts = split.rows.count;
   const TileBlocks& blocks = split.blocks;
   struct Buffers {
-    GrowingBuffer<T> v, m, corners;
+    GrowingBuffer<T> v, m, corners, filters;
     std::vector<T> scratch;
+  };
+  // M = U V over the transformed inputs `v` of one block (`range`) for the
+  // group's output channels `rows`, then Y = A^T M A, straight into the output.
+  const auto multiply = [&](int64_t n, int64_t g, ItemRange range, const T* v, int64_t v_stride, ItemRange rows,
+                            const FilterPoints<T>& u, Buffers& buffers) {
+    const int64_t m_stride = point_stride<T>(rows.count * range.count);
+    T* const m = buffers.m.get(kPoints * m_stride);
+    T* const corners = buffers.corners.get(4 * range.count);
+    for (int64_t xi = 0; xi < kPoints; ++xi) {
+      gemm<T>(u.points[xi], range.count, {v + xi * v_stride, range.count, 1}, {m + xi * m_stride, range.count, 1},
+              false);
+    }
+    for (int64_t k = 0; k < rows.count; ++k) {
+      const int64_t oc = g * og + rows.begin + k;
+      T* plane = output + (n * q.out_channels + oc) * q.out_h * q.out_w;
+      const T b = bias != nullptr ? bias[oc] : T(0);
+      for_each_tile_row(blocks, range, [&](int64_t th, int64_t tw, int64_t tiles, int64_t offset) {
+        // Straight into the output; an odd width or height leaves out
+        // the overhanging column or row.
+        const int64_t oh = 2 * th, ow = 2 * tw;
+        T* row0 = plane + oh * q.out_w + ow;
+        run_widest<winograd::OutputRow>(static_cast<const T*>(m + k * range.count + offset), m_stride, tiles, b,
+                                        relu, corners, std::min(2 * tiles, q.out_w - ow), row0,
+                                        oh + 1 < q.out_h ? row0 + q.out_w : nullptr);
+      });
+    }
   };
   // One unit (image, tile block) on one part of the output channels.
   const auto convolve = [&](int64_t unit, int64_t part, Buffers& buffers) {
     const int64_t n = unit / blocks.count;
     const ItemRange range = blocks[unit % blocks.count], rows = split.rows[part];
-    const int64_t v_stride = point_stride<T>(cg * range.count), m_stride = point_stride<T>(rows.count * range.count);
+    const int64_t v_stride = point_stride<T>(cg * range.count);
     T* const v = buffers.v.get(kPoints * v_stride);
-    T* const m = buffers.m.get(kPoints * m_stride);
-    T* const corners = buffers.corners.get(4 * range.count);
     for (int64_t g = 0; g < q.groups; ++g) {
       transform_inputs(input + (n * q.in_channels + g * cg) * q.in_h * q.in_w, cg, q, blocks, range, v, v_stride,
                        buffers.scratch);
-      for (int64_t xi = 0; xi < kPoints; ++xi) {
-        gemm<T>(packed.points[(g * parts + part) * kPoints + xi], range.count, {v + xi * v_stride, range.count, 1},
-                {m + xi * m_stride, range.count, 1}, false);
+      if (!split.per_thread_filters) {
+        multiply(n, g, range, v, v_stride, rows, packed.parts[g * parts + part], buffers);
+        continue;
       }
-      for (int64_t k = 0; k < rows.count; ++k) {
-        const int64_t oc = g * og + rows.begin + k;
-        T* plane = output + (n * q.out_channels + oc) * q.out_h * q.out_w;
-        const T b = bias != nullptr ? bias[oc] : T(0);
-        for_each_tile_row(blocks, range, [&](int64_t th, int64_t tw, int64_t tiles, int64_t offset) {
-          // Straight into the output; an odd width or height leaves out
-          // the overhanging column or row.
-          const int64_t oh = 2 * th, ow = 2 * tw;
-          T* row0 = plane + oh * q.out_w + ow;
-          run_widest<winograd::OutputRow>(static_cast<const T*>(m + k * range.count + offset), m_stride, tiles, b,
-                                          relu, corners, std::min(2 * tiles, q.out_w - ow), row0,
-                                          oh + 1 < q.out_h ? row0 + q.out_w : nullptr);
-        });
+      const int64_t mr = PackedA<T>::panel_rows(), slice_rows = ceil_div(kSliceRows, mr) * mr;
+      for (int64_t first = 0; first < rows.count; first += slice_rows) {
+        const ItemRange slice{rows.begin + first, std::min(slice_rows, rows.count - first)};
+        FilterPoints<T> u(slice.count, source.cols(),
+                          buffers.filters.get(FilterPoints<T>::elements(slice.count, source.cols())));
+        for (int64_t i = 0; i < u.points[0].panels(); ++i) u.pack_panel(source, g, slice, i);
+        multiply(n, g, range, v, v_stride, slice, u, buffers);
       }
     }
   };
@@ -346,14 +445,17 @@ void winograd_forward(const T* input, const T* weight, const T* bias, T* output,
                       bool relu) {
   const Geometry q = forward_geometry(p);
   const ConvolveSplit split = convolve_split<T>(q, at::get_num_threads());
-  winograd_convolve(input, pack_filters(weight, p, /*backward=*/false, split.rows), bias, output, q, relu, split);
+  const FilterSource<T> source{weight, p, /*backward=*/false};
+  winograd_convolve(input, source, split.per_thread_filters ? PackedFilters<T>{} : pack_filters(source, split.rows),
+                    bias, output, q, relu, split);
 }
 
 template <typename T>
 void winograd_backward_input(const T* grad_output, const T* weight, T* grad_input, const Conv2dParams& p) {
   const Geometry q = backward_input_geometry(p);
   const ConvolveSplit split = convolve_split<T>(q, at::get_num_threads());
-  winograd_convolve(grad_output, pack_filters(weight, p, /*backward=*/true, split.rows),
+  const FilterSource<T> source{weight, p, /*backward=*/true};
+  winograd_convolve(grad_output, source, split.per_thread_filters ? PackedFilters<T>{} : pack_filters(source, split.rows),
                     static_cast<const T*>(nullptr), grad_input, q, /*relu=*/false, split);
 }
 
@@ -361,11 +463,17 @@ template <typename T>
 void winograd_backward_weight(const T* grad_output, const T* input, T* grad_weight, const Conv2dParams& p) {
   const Geometry q = forward_geometry(p);
   const int64_t cg = q.in_per_group(), og = q.out_per_group(), threads = at::get_num_threads();
-  const int64_t sums_numel = q.groups * kPoints * og * cg;  // M[g][xi][k][c]
+  // M[g][xi][k][c], its points a cache line apart beyond their K x C: the
+  // final transform reads all 16 together (point_stride).
+  const int64_t filters = og * cg, sum_stride = point_stride<T>(filters), sums_numel = q.groups * kPoints * sum_stride;
   // Written whole before it is read (each part's or chunk's first unit
   // overwrites, sum_over_chunks zero-fills where there are no units): no
-  // need to zero it.
+  // need to zero it, but for the padding, which sum_over_chunks adds up.
   const Scratch<T> sums(sums_numel);
+  const auto zero_padding = [&](T* sum) {
+    for (int64_t point = 0; point < q.groups * kPoints; ++point)
+      std::fill(sum + point * sum_stride + filters, sum + (point + 1) * sum_stride, T(0));
+  };
   // M[g][xi] rows `rows` (+)= E[xi] (those rows of dY x tiles) * V[xi]^T
   // (tiles x cg) over one unit (image, tile block) of `blocks`, into `sum`.
   const auto add_unit = [&](T* sum, const TileBlocks& blocks, int64_t unit, ItemRange rows, bool accumulate,
@@ -382,7 +490,7 @@ void winograd_backward_weight(const T* grad_output, const T* input, T* grad_weig
                              q, blocks, range, e, e_stride, scratch);
       for (int64_t xi = 0; xi < kPoints; ++xi) {
         gemm<T>(rows.count, cg, range.count, {e + xi * e_stride, range.count, 1}, {v + xi * v_stride, 1, range.count},
-                {sum + (g * kPoints + xi) * og * cg + rows.begin * cg, cg, 1}, accumulate);
+                {sum + (g * kPoints + xi) * sum_stride + rows.begin * cg, cg, 1}, accumulate);
       }
     }
   };
@@ -410,20 +518,20 @@ void winograd_backward_weight(const T* grad_output, const T* input, T* grad_weig
     sum_over_chunks(q.batch * blocks.count, sums_numel, sums.get(), [&](T* sum, int64_t unit_begin, int64_t unit_end) {
       GrowingBuffer<T> v_buffer, e_buffer;
       std::vector<T> scratch;
+      zero_padding(sum);
       for (int64_t unit = unit_begin; unit < unit_end; ++unit) {
         add_unit(sum, blocks, unit, {0, og}, unit != unit_begin, v_buffer, e_buffer, scratch);
       }
     });
   }
-  const int64_t filters = og * cg;
   for_each_filter_run(q.groups, filters, [&](int64_t g, int64_t first, int64_t count) {
     // Tap-major batches from the vectorised transform, scattered into dW's
     // filter-major taps here.
     T taps[9 * kFilterBatch];
     for (int64_t f0 = 0; f0 < count; f0 += kFilterBatch) {
       const int64_t batch = std::min(kFilterBatch, count - f0);
-      run_widest<winograd::WeightGradients>(static_cast<const T*>(sums.get() + g * kPoints * filters + first + f0),
-                                            filters, batch, static_cast<T*>(taps), kFilterBatch);
+      run_widest<winograd::WeightGradients>(static_cast<const T*>(sums.get() + g * kPoints * sum_stride + first + f0),
+                                            sum_stride, batch, static_cast<T*>(taps), kFilterBatch);
       T* dw = grad_weight + (g * filters + first + f0) * 9;
       for (int64_t f = 0; f < batch; ++f)
         for (int64_t t = 0; t < 9; ++t) dw[f * 9 + t] = taps[t * kFilterBatch + f];
