@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 import fastconv
+import fastconv.functional as FF
 from simt_kernels import expect_kernels, launch_counts
 
 DATA_DIR = Path(os.environ.get("FASTCONV_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -120,6 +121,38 @@ def recorded_view(target):
     leaf = buffer_of(target).detach().clone().requires_grad_()
     product = leaf * 1
     return leaf, product, product.as_strided(target.size(), target.stride(), target.storage_offset())
+
+
+# Convolution results against a float64 reference, relative to the result's largest magnitude (a
+# weight gradient sums thousands of products: its small entries carry the large ones' rounding).
+RELATIVE_TOLERANCES = {torch.float64: 1e-12, torch.float32: 1e-5}
+
+
+def assert_close_relative(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype, what: str) -> None:
+    scale = expected.abs().max().item() + 1e-30 if expected.numel() else 1.0
+    assert actual.dtype == dtype and actual.shape == expected.shape, what
+    torch.testing.assert_close(actual.double() / scale, expected / scale, rtol=0, atol=RELATIVE_TOLERANCES[dtype],
+                               msg=lambda m: f"{what}: {m}")
+
+
+def check_conv_against_torch(x, w, b, geometry: dict, dtype: torch.dtype, algorithm: str, fused: bool = False):
+    """fastconv's conv2d (conv2d_relu if `fused`) with `algorithm` on the CPU backend, forward and
+    every gradient, against torch's in float64 on the same values (assert_close_relative)."""
+    ours = [t.clone().requires_grad_() for t in (x, w, b) if t is not None]
+    wide = [t.double().requires_grad_() for t in (x, w, b) if t is not None]
+    with fastconv.backend("cpu"):
+        y = (FF.conv2d_relu if fused else FF.conv2d)(*ours, *[None] * (3 - len(ours)), algorithm=algorithm,
+                                                      **geometry)
+    expected = F.conv2d(*wide, *[None] * (3 - len(wide)), **geometry)
+    if fused:
+        expected = expected.relu()
+    assert_close_relative(y, expected, dtype, "forward")
+    grad = torch.randn(expected.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    with fastconv.backend("cpu"):
+        got = torch.autograd.grad(y, ours, grad.to(dtype))
+    want = torch.autograd.grad(expected, wide, grad)
+    for name, a, e in zip(("input", "weight", "bias"), got, want):
+        assert_close_relative(a, e, dtype, f"grad {name}")
 
 
 def device_of(backend: str) -> str:

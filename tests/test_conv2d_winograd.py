@@ -13,6 +13,8 @@ import fastconv.functional as FF
 import fastconv.nn as fnn
 from fastconv import _C
 
+from conftest import assert_close_relative, check_conv_against_torch
+
 ops = torch.ops.fastconv
 
 # (input, weight, padding, groups, bias)
@@ -46,12 +48,6 @@ SHAPES = {
     "filters_packed_per_thread_groups2": ((1, 528, 4, 3), (528, 264, 3, 3), 1, 2, False),
 }
 
-# Compared with torch in float64 on the same values, relative to the largest magnitude of each
-# result (a weight gradient sums thousands of products: its small entries carry the large
-# ones' rounding error).
-TOLERANCES = {torch.float64: 1e-12, torch.float32: 1e-5}
-
-
 def _make(name, dtype):
     xs, ws, padding, groups, bias = SHAPES[name]
     g = torch.Generator().manual_seed(len(name))
@@ -61,33 +57,12 @@ def _make(name, dtype):
     return x, w, b, dict(padding=padding, groups=groups)
 
 
-def _assert_close(actual, expected, dtype, what):
-    scale = expected.abs().max().item() + 1e-30 if expected.numel() else 1.0
-    assert actual.dtype == dtype and actual.shape == expected.shape, what
-    torch.testing.assert_close(actual.double() / scale, expected / scale, rtol=0, atol=TOLERANCES[dtype],
-                               msg=lambda m: f"{what}: {m}")
-
-
 @pytest.mark.parametrize("fused", [False, True], ids=["conv2d", "conv2d_relu"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("name", sorted(SHAPES))
 def test_forward_and_gradients_match_torch(name, dtype, fused):
-    tensors = [t for t in _make(name, dtype)[:3] if t is not None]
-    geometry = _make(name, dtype)[3]
-    ours = [t.clone().requires_grad_() for t in tensors]
-    wide = [t.double().requires_grad_() for t in tensors]
-    with fastconv.backend("cpu"):
-        y = (FF.conv2d_relu if fused else FF.conv2d)(*ours, *[None] * (3 - len(ours)), algorithm="winograd",
-                                                      **geometry)
-    expected = F.conv2d(*wide, *[None] * (3 - len(wide)), **geometry)
-    if fused:
-        expected = expected.relu()
-    _assert_close(y, expected, dtype, "forward")
-    dy = torch.randn(expected.shape, dtype=dtype)
-    grads = torch.autograd.grad(y, ours, dy)
-    expected_grads = torch.autograd.grad(expected, wide, dy.double())
-    for what, a, e in zip(("grad input", "grad weight", "grad bias"), grads, expected_grads):
-        _assert_close(a, e, dtype, what)
+    x, w, b, geometry = _make(name, dtype)
+    check_conv_against_torch(x, w, b, geometry, dtype, "winograd", fused)
 
 
 @pytest.mark.parametrize("layout", ["channels_last", "transposed", "sliced"])
@@ -164,7 +139,7 @@ def test_weight_gradient_of_one_tile_block_splits_rows_over_the_threads():
     assert torch.equal(grads[0], grads[1])
     xd, wd = x.double(), w.double().requires_grad_()
     (expected,) = torch.autograd.grad(F.conv2d(xd, wd, padding=1), wd, dy.double())
-    _assert_close(grads[1], expected, torch.float32, "grad weight")
+    assert_close_relative(grads[1], expected, torch.float32, "grad weight")
 
 
 @pytest.mark.parametrize("threads", [1, 3])
@@ -185,8 +160,8 @@ def test_filters_packed_per_thread_match_any_thread_count(threads):
     xd, wd = x.double().requires_grad_(), w.double()
     y = F.conv2d(xd, wd, padding=1)
     (dx,) = torch.autograd.grad(y, xd, dy.double())
-    _assert_close(results[1][0], y.detach(), torch.float32, "forward")
-    _assert_close(results[1][1], dx, torch.float32, "grad input")
+    assert_close_relative(results[1][0], y.detach(), torch.float32, "forward")
+    assert_close_relative(results[1][1], dx, torch.float32, "grad input")
 
 
 # The float32 error of F(2x2, 3x3), max |ours - float64 reference| / max |reference|, measured

@@ -1,0 +1,85 @@
+"""The CPU direct algorithm's depthwise 3x3 kernels (csrc/cpu/conv2d_depthwise.cpp: one input
+channel per group, horizontal stride 1 or 2): forward, conv2d_relu and every gradient against
+torch on awkward geometries, in float32 and float64, and the layers next to them that stay on the
+general direct kernels."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import fastconv
+import fastconv.functional as FF
+
+from conftest import check_conv_against_torch
+
+# (input, weight, stride, padding, dilation, groups, bias)
+SHAPES = {
+    "stride1_pad1": ((2, 6, 9, 11), (6, 1, 3, 3), 1, 1, 1, 6, True),
+    "stride1_unpadded_odd": ((3, 5, 7, 4), (5, 1, 3, 3), 1, 0, 1, 5, False),
+    "stride2": ((2, 4, 13, 10), (4, 1, 3, 3), 2, 1, 1, 4, True),
+    "stride_2_by_1": ((1, 3, 9, 9), (3, 1, 3, 3), (2, 1), 1, 1, 3, True),
+    # a vertical stride of 3, a horizontal one of 2, dilated both ways
+    "stride_3_by_2_dilated": ((2, 4, 15, 17), (4, 1, 3, 3), (3, 2), 2, (2, 3), 4, True),
+    # padding wider than the dilated kernel's half: whole rows and columns of zeros
+    "padding_past_the_kernel": ((1, 3, 6, 7), (3, 1, 3, 3), 1, (4, 3), 2, 3, True),
+    "channel_multiplier_2": ((2, 3, 8, 8), (6, 1, 3, 3), 1, 1, 1, 3, True),
+    "channel_multiplier_5_stride2": ((1, 2, 11, 9), (10, 1, 3, 3), 2, 2, 1, 2, False),
+    "same_dilated": ((2, 4, 6, 5), (4, 1, 3, 3), 1, "same", (2, 1), 4, True),
+    "batch0": ((0, 4, 6, 6), (4, 1, 3, 3), 1, 1, 1, 4, True),
+    "one_output_pixel": ((1, 2, 3, 3), (2, 1, 3, 3), 1, 0, 1, 2, True),
+    # rows of several vectors and a remainder on any vector width
+    "wide_rows": ((1, 2, 5, 70), (2, 1, 3, 3), 1, 1, 1, 2, True),
+    # the general direct kernels: stride 3 across, a 3x2 kernel, two input channels a group
+    "stride_across_3": ((1, 3, 8, 11), (3, 1, 3, 3), (1, 3), 1, 1, 3, True),
+    "kernel_3x2": ((1, 3, 8, 9), (3, 1, 3, 2), 1, 1, 1, 3, True),
+    "two_channels_a_group": ((1, 4, 8, 9), (2, 2, 3, 3), 1, 1, 1, 2, True),
+}
+
+def _make(name, dtype):
+    xs, ws, stride, padding, dilation, groups, bias = SHAPES[name]
+    g = torch.Generator().manual_seed(len(name))
+    x = torch.randn(xs, generator=g, dtype=dtype)
+    w = torch.randn(ws, generator=g, dtype=dtype)
+    b = torch.randn(ws[0], generator=g, dtype=dtype) if bias else None
+    return x, w, b, dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["conv2d", "conv2d_relu"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("name", sorted(SHAPES))
+def test_forward_and_gradients_match_torch(name, dtype, fused):
+    x, w, b, geometry = _make(name, dtype)
+    check_conv_against_torch(x, w, b, geometry, dtype, "direct", fused)
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "sliced"])
+def test_layouts(layout):
+    x, w, b, geometry = _make("stride2", torch.float32)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    else:
+        x = torch.cat([x, x], dim=3)[..., ::2]
+        assert not x.is_contiguous()
+    check_conv_against_torch(x, w, b, geometry, torch.float32, "direct")
+
+
+@pytest.mark.parametrize("name", ["stride_3_by_2_dilated", "channel_multiplier_2", "padding_past_the_kernel"])
+def test_gradcheck(name):
+    x, w, b, geometry = _make(name, torch.float64)
+    x, w, b = (t.requires_grad_() for t in (x[:1, :, :7, :8], w, b))
+    fn = lambda x_, w_, b_: FF.conv2d(x_, w_, b_, algorithm="direct", **geometry)  # noqa: E731
+    with fastconv.backend("cpu"):
+        assert torch.autograd.gradcheck(fn, (x, w, b))
+
+
+def test_deterministic():
+    x, w, _, geometry = _make("channel_multiplier_2", torch.float32)
+    x, w = x.requires_grad_(), w.requires_grad_()
+    runs = []
+    for _ in range(3):
+        y = FF.conv2d(x, w, algorithm="direct", **geometry)
+        runs.append((y, *torch.autograd.grad(y, (x, w), torch.ones_like(y))))
+    for run in runs[1:]:
+        for a, e in zip(run, runs[0]):
+            assert torch.equal(a, e)
