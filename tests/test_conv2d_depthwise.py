@@ -1,5 +1,5 @@
-"""The CPU direct algorithm's depthwise 3x3 kernels (csrc/cpu/conv2d_depthwise.cpp: one input
-channel per group, horizontal stride 1 or 2): forward, conv2d_relu and every gradient against
+"""The CPU direct algorithm's depthwise kernels (csrc/cpu/conv2d_depthwise.cpp: one input channel
+per group, square 3x3, 5x5 or 7x7 kernels, horizontal stride 1 or 2): forward, conv2d_relu and every gradient against
 torch on awkward geometries, in float32 and float64, and the layers next to them that stay on the
 general direct kernels."""
 
@@ -30,7 +30,13 @@ SHAPES = {
     "one_output_pixel": ((1, 2, 3, 3), (2, 1, 3, 3), 1, 0, 1, 2, True),
     # rows of several vectors and a remainder on any vector width
     "wide_rows": ((1, 2, 5, 70), (2, 1, 3, 3), 1, 1, 1, 2, True),
-    # the general direct kernels: stride 3 across, a 3x2 kernel, two input channels a group
+    "kernel_5x5_stride2": ((2, 3, 12, 11), (3, 1, 5, 5), 2, 2, 1, 3, True),
+    "kernel_5x5_padding_past_the_kernel": ((1, 2, 5, 6), (2, 1, 5, 5), 1, (5, 4), 1, 2, False),
+    "kernel_7x7_dilated_multiplier_2": ((1, 2, 16, 15), (4, 1, 7, 7), 1, 3, (1, 2), 2, True),
+    "kernel_7x7_stride_2_by_1": ((2, 3, 13, 9), (3, 1, 7, 7), (2, 1), 3, 1, 3, True),
+    # the general direct kernels: stride 3 across, a 3x2 kernel, a 4x4 one, two input channels
+    # a group
+    "kernel_4x4": ((1, 3, 8, 9), (3, 1, 4, 4), 1, 1, 1, 3, True),
     "stride_across_3": ((1, 3, 8, 11), (3, 1, 3, 3), (1, 3), 1, 1, 3, True),
     "kernel_3x2": ((1, 3, 8, 9), (3, 1, 3, 2), 1, 1, 1, 3, True),
     "two_channels_a_group": ((1, 4, 8, 9), (2, 2, 3, 3), 1, 1, 1, 2, True),
@@ -64,7 +70,8 @@ def test_layouts(layout):
     check_conv_against_torch(x, w, b, geometry, torch.float32, "direct")
 
 
-@pytest.mark.parametrize("name", ["stride_3_by_2_dilated", "channel_multiplier_2", "padding_past_the_kernel"])
+@pytest.mark.parametrize("name", ["stride_3_by_2_dilated", "channel_multiplier_2", "padding_past_the_kernel",
+                                  "kernel_5x5_stride2"])
 def test_gradcheck(name):
     x, w, b, geometry = _make(name, torch.float64)
     x, w, b = (t.requires_grad_() for t in (x[:1, :, :7, :8], w, b))

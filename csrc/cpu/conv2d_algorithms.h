@@ -9,7 +9,7 @@ namespace cpu {
 
 // Direct: loops over the output (or input) planes, innermost over a row of
 // pixels so the multiply-adds vectorise; no scratch beyond one row (the
-// depthwise 3x3 kernels it hands over to pad a copy of one plane).
+// depthwise kernels it hands over to pad a copy of one plane).
 template <typename T>
 void direct_forward(const T* input, const T* weight, const T* bias, T* output, const Conv2dParams& p,
                     bool relu);

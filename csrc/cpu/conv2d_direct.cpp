@@ -5,8 +5,8 @@
 // computing the valid ow range once per (kw) instead of testing per pixel.
 // Each parallel task's work is one function compiled for every vector ISA
 // (isa_loops.h): built at the baseline, the row loops ran 128 bits wide.
-// Depthwise 3x3 layers go to their own kernels (conv2d_depthwise.h), which
-// keep all nine taps of a row in registers.
+// Depthwise layers with 3x3, 5x5 and 7x7 kernels go to their own kernels
+// (conv2d_depthwise.h), which keep a row's taps in registers.
 #include <algorithm>
 #include <vector>
 
@@ -186,7 +186,7 @@ struct BackwardWeightChannel {
 template <typename T>
 void direct_forward(const T* input, const T* weight, const T* bias, T* output, const Conv2dParams& p,
                     bool relu) {
-  if (depthwise_3x3_runs(p, DepthwisePass::kForward)) return depthwise_3x3_forward(input, weight, bias, output, p, relu);
+  if (depthwise_runs(p, DepthwisePass::kForward)) return depthwise_forward(input, weight, bias, output, p, relu);
   const int64_t blocks = p.batch * p.groups * ((p.out_channels_per_group() + kOcBlock - 1) / kOcBlock);
   at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t item = begin; item < end; ++item) run_widest<ForwardBlock>(input, weight, bias, output, &p, relu, item);
@@ -197,7 +197,7 @@ void direct_forward(const T* input, const T* weight, const T* bias, T* output, c
 // same element.
 template <typename T>
 void direct_backward_input(const T* grad_output, const T* weight, T* grad_input, const Conv2dParams& p) {
-  if (depthwise_3x3_runs(p, DepthwisePass::kBackwardInput)) return depthwise_3x3_backward_input(grad_output, weight, grad_input, p);
+  if (depthwise_runs(p, DepthwisePass::kBackwardInput)) return depthwise_backward_input(grad_output, weight, grad_input, p);
   at::parallel_for(0, p.batch * p.in_channels, 1, [&](int64_t begin, int64_t end) {
     for (int64_t item = begin; item < end; ++item) run_widest<BackwardInputPlane>(grad_output, weight, grad_input, &p, item);
   });
@@ -206,7 +206,7 @@ void direct_backward_input(const T* grad_output, const T* weight, T* grad_input,
 // Each task owns one output channel's weights.
 template <typename T>
 void direct_backward_weight(const T* grad_output, const T* input, T* grad_weight, const Conv2dParams& p) {
-  if (depthwise_3x3_runs(p, DepthwisePass::kBackwardWeight)) return depthwise_3x3_backward_weight(grad_output, input, grad_weight, p);
+  if (depthwise_runs(p, DepthwisePass::kBackwardWeight)) return depthwise_backward_weight(grad_output, input, grad_weight, p);
   at::parallel_for(0, p.out_channels, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> acc(p.out_w);
     for (int64_t oc = begin; oc < end; ++oc)
