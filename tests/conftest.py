@@ -138,7 +138,8 @@ def assert_close_relative(actual: torch.Tensor, expected: torch.Tensor, dtype: t
 def check_conv_against_torch(x, w, b, geometry: dict, dtype: torch.dtype, algorithm: str, fused: bool = False):
     """fastconv's conv2d (conv2d_relu if `fused`) with `algorithm` on the CPU backend, forward and
     every gradient, against torch's in float64 on the same values (assert_close_relative)."""
-    ours = [t.clone().requires_grad_() for t in (x, w, b) if t is not None]
+    # detach, not clone: a clone of a sliced tensor would be contiguous.
+    ours = [t.detach().requires_grad_() for t in (x, w, b) if t is not None]
     wide = [t.double().requires_grad_() for t in (x, w, b) if t is not None]
     with fastconv.backend("cpu"):
         y = (FF.conv2d_relu if fused else FF.conv2d)(*ours, *[None] * (3 - len(ours)), algorithm=algorithm,

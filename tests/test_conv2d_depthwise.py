@@ -23,10 +23,14 @@ SHAPES = {
     "stride_3_by_2_dilated": ((2, 4, 15, 17), (4, 1, 3, 3), (3, 2), 2, (2, 3), 4, True),
     # padding wider than the dilated kernel's half: whole rows and columns of zeros
     "padding_past_the_kernel": ((1, 3, 6, 7), (3, 1, 3, 3), 1, (4, 3), 2, 3, True),
+    # the input gradient's window of dY: read in place (padding 2 = 2 dilations), and starting
+    # left of dY (padding 4 across, past 2)
+    "input_gradient_reads_dy_in_place": ((1, 3, 6, 7), (3, 1, 3, 3), 1, 2, 1, 3, True),
+    "input_gradient_window_left_of_dy": ((1, 2, 6, 5), (2, 1, 3, 3), 1, (1, 4), 1, 2, True),
     "channel_multiplier_2": ((2, 3, 8, 8), (6, 1, 3, 3), 1, 1, 1, 3, True),
     "channel_multiplier_5_stride2": ((1, 2, 11, 9), (10, 1, 3, 3), 2, 2, 1, 2, False),
     "same_dilated": ((2, 4, 6, 5), (4, 1, 3, 3), 1, "same", (2, 1), 4, True),
-    "batch0": ((0, 4, 6, 6), (4, 1, 3, 3), 1, 1, 1, 4, True),
+    "batch0": ((0, 4, 6, 6), (4, 1, 3, 3), 1, 1, 1, 4, True),  # answered before any kernel
     "one_output_pixel": ((1, 2, 3, 3), (2, 1, 3, 3), 1, 0, 1, 2, True),
     # rows of several vectors and a remainder on any vector width
     "wide_rows": ((1, 2, 5, 70), (2, 1, 3, 3), 1, 1, 1, 2, True),

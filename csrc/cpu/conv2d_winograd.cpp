@@ -19,6 +19,7 @@
 // are too few to share evenly (batch 1), the threads split the output
 // channels instead (convolve_split; the weight gradient's rows likewise).
 #include <algorithm>
+#include <cstdint>
 #include <vector>
 
 #include "../common/index_math.h"
@@ -177,7 +178,7 @@ constexpr int64_t kTransformCostRows = 8;
 
 // Elements of one group's packed filters (16 x K x C) above which a single
 // unit packs them per thread (ConvolveSplit::per_thread_filters): 4 MiB of
-// float, four times a core's L2. Below it they are packed beforehand, by
+// float (8 of double), four times a core's L2. Below it they are packed beforehand, by
 // all the threads together.
 constexpr int64_t kFiltersInCache = int64_t(1) << 20;
 
@@ -237,9 +238,16 @@ void gather_taps(const T* w, int64_t row_step, int64_t col_step, int64_t cols, i
   for (int64_t j = 0; j < cols; ++j, w += col_step) {
     for (int64_t r = 0; r < mr; ++r) {
       T* slot = taps + j * mr + r;
+      if (r >= live) {
+        for (int64_t t = 0; t < 9; ++t) slot[t * kFilterBatch] = T(0);
+        continue;
+      }
       const T* filter = w + r * row_step;
-      __builtin_prefetch(filter + kPrefetchColumns * col_step);
-      for (int64_t t = 0; t < 9; ++t) slot[t * kFilterBatch] = r < live ? filter[kRotated ? 8 - t : t] : T(0);
+      // As an integer: the address may lie past the weights near their end,
+      // where a prefetch is harmless but pointer arithmetic is not defined.
+      __builtin_prefetch(reinterpret_cast<const void*>(reinterpret_cast<uintptr_t>(filter) +
+                                                       kPrefetchColumns * col_step * sizeof(T)));
+      for (int64_t t = 0; t < 9; ++t) slot[t * kFilterBatch] = filter[kRotated ? 8 - t : t];
     }
   }
 }
