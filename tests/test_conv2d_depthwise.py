@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import fastconv
 import fastconv.functional as FF
 
 from conftest import check_conv_against_torch
+
+ops = torch.ops.fastconv
 
 # (input, weight, stride, padding, dilation, groups, bias)
 SHAPES = {
@@ -94,3 +97,19 @@ def test_deterministic():
     for run in runs[1:]:
         for a, e in zip(run, runs[0]):
             assert torch.equal(a, e)
+
+
+@pytest.mark.parametrize("kernel", [3, 5])
+def test_infinite_input_reaches_only_the_taps_that_see_it(kernel):
+    """An infinite input in the last column is seen by the right-most taps only; the other taps'
+    weight gradients stay finite, as torch's do (the 5x5 weight gradient runs its taps over the
+    whole plane at once, reading past the row ends)."""
+    g = torch.Generator().manual_seed(kernel)
+    x = torch.randn(2, 3, 9, 10, generator=g, dtype=torch.float64)
+    x[1, 2, 4, -1] = float("inf")
+    w = torch.randn(3, 1, kernel, kernel, generator=g, dtype=torch.float64)
+    dy = torch.randn(2, 3, 9 - kernel + 1, 10 - kernel + 1, generator=g, dtype=torch.float64)
+    ours = ops.conv2d_backward_weight(dy, x, list(w.shape), [1, 1], [0, 0, 0, 0], [1, 1], 3, "direct", "cpu")
+    (expected,) = torch.autograd.grad(F.conv2d(x, w.requires_grad_(), groups=3), w, dy)
+    assert not expected[2, 0, :, :-1].isinf().any() and expected[2, 0, :, -1].isinf().any()
+    torch.testing.assert_close(ours, expected, equal_nan=True)
