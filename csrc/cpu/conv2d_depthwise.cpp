@@ -13,7 +13,6 @@
 
 #include <algorithm>
 #include <type_traits>
-#include <vector>
 
 #include "../common/index_math.h"
 #include "isa_loops.h"
