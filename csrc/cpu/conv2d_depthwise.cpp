@@ -110,17 +110,9 @@ FASTCONV_LOOP_INLINE void correlate_row(const T* rows, int64_t pitch, const T* w
     correlate_row_3x3<kStride>(rows, rows + pitch, rows + 2 * pitch, w, dil, b, relu, out, n);
   } else {
     std::fill_n(out, n, b);
-    for (int kh = 0; kh < K; ++kh) add_tap_row<K, kStride>(rows + kh * pitch, w + kh * K, dil, relu && kh == K - 1, out, n);
-  }
-}
-
-template <int K, typename T>
-FASTCONV_LOOP_INLINE void correlate_row(int64_t stride, const T* rows, int64_t pitch, const T* w, int64_t dil, T b,
-                                        bool relu, T* out, int64_t n) {
-  if (stride == 1) {
-    correlate_row<K, 1>(rows, pitch, w, dil, b, relu, out, n);
-  } else {
-    correlate_row<K, 2>(rows, pitch, w, dil, b, relu, out, n);
+    for (int kh = 0; kh < K; ++kh) {
+      add_tap_row<K, kStride>(rows + kh * pitch, w + kh * K, dil, relu && kh == K - 1, out, n);
+    }
   }
 }
 
@@ -157,6 +149,14 @@ FASTCONV_LOOP_INLINE void with_kernel_size(int64_t k, const Body& body) {
   body(std::integral_constant<int, 7>{});
 }
 
+// Calls body(std::integral_constant<int, S>{}) for the horizontal stride S,
+// 1 or 2 (depthwise_runs takes no other).
+template <typename Body>
+FASTCONV_LOOP_INLINE void with_stride(int64_t stride, const Body& body) {
+  if (stride == 1) return body(std::integral_constant<int, 1>{});
+  body(std::integral_constant<int, 2>{});
+}
+
 // Output planes oc0 .. oc0 + count - 1 of image n, all of one group: each is
 // its input plane correlated with its filter.
 struct ForwardPlanes {
@@ -171,15 +171,17 @@ struct ForwardPlanes {
     const PaddedPlane<T> in = pad_plane(input + (n * p.in_channels + g) * p.in_h * p.in_w, p.in_h, p.in_w, p.pad_h,
                                         p.pad_w, rows, cols, *scratch);
     with_kernel_size(k, [&](auto size) FASTCONV_LAMBDA_INLINE {
-      constexpr int K = decltype(size)::value;
-      for (int64_t oc = oc0; oc < oc0 + count; ++oc) {
-        const T b = bias != nullptr ? bias[oc] : T(0);
-        T* out = output + (n * p.out_channels + oc) * p.out_h * p.out_w;
-        for (int64_t oh = 0; oh < p.out_h; ++oh) {
-          correlate_row<K>(p.stride_w, in.data + oh * p.stride_h * in.pitch, p.dilation_h * in.pitch,
-                           weight + oc * K * K, p.dilation_w, b, relu, out + oh * p.out_w, p.out_w);
+      with_stride(p.stride_w, [&](auto stride) FASTCONV_LAMBDA_INLINE {
+        constexpr int K = decltype(size)::value, S = decltype(stride)::value;
+        for (int64_t oc = oc0; oc < oc0 + count; ++oc) {
+          const T b = bias != nullptr ? bias[oc] : T(0);
+          T* out = output + (n * p.out_channels + oc) * p.out_h * p.out_w;
+          for (int64_t oh = 0; oh < p.out_h; ++oh) {
+            correlate_row<K, S>(in.data + oh * p.stride_h * in.pitch, p.dilation_h * in.pitch, weight + oc * K * K,
+                                p.dilation_w, b, relu, out + oh * p.out_w, p.out_w);
+          }
         }
-      }
+      });
     });
   }
 };
@@ -212,9 +214,7 @@ struct BackwardInputPlane {
           T* row = dx + i * p.in_w;
           correlate_row<K, 1>(dy.data + i * dy.pitch, p.dilation_h * dy.pitch, rotated, p.dilation_w, T(0), false,
                               m == 0 ? row : acc, p.in_w);
-          if (m > 0) {
-            for (int64_t j = 0; j < p.in_w; ++j) row[j] += acc[j];
-          }
+          if (m > 0) add_row(row, acc, p.in_w);
         }
       }
     });
@@ -247,28 +247,21 @@ struct BackwardWeightChannel {
       const PaddedPlane<T> in = pad_plane(input + (n * p.in_channels + g) * p.in_h * p.in_w, p.in_h, p.in_w,
                                           p.pad_h, p.pad_w, rows, cols, *scratch);
       const T* dy_plane = grad_output + (n * p.out_channels + oc) * p.out_h * w_out;
-      for (int64_t oh = 0; oh < p.out_h; ++oh) {
-        const T* dy = dy_plane + oh * w_out;
-        for (int64_t kh = 0; kh < k; ++kh) {
-          const T* x = in.data + (oh * p.stride_h + kh * p.dilation_h) * in.pitch;
-          T* a = acc + kh * k * w_out;
-          if (k == 3) {
-            if (p.stride_w == 1) {
-              multiply_add_3_rows<1>(a, a + w_out, a + 2 * w_out, dy, x, p.dilation_w, w_out);
-            } else {
-              multiply_add_3_rows<2>(a, a + w_out, a + 2 * w_out, dy, x, p.dilation_w, w_out);
+      with_stride(p.stride_w, [&](auto stride) FASTCONV_LAMBDA_INLINE {
+        constexpr int S = decltype(stride)::value;
+        for (int64_t oh = 0; oh < p.out_h; ++oh) {
+          const T* dy = dy_plane + oh * w_out;
+          for (int64_t kh = 0; kh < k; ++kh) {
+            const T* x = in.data + (oh * p.stride_h + kh * p.dilation_h) * in.pitch;
+            T* a = acc + kh * k * w_out;
+            if (k == 3) {
+              multiply_add_3_rows<S>(a, a + w_out, a + 2 * w_out, dy, x, p.dilation_w, w_out);
+              continue;
             }
-            continue;
-          }
-          for (int64_t kw = 0; kw < k; ++kw, a += w_out) {
-            if (p.stride_w == 1) {
-              multiply_add_row<1>(a, dy, x + kw * p.dilation_w, w_out);
-            } else {
-              multiply_add_row<2>(a, dy, x + kw * p.dilation_w, w_out);
-            }
+            for (int64_t kw = 0; kw < k; ++kw, a += w_out) multiply_add_row<S>(a, dy, x + kw * p.dilation_w, w_out);
           }
         }
-      }
+      });
     }
     for (int64_t t = 0; t < k * k; ++t) {
       T total = T(0);
@@ -319,10 +312,6 @@ struct BackwardWeightChannel {
       for (int64_t kh = 0; kh < k; ++kh) {
         const T* x = in.data + kh * p.dilation_h * pitch;
         T* a = acc + kh * k * span;
-        if (k == 3) {
-          multiply_add_3_rows<1>(a, a + span, a + 2 * span, dy, x, p.dilation_w, span);
-          continue;
-        }
         for (int64_t kw = 0; kw < k; ++kw, a += span) multiply_add_row<1>(a, dy, x + kw * p.dilation_w, span);
       }
     }
@@ -349,17 +338,19 @@ bool depthwise_runs(const Conv2dParams& p, DepthwisePass pass) {
   return shape && (p.stride_w == 1 || p.stride_w == 2);
 }
 
+// Output planes of one group a forward task computes at most: the channel
+// multiplier's planes share their padded input.
+constexpr int64_t kPlanesPerTask = 4;
+
 template <typename T>
 void depthwise_forward(const T* input, const T* weight, const T* bias, T* output, const Conv2dParams& p,
-                           bool relu) {
-  // Tasks of up to 4 output planes of one group (the channel multiplier's
-  // planes share their padded input).
-  const int64_t og = p.out_channels_per_group(), per_group = ceil_div(og, int64_t(4));
+                       bool relu) {
+  const int64_t og = p.out_channels_per_group(), per_group = ceil_div(og, kPlanesPerTask);
   at::parallel_for(0, p.batch * p.groups * per_group, 1, [&](int64_t begin, int64_t end) {
     GrowingBuffer<T> scratch;
     for (int64_t task = begin; task < end; ++task) {
       const int64_t n = task / (p.groups * per_group), g = task / per_group % p.groups, part = task % per_group;
-      const int64_t oc0 = g * og + part * 4, count = std::min<int64_t>(4, (g + 1) * og - oc0);
+      const int64_t oc0 = g * og + part * kPlanesPerTask, count = std::min(kPlanesPerTask, (g + 1) * og - oc0);
       run_widest<ForwardPlanes>(input, weight, bias, output, &p, relu, n, oc0, count, &scratch);
     }
   });
@@ -386,9 +377,9 @@ void depthwise_backward_weight(const T* grad_output, const T* input, T* grad_wei
   });
 }
 
-#define FASTCONV_INSTANTIATE_DEPTHWISE(T)                                                                  \
-  template void depthwise_forward<T>(const T*, const T*, const T*, T*, const Conv2dParams&, bool);     \
-  template void depthwise_backward_input<T>(const T*, const T*, T*, const Conv2dParams&);              \
+#define FASTCONV_INSTANTIATE_DEPTHWISE(T)                                                          \
+  template void depthwise_forward<T>(const T*, const T*, const T*, T*, const Conv2dParams&, bool); \
+  template void depthwise_backward_input<T>(const T*, const T*, T*, const Conv2dParams&);          \
   template void depthwise_backward_weight<T>(const T*, const T*, T*, const Conv2dParams&);
 
 FASTCONV_INSTANTIATE_DEPTHWISE(float)

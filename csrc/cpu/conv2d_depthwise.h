@@ -18,7 +18,7 @@ bool depthwise_runs(const Conv2dParams& p, DepthwisePass pass);
 
 template <typename T>
 void depthwise_forward(const T* input, const T* weight, const T* bias, T* output, const Conv2dParams& p,
-                           bool relu);
+                       bool relu);
 template <typename T>
 void depthwise_backward_input(const T* grad_output, const T* weight, T* grad_input, const Conv2dParams& p);
 template <typename T>

@@ -27,7 +27,7 @@ constexpr int64_t kOcBlock = 4;
 // out_rows[b][ow] += w[b] * in_row[ow * stride] over ow in [begin, end), b < count.
 template <typename T>
 FASTCONV_LOOP_INLINE void axpy_rows(T* const* out_rows, const T* w, int64_t count, const T* __restrict in_row,
-                      int64_t stride, int64_t begin, int64_t end) {
+                                    int64_t stride, int64_t begin, int64_t end) {
   if (count == kOcBlock && stride == 1) {
     T* __restrict o0 = out_rows[0];
     T* __restrict o1 = out_rows[1];
@@ -189,7 +189,9 @@ void direct_forward(const T* input, const T* weight, const T* bias, T* output, c
   if (depthwise_runs(p, DepthwisePass::kForward)) return depthwise_forward(input, weight, bias, output, p, relu);
   const int64_t blocks = p.batch * p.groups * ((p.out_channels_per_group() + kOcBlock - 1) / kOcBlock);
   at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t item = begin; item < end; ++item) run_widest<ForwardBlock>(input, weight, bias, output, &p, relu, item);
+    for (int64_t item = begin; item < end; ++item) {
+      run_widest<ForwardBlock>(input, weight, bias, output, &p, relu, item);
+    }
   });
 }
 
@@ -197,16 +199,22 @@ void direct_forward(const T* input, const T* weight, const T* bias, T* output, c
 // same element.
 template <typename T>
 void direct_backward_input(const T* grad_output, const T* weight, T* grad_input, const Conv2dParams& p) {
-  if (depthwise_runs(p, DepthwisePass::kBackwardInput)) return depthwise_backward_input(grad_output, weight, grad_input, p);
+  if (depthwise_runs(p, DepthwisePass::kBackwardInput)) {
+    return depthwise_backward_input(grad_output, weight, grad_input, p);
+  }
   at::parallel_for(0, p.batch * p.in_channels, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t item = begin; item < end; ++item) run_widest<BackwardInputPlane>(grad_output, weight, grad_input, &p, item);
+    for (int64_t item = begin; item < end; ++item) {
+      run_widest<BackwardInputPlane>(grad_output, weight, grad_input, &p, item);
+    }
   });
 }
 
 // Each task owns one output channel's weights.
 template <typename T>
 void direct_backward_weight(const T* grad_output, const T* input, T* grad_weight, const Conv2dParams& p) {
-  if (depthwise_runs(p, DepthwisePass::kBackwardWeight)) return depthwise_backward_weight(grad_output, input, grad_weight, p);
+  if (depthwise_runs(p, DepthwisePass::kBackwardWeight)) {
+    return depthwise_backward_weight(grad_output, input, grad_weight, p);
+  }
   at::parallel_for(0, p.out_channels, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> acc(p.out_w);
     for (int64_t oc = begin; oc < end; ++oc)
