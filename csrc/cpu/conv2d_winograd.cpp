@@ -178,8 +178,8 @@ constexpr int64_t kTransformCostRows = 8;
 
 // Elements of one group's packed filters (16 x K x C) above which a single
 // unit packs them per thread (ConvolveSplit::per_thread_filters): 4 MiB of
-// float (8 of double), four times a core's L2. Below it they are packed beforehand, by
-// all the threads together.
+// float (8 of double), four times a core's L2. Below it they are packed
+// beforehand, by all the threads together.
 constexpr int64_t kFiltersInCache = int64_t(1) << 20;
 
 template <typename T>
@@ -351,12 +351,14 @@ PackedFilters<T> pack_filters(const FilterSource<T>& source, const Blocks& row_p
 // transformed inputs once per slice (64 rows of work per repacked column).
 constexpr int64_t kSliceRows = 64;
 
-// Y = conv(X) + bias (then ReLU) over q, cut as `split` says, with the
-// filters packed per group and row part beforehand (`packed`), or, with
-// split.per_thread_filters, by each thread for its rows in slices.
+// Y = conv(X) + bias (then ReLU) over q, cut as convolve_split says, with
+// the filters packed per group and row part beforehand, or, with
+// per_thread_filters, by each thread for its rows in slices.
 template <typename T>
-void winograd_convolve(const T* input, const FilterSource<T>& source, const PackedFilters<T>& packed,
-                       const T* bias, T* output, const Geometry& q, bool relu, const ConvolveSplit& split) {
+void winograd_convolve(const T* input, const FilterSource<T>& source, const T* bias, T* output, const Geometry& q,
+                       bool relu) {
+  const ConvolveSplit split = convolve_split<T>(q, at::get_num_threads());
+  const PackedFilters<T> packed = split.per_thread_filters ? PackedFilters<T>{} : pack_filters(source, split.rows);
   const int64_t cg = q.in_per_group(), og = q.out_per_group(), parts = split.rows.count;
   const TileBlocks& blocks = split.blocks;
   struct Buffers {
@@ -451,20 +453,13 @@ void transform_grad_outputs(const T* planes, int64_t channels, const Geometry& q
 template <typename T>
 void winograd_forward(const T* input, const T* weight, const T* bias, T* output, const Conv2dParams& p,
                       bool relu) {
-  const Geometry q = forward_geometry(p);
-  const ConvolveSplit split = convolve_split<T>(q, at::get_num_threads());
-  const FilterSource<T> source{weight, p, /*backward=*/false};
-  winograd_convolve(input, source, split.per_thread_filters ? PackedFilters<T>{} : pack_filters(source, split.rows),
-                    bias, output, q, relu, split);
+  winograd_convolve(input, FilterSource<T>{weight, p, /*backward=*/false}, bias, output, forward_geometry(p), relu);
 }
 
 template <typename T>
 void winograd_backward_input(const T* grad_output, const T* weight, T* grad_input, const Conv2dParams& p) {
-  const Geometry q = backward_input_geometry(p);
-  const ConvolveSplit split = convolve_split<T>(q, at::get_num_threads());
-  const FilterSource<T> source{weight, p, /*backward=*/true};
-  winograd_convolve(grad_output, source, split.per_thread_filters ? PackedFilters<T>{} : pack_filters(source, split.rows),
-                    static_cast<const T*>(nullptr), grad_input, q, /*relu=*/false, split);
+  winograd_convolve(grad_output, FilterSource<T>{weight, p, /*backward=*/true}, static_cast<const T*>(nullptr),
+                    grad_input, backward_input_geometry(p), /*relu=*/false);
 }
 
 template <typename T>
