@@ -156,6 +156,19 @@ def check_conv_against_torch(x, w, b, geometry: dict, dtype: torch.dtype, algori
         assert_close_relative(a, e, dtype, f"grad {name}")
 
 
+def on_each_thread_count(counts, compute):
+    """compute() on each of `counts` CPU threads, in order; torch's thread count is restored after."""
+    saved = torch.get_num_threads()
+    try:
+        results = []
+        for n in counts:
+            torch.set_num_threads(n)
+            results.append(compute())
+        return results
+    finally:
+        torch.set_num_threads(saved)
+
+
 def device_of(backend: str) -> str:
     return "cuda" if backend == "cuda" else "cpu"
 

@@ -20,7 +20,7 @@ import fastconv.functional as FF
 import fastconv.nn as fnn
 
 import simt_kernels
-from conftest import BACKENDS, CPU_ISA_FLAGS, cpu_flags, device_of, kernels_on
+from conftest import BACKENDS, CPU_ISA_FLAGS, cpu_flags, device_of, kernels_on, on_each_thread_count
 
 ALGORITHMS = ["direct", "im2col"]
 KERNELS = [(1, 1), (2, 2), (3, 3), (5, 5), (3, 1), (1, 7)]
@@ -388,19 +388,13 @@ def test_gemm_edge_tiles_cpu(layer, dtype):
     w.requires_grad_()
     g = torch.randn_like(F.conv2d(x, w, b, **spec))
 
-    def forward_and_gradients(threads: int):
-        saved = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
-            with fastconv.backend("cpu"):
-                y = FF.conv2d(x, w, b, algorithm="im2col", **spec)
-                return (y, *torch.autograd.grad(y, (x, w), g))
-        finally:
-            torch.set_num_threads(saved)
+    def forward_and_gradients():
+        with fastconv.backend("cpu"):
+            y = FF.conv2d(x, w, b, algorithm="im2col", **spec)
+            return (y, *torch.autograd.grad(y, (x, w), g))
 
-    one_thread = forward_and_gradients(1)
-    for threads in (2, 3):
-        y, gx, gw = forward_and_gradients(threads)
+    one_thread, *more = on_each_thread_count((1, 2, 3), forward_and_gradients)
+    for threads, (y, gx, gw) in zip((2, 3), more):
         assert torch.equal(y, one_thread[0]) and torch.equal(gx, one_thread[1]), threads
         one_block = x.shape[0] == 1 and y.shape[2] * y.shape[3] <= 256
         if one_block and w.shape[0] // spec.get("groups", 1) >= 8 * threads:

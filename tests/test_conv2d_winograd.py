@@ -13,7 +13,7 @@ import fastconv.functional as FF
 import fastconv.nn as fnn
 from fastconv import _C
 
-from conftest import assert_close_relative, check_conv_against_torch
+from conftest import assert_close_relative, check_conv_against_torch, on_each_thread_count
 
 ops = torch.ops.fastconv
 
@@ -112,19 +112,6 @@ def test_deterministic():
             assert torch.equal(a, e)
 
 
-def _on_each_thread_count(counts, compute):
-    """compute() on each of `counts` threads, in order; torch's thread count is restored after."""
-    saved = torch.get_num_threads()
-    try:
-        results = []
-        for n in counts:
-            torch.set_num_threads(n)
-            results.append(compute())
-        return results
-    finally:
-        torch.set_num_threads(saved)
-
-
 def test_weight_gradient_of_one_tile_block_splits_rows_over_the_threads():
     """Batch 1 with all 100 tiles in one block: two threads each sum every tile into their own
     rows of the transformed weight gradient, in one thread's order, so the result is the
@@ -134,7 +121,7 @@ def test_weight_gradient_of_one_tile_block_splits_rows_over_the_threads():
     w = torch.randn(24, 32, 3, 3, generator=g) / (32 * 9) ** 0.5
     dy = torch.randn(1, 24, 20, 20, generator=g)
     geo = ([1, 1], [1, 1, 1, 1], [1, 1], 1)
-    grads = _on_each_thread_count(
+    grads = on_each_thread_count(
         (1, 2), lambda: ops.conv2d_backward_weight(dy, x, list(w.shape), *geo, "winograd", "cpu"))
     assert torch.equal(grads[0], grads[1])
     xd, wd = x.double(), w.double().requires_grad_()
@@ -152,7 +139,7 @@ def test_filters_packed_per_thread_match_any_thread_count(threads):
     w = torch.randn(264, 272, 3, 3, generator=g) / (272 * 9) ** 0.5
     dy = torch.randn(1, 264, 6, 6, generator=g)
     geo = ([1, 1], [1, 1, 1, 1], [1, 1], 1)
-    results = _on_each_thread_count(
+    results = on_each_thread_count(
         (2, threads), lambda: (ops.conv2d(x, w, None, *geo, "winograd", "cpu"),
                                ops.conv2d_backward_input(dy, w, list(x.shape), *geo, "winograd", "cpu")))
     for ours, base in zip(results[1], results[0]):
