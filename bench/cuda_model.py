@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import hashlib
+import heapq
 import json
 import math
 import os
@@ -169,8 +170,8 @@ def pass_work(run: PassRun, gpu: Gpu, elem: int = 4) -> List[Work]:
         conv = conv_of(run.layer, run.batch)
         tensor_cores = any(is_tensor_core(k) for k in kernels)
         return conv_pass_work(conv, run.pass_, kernels, elem, [launch.blocks for launch in run.launches],
-                              lambda images: gemm_split_ranges(conv, run.pass_, images, gpu.sms,
-                                                               gpu.fp32_lanes_per_sm, tensor_cores, elem))
+                              lambda images, tile: gemm_split_ranges(conv, run.pass_, images, gpu.sms,
+                                                                     gpu.fp32_lanes_per_sm, tensor_cores, elem, tile))
     n_in = run.batch * math.prod(run.layer.shape)
     n_out = n_in
     if run.layer.kind == "pool":
@@ -201,6 +202,28 @@ def launch_rows(gpu: Gpu, runs: Sequence[PassRun], kernels: Dict[str, Dict], ele
     return [_row(gpu, run, seq, launch, work, info, occ[q]) for (run, seq, launch, work, info), q in zip(pending, queries)]
 
 
+def slot_efficiency(items: Sequence[Tuple[int, int]], resident: int) -> float:
+    """The busy fraction of a launch's ``resident`` block slots until its last work item ends:
+    items (runs of (count, reduction length), in launch order) start on the first slot to come
+    free, each taking time in proportion to its length. Under one wave of equal items this is
+    the waves; between one and two, a second wave's idle tail counts (320 equal tiles on 264
+    slots: 0.61), which a split of the last problems into shorter ranges recovers."""
+    total = sum(count * length for count, length in items)
+    if total == 0:
+        return 1.0
+    slots = [0] * resident  # a heap of the times the slots come free
+    for count, length in items:
+        if length == 0:
+            continue
+        # Whole rounds of equal items at once while every slot comes free at the same time.
+        rounds, rest = divmod(count, resident) if slots[0] == max(slots) else (0, count)
+        if rounds:
+            slots = [t + rounds * length for t in slots]
+        for _ in range(rest):
+            heapq.heapreplace(slots, slots[0] + length)
+    return total / (resident * max(slots))
+
+
 def launch_bound(launch) -> int:
     symbol = kernel_symbols().get(launch.offset)
     return symbol.launch_bound if symbol and symbol.launch_bound else 1024
@@ -216,7 +239,8 @@ def _row(gpu: Gpu, run: PassRun, seq: int, launch, work: Work, info: Dict, occ: 
     ceiling = inner_loop_ceiling(launch.kernel, gpu, stride)
     roofline_s = max(work.flops / peak, work.bytes / bandwidth)
     compute_s = work.flops / (peak * (ceiling or 1.0) * work.tile_efficiency)
-    model_s = max(compute_s, work.bytes / bandwidth) / min(1.0, waves)
+    busy = slot_efficiency(work.items, resident) if work.items else min(1.0, waves)
+    model_s = max(compute_s, work.bytes / bandwidth) / busy
     spill = info["spill_st"] + info["spill_ld"]
     flags = []
     if spill:

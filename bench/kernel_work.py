@@ -16,7 +16,7 @@ import math
 import os
 import re
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Tuple
 
 from .gpus import Gpu
 
@@ -85,6 +85,8 @@ class Work:
     outputs: int                    # independent pieces of work the launch could spread over threads: output
                                     # elements, times the 1024-long slices a reduction could split into
     tile_efficiency: float = 1.0    # useful / computed FLOPs of the kernel's tiling
+    items: Tuple[Tuple[int, int], ...] = ()  # a GEMM's work items in launch order, as (count, reduction
+                                    # length) runs: the whole problems' tiles, then each split range's
 
 
 def column_buffer_cap() -> int:
@@ -160,6 +162,7 @@ def gemm_tile_efficiency(kernel: str, m: int, n: int, k: int) -> float:
 
 MAX_CONV_BLOCKS = 1024  # kMaxConvBlocks (conv2d_common.cuh): a GEMM launch loops over more items
 MIN_SPLIT_LEN, MAX_SPLITS, SPLIT_WAVES = 128, 1024, 2  # kMinSplitLen, kMaxSplits, kSplitWaves
+SPLIT_ALIGN = 64  # kGemmSplitAlign
 
 
 def _cuda_core_split_tiles(m: int, n: int, problems: int, fp32_lanes: int) -> int:
@@ -174,11 +177,52 @@ def _cuda_core_split_tiles(m: int, n: int, problems: int, fp32_lanes: int) -> in
     return best[1]
 
 
+@dataclass(frozen=True)
+class GemmSplit:
+    """A GEMM's split (Im2colSplit): problems from ``whole`` on in ``splits`` reduction ranges."""
+    splits: int = 1
+    whole: int = 0
+
+
+def split_len(k: int, splits: int) -> int:
+    """Mirrors gemm_split_len: ranges of whole multiples of 64 indices (kGemmSplitAlign)."""
+    return math.ceil(math.ceil(k / splits) / SPLIT_ALIGN) * SPLIT_ALIGN
+
+
+def tail_finish(whole_tiles: int, ranges: int, k: int, range_time: int, resident: int) -> int:
+    """Mirrors gemm_tail_finish: rounds of whole tiles, the free slots of their last round taking
+    ranges meanwhile, then rounds of the remaining ranges; in reduction indices."""
+    rounds = math.ceil(whole_tiles / resident)
+    early = (rounds * resident - whole_tiles) * (k // range_time)
+    return rounds * k + math.ceil(max(0, ranges - early) / resident) * range_time
+
+
+def _tail_split(per_image: int, images: int, k: int, resident: int) -> GemmSplit:
+    """Mirrors im2col_tail_split for a GEMM of ``per_image`` tiles an image on the launch's tile."""
+    tiles, whole = per_image * images, resident // per_image
+    if tiles >= SPLIT_WAVES * resident or whole < 1 or whole >= images:
+        return GemmSplit()
+    whole_tiles = whole * per_image
+    split_tiles = tiles - whole_tiles
+    best, best_finish = GemmSplit(), math.ceil(tiles / resident) * k
+    for splits in range(max(2, math.ceil((SPLIT_WAVES * resident - whole_tiles) / split_tiles)), MAX_SPLITS + 1):
+        length = split_len(k, splits)
+        if length < MIN_SPLIT_LEN:
+            break
+        if math.ceil(k / length) < splits:
+            continue
+        finish = tail_finish(whole_tiles, split_tiles * splits, k, length + MIN_SPLIT_LEN, resident)
+        if finish < best_finish:
+            best, best_finish = GemmSplit(splits, whole), finish
+    return best
+
+
 def gemm_split_ranges(conv: Conv, pass_: str, images: int, sms: int, fp32_lanes: int, tensor_cores: bool,
-                      elem: int = 4) -> int:
-    """Mirrors the im2col launchers' split-K counts (conv2d_im2col.cuh) for a chunk of ``images``:
-    the forward's and the gathering input gradient's only under one wave of their tiles, the
-    weight gradient's always; ranges for two waves, none shorter than 128 indices."""
+                      elem: int = 4, tile: Tuple[int, int] = (64, 64)) -> GemmSplit:
+    """Mirrors the im2col launchers' split-K (conv2d_im2col.cuh) for a chunk of ``images``: the
+    weight gradient's always; the forward's and the gathering input gradient's under one wave of
+    their tiles, and between one and two waves (on the launch's ``tile``, bm x bn) for the images
+    after the first wave; ranges for two waves, none shorter than 128 indices."""
     c = conv
     blocks_per_sm = 1 if elem == 8 and not tensor_cores else 2  # gemm_blocks_per_sm
     if pass_ == "bwd_weight":
@@ -190,30 +234,54 @@ def gemm_split_ranges(conv: Conv, pass_: str, images: int, sms: int, fp32_lanes:
     # im2col_split_tiles: the tensor-core GEMM's 64 x 64 tile, or the CUDA-core tile of a split problem.
     tiles = (problems * math.ceil(m / 64) * math.ceil(n / 64) if tensor_cores
              else _cuda_core_split_tiles(m, n, problems, fp32_lanes))
-    if pass_ != "bwd_weight" and (tiles >= blocks_per_sm * sms or (pass_ == "fwd" and images * c.k * c.pq >= 2**31)):
-        return 1
-    splits = min(math.ceil(SPLIT_WAVES * blocks_per_sm * sms / max(tiles, 1)), k // MIN_SPLIT_LEN, MAX_SPLITS)
-    return max(1, splits)
+    resident = blocks_per_sm * sms
+    if pass_ == "fwd" and images * c.k * c.pq >= 2**31:
+        return GemmSplit()
+    if pass_ != "bwd_weight" and tiles >= resident:
+        if elem == 2:  # half and bfloat16 results keep every image whole
+            return GemmSplit()
+        per_image = c.groups * math.ceil(m / tile[0]) * math.ceil(n / tile[1])
+        return _tail_split(per_image, images, k, resident)
+    splits = min(math.ceil(SPLIT_WAVES * resident / max(tiles, 1)), k // MIN_SPLIT_LEN, MAX_SPLITS)
+    return GemmSplit(max(1, splits))
 
 
-def _check_split_blocks(kernel: str, blocks: Optional[int], splits: int, problems: int, rows: int, cols: int) -> None:
-    """The launch's blocks are its tile's items times the mirrored ranges (below the grid cap)."""
-    if blocks is None or blocks >= MAX_CONV_BLOCKS:
-        return
+def gemm_tile(kernel: str) -> Tuple[int, int]:
+    """(BM, BN) of a GEMM kernel's tile, from its name."""
     bm, bn = _template_ints(kernel, "TensorCoreTile" if is_tensor_core(kernel) else "GemmTile")[:2]
-    expected = problems * math.ceil(rows / bm) * math.ceil(cols / bn) * splits
+    return bm, bn
+
+
+def gemm_items(split: GemmSplit, problems: int, per_problem: int, k: int) -> Tuple[Tuple[int, int], ...]:
+    """A GEMM's work items in launch order as (count, reduction length) runs (gemm_work_item):
+    ``per_problem`` tiles of each whole problem over all of ``k``, then those of each split
+    problem's ranges (the last ones shorter, or empty)."""
+    if split.splits <= 1:
+        return ((problems * per_problem, k),)
+    runs = [(split.whole * per_problem, k)] if split.whole else []
+    length = split_len(k, split.splits)
+    for s in range(split.splits):
+        runs.append(((problems - split.whole) * per_problem, max(0, min(length, k - s * length))))
+    return tuple(runs)
+
+
+def _check_split_blocks(kernel: str, blocks: Optional[int], items: Tuple[Tuple[int, int], ...]) -> None:
+    """The launch's blocks are its tile's items under the mirrored split (below the grid cap)."""
+    expected = sum(count for count, _ in items)
+    if blocks is None or blocks >= MAX_CONV_BLOCKS and expected >= MAX_CONV_BLOCKS:
+        return
     if blocks != expected:
-        raise MirrorError(f"{kernel}: {blocks} blocks, but {splits} mirrored split ranges give {expected}")
+        raise MirrorError(f"{kernel}: {blocks} blocks, but the mirrored split {items} gives {expected}")
 
 
 def conv_pass_work(conv: Conv, pass_: str, kernels: Sequence[str], elem: int = 4,
-                   blocks: Optional[Sequence[int]] = None, split: Optional[Callable[[int], int]] = None
-                   ) -> List[Work]:
+                   blocks: Optional[Sequence[int]] = None,
+                   split: Optional[Callable[[int, Tuple[int, int]], GemmSplit]] = None) -> List[Work]:
     """The work of each launch of one pass (``fwd``, ``bwd_input``, ``bwd_weight``, ``bwd_bias``)
-    of a convolution, given the recorded kernels of that pass in order. ``split(images)``: the
-    split-K ranges of the pass's GEMM on a chunk of that many images (gemm_split_ranges for the
-    modelled GPU; none by default), checked against the launches' ``blocks`` where given. fp32
-    (``elem`` 4)."""
+    of a convolution, given the recorded kernels of that pass in order. ``split(images, tile)``:
+    the split-K of the pass's GEMM on a chunk of that many images and its tile (gemm_split_ranges
+    for the modelled GPU; none by default), checked against the launches' ``blocks`` where given.
+    fp32 (``elem`` 4)."""
     acc = 8 if elem == 8 else 4
     c, flops = conv, 2.0 * conv.macs
     in_elems, out_elems, w_elems = c.n * c.c * c.h * c.w, c.n * c.k * c.pq, c.k * c.crs_g
@@ -227,7 +295,8 @@ def conv_pass_work(conv: Conv, pass_: str, kernels: Sequence[str], elem: int = 4
     def images() -> int:
         return min(chunk, c.n - done)
 
-    last_splits, last_images = 1, 0  # of the last GEMM: the ranges its partials' pass adds, its images
+    last = GemmSplit()  # of the last GEMM: the split its partials' pass adds
+    last_images = 0
     for i, kernel in enumerate(kernels):
         n = images()
         share = n / c.n
@@ -238,32 +307,41 @@ def conv_pass_work(conv: Conv, pass_: str, kernels: Sequence[str], elem: int = 4
             columns = share * in_elems if c.identity or gathers_columns(kernel) else n * c.crs * c.pq
             block_count = blocks[i] if blocks is not None else None
             last_images = n
-            # A split GEMM writes its ranges' fp32 partials, which the next pass reads back.
-            written = lambda results: (acc * last_splits if last_splits > 1 else elem) * results  # noqa: E731
+            bm, bn = gemm_tile(kernel)
+
+            def split_gemm(problems: int, rows: int, cols: int, k: int, per_problem_results: int):
+                """The split, work items and result bytes of a GEMM of per-problem tiles."""
+                sp = split(n, (bm, bn)) if split else GemmSplit()
+                items = gemm_items(sp, problems, c.groups * math.ceil(rows / bm) * math.ceil(cols / bn), k)
+                _check_split_blocks(kernel, block_count, items)
+                # A split problem writes its ranges' partials, which the next pass reads back.
+                split_problems = problems - sp.whole if sp.splits > 1 else 0
+                written = (elem * (problems - split_problems) + acc * sp.splits * split_problems) * per_problem_results
+                return sp, items, written
+
             if pass_ == "fwd":
-                last_splits = split(n) if split else 1
-                _check_split_blocks(kernel, block_count, last_splits, c.groups * n, c.kg, c.pq)
+                last, items, written = split_gemm(n, c.kg, c.pq, c.crs_g, c.k * c.pq)
                 eff = gemm_tile_efficiency(kernel, c.kg, c.pq, c.crs_g)
-                works.append(Work(flops * share, elem * (w_elems + columns + c.k) + written(share * out_elems),
-                                  int(share * out_elems), eff))
+                works.append(Work(flops * share, elem * (w_elems + columns + c.k) + written,
+                                  int(share * out_elems), eff, items))
             elif pass_ == "bwd_input" and gathers_columns(kernel):
                 # dX = W^T dY gathered: reads dY and the weights, writes dX; no column gradient.
-                last_splits = split(n) if split else 1
-                _check_split_blocks(kernel, block_count, last_splits, c.groups * n, c.cg, c.h * c.w)
+                last, items, written = split_gemm(n, c.cg, c.h * c.w, c.kg * c.r * c.s, c.c * c.h * c.w)
                 eff = gemm_tile_efficiency(kernel, c.cg, c.h * c.w, c.kg * c.r * c.s)
-                works.append(Work(flops * share, elem * (w_elems + share * out_elems) + written(share * in_elems),
-                                  int(share * in_elems), eff))
+                works.append(Work(flops * share, elem * (w_elems + share * out_elems) + written,
+                                  int(share * in_elems), eff, items))
             elif pass_ == "bwd_input":
                 eff = gemm_tile_efficiency(kernel, c.crs_g, c.pq, c.kg)
+                items = gemm_items(GemmSplit(), n, c.groups * math.ceil(c.crs_g / bm) * math.ceil(c.pq / bn), c.kg)
                 works.append(Work(flops * share, elem * (w_elems + share * out_elems) + acc * n * c.crs * c.pq,
-                                  n * c.crs * c.pq, eff))
+                                  n * c.crs * c.pq, eff, items))
             else:
-                last_splits = split(n) if split else 1
-                _check_split_blocks(kernel, block_count, last_splits, c.groups, c.kg, c.crs_g)
+                last, items, _ = split_gemm(1, c.kg, c.crs_g, n * c.pq, w_elems)
                 eff = gemm_tile_efficiency(kernel, c.kg, c.crs_g, n * c.pq)
                 # Later chunks read and add what they accumulate into (unsplit, the GEMM itself).
-                dw = acc * w_elems * (last_splits if last_splits > 1 else 2 if done > 0 else 1)
-                works.append(Work(flops * share, elem * (share * out_elems + columns) + dw, w_elems * splits, eff))
+                dw = acc * w_elems * (last.splits if last.splits > 1 else 2 if done > 0 else 1)
+                works.append(Work(flops * share, elem * (share * out_elems + columns) + dw, w_elems * splits, eff,
+                                  items))
             if pass_ == "fwd" or pass_ == "bwd_weight" or gathers_columns(kernel):
                 done += n
         elif kernel.startswith("col2im_kernel"):
@@ -284,19 +362,20 @@ def conv_pass_work(conv: Conv, pass_: str, kernels: Sequence[str], elem: int = 4
             written = acc * slices * w_elems if slices > 1 else elem * w_elems
             works.append(Work(flops, elem * (out_elems + in_elems) + written, w_elems * splits, eff))
         elif kernel.startswith("conv2d_reduce_forward_partials"):
-            # The split forward's ranges, added with the bias (and ReLU) into the output.
-            n_out = last_images * c.k * c.pq
-            works.append(Work(float(last_splits * n_out), acc * last_splits * n_out + elem * (n_out + c.k), n_out))
-            last_splits = 1
+            # The split images' ranges, added with the bias (and ReLU) into their output.
+            n_out = (last_images - last.whole) * c.k * c.pq
+            works.append(Work(float(last.splits * n_out), acc * last.splits * n_out + elem * (n_out + c.k), n_out))
+            last = GemmSplit()
         elif kernel.startswith("conv2d_reduce_partials"):
             # Sums of the direct weight gradient's slices, or of a split GEMM's ranges (the split-K
-            # of the im2col weight gradient and of the gathering input gradient); the bias
-            # gradient's ranges are counted as one read (see README).
-            n = c.k if pass_ == "bwd_bias" else last_images * c.c * c.h * c.w if pass_ == "bwd_input" else w_elems
+            # of the im2col weight gradient and of the gathering input gradient's split images);
+            # the bias gradient's ranges are counted as one read (see README).
+            n = (c.k if pass_ == "bwd_bias" else (last_images - last.whole) * c.c * c.h * c.w if pass_ == "bwd_input"
+                 else w_elems)
             slices = wgrad_slices(c) if any(k.startswith("conv2d_direct") for k in kernels) else \
-                last_splits if pass_ != "bwd_bias" else 1
+                last.splits if pass_ != "bwd_bias" else 1
             works.append(Work(float((slices - 1) * n), acc * slices * n + elem * n, n))
-            last_splits = 1  # consumed: a later pass (the fp32 dW accumulator's conversion) adds one
+            last = GemmSplit()  # consumed: a later pass (the fp32 dW accumulator's conversion) adds one
         elif kernel.startswith("conv2d_backward_bias"):
             works.append(Work(float(out_elems), elem * (out_elems + c.k), c.k * splits))
         else:

@@ -18,7 +18,6 @@ from simt_kernels import (expect_kernels, expect_no_kernels, launched, multiproc
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 KERNEL_TYPE = {torch.float32: "float", torch.float64: "double", torch.float16: "half_t",
                torch.bfloat16: "bfloat16_t"}
-ACC_TYPE = {torch.float32: "float", torch.float64: "double", torch.float16: "float", torch.bfloat16: "float"}
 # Relative to the largest magnitude of the float64 reference.
 TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-12, torch.float16: 4e-3, torch.bfloat16: 3e-2}
 
@@ -69,11 +68,11 @@ def _operands(case, dtype):
 @pytest.mark.parametrize("case", SPLIT_K_CASES.values(), ids=SPLIT_K_CASES.keys())
 def test_im2col_weight_gradient_split_k(dtype, case):
     operands, (dw_ref, db_ref) = _operands(case, dtype)
-    t, acc = KERNEL_TYPE[dtype], ACC_TYPE[dtype]
+    t = KERNEL_TYPE[dtype]
     # Partials in the accumulation type, added into grad_weight by the fixed-order pass; float16
     # and bfloat16 multiply on tensor cores (where the emulated GPU has them).
     on_tensor_cores = dtype in (torch.float16, torch.bfloat16) and simt_has_tensor_cores()
-    gemm = f"gemm_tensor_core_kernel<{t}, {acc}" if on_tensor_cores else f"gemm_kernel<{t}, {acc}, GemmTile<64, 64"
+    gemm = f"gemm_tensor_core_kernel<{t}, {t}" if on_tensor_cores else f"gemm_kernel<{t}, {t}, GemmTile<64, 64"
     with expect_kernels(gemm, f"conv2d_reduce_partials_kernel<{t}, {t}>"):
         dw, db = _weight_and_bias_grads(*operands, **case[2])
     _close(dw, dw_ref, dtype)
@@ -234,3 +233,99 @@ def test_im2col_forward_split_k_over_chunks_of_images():
     assert launched(launches, "im2col_kernel<float")
     assert not launched(launches, "Im2colGatherForward")
     assert launched(launches, "conv2d_reduce_forward_partials_kernel<float>")
+
+
+# GEMMs of per-image problems that fill between one and two waves of block slots: the images of
+# the first wave run whole, the others in reduction ranges that fill the second (a tail split).
+# One multiprocessor holds two blocks of every GEMM but the double one (one), so these run on
+# two block slots: (input shape, weight shape, geometry, multiprocessors for float32). Their
+# reductions (128 channels, 3x3: 1152 long) pay for the partials of two ranges.
+# "one-tile": 3 images of one tile each, 2 whole and 1 in 2 ranges;
+# "groups": 2 tiles an image on 4 slots, 2 images whole and 1 in 2 ranges;
+# "stride2-dilation": odd sizes, one tile an image.
+TAIL_SPLIT_FORWARD_CASES = {
+    "one-tile": ((3, 128, 8, 8), (8, 128, 3, 3), dict(), 1),
+    "groups": ((3, 256, 7, 7), (8, 128, 3, 3), dict(groups=2), 2),
+    "stride2-dilation": ((3, 128, 13, 11), (7, 128, 3, 3), dict(stride=2, padding=2, dilation=2), 1),
+}
+
+
+# The split images' partials have the result's type, so only float and double results split a tail.
+TAIL_DTYPES = [torch.float32, torch.float64]
+
+
+def _slots(multiprocessors_for_float: int, dtype) -> int:
+    """Multiprocessors that give a GEMM of `dtype` the block slots the float32 case has."""
+    return multiprocessors_for_float * (2 if dtype == torch.float64 else 1)
+
+
+@pytest.mark.parametrize("relu", [False, True], ids=["conv2d", "conv2d_relu"])
+@pytest.mark.parametrize("dtype", TAIL_DTYPES)
+@pytest.mark.parametrize("case", TAIL_SPLIT_FORWARD_CASES.values(), ids=TAIL_SPLIT_FORWARD_CASES.keys())
+def test_im2col_forward_tail_split_matches_torch_and_keeps_whole_images_exact(case, dtype, relu):
+    x_shape, w_shape, geometry, sms = case
+    (x, w, b), expected = _forward_operands(case[:3], dtype)
+    if relu:
+        expected = expected.relu()
+    with multiprocessors(_slots(sms, dtype)):
+        with expect_kernels(f"conv2d_reduce_forward_partials_kernel<{KERNEL_TYPE[dtype]}>"):
+            y = _forward(x, w, b, relu, **geometry)
+        # The first wave's images alone fill it exactly, so they run whole: the split launch
+        # computed them the same way, bit for bit.
+        with expect_no_kernels("conv2d_reduce_forward_partials_kernel"):
+            head = _forward(x[:2], w, b, relu, **geometry)
+    _close(y, expected, dtype)
+    assert torch.equal(_bits(y[:2]), _bits(head)), "the whole images differ from an unsplit run"
+    with multiprocessors(_slots(sms, dtype)):
+        again = _forward(x, w, b, relu, **geometry)
+    assert torch.equal(_bits(y), _bits(again)), "not bit-identical"
+
+
+def test_im2col_forward_tail_split_on_tf32_tensor_cores():
+    x_shape, w_shape, geometry, sms = TAIL_SPLIT_FORWARD_CASES["groups"]
+    (x, w, b), expected = _forward_operands(TAIL_SPLIT_FORWARD_CASES["groups"][:3], torch.float32)
+    with fastconv.backend("simt", allow_tf32=True), multiprocessors(sms), expect_kernels(
+            "gemm_tensor_core_kernel<float, float", "conv2d_reduce_forward_partials_kernel<float>"):
+        y = _forward(x, w, b, **geometry)
+    scale = expected.abs().max().item()
+    torch.testing.assert_close(y.double() / scale, expected / scale, rtol=0, atol=2e-3)
+
+
+# The gathering input gradient (stride 1, 64 input channels a group fill the GEMM's rows): 3
+# images of one tile each, over a 1152-long reduction (128 output channels, 3x3).
+TAIL_SPLIT_INPUT_GRADIENT_CASES = {
+    "padded": ((3, 64, 6, 6), (128, 64, 3, 3), dict(padding=1), 1),
+    "odd-unpadded": ((3, 64, 7, 5), (128, 64, 3, 3), dict(), 1),
+}
+
+
+@pytest.mark.parametrize("dtype", TAIL_DTYPES)
+@pytest.mark.parametrize("case", TAIL_SPLIT_INPUT_GRADIENT_CASES.values(),
+                         ids=TAIL_SPLIT_INPUT_GRADIENT_CASES.keys())
+def test_im2col_input_gradient_tail_split_matches_torch(case, dtype):
+    x_shape, w_shape, geometry, sms = case
+    x, w = torch.randn(x_shape), torch.randn(w_shape)
+    dy = torch.randn(F.conv2d(x, w, **geometry).shape)
+    expected = torch.nn.grad.conv2d_input(x_shape, w.double(), dy.double(), **geometry)
+    t = KERNEL_TYPE[dtype]
+    pad = geometry.get("padding", 0)
+    run = lambda d: torch.ops.fastconv.conv2d_backward_input(  # noqa: E731
+        d.to(dtype), w.to(dtype), [len(d), *x_shape[1:]], [1, 1], [pad] * 4, [1, 1], 1, "im2col", "simt")
+    with multiprocessors(_slots(sms, dtype)):
+        with expect_kernels("Im2colGatherForward", f"conv2d_reduce_partials_kernel<{t}, {t}>"):
+            dx = run(dy)
+        with expect_no_kernels("conv2d_reduce_partials_kernel"):
+            head = run(dy[:2])
+    _close(dx, expected, dtype)
+    assert torch.equal(_bits(dx[:2]), _bits(head)), "the whole images differ from an unsplit run"
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_results_keep_a_tail_whole(dtype):
+    # The same one-to-two-wave forward in 16 bits: no partials of the result's type, so every image
+    # runs whole (and agrees with torch).
+    x_shape, w_shape, geometry, sms = TAIL_SPLIT_FORWARD_CASES["one-tile"]
+    (x, w, b), expected = _forward_operands(TAIL_SPLIT_FORWARD_CASES["one-tile"][:3], dtype)
+    with multiprocessors(sms), expect_no_kernels("conv2d_reduce_forward_partials_kernel"):
+        y = _forward(x, w, b, **geometry)
+    _close(y, expected, dtype)

@@ -21,8 +21,8 @@ from fastconv.simt import Launch, record_launches
 from bench import cuda_model, ptxas_report
 from bench.cases import Layer
 from bench.gpus import GPUS, by_compute_capability
-from bench.kernel_work import (Conv, MirrorError, Work, chunk_images, conv_pass_work, gemm_split_ranges, inner_loop_ceiling,
-                               outputs_per_thread, wgrad_slices)
+from bench.kernel_work import (Conv, GemmSplit, MirrorError, Work, chunk_images, conv_pass_work, gemm_items,
+                               gemm_split_ranges, inner_loop_ceiling, outputs_per_thread, wgrad_slices)
 from bench.occupancy import Occupancy, Query, cuda_include, occupancy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -245,24 +245,46 @@ def test_split_gemms_count_their_partials():
     large = "gemm_kernel<float, float, GemmTile<128, 128, 8, 8, 8>, Im2colGatherForward>"
     second = "conv2d_reduce_forward_partials_kernel<float>"
     outputs = 128 * 289
-    gemm, add = conv_pass_work(conv, "fwd", [large, second], blocks=[27, 40], split=lambda images: 9)
+    gemm, add = conv_pass_work(conv, "fwd", [large, second], blocks=[27, 40], split=lambda images, tile: GemmSplit(9))
     whole, = conv_pass_work(conv, "fwd", [large], blocks=[3])
     assert gemm.flops == whole.flops and gemm.bytes - whole.bytes == 4 * (9 - 1) * outputs
     assert add.bytes == 4 * (9 * outputs + outputs + 128) and add.outputs == outputs
     # The mirrored ranges must match the recorded blocks.
     with pytest.raises(MirrorError, match="27 blocks"):
-        conv_pass_work(conv, "fwd", [large, second], blocks=[27, 40], split=lambda images: 8)
+        conv_pass_work(conv, "fwd", [large, second], blocks=[27, 40], split=lambda images, tile: GemmSplit(8))
     # The launchers' rule on an H100: 3 large tiles of 264 block slots, two waves' worth capped
     # at 1152 / 128 = 9 ranges; at batch 32 (32 x 2 x 4 = 256 tiles of 64 x 64 on tensor cores,
     # 32 x 2 = 64 large ones on CUDA cores) both split: ceil(528 / 64) = 9; ceil(528 / 256) = 3.
-    assert gemm_split_ranges(conv, "fwd", 1, 132, 128, False) == 9
+    assert gemm_split_ranges(conv, "fwd", 1, 132, 128, False) == GemmSplit(9)
     big = Conv(n=32, c=128, h=17, w=17, k=128, r=3, s=3)
-    assert gemm_split_ranges(big, "fwd", 32, 132, 128, False) == 9
-    assert gemm_split_ranges(big, "fwd", 32, 132, 128, True) == 3
+    assert gemm_split_ranges(big, "fwd", 32, 132, 128, False) == GemmSplit(9)
+    assert gemm_split_ranges(big, "fwd", 32, 132, 128, True) == GemmSplit(3)
     # The weight gradient always splits: 9 large tiles, 7200-long reduction: ceil(528 / 9) = 59,
     # capped at 7200 // 128 = 56; on tensor cores, 36 tiles of 64 x 64: ceil(528 / 36) = 15.
-    assert gemm_split_ranges(big, "bwd_weight", 32, 132, 128, False) == 56
-    assert gemm_split_ranges(big, "bwd_weight", 32, 132, 128, True) == 15
+    assert gemm_split_ranges(big, "bwd_weight", 32, 132, 128, False) == GemmSplit(56)
+    assert gemm_split_ranges(big, "bwd_weight", 32, 132, 128, True) == GemmSplit(15)
+
+
+def test_tail_split_mirror_and_its_work_items():
+    # 64 -> 128 @36 forward at batch 32 on an H100: 10 large tiles an image, 320 on 264 slots.
+    # The first 26 images run whole, the other 6 in 5 ranges of 128 (the last 64) of 576.
+    conv = Conv(n=32, c=64, h=36, w=36, k=128, r=3, s=3)
+    split = gemm_split_ranges(conv, "fwd", 32, 132, 128, False, tile=(128, 128))
+    assert split == GemmSplit(5, 26)
+    assert gemm_items(split, 32, 10, 576) == ((260, 576), (60, 128), (60, 128), (60, 128), (60, 128), (60, 64))
+    large = "gemm_kernel<float, float, GemmTile<128, 128, 8, 8, 8>, Im2colGatherForward>"
+    gemm, add = conv_pass_work(conv, "fwd", [large, "conv2d_reduce_forward_partials_kernel<float>"],
+                               blocks=[560, 4096], split=lambda images, tile: split)
+    per_image = 128 * 34 * 34
+    assert add.outputs == 6 * per_image and add.bytes == 4 * (5 * 6 * per_image + 6 * per_image + 128)
+    assert gemm.bytes - conv_pass_work(conv, "fwd", [large], blocks=[320])[0].bytes == 4 * 4 * 6 * per_image
+    # 300 images fill more than two waves: they run whole.
+    assert gemm_split_ranges(conv, "fwd", 300, 132, 128, False, tile=(128, 128)) == GemmSplit()
+    # The slots' busy fraction: 320 equal tiles on 264 slots keep them busy 320 / 528 of two
+    # rounds; the split above, 26 images whole and 6 in ranges, far more of a shorter time.
+    assert cuda_model.slot_efficiency(((320, 576),), 264) == pytest.approx(320 / 528)
+    assert cuda_model.slot_efficiency(gemm_items(split, 32, 10, 576), 264) > 0.9
+    assert cuda_model.slot_efficiency(((100, 7),), 264) == pytest.approx(100 / 264)
 
 
 def test_dry_run_records_the_launches_of_a_real_run():

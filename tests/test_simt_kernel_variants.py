@@ -239,8 +239,10 @@ def test_gemm_tiles_follow_rounds_of_resident_blocks():
     # rounds (264 ranges, 528 blocks).
     assert _gemm_tiles((32, 32, 74, 74), (64, 32, 3, 3), "bwd_weight") == [(64, 256, 528)]
     # 64 -> 128 @36 forward, M = 128, N = 1156: 320 large or wide tiles take 2 rounds either way
-    # (the large ones without padding rows), 1,216 small ones 5 at twice the cost.
-    assert _gemm_tiles((32, 64, 36, 36), (128, 64, 3, 3), "fwd") == [(128, 128, 320)]
+    # (the large ones without padding rows), 1,216 small ones 5 at twice the cost. The 56 tiles
+    # of the second round would run alone, so the 26 images of the first run whole (260 tiles)
+    # and the other 6 in 5 reduction ranges each (300 blocks).
+    assert _gemm_tiles((32, 64, 36, 36), (128, 64, 3, 3), "fwd") == [(128, 128, 560)]
     # 20 images of 128 x 1024 (32 x 32 pixels): 160 large tiles take one round, 640 small ones
     # three, a small tile element weighing twice a large one's where an SM has 128 FP32 lanes
     # (sm_90) and 5/4 where it has 64 (sm_80).

@@ -245,27 +245,68 @@ inline int64_t im2col_wgrad_splits(const Conv2dParams& p, int64_t images, int mu
   return im2col_gemm_splits(im2col_split_tiles(one, element_size, math), one.K, multiprocessors,
                             gemm_blocks_per_sm(element_size, math));
 }
+// How a GEMM of per-image problems (the forward, the gathering input
+// gradient) is split: problems from `whole` on in `splits` ranges each.
+struct Im2colSplit {
+  int64_t splits = 1, whole = 0;
+};
+
+// A GEMM whose tiles fill between one and two waves leaves most of its
+// second wave idle (64 -> 128 @36's forward at batch 32 on an H100: 320
+// large tiles on 264 slots, so 56 tiles run alone after the first 264).
+// Its first wave of problems then runs whole, and the remaining problems are
+// split, their ranges' partials added into the result by the same pass as
+// the split of a small GEMM. The split count fills the second wave at least
+// (kSplitWaves) with ranges no shorter than kMinSplitLen, none empty; of
+// those, the one the rounds estimate (gemm_tail_finish) says finishes first,
+// a range's partials costing as much as kMinSplitLen indices of its
+// multiply-adds; and only where that beats running every problem whole.
+// 64 -> 128 @36's forward: 26 images whole and 6 in 5 ranges of 128 (of
+// 576), 560 blocks, an estimated 1,088 indices against 1,152 whole.
+inline Im2colSplit im2col_tail_split(const GemmShape& one, int multiprocessors, int64_t element_size,
+                                     GemmMath math) {
+  const GemmTileShape tile = gemm_launch_tile(one, element_size, math, multiprocessors);
+  const int64_t resident = int64_t(gemm_blocks_per_sm(element_size, math)) * multiprocessors;
+  const int64_t per_problem = gemm_tiles_per_problem(one, tile.bm, tile.bn), tiles = per_problem * one.nz1;
+  const int64_t whole = resident / per_problem;  // problems that fit the first wave
+  // The partials have C's type (launch_gemm): half and bfloat16 results keep every problem whole.
+  if (acc_size_for(element_size) != element_size) return Im2colSplit{};
+  if (tiles >= kSplitWaves * resident || whole < 1 || whole >= one.nz1) return Im2colSplit{};
+  const int64_t whole_tiles = whole * per_problem, split_tiles = tiles - whole_tiles;
+  const int64_t fewest = ceil_div(kSplitWaves * resident - whole_tiles, split_tiles);
+  Im2colSplit best{};
+  int64_t best_finish = ceil_div(tiles, resident) * one.K;  // every problem whole
+  for (int64_t splits = fewest > 2 ? fewest : 2; splits <= kMaxSplits; ++splits) {
+    const int64_t len = gemm_split_len(one.K, splits);
+    if (len < kMinSplitLen) break;
+    if (ceil_div(one.K, len) < splits) continue;  // the last range would be empty
+    const int64_t finish = gemm_tail_finish(whole_tiles, split_tiles * splits, one.K, len + kMinSplitLen, resident);
+    if (finish < best_finish) best = Im2colSplit{splits, whole}, best_finish = finish;
+  }
+  return best;
+}
+
 // A GEMM whose output tiles fill under one wave of the GPU (the forward at
 // batch 1 or on small images: 64 -> 128 @36 has 38 tiles for 264 block
 // slots on an H100; the gathering input gradient, whose GEMM has Cg rows
 // where the unfolding one has Cg*R*S: 128 -> 128 @17 fills a quarter of a
 // wave) is split the same way as the weight gradient, into partials of the
-// whole chunk that one pass adds into the result. Only under one wave,
-// though: that pass reads and writes the result's size in fp32 a split,
-// which costs more than the tail of a wave or two saves (the model, H100,
-// TF32, 128 -> 128 @17 input gradient at batch 32: 1.2 waves, 13.2 us
-// unsplit against 16.0 split in two). Close under a wave it costs about as
-// much as it gains: the same layer's forward on tensor cores, 256 tiles of
-// 264, takes 17.9 us in three ranges against 14.0 whole (TF32; half 8.4
-// against 7.0), where stopping at half a wave would lose more elsewhere
-// (on CUDA cores a split problem also moves to the large tile: 64 -> 128
-// @36's input gradient at batch 32, 115 against 141 us whole).
-inline int64_t im2col_under_a_wave_splits(const GemmShape& one, int multiprocessors, int64_t element_size,
-                                          GemmMath math) {
+// whole chunk that one pass adds into the result. Close under a wave it
+// costs about as much as it gains (in the model as it was when this rule
+// was set, counting waves and not rounds: the same layer's forward on
+// tensor cores, 256 tiles of 264, 17.9 us in three ranges against 14.0
+// whole, TF32; half 8.4 against 7.0), where stopping at half a wave would
+// lose more elsewhere (on CUDA cores a split problem also moves to the
+// large tile: 64 -> 128 @36's input gradient at batch 32, 115 against 141
+// us whole). Between one and two waves see im2col_tail_split.
+inline Im2colSplit im2col_result_split(const GemmShape& one, int multiprocessors, int64_t element_size,
+                                       GemmMath math) {
   const int64_t tiles = im2col_split_tiles(one, element_size, math);
   const int blocks_per_sm = gemm_blocks_per_sm(element_size, math);
-  if (tiles >= int64_t(blocks_per_sm) * multiprocessors) return 1;
-  return im2col_gemm_splits(tiles, one.K, multiprocessors, blocks_per_sm);
+  if (tiles < int64_t(blocks_per_sm) * multiprocessors) {
+    return Im2colSplit{im2col_gemm_splits(tiles, one.K, multiprocessors, blocks_per_sm), 0};
+  }
+  return im2col_tail_split(one, multiprocessors, element_size, math);
 }
 
 // The forward's GEMM of `images`: Kg x P*Q outputs a problem, over Cg*R*S.
@@ -274,20 +315,19 @@ inline int64_t im2col_under_a_wave_splits(const GemmShape& one, int multiprocess
 inline GemmShape im2col_forward_shape(const Conv2dParams& p, int64_t images) {
   return GemmShape{p.out_channels_per_group(), p.out_pixels(), p.patch_size(), images, p.groups};
 }
-inline int64_t im2col_forward_splits(const Conv2dParams& p, int64_t images, int multiprocessors,
-                                     int64_t element_size, GemmMath math) {
-  if (images * p.out_channels * p.out_pixels() >= kFastDivmodLimit) return 1;
-  return im2col_under_a_wave_splits(im2col_forward_shape(p, images), multiprocessors, element_size, math);
+inline Im2colSplit im2col_forward_split(const Conv2dParams& p, int64_t images, int multiprocessors,
+                                        int64_t element_size, GemmMath math) {
+  if (images * p.out_channels * p.out_pixels() >= kFastDivmodLimit) return Im2colSplit{};
+  return im2col_result_split(im2col_forward_shape(p, images), multiprocessors, element_size, math);
 }
 // The gathering input gradient's GEMM: Cg x H*W outputs a problem, over Kg*R*S.
 inline GemmShape im2col_input_gradient_gather_shape(const Conv2dParams& p, int64_t images) {
   return GemmShape{p.in_channels_per_group(), p.in_h * p.in_w, p.out_channels_per_group() * p.kernel_h * p.kernel_w,
                    images, p.groups};
 }
-inline int64_t im2col_input_gradient_gather_splits(const Conv2dParams& p, int64_t images, int multiprocessors,
-                                                   int64_t element_size, GemmMath math) {
-  return im2col_under_a_wave_splits(im2col_input_gradient_gather_shape(p, images), multiprocessors, element_size,
-                                    math);
+inline Im2colSplit im2col_input_gradient_gather_split(const Conv2dParams& p, int64_t images, int multiprocessors,
+                                                      int64_t element_size, GemmMath math) {
+  return im2col_result_split(im2col_input_gradient_gather_shape(p, images), multiprocessors, element_size, math);
 }
 
 // The largest of f(images) over the chunks a batch runs in: a whole chunk,
@@ -302,12 +342,13 @@ inline int64_t im2col_most_over_chunks(int64_t batch, int64_t chunk, F f) {
   }
   return most;
 }
-// Room for the partials of a split chunk of `per_image` results an image.
-template <typename Splits>
-inline int64_t im2col_split_partials_elems(int64_t batch, int64_t chunk, int64_t per_image, Splits splits_of) {
+// Room for the partials of a split chunk of `per_image` results an image:
+// the ranges of its split images.
+template <typename SplitOf>
+inline int64_t im2col_split_partials_elems(int64_t batch, int64_t chunk, int64_t per_image, SplitOf split_of) {
   return im2col_most_over_chunks(batch, chunk, [&](int64_t images) {
-    const int64_t splits = splits_of(images);
-    return splits > 1 ? splits * images * per_image : 0;
+    const Im2colSplit split = split_of(images);
+    return split.splits > 1 ? split.splits * (images - split.whole) * per_image : 0;
   });
 }
 
@@ -326,7 +367,7 @@ inline int64_t im2col_column_workspace(const Conv2dParams& p, int64_t element_si
 inline int64_t im2col_forward_workspace(const Conv2dParams& p, int64_t element_size, GemmMath math) {
   const int64_t partials = im2col_split_partials_elems(
       p.batch, im2col_forward_chunk_images(p, element_size, math), p.out_channels * p.out_pixels(),
-      [&](int64_t images) { return im2col_forward_splits(p, images, device_multiprocessors(), element_size, math); });
+      [&](int64_t images) { return im2col_forward_split(p, images, device_multiprocessors(), element_size, math); });
   return im2col_column_workspace(p, element_size, math) + round_up16(partials * acc_size_for(element_size));
 }
 // Gathering, the input gradient needs room only for the partials of a split chunk.
@@ -336,7 +377,7 @@ inline int64_t im2col_backward_input_workspace(const Conv2dParams& p, int64_t el
     const int64_t partials = im2col_split_partials_elems(
         p.batch, im2col_gather_chunk_images(p, p.in_channels_per_group(), p.in_h * p.in_w),
         p.in_channels * p.in_h * p.in_w, [&](int64_t images) {
-          return im2col_input_gradient_gather_splits(p, images, device_multiprocessors(), element_size, math);
+          return im2col_input_gradient_gather_split(p, images, device_multiprocessors(), element_size, math);
         });
     return round_up16(partials * acc);
   }
@@ -420,16 +461,17 @@ const T* columns_of(const T* input, const Conv2dParams& p, int64_t n0, int64_t i
   return col;
 }
 
-// The forward of a chunk under a wave of tiles is split (im2col_forward_splits):
-// the GEMM writes fp32 partials (after the column buffer) without bias or
-// ReLU, and the second pass adds them, the bias and the ReLU into the output.
+// A chunk's forward may be split (im2col_forward_split): its split images'
+// GEMM ranges write fp32 partials (after the column buffer) without bias or
+// ReLU, and the second pass adds them, the bias and the ReLU into their
+// output; whole images get both in the GEMM's epilogue.
 template <typename T>
 const char* conv2d_im2col_forward(const T* input, const T* weight, const T* bias, T* output,
                                   const Conv2dParams& p, bool relu, GemmMath math, void* workspace,
                                   cudaStream_t stream) {
   using A = acc_t<T>;
   const int64_t Kg = p.out_channels_per_group(), CRSg = p.patch_size(), PQ = p.out_pixels();
-  const int64_t CRS = p.in_channels * p.kernel_h * p.kernel_w;
+  const int64_t CRS = p.in_channels * p.kernel_h * p.kernel_w, out_image = p.out_channels * PQ;
   // Problem (image n, group g): A = W_g (row m = k, reduction = crs), B = col (row j = pixel).
   const GemmOperand wa{CRSg, 1, kGemmNoWrap, 0, 0, Kg * CRSg, 0};
   const bool gathers = im2col_gathers(p, math, sizeof(T));
@@ -437,31 +479,32 @@ const char* conv2d_im2col_forward(const T* input, const T* weight, const T* bias
   const int64_t in_image = p.in_channels * p.in_h * p.in_w;
   A* partials = reinterpret_cast<A*>(static_cast<char*>(workspace) + im2col_column_workspace(p, sizeof(T), math));
   for (int64_t n0 = 0; n0 < p.batch; n0 += chunk) {
-    const int64_t images = p.batch - n0 < chunk ? p.batch - n0 : chunk, elems = images * p.out_channels * PQ;
+    const int64_t images = p.batch - n0 < chunk ? p.batch - n0 : chunk;
     GemmShape shape = im2col_forward_shape(p, images);
-    shape.splits = im2col_forward_splits(p, images, device_multiprocessors(), sizeof(T), math);
-    T* output_chunk = output + n0 * p.out_channels * PQ;
+    const Im2colSplit split = im2col_forward_split(p, images, device_multiprocessors(), sizeof(T), math);
+    shape.splits = split.splits;
+    shape.whole = split.whole;
+    const int64_t split_elems = (images - split.whole) * out_image;
+    T* output_chunk = output + n0 * out_image;
     const char* err = nullptr;
     const T* col = gathers ? nullptr : columns_of(input, p, n0, images, workspace, stream, &err);
     if (err) return err;
-    // W * col into c: the output (with bias and ReLU), or partials.
-    auto multiply = [&](auto* c, const GemmOutput& out, const T* b) -> const char* {
+    // W * col into the output (with bias and ReLU) and the split images' partials.
+    GemmOutput out{PQ, out_image, Kg * PQ, Kg, false, relu};
+    if (shape.splits > 1) out.partials = partials, out.bsplit = split_elems;
+    auto multiply = [&](auto* c) -> const char* {
       if (gathers) {
-        return launch_gemm(weight, wa, input + n0 * in_image, Im2colGatherForward::make(p), c, out, b, shape, math,
+        return launch_gemm(weight, wa, input + n0 * in_image, Im2colGatherForward::make(p), c, out, bias, shape, math,
                            stream);
       }
       const GemmOperand cb{1, PQ, kGemmNoWrap, 0, CRS * PQ, CRSg * PQ, 0};
-      return launch_gemm(weight, wa, col, cb, c, out, b, shape, math, stream);
+      return launch_gemm(weight, wa, col, cb, c, out, bias, shape, math, stream);
     };
-    if (shape.splits > 1) {
-      err = multiply(partials, GemmOutput{PQ, p.out_channels * PQ, Kg * PQ, 0, false, false, elems},
-                     static_cast<const T*>(nullptr));
-      if (!err) {
-        err = launch_reduce_forward_partials<T>(partials, output_chunk, bias, elems, shape.splits, p.out_channels, PQ,
-                                                relu, stream);
-      }
-    } else {
-      err = multiply(output_chunk, GemmOutput{PQ, p.out_channels * PQ, Kg * PQ, Kg, false, relu}, bias);
+    // With every image split there is no C (of the partials' type, as launch_gemm asks).
+    err = shape.splits > 1 && shape.whole == 0 ? multiply(static_cast<A*>(nullptr)) : multiply(output_chunk);
+    if (!err && shape.splits > 1) {
+      err = launch_reduce_forward_partials<T>(partials, output_chunk + split.whole * out_image, bias, split_elems,
+                                              shape.splits, p.out_channels, PQ, relu, stream);
     }
     if (err) return err;
   }
@@ -484,22 +527,26 @@ const char* conv2d_im2col_backward_input(const T* grad_output, const T* weight, 
     const int64_t chunk = im2col_gather_chunk_images(p, Cg, HW);
     const auto gathered = Im2colGatherForward::make_for_input_gradient(p);
     for (int64_t n0 = 0; n0 < p.batch; n0 += chunk) {
-      const int64_t images = p.batch - n0 < chunk ? p.batch - n0 : chunk, elems = images * p.in_channels * HW;
+      const int64_t images = p.batch - n0 < chunk ? p.batch - n0 : chunk, in_image = p.in_channels * HW;
       GemmShape shape = im2col_input_gradient_gather_shape(p, images);
-      shape.splits = im2col_input_gradient_gather_splits(p, images, device_multiprocessors(), sizeof(T), math);
+      const Im2colSplit split =
+          im2col_input_gradient_gather_split(p, images, device_multiprocessors(), sizeof(T), math);
+      shape.splits = split.splits;
+      shape.whole = split.whole;
+      const int64_t split_elems = (images - split.whole) * in_image;
+      T* dx = grad_input + n0 * in_image;
+      GemmOutput out{HW, in_image, Cg * HW, 0, false};
+      if (shape.splits > 1) out.partials = workspace, out.bsplit = split_elems;
       const T* dy = grad_output + n0 * p.out_channels * PQ;
-      T* dx = grad_input + n0 * p.in_channels * HW;
-      const char* err = nullptr;
-      if (shape.splits > 1) {
-        A* partials = static_cast<A*>(workspace);
-        const GemmOutput out{HW, p.in_channels * HW, Cg * HW, 0, false, false, elems};
-        err = launch_gemm(weight, wt, dy, gathered, partials, out, static_cast<const T*>(nullptr), shape, math, stream);
-        if (!err) {
-          err = launch_reduce_partials<T>(static_cast<const A*>(partials), dx, elems, shape.splits, false, stream);
-        }
-      } else {
-        const GemmOutput out{HW, p.in_channels * HW, Cg * HW, 0, false};
-        err = launch_gemm(weight, wt, dy, gathered, dx, out, static_cast<const T*>(nullptr), shape, math, stream);
+      const T* no_bias = nullptr;
+      // With every image split there is no C (of the partials' type, as launch_gemm asks).
+      const char* err = shape.splits > 1 && shape.whole == 0
+                            ? launch_gemm(weight, wt, dy, gathered, static_cast<A*>(nullptr), out, no_bias, shape, math,
+                                          stream)
+                            : launch_gemm(weight, wt, dy, gathered, dx, out, no_bias, shape, math, stream);
+      if (!err && shape.splits > 1) {
+        err = launch_reduce_partials<T>(static_cast<const A*>(workspace), dx + split.whole * in_image, split_elems,
+                                        shape.splits, false, stream);
       }
       if (err) return err;
     }
@@ -561,7 +608,11 @@ const char* conv2d_im2col_backward_weight(const T* grad_output, const T* input, 
       return launch_gemm(dy_chunk, dy, col, cl, c, out, static_cast<const T*>(nullptr), shape, math, stream);
     };
     if (shape.splits > 1) {
-      err = multiply(partials, GemmOutput{CRSg, 0, Kg * CRSg, 0, false, false, weights});
+      // Every range goes to the partials, so there is no C (of the partials' type, as
+      // launch_gemm asks).
+      GemmOutput out{CRSg, 0, Kg * CRSg, 0, false};
+      out.partials = partials, out.bsplit = weights;
+      err = multiply(static_cast<A*>(nullptr), out);
       if (err) return err;
       err = acc != nullptr ? launch_reduce_partials<T>(partials, acc, weights, shape.splits, n0 > 0, stream)
                            : launch_reduce_partials<T>(partials, grad_weight, weights, shape.splits, n0 > 0, stream);

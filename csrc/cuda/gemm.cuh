@@ -16,8 +16,12 @@
 //
 // Split-K: with GemmShape::splits = S > 1 the reduction is cut into S
 // contiguous ranges of gemm_split_len(K, S) indices; range s of problem z is
-// written (not accumulated) at C + s * GemmOutput::bsplit, and the caller
-// sums the S partial results in a fixed order (deterministic, no atomics).
+// written (not accumulated, in the accumulation type) to the partials at
+// GemmOutput::partials + s * GemmOutput::bsplit, and the caller sums the S
+// partial results in a fixed order (deterministic, no atomics). A launch
+// may split only its last problems (GemmShape::whole): the first ones then
+// run whole into C while the split ranges of the others fill the rest of
+// the GPU, where whole problems alone would leave a second wave part-idle.
 #pragma once
 
 #include "conv2d_common.cuh"
@@ -48,15 +52,19 @@ struct GemmOperand {
 template <typename Operand>
 struct GemmLoader;
 
-// C(m, j) of problem z and reduction range s at
-// z1 * b1 + z2 * b2 + s * bsplit + m * ldc + j; bias (may be null) is indexed
-// bias[z2 * bias_b2 + m]. `relu` clamps the finished value (after bias and
-// accumulation) with torch's ReLU before the store. `vec` (set by
-// launch_gemm): rows are 16-byte aligned, so quads are stored as vectors.
+// C(m, j) of problem z at z1 * b1 + z2 * b2 + m * ldc + j; bias (may be
+// null) is indexed bias[z2 * bias_b2 + m]. `relu` clamps the finished value
+// (after bias and accumulation) with torch's ReLU before the store.
+// Reduction range s of a split problem z (z1 >= GemmShape::whole) goes to
+// `partials` (of C's type, which must then be the accumulation type: fp32
+// for half and bfloat16) at (z1 - whole) * b1 + z2 * b2 + s * bsplit +
+// m * ldc + j, without bias, ReLU or accumulation. `vec` (set by launch_gemm): rows are 16-byte aligned, so
+// quads are stored as vectors.
 struct GemmOutput {
   int64_t ldc, b1, b2, bias_b2;
   bool accumulate;
   bool relu = false;
+  void* partials = nullptr;
   int64_t bsplit = 0;
   bool vec = false;
 };
@@ -64,10 +72,20 @@ struct GemmOutput {
 struct GemmShape {
   int64_t M, N, K, nz1, nz2;
   int64_t splits = 1;
-  // Set by gemm_item_digits for the tile of the launch: splits a work item
-  // into (tile n, tile m, split, z2, z1) without a 64-bit division.
+  // With splits > 1: problems z1 < whole run their whole reduction into C,
+  // the others are split (0: every problem is split).
+  int64_t whole = 0;
+  // Set by gemm_item_digits for the tile of the launch, to split a work item
+  // without a 64-bit division: whole problems' items into (tile n, tile m,
+  // z2, z1), then split problems' items into (tile n, tile m, split, z2,
+  // z1 - whole).
+  MixedRadix<3> whole_digits = {};
   MixedRadix<4> item_digits = {};
 };
+// Problems that run whole: all of them unless the launch is split.
+FASTCONV_HD int64_t gemm_whole_problems(const GemmShape& shape) {
+  return shape.splits > 1 ? shape.whole : shape.nz1;
+}
 
 // Split ranges are whole multiples of this many reduction indices, so every
 // range starts on a quad (and on any k-tile a GEMM kernel may use).
@@ -239,35 +257,70 @@ __device__ __forceinline__ int gemm_local(int thread_coord, int u) {
   return (u / 4) * (B / (TR / 4)) + thread_coord * 4 + (u % 4);
 }
 
-// One block's piece of work: an output tile of one problem, over one
-// reduction range [k_begin, k_end) (empty for the last splits of a short K,
-// which then store zeros). Shared by the CUDA-core and tensor-core kernels.
+// One block's piece of work: an output tile of one problem, over its whole
+// reduction or (`partial`) over one range [k_begin, k_end) of it (empty for
+// the last splits of a short K, which then store zeros). Shared by the
+// CUDA-core and tensor-core kernels.
 struct GemmWorkItem {
   int m0, n0, split, k_begin, k_end;
   int64_t z1, z2;
+  bool partial;
 };
-template <int BM, int BN>
-__device__ __forceinline__ GemmWorkItem gemm_work_item(int64_t item, const GemmShape& shape, int split_len) {
-  GemmWorkItem w;
-  uint32_t d[5];
-  shape.item_digits.split(static_cast<uint32_t>(item), d);
-  w.n0 = static_cast<int>(d[0]) * BN;
-  w.m0 = static_cast<int>(d[1]) * BM;
-  w.split = static_cast<int>(d[2]);
-  w.z2 = d[3];
-  w.z1 = d[4];
-  const int K = static_cast<int>(shape.K);
-  w.k_begin = w.split * split_len;
-  w.k_end = K - w.k_begin > split_len ? w.k_begin + split_len : K;
-  return w;
+// Work items of a launch on bm x bn tiles: a tile of each whole problem, and
+// `splits` of each split one.
+FASTCONV_HD int64_t gemm_tiles_per_problem(const GemmShape& shape, int64_t bm, int64_t bn) {
+  return shape.nz2 * ceil_div(shape.M, bm) * ceil_div(shape.N, bn);
 }
-// Work items of a launch on bm x bn tiles, and the length of one reduction range.
 FASTCONV_HD int64_t gemm_tile_items(const GemmShape& shape, int64_t bm, int64_t bn) {
-  return shape.nz1 * shape.nz2 * shape.splits * ceil_div(shape.M, bm) * ceil_div(shape.N, bn);
+  const int64_t whole = gemm_whole_problems(shape);
+  return gemm_tiles_per_problem(shape, bm, bn) * (whole + (shape.nz1 - whole) * shape.splits);
 }
 template <int BM, int BN>
 FASTCONV_HD int64_t gemm_work_items(const GemmShape& shape) {
   return gemm_tile_items(shape, BM, BN);
+}
+// What every work item of a launch shares, computed once before a block's
+// loop over its items (no 64-bit division inside it): the items of the
+// whole problems, then the length of a split problem's reduction range.
+struct GemmItemSplit {
+  int64_t whole_items;
+  int split_len;
+};
+template <int BM, int BN>
+FASTCONV_HD GemmItemSplit gemm_item_split(const GemmShape& shape) {
+  return GemmItemSplit{gemm_whole_problems(shape) * gemm_tiles_per_problem(shape, BM, BN),
+                       static_cast<int>(shape.splits > 1 ? gemm_split_len(shape.K, shape.splits) : shape.K)};
+}
+template <int BM, int BN>
+__device__ __forceinline__ GemmWorkItem gemm_work_item(int64_t item, const GemmShape& shape, GemmItemSplit at) {
+  GemmWorkItem w;
+  const int K = static_cast<int>(shape.K);
+  const int64_t whole_items = at.whole_items;
+  if (item < whole_items) {
+    uint32_t d[4];
+    shape.whole_digits.split(static_cast<uint32_t>(item), d);
+    w.n0 = static_cast<int>(d[0]) * BN;
+    w.m0 = static_cast<int>(d[1]) * BM;
+    w.z2 = d[2];
+    w.z1 = d[3];
+    w.split = 0;
+    w.partial = false;
+    w.k_begin = 0;
+    w.k_end = K;
+  } else {
+    uint32_t d[5];
+    shape.item_digits.split(static_cast<uint32_t>(item - whole_items), d);
+    w.n0 = static_cast<int>(d[0]) * BN;
+    w.m0 = static_cast<int>(d[1]) * BM;
+    w.split = static_cast<int>(d[2]);
+    w.z2 = d[3];
+    w.z1 = shape.whole + d[4];
+    w.partial = true;
+    const int split_len = at.split_len;
+    w.k_begin = w.split * split_len;
+    w.k_end = K - w.k_begin > split_len ? w.k_begin + split_len : K;
+  }
+  return w;
 }
 // The launch's side of gemm_work_item: its divisors for tiles of BM x BN.
 // nullptr, or an error when the items would not fit its 32-bit index.
@@ -276,11 +329,25 @@ inline const char* gemm_item_digits(GemmShape& shape) {
   if (gemm_work_items<BM, BN>(shape) >= kFastDivmodLimit) {
     return "launch_gemm: more than 2^31 output tiles (split the batch)";
   }
+  if (shape.whole < 0 || shape.whole > shape.nz1) return "launch_gemm: more whole problems than problems";
+  shape.whole_digits = MixedRadix<3>::make(ceil_div(shape.N, BN), ceil_div(shape.M, BM), shape.nz2);
   shape.item_digits = MixedRadix<4>::make(ceil_div(shape.N, BN), ceil_div(shape.M, BM), shape.splits, shape.nz2);
   return nullptr;
 }
-FASTCONV_HD int gemm_range_len(const GemmShape& shape) {
-  return static_cast<int>(shape.splits > 1 ? gemm_split_len(shape.K, shape.splits) : shape.K);
+
+// Where a work item's results go: a whole item's into C, through the
+// epilogue (bias, accumulation, ReLU); a split item's raw sums into its
+// range's partials, which then have C's type (launch_gemm checks that C has
+// the accumulation type wherever a problem is split). One store loop serves
+// both: a second loop for the partials spilled the wide tile's registers on
+// sm_80.
+struct GemmDestination {
+  int64_t offset;  // of the item's problem and range, from its base
+  bool partial;    // no bias, accumulation or ReLU
+};
+FASTCONV_HD GemmDestination gemm_destination(const GemmOutput& vc, const GemmShape& shape, const GemmWorkItem& w) {
+  if (w.partial) return GemmDestination{(w.z1 - shape.whole) * vc.b1 + w.z2 * vc.b2 + w.split * vc.bsplit, true};
+  return GemmDestination{w.z1 * vc.b1 + w.z2 * vc.b2, false};
 }
 
 template <typename T, typename TC, typename Tile, typename OperandB>
@@ -296,12 +363,12 @@ __global__ void __launch_bounds__(Tile::kThreads, gemm_min_blocks<T>())
   const int tn = tid % Tile::kThreadsN, tm = tid / Tile::kThreadsN;
   const int M = static_cast<int>(shape.M), N = static_cast<int>(shape.N);
   const int64_t items = gemm_work_items<BM, BN>(shape);
-  const int range_len = gemm_range_len(shape);
+  const GemmItemSplit item_split = gemm_item_split<BM, BN>(shape);
 
   for (int64_t item = blockIdx.x; item < items; item += gridDim.x) {
-    const GemmWorkItem w = gemm_work_item<BM, BN>(item, shape, range_len);
+    const GemmWorkItem w = gemm_work_item<BM, BN>(item, shape, item_split);
     const int64_t z1 = w.z1, z2 = w.z2;
-    const int m0 = w.m0, n0 = w.n0, split = w.split, k_begin = w.k_begin, k_end = w.k_end;
+    const int m0 = w.m0, n0 = w.n0, k_begin = w.k_begin, k_end = w.k_end;
     const T* a_z = a + z1 * va.b1 + z2 * va.b2;
     const T* b_z = b + z1 * vb.b1 + z2 * vb.b2;
     const int slices = k_end > k_begin ? (k_end - k_begin + BK - 1) / BK : 0;
@@ -347,8 +414,10 @@ __global__ void __launch_bounds__(Tile::kThreads, gemm_min_blocks<T>())
       __syncthreads();
     }
 
-    TC* c_z = c + z1 * vc.b1 + z2 * vc.b2 + split * vc.bsplit;
-    const T* bias_z = bias != nullptr ? bias + z2 * vc.bias_b2 : nullptr;
+    const GemmDestination to = gemm_destination(vc, shape, w);
+    TC* c_z = (to.partial ? static_cast<TC*>(vc.partials) : c) + to.offset;
+    const T* bias_z = bias != nullptr && !to.partial ? bias + z2 * vc.bias_b2 : nullptr;
+    const bool accumulate = vc.accumulate && !to.partial, relu = vc.relu && !to.partial;
 #pragma unroll
     for (int i = 0; i < TM; ++i) {
       const int m = m0 + gemm_local<BM, TM>(tm, i);
@@ -361,12 +430,12 @@ __global__ void __launch_bounds__(Tile::kThreads, gemm_min_blocks<T>())
         TC* dst = c_z + m * vc.ldc + n;
         if (vc.vec && n + 3 < N) {
           Pack<TC, 4> pk;
-          if (vc.accumulate) pk = *reinterpret_cast<const Pack<TC, 4>*>(dst);
+          if (accumulate) pk = *reinterpret_cast<const Pack<TC, 4>*>(dst);
 #pragma unroll
           for (int u = 0; u < 4; ++u) {
             A v = acc[i][j4 + u] + bm;
-            if (vc.accumulate) v += to_acc(pk.v[u]);
-            pk.v[u] = from_acc<TC>(conv_epilogue(v, vc.relu));
+            if (accumulate) v += to_acc(pk.v[u]);
+            pk.v[u] = from_acc<TC>(conv_epilogue(v, relu));
           }
           *reinterpret_cast<Pack<TC, 4>*>(dst) = pk;
         } else {
@@ -374,8 +443,8 @@ __global__ void __launch_bounds__(Tile::kThreads, gemm_min_blocks<T>())
           for (int u = 0; u < 4; ++u) {
             if (n + u >= N) break;
             A v = acc[i][j4 + u] + bm;
-            if (vc.accumulate) v += to_acc(dst[u]);
-            dst[u] = from_acc<TC>(conv_epilogue(v, vc.relu));
+            if (accumulate) v += to_acc(dst[u]);
+            dst[u] = from_acc<TC>(conv_epilogue(v, relu));
           }
         }
       }
@@ -430,6 +499,17 @@ inline int64_t gemm_tile_time(const GemmShape& shape, int64_t resident, int bm, 
   return ceil_div(gemm_tile_items(shape, bm, bn), resident < 1 ? 1 : resident) * bm * bn * cost;
 }
 
+// Finish time, in reduction indices, of a launch that runs `whole_tiles`
+// tiles over their whole reduction of K, then `ranges` split ranges that
+// each take `range_time`, on `resident` block slots: rounds as
+// gemm_tile_time counts them, the slots that the whole tiles' last round
+// leaves free taking ranges meanwhile.
+inline int64_t gemm_tail_finish(int64_t whole_tiles, int64_t ranges, int64_t K, int64_t range_time, int64_t resident) {
+  const int64_t rounds = ceil_div(whole_tiles, resident), free_slots = rounds * resident - whole_tiles;
+  const int64_t early = free_slots * (K / range_time), rest = ranges > early ? ranges - early : 0;
+  return rounds * K + ceil_div(rest, resident) * range_time;
+}
+
 // The tile with the least estimated time: rounds of `resident` blocks (the
 // blocks the GPU runs at once) times one block's area and cost. Counting
 // whole rounds charges a tile for the idle tail of its last wave (a large
@@ -473,11 +553,22 @@ inline int64_t gemm_tiles_per_split(GemmShape shape, int fma_lanes_per_sm) {
 }
 
 // Quads of C are stored as vectors when every row start is 16-byte aligned
-// for 4 elements: the pointer, ldc and every batch offset.
-template <typename TC>
+// for 4 elements: the pointers (C's and the partials'), ldc and every batch
+// offset.
+template <typename A, typename TC>
 inline bool gemm_output_vec(const TC* c, const GemmOutput& vc) {
-  return is_aligned(c, 4 * static_cast<int>(sizeof(TC))) && vc.ldc % 4 == 0 && vc.b1 % 4 == 0 &&
+  return is_aligned(c, 4 * static_cast<int>(sizeof(TC))) &&
+         is_aligned(vc.partials, 4 * static_cast<int>(sizeof(A))) && vc.ldc % 4 == 0 && vc.b1 % 4 == 0 &&
          vc.b2 % 4 == 0 && vc.bsplit % 4 == 0;
+}
+
+// The shape a launch picks its tile from: a launch that splits only its
+// last problems keeps the tile its whole problems would run (the split
+// ranges fill what the whole ones leave of the GPU), which is the tile
+// conv2d_im2col.cuh sized that split on.
+inline GemmShape gemm_tile_choice_shape(GemmShape shape) {
+  if (shape.splits > 1 && shape.whole > 0) shape.splits = 1;
+  return shape;
 }
 
 // The tensor-core GEMM (gemm_tensor_core.cuh, which includes this header).
@@ -521,7 +612,8 @@ const char* launch_gemm_cuda_core(const T* a, GemmOperand va, const T* b, Operan
                                   const T* bias, GemmShape shape, cudaStream_t stream) {
   constexpr bool kWide = std::is_same_v<T, float> && std::is_same_v<TC, float>;
   const int64_t resident = int64_t(gemm_min_blocks<T>()) * device_multiprocessors();
-  const GemmTileKind kind = gemm_cuda_core_tile(shape, resident, gemm_fma_lanes_per_sm<T>(), kWide);
+  const GemmTileKind kind =
+      gemm_cuda_core_tile(gemm_tile_choice_shape(shape), resident, gemm_fma_lanes_per_sm<T>(), kWide);
   if constexpr (kWide) {
     if (kind == GemmTileKind::kWide) {
       return launch_gemm_tile<T, TC, GemmTileWide, OperandB>(a, va, b, vb, c, vc, bias, shape, stream);
@@ -547,8 +639,12 @@ const char* launch_gemm(const T* a, GemmOperand va, const T* b, OperandB vb, TC*
   }
   gemm_settle_operand(a, va);
   gemm_settle_operand(b, vb);
-  vc.vec = gemm_output_vec(c, vc);
+  vc.vec = gemm_output_vec<acc_t<T>>(c, vc);
   if (shape.splits < 1) shape.splits = 1;
+  if (shape.splits > 1 && vc.partials == nullptr) return "launch_gemm: a split GEMM needs room for its partials";
+  if (shape.splits > 1 && !std::is_same_v<TC, acc_t<T>>) {
+    return "launch_gemm: a split GEMM stores its partials as C's type, which must be the accumulation type";
+  }
   if constexpr (!std::is_same_v<T, double>) {
     if (math == GemmMath::kTensorCore) return launch_gemm_tensor_core(a, va, b, vb, c, vc, bias, shape, stream);
   }

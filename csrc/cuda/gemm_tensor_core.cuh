@@ -248,10 +248,10 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocks)
   const int wm0 = (warp / Tile::WARPS_N) * Tile::WM, wn0 = (warp % Tile::WARPS_N) * Tile::WN;
   const int M = static_cast<int>(shape.M), N = static_cast<int>(shape.N);
   const int64_t items = gemm_work_items<BM, BN>(shape);
-  const int range_len = gemm_range_len(shape);
+  const GemmItemSplit item_split = gemm_item_split<BM, BN>(shape);
 
   for (int64_t item = blockIdx.x; item < items; item += gridDim.x) {
-    const GemmWorkItem w = gemm_work_item<BM, BN>(item, shape, range_len);
+    const GemmWorkItem w = gemm_work_item<BM, BN>(item, shape, item_split);
     const T* a_z = a + w.z1 * va.b1 + w.z2 * va.b2;
     const T* b_z = b + w.z1 * vb.b1 + w.z2 * vb.b2;
     const int m0 = w.m0, n0 = w.n0;
@@ -306,8 +306,10 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocks)
     }
 
     // Accumulator r of mma tile (i, j) is C(16 i + g + 8 (r / 2), 8 j + 2 t + r % 2) of the warp's part.
-    TC* c_z = c + w.z1 * vc.b1 + w.z2 * vc.b2 + w.split * vc.bsplit;
-    const T* bias_z = bias != nullptr ? bias + w.z2 * vc.bias_b2 : nullptr;
+    const GemmDestination to = gemm_destination(vc, shape, w);
+    TC* c_z = (to.partial ? static_cast<TC*>(vc.partials) : c) + to.offset;
+    const T* bias_z = bias != nullptr && !to.partial ? bias + w.z2 * vc.bias_b2 : nullptr;
+    const bool accumulate = vc.accumulate && !to.partial, relu = vc.relu && !to.partial;
     const int g = lane / 4, t = lane % 4;
 #pragma unroll
     for (int i = 0; i < Tile::kTilesM; ++i) {
@@ -324,8 +326,8 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocks)
             if (n >= N) continue;
             TC* dst = c_z + static_cast<int64_t>(m) * vc.ldc + n;
             float v = acc[i][j][2 * h + e] + bm;
-            if (vc.accumulate) v += to_acc(*dst);
-            *dst = from_acc<TC>(conv_epilogue(v, vc.relu));
+            if (accumulate) v += to_acc(*dst);
+            *dst = from_acc<TC>(conv_epilogue(v, relu));
           }
         }
       }
@@ -379,13 +381,29 @@ inline bool gemm_tensor_core_wide(const GemmShape& shape, int64_t resident) {
          gemm_tile_time(shape, resident, Narrow::BM, Narrow::BN, tensor_core_wavefronts_x8<Narrow>());
 }
 
+// The tile launch_gemm runs an unsplit GEMM on whose operands and results
+// have `element_size` bytes (as launch_gemm_cuda_core and
+// launch_gemm_tensor_core choose it).
+inline GemmTileShape gemm_launch_tile(const GemmShape& shape, int64_t element_size, GemmMath math,
+                                      int multiprocessors) {
+  const int64_t resident = int64_t(gemm_blocks_per_sm(element_size, math)) * multiprocessors;
+  if (gemm_on_tensor_cores(element_size, math)) {
+    using Wide = GemmTensorCoreTileWide;
+    using Narrow = GemmTensorCoreTile;
+    return element_size == 2 && gemm_tensor_core_wide(shape, resident) ? GemmTileShape{Wide::BM, Wide::BN}
+                                                                        : GemmTileShape{Narrow::BM, Narrow::BN};
+  }
+  const int lanes = acc_size_for(element_size) == 8 ? 64 : device_fp32_lanes_per_sm();
+  return gemm_tile_shape(gemm_cuda_core_tile(shape, resident, lanes, element_size == 4));
+}
+
 // Operand vector modes, divisors and splits are settled by launch_gemm, which calls this.
 template <typename T, typename TC, typename OperandB>
 const char* launch_gemm_tensor_core(const T* a, GemmOperand va, const T* b, OperandB vb, TC* c, GemmOutput vc,
                                     const T* bias, GemmShape shape, cudaStream_t stream) {
   if constexpr (sizeof(T) == 2) {
     const int64_t resident = int64_t(GemmTensorCoreTileWide::kMinBlocks) * device_multiprocessors();
-    if (gemm_tensor_core_wide(shape, resident)) {
+    if (gemm_tensor_core_wide(gemm_tile_choice_shape(shape), resident)) {
       using Tile = GemmTensorCoreTileWide;
       return launch_gemm_kernel<Tile>(gemm_tensor_core_kernel<T, TC, Tile, OperandB>, a, va, b, vb, c, vc, bias, shape,
                                       stream);
