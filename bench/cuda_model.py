@@ -202,15 +202,24 @@ def launch_rows(gpu: Gpu, runs: Sequence[PassRun], kernels: Dict[str, Dict], ele
     return [_row(gpu, run, seq, launch, work, info, occ[q]) for (run, seq, launch, work, info), q in zip(pending, queries)]
 
 
-def slot_efficiency(items: Sequence[Tuple[int, int]], resident: int) -> float:
-    """The busy fraction of a launch's ``resident`` block slots until its last work item ends:
-    items (runs of (count, reduction length), in launch order) start on the first slot to come
-    free, each taking time in proportion to its length. Under one wave of equal items this is
-    the waves; between one and two, a second wave's idle tail counts (320 equal tiles on 264
+def slot_efficiency(items: Sequence[Tuple[int, int]], resident: int, grid: Optional[int] = None) -> float:
+    """The busy fraction of a launch's ``resident`` block slots until its last work item ends.
+    ``items``: runs of (count, reduction length) in launch order; a block takes items ``grid``
+    apart (all of them one each where there are no more items than blocks), its time the sum of
+    their lengths, and starts on the first slot to come free. Under one wave of equal items this
+    is the waves; between one and two, a second wave's idle tail counts (320 equal tiles on 264
     slots: 0.61), which a split of the last problems into shorter ranges recovers."""
     total = sum(count * length for count, length in items)
     if total == 0:
         return 1.0
+    if grid is not None and sum(count for count, _ in items) > grid:
+        blocks = [0] * grid
+        i = 0
+        for count, length in items:
+            for _ in range(count):
+                blocks[i % grid] += length
+                i += 1
+        items = [(1, length) for length in blocks]
     slots = [0] * resident  # a heap of the times the slots come free
     for count, length in items:
         if length == 0:
@@ -239,7 +248,7 @@ def _row(gpu: Gpu, run: PassRun, seq: int, launch, work: Work, info: Dict, occ: 
     ceiling = inner_loop_ceiling(launch.kernel, gpu, stride)
     roofline_s = max(work.flops / peak, work.bytes / bandwidth)
     compute_s = work.flops / (peak * (ceiling or 1.0) * work.tile_efficiency)
-    busy = slot_efficiency(work.items, resident) if work.items else min(1.0, waves)
+    busy = slot_efficiency(work.items, resident, launch.blocks) if work.items else min(1.0, waves)
     model_s = max(compute_s, work.bytes / bandwidth) / busy
     spill = info["spill_st"] + info["spill_ld"]
     flags = []

@@ -242,7 +242,9 @@ def gemm_split_ranges(conv: Conv, pass_: str, images: int, sms: int, fp32_lanes:
             return GemmSplit()
         per_image = c.groups * math.ceil(m / tile[0]) * math.ceil(n / tile[1])
         return _tail_split(per_image, images, k, resident)
-    splits = min(math.ceil(SPLIT_WAVES * resident / max(tiles, 1)), k // MIN_SPLIT_LEN, MAX_SPLITS)
+    if k < 2 * MIN_SPLIT_LEN:
+        return GemmSplit()
+    splits = min(math.ceil(SPLIT_WAVES * resident / max(tiles, 1)), math.ceil(k / MIN_SPLIT_LEN), MAX_SPLITS)
     return GemmSplit(max(1, splits))
 
 
@@ -252,17 +254,17 @@ def gemm_tile(kernel: str) -> Tuple[int, int]:
     return bm, bn
 
 
-def gemm_items(split: GemmSplit, problems: int, per_problem: int, k: int) -> Tuple[Tuple[int, int], ...]:
+def gemm_items(split: GemmSplit, problems: int, groups: int, tiles: int, k: int) -> Tuple[Tuple[int, int], ...]:
     """A GEMM's work items in launch order as (count, reduction length) runs (gemm_work_item):
-    ``per_problem`` tiles of each whole problem over all of ``k``, then those of each split
-    problem's ranges (the last ones shorter, or empty)."""
+    the ``tiles`` tiles of each group of each whole problem over all of ``k``, then, problem by
+    problem and group by group, those of each split range in turn (the last ones shorter, or
+    empty)."""
     if split.splits <= 1:
-        return ((problems * per_problem, k),)
-    runs = [(split.whole * per_problem, k)] if split.whole else []
+        return ((problems * groups * tiles, k),)
+    runs = [(split.whole * groups * tiles, k)] if split.whole else []
     length = split_len(k, split.splits)
-    for s in range(split.splits):
-        runs.append(((problems - split.whole) * per_problem, max(0, min(length, k - s * length))))
-    return tuple(runs)
+    ranges = [(tiles, max(0, min(length, k - s * length))) for s in range(split.splits)]
+    return tuple(runs + ranges * ((problems - split.whole) * groups))
 
 
 def _check_split_blocks(kernel: str, blocks: Optional[int], items: Tuple[Tuple[int, int], ...]) -> None:
@@ -312,7 +314,7 @@ def conv_pass_work(conv: Conv, pass_: str, kernels: Sequence[str], elem: int = 4
             def split_gemm(problems: int, rows: int, cols: int, k: int, per_problem_results: int):
                 """The split, work items and result bytes of a GEMM of per-problem tiles."""
                 sp = split(n, (bm, bn)) if split else GemmSplit()
-                items = gemm_items(sp, problems, c.groups * math.ceil(rows / bm) * math.ceil(cols / bn), k)
+                items = gemm_items(sp, problems, c.groups, math.ceil(rows / bm) * math.ceil(cols / bn), k)
                 _check_split_blocks(kernel, block_count, items)
                 # A split problem writes its ranges' partials, which the next pass reads back.
                 split_problems = problems - sp.whole if sp.splits > 1 else 0
@@ -332,7 +334,7 @@ def conv_pass_work(conv: Conv, pass_: str, kernels: Sequence[str], elem: int = 4
                                   int(share * in_elems), eff, items))
             elif pass_ == "bwd_input":
                 eff = gemm_tile_efficiency(kernel, c.crs_g, c.pq, c.kg)
-                items = gemm_items(GemmSplit(), n, c.groups * math.ceil(c.crs_g / bm) * math.ceil(c.pq / bn), c.kg)
+                items = gemm_items(GemmSplit(), n, c.groups, math.ceil(c.crs_g / bm) * math.ceil(c.pq / bn), c.kg)
                 works.append(Work(flops * share, elem * (w_elems + share * out_elems) + acc * n * c.crs * c.pq,
                                   n * c.crs * c.pq, eff, items))
             else:

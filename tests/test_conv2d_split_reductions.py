@@ -18,6 +18,7 @@ from simt_kernels import (expect_kernels, expect_no_kernels, launched, multiproc
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 KERNEL_TYPE = {torch.float32: "float", torch.float64: "double", torch.float16: "half_t",
                torch.bfloat16: "bfloat16_t"}
+ACC_TYPE = {torch.float32: "float", torch.float64: "double", torch.float16: "float", torch.bfloat16: "float"}
 # Relative to the largest magnitude of the float64 reference.
 TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-12, torch.float16: 4e-3, torch.bfloat16: 3e-2}
 
@@ -68,11 +69,13 @@ def _operands(case, dtype):
 @pytest.mark.parametrize("case", SPLIT_K_CASES.values(), ids=SPLIT_K_CASES.keys())
 def test_im2col_weight_gradient_split_k(dtype, case):
     operands, (dw_ref, db_ref) = _operands(case, dtype)
-    t = KERNEL_TYPE[dtype]
-    # Partials in the accumulation type, added into grad_weight by the fixed-order pass; float16
-    # and bfloat16 multiply on tensor cores (where the emulated GPU has them).
+    t, acc = KERNEL_TYPE[dtype], ACC_TYPE[dtype]
+    # Partials in the accumulation type (the split GEMM's C has it), added into grad_weight by the
+    # fixed-order pass; float16 and bfloat16 multiply on tensor cores (where the emulated GPU has
+    # them).
     on_tensor_cores = dtype in (torch.float16, torch.bfloat16) and simt_has_tensor_cores()
-    gemm = f"gemm_tensor_core_kernel<{t}, {t}" if on_tensor_cores else f"gemm_kernel<{t}, {t}, GemmTile<64, 64"
+    gemm = (f"gemm_tensor_core_kernel<{t}, {acc}, TensorCoreTile<64, 64, 32, 2, 4, 2>, Im2colGatherWgrad" if on_tensor_cores
+            else f"gemm_kernel<{t}, {acc}, GemmTile<64, 64, 8, 4, 4>, Im2colGatherWgrad")
     with expect_kernels(gemm, f"conv2d_reduce_partials_kernel<{t}, {t}>"):
         dw, db = _weight_and_bias_grads(*operands, **case[2])
     _close(dw, dw_ref, dtype)
@@ -284,11 +287,40 @@ def test_im2col_forward_tail_split_matches_torch_and_keeps_whole_images_exact(ca
 def test_im2col_forward_tail_split_on_tf32_tensor_cores():
     x_shape, w_shape, geometry, sms = TAIL_SPLIT_FORWARD_CASES["groups"]
     (x, w, b), expected = _forward_operands(TAIL_SPLIT_FORWARD_CASES["groups"][:3], torch.float32)
-    with fastconv.backend("simt", allow_tf32=True), multiprocessors(sms), expect_kernels(
-            "gemm_tensor_core_kernel<float, float", "conv2d_reduce_forward_partials_kernel<float>"):
-        y = _forward(x, w, b, **geometry)
+    with fastconv.backend("simt", allow_tf32=True), multiprocessors(sms):
+        with expect_kernels("gemm_tensor_core_kernel<float, float", "conv2d_reduce_forward_partials_kernel<float>"):
+            y = _forward(x, w, b, **geometry)
+        with expect_no_kernels("conv2d_reduce_forward_partials_kernel"):
+            head = _forward(x[:2], w, b, **geometry)
     scale = expected.abs().max().item()
     torch.testing.assert_close(y.double() / scale, expected / scale, rtol=0, atol=2e-3)
+    assert torch.equal(_bits(y[:2]), _bits(head)), "the whole images differ from an unsplit run"
+
+
+def test_im2col_forward_tail_split_with_unfolded_columns():
+    # The GEMM on unfolded columns (FASTCONV_IM2COL_GATHER=0, read once, so in a subprocess) splits
+    # its tail the same way.
+    launches = run_tests_in_subprocess(
+        ["tests/test_conv2d_split_reductions.py", "-k", "test_im2col_forward_tail_split_matches_torch"],
+        FASTCONV_IM2COL_GATHER="0")
+    assert launched(launches, "im2col_kernel<float")
+    assert not launched(launches, "Im2colGatherForward")
+    assert launched(launches, "conv2d_reduce_forward_partials_kernel<float>")
+
+
+# Ranges that do not divide the reduction, and a first-wave slot the whole image leaves free: 2
+# images of 3 wide tiles (130 output channels, 153 pixels) on 4 slots (two multiprocessors) run
+# 1 whole and 1 in 3 ranges (768, 768 and 714) of a 2250-long reduction.
+def test_im2col_forward_tail_split_with_a_free_slot_and_ragged_ranges():
+    x, w = torch.randn(2, 250, 17, 9), torch.randn(130, 250, 3, 3)
+    with multiprocessors(2), expect_kernels("GemmTile<64, 256", "conv2d_reduce_forward_partials_kernel"):
+        y = _forward(x, w, None, padding=1)
+    # The first image alone, unsplit on the same tile: on two slots its 3 tiles take two rounds
+    # whole, and no image would be left to split.
+    with multiprocessors(1), expect_no_kernels("conv2d_reduce_forward_partials_kernel"):
+        head = _forward(x[:1], w, None, padding=1)
+    _close(y, F.conv2d(x.double(), w.double(), padding=1), torch.float32)
+    assert torch.equal(_bits(y[:1]), _bits(head)), "the whole image differs from an unsplit run"
 
 
 # The gathering input gradient (stride 1, 64 input channels a group fill the GEMM's rows): 3
@@ -299,24 +331,31 @@ TAIL_SPLIT_INPUT_GRADIENT_CASES = {
 }
 
 
-@pytest.mark.parametrize("dtype", TAIL_DTYPES)
+@pytest.mark.parametrize("math", ["float32", "float64", "tf32"])
 @pytest.mark.parametrize("case", TAIL_SPLIT_INPUT_GRADIENT_CASES.values(),
                          ids=TAIL_SPLIT_INPUT_GRADIENT_CASES.keys())
-def test_im2col_input_gradient_tail_split_matches_torch(case, dtype):
+def test_im2col_input_gradient_tail_split_matches_torch(case, math):
     x_shape, w_shape, geometry, sms = case
+    dtype = torch.float64 if math == "float64" else torch.float32
     x, w = torch.randn(x_shape), torch.randn(w_shape)
     dy = torch.randn(F.conv2d(x, w, **geometry).shape)
     expected = torch.nn.grad.conv2d_input(x_shape, w.double(), dy.double(), **geometry)
     t = KERNEL_TYPE[dtype]
     pad = geometry.get("padding", 0)
     run = lambda d: torch.ops.fastconv.conv2d_backward_input(  # noqa: E731
-        d.to(dtype), w.to(dtype), [len(d), *x_shape[1:]], [1, 1], [pad] * 4, [1, 1], 1, "im2col", "simt")
+        d.to(dtype), w.to(dtype), [len(d), *x_shape[1:]], [1, 1], [pad] * 4, [1, 1], 1, "im2col",
+        "simt:tf32" if math == "tf32" else "simt")
+    gemm = "gemm_tensor_core_kernel<float, float" if math == "tf32" else f"gemm_kernel<{t}, {t}"
     with multiprocessors(_slots(sms, dtype)):
-        with expect_kernels("Im2colGatherForward", f"conv2d_reduce_partials_kernel<{t}, {t}>"):
+        with expect_kernels(f"{gemm}", "Im2colGatherForward", f"conv2d_reduce_partials_kernel<{t}, {t}>"):
             dx = run(dy)
         with expect_no_kernels("conv2d_reduce_partials_kernel"):
             head = run(dy[:2])
-    _close(dx, expected, dtype)
+    if math == "tf32":
+        scale = expected.abs().max().item()
+        torch.testing.assert_close(dx.double() / scale, expected / scale, rtol=0, atol=2e-3)
+    else:
+        _close(dx, expected, dtype)
     assert torch.equal(_bits(dx[:2]), _bits(head)), "the whole images differ from an unsplit run"
 
 

@@ -260,8 +260,9 @@ def test_split_gemms_count_their_partials():
     assert gemm_split_ranges(big, "fwd", 32, 132, 128, False) == GemmSplit(9)
     assert gemm_split_ranges(big, "fwd", 32, 132, 128, True) == GemmSplit(3)
     # The weight gradient always splits: 9 large tiles, 7200-long reduction: ceil(528 / 9) = 59,
-    # capped at 7200 // 128 = 56; on tensor cores, 36 tiles of 64 x 64: ceil(528 / 36) = 15.
-    assert gemm_split_ranges(big, "bwd_weight", 32, 132, 128, False) == GemmSplit(56)
+    # capped at ceil(7200 / 128) = 57 (56 of 128 and one of 32); on tensor cores, 36 tiles of
+    # 64 x 64: ceil(528 / 36) = 15.
+    assert gemm_split_ranges(big, "bwd_weight", 32, 132, 128, False) == GemmSplit(57)
     assert gemm_split_ranges(big, "bwd_weight", 32, 132, 128, True) == GemmSplit(15)
 
 
@@ -271,7 +272,8 @@ def test_tail_split_mirror_and_its_work_items():
     conv = Conv(n=32, c=64, h=36, w=36, k=128, r=3, s=3)
     split = gemm_split_ranges(conv, "fwd", 32, 132, 128, False, tile=(128, 128))
     assert split == GemmSplit(5, 26)
-    assert gemm_items(split, 32, 10, 576) == ((260, 576), (60, 128), (60, 128), (60, 128), (60, 128), (60, 64))
+    # Each split image's ranges in turn (its 10 tiles a range), as gemm_work_item decodes them.
+    assert gemm_items(split, 32, 1, 10, 576) == ((260, 576),) + (((10, 128),) * 4 + ((10, 64),)) * 6
     large = "gemm_kernel<float, float, GemmTile<128, 128, 8, 8, 8>, Im2colGatherForward>"
     gemm, add = conv_pass_work(conv, "fwd", [large, "conv2d_reduce_forward_partials_kernel<float>"],
                                blocks=[560, 4096], split=lambda images, tile: split)
@@ -283,8 +285,11 @@ def test_tail_split_mirror_and_its_work_items():
     # The slots' busy fraction: 320 equal tiles on 264 slots keep them busy 320 / 528 of two
     # rounds; the split above, 26 images whole and 6 in ranges, far more of a shorter time.
     assert cuda_model.slot_efficiency(((320, 576),), 264) == pytest.approx(320 / 528)
-    assert cuda_model.slot_efficiency(gemm_items(split, 32, 10, 576), 264) > 0.9
+    assert cuda_model.slot_efficiency(gemm_items(split, 32, 1, 10, 576), 264) > 0.85
     assert cuda_model.slot_efficiency(((100, 7),), 264) == pytest.approx(100 / 264)
+    # More items than blocks: a block takes items a grid apart. Items of 1, 1, 1, 5, 5 in 3 blocks
+    # make blocks of 6, 6 and 1, which end at 7 on two slots.
+    assert cuda_model.slot_efficiency(((3, 1), (2, 5)), 2, grid=3) == pytest.approx(13 / (2 * 7))
 
 
 def test_dry_run_records_the_launches_of_a_real_run():

@@ -243,6 +243,13 @@ def test_gemm_tiles_follow_rounds_of_resident_blocks():
     # of the second round would run alone, so the 26 images of the first run whole (260 tiles)
     # and the other 6 in 5 reduction ranges each (300 blocks).
     assert _gemm_tiles((32, 64, 36, 36), (128, 64, 3, 3), "fwd") == [(128, 128, 560)]
+    # (20 images whole and 12 in 3 ranges would launch 560 blocks too.) The second pass adds the
+    # ranges of 6 images, 6 x 128 x 34 x 34 outputs, an element a thread.
+    layer = Layer("conv", "test", (64, 36, 36), dict(out_channels=128, kernel=3, stride=1, padding=0, groups=1))
+    with multiprocessors(132), compute_capability(90):
+        [run] = [r for r in record_layer(layer, 32) if r.algorithm == "im2col" and r.pass_ == "fwd"]
+    [second] = [launch for launch in run.launches if launch.kernel.startswith("conv2d_reduce_forward_partials")]
+    assert second.blocks * second.threads == -(-6 * 128 * 34 * 34 // 256) * 256
     # 20 images of 128 x 1024 (32 x 32 pixels): 160 large tiles take one round, 640 small ones
     # three, a small tile element weighing twice a large one's where an SM has 128 FP32 lanes
     # (sm_90) and 5/4 where it has 64 (sm_80).

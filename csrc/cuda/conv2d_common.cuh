@@ -144,8 +144,9 @@ const char* launch_reduce_partials(const acc_t<T>* partial, TO* out, int64_t n, 
 
 // The split forward's second pass: output[e] = the slices' sum + bias of
 // e's channel, through conv2d_relu's epilogue, for outputs laid out
-// [image][channel][pixel]. Split forwards are small (under a wave of GEMM
-// tiles), so n < 2^31 and the channel comes from two 32-bit FastDivmods.
+// [image][channel][pixel]. Split forwards are small (their tiles fill under
+// two waves of the GPU; im2col_forward_split keeps n < 2^31), so the channel
+// comes from two 32-bit FastDivmods.
 template <typename T>
 __global__ void __launch_bounds__(launch_bound<T>(kElementwiseThreads))
     conv2d_reduce_forward_partials_kernel(const acc_t<T>* __restrict__ partial, T* __restrict__ output,

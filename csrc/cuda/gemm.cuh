@@ -291,12 +291,28 @@ FASTCONV_HD GemmItemSplit gemm_item_split(const GemmShape& shape) {
   return GemmItemSplit{gemm_whole_problems(shape) * gemm_tiles_per_problem(shape, BM, BN),
                        static_cast<int>(shape.splits > 1 ? gemm_split_len(shape.K, shape.splits) : shape.K)};
 }
-template <int BM, int BN>
+// kSplits: whether the kernel may run split problems (its C has the
+// accumulation type, as launch_gemm requires of a split launch). The others
+// decode every item as one of a launch without whole problems, in the code
+// that was there before whole problems were (ptxas holds them at the
+// 128-register bound of two blocks an SM; small changes to this function
+// spilled the 16-bit kernels on sm_80 and sm_90).
+template <int BM, int BN, bool kSplits>
 __device__ __forceinline__ GemmWorkItem gemm_work_item(int64_t item, const GemmShape& shape, GemmItemSplit at) {
   GemmWorkItem w;
   const int K = static_cast<int>(shape.K);
-  const int64_t whole_items = at.whole_items;
-  if (item < whole_items) {
+  if (!kSplits) {
+    uint32_t d[5];
+    shape.item_digits.split(static_cast<uint32_t>(item), d);
+    w.n0 = static_cast<int>(d[0]) * BN;
+    w.m0 = static_cast<int>(d[1]) * BM;
+    w.z2 = d[3];
+    w.z1 = d[4];
+    w.split = static_cast<int>(d[2]);
+    w.partial = false;
+    w.k_begin = w.split * at.split_len;
+    w.k_end = K - w.k_begin > at.split_len ? w.k_begin + at.split_len : K;
+  } else if (item < at.whole_items) {
     uint32_t d[4];
     shape.whole_digits.split(static_cast<uint32_t>(item), d);
     w.n0 = static_cast<int>(d[0]) * BN;
@@ -309,16 +325,15 @@ __device__ __forceinline__ GemmWorkItem gemm_work_item(int64_t item, const GemmS
     w.k_end = K;
   } else {
     uint32_t d[5];
-    shape.item_digits.split(static_cast<uint32_t>(item - whole_items), d);
+    shape.item_digits.split(static_cast<uint32_t>(item - at.whole_items), d);
     w.n0 = static_cast<int>(d[0]) * BN;
     w.m0 = static_cast<int>(d[1]) * BM;
     w.split = static_cast<int>(d[2]);
     w.z2 = d[3];
     w.z1 = shape.whole + d[4];
     w.partial = true;
-    const int split_len = at.split_len;
-    w.k_begin = w.split * split_len;
-    w.k_end = K - w.k_begin > split_len ? w.k_begin + split_len : K;
+    w.k_begin = w.split * at.split_len;
+    w.k_end = K - w.k_begin > at.split_len ? w.k_begin + at.split_len : K;
   }
   return w;
 }
@@ -339,15 +354,23 @@ inline const char* gemm_item_digits(GemmShape& shape) {
 // epilogue (bias, accumulation, ReLU); a split item's raw sums into its
 // range's partials, which then have C's type (launch_gemm checks that C has
 // the accumulation type wherever a problem is split). One store loop serves
-// both: a second loop for the partials spilled the wide tile's registers on
-// sm_80.
-struct GemmDestination {
-  int64_t offset;  // of the item's problem and range, from its base
-  bool partial;    // no bias, accumulation or ReLU
-};
-FASTCONV_HD GemmDestination gemm_destination(const GemmOutput& vc, const GemmShape& shape, const GemmWorkItem& w) {
-  if (w.partial) return GemmDestination{(w.z1 - shape.whole) * vc.b1 + w.z2 * vc.b2 + w.split * vc.bsplit, true};
-  return GemmDestination{w.z1 * vc.b1 + w.z2 * vc.b2, false};
+// both, with `partial` a compile-time false in kernels that never split (a
+// second loop for the partials spilled the wide tile's registers on sm_80).
+FASTCONV_HD int64_t gemm_partial_offset(const GemmOutput& vc, const GemmShape& shape, const GemmWorkItem& w) {
+  return (w.z1 - shape.whole) * vc.b1 + w.z2 * vc.b2 + w.split * vc.bsplit;
+}
+// Split ranges are stored as C's type, so only kernels whose C has the
+// accumulation type run them.
+template <typename T, typename TC>
+constexpr bool gemm_stores_splits() {
+  return std::is_same_v<TC, acc_t<T>>;
+}
+// A kernel's items (gemm_work_items); one that never splits has one a tile
+// of every problem (the shorter count keeps the 16-bit kernels, at the
+// 128-register bound, from spilling on sm_80).
+template <int BM, int BN, bool kSplits>
+FASTCONV_HD int64_t gemm_kernel_items(const GemmShape& shape) {
+  return kSplits ? gemm_work_items<BM, BN>(shape) : shape.nz1 * gemm_tiles_per_problem(shape, BM, BN);
 }
 
 template <typename T, typename TC, typename Tile, typename OperandB>
@@ -362,11 +385,12 @@ __global__ void __launch_bounds__(Tile::kThreads, gemm_min_blocks<T>())
   const int tid = static_cast<int>(threadIdx.x);
   const int tn = tid % Tile::kThreadsN, tm = tid / Tile::kThreadsN;
   const int M = static_cast<int>(shape.M), N = static_cast<int>(shape.N);
-  const int64_t items = gemm_work_items<BM, BN>(shape);
+  constexpr bool kSplits = gemm_stores_splits<T, TC>();
+  const int64_t items = gemm_kernel_items<BM, BN, kSplits>(shape);
   const GemmItemSplit item_split = gemm_item_split<BM, BN>(shape);
 
   for (int64_t item = blockIdx.x; item < items; item += gridDim.x) {
-    const GemmWorkItem w = gemm_work_item<BM, BN>(item, shape, item_split);
+    const GemmWorkItem w = gemm_work_item<BM, BN, kSplits>(item, shape, item_split);
     const int64_t z1 = w.z1, z2 = w.z2;
     const int m0 = w.m0, n0 = w.n0, k_begin = w.k_begin, k_end = w.k_end;
     const T* a_z = a + z1 * va.b1 + z2 * va.b2;
@@ -414,10 +438,10 @@ __global__ void __launch_bounds__(Tile::kThreads, gemm_min_blocks<T>())
       __syncthreads();
     }
 
-    const GemmDestination to = gemm_destination(vc, shape, w);
-    TC* c_z = (to.partial ? static_cast<TC*>(vc.partials) : c) + to.offset;
-    const T* bias_z = bias != nullptr && !to.partial ? bias + z2 * vc.bias_b2 : nullptr;
-    const bool accumulate = vc.accumulate && !to.partial, relu = vc.relu && !to.partial;
+    const bool partial = kSplits && w.partial;
+    TC* c_z = partial ? static_cast<TC*>(vc.partials) + gemm_partial_offset(vc, shape, w) : c + z1 * vc.b1 + z2 * vc.b2;
+    const T* bias_z = bias != nullptr && !partial ? bias + z2 * vc.bias_b2 : nullptr;
+    const bool accumulate = vc.accumulate && !partial, relu = vc.relu && !partial;
 #pragma unroll
     for (int i = 0; i < TM; ++i) {
       const int m = m0 + gemm_local<BM, TM>(tm, i);
@@ -642,7 +666,7 @@ const char* launch_gemm(const T* a, GemmOperand va, const T* b, OperandB vb, TC*
   vc.vec = gemm_output_vec<acc_t<T>>(c, vc);
   if (shape.splits < 1) shape.splits = 1;
   if (shape.splits > 1 && vc.partials == nullptr) return "launch_gemm: a split GEMM needs room for its partials";
-  if (shape.splits > 1 && !std::is_same_v<TC, acc_t<T>>) {
+  if (shape.splits > 1 && !gemm_stores_splits<T, TC>()) {
     return "launch_gemm: a split GEMM stores its partials as C's type, which must be the accumulation type";
   }
   if constexpr (!std::is_same_v<T, double>) {

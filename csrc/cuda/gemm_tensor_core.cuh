@@ -247,11 +247,12 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocks)
   const int tid = static_cast<int>(threadIdx.x), lane = tid % 32, warp = tid / 32;
   const int wm0 = (warp / Tile::WARPS_N) * Tile::WM, wn0 = (warp % Tile::WARPS_N) * Tile::WN;
   const int M = static_cast<int>(shape.M), N = static_cast<int>(shape.N);
-  const int64_t items = gemm_work_items<BM, BN>(shape);
+  constexpr bool kSplits = gemm_stores_splits<T, TC>();
+  const int64_t items = gemm_kernel_items<BM, BN, kSplits>(shape);
   const GemmItemSplit item_split = gemm_item_split<BM, BN>(shape);
 
   for (int64_t item = blockIdx.x; item < items; item += gridDim.x) {
-    const GemmWorkItem w = gemm_work_item<BM, BN>(item, shape, item_split);
+    const GemmWorkItem w = gemm_work_item<BM, BN, kSplits>(item, shape, item_split);
     const T* a_z = a + w.z1 * va.b1 + w.z2 * va.b2;
     const T* b_z = b + w.z1 * vb.b1 + w.z2 * vb.b2;
     const int m0 = w.m0, n0 = w.n0;
@@ -306,10 +307,10 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocks)
     }
 
     // Accumulator r of mma tile (i, j) is C(16 i + g + 8 (r / 2), 8 j + 2 t + r % 2) of the warp's part.
-    const GemmDestination to = gemm_destination(vc, shape, w);
-    TC* c_z = (to.partial ? static_cast<TC*>(vc.partials) : c) + to.offset;
-    const T* bias_z = bias != nullptr && !to.partial ? bias + w.z2 * vc.bias_b2 : nullptr;
-    const bool accumulate = vc.accumulate && !to.partial, relu = vc.relu && !to.partial;
+    const bool partial = kSplits && w.partial;
+    TC* c_z = partial ? static_cast<TC*>(vc.partials) + gemm_partial_offset(vc, shape, w)
+                      : c + w.z1 * vc.b1 + w.z2 * vc.b2;
+    const T* bias_z = bias != nullptr && !partial ? bias + w.z2 * vc.bias_b2 : nullptr;
     const int g = lane / 4, t = lane % 4;
 #pragma unroll
     for (int i = 0; i < Tile::kTilesM; ++i) {
@@ -326,8 +327,8 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocks)
             if (n >= N) continue;
             TC* dst = c_z + static_cast<int64_t>(m) * vc.ldc + n;
             float v = acc[i][j][2 * h + e] + bm;
-            if (accumulate) v += to_acc(*dst);
-            *dst = from_acc<TC>(conv_epilogue(v, relu));
+            if (vc.accumulate && !partial) v += to_acc(*dst);
+            *dst = from_acc<TC>(conv_epilogue(v, vc.relu && !partial));
           }
         }
       }

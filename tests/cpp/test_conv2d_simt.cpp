@@ -252,7 +252,7 @@ std::vector<Case> fixed_cases() {
       make_case(2, 17, 9, 17, 17, 3, 3, 1, 1, 1, 17, true),         // the same, small: two ragged tiles each way
       make_case(1, 64, 5, 4, 4, 3, 3, 1, 1, 1, 2, false),           // split forward: 288-long reductions, groups, no bias
       make_case(3, 256, 3, 3, 5, 1, 1, 2, 0, 1, 1, true),           // split forward over column chunks of 2 and 1 images (8 KiB buffer, unfolded)
-      make_case(3, 384, 2, 2, 8, 1, 1, 1, 0, 1, 1, true),           // one multiprocessor: 2 images whole, the third split
+      make_case(3, 48, 3, 3, 1, 3, 3, 1, 0, 1, 1, true),            // one multiprocessor: 2 images whole, the third split
       make_case(3, 64, 2, 2, 48, 3, 3, 1, 1, 1, 1, false),          // the same for the gathered input gradient
   };
 }
