@@ -110,24 +110,24 @@ ConvAlgorithm cpu_rule(const Conv2dParams& p) {
 // only depthwise-like patches (under 16) keep the direct forward and input
 // gradient: 8 channels per group @36 at batch 32 runs im2col's forward in
 // 22 us (TF32; 6.5 in half) against direct's 51, while depthwise 32 @74
-// keeps direct (TF32 23.5 vs 122; in half a near tie, 17.2 vs 20.7). The
-// weight gradient is im2col throughout (depthwise 32 @74: 343 vs 1,006).
+// keeps direct (TF32 23.5 vs 122; in half a near tie, 17.2 vs 21.2). The
+// weight gradient is im2col throughout (depthwise 32 @74: 350 vs 1,006).
 //
 // On the model's H100 the rule runs the faster algorithm in 111 of the 120
 // passes of the seed, 1x1 and grouped layers at batch 1 and 32 on CUDA cores,
 // in all 120 on TF32 and in 118 in half precision; on its A100
-// (cuda_model_a100*.json) in 111, 120 and 120. The misses are within 1.6x:
+// (cuda_model_a100*.json) in 112, 120 and 120. The misses are within 1.6x:
 // weight gradients of narrow or grouped layers on CUDA cores; the narrow
 // forwards on CUDA cores (3->32 @150, 32->32 @75, 8 channels per group),
 // which since the CUDA-core GEMM gathers its columns the model puts faster
 // on im2col (32->32 @75 at batch 32: 119 vs 169 us), where the measurement
 // above, made with unfolded columns, keeps them direct until a GPU times the
 // gathering GEMM; and in half precision the depthwise 128 @36 forward (22.9
-// vs 20.2 us), which TF32 runs 5x faster direct. On the A100 four more,
+// vs 20.7 us), which TF32 runs 5x faster direct. On the A100 three more,
 // within 1.1x: batch-1 weight gradients of VGG16's 128- and 256-channel
-// layers, its 64->128 @112 forward, and a tie on 32->32 @75's weight
-// gradient at batch 32, where counting the idle tail of a GEMM's last round
-// of blocks puts im2col just behind.
+// layers, and a tie on 32->32 @75's weight gradient at batch 32, where
+// counting the idle tail of a GEMM's last round of blocks puts im2col just
+// behind.
 constexpr int64_t kGpuNarrowGemm = 32;
 constexpr int64_t kGpuDepthwisePatch = 16;
 
