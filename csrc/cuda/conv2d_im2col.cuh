@@ -546,12 +546,11 @@ const char* conv2d_im2col_backward_input(const T* grad_output, const T* weight, 
       GemmOutput out{HW, in_image, Cg * HW, 0, false};
       if (shape.splits > 1) out.partials = workspace, out.bsplit = split_elems;
       const T* dy = grad_output + n0 * p.out_channels * PQ;
-      const T* no_bias = nullptr;
+      auto multiply = [&](auto* c) -> const char* {
+        return launch_gemm(weight, wt, dy, gathered, c, out, static_cast<const T*>(nullptr), shape, math, stream);
+      };
       // With every image split there is no C (of the partials' type, as launch_gemm asks).
-      const char* err = shape.splits > 1 && shape.whole == 0
-                            ? launch_gemm(weight, wt, dy, gathered, static_cast<A*>(nullptr), out, no_bias, shape, math,
-                                          stream)
-                            : launch_gemm(weight, wt, dy, gathered, dx, out, no_bias, shape, math, stream);
+      const char* err = shape.splits > 1 && shape.whole == 0 ? multiply(static_cast<A*>(nullptr)) : multiply(dx);
       if (!err && shape.splits > 1) {
         err = launch_reduce_partials<T>(static_cast<const A*>(workspace), dx + split.whole * in_image, split_elems,
                                         shape.splits, false, stream);

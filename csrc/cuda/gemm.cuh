@@ -58,8 +58,8 @@ struct GemmLoader;
 // Reduction range s of a split problem z (z1 >= GemmShape::whole) goes to
 // `partials` (of C's type, which must then be the accumulation type: fp32
 // for half and bfloat16) at (z1 - whole) * b1 + z2 * b2 + s * bsplit +
-// m * ldc + j, without bias, ReLU or accumulation. `vec` (set by launch_gemm): rows are 16-byte aligned, so
-// quads are stored as vectors.
+// m * ldc + j, without bias, ReLU or accumulation. `vec` (set by
+// launch_gemm): rows are 16-byte aligned, so quads are stored as vectors.
 struct GemmOutput {
   int64_t ldc, b1, b2, bias_b2;
   bool accumulate;
@@ -439,7 +439,8 @@ __global__ void __launch_bounds__(Tile::kThreads, gemm_min_blocks<T>())
     }
 
     const bool partial = kSplits && w.partial;
-    TC* c_z = partial ? static_cast<TC*>(vc.partials) + gemm_partial_offset(vc, shape, w) : c + z1 * vc.b1 + z2 * vc.b2;
+    TC* c_z = partial ? static_cast<TC*>(vc.partials) + gemm_partial_offset(vc, shape, w)
+                      : c + z1 * vc.b1 + z2 * vc.b2;
     const T* bias_z = bias != nullptr && !partial ? bias + z2 * vc.bias_b2 : nullptr;
     const bool accumulate = vc.accumulate && !partial, relu = vc.relu && !partial;
 #pragma unroll
@@ -595,17 +596,24 @@ inline GemmShape gemm_tile_choice_shape(GemmShape shape) {
   return shape;
 }
 
+// FMA lanes of an SM for accumulators of `acc_size` bytes: FP64's are 64 or
+// fewer on every GPU we build for.
+inline int gemm_fma_lanes_per_sm(int64_t acc_size) { return acc_size == 8 ? 64 : device_fp32_lanes_per_sm(); }
+
+// The CUDA-core tile launch_gemm_cuda_core runs a GEMM on, for operands of
+// `element_size` bytes (the wide tile only where operands and results are
+// float: T = float has TC = float).
+inline GemmTileKind gemm_cuda_core_launch_tile(const GemmShape& shape, int64_t element_size, int multiprocessors) {
+  const int64_t acc_size = acc_size_for(element_size);
+  const int64_t resident = int64_t(gemm_cuda_core_min_blocks(acc_size)) * multiprocessors;
+  return gemm_cuda_core_tile(gemm_tile_choice_shape(shape), resident, gemm_fma_lanes_per_sm(acc_size),
+                             element_size == 4);
+}
+
 // The tensor-core GEMM (gemm_tensor_core.cuh, which includes this header).
 template <typename T, typename TC, typename OperandB>
 const char* launch_gemm_tensor_core(const T* a, GemmOperand va, const T* b, OperandB vb, TC* c, GemmOutput vc,
                                     const T* bias, GemmShape shape, cudaStream_t stream);
-
-// FMA lanes of an SM for the accumulation type of T: FP64's are 64 or fewer
-// on every GPU we build for.
-template <typename T>
-inline int gemm_fma_lanes_per_sm() {
-  return std::is_same_v<acc_t<T>, double> ? 64 : device_fp32_lanes_per_sm();
-}
 
 // Launches a GEMM kernel (CUDA-core or tensor-core) over the work items of
 // its Tile: a block per item, up to conv_grid's cap.
@@ -635,9 +643,7 @@ template <typename T, typename TC, typename OperandB>
 const char* launch_gemm_cuda_core(const T* a, GemmOperand va, const T* b, OperandB vb, TC* c, GemmOutput vc,
                                   const T* bias, GemmShape shape, cudaStream_t stream) {
   constexpr bool kWide = std::is_same_v<T, float> && std::is_same_v<TC, float>;
-  const int64_t resident = int64_t(gemm_min_blocks<T>()) * device_multiprocessors();
-  const GemmTileKind kind =
-      gemm_cuda_core_tile(gemm_tile_choice_shape(shape), resident, gemm_fma_lanes_per_sm<T>(), kWide);
+  const GemmTileKind kind = gemm_cuda_core_launch_tile(shape, sizeof(T), device_multiprocessors());
   if constexpr (kWide) {
     if (kind == GemmTileKind::kWide) {
       return launch_gemm_tile<T, TC, GemmTileWide, OperandB>(a, va, b, vb, c, vc, bias, shape, stream);

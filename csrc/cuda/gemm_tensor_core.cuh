@@ -382,20 +382,24 @@ inline bool gemm_tensor_core_wide(const GemmShape& shape, int64_t resident) {
          gemm_tile_time(shape, resident, Narrow::BM, Narrow::BN, tensor_core_wavefronts_x8<Narrow>());
 }
 
-// The tile launch_gemm runs an unsplit GEMM on whose operands and results
-// have `element_size` bytes (as launch_gemm_cuda_core and
-// launch_gemm_tensor_core choose it).
+// Whether launch_gemm_tensor_core runs a GEMM of `element_size`-byte
+// operands on the wide tile (16-bit operands only).
+inline bool gemm_tensor_core_launch_wide(const GemmShape& shape, int64_t element_size, int multiprocessors) {
+  const int64_t resident = int64_t(GemmTensorCoreTileWide::kMinBlocks) * multiprocessors;
+  return element_size == 2 && gemm_tensor_core_wide(gemm_tile_choice_shape(shape), resident);
+}
+
+// The tile launch_gemm runs a GEMM on, for operands and results of
+// `element_size` bytes: the choice both launchers make.
 inline GemmTileShape gemm_launch_tile(const GemmShape& shape, int64_t element_size, GemmMath math,
                                       int multiprocessors) {
-  const int64_t resident = int64_t(gemm_blocks_per_sm(element_size, math)) * multiprocessors;
   if (gemm_on_tensor_cores(element_size, math)) {
     using Wide = GemmTensorCoreTileWide;
     using Narrow = GemmTensorCoreTile;
-    return element_size == 2 && gemm_tensor_core_wide(shape, resident) ? GemmTileShape{Wide::BM, Wide::BN}
-                                                                        : GemmTileShape{Narrow::BM, Narrow::BN};
+    return gemm_tensor_core_launch_wide(shape, element_size, multiprocessors) ? GemmTileShape{Wide::BM, Wide::BN}
+                                                                              : GemmTileShape{Narrow::BM, Narrow::BN};
   }
-  const int lanes = acc_size_for(element_size) == 8 ? 64 : device_fp32_lanes_per_sm();
-  return gemm_tile_shape(gemm_cuda_core_tile(shape, resident, lanes, element_size == 4));
+  return gemm_tile_shape(gemm_cuda_core_launch_tile(shape, element_size, multiprocessors));
 }
 
 // Operand vector modes, divisors and splits are settled by launch_gemm, which calls this.
@@ -403,8 +407,7 @@ template <typename T, typename TC, typename OperandB>
 const char* launch_gemm_tensor_core(const T* a, GemmOperand va, const T* b, OperandB vb, TC* c, GemmOutput vc,
                                     const T* bias, GemmShape shape, cudaStream_t stream) {
   if constexpr (sizeof(T) == 2) {
-    const int64_t resident = int64_t(GemmTensorCoreTileWide::kMinBlocks) * device_multiprocessors();
-    if (gemm_tensor_core_wide(gemm_tile_choice_shape(shape), resident)) {
+    if (gemm_tensor_core_launch_wide(shape, sizeof(T), device_multiprocessors())) {
       using Tile = GemmTensorCoreTileWide;
       return launch_gemm_kernel<Tile>(gemm_tensor_core_kernel<T, TC, Tile, OperandB>, a, va, b, vb, c, vc, bias, shape,
                                       stream);
